@@ -1,0 +1,594 @@
+"""Typed spec models of the two custom resources: the one source of truth.
+
+The operator, the trainer, the model server and the local CLI all parse the
+same YAML with these models, and the CRD schemas in ``crds/`` are generated
+from them (``kerasop.crdgen``). Field names are camelCase on the wire (as
+Kubernetes users expect) and snake_case in Python.
+
+Cross-field rules are written twice on purpose: once as a pydantic validator
+(so the local CLI rejects a bad file with the same meaning) and once as a CEL
+rule in ``x-kubernetes-validations`` (so the API server rejects it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kerasop.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL validation rule for ``x-kubernetes-validations``."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class SpecModel(BaseModel):
+    """Base: camelCase aliases, unknown fields rejected (typos fail loudly)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+DataFormat = Literal["csv", "imageCsv", "imageFolder", "npz"]
+
+
+class ImageSpec(SpecModel):
+    """How images are decoded and resized before they reach the model."""
+
+    height: int = Field(64, ge=8, le=4096, description="Target height in pixels.")
+    width: int = Field(64, ge=8, le=4096, description="Target width in pixels.")
+    channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
+
+
+class VolumeSource(SpecModel):
+    """An existing PersistentVolumeClaim mounted into the trainer pods."""
+
+    claim_name: str = Field(
+        ..., pattern=NAME_PATTERN, max_length=253, description="Name of the PVC."
+    )
+    read_only: bool = Field(True, description="Mount the claim read-only.")
+
+
+class DataSpec(SpecModel):
+    """Where the training data is and how to read it.
+
+    Paths are relative to the data volume root: ``/data`` in a pod, the
+    ``--data-dir`` folder in local mode.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.validationPath) && has(self.validationSplit))",
+                    "set at most one of validationPath and validationSplit",
+                ),
+                cel(
+                    "self.format != 'csv' || !has(self.image)",
+                    "image settings apply only to image formats",
+                    ".image",
+                ),
+            ]
+        }
+    )
+
+    format: DataFormat = Field(
+        ...,
+        description=(
+            "csv: numeric feature columns and a label column. imageCsv: a CSV of image"
+            " paths (relative to the CSV) and labels. imageFolder: one subfolder per"
+            " class. npz: arrays 'x' and 'y'."
+        ),
+    )
+    path: str = Field(
+        ..., min_length=1, description="Training file or folder, relative to the data volume."
+    )
+    validation_path: str | None = Field(
+        None, min_length=1, description="Separate validation file or folder (same format)."
+    )
+    validation_split: float | None = Field(
+        None, gt=0, lt=1, description="Fraction of the training data held out for validation."
+    )
+    label_column: str = Field("label", min_length=1, description="CSV column holding the label.")
+    feature_columns: list[str] | None = Field(
+        None, description="csv: feature columns to use (default: every column but the label)."
+    )
+    image_column: str = Field("path", min_length=1, description="imageCsv: column of image paths.")
+    image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
+    volume: VolumeSource | None = Field(
+        None, description="PVC holding the data, mounted at /data (cluster only)."
+    )
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> DataSpec:
+        if self.validation_path is not None and self.validation_split is not None:
+            raise ValueError("set at most one of validationPath and validationSplit")
+        if self.format == "csv" and self.image is not None:
+            raise ValueError("image settings apply only to image formats")
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        return self.format in ("imageCsv", "imageFolder")
+
+    def image_or_default(self) -> ImageSpec:
+        return self.image or ImageSpec()
+
+
+# --------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------
+
+LayerType = Literal[
+    "Dense",
+    "Dropout",
+    "Conv2D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "Flatten",
+    "BatchNormalization",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Rescaling",
+    "Resizing",
+]
+
+Activation = Literal[
+    "linear", "relu", "sigmoid", "softmax", "tanh", "elu", "selu", "gelu", "swish", "softplus"
+]
+
+# Which arguments each layer type requires; mirrored by the CEL rules below.
+REQUIRED_LAYER_ARGS: dict[str, tuple[str, ...]] = {
+    "Dense": ("units",),
+    "Dropout": ("rate",),
+    "Conv2D": ("filters", "kernelSize"),
+    "Rescaling": ("scale",),
+    "Resizing": ("height", "width"),
+}
+
+
+class LayerSpec(SpecModel):
+    """One layer of a Sequential stack, written as data (never as code)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.type != '{layer}' || " + " && ".join(f"has(self.{a})" for a in args),
+                    f"{layer} needs " + " and ".join(args),
+                )
+                for layer, args in REQUIRED_LAYER_ARGS.items()
+            ]
+        }
+    )
+
+    type: LayerType = Field(..., description="Keras layer class.")
+    units: int | None = Field(None, ge=1, le=1_000_000, description="Dense: output units.")
+    activation: Activation | None = Field(None, description="Dense, Conv2D: activation.")
+    rate: float | None = Field(None, ge=0, lt=1, description="Dropout: fraction dropped.")
+    filters: int | None = Field(None, ge=1, le=65536, description="Conv2D: output channels.")
+    kernel_size: int | None = Field(None, ge=1, le=64, description="Conv2D: square kernel size.")
+    strides: int | None = Field(None, ge=1, le=64, description="Conv2D, pooling: stride.")
+    padding: Literal["valid", "same"] | None = Field(None, description="Conv2D, pooling.")
+    pool_size: int | None = Field(None, ge=1, le=64, description="Pooling: square window.")
+    scale: float | None = Field(None, description="Rescaling: multiply inputs by this.")
+    offset: float | None = Field(None, description="Rescaling: then add this.")
+    height: int | None = Field(None, ge=1, le=4096, description="Resizing: target height.")
+    width: int | None = Field(None, ge=1, le=4096, description="Resizing: target width.")
+
+    @model_validator(mode="after")
+    def _required_args(self) -> LayerSpec:
+        missing = [
+            a
+            for a in REQUIRED_LAYER_ARGS.get(self.type, ())
+            if getattr(self, _snake(a)) is None
+        ]
+        if missing:
+            raise ValueError(f"{self.type} needs {' and '.join(missing)}")
+        return self
+
+    def keras_kwargs(self) -> dict[str, Any]:
+        """The layer's constructor arguments, snake_case, unset ones left out."""
+        return self.model_dump(exclude={"type"}, exclude_none=True, by_alias=False)
+
+
+def _snake(camel: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in camel)
+
+
+Application = Literal["VGG16", "ResNet50", "MobileNetV2", "EfficientNetB0"]
+
+
+class TransferSpec(SpecModel):
+    """Transfer learning from a ``keras.applications`` base network."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(self.weights == 'file') == has(self.weightsPath)",
+                    "weightsPath is required when weights is 'file', and only then",
+                    ".weightsPath",
+                )
+            ]
+        }
+    )
+
+    application: Application = Field(..., description="Base network from keras.applications.")
+    weights: Literal["imagenet", "none", "file"] = Field(
+        "imagenet",
+        description=(
+            "imagenet: downloaded once into a cache on the model volume (needs egress);"
+            " none: random init; file: weightsPath on a volume."
+        ),
+    )
+    weights_path: str | None = Field(
+        None, min_length=1, description="weights=file: .h5/.weights.h5 file on the data volume."
+    )
+    pooling: Literal["avg", "max", "flatten"] = Field(
+        "avg", description="How the base's feature map is reduced before the head."
+    )
+    fine_tune_layers: int = Field(
+        0, ge=0, le=1000, description="Unfreeze this many top layers of the base (0 = frozen)."
+    )
+    head: list[LayerSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Layers after the pooled base; the output layer is added from the loss.",
+    )
+
+    @model_validator(mode="after")
+    def _weights_path(self) -> TransferSpec:
+        if (self.weights == "file") != (self.weights_path is not None):
+            raise ValueError("weightsPath is required when weights is 'file', and only then")
+        return self
+
+
+class ModelSpec(SpecModel):
+    """The network: a layer list, or transfer learning. Exactly one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.layers) != has(self.transfer)",
+                    "set exactly one of model.layers and model.transfer",
+                )
+            ]
+        }
+    )
+
+    layers: list[LayerSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="A Sequential stack. The last layer is the output layer.",
+    )
+    transfer: TransferSpec | None = Field(None, description="Transfer learning from a base.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSpec:
+        if (self.layers is None) == (self.transfer is None):
+            raise ValueError("set exactly one of model.layers and model.transfer")
+        return self
+
+
+# --------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------
+
+
+class EarlyStoppingSpec(SpecModel):
+    monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss or val_accuracy.")
+    patience: int = Field(3, ge=0, le=1000, description="Epochs without improvement before stop.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts.")
+    restore_best_weights: bool = Field(True, description="Keep the best epoch's weights.")
+
+
+Loss = Literal[
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "mean_squared_error",
+    "mean_absolute_error",
+]
+
+
+class TrainingSpec(SpecModel):
+    optimizer: Literal["adam", "sgd", "rmsprop", "adamw", "adagrad"] = Field(
+        "adam", description="Optimizer."
+    )
+    learning_rate: float = Field(0.001, gt=0, le=10, description="Learning rate.")
+    loss: Loss = Field("binary_crossentropy", description="Loss function.")
+    metrics: list[Literal["accuracy", "auc", "precision", "recall", "mae", "mse"]] = Field(
+        default_factory=lambda: ["accuracy"], max_length=8, description="Metrics reported."
+    )
+    epochs: int = Field(5, ge=1, le=100000, description="Epochs (the article uses 5).")
+    batch_size: int = Field(32, ge=1, le=65536, description="Global batch size.")
+    early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when stalled.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed for reproducibility.")
+    mixed_precision: bool = Field(False, description="float16 compute on GPUs.")
+    backend: Literal["tensorflow", "jax", "torch"] = Field(
+        "tensorflow", description="KERAS_BACKEND for the trainer."
+    )
+
+
+# --------------------------------------------------------------------------
+# Output, storage, resources
+# --------------------------------------------------------------------------
+
+
+class StorageSpec(SpecModel):
+    """The model store volume: an existing PVC, or one the operator creates."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.claimName) != has(self.size)",
+                    "set exactly one of claimName (existing PVC) and size (new PVC)",
+                )
+            ]
+        }
+    )
+
+    claim_name: str | None = Field(
+        None, pattern=NAME_PATTERN, max_length=253, description="Existing PVC to use."
+    )
+    size: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        description="Size of a PVC the operator creates, e.g. 5Gi.",
+    )
+    storage_class_name: str | None = Field(None, description="Storage class of a created PVC.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+        "ReadWriteOnce", description="Access mode of a created PVC."
+    )
+    retain: bool = Field(
+        True, description="Keep a created PVC when the job is deleted (models survive)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StorageSpec:
+        if (self.claim_name is None) == (self.size is None):
+            raise ValueError("set exactly one of claimName (existing PVC) and size (new PVC)")
+        return self
+
+
+class OutputSpec(SpecModel):
+    model_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description="Name in the model store (default: the job's name).",
+    )
+    storage: StorageSpec = Field(
+        default_factory=lambda: StorageSpec(size="1Gi"),
+        description="The volume holding <modelName>/<version>/.",
+    )
+
+
+class ResourcesSpec(SpecModel):
+    cpu: str | None = Field(None, description="CPU request and limit, e.g. '2' or '500m'.")
+    memory: str | None = Field(None, description="Memory request and limit, e.g. 4Gi.")
+    gpus: int = Field(0, ge=0, le=16, description="nvidia.com/gpu per pod.")
+
+
+class PodSpecOverrides(SpecModel):
+    """Scheduling knobs copied onto the pods."""
+
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    pod_template: dict[str, Any] | None = Field(
+        None,
+        description="Strategic-merge override of the generated pod template (free-form).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class KerasTrainingJobSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.data == oldSelf.data && self.model == oldSelf.model"
+                    " && self.training == oldSelf.training && self.output == oldSelf.output"
+                    " && self.workers == oldSelf.workers",
+                    "data, model, training, output and workers are immutable; create a new"
+                    " job to train something else",
+                )
+            ]
+        }
+    )
+
+    data: DataSpec
+    model: ModelSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    workers: int = Field(
+        1, ge=1, le=64, description="Trainer processes (data parallel, JAX backend if > 1)."
+    )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    scheduling: PodSpecOverrides = Field(default_factory=PodSpecOverrides)
+    image: str | None = Field(None, description="Trainer image (default: the operator's).")
+    backoff_limit: int = Field(3, ge=0, le=100, description="Pod restarts before Failed.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished Job's pods after this long."
+    )
+    suspend: bool = Field(False, description="Pause: trainer pods are removed, resume later.")
+
+
+# --------------------------------------------------------------------------
+# Serving
+# --------------------------------------------------------------------------
+
+
+class ServedModelSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.trainingJob) != (has(self.name) && has(self.claimName))",
+                    "set either trainingJob, or name and claimName",
+                )
+            ]
+        }
+    )
+
+    training_job: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description="Follow this job's latest succeeded version.",
+    )
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, max_length=63, description="Model name in the store."
+    )
+    claim_name: str | None = Field(
+        None, pattern=NAME_PATTERN, max_length=253, description="PVC holding the store."
+    )
+    version: int | None = Field(
+        None, ge=1, description="Pin this version (rollback = pin an older one)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServedModelSpec:
+        if (self.training_job is None) == (self.name is None or self.claim_name is None):
+            raise ValueError("set either trainingJob, or name and claimName")
+        return self
+
+
+class AutoscalingSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas")
+            ]
+        }
+    )
+
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(..., ge=1, le=1000)
+    target_cpu_utilization: int = Field(70, ge=1, le=100, description="Percent of request.")
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        return self
+
+
+class ServerSpec(SpecModel):
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Dynamic batching: rows per batch.")
+    batch_timeout_ms: float = Field(
+        2.0, ge=0, le=1000, description="Dynamic batching: longest wait to fill a batch."
+    )
+    max_request_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413."
+    )
+
+
+class KerasModelServiceSpec(SpecModel):
+    model: ServedModelSpec
+    replicas: int = Field(1, ge=0, le=1000, description="Server pods (ignored with autoscaling).")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    autoscaling: AutoscalingSpec | None = None
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    scheduling: PodSpecOverrides = Field(default_factory=PodSpecOverrides)
+    image: str | None = Field(None, description="Server image (default: the operator's).")
+
+
+# --------------------------------------------------------------------------
+# Whole resources (as in YAML files)
+# --------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
+    namespace: str | None = None
+
+
+class KerasTrainingJob(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    api_version: Literal["kerasop.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["KerasTrainingJob"] = "KerasTrainingJob"
+    metadata: ObjectMeta
+    spec: KerasTrainingJobSpec
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.output.model_name or self.metadata.name
+
+
+class KerasModelService(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    api_version: Literal["kerasop.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["KerasModelService"] = "KerasModelService"
+    metadata: ObjectMeta
+    spec: KerasModelServiceSpec
+
+
+KINDS: dict[str, type[BaseModel]] = {
+    "KerasTrainingJob": KerasTrainingJob,
+    "KerasModelService": KerasModelService,
+}
+
+
+def load_documents(text: str) -> list[KerasTrainingJob | KerasModelService]:
+    """Parse every kerasop document of a (multi-document) YAML string.
+
+    Documents of other kinds are skipped, so one file can hold a PVC, a job and
+    a service. Raises ``SpecError`` with the document's kind/name and the
+    failing field path.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    out: list[Any] = []
+    for doc in yaml.safe_load_all(text):
+        if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+            continue
+        try:
+            out.append(KINDS[doc["kind"]].model_validate(doc))
+        except ValidationError as exc:
+            name = (doc.get("metadata") or {}).get("name", "?")
+            raise SpecError(f"{doc['kind']} {name}: {describe_errors(exc)}") from None
+    return out
+
+
+def describe_errors(exc: Any) -> str:
+    """Pydantic errors as 'spec.data.path: message; ...' (one line)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+class SpecError(ValueError):
+    """A resource file that does not match the spec models."""
