@@ -1,0 +1,316 @@
+"""`kerasop`: run the cluster's YAML on this machine (the embedded default).
+
+    kerasop sample-data dense               # generate the article's 784-feature CSV
+    kerasop train -f examples/dense-classifier.yaml
+    kerasop serve -f examples/dense-classifier.yaml      # http://127.0.0.1:8080
+    kerasop predict -f examples/dense-classifier.yaml --csv .kerasop/data/dense/train.csv --rows 3
+    kerasop demo                             # all of the above in one go
+
+A local folder stands in for each volume: ``--data-dir`` (default
+``.kerasop/data``) for the data volume and ``--store`` (default
+``.kerasop/models``) for the model store, laid out exactly as on the cluster.
+Heavy imports (Keras, the server) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kerasop import events
+from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
+
+DEFAULT_WORKDIR = Path(".kerasop")
+DEMO_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dense-classifier.yaml"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code attached."""
+
+    def __init__(self, message: str, exit_code: int = events.EXIT_BAD_SPEC) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------
+
+
+def read_resources(path: Path) -> list[KerasTrainingJob | KerasModelService]:
+    try:
+        docs = load_documents(path.read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except SpecError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    if not docs:
+        raise CliError(f"{path}: no KerasTrainingJob or KerasModelService in the file")
+    return docs
+
+
+def pick(docs: list[Any], kind: type, name: str | None = None) -> Any:
+    """The one document of ``kind`` (named ``name`` if given)."""
+    matches = [d for d in docs if isinstance(d, kind) and (name is None or d.metadata.name == name)]
+    if len(matches) == 1:
+        return matches[0]
+    what = f"{kind.__name__}" + (f" named {name!r}" if name else "")
+    if not matches:
+        raise CliError(f"no {what} in the file")
+    raise CliError(f"several {what}s in the file: pass --name")
+
+
+def served_model(docs: list[Any], service: KerasModelService) -> tuple[str, int | None]:
+    """Model name and pinned version a KerasModelService serves, resolved locally.
+
+    A service that follows a training job serves the job's model; the job must
+    be in the same file (locally there is no API server to look it up).
+    """
+    ref = service.spec.model
+    if ref.training_job is None:
+        assert ref.name is not None  # guaranteed by ServedModelSpec
+        return ref.name, ref.version
+    job = pick(docs, KerasTrainingJob, ref.training_job)
+    return job.model_name, ref.version
+
+
+def format_progress(event: dict[str, Any]) -> str | None:
+    """One human line for a trainer event (None for events not worth a line)."""
+    kind = event["kerasop"]
+    if kind == "start":
+        resumed = event.get("resumedFromEpoch") or 0
+        note = f", resuming after epoch {resumed}" if resumed else ""
+        return f"training: {event.get('epochs')} epochs{note}"
+    if kind == "epoch":
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
+        return f"epoch {event['epoch']}/{event['epochs']}  {metrics}"
+    if kind == "done":
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
+        return (
+            f"saved {event['modelName']} version {event['modelVersion']} "
+            f"at {event['modelPath']}\nvalidation: {metrics}"
+        )
+    if kind == "failed":
+        return f"failed ({event['reason']}): {event['message']}"
+    return None
+
+
+def rows_from_csv(path: Path, rows: int, drop: str | None) -> list[list[float]]:
+    """The first ``rows`` rows of a CSV as numbers, without the ``drop`` column."""
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            out = []
+            for row in reader:
+                out.append([float(v) for k, v in row.items() if k != drop])
+                if len(out) == rows:
+                    break
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read rows from {path}: {exc}") from None
+    if not out:
+        raise CliError(f"{path} has no rows")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    for doc in read_resources(args.file):
+        print(f"{doc.kind} {doc.metadata.name}: valid")
+    return 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from kerasop_trainer import sample_data
+
+    target = args.data_dir / args.dataset
+    writers = {
+        "dense": lambda: sample_data.write_dense_csv(target / "train.csv"),
+        "images": lambda: sample_data.write_image_csv(target),
+        "image-folder": lambda: sample_data.write_image_folder(target),
+        "npz": lambda: sample_data.write_npz(target / "train.npz"),
+    }
+    print(f"wrote {writers[args.dataset]()}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    docs = read_resources(args.file)
+    job = pick(docs, KerasTrainingJob, args.name)
+    os.environ.setdefault("KERAS_BACKEND", job.spec.training.backend)
+    from kerasop_trainer.train import TrainerError, run
+
+    def show(line: str) -> None:
+        event = events.decode(line)
+        text = format_progress(event) if event else None
+        if text:
+            print(text, flush=True)
+
+    try:
+        run(
+            job,
+            data_root=args.data_dir,
+            store_root=args.store,
+            job_id=args.job_id or f"local-{job.metadata.name}",
+            emit=show,
+        )
+    except TrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
+    service = pick(docs, KerasModelService, args.name)
+    model, version = served_model(docs, service)
+    server = service.spec.server
+    argv = [
+        "--store-root", str(args.store), "--model", model,
+        "--host", args.host, "--port", str(args.port),
+        "--max-batch-size", str(server.max_batch_size),
+        "--batch-timeout-ms", str(server.batch_timeout_ms),
+        "--max-request-bytes", str(server.max_request_bytes),
+    ]  # fmt: skip
+    if version is not None:
+        argv += ["--version", str(version)]
+    return argv
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    argv = server_argv(args, read_resources(args.file))
+    from kerasop_server.main import main as serve_main
+
+    return serve_main(argv) or 0
+
+
+def post_json(url: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise CliError(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
+    except urllib.error.URLError as exc:
+        raise CliError(f"{url}: {exc.reason}") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    docs = read_resources(args.file)
+    model, _ = served_model(docs, pick(docs, KerasModelService, args.name))
+    if args.csv:
+        job = next((d for d in docs if isinstance(d, KerasTrainingJob)), None)
+        label = job.spec.data.label_column if job else None
+        instances = rows_from_csv(args.csv, args.rows, label)
+    else:
+        instances = json.loads(args.instances)
+    url = f"{args.url.rstrip('/')}/v1/models/{model}:predict"
+    answer = post_json(url, {"instances": instances})
+    print(json.dumps(answer))
+    return 0
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CliError(f"the model server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise CliError(f"the model server was not ready after {timeout:.0f}s")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate data, train example (a), serve it, predict, print, stop."""
+    args.file = DEMO_EXAMPLE
+    args.dataset = "dense"
+    if not (args.data_dir / "dense" / "train.csv").exists():
+        cmd_sample_data(args)
+    code = cmd_train(args)
+    if code:
+        return code
+    docs = read_resources(args.file)
+    server = subprocess.Popen([sys.executable, "-m", "kerasop_server.main", *server_argv(args, docs)])
+    base_url = f"http://{args.host}:{args.port}"
+    try:
+        wait_ready(base_url, server, timeout=120)
+        print(f"serving at {base_url}")
+        args.url, args.csv, args.rows = base_url, args.data_dir / "dense" / "train.csv", 3
+        return cmd_predict(args)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------
+# Argument parsing
+# --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasop", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=DEFAULT_WORKDIR / "data",
+                        help="local folder standing in for the data volume")  # fmt: skip
+    common.add_argument("--store", type=Path, default=DEFAULT_WORKDIR / "models",
+                        help="local folder standing in for the model store volume")  # fmt: skip
+    common.add_argument("--name", help="which resource, when the file holds several")
+    with_file = argparse.ArgumentParser(add_help=False, parents=[common])
+    with_file.add_argument("-f", "--file", type=Path, required=True, help="resource YAML")
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--host", default="127.0.0.1")
+    serving.add_argument("--port", type=int, default=8080)
+
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
+    p.add_argument("dataset", choices=["dense", "images", "image-folder", "npz"])
+    p.set_defaults(func=cmd_sample_data)
+    p = sub.add_parser("train", parents=[with_file], help="train a KerasTrainingJob here")
+    p.add_argument("--job-id", help="resume identity (default: local-<name>)")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("predict", parents=[with_file], help="send a prediction request")
+    p.add_argument("--url", default="http://127.0.0.1:8080")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=Path, help="take rows from this CSV (label dropped)")
+    source.add_argument("--instances", help="JSON list of instances")
+    p.add_argument("--rows", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("demo", parents=[common, serving], help="train, serve, predict example (a)")
+    p.add_argument("--job-id", default=None)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
