@@ -1,0 +1,63 @@
+"""The local CLI's pure parts, and its error path for bad files."""
+
+import json
+
+import pytest
+
+from kerasop import cli, events
+
+EXAMPLE = cli.DEMO_EXAMPLE
+
+
+def test_service_following_a_job_serves_the_jobs_model():
+    docs = cli.read_resources(EXAMPLE)
+    service = cli.pick(docs, cli.KerasModelService)
+    assert cli.served_model(docs, service) == ("dense-classifier", None)
+
+
+def test_server_argv_carries_the_server_settings(tmp_path):
+    args = cli.build_parser().parse_args(
+        ["serve", "-f", str(EXAMPLE), "--store", str(tmp_path), "--port", "9999"]
+    )
+    argv = cli.server_argv(args, cli.read_resources(EXAMPLE))
+    assert argv[argv.index("--model") + 1] == "dense-classifier"
+    assert argv[argv.index("--port") + 1] == "9999"
+    assert argv[argv.index("--store-root") + 1] == str(tmp_path)
+    assert "--version" not in argv
+
+
+def test_progress_lines_are_readable():
+    line = events.encode("epoch", epoch=2, epochs=5, metrics={"loss": 0.5, "accuracy": 0.75})
+    assert cli.format_progress(events.decode(line)) == "epoch 2/5  accuracy=0.7500 loss=0.5000"
+    assert cli.format_progress({"kerasop": "start", "epochs": 5, "resumedFromEpoch": 3}) == (
+        "training: 5 epochs, resuming after epoch 3"
+    )
+
+
+def test_rows_from_csv_drops_the_label(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,1\n")
+    assert cli.rows_from_csv(path, 2, "label") == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_bad_file_gives_one_line_error_and_spec_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({
+        "apiVersion": "kerasop.io/v1alpha1", "kind": "KerasTrainingJob", "metadata": {"name": "x"},
+        "spec": {"data": {"format": "csv", "path": "t.csv"}, "model": {"layers": [{"type": "Dense"}]}},
+    }))  # fmt: skip
+    assert cli.main(["validate", "-f", str(bad)]) == events.EXIT_BAD_SPEC
+    err = capsys.readouterr().err
+    assert "KerasTrainingJob x" in err and "Dense needs units" in err
+
+
+def test_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["validate", "-f", str(tmp_path / "nope.yaml")]) == events.EXIT_BAD_SPEC
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_file_without_resources_is_rejected(tmp_path):
+    empty = tmp_path / "e.yaml"
+    empty.write_text("kind: ConfigMap\n")
+    with pytest.raises(cli.CliError, match="no KerasTrainingJob"):
+        cli.read_resources(empty)

@@ -1,0 +1,91 @@
+"""The spec models accept the examples and reject bad resources with a field path."""
+
+from pathlib import Path
+
+import pytest
+
+from kerasop.spec import (
+    KerasModelService,
+    KerasTrainingJob,
+    LayerSpec,
+    SpecError,
+    load_documents,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def job(**spec_overrides):
+    spec = {
+        "data": {"format": "csv", "path": "train.csv"},
+        "model": {"layers": [{"type": "Dense", "units": 1, "activation": "sigmoid"}]},
+    }
+    spec.update(spec_overrides)
+    return {"apiVersion": "kerasop.io/v1alpha1", "kind": "KerasTrainingJob",
+            "metadata": {"name": "j"}, "spec": spec}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_parse(path):
+    docs = load_documents(path.read_text())
+    assert {type(d) for d in docs} == {KerasTrainingJob, KerasModelService}
+
+
+def test_defaults_follow_the_article():
+    parsed = KerasTrainingJob.model_validate(job())
+    assert parsed.spec.training.epochs == 5
+    assert parsed.spec.training.batch_size == 32
+    assert parsed.spec.training.optimizer == "adam"
+    assert parsed.spec.training.backend == "tensorflow"
+    assert parsed.model_name == "j"
+
+
+def test_layer_kwargs_are_snake_case_and_sparse():
+    layer = LayerSpec.model_validate({"type": "Conv2D", "filters": 8, "kernelSize": 3})
+    assert layer.keras_kwargs() == {"filters": 8, "kernel_size": 3}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model": {"layers": [{"type": "Dense"}]}}, "Dense needs units"),
+        ({"model": {"layers": [{"type": "Conv2D", "filters": 3}]}}, "kernelSize"),
+        ({"model": {}}, "exactly one of model.layers and model.transfer"),
+        ({"model": {"layers": [{"type": "Dense", "units": 1}]},
+          "data": {"format": "csv", "path": "x", "validationPath": "v", "validationSplit": 0.2}},
+         "at most one of validationPath and validationSplit"),
+        ({"data": {"format": "parquet", "path": "x"}}, "spec.data.format"),
+        ({"training": {"epochs": 0}}, "spec.training.epochs"),
+        ({"training": {"learningRate": 0}}, "spec.training.learningRate"),
+        ({"data": {"format": "csv", "path": "x", "validationSplit": 1.5}}, "validationSplit"),
+        ({"model": {"transfer": {"application": "VGG16", "weights": "file"}}}, "weightsPath"),
+        ({"output": {"storage": {"claimName": "a", "size": "1Gi"}}}, "exactly one of claimName"),
+        ({"output": {"modelName": "Bad_Name"}}, "spec.output.modelName"),
+        ({"trainig": {}}, "spec.trainig"),
+    ],
+)
+def test_invalid_jobs_are_rejected_with_the_field(overrides, message):
+    import yaml
+
+    with pytest.raises(SpecError) as err:
+        load_documents(yaml.safe_dump(job(**overrides)))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"model": {}}, "either trainingJob, or name and claimName"),
+        ({"model": {"trainingJob": "a", "name": "m", "claimName": "c"}}, "either trainingJob"),
+        ({"model": {"trainingJob": "a"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+         "minReplicas must be <= maxReplicas"),
+    ],
+)
+def test_invalid_services_are_rejected(spec, message):
+    import yaml
+
+    doc = {"apiVersion": "kerasop.io/v1alpha1", "kind": "KerasModelService",
+           "metadata": {"name": "s"}, "spec": spec}  # fmt: skip
+    with pytest.raises(SpecError) as err:
+        load_documents(yaml.safe_dump(doc))
+    assert message in str(err.value)
