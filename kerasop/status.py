@@ -1,0 +1,183 @@
+"""Typed status models of the two custom resources.
+
+The operator writes these (``model_dump(by_alias=True, exclude_none=True,
+mode="json")``) into ``.status`` through the status subresource; the CRD status
+schemas in ``crds/`` are generated from them (``kerasop.crdgen``), so a field
+missing here is silently *pruned* by the API server, and a field of the wrong
+type makes the whole status patch fail. Add fields here first.
+
+Conventions follow Kubernetes API conventions: ``conditions`` is a list map
+keyed by ``type`` (merge-friendly for server-side apply), times are RFC 3339
+strings, ``observedGeneration`` says which ``metadata.generation`` the status
+describes. GitOps tools read health from ``conditions`` (``Ready``,
+``Succeeded``, ``Failed``) and ``phase`` (see docs/argocd.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Phases of a KerasTrainingJob, in the order a job normally goes through them.
+TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+TRAINING_PHASES: tuple[str, ...] = TrainingPhase.__args__  # type: ignore[attr-defined]
+
+# Phases of a KerasModelService.
+ServicePhase = Literal["Pending", "Progressing", "Ready", "Failed"]
+SERVICE_PHASES: tuple[str, ...] = ServicePhase.__args__  # type: ignore[attr-defined]
+
+# Condition types the operator sets (others are allowed, these are the contract).
+#   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended
+#   KerasModelService: Ready, Progressing, Degraded, ModelAvailable
+TRAINING_CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
+SERVICE_CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ModelAvailable")
+
+LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.logTail
+
+
+class StatusModel(BaseModel):
+    """Base: camelCase on the wire; unknown fields ignored when reading a status back."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def to_status(self) -> dict:
+        """The JSON-ready dict to patch into ``.status``."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def now_rfc3339() -> str:
+    """The current time as Kubernetes writes it (seconds, ``Z``)."""
+    return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Condition(StatusModel):
+    """One observation of the object's state (the shape of ``metav1.Condition``)."""
+
+    type: str = Field(
+        ...,
+        min_length=1,
+        max_length=316,
+        description="Condition type, e.g. Ready, Running, Succeeded, Failed.",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str | None = Field(
+        None, max_length=1024, description="One CamelCase word: why the condition has this status."
+    )
+    message: str | None = Field(
+        None, max_length=32768, description="Human-readable details."
+    )
+    last_transition_time: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description="When status last changed (RFC 3339).",
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation this condition was computed from."
+    )
+
+
+_CONDITIONS_EXTRA = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+class FailureStatus(StatusModel):
+    """Why a training job failed: from the trainer's exit code, events and log."""
+
+    reason: str | None = Field(
+        None, description="InvalidSpec, BadData, ModelDataMismatch, TrainerError, DeadlineExceeded, ..."
+    )
+    exit_code: int | None = Field(None, description="Trainer container exit code.")
+    message: str | None = Field(None, description="What went wrong, one paragraph.")
+    log_tail: str | None = Field(
+        None, description=f"Last lines of the trainer's log (at most {LOG_TAIL_LIMIT} characters)."
+    )
+
+
+class WorkersStatus(StatusModel):
+    """Trainer pods by state (one pod per worker)."""
+
+    desired: int | None = Field(None, ge=0, description="spec.workers.")
+    active: int | None = Field(None, ge=0, description="Pods pending or running.")
+    succeeded: int | None = Field(None, ge=0, description="Pods that finished successfully.")
+    failed: int | None = Field(None, ge=0, description="Pods that failed (restarts included).")
+
+
+class KerasTrainingJobStatus(StatusModel):
+    """Observed state of a KerasTrainingJob, written only by the operator."""
+
+    phase: TrainingPhase | None = Field(None, description="Summary of the job's state.")
+    conditions: list[Condition] | None = Field(
+        None,
+        max_length=32,
+        description="Created, Running, Succeeded, Failed, Suspended.",
+        json_schema_extra=_CONDITIONS_EXTRA,
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the status describes."
+    )
+    start_time: str | None = Field(
+        None, json_schema_extra={"format": "date-time"}, description="When training started."
+    )
+    completion_time: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description="When the job succeeded or failed.",
+    )
+    epoch: int | None = Field(None, ge=0, description="Last completed epoch (1-based).")
+    epochs: int | None = Field(None, ge=0, description="Epochs planned.")
+    progress: str | None = Field(None, description="epoch/epochs, e.g. 3/10 (for kubectl get).")
+    metrics: dict[str, float] | None = Field(
+        None, description="Metrics of the last completed epoch, e.g. loss, accuracy, val_loss."
+    )
+    final_metrics: dict[str, float] | None = Field(
+        None, description="Final validation metrics of the written model version."
+    )
+    model_name: str | None = Field(None, description="Name in the model store.")
+    model_version: int | None = Field(None, ge=1, description="Version this job wrote.")
+    model_path: str | None = Field(
+        None, description="<modelName>/<version> relative to the model volume."
+    )
+    model_claim_name: str | None = Field(None, description="PVC holding the model store.")
+    workers: WorkersStatus | None = Field(None, description="Trainer pods by state.")
+    failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
+
+
+class KerasModelServiceStatus(StatusModel):
+    """Observed state of a KerasModelService, written only by the operator."""
+
+    phase: ServicePhase | None = Field(None, description="Summary of the service's state.")
+    conditions: list[Condition] | None = Field(
+        None,
+        max_length=32,
+        description="Ready, Progressing, Degraded, ModelAvailable.",
+        json_schema_extra=_CONDITIONS_EXTRA,
+    )
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the status describes."
+    )
+    replicas: int | None = Field(None, ge=0, description="Server pods that exist (scale subresource).")
+    ready_replicas: int | None = Field(None, ge=0, description="Server pods that are ready.")
+    ready: str | None = Field(None, description="readyReplicas/replicas, e.g. 2/2 (for kubectl get).")
+    selector: str | None = Field(
+        None, description="Label selector of the server pods, as a string (scale subresource)."
+    )
+    serving_version: int | None = Field(None, ge=1, description="Model version being served.")
+    model_name: str | None = Field(None, description="Model name in the store.")
+    url: str | None = Field(None, description="In-cluster URL of the model server.")
+
+
+def progress(epoch: int | None, epochs: int | None) -> str | None:
+    """``status.progress`` from epoch counters (``None`` until epochs is known)."""
+    if epochs is None:
+        return None
+    return f"{epoch or 0}/{epochs}"
+
+
+def ready(ready_replicas: int | None, replicas: int | None) -> str:
+    """``status.ready`` from replica counters."""
+    return f"{ready_replicas or 0}/{replicas or 0}"
