@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,11 +88,23 @@ def _script_output_dir(script: str, *args: str) -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
+def k8s_version() -> str:
+    """The release cluster/build-k8s.sh builds (KERASOP_K8S_VERSION or the script's default)."""
+    if os.environ.get("KERASOP_K8S_VERSION"):
+        return os.environ["KERASOP_K8S_VERSION"]
+    m = re.search(r"KERASOP_K8S_VERSION:-(v[0-9.]+)", (CLUSTER_DIR / "build-k8s.sh").read_text())
+    assert m, "cannot find the default version in cluster/build-k8s.sh"
+    return m.group(1)
+
+
 def k8s_binary(name: str) -> Path:
     """Path of a Kubernetes server binary, building it with cluster/build-k8s.sh if needed."""
     env_dir = os.environ.get("KERASOP_K8S_BIN")
     if env_dir and (Path(env_dir) / name).exists():
         return Path(env_dir) / name
+    cached = CACHE / "k8s" / k8s_version() / "bin" / name
+    if cached.exists():
+        return cached
     path = _script_output_dir("build-k8s.sh", name) / name
     if not path.exists():
         raise KubeStartError(f"{path} missing after build")
@@ -122,36 +135,52 @@ def _openssl(*args: str, cwd: Path) -> None:
     _run(["openssl", *args], cwd=cwd)
 
 
-def make_pki(d: Path) -> None:
-    """CA, apiserver serving cert, client certs (admin, controller-manager), SA key pair."""
+def host_ip() -> str:
+    """The address of the default-route interface (no packet is sent), else 127.0.0.1."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("198.51.100.1", 9))  # TEST-NET-2: only picks a route
+        return s.getsockname()[0]
+    return "127.0.0.1"
+
+
+def make_pki(d: Path, extra_ips: tuple[str, ...] = ()) -> None:
+    """CAs (cluster, front-proxy), apiserver serving cert, client certs (admin,
+    controller-manager, front-proxy-client), service-account key pair. EC P-256 keys (fast to
+    generate) except the RSA service-account key."""
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("genrsa", "-out", "ca.key", "2048", cwd=d)
-    _openssl("req", "-x509", "-new", "-nodes", "-key", "ca.key", "-sha256", "-days", "3650",
-             "-subj", "/CN=kerasop-test-ca", "-out", "ca.crt", cwd=d)
+
+    def eckey(out: str) -> None:
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", out, cwd=d)
+
+    for ca in ("ca", "front-proxy-ca"):
+        eckey(f"{ca}.key")
+        _openssl("req", "-x509", "-new", "-nodes", "-key", f"{ca}.key", "-sha256", "-days", "3650",
+                 "-subj", f"/CN=kerasop-test-{ca}", "-out", f"{ca}.crt", cwd=d)
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
     sans = ",".join([
-        "IP:127.0.0.1", f"IP:{SERVICE_IP}", "DNS:localhost", "DNS:kubernetes",
+        "IP:127.0.0.1", f"IP:{SERVICE_IP}", *(f"IP:{ip}" for ip in extra_ips if ip != "127.0.0.1"),
+        "DNS:localhost", "DNS:kubernetes",
         "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
         "DNS:kubernetes.default.svc.cluster.local",
     ])
+    client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
     certs = {
-        # name: (subject, extensions)
+        # name: (subject, extensions, signing CA)
         "apiserver": ("/CN=kube-apiserver",
                       f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
-                      "keyUsage=critical,digitalSignature,keyEncipherment\n"),
-        "admin": ("/O=system:masters/CN=kerasop-admin",
-                  "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"),
-        "controller-manager": ("/CN=system:kube-controller-manager",
-                               "extendedKeyUsage=clientAuth\n"
-                               "keyUsage=critical,digitalSignature,keyEncipherment\n"),
+                      "keyUsage=critical,digitalSignature\n", "ca"),
+        "admin": ("/O=system:masters/CN=kerasop-admin", client_ext, "ca"),
+        "controller-manager": ("/CN=system:kube-controller-manager", client_ext, "ca"),
+        "front-proxy-client": ("/CN=front-proxy-client", client_ext, "front-proxy-ca"),
     }
-    for name, (subject, ext) in certs.items():
+    for name, (subject, ext, ca) in certs.items():
         (d / f"{name}.ext").write_text(ext)
-        _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
+        eckey(f"{name}.key")
         _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
                  "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
                  "-out", f"{name}.crt", cwd=d)
 
@@ -193,6 +222,10 @@ class _Proc:
 class KubeCluster:
     with_controller_manager: bool = False
     startup_timeout: float = 180.0
+    # The apiserver listens on bind_address. It advertises advertise_address (default: this
+    # host's default-route IP) in the "kubernetes" Service's endpoints, which reject loopback.
+    bind_address: str = "127.0.0.1"
+    advertise_address: str | None = None
     workdir: Path = field(init=False)
     kubeconfig: Path = field(init=False)
     server: str = field(init=False)
@@ -249,7 +282,9 @@ class KubeCluster:
     def _start(self, apiserver: Path, cm: Path | None, etcd: Path) -> None:
         w = self.workdir
         pki = w / "pki"
-        make_pki(pki)
+        if not self.advertise_address:
+            self.advertise_address = host_ip()
+        make_pki(pki, (self.advertise_address,))
         self.ca_file = pki / "ca.crt"
 
         # etcd -----------------------------------------------------------------------------
@@ -269,14 +304,16 @@ class KubeCluster:
 
         # kube-apiserver -------------------------------------------------------------------
         port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        host = "127.0.0.1" if self.bind_address in ("0.0.0.0", "127.0.0.1") else self.bind_address
+        self.server = f"https://{host}:{port}"
         self.token = uuid.uuid4().hex
         tokens = w / "tokens.csv"
         tokens.write_text(f'{self.token},kerasop-admin-token,kerasop-admin-token,"system:masters"\n')
         self._spawn("kube-apiserver", [
             str(apiserver),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.advertise_address}",
             f"--secure-port={port}",
             f"--cert-dir={w / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -289,6 +326,14 @@ class KubeCluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
+            # Front proxy (aggregated APIs) and the requestheader CA that controllers read.
+            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
             "--profiling=false",
             "--v=1",
         ])
@@ -336,18 +381,17 @@ class KubeCluster:
                                             check=False).returncode == 0, 60)
 
     def stop(self) -> None:
+        # Reverse start order, one at a time, so the apiserver never outlives etcd.
         for p in reversed(self._procs):
             if p.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.popen.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in reversed(self._procs):
-            try:
-                p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.popen.pid, signal.SIGKILL)
-                p.popen.wait(timeout=10)
+                try:
+                    p.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(p.popen.pid, signal.SIGKILL)
+                    p.popen.wait(timeout=10)
         self._procs.clear()
         wd = getattr(self, "workdir", None)
         if wd is not None and wd.exists():
@@ -390,11 +434,13 @@ def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def kube_cluster(*, with_controller_manager: bool = False,
-                 startup_timeout: float = 180.0) -> Iterator[KubeCluster]:
+def kube_cluster(*, with_controller_manager: bool = False, startup_timeout: float = 180.0,
+                 bind_address: str = "127.0.0.1",
+                 advertise_address: str | None = None) -> Iterator[KubeCluster]:
     """Start etcd + kube-apiserver (+ controller-manager); yield a KubeCluster; tear down."""
     cluster = KubeCluster(with_controller_manager=with_controller_manager,
-                          startup_timeout=startup_timeout)
+                          startup_timeout=startup_timeout, bind_address=bind_address,
+                          advertise_address=advertise_address)
     cluster.start()
     try:
         yield cluster
