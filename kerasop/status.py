@@ -15,7 +15,7 @@ describes. GitOps tools read health from ``conditions`` (``Ready``,
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,7 @@ class StatusModel(BaseModel):
 
 def now_rfc3339() -> str:
     """The current time as Kubernetes writes it (seconds, ``Z``)."""
-    return datetime.now(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Condition(StatusModel):

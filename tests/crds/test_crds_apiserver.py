@@ -1,0 +1,379 @@
+"""The generated CRDs on a real kube-apiserver: accepted, defaulted, and rejecting bad specs.
+
+Every invalid resource is also checked against the pydantic models, so the API server and the
+local CLI agree on what is invalid (the rules are written twice on purpose, see kerasop.spec).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from kerasop import spec, status
+
+pytestmark = pytest.mark.component
+
+NAMESPACE = "crd-tests"  # created by the crd_cluster fixture (conftest.py)
+
+
+def dense_job(name: str = "dense") -> dict[str, Any]:
+    """The article's dense network, written minimally (defaults left to the server)."""
+    return {
+        "apiVersion": "kerasop.io/v1alpha1",
+        "kind": "KerasTrainingJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "data": {"format": "csv", "path": "dense/train.csv", "validationSplit": 0.2},
+            "model": {
+                "layers": [
+                    {"type": "Dense", "units": 10, "activation": "relu"},
+                    {"type": "Dense", "units": 1, "activation": "sigmoid"},
+                ]
+            },
+            "training": {"epochs": 5, "batchSize": 32},
+        },
+    }
+
+
+def transfer_job(name: str = "vgg") -> dict[str, Any]:
+    return {
+        "apiVersion": "kerasop.io/v1alpha1",
+        "kind": "KerasTrainingJob",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "data": {"format": "imageCsv", "path": "images/data.csv",
+                     "image": {"height": 64, "width": 64}},
+            "model": {"transfer": {"application": "VGG16", "weights": "none",
+                                   "head": [{"type": "Dense", "units": 64, "activation": "relu"}]}},
+            "training": {"loss": "sparse_categorical_crossentropy", "epochs": 3},
+            "output": {"modelName": "vgg-cats", "storage": {"claimName": "models"}},
+            "workers": 2,
+            "scheduling": {
+                "nodeSelector": {"gpu": "true"},
+                "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "podTemplate": {"metadata": {"annotations": {"a": "b"}}},
+            },
+        },
+    }
+
+
+def service(name: str = "dense") -> dict[str, Any]:
+    return {
+        "apiVersion": "kerasop.io/v1alpha1",
+        "kind": "KerasModelService",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"model": {"trainingJob": "dense"}, "replicas": 2},
+    }
+
+
+def edit(base: Callable[[], dict[str, Any]], fn: Callable[[dict[str, Any]], None]):
+    def make() -> dict[str, Any]:
+        obj = base()
+        fn(obj["spec"])
+        return obj
+    return make
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def fn(spec_: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = spec_
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+        node[int(last) if last.isdigit() else last] = value
+    return fn
+
+
+def _del(path: str) -> Callable[[dict[str, Any]], None]:
+    def fn(spec_: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = spec_
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        del node[last]
+    return fn
+
+
+def _both(*fns):
+    def fn(spec_):
+        for f in fns:
+            f(spec_)
+    return fn
+
+
+# (id, resource factory, substrings every one of which must appear in the API server's error)
+INVALID = [
+    ("missing-data", edit(dense_job, _del("data")), ["spec.data", "Required value"]),
+    ("bad-format", edit(dense_job, _set("data.format", "parquet")),
+     ["spec.data.format", "Unsupported value", "parquet"]),
+    ("layers-and-transfer", edit(dense_job, _set("model.transfer", {"application": "VGG16"})),
+     ["spec.model", "set exactly one of model.layers and model.transfer"]),
+    ("neither-layers-nor-transfer", edit(dense_job, _set("model", {})),
+     ["spec.model", "set exactly one of model.layers and model.transfer"]),
+    ("dense-without-units", edit(dense_job, _del("model.layers.0.units")),
+     ["spec.model.layers[0]", "Dense needs units"]),
+    ("conv-without-kernel", edit(dense_job, _set("model.layers.0", {"type": "Conv2D", "filters": 8})),
+     ["spec.model.layers[0]", "Conv2D needs filters and kernelSize"]),
+    ("negative-epochs", edit(dense_job, _set("training.epochs", -1)),
+     ["spec.training.epochs", "greater than or equal to 1"]),
+    ("zero-learning-rate", edit(dense_job, _set("training.learningRate", 0)),
+     ["spec.training.learningRate", "greater than 0"]),
+    ("validation-split-1.5", edit(dense_job, _set("data.validationSplit", 1.5)),
+     ["spec.data.validationSplit", "less than 1"]),
+    ("validation-path-and-split", edit(dense_job, _set("data.validationPath", "val.csv")),
+     ["spec.data", "set at most one of validationPath and validationSplit"]),
+    ("image-settings-on-csv", edit(dense_job, _set("data.image", {"height": 32})),
+     ["spec.data.image", "image settings apply only to image formats"]),
+    ("weights-file-without-path", edit(transfer_job, _set("model.transfer.weights", "file")),
+     ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"]),
+    ("weights-path-without-file", edit(transfer_job, _set("model.transfer.weightsPath", "w.h5")),
+     ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"]),
+    ("head-dropout-without-rate", edit(transfer_job, _set("model.transfer.head", [{"type": "Dropout"}])),
+     ["spec.model.transfer.head[0]", "Dropout needs rate"]),
+    ("storage-claim-and-size", edit(transfer_job, _set("output.storage.size", "5Gi")),
+     ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"]),
+    ("storage-neither", edit(transfer_job, _set("output.storage", {"accessMode": "ReadWriteMany"})),
+     ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"]),
+    ("bad-model-name", edit(dense_job, _set("output.modelName", "Bad_Name")),
+     ["spec.output.modelName", "should match"]),
+    ("bad-storage-size", edit(dense_job, _set("output.storage", {"size": "lots"})),
+     ["spec.output.storage.size", "should match"]),
+    ("zero-workers", edit(dense_job, _set("workers", 0)),
+     ["spec.workers", "greater than or equal to 1"]),
+    ("empty-layer-list", edit(dense_job, _set("model.layers", [])),
+     ["spec.model.layers", "at least 1 items"]),
+    ("unknown-field", edit(dense_job, _set("data.colour", "blue")),
+     ['unknown field "spec.data.colour"']),
+    ("unknown-layer-type", edit(dense_job, _set("model.layers.0.type", "LSTM")),
+     ["spec.model.layers[0].type", "Unsupported value", "LSTM"]),
+    ("service-neither-source", edit(service, _set("model", {"version": 2})),
+     ["spec.model", "set either trainingJob, or name and claimName"]),
+    ("service-name-without-claim", edit(service, _set("model", {"name": "m"})),
+     ["spec.model", "set either trainingJob, or name and claimName"]),
+    ("service-both-sources", edit(service, _set("model", {"trainingJob": "a", "name": "m",
+                                                           "claimName": "c"})),
+     ["spec.model", "set either trainingJob, or name and claimName"]),
+    ("autoscaling-min-over-max", edit(service, _set("autoscaling", {"minReplicas": 5,
+                                                                     "maxReplicas": 2})),
+     ["spec.autoscaling", "minReplicas must be <= maxReplicas"]),
+    ("autoscaling-without-max", edit(service, _set("autoscaling", {"minReplicas": 1})),
+     ["spec.autoscaling.maxReplicas", "Required value"]),
+    ("negative-replicas", edit(service, _set("replicas", -1)),
+     ["spec.replicas", "greater than or equal to 0"]),
+    ("service-version-zero", edit(service, _set("model.version", 0)),
+     ["spec.model.version", "greater than or equal to 1"]),
+]
+
+
+def create(kube, obj: dict[str, Any], *, check: bool = False) -> subprocess.CompletedProcess:
+    """kubectl create with strict server-side field validation (unknown fields are errors)."""
+    return kube.kubectl("create", "--validate=strict", "-o", "json", "-f", "-",
+                        input=json.dumps(obj), check=check)
+
+
+def get(kube, kind: str, name: str) -> dict[str, Any]:
+    return json.loads(kube.kubectl("-n", NAMESPACE, "get", kind, name, "-o", "json").stdout)
+
+
+@pytest.mark.parametrize("case_id,factory,expected", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_resource_rejected(crd_cluster, case_id, factory, expected):
+    obj = factory()
+    obj["metadata"]["name"] = f"bad-{case_id}".lower().replace(".", "-")
+    proc = create(crd_cluster, obj)
+    assert proc.returncode != 0, f"{case_id} was accepted:\n{proc.stdout}"
+    for text in expected:
+        assert text in proc.stderr, f"{case_id}: {text!r} not in:\n{proc.stderr}"
+
+
+@pytest.mark.parametrize("case_id,factory,expected", INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_resource_rejected_by_pydantic_too(case_id, factory, expected):
+    obj = factory()
+    model = spec.KINDS[obj["kind"]]
+    with pytest.raises(ValidationError):
+        model.model_validate(obj)
+
+
+def test_at_least_twelve_distinct_rejections():
+    assert len({c[0] for c in INVALID}) >= 12
+
+
+@pytest.mark.parametrize("factory", [dense_job, transfer_job, service])
+def test_valid_resources_accepted_and_defaulted_like_pydantic(crd_cluster, factory):
+    obj = factory()
+    proc = create(crd_cluster, obj)
+    assert proc.returncode == 0, proc.stderr
+    stored = json.loads(proc.stdout)
+    model = spec.KINDS[obj["kind"]]
+    # The API server fills in exactly the defaults pydantic fills in.
+    from_server = model.model_validate(stored).spec
+    from_file = model.model_validate(obj).spec
+    assert from_server == from_file
+    assert stored["spec"] == json.loads(
+        from_file.model_dump_json(by_alias=True, exclude_none=True)), (
+        "server-side defaults differ from pydantic's")
+
+
+def test_defaults_filled_by_server(crd_cluster):
+    stored = get(crd_cluster, "kerastrainingjob", "dense")
+    s = stored["spec"]
+    assert s["training"]["epochs"] == 5 and s["training"]["optimizer"] == "adam"
+    assert s["training"]["metrics"] == ["accuracy"]
+    assert s["output"]["storage"] == {"size": "1Gi", "accessMode": "ReadWriteOnce", "retain": True}
+    assert s["workers"] == 1 and s["backoffLimit"] == 3 and s["suspend"] is False
+
+
+def test_apply_twice_changes_nothing(crd_cluster):
+    """GitOps: re-applying the same YAML is a no-op (no new resourceVersion/generation)."""
+    obj = dense_job("idempotent")
+    text = yaml.safe_dump(obj)
+    crd_cluster.kubectl("apply", "--server-side", "--validate=strict", "-f", "-", input=text)
+    first = get(crd_cluster, "ktj", "idempotent")["metadata"]
+    out = crd_cluster.kubectl("apply", "--server-side", "--validate=strict", "-f", "-", input=text)
+    second = get(crd_cluster, "ktj", "idempotent")["metadata"]
+    assert second["resourceVersion"] == first["resourceVersion"], out.stdout
+    assert second["generation"] == first["generation"] == 1
+
+
+@pytest.mark.parametrize("path,value", [
+    ("model.layers.0.units", 20),
+    ("data.path", "other.csv"),
+    ("training.epochs", 50),
+    ("output.modelName", "renamed"),
+    ("workers", 2),
+])
+def test_immutable_parts_of_job_spec(crd_cluster, path, value):
+    name = "immutable-" + path.replace(".", "-").lower()
+    assert create(crd_cluster, dense_job(name)).returncode == 0
+    changed = dense_job(name)
+    _set(path, value)(changed["spec"])
+    proc = crd_cluster.kubectl("apply", "--server-side", "--force-conflicts", "--validate=strict",
+                               "-f", "-", input=json.dumps(changed), check=False)
+    assert proc.returncode != 0, f"changing spec.{path} was accepted"
+    assert "spec: Invalid value" in proc.stderr, proc.stderr
+    assert "data, model, training, output and workers are immutable" in proc.stderr
+
+
+def test_mutable_parts_of_job_spec(crd_cluster):
+    """suspend, resources, scheduling, deadlines may change on a running job."""
+    assert create(crd_cluster, dense_job("mutable")).returncode == 0
+    patch = {"spec": {"suspend": True, "resources": {"cpu": "2"}, "activeDeadlineSeconds": 600,
+                      "scheduling": {"nodeSelector": {"pool": "cpu"}}}}
+    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "mutable", "--type=merge",
+                        "-p", json.dumps(patch))
+    stored = get(crd_cluster, "ktj", "mutable")
+    assert stored["spec"]["suspend"] is True and stored["metadata"]["generation"] == 2
+
+
+def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
+    st = status.KerasTrainingJobStatus(
+        phase="Running", observed_generation=1, start_time=status.now_rfc3339(),
+        epoch=3, epochs=5, progress=status.progress(3, 5),
+        metrics={"loss": 0.25, "accuracy": 0.875},
+        model_name="dense", model_version=2, model_path="dense/2",
+        workers=status.WorkersStatus(desired=1, active=1, succeeded=0, failed=0),
+        failure=status.FailureStatus(reason="BadData", exit_code=3, message="m", log_tail="t"),
+        conditions=[status.Condition(type="Running", status="True", reason="Training",
+                                     message="epoch 3/5", observed_generation=1,
+                                     last_transition_time=status.now_rfc3339())],
+    ).to_status()
+    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": st}))
+    stored = get(crd_cluster, "ktj", "dense")
+    assert stored["status"] == st, "the API server pruned or changed status fields"
+    assert stored["metadata"]["generation"] == 1  # status writes do not bump generation
+    table = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense").stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "AGE"]
+    assert row.split()[:6] == ["dense", "Running", "3/5", "0.875", "0.25", "2"]
+    # A status write cannot smuggle in spec changes.
+    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"spec": {"workers": 7}}))
+    assert get(crd_cluster, "ktj", "dense")["spec"]["workers"] == 1
+
+
+def test_status_rejects_bad_phase(crd_cluster):
+    proc = crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
+                               "--type=merge", "-p", '{"status": {"phase": "Exploded"}}',
+                               check=False)
+    assert proc.returncode != 0 and "status.phase" in proc.stderr
+
+
+def test_service_status_columns_and_scale(crd_cluster):
+    st = status.KerasModelServiceStatus(
+        phase="Ready", replicas=2, ready_replicas=2, ready=status.ready(2, 2), serving_version=2,
+        url="http://dense.crd-tests.svc:8080", selector="app.kubernetes.io/instance=dense",
+        conditions=[status.Condition(type="Ready", status="True", reason="Available")],
+    ).to_status()
+    crd_cluster.kubectl("-n", NAMESPACE, "patch", "kms", "dense", "--subresource=status",
+                        "--type=merge", "-p", json.dumps({"status": st}))
+    table = crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense").stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "READY", "VERSION", "URL", "AGE"]
+    assert row.split()[:4] == ["dense", "2/2", "2", "http://dense.crd-tests.svc:8080"]
+    scale = json.loads(crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense",
+                                           "--subresource=scale", "-o", "json").stdout)
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == st["selector"]
+    crd_cluster.kubectl("-n", NAMESPACE, "scale", "kms", "dense", "--replicas=3")
+    assert get(crd_cluster, "kms", "dense")["spec"]["replicas"] == 3
+
+
+def test_category_and_short_names(crd_cluster):
+    out = crd_cluster.kubectl("-n", NAMESPACE, "get", "keras", "-o", "name").stdout
+    assert "kerastrainingjob.kerasop.io/dense" in out
+    assert "kerasmodelservice.kerasop.io/dense" in out
+    assert crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj,kms").returncode == 0
+
+
+def test_kubectl_explain_shows_descriptions(crd_cluster):
+    out = crd_cluster.kubectl("explain", "kerastrainingjob.spec.data").stdout
+    assert "Where the training data is and how to read it." in out
+    assert "Training file or folder, relative to the data volume." in out
+    assert "validationSplit" in out and "<number>" in out
+    out = crd_cluster.kubectl("explain", "kms.spec.autoscaling").stdout
+    assert "maxReplicas" in out and "-required-" in out
+    out = crd_cluster.kubectl("explain", "ktj.status.conditions").stdout
+    assert "lastTransitionTime" in out
+
+
+def test_large_valid_model_within_cel_cost(crd_cluster):
+    """The biggest allowed layer list still passes CEL (and the transition rule on update)."""
+    big = dense_job("big")
+    big["spec"]["model"]["layers"] = [
+        {"type": "Dense", "units": 4, "activation": "relu"} for _ in range(255)
+    ] + [{"type": "Dense", "units": 1, "activation": "sigmoid"}]
+    big["spec"]["data"]["featureColumns"] = [f"pixel{i}" for i in range(784)]
+    proc = create(crd_cluster, big)
+    assert proc.returncode == 0, proc.stderr
+    changed = copy.deepcopy(big)
+    changed["spec"]["suspend"] = True
+    proc = crd_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                               input=json.dumps(changed), check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("path", sorted(
+    (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_accepted(crd_cluster, path):
+    """Every example file passes the API server's validation as written (server-side dry run)."""
+    proc = crd_cluster.kubectl("apply", "-n", NAMESPACE, "--dry-run=server", "--validate=strict",
+                               "-f", str(path), check=False)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(path.read_text()) if d]
+    assert proc.stdout.count("(server dry run)") == len(kinds), proc.stdout
+
+
+@pytest.mark.parametrize("name", ["a" * 64, "Upper-case"])
+def test_bad_resource_names_rejected(crd_cluster, name):
+    """Names become parts of child object names: DNS labels of at most 63 characters."""
+    for obj in (dense_job(name), service(name)):
+        proc = create(crd_cluster, obj)
+        assert proc.returncode != 0
+        assert "metadata.name" in proc.stderr, proc.stderr
