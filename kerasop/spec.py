@@ -96,19 +96,19 @@ class DataSpec(SpecModel):
         ),
     )
     path: str = Field(
-        ..., min_length=1, description="Training file or folder, relative to the data volume."
+        ..., min_length=1, max_length=4096, description="Training file or folder, relative to the data volume."
     )
     validation_path: str | None = Field(
-        None, min_length=1, description="Separate validation file or folder (same format)."
+        None, min_length=1, max_length=4096, description="Separate validation file or folder (same format)."
     )
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="Fraction of the training data held out for validation."
     )
-    label_column: str = Field("label", min_length=1, description="CSV column holding the label.")
+    label_column: str = Field("label", min_length=1, max_length=1024, description="CSV column holding the label.")
     feature_columns: list[str] | None = Field(
-        None, description="csv: feature columns to use (default: every column but the label)."
+        None, max_length=100_000, description="csv: feature columns to use (default: every column but the label)."
     )
-    image_column: str = Field("path", min_length=1, description="imageCsv: column of image paths.")
+    image_column: str = Field("path", min_length=1, max_length=1024, description="imageCsv: column of image paths.")
     image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
     volume: VolumeSource | None = Field(
         None, description="PVC holding the data, mounted at /data (cluster only)."
@@ -238,7 +238,7 @@ class TransferSpec(SpecModel):
         ),
     )
     weights_path: str | None = Field(
-        None, min_length=1, description="weights=file: .h5/.weights.h5 file on the data volume."
+        None, min_length=1, max_length=4096, description="weights=file: .h5/.weights.h5 file on the data volume."
     )
     pooling: Literal["avg", "max", "flatten"] = Field(
         "avg", description="How the base's feature map is reduced before the head."
@@ -294,7 +294,7 @@ class ModelSpec(SpecModel):
 
 
 class EarlyStoppingSpec(SpecModel):
-    monitor: str = Field("val_loss", description="Metric watched, e.g. val_loss or val_accuracy.")
+    monitor: str = Field("val_loss", max_length=256, description="Metric watched, e.g. val_loss or val_accuracy.")
     patience: int = Field(3, ge=0, le=1000, description="Epochs without improvement before stop.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts.")
     restore_best_weights: bool = Field(True, description="Keep the best epoch's weights.")
@@ -355,7 +355,7 @@ class StorageSpec(SpecModel):
         pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
         description="Size of a PVC the operator creates, e.g. 5Gi.",
     )
-    storage_class_name: str | None = Field(None, description="Storage class of a created PVC.")
+    storage_class_name: str | None = Field(None, max_length=253, description="Storage class of a created PVC.")
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
         "ReadWriteOnce", description="Access mode of a created PVC."
     )
@@ -392,15 +392,21 @@ class ResourcesSpec(SpecModel):
 class PodSpecOverrides(SpecModel):
     """Scheduling knobs copied onto the pods."""
 
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
     tolerations: list[dict[str, Any]] | None = Field(
-        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        None,
+        description="Pod tolerations (Kubernetes format).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
     affinity: dict[str, Any] | None = Field(
-        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        None,
+        description="Pod affinity (Kubernetes format).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
-    priority_class_name: str | None = None
-    service_account_name: str | None = None
+    priority_class_name: str | None = Field(None, max_length=253, description="PriorityClass of the pods.")
+    service_account_name: str | None = Field(
+        None, max_length=253, description="ServiceAccount of the pods (default: a token-less one)."
+    )
     pod_template: dict[str, Any] | None = Field(
         None,
         description="Strategic-merge override of the generated pod template (free-form).",
@@ -409,6 +415,8 @@ class PodSpecOverrides(SpecModel):
 
 
 class KerasTrainingJobSpec(SpecModel):
+    """What to train, on what data, with which resources; the result is a model version."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -425,13 +433,21 @@ class KerasTrainingJobSpec(SpecModel):
 
     data: DataSpec
     model: ModelSpec
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="Optimizer, loss, epochs and the like."
+    )
+    output: OutputSpec = Field(
+        default_factory=OutputSpec, description="Model name and the model store volume."
+    )
     workers: int = Field(
         1, ge=1, le=64, description="Trainer processes (data parallel, JAX backend if > 1)."
     )
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    scheduling: PodSpecOverrides = Field(default_factory=PodSpecOverrides)
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="CPU, memory and GPUs of each trainer pod."
+    )
+    scheduling: PodSpecOverrides = Field(
+        default_factory=PodSpecOverrides, description="Where and how the pods are scheduled."
+    )
     image: str | None = Field(None, description="Trainer image (default: the operator's).")
     backoff_limit: int = Field(3, ge=0, le=100, description="Pod restarts before Failed.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit.")
@@ -490,8 +506,8 @@ class AutoscalingSpec(SpecModel):
         }
     )
 
-    min_replicas: int = Field(1, ge=1, le=1000)
-    max_replicas: int = Field(..., ge=1, le=1000)
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest server pods.")
+    max_replicas: int = Field(..., ge=1, le=1000, description="Most server pods.")
     target_cpu_utilization: int = Field(70, ge=1, le=100, description="Percent of request.")
 
     @model_validator(mode="after")
@@ -512,12 +528,20 @@ class ServerSpec(SpecModel):
 
 
 class KerasModelServiceSpec(SpecModel):
-    model: ServedModelSpec
+    """A served model: which version, how many replicas, how requests are batched."""
+
+    model: ServedModelSpec = Field(..., description="The model to serve.")
     replicas: int = Field(1, ge=0, le=1000, description="Server pods (ignored with autoscaling).")
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    autoscaling: AutoscalingSpec | None = None
-    server: ServerSpec = Field(default_factory=ServerSpec)
-    scheduling: PodSpecOverrides = Field(default_factory=PodSpecOverrides)
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="CPU, memory and GPUs of each server pod."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None, description="A HorizontalPodAutoscaler on CPU (replaces replicas)."
+    )
+    server: ServerSpec = Field(default_factory=ServerSpec, description="Model server settings.")
+    scheduling: PodSpecOverrides = Field(
+        default_factory=PodSpecOverrides, description="Where and how the pods are scheduled."
+    )
     image: str | None = Field(None, description="Server image (default: the operator's).")
 
 

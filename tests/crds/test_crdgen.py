@@ -215,7 +215,8 @@ def test_types_and_bounds_converted():
     lr = props["training"]["properties"]["learningRate"]
     assert lr["minimum"] == 0 and lr["exclusiveMinimum"] is True and lr["maximum"] == 10
     node_selector = props["scheduling"]["properties"]["nodeSelector"]
-    assert node_selector == {"type": "object", "additionalProperties": {"type": "string"}}
+    assert node_selector["type"] == "object"
+    assert node_selector["additionalProperties"] == {"type": "string"}
     assert props["output"]["properties"]["modelName"]["pattern"] == spec.NAME_PATTERN
     assert props["data"]["required"] == ["format", "path"]
     assert schema_of(crdgen.training_job_crd())["properties"]["spec"]["required"] == ["data", "model"]
