@@ -467,7 +467,8 @@ class ServedModelSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "has(self.trainingJob) != (has(self.name) && has(self.claimName))",
+                    "has(self.trainingJob) ? !has(self.name) && !has(self.claimName)"
+                    " : has(self.name) && has(self.claimName)",
                     "set either trainingJob, or name and claimName",
                 )
             ]
@@ -492,7 +493,10 @@ class ServedModelSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> ServedModelSpec:
-        if (self.training_job is None) == (self.name is None or self.claim_name is None):
+        by_name = (self.name, self.claim_name)
+        if (self.training_job is not None and by_name != (None, None)) or (
+            self.training_job is None and None in by_name
+        ):
             raise ValueError("set either trainingJob, or name and claimName")
         return self
 

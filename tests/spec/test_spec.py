@@ -77,6 +77,8 @@ def test_invalid_jobs_are_rejected_with_the_field(overrides, message):
     [
         ({"model": {}}, "either trainingJob, or name and claimName"),
         ({"model": {"trainingJob": "a", "name": "m", "claimName": "c"}}, "either trainingJob"),
+        ({"model": {"trainingJob": "a", "name": "m"}}, "either trainingJob"),
+        ({"model": {"name": "m"}}, "either trainingJob"),
         ({"model": {"trainingJob": "a"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
          "minReplicas must be <= maxReplicas"),
     ],

@@ -1,0 +1,154 @@
+"""Create-or-patch of child objects: read, compare, write only on change.
+
+Re-running a reconcile with the same spec reads the children and writes
+nothing; that is what makes ``kubectl apply`` of the same YAML (or an Argo CD
+re-sync, or an operator restart) a no-op.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Literal, Protocol
+
+from . import metrics
+from .common import ANN_APPLIED_HASH, controller_uid, is_subset, short_hash
+from .kube import ApiError, Kind, kind_of
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["created", "patched", "unchanged", "exists", "deleted", "absent"]
+
+
+class Client(Protocol):  # what apply.py needs from kube.Kube (tests use an in-memory fake)
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]: ...
+    def merge_patch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]: ...
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        propagation: str = "Background",
+    ) -> bool: ...
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object this owner does not control."""
+
+
+def _ident(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
+
+
+def with_hash(desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` plus an annotation hashing it (detects fields removed from the spec)."""
+    out = copy.deepcopy(desired)
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations.pop(ANN_APPLIED_HASH, None)
+    annotations[ANN_APPLIED_HASH] = short_hash(out, 16)
+    return out
+
+
+def check_owner(live: dict[str, Any], desired: dict[str, Any]) -> None:
+    want = controller_uid(desired)
+    if want is None:
+        return
+    have = controller_uid(live)
+    if have != want:
+        raise ChildConflict(
+            f"{_ident(live)} exists and is not controlled by this object"
+            + (f" (controller uid {have})" if have else " (no controller)")
+        )
+
+
+def ensure_applied(kube: Client, desired: dict[str, Any]) -> tuple[Action, dict[str, Any]]:
+    """Server-side apply ``desired`` unless the live object already matches it."""
+    desired = with_hash(desired)
+    kind = kind_of(desired)
+    meta = desired["metadata"]
+    live = kube.get(kind, meta.get("namespace"), meta["name"])
+    if live is not None:
+        check_owner(live, desired)
+        live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(ANN_APPLIED_HASH)
+        if live_hash == meta["annotations"][ANN_APPLIED_HASH] and is_subset(desired, live):
+            return "unchanged", live
+    result = kube.apply(desired)
+    action: Action = "created" if live is None else "patched"
+    metrics.CHILD_WRITES.labels(kind=kind.kind, action=action).inc()
+    logger.info("%s %s", action, _ident(desired))
+    return action, result
+
+
+def ensure_created(
+    kube: Client, desired: dict[str, Any], *, check_owner: bool = True
+) -> tuple[Action, dict[str, Any]]:
+    """Create ``desired`` if missing; an existing object is left alone (PVCs, service accounts)."""
+    kind = kind_of(desired)
+    meta = desired["metadata"]
+    live = kube.get(kind, meta.get("namespace"), meta["name"])
+    if live is not None:
+        if check_owner:
+            check_owner(live, desired)
+        return "exists", live
+    try:
+        result = kube.create(desired)
+    except ApiError as exc:
+        if exc.conflict:  # created concurrently: fine, it exists now
+            live = kube.get(kind, meta.get("namespace"), meta["name"])
+            if live is not None:
+                return "exists", live
+        raise
+    metrics.CHILD_WRITES.labels(kind=kind.kind, action="created").inc()
+    logger.info("created %s", _ident(desired))
+    return "created", result
+
+
+def ensure_patched_fields(
+    kube: Client,
+    live: dict[str, Any],
+    desired: dict[str, Any],
+    fields: tuple[str, ...],
+) -> tuple[Action, dict[str, Any]]:
+    """Merge-patch only ``spec.<fields>`` and our labels of an existing object.
+
+    For objects whose spec is mostly immutable (a Job's pod template): the
+    mutable fields follow the spec, the rest stays as created. A field the
+    desired object leaves out is removed (merge-patch ``null``).
+    """
+    check_owner(live, desired)
+    kind = kind_of(desired)
+    meta = desired["metadata"]
+    want_spec = {f: desired["spec"].get(f) for f in fields}
+    want = {"metadata": {"labels": meta.get("labels") or {}}, "spec": want_spec}
+    if is_subset(want, live):
+        return "unchanged", live
+    result = kube.merge_patch(kind, meta.get("namespace"), meta["name"], want)
+    metrics.CHILD_WRITES.labels(kind=kind.kind, action="patched").inc()
+    logger.info("patched %s (%s)", _ident(desired), ", ".join(fields))
+    return "patched", result
+
+
+def ensure_absent(kube: Client, kind: Kind, namespace: str, name: str, owner_uid: str) -> Action:
+    """Delete a child that is no longer wanted (an HPA or PDB turned off), if we own it."""
+    live = kube.get(kind, namespace, name)
+    if live is None:
+        return "absent"
+    if controller_uid(live) != owner_uid:
+        return "absent"  # not ours: never delete someone else's object
+    kube.delete(kind, namespace, name, uid=(live.get("metadata") or {}).get("uid"))
+    metrics.CHILD_WRITES.labels(kind=kind.kind, action="deleted").inc()
+    logger.info("deleted %s %s/%s (no longer wanted)", kind.kind, namespace, name)
+    return "deleted"

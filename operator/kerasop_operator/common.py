@@ -1,0 +1,209 @@
+"""Names, labels and small pure helpers shared by the training and serving builders.
+
+Everything here is deterministic: the same input always gives the same names,
+labels and hashes, which is what makes reconciling idempotent (a retried or
+restarted handler computes exactly the same children and finds them).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from kerasop.spec import API_VERSION, GROUP, VERSION
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+]
+
+MANAGER = "kerasop-operator"  # app.kubernetes.io/managed-by and the SSA field manager
+PART_OF = "keras-operator"
+
+# Labels on every child. `app.kubernetes.io/instance` is deliberately NOT used:
+# Argo CD tracks its applications with that label by default, and copying it onto
+# children would make Argo CD prune them as "extraneous" resources.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_TRAINING_JOB = "kerasop.io/training-job"
+LABEL_MODEL_SERVICE = "kerasop.io/model-service"
+LABEL_MODEL_CLAIM = "kerasop.io/model-claim"
+
+ANN_APPLIED_HASH = "kerasop.io/applied-hash"
+ANN_TEMPLATE_HASH = "kerasop.io/template-hash"
+ANN_MODEL_NAME = "kerasop.io/model-name"
+ANN_MODEL_VERSION = "kerasop.io/model-version"
+
+# Mount points: the contract with the trainer and the server (docs/CONTRACTS.md).
+DATA_ROOT = "/data"
+STORE_ROOT = "/models"
+TERMINATION_LOG = "/dev/termination-log"
+
+RUN_AS_USER = 1000
+GPU_RESOURCE = "nvidia.com/gpu"
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+
+MAX_NAME = 63  # DNS label: Job/Service names, pod hostnames, label values
+
+
+def short_hash(obj: Any, length: int = 10) -> str:
+    """A stable hash of any JSON-able value (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def child_name(base: str, suffix: str = "", limit: int = MAX_NAME) -> str:
+    """``<base><suffix>``, shortened deterministically when longer than ``limit``.
+
+    A long base keeps its head, gets a 5-character hash of the full name and then
+    the suffix, so two long names never collide and the suffix stays readable.
+    """
+    full = f"{base}{suffix}"
+    if len(full) <= limit:
+        return full
+    digest = short_hash(full, 5)
+    head = base[: max(1, limit - len(suffix) - len(digest) - 1)].rstrip("-")
+    return f"{head}-{digest}{suffix}"
+
+
+def label_value(value: str) -> str:
+    """A label value (<= 63 characters) standing for ``value``."""
+    return child_name(value, "", MAX_NAME)
+
+
+def common_labels(component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: PART_OF,
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_PART_OF: PART_OF,
+    }
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """The controller owner reference of a child (as ``kopf.append_owner_reference`` writes it)."""
+    import kopf
+
+    child: dict[str, Any] = {}
+    kopf.append_owner_reference(child, owner=owner)
+    return child["metadata"]["ownerReferences"][0]
+
+
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Merging the user's pod template override
+
+
+def _named_items(items: Any) -> bool:
+    return isinstance(items, list) and all(isinstance(i, dict) and "name" in i for i in items)
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Merge ``override`` into a copy of ``base``.
+
+    Dicts merge recursively; a ``None`` value in the override deletes the key;
+    lists of named objects (containers, volumes, env, volumeMounts, ports) merge
+    item by item on ``name`` (unknown names are appended); any other list or
+    value is replaced by the override.
+    """
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = copy.deepcopy(base)
+        for key, value in override.items():
+            if value is None:
+                out.pop(key, None)
+            elif key in out:
+                out[key] = deep_merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+        return out
+    if _named_items(base) and _named_items(override):
+        out_list = copy.deepcopy(base)
+        index = {item["name"]: i for i, item in enumerate(out_list)}
+        for item in override:
+            if item["name"] in index:
+                out_list[index[item["name"]]] = deep_merge(out_list[index[item["name"]]], item)
+            else:
+                out_list.append(copy.deepcopy(item))
+        return out_list
+    return copy.deepcopy(override)
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing desired and live objects
+
+
+def _quantity(value: Any) -> Decimal | None:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        from kubernetes.utils.quantity import parse_quantity
+
+        return Decimal(parse_quantity(value))
+    except (ValueError, TypeError, InvalidOperation, ImportError):
+        return None
+
+
+def _scalar_equal(want: Any, have: Any) -> bool:
+    if want == have and type(want) is type(have):
+        return True
+    if isinstance(want, bool) or isinstance(have, bool):
+        return False
+    if isinstance(want, int | float) and isinstance(have, int | float):
+        return float(want) == float(have)
+    # Resource quantities come back normalised ("0.5" -> "500m", "1024Mi" -> "1Gi").
+    if isinstance(want, str) and isinstance(have, str):
+        qw, qh = _quantity(want), _quantity(have)
+        return qw is not None and qw == qh
+    return False
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """True if every field set in ``want`` has the same value in ``have``.
+
+    Fields only in ``have`` (defaults filled in by the API server, fields owned
+    by other controllers) are ignored; list items are matched in any order.
+    A ``None`` in ``want`` means "must be absent".
+    """
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return False
+        for key, value in want.items():
+            if value is None:
+                if have.get(key) is not None:
+                    return False
+            elif key not in have or not is_subset(value, have[key]):
+                return False
+        return True
+    if isinstance(want, list):
+        if not isinstance(have, list):
+            return False
+        return all(any(is_subset(w, h) for h in have) for w in want)
+    return _scalar_equal(want, have)
+
+
+def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new`` at the top level (``{}`` if equal).
+
+    Keys in ``old`` but not in ``new`` are set to ``None`` (merge-patch delete).
+    """
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if old.get(key) != value:
+            patch[key] = value
+    for key in old:
+        if key not in new and key != "kopf":
+            patch[key] = None
+    return patch

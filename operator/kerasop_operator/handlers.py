@@ -1,0 +1,263 @@
+"""kopf handlers: thin, they only decide when to reconcile (see controller.py for what).
+
+Importing this module registers the handlers with kopf's default registry.
+
+Triggers:
+
+- KerasTrainingJob created/changed/found at start-up -> full reconcile;
+- its trainer Job changes (pods start, finish, fail) -> status refresh
+  (a deleted Job -> full reconcile, which recreates it unless the job finished);
+- every ``KERASOP_PROGRESS_INTERVAL`` s while Pending/Running -> status refresh
+  with the trainer's log tail (epoch, metrics);
+- a job's model version changes -> reconcile of every KerasModelService
+  following it;
+- KerasModelService created/changed/found at start-up, or its Deployment or
+  Service changes -> full reconcile (drift is corrected, rollout tracked).
+
+No handler returns a value (kopf would store it in ``status``); status is
+written explicitly by the controller through the status subresource.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from kerasop.spec import GROUP, VERSION
+
+from . import metrics
+from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
+from .controller import Config, Controller, ReconcileError
+from .kube import ApiError, Kube
+from .serving import KIND as SERVICE_KIND
+from .serving import PLURAL as SERVICES
+from .training import KIND as JOB_KIND
+from .training import PLURAL as JOBS
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "kerasop.io"
+PROGRESS_INTERVAL = float(os.environ.get("KERASOP_PROGRESS_INTERVAL", "10"))
+RETRY_DELAY = float(os.environ.get("KERASOP_RETRY_DELAY", "30"))
+
+# Set by tests that run the operator in-process; otherwise built at start-up.
+CONTROLLER: Controller | None = None
+
+
+def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=type, reason=reason, message=message[:1024])
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    """kopf settings: our own annotation prefix, no status stanza, no handler-log events."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.posting.loggers = False  # only the explicit kopf.event() calls become Events
+    settings.execution.max_workers = int(os.environ.get("KERASOP_MAX_WORKERS", "8"))
+    settings.watching.server_timeout = int(os.environ.get("KERASOP_WATCH_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.networking.request_timeout = 60
+    # Watching CustomResourceDefinitions needs a cluster-wide grant that nothing else
+    # needs; the CRDs are a prerequisite instead (checked at start-up, see below).
+    settings.scanning.disabled = os.environ.get("KERASOP_SCAN_CRDS", "false").lower() != "true"
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    global CONTROLLER
+    configure_settings(settings)
+    if CONTROLLER is None:
+        CONTROLLER = Controller(Kube.from_environment(), Config.from_env(), post_event)
+    memo.controller = CONTROLLER
+    logger.info(
+        "kerasop operator started (runtime image %r, progress interval %ss)",
+        CONTROLLER.config.runtime_image,
+        PROGRESS_INTERVAL,
+    )
+
+
+def missing_crds(kube: Kube) -> list[str]:
+    """The kerasop resources the API server does not serve (CRDs not installed yet).
+
+    Uses API discovery, which every authenticated identity may read.
+    """
+    try:
+        doc = kube.request("GET", f"/apis/{GROUP}/{VERSION}")
+    except ApiError as exc:
+        if exc.not_found:
+            return sorted([JOBS, SERVICES])
+        raise
+    served = {r.get("name") for r in doc.get("resources") or []}
+    return sorted({JOBS, SERVICES} - served)
+
+
+def _controller(memo: Any) -> Controller:
+    ctl = getattr(memo, "controller", None) or CONTROLLER
+    if ctl is None:
+        raise kopf.TemporaryError("operator not started yet", delay=1)
+    return ctl
+
+
+def _retry(exc: Exception) -> kopf.TemporaryError:
+    if isinstance(exc, ReconcileError):
+        return kopf.TemporaryError(str(exc), delay=RETRY_DELAY * 2)
+    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=RETRY_DELAY)
+
+
+def _owner_name(body: dict[str, Any], kind: str) -> str | None:
+    for ref in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            ref.get("controller")
+            and ref.get("kind") == kind
+            and ref.get("apiVersion", "").startswith(f"{GROUP}/")
+        ):
+            return ref.get("name")
+    return None
+
+
+# ============================================================================================
+# KerasTrainingJob
+
+
+def _training_active(body: Any, **_: Any) -> bool:
+    status = body.get("status") or {}
+    return not (body.get("spec") or {}).get("suspend") and status.get("phase") in (
+        None,
+        "Pending",
+        "Running",
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, JOBS, id="job-resume")
+@kopf.on.create(GROUP, VERSION, JOBS, id="job-create")
+@kopf.on.update(GROUP, VERSION, JOBS, id="job-update")
+def training_job_changed(
+    name: str, namespace: str, reason: Any, memo: Any, body: Any, **_: Any
+) -> None:
+    ctl = _controller(memo)
+    trigger = str(getattr(reason, "value", reason))
+    try:
+        with metrics.reconcile(JOB_KIND, trigger):
+            result = ctl.reconcile_training(namespace, name)
+    except (ApiError, ReconcileError, OSError) as exc:
+        raise _retry(exc) from exc
+    if result.template_drift and trigger == "update":
+        post_event(
+            dict(body),
+            "Warning",
+            "ChangeNotApplied",
+            "resources, scheduling and image changes apply to a running trainer only after it is"
+            " suspended (spec.suspend: true) and resumed",
+        )
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    JOBS,
+    interval=PROGRESS_INTERVAL,
+    initial_delay=PROGRESS_INTERVAL,
+    when=_training_active,
+    id="progress",
+)
+def training_job_progress(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    ctl = _controller(memo)
+    try:
+        with metrics.reconcile(JOB_KIND, "progress"):
+            ctl.sync_training_status(namespace, name, read_logs=True)
+    except (ApiError, OSError) as exc:
+        logger.warning("progress refresh of %s/%s failed: %s", namespace, name, exc)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
+def trainer_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    parent = _owner_name(body, JOB_KIND)
+    namespace = body.get("metadata", {}).get("namespace")
+    if parent is None or namespace is None:
+        return
+    ctl = _controller(memo)
+    try:
+        with metrics.reconcile(JOB_KIND, f"job-{(type or 'listed').lower()}"):
+            if type == "DELETED":
+                ctl.reconcile_training(namespace, parent)
+            else:
+                ctl.sync_training_status(namespace, parent)
+    except (ApiError, ReconcileError, OSError) as exc:
+        logger.warning("refresh of %s/%s after a Job event failed: %s", namespace, parent, exc)
+
+
+@kopf.on.event(GROUP, VERSION, JOBS)
+def training_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    """Follow model versions: services pinned to a job's output roll forward."""
+    ctl = _controller(memo)
+    try:
+        names = ctl.training_job_seen(dict(body), deleted=type == "DELETED")
+    except (ApiError, ReconcileError, OSError) as exc:
+        logger.warning(
+            "updating services following %s failed: %s", body.get("metadata", {}).get("name"), exc
+        )
+        # Forget what we saw so that the next event retries.
+        meta = body.get("metadata", {})
+        ctl._seen_models.pop((meta.get("namespace") or "", meta.get("name") or ""), None)
+        return
+    if names:
+        logger.info("model of %s changed: reconciled services %s", body["metadata"]["name"], names)
+
+
+# ============================================================================================
+# KerasModelService
+
+
+@kopf.on.resume(GROUP, VERSION, SERVICES, id="service-resume")
+@kopf.on.create(GROUP, VERSION, SERVICES, id="service-create")
+@kopf.on.update(GROUP, VERSION, SERVICES, id="service-update")
+def model_service_changed(name: str, namespace: str, reason: Any, memo: Any, **_: Any) -> None:
+    ctl = _controller(memo)
+    trigger = str(getattr(reason, "value", reason))
+    try:
+        with metrics.reconcile(SERVICE_KIND, trigger):
+            ctl.reconcile_service(namespace, name)
+    except (ApiError, ReconcileError, OSError) as exc:
+        raise _retry(exc) from exc
+
+
+def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:
+    parent = _owner_name(body, SERVICE_KIND)
+    namespace = body.get("metadata", {}).get("namespace")
+    if parent is None or namespace is None:
+        return
+    ctl = _controller(memo)
+    try:
+        with metrics.reconcile(SERVICE_KIND, f"{kind}-{(type or 'listed').lower()}"):
+            if type in ("ADDED", None) and kind == "deployment":
+                ctl.sync_service_status(namespace, parent)
+            else:
+                ctl.reconcile_service(namespace, parent)
+    except (ApiError, ReconcileError, OSError) as exc:
+        logger.warning("refresh of %s/%s after a %s event failed: %s", namespace, parent, kind, exc)
+
+
+@kopf.on.event(
+    "apps",
+    "v1",
+    "deployments",
+    labels={LABEL_MODEL_SERVICE: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+)
+def server_deployment_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    _service_child_event("deployment", type, body, memo)
+
+
+@kopf.on.event(
+    "v1",
+    "services",
+    labels={LABEL_MODEL_SERVICE: kopf.PRESENT, "app.kubernetes.io/managed-by": MANAGER},
+)
+def server_service_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    if type in ("DELETED", "MODIFIED"):
+        _service_child_event("service", type, body, memo)

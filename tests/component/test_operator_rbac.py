@@ -1,0 +1,191 @@
+"""The operator runs with exactly the permissions the Helm chart grants it.
+
+The chart's ClusterRole is rendered with ``helm template``, bound to a service
+account, and the operator process authenticates with that account's token
+(TokenRequest), then goes through a train -> serve flow. Any missing verb shows
+up as a 403 in the operator's log or as a flow that never converges.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+from kerasop_operator import kube as k
+from opcomponent import (
+    REPO,
+    apply_yaml,
+    cr,
+    events_for,
+    job_yaml,
+    service_yaml,
+    set_job_status,
+    set_pod_state,
+    start_trainer_pod,
+    trainer_job,
+    wait_for,
+)
+
+from tests.support.kube import CACHE, _script_output_dir
+
+pytestmark = pytest.mark.component
+
+RELEASE = "kop"
+SYSTEM_NS = "kerasop-system"
+
+
+def helm_binary() -> str:
+    path = CACHE / "tools" / "bin" / "helm"
+    if path.exists():
+        return str(path)
+    return str(_script_output_dir("get-tools.sh") / "helm")
+
+
+def chart_rbac(*helm_args: str) -> tuple[str, list[dict]]:
+    """The operator's service account name and the RBAC objects the chart renders for it."""
+    out = subprocess.run(
+        [
+            helm_binary(),
+            "template",
+            RELEASE,
+            str(REPO / "charts" / "keras-operator"),
+            "--namespace",
+            SYSTEM_NS,
+            *helm_args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    sa_name = bindings[0]["subjects"][0]["name"]
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs}
+    wanted = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == sa_name]
+    for b in bindings:
+        kind = b["roleRef"]["kind"]
+        ns = b["metadata"].get("namespace") if kind == "Role" else None
+        assert (kind, ns, b["roleRef"]["name"]) in roles
+        wanted += [
+            d
+            for d in docs
+            if (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+            == (kind, ns, b["roleRef"]["name"])
+        ]
+        wanted.append(b)
+    return sa_name, wanted
+
+
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, tmp_path, mode):
+    if mode == "namespaced":
+        sa, objects = chart_rbac("--set", f"watchNamespaces[0]={namespace}")
+        extra_env = {"KERASOP_WATCH_NAMESPACES": namespace}
+        assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding"}
+    else:
+        sa, objects = chart_rbac()
+        extra_env = {}
+    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
+    for obj in objects:
+        obj["metadata"].setdefault("namespace", SYSTEM_NS) if obj[
+            "kind"
+        ] == "ServiceAccount" else None
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    token = cluster.kubectl("-n", SYSTEM_NS, "create", "token", sa, "--duration=1h").stdout.strip()
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": "op", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "op"}}],
+                "current-context": "c",
+            }
+        )
+    )
+
+    operator.stop()
+    try:
+        operator.start(KUBECONFIG=str(kubeconfig), **extra_env)
+        apply_yaml(cluster, job_yaml("rbac", namespace, workers=2))
+        apply_yaml(
+            cluster, service_yaml("rbac", namespace, model={"trainingJob": "rbac"}, replicas=2)
+        )
+        job = wait_for(lambda: trainer_job(api, namespace, "rbac"), what="trainer Job")
+        wait_for(lambda: api.get(k.SERVICE, namespace, "rbac-workers"), what="workers Service")
+        pod = start_trainer_pod(api, job, index=0)
+        set_pod_state(api, pod, "Running", {"running": {}})
+        set_job_status(api, job, {"active": 2, "ready": 1, "startTime": "2026-11-26T10:00:00Z"})
+        wait_for(
+            lambda: cr(api, k.TRAINING_JOB, namespace, "rbac")["status"].get("phase") == "Running",
+            what="Running",
+        )
+        done = (
+            '{"kerasop":"done","modelName":"rbac","modelVersion":1,'
+            '"modelPath":"/models/rbac/1","metrics":{"loss":0.1}}'
+        )
+        set_pod_state(api, pod, "Succeeded", {"terminated": {"exitCode": 0, "message": done}})
+        t = "2026-11-26T10:03:00Z"
+        set_job_status(
+            api,
+            job,
+            {
+                "active": 0,
+                "ready": 0,
+                "succeeded": 2,
+                "completionTime": t,
+                "conditions": [
+                    {
+                        "type": "SuccessCriteriaMet",
+                        "status": "True",
+                        "lastTransitionTime": t,
+                        "lastProbeTime": t,
+                    },
+                    {
+                        "type": "Complete",
+                        "status": "True",
+                        "lastTransitionTime": t,
+                        "lastProbeTime": t,
+                    },
+                ],
+            },
+        )
+        dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "rbac-server"), what="Deployment")
+        assert "--version" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        wait_for(lambda: api.get(k.PDB, namespace, "rbac"), what="PDB")
+        wait_for(
+            lambda: (
+                {"Created", "Running", "Succeeded"}
+                <= {e["reason"] for e in events_for(api, namespace, "rbac", "KerasTrainingJob")}
+            ),
+            what="events posted with the operator's own identity",
+        )
+        wait_for(
+            lambda: not cr(api, k.TRAINING_JOB, namespace, "rbac")["metadata"].get("finalizers"),
+            what="finalizer removed",
+        )
+        log = operator.logs(100000)
+        assert "Forbidden" not in log and " 403" not in log, log[-4000:]
+    finally:
+        operator.stop()
+        if mode == "namespaced":
+            cluster.kubectl(
+                "delete",
+                "-f",
+                "-",
+                "--ignore-not-found",
+                "--wait=false",
+                input=yaml.safe_dump_all([o for o in objects if o["kind"] != "ServiceAccount"]),
+            )
+        operator.start()

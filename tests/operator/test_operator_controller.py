@@ -1,0 +1,328 @@
+"""Reconcile discipline against an in-memory store: what gets written, and how often.
+
+The same flows run against a real kube-apiserver in tests/component/.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kerasop_operator import apply
+from kerasop_operator import kube as k
+from kerasop_operator.controller import Config, Controller, ReconcileError
+from kerasop_operator.kube import ApiError
+from opfactories import event_line, model_service, pod, terminated, training_job
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def ctl(fake, events):
+    return Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
+
+
+def writes_of(fake, verb=None):
+    return [w for w in fake.writes if verb is None or w[0] == verb]
+
+
+# ============================================================================================
+# apply.py
+
+
+def test_ensure_applied_is_idempotent(fake):
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "s",
+            "namespace": "ml",
+            "labels": {"a": "1"},
+            "ownerReferences": [{"uid": "o", "controller": True}],
+        },
+        "spec": {"ports": [{"port": 80}]},
+    }
+    assert apply.ensure_applied(fake, desired)[0] == "created"
+    assert apply.ensure_applied(fake, desired)[0] == "unchanged"
+    # server-side defaults do not count as drift
+    fake.objects[("Service", "ml", "s")]["spec"]["clusterIP"] = "10.0.0.7"
+    assert apply.ensure_applied(fake, desired)[0] == "unchanged"
+    # someone edits a field we own: put back
+    fake.objects[("Service", "ml", "s")]["spec"]["ports"] = [{"port": 81}]
+    assert apply.ensure_applied(fake, desired)[0] == "patched"
+    # a field dropped from the desired object is noticed through the hash
+    del desired["metadata"]["labels"]["a"]
+    assert apply.ensure_applied(fake, desired)[0] == "patched"
+    assert [w[0] for w in fake.writes] == ["apply", "apply", "apply"]
+
+
+def test_ensure_applied_refuses_foreign_objects(fake):
+    fake.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "s", "namespace": "ml"},
+            "spec": {},
+        }
+    )
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "s",
+            "namespace": "ml",
+            "ownerReferences": [{"uid": "o", "controller": True}],
+        },
+        "spec": {},
+    }
+    with pytest.raises(apply.ChildConflict, match="not controlled"):
+        apply.ensure_applied(fake, desired)
+    assert not fake.writes
+
+
+def test_ensure_absent_deletes_only_owned(fake):
+    fake.put(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {
+                "name": "p",
+                "namespace": "ml",
+                "ownerReferences": [{"uid": "other", "controller": True}],
+            },
+        }
+    )
+    assert apply.ensure_absent(fake, k.PDB, "ml", "p", "mine") == "absent"
+    assert fake.find("PodDisruptionBudget", "ml", "p") is not None
+    assert apply.ensure_absent(fake, k.PDB, "ml", "p", "other") == "deleted"
+
+
+# ============================================================================================
+# training jobs
+
+
+def test_reconcile_training_creates_children_once(fake, ctl, events):
+    fake.put(training_job())
+    ctl.reconcile_training("ml", "mnist")
+    job = fake.find("Job", "ml", "mnist-trainer")
+    assert job is not None
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "uid-mnist"
+    pvc = fake.find("PersistentVolumeClaim", "ml", "mnist-models")
+    assert "ownerReferences" not in pvc["metadata"]
+    assert fake.find("ServiceAccount", "ml", "kerasop-trainer") is not None
+    status = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    assert status["phase"] == "Pending"
+    assert events == [("Normal", "Created", "trainer Job created, waiting for pods")]
+
+    before = list(fake.writes)
+    ctl.reconcile_training("ml", "mnist")  # a second reconcile (restart, resync) writes nothing
+    ctl.reconcile_training("ml", "mnist")
+    assert fake.writes == before
+    assert len(fake.kinds("Job")) == 1
+
+
+def test_suspend_toggles_the_job_only(fake, ctl):
+    fake.put(training_job())
+    ctl.reconcile_training("ml", "mnist")
+    body = fake.find("KerasTrainingJob", "ml", "mnist")
+    body["spec"]["suspend"] = True
+    body["spec"]["activeDeadlineSeconds"] = 600
+    n = len(fake.writes)
+    result = ctl.reconcile_training("ml", "mnist")
+    assert not result.template_drift
+    job = fake.find("Job", "ml", "mnist-trainer")
+    assert job["spec"]["suspend"] is True and job["spec"]["activeDeadlineSeconds"] == 600
+    assert [w[:2] for w in fake.writes[n:]] == [
+        ("patch", "Job"),
+        ("patch/status", "KerasTrainingJob"),
+    ]
+    assert "suspend" in body["spec"], "the user's spec is never rewritten"
+    body["spec"].pop("activeDeadlineSeconds")
+    ctl.reconcile_training("ml", "mnist")
+    assert "activeDeadlineSeconds" not in fake.find("Job", "ml", "mnist-trainer")["spec"]
+
+
+def test_template_change_while_running_is_reported(fake, ctl):
+    fake.put(training_job())
+    ctl.reconcile_training("ml", "mnist")
+    fake.find("KerasTrainingJob", "ml", "mnist")["spec"]["resources"] = {"memory": "2Gi"}
+    assert ctl.reconcile_training("ml", "mnist").template_drift
+    assert len(fake.kinds("Job")) == 1
+
+
+def test_template_change_while_suspended_recreates_the_job(fake, ctl, events):
+    fake.put(training_job(suspend=True))
+    ctl.reconcile_training("ml", "mnist")
+    old_uid = fake.find("Job", "ml", "mnist-trainer")["metadata"]["uid"]
+    fake.find("KerasTrainingJob", "ml", "mnist")["spec"]["resources"] = {"memory": "2Gi"}
+    result = ctl.reconcile_training("ml", "mnist")
+    assert result.recreated and not result.template_drift
+    job = fake.find("Job", "ml", "mnist-trainer")
+    assert job["metadata"]["uid"] != old_uid
+    assert (
+        job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    )
+    assert ("Normal", "JobRecreated") in [e[:2] for e in events]
+
+
+def test_finished_job_is_never_recreated(fake, ctl):
+    body = training_job()
+    body["status"] = {"phase": "Succeeded", "modelVersion": 1}
+    fake.put(body)
+    ctl.reconcile_training("ml", "mnist")
+    assert fake.kinds("Job") == []
+    assert fake.find("KerasTrainingJob", "ml", "mnist")["status"]["phase"] == "Succeeded"
+
+
+def test_invalid_spec_fails_without_children(fake, ctl, events):
+    body = training_job()
+    body["spec"]["model"] = {"layers": [{"type": "Conv2D"}]}
+    fake.put(body)
+    result = ctl.reconcile_training("ml", "mnist")
+    assert result.spec_error
+    assert fake.kinds("Job") == []
+    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    assert st["phase"] == "Failed" and st["failure"]["reason"] == "InvalidSpec"
+    assert events[-1][0] == "Warning"
+
+
+def test_rejected_child_is_reported(fake, ctl, events):
+    fake.put(training_job())
+
+    def refuse(obj):
+        raise ApiError(
+            422,
+            "Invalid",
+            'Job.batch "mnist-trainer" is invalid: spec.template.spec.containers[1].image: Required value',
+        )
+
+    fake.create_orig, fake.create = (
+        fake.create,
+        lambda obj: refuse(obj) if obj["kind"] == "Job" else fake.create_orig(obj),
+    )
+    with pytest.raises(ReconcileError, match="Required value"):
+        ctl.reconcile_training("ml", "mnist")
+    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    created = [c for c in st["conditions"] if c["type"] == "Created"][0]
+    assert created["reason"] == "ApplyFailed"
+    assert ("Warning", "ApplyFailed") in [e[:2] for e in events]
+
+
+def test_status_sync_reads_termination_message_and_logs(fake, ctl, events):
+    fake.put(training_job())
+    ctl.reconcile_training("ml", "mnist")
+    job = fake.find("Job", "ml", "mnist-trainer")
+    uid = job["metadata"]["uid"]
+    fake.put(pod("mnist-trainer-x", job_uid=uid, phase="Running", state={"running": {}}))
+    job["status"] = {"active": 1, "ready": 1}
+    fake.logs["mnist-trainer-x"] = "\n".join(
+        [
+            event_line("start", epochs=5),
+            event_line("epoch", epoch=2, epochs=5, metrics={"loss": 0.5}),
+        ]
+    )
+    ctl.sync_training_status("ml", "mnist", read_logs=True)
+    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    assert (st["phase"], st["progress"], st["metrics"]) == ("Running", "2/5", {"loss": 0.5})
+
+    done = event_line(
+        "done", modelName="mnist", modelVersion=1, metrics={"accuracy": 0.9}, epochsRun=5
+    )
+    fake.put(
+        pod(
+            "mnist-trainer-x",
+            job_uid=uid,
+            phase="Succeeded",
+            state=terminated(0, done, "Completed"),
+        )
+    )
+    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    ctl.sync_training_status("ml", "mnist")
+    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    assert (st["phase"], st["modelVersion"], st["finalMetrics"]) == (
+        "Succeeded",
+        1,
+        {"accuracy": 0.9},
+    )
+    assert [e[1] for e in events] == ["Created", "Running", "Succeeded"]
+    n = len(fake.writes)
+    ctl.sync_training_status("ml", "mnist")
+    assert len(fake.writes) == n, "no status write when nothing changed"
+
+
+# ============================================================================================
+# model services
+
+
+def test_service_waits_for_model_then_follows_versions(fake, ctl, events):
+    job = training_job()
+    job["status"] = {"phase": "Running"}
+    fake.put(job)
+    fake.put(model_service())
+    ctl.reconcile_service("ml", "mnist")
+    assert fake.find("Deployment", "ml", "mnist-server") is None
+    assert fake.find("Service", "ml", "mnist") is not None
+    st = fake.find("KerasModelService", "ml", "mnist")["status"]
+    assert st["phase"] == "Pending"
+    assert [c for c in st["conditions"] if c["type"] == "Ready"][0]["reason"] == "WaitingForModel"
+
+    # the job produces version 1: services following it are reconciled
+    live_job = fake.find("KerasTrainingJob", "ml", "mnist")
+    live_job["status"].update(modelVersion=1, modelName="mnist")
+    assert ctl.training_job_seen(live_job) == ["mnist"]
+    dep = fake.find("Deployment", "ml", "mnist-server")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--version") + 1] == "1"
+    assert (
+        dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        == "mnist-models"
+    )
+    # the same version again: nothing to do
+    assert ctl.training_job_seen(live_job) == []
+    # a new version rolls the Deployment forward
+    live_job["status"]["modelVersion"] = 2
+    ctl.training_job_seen(live_job)
+    args = fake.find("Deployment", "ml", "mnist-server")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert args[args.index("--version") + 1] == "2"
+    assert len(fake.kinds("Deployment")) == 1
+
+
+def test_service_reconcile_is_idempotent_and_cleans_up(fake, ctl):
+    fake.put(
+        model_service(
+            model={"name": "m", "claimName": "store", "version": 2},
+            replicas=2,
+            autoscaling={"minReplicas": 2, "maxReplicas": 3},
+        )
+    )
+    ctl.reconcile_service("ml", "mnist")
+    assert fake.find("HorizontalPodAutoscaler", "ml", "mnist") is not None
+    assert fake.find("PodDisruptionBudget", "ml", "mnist") is not None
+    before = list(fake.writes)
+    ctl.reconcile_service("ml", "mnist")
+    assert fake.writes == before
+    body = fake.find("KerasModelService", "ml", "mnist")
+    body["spec"].pop("autoscaling")
+    body["spec"]["replicas"] = 1
+    ctl.reconcile_service("ml", "mnist")
+    assert fake.find("HorizontalPodAutoscaler", "ml", "mnist") is None
+    assert fake.find("PodDisruptionBudget", "ml", "mnist") is None
+    assert fake.find("Deployment", "ml", "mnist-server")["spec"]["replicas"] == 1
+
+
+def test_service_keeps_serving_when_job_is_deleted(fake, ctl):
+    job = training_job()
+    job["status"] = {"modelVersion": 3}
+    fake.put(job)
+    fake.put(model_service())
+    ctl.reconcile_service("ml", "mnist")
+    dep_before = fake.find("Deployment", "ml", "mnist-server")
+    fake.objects.pop(("KerasTrainingJob", "ml", "mnist"))
+    ctl.training_job_seen(job, deleted=True)
+    assert fake.find("Deployment", "ml", "mnist-server") == dep_before
+    st = fake.find("KerasModelService", "ml", "mnist")["status"]
+    model = [c for c in st["conditions"] if c["type"] == "ModelAvailable"][0]
+    assert (model["status"], model["reason"]) == ("False", "TrainingJobNotFound")

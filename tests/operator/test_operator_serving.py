@@ -1,0 +1,470 @@
+"""KerasModelService builders: model resolution, Deployment/Service/HPA/PDB, status."""
+
+from __future__ import annotations
+
+import pytest
+from kerasop_operator import serving
+from kerasop_operator.conditions import find
+from kerasop_operator.serving import (
+    ModelRef,
+    Waiting,
+    desired_children,
+    resolve_model,
+    service_status,
+)
+from opfactories import LATER, NOW, model_service, training_job
+
+from kerasop.spec import SpecError
+from kerasop.status import KerasModelServiceStatus
+
+
+def job_with(version=None, **status):
+    body = training_job()
+    body["status"] = dict(status)
+    if version is not None:
+        body["status"]["modelVersion"] = version
+    return body
+
+
+def server_container(dep):
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def arg(args, flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+# ============================================================================================
+# model resolution
+
+
+def test_resolve_follows_job_version():
+    model = resolve_model(model_service(), job_with(3, modelName="mnist"))
+    assert model == ModelRef("mnist", "mnist-models", 3, "KerasTrainingJob mnist")
+
+
+def test_resolve_uses_job_claim_and_model_name():
+    job = training_job(output={"modelName": "digits", "storage": {"claimName": "store"}})
+    job["status"] = {"modelVersion": 1}
+    assert resolve_model(model_service(), job) == ModelRef(
+        "digits", "store", 1, "KerasTrainingJob mnist"
+    )
+
+
+def test_resolve_pinned_version_beats_job_version():
+    svc = model_service(model={"trainingJob": "mnist", "version": 1})
+    assert resolve_model(svc, job_with(5)).version == 1
+    assert resolve_model(svc, job_with(None)).version == 1  # no need to wait
+
+
+def test_resolve_waits_for_model():
+    w = resolve_model(model_service(), job_with(None, phase="Running", progress="3/10"))
+    assert isinstance(w, Waiting) and w.reason == "WaitingForModel"
+    assert "Running" in w.message and "3/10" in w.message
+    w = resolve_model(model_service(), None)
+    assert isinstance(w, Waiting) and w.reason == "TrainingJobNotFound"
+
+
+def test_resolve_name_and_claim():
+    svc = model_service(model={"name": "digits", "claimName": "store"})
+    assert resolve_model(svc, None) == ModelRef("digits", "store", None, "claim store")
+    svc = model_service(model={"name": "digits", "claimName": "store", "version": 4})
+    assert resolve_model(svc, None).version == 4
+
+
+def test_resolve_rejects_invalid_spec():
+    with pytest.raises(SpecError):
+        resolve_model(model_service(model={"name": "b"}), None)
+
+
+# ============================================================================================
+# manifests
+
+REF = ModelRef("mnist", "mnist-models", 3, "KerasTrainingJob mnist")
+
+
+def test_deployment_and_service():
+    out = desired_children(model_service(), REF, default_image="runtime:1")
+    dep = out.deployment
+    assert dep["metadata"]["name"] == "mnist-server"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "KerasModelService"
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert spec["selector"]["matchLabels"] == {
+        "kerasop.io/model-service": "mnist",
+        "app.kubernetes.io/component": "server",
+    }
+    template = spec["template"]
+    assert all(
+        template["metadata"]["labels"][k] == v for k, v in spec["selector"]["matchLabels"].items()
+    )
+    assert template["metadata"]["annotations"]["kerasop.io/model-version"] == "3"
+    c = server_container(dep)
+    assert c["image"] == "runtime:1"
+    assert c["command"] == ["kerasop-serve"]
+    args = c["args"]
+    assert (
+        arg(args, "--model"),
+        arg(args, "--version"),
+        arg(args, "--store-root"),
+        arg(args, "--port"),
+    ) == ("mnist", "3", "/models", "8080")
+    assert arg(args, "--max-batch-size") == "32"
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in c["volumeMounts"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    pod_spec = template["spec"]
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {
+        "claimName": "mnist-models",
+        "readOnly": True,
+    }
+    assert pod_spec["serviceAccountName"] == "kerasop-server"
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["securityContext"]["runAsUser"] == 1000
+    assert "affinity" not in pod_spec  # access modes unknown
+
+    svc = out.service
+    assert svc["metadata"]["name"] == "mnist"
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert out.hpa is None and out.pdb is None
+    assert out.service_account["metadata"]["name"] == "kerasop-server"
+
+
+def test_new_version_changes_only_the_version():
+    a = desired_children(model_service(), REF, default_image="img").deployment
+    b = desired_children(
+        model_service(), ModelRef("mnist", "mnist-models", 4, "x"), default_image="img"
+    ).deployment
+    assert arg(server_container(b)["args"], "--version") == "4"
+    b_args = server_container(b)["args"]
+    a_args = server_container(a)["args"]
+    assert [x for x in a_args if x != "3"] == [x for x in b_args if x != "4"]
+    assert a["spec"]["selector"] == b["spec"]["selector"]
+
+
+def test_latest_version_when_unpinned():
+    dep = desired_children(
+        model_service(model={"name": "m", "claimName": "c"}),
+        ModelRef("m", "c", None, "c"),
+        default_image="img",
+    ).deployment
+    assert "--version" not in server_container(dep)["args"]
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"]["kerasop.io/model-version"] == "latest"
+    )
+
+
+def test_pdb_when_more_than_one_replica():
+    out = desired_children(model_service(replicas=3), REF, default_image="img")
+    assert out.deployment["spec"]["replicas"] == 3
+    assert out.pdb["spec"] == {
+        "minAvailable": 1,
+        "selector": {
+            "matchLabels": {
+                "kerasop.io/model-service": "mnist",
+                "app.kubernetes.io/component": "server",
+            }
+        },
+    }
+    assert out.pdb["apiVersion"] == "policy/v1"
+
+
+def test_hpa_owns_replicas():
+    out = desired_children(
+        model_service(
+            replicas=2, autoscaling={"minReplicas": 1, "maxReplicas": 4, "targetCpuUtilization": 60}
+        ),
+        REF,
+        default_image="img",
+    )
+    assert "replicas" not in out.deployment["spec"]
+    hpa = out.hpa
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "mnist-server",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": 60,
+    }
+    assert out.pdb is None  # minReplicas 1: a PDB would block node drains
+    out = desired_children(
+        model_service(autoscaling={"minReplicas": 2, "maxReplicas": 4}), REF, default_image="img"
+    )
+    assert out.pdb is not None
+
+
+def test_gpus_resources_and_scheduling():
+    out = desired_children(
+        model_service(
+            resources={"cpu": "500m", "memory": "1Gi", "gpus": 1},
+            scheduling={"nodeSelector": {"gpu": "yes"}, "serviceAccountName": "sa"},
+        ),
+        REF,
+        default_image="img",
+    )
+    pod_spec = out.deployment["spec"]["template"]["spec"]
+    assert server_container(out.deployment)["resources"]["limits"] == {
+        "cpu": "500m",
+        "memory": "1Gi",
+        "nvidia.com/gpu": "1",
+    }
+    assert pod_spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod_spec["nodeSelector"] == {"gpu": "yes"}
+    assert pod_spec["serviceAccountName"] == "sa"
+    assert out.service_account is None
+
+
+def test_rwo_claim_colocates_servers():
+    out = desired_children(
+        model_service(replicas=2), REF, default_image="img", claim_access_modes=["ReadWriteOnce"]
+    )
+    pod_spec = out.deployment["spec"]["template"]["spec"]
+    [term] = pod_spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term == {
+        "labelSelector": {"matchLabels": {"kerasop.io/model-claim": "mnist-models"}},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    labels = out.deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["kerasop.io/model-claim"] == "mnist-models"
+    rwx = desired_children(
+        model_service(), REF, default_image="img", claim_access_modes=["ReadWriteMany"]
+    )
+    assert "affinity" not in rwx.deployment["spec"]["template"]["spec"]
+
+
+def test_rwop_claim_recreates_instead_of_surging():
+    out = desired_children(
+        model_service(replicas=2), REF, default_image="img", claim_access_modes=["ReadWriteOncePod"]
+    )
+    assert out.deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert out.pdb is None
+
+
+def test_waiting_for_model_creates_only_the_service():
+    out = desired_children(model_service(), Waiting("WaitingForModel", "x"), default_image="")
+    assert out.deployment is None and out.hpa is None and out.pdb is None
+    assert out.service["metadata"]["name"] == "mnist"
+
+
+def test_pod_template_override():
+    out = desired_children(
+        model_service(
+            scheduling={
+                "podTemplate": {
+                    "spec": {
+                        "containers": [
+                            {"name": "server", "env": [{"name": "OMP_NUM_THREADS", "value": "2"}]}
+                        ]
+                    }
+                }
+            }
+        ),
+        REF,
+        default_image="img",
+    )
+    env = {e["name"]: e["value"] for e in server_container(out.deployment)["env"]}
+    assert env["OMP_NUM_THREADS"] == "2" and env["HOME"] == "/tmp"
+
+
+# ============================================================================================
+# status
+
+
+def deployment(
+    version="3",
+    *,
+    replicas=2,
+    generation=1,
+    observed=1,
+    updated=2,
+    ready=2,
+    available=2,
+    total=2,
+    conditions=None,
+    uid="uid-svc-mnist",
+):
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "mnist-server",
+            "namespace": "ml",
+            "generation": generation,
+            "ownerReferences": [{"uid": uid, "controller": True}],
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {"metadata": {"annotations": {"kerasop.io/model-version": version}}},
+        },
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
+
+
+def st_of(body, model, dep, **kw):
+    st = service_status(body, model, dep, now=kw.pop("now", NOW), **kw)
+    KerasModelServiceStatus.model_validate(st)
+    return st
+
+
+def c(st, t):
+    return find(st["conditions"], t)
+
+
+def test_status_waiting_for_model():
+    st = st_of(model_service(), Waiting("WaitingForModel", "job has no version"), None)
+    assert st["phase"] == "Pending"
+    assert (c(st, "Ready")["status"], c(st, "Ready")["reason"]) == ("False", "WaitingForModel")
+    assert c(st, "ModelAvailable")["status"] == "False"
+    assert st["ready"] == "0/0"
+    assert st["url"] == "http://mnist.ml.svc.cluster.local"
+    assert st["selector"] == "app.kubernetes.io/component=server,kerasop.io/model-service=mnist"
+
+
+def test_status_ready_and_serving_version():
+    st = st_of(model_service(), REF, deployment())
+    assert st["phase"] == "Ready"
+    assert (st["replicas"], st["readyReplicas"], st["ready"]) == (2, 2, "2/2")
+    assert st["servingVersion"] == 3
+    assert st["modelName"] == "mnist"
+    assert c(st, "Ready")["status"] == "True"
+    assert (c(st, "Progressing")["status"], c(st, "Progressing")["reason"]) == (
+        "False",
+        "RolloutComplete",
+    )
+    assert c(st, "Degraded")["status"] == "False"
+    assert c(st, "ModelAvailable")["status"] == "True"
+
+
+def test_status_rolling_out_keeps_old_serving_version():
+    body = model_service()
+    body["status"] = st_of(body, REF, deployment("3"))
+    rolling = deployment("4", generation=2, observed=2, updated=1, ready=2, available=2, total=3)
+    st = st_of(body, ModelRef("mnist", "mnist-models", 4, "x"), rolling, now=LATER)
+    assert st["phase"] == "Progressing"
+    assert st["servingVersion"] == 3
+    assert (c(st, "Progressing")["status"], c(st, "Progressing")["reason"]) == (
+        "True",
+        "RollingOut",
+    )
+    assert c(st, "Ready")["status"] == "True"
+    assert c(st, "Ready")["lastTransitionTime"] == NOW  # never flipped
+    body["status"] = st
+    done = st_of(
+        body,
+        ModelRef("mnist", "mnist-models", 4, "x"),
+        deployment("4", generation=2, observed=2),
+        now=LATER,
+    )
+    assert done["servingVersion"] == 4 and done["phase"] == "Ready"
+    assert serving.phase_event(st, done) == (
+        "Normal",
+        "Serving",
+        "serving model mnist version 4 (was 3)",
+    )
+
+
+def test_status_stale_observed_generation_is_not_complete():
+    st = st_of(model_service(), REF, deployment(generation=2, observed=1))
+    assert "servingVersion" not in st
+    assert c(st, "Progressing")["status"] == "True"
+
+
+def test_status_no_pods_ready_yet():
+    st = st_of(model_service(), REF, deployment(updated=2, ready=0, available=0))
+    assert st["phase"] == "Pending"
+    assert (c(st, "Ready")["status"], c(st, "Ready")["reason"]) == ("False", "NoServerAvailable")
+
+
+def test_status_progress_deadline_exceeded():
+    dep = deployment(
+        updated=1,
+        ready=0,
+        available=0,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet has timed out progressing.",
+            }
+        ],
+    )
+    st = st_of(model_service(), REF, dep)
+    assert st["phase"] == "Failed"
+    assert (c(st, "Degraded")["status"], c(st, "Degraded")["reason"]) == (
+        "True",
+        "ProgressDeadlineExceeded",
+    )
+    assert serving.phase_event({"phase": "Pending"}, st)[0] == "Warning"
+
+
+def test_status_replicas_unavailable_after_rollout():
+    st = st_of(
+        model_service(),
+        REF,
+        deployment(updated=2, ready=1, available=1, total=2, conditions=[])
+        | {
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+            }
+        },
+    )
+    assert st["phase"] == "Progressing"
+    assert c(st, "Ready")["status"] == "True"
+
+
+def test_status_scaled_to_zero():
+    st = st_of(
+        model_service(replicas=0),
+        REF,
+        deployment(replicas=0, updated=0, ready=0, available=0, total=0),
+    )
+    assert c(st, "Ready")["reason"] == "ScaledToZero"
+    assert st["ready"] == "0/0"
+
+
+def test_status_invalid_spec():
+    st = st_of(
+        model_service(), SpecError("model: set either trainingJob, or name and claimName"), None
+    )
+    assert st["phase"] == "Failed"
+    assert c(st, "Degraded")["reason"] == "InvalidSpec"
+
+
+def test_status_apply_error_degrades():
+    st = st_of(model_service(), REF, deployment(), apply_error="Deployment is invalid")
+    assert (c(st, "Degraded")["status"], c(st, "Degraded")["reason"]) == ("True", "ApplyFailed")
+
+
+def test_status_is_stable():
+    body = model_service()
+    body["status"] = st_of(body, REF, deployment())
+    assert st_of(body, REF, deployment(), now=LATER) == body["status"]
