@@ -1,0 +1,345 @@
+"""The HTTP layer: routes of both protocols, errors as JSON, metrics.
+
+Every answer to a client mistake is ``4xx {"error": "..."}``; a failure of the
+model itself is ``500 {"error": "..."}``; the server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .batching import BatcherClosed, ModelError
+from .codec import (
+    ClientError,
+    parse_json,
+    parse_v1_predict,
+    parse_v2_infer,
+    v1_metadata,
+    v1_predict_response,
+    v1_status,
+    v2_infer_response,
+    v2_model_metadata,
+)
+from .config import ServerConfig
+from .engines import load_engine
+from .manager import EngineFactory, ModelManager, NotReady
+from .metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", ServerConfig)
+MANAGER = web.AppKey("manager", ModelManager)
+METRICS = web.AppKey("metrics", Metrics)
+
+# The metrics label of a request, set by handlers that route by hand.
+ENDPOINT: Any = web.RequestKey("endpoint", str) if hasattr(web, "RequestKey") else "endpoint"
+
+SERVER_NAME = "kerasop-server"
+BINARY_HEADER = "Inference-Header-Content-Length"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    config: ServerConfig, *, engine_factory: EngineFactory = load_engine
+) -> web.Application:
+    """The aiohttp application serving ``config.model``.
+
+    The model is loaded in the background once the application starts; the
+    readiness endpoints answer 503 until a version is loaded and warmed up.
+    """
+    metrics = Metrics(config.model)
+    manager = ModelManager(config, metrics, engine_factory)
+    app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_middleware])
+    app[CONFIG] = config
+    app[MANAGER] = manager
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_manager_lifecycle)
+    app.router.add_routes(
+        [
+            web.get("/healthz", healthz, name="healthz"),
+            web.get("/metrics", metrics_handler, name="metrics"),
+            web.get("/v2/health/live", v2_live, name="v2_live"),
+            web.get("/v2/health/ready", v2_ready, name="v2_ready"),
+            web.get("/v2", v2_server_metadata, name="v2_server_metadata"),
+            web.get("/v2/models/{model}", v2_model_metadata_handler, name="v2_model_metadata"),
+            web.get(
+                "/v2/models/{model}/versions/{version}",
+                v2_model_metadata_handler,
+                name="v2_model_version_metadata",
+            ),
+            web.get("/v2/models/{model}/ready", v2_model_ready, name="v2_model_ready"),
+            web.get(
+                "/v2/models/{model}/versions/{version}/ready",
+                v2_model_ready,
+                name="v2_model_version_ready",
+            ),
+            web.post("/v2/models/{model}/infer", v2_infer, name="v2_infer"),
+            web.post(
+                "/v2/models/{model}/versions/{version}/infer", v2_infer, name="v2_version_infer"
+            ),
+            # TF Serving puts the verb after a colon in the last segment
+            # (M:predict); one route parses those paths itself.
+            web.route("*", "/v1/models/{tail:.*}", v1_dispatch, name="v1"),
+        ]
+    )
+    return app
+
+
+async def _manager_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    manager = app[MANAGER]
+    await manager.start()
+    yield
+    await manager.stop()
+
+
+# --------------------------------------------------------------------------
+# Errors and metrics
+# --------------------------------------------------------------------------
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+def _http_error_text(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"not found: {request.method} {request.path}"
+    if exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        return f"method {request.method} is not allowed on {request.path}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+    if exc.status == 413:
+        limit = request.app[CONFIG].max_request_bytes
+        return f"request body too large: the limit is {limit} bytes"
+    return exc.reason or "error"
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = error_response(exc.status, _http_error_text(request, exc), headers)
+    except ClientError as exc:
+        response = error_response(exc.status, exc.message)
+    except ModelError as exc:
+        log.error("model failure on %s %s: %s", request.method, request.path, exc)
+        response = error_response(500, f"the model failed: {exc}")
+    except BatcherClosed as exc:
+        response = error_response(503, str(exc))
+    except Exception as exc:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+    endpoint = request.get(ENDPOINT) or _route_name(request)
+    metrics = request.app[METRICS]
+    metrics.requests.labels(endpoint, str(response.status)).inc()
+    metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    name = getattr(route, "name", None) if route is not None else None
+    return name or "unmatched"
+
+
+# --------------------------------------------------------------------------
+# Health, metrics, server metadata
+# --------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def v2_live(request: web.Request) -> web.Response:
+    return json_response({"live": True})
+
+
+async def v2_ready(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    if manager.ready:
+        return json_response({"ready": True})
+    return json_response({"ready": False, "error": manager.not_ready_reason()}, status=503)
+
+
+async def v2_server_metadata(request: web.Request) -> web.Response:
+    return json_response(
+        {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+# --------------------------------------------------------------------------
+# Model lookup helpers
+# --------------------------------------------------------------------------
+
+
+def _check_model(request: web.Request, name: str) -> ModelManager:
+    manager = request.app[MANAGER]
+    if name != manager.name:
+        raise ClientError(f"model '{name}' not found (this server serves '{manager.name}')", 404)
+    return manager
+
+
+def _version(manager: ModelManager, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or not text.isascii():
+        raise ClientError(f"version '{text}' of model '{manager.name}' not found", 404)
+    return int(text)
+
+
+def _platform(engine: str) -> str:
+    return {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}.get(engine, engine)
+
+
+# --------------------------------------------------------------------------
+# Open Inference Protocol (v2)
+# --------------------------------------------------------------------------
+
+
+async def v2_model_metadata_handler(request: web.Request) -> web.Response:
+    manager = _check_model(request, request.match_info["model"])
+    served = manager.get(_version(manager, request.match_info.get("version")))
+    return json_response(
+        v2_model_metadata(
+            manager.name,
+            served.version,
+            served.signature,
+            _platform(served.engine.name),
+            served.info(),
+        )
+    )
+
+
+async def v2_model_ready(request: web.Request) -> web.Response:
+    manager = _check_model(request, request.match_info["model"])
+    version = _version(manager, request.match_info.get("version"))
+    try:
+        served = manager.get(version)
+    except NotReady:
+        return json_response({"name": manager.name, "ready": False}, status=503)
+    return json_response({"name": manager.name, "version": str(served.version), "ready": True})
+
+
+async def v2_infer(request: web.Request) -> web.Response:
+    manager = _check_model(request, request.match_info["model"])
+    version = _version(manager, request.match_info.get("version"))
+    manager.get(version)  # 404/503 before reading a body that cannot be served
+    body = await request.read()
+    binary: bytes | None = None
+    header = request.headers.get(BINARY_HEADER)
+    if header is not None:
+        if not header.isdigit() or not 0 < int(header) <= len(body):
+            raise ClientError(f"{BINARY_HEADER} must be a length between 1 and the body size")
+        body, binary = body[: int(header)], body[int(header) :]
+    payload = parse_json(body)
+    served, parsed, out = await manager.predict(
+        version, lambda sig: parse_v2_infer(payload, sig, binary), lambda r: r.batch
+    )
+    return json_response(
+        v2_infer_response(manager.name, served.version, served.signature, out, parsed.id)
+    )
+
+
+# --------------------------------------------------------------------------
+# TF Serving REST (v1)
+# --------------------------------------------------------------------------
+
+_V1_PATH = re.compile(
+    r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+    r"(?:(?P<verb>:[A-Za-z]+)|(?P<metadata>/metadata))?$"
+)
+
+
+async def v1_dispatch(request: web.Request) -> web.Response:
+    match = _V1_PATH.match(request.match_info["tail"])
+    if match is None:
+        request[ENDPOINT] = "v1_unmatched"
+        raise web.HTTPNotFound()
+    verb, is_metadata = match["verb"], match["metadata"] is not None
+    if verb is not None:
+        request[ENDPOINT] = "v1_predict" if verb == ":predict" else "v1_other"
+        allowed = "POST"
+    elif is_metadata:
+        request[ENDPOINT] = "v1_metadata"
+        allowed = "GET"
+    else:
+        request[ENDPOINT] = "v1_status"
+        allowed = "GET"
+    if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, [allowed])
+    manager = _check_model(request, match["model"])
+    version_text = match["version"]
+    version = _version(manager, version_text)
+    if verb is not None:
+        if verb != ":predict":
+            raise ClientError(
+                f"'{verb[1:]}' is not supported: this server has the predict API only", 400
+            )
+        return await _v1_predict(request, manager, version)
+    if is_metadata:
+        served = manager.get(version)
+        return json_response(
+            v1_metadata(manager.name, served.version, served.signature, served.info())
+        )
+    return _v1_status(manager, version)
+
+
+def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
+    current = manager.current
+    if version is None:
+        if current is not None:
+            return json_response(v1_status(current.version, "AVAILABLE"))
+        if manager.loading is not None:
+            return json_response(v1_status(manager.loading, "LOADING"))
+        manager.get()  # raises NotReady with the reason
+    if current is not None and version == current.version:
+        return json_response(v1_status(version, "AVAILABLE"))
+    if version is not None and version == manager.loading:
+        return json_response(v1_status(version, "LOADING"))
+    raise ClientError(f"version {version} of model '{manager.name}' not found", 404)
+
+
+async def _v1_predict(
+    request: web.Request, manager: ModelManager, version: int | None
+) -> web.Response:
+    manager.get(version)
+    payload = parse_json(await request.read())
+    _, parsed, out = await manager.predict(
+        version, lambda sig: parse_v1_predict(payload, sig), lambda r: r.batch
+    )
+    return json_response(v1_predict_response(out, parsed.columnar))

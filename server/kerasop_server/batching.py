@@ -1,0 +1,169 @@
+"""Server-side dynamic batching.
+
+Requests are queued; one task per loaded model version takes the first
+waiting request, then keeps taking more until the batch holds
+``max_batch_size`` rows or ``timeout`` seconds have passed since it started
+collecting, merges them into one array and runs one model call on the
+version's inference thread. While that call runs, new requests queue up, so
+under load batches form even with a zero timeout.
+
+- A request is never split: one with more rows than ``max_batch_size`` runs
+  as a batch of its own. ``max_batch_size=1`` therefore turns merging off.
+- Only requests whose rows have the same shape are merged (models with a
+  dimension of free size).
+- A request whose client went away (its future was cancelled) is skipped.
+- A model failure fails every request of that batch with :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ModelError(RuntimeError):
+    """The model failed on a batch (a server-side error: HTTP 500)."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher was shut down before the request ran (HTTP 503)."""
+
+
+@dataclass
+class _Item:
+    batch: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+BatchObserver = Callable[[int, float, float], None]  # rows, seconds in model, queue wait
+
+
+class Batcher:
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch_size: int,
+        timeout: float,
+        executor: concurrent.futures.Executor,
+        observe: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.timeout = max(0.0, timeout)
+        self._executor = executor
+        self._observe = observe
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0  # model calls made (for tests and logs)
+        self.rows = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def submit(self, batch: np.ndarray) -> np.ndarray:
+        """Queue ``batch`` (rows along axis 0); returns the model's rows for it."""
+        if self._closed:
+            raise BatcherClosed("the model version is being unloaded")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Item(batch, future))
+        return await future
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def close(self) -> None:
+        """Stop the batching task; requests still queued fail with BatcherClosed."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(BatcherClosed("the model version was unloaded"))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry: _Item | None = None
+        while True:
+            first = carry if carry is not None else await self._queue.get()
+            carry = None
+            if first.future.done():  # cancelled by its client
+                continue
+            items, rows = [first], len(first.batch)
+            row_shape = first.batch.shape[1:]
+            deadline = loop.time() + self.timeout
+            while rows < self.max_batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if item.future.done():
+                    continue
+                if (
+                    rows + len(item.batch) > self.max_batch_size
+                    or item.batch.shape[1:] != row_shape
+                ):
+                    carry = item  # first in line for the next batch
+                    break
+                items.append(item)
+                rows += len(item.batch)
+            await self._execute(items, rows)
+
+    async def _execute(self, items: list[_Item], rows: int) -> None:
+        loop = asyncio.get_running_loop()
+        batch = items[0].batch if len(items) == 1 else np.concatenate([i.batch for i in items])
+        started = time.perf_counter()
+        wait = started - min(i.queued_at for i in items)
+        try:
+            out = await loop.run_in_executor(self._executor, self._predict, batch)
+            out = np.asarray(out)
+            if out.ndim == 0 or out.shape[0] != rows:
+                raise ModelError(
+                    f"the model returned {out.shape[0] if out.ndim else 'a scalar'} rows for {rows}"
+                )
+        except asyncio.CancelledError:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(BatcherClosed("the model version was unloaded"))
+            raise
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, ModelError) else ModelError(f"{type(exc).__name__}: {exc}")
+            )
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        finally:
+            self.batches += 1
+            self.rows += rows
+            if self._observe is not None:
+                self._observe(rows, time.perf_counter() - started, wait)
+        offset = 0
+        for item in items:
+            n = len(item.batch)
+            if not item.future.done():
+                item.future.set_result(out[offset : offset + n])
+            offset += n

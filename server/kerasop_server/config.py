@@ -1,0 +1,45 @@
+"""Server settings (the command line of docs/CONTRACTS.md, as a dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerasop.spec import ServerSpec
+
+_SPEC = ServerSpec()
+
+DEFAULT_MAX_BATCH_SIZE: int = _SPEC.max_batch_size
+DEFAULT_BATCH_TIMEOUT_MS: float = _SPEC.batch_timeout_ms
+DEFAULT_MAX_REQUEST_BYTES: int = _SPEC.max_request_bytes
+
+
+@dataclass
+class ServerConfig:
+    store_root: Path
+    model: str
+    version: int | None = None  # pinned version; None follows the latest
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    poll_seconds: float = 2.0
+    engine: str = "auto"  # auto | keras | onnx
+    threads: int = 0  # intra-op threads of the engine; 0 = the engine's default
+    shutdown_timeout: float = 30.0  # seconds in-flight requests get on SIGTERM
+
+    def __post_init__(self) -> None:
+        self.store_root = Path(self.store_root)
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.batch_timeout_ms < 0:
+            raise ValueError("batch_timeout_ms must be >= 0")
+        if self.max_request_bytes < 1:
+            raise ValueError("max_request_bytes must be >= 1")
+        if self.poll_seconds <= 0:
+            raise ValueError("poll_seconds must be > 0")
+        if self.version is not None and self.version < 1:
+            raise ValueError("version must be >= 1")
+        if self.engine not in ("auto", "keras", "onnx"):
+            raise ValueError("engine must be auto, keras or onnx")

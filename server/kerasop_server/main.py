@@ -1,0 +1,178 @@
+"""``kerasop-serve``: serve one model of the model store over HTTP.
+
+    kerasop-serve --store-root DIR --model NAME [--version N] [--host 0.0.0.0] [--port 8080]
+                  [--max-batch-size 32] [--batch-timeout-ms 2] [--max-request-bytes N]
+                  [--poll-seconds 2] [--engine auto|keras|onnx] [--threads N]
+
+Without ``--version`` it serves the latest version and picks up new ones by
+polling the store. Env fallbacks: KERASOP_STORE_ROOT, KERASOP_MODEL,
+KERASOP_MODEL_VERSION, KERASOP_PORT (and KERASOP_ENGINE). See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import (
+    DEFAULT_BATCH_TIMEOUT_MS,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_REQUEST_BYTES,
+    ServerConfig,
+)
+
+log = logging.getLogger("kerasop_server")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kerasop-serve", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--store-root",
+        default=os.environ.get("KERASOP_STORE_ROOT", "/models"),
+        help="model store root (env KERASOP_STORE_ROOT, default /models)",
+    )
+    p.add_argument(
+        "--model",
+        default=os.environ.get("KERASOP_MODEL") or None,
+        help="model name in the store (env KERASOP_MODEL)",
+    )
+    p.add_argument(
+        "--version",
+        type=_positive_int,
+        default=None,
+        help="pin this version (env KERASOP_MODEL_VERSION); default: follow the latest",
+    )
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=None, help="env KERASOP_PORT, default 8080")
+    p.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH_SIZE,
+        help="dynamic batching: most rows per model call (1 = no merging)",
+    )
+    p.add_argument(
+        "--batch-timeout-ms",
+        type=_non_negative_float,
+        default=DEFAULT_BATCH_TIMEOUT_MS,
+        help="dynamic batching: longest wait for more requests to fill a batch",
+    )
+    p.add_argument(
+        "--max-request-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="larger request bodies are refused with 413",
+    )
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often the store is checked for a new version",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "keras", "onnx"),
+        default=os.environ.get("KERASOP_ENGINE", "auto"),
+        help="inference engine (auto = ONNX Runtime, Keras if that fails)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads of the engine (0 = its default: one per core)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests get to finish on SIGTERM",
+    )
+    p.add_argument("--log-level", default=os.environ.get("KERASOP_LOG_LEVEL", "INFO"))
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model is required (or set KERASOP_MODEL)")
+    try:
+        version = args.version if args.version is not None else _env_int("KERASOP_MODEL_VERSION")
+        port = args.port if args.port is not None else (_env_int("KERASOP_PORT") or 8080)
+        config = ServerConfig(
+            store_root=args.store_root,
+            model=args.model,
+            version=version,
+            host=args.host,
+            port=port,
+            max_batch_size=args.max_batch_size,
+            batch_timeout_ms=args.batch_timeout_ms,
+            max_request_bytes=args.max_request_bytes,
+            poll_seconds=args.poll_seconds,
+            engine=args.engine,
+            threads=args.threads,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return config, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config, args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from aiohttp import web
+
+    from .app import create_app
+
+    log.info(
+        "serving model %r from %s (%s) on %s:%d, engine %s, batches of <= %d rows / %.1f ms",
+        config.model,
+        config.store_root,
+        f"version {config.version}" if config.version else "latest version",
+        config.host,
+        config.port,
+        config.engine,
+        config.max_batch_size,
+        config.batch_timeout_ms,
+    )
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        shutdown_timeout=config.shutdown_timeout,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Prometheus metrics of one server (its own registry, so several servers can
+live in one process, as they do in the tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class Metrics:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.requests = Counter(
+            "kerasop_server_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "kerasop_server_request_duration_seconds",
+            "Time from request to response, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "kerasop_server_batch_size",
+            "Rows per model call (dynamic batching merges requests into one call).",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inference = Histogram(
+            "kerasop_server_inference_duration_seconds",
+            "Time of one model call.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "kerasop_server_batch_queue_seconds",
+            "How long the oldest request of a batch waited before the model call.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "kerasop_server_model_version",
+            "Version of the model being served (0 until one is loaded).",
+            ["model"],
+            registry=registry,
+        )
+        self.model_ready = Gauge(
+            "kerasop_server_model_ready",
+            "1 when a version is loaded and warmed up.",
+            ["model"],
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "kerasop_server_model_loads",
+            "Attempts to load a model version, by result (ok, error).",
+            ["model", "result"],
+            registry=registry,
+        )
+        self.load_seconds = Gauge(
+            "kerasop_server_model_load_seconds",
+            "How long loading and warming up the served version took.",
+            ["model"],
+            registry=registry,
+        )
+        self.engine = Gauge(
+            "kerasop_server_engine_info",
+            "The inference engine of the served version (value 1).",
+            ["model", "engine"],
+            registry=registry,
+        )
+        self.model_version.labels(model).set(0)
+        self.model_ready.labels(model).set(0)
+
+    def observe_batch(self, rows: int, seconds: float, wait: float) -> None:
+        self.batch_size.labels(self.model).observe(rows)
+        self.inference.labels(self.model).observe(seconds)
+        self.queue_wait.labels(self.model).observe(wait)
+
+    def set_served(self, version: int, engine: str, load_seconds: float) -> None:
+        self.model_version.labels(self.model).set(version)
+        self.model_ready.labels(self.model).set(1)
+        self.load_seconds.labels(self.model).set(load_seconds)
+        self.engine.clear()
+        self.engine.labels(self.model, engine).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

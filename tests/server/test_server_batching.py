@@ -1,0 +1,167 @@
+"""Dynamic batching: the Batcher itself, and batches > 1 forming over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from kerasop_server.batching import Batcher, BatcherClosed, ModelError
+from serverkit import DENSE, batch_histogram, rows, running_server
+
+# --------------------------------------------------------------------------
+# The Batcher (a numpy function stands in for the model: the merging logic
+# does not care what computes the rows)
+# --------------------------------------------------------------------------
+
+
+def run_batcher(fn, requests, *, max_batch_size=8, timeout=0.01, delay=0.0):
+    """Submit ``requests`` concurrently; returns (results, batch sizes)."""
+    sizes: list[int] = []
+
+    def predict(x):
+        time.sleep(delay)
+        return fn(x)
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(
+                predict,
+                max_batch_size=max_batch_size,
+                timeout=timeout,
+                executor=pool,
+                observe=lambda n, s, w: sizes.append(n),
+            )
+            batcher.start()
+            results = await asyncio.gather(
+                *(batcher.submit(r) for r in requests), return_exceptions=True
+            )
+            await batcher.close()
+            return results
+
+    return asyncio.run(main()), sizes
+
+
+def test_requests_are_merged_and_answers_routed_back() -> None:
+    rng = np.random.default_rng(0)
+    requests = [rng.normal(size=(int(rng.integers(1, 4)), 3)).astype("float32") for _ in range(40)]
+    results, sizes = run_batcher(lambda x: x.sum(axis=1, keepdims=True) * 2, requests)
+    for req, res in zip(requests, results, strict=True):
+        np.testing.assert_allclose(res, req.sum(axis=1, keepdims=True) * 2, rtol=1e-6)
+    assert sum(sizes) == sum(len(r) for r in requests)
+    assert max(sizes) <= 8
+    assert len(sizes) < len(requests)  # merged
+
+
+def test_request_larger_than_max_runs_alone_and_max_one_never_merges() -> None:
+    requests = [np.ones((20, 2)), np.ones((1, 2)), np.ones((1, 2))]
+    _, sizes = run_batcher(lambda x: x[:, :1], requests, max_batch_size=8)
+    assert 20 in sizes
+    _, sizes = run_batcher(
+        lambda x: x[:, :1], [np.ones((1, 2))] * 10, max_batch_size=1, timeout=0.05
+    )
+    assert sizes == [1] * 10
+
+
+def test_busy_model_batches_even_without_timeout() -> None:
+    # While one call runs, requests queue up; the next call takes them all.
+    _, sizes = run_batcher(lambda x: x, [np.ones((1, 1))] * 30, timeout=0.0, delay=0.01)
+    assert max(sizes) > 1
+
+
+def test_model_error_fails_only_its_batch() -> None:
+    def fn(x):
+        if np.any(x < 0):
+            raise ValueError("negative")
+        return x
+
+    results, _ = run_batcher(fn, [np.ones((1, 1)), -np.ones((1, 1))], max_batch_size=1)
+    np.testing.assert_array_equal(results[0], np.ones((1, 1)))
+    assert isinstance(results[1], ModelError) and "negative" in str(results[1])
+    results, _ = run_batcher(lambda x: x[:1], [np.ones((2, 1))])  # wrong row count
+    assert isinstance(results[0], ModelError)
+
+
+def test_closed_batcher_refuses_and_cancelled_requests_are_skipped() -> None:
+    started = threading.Event()
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            calls = []
+
+            def predict(x):
+                calls.append(len(x))
+                started.set()
+                time.sleep(0.05)
+                return x
+
+            b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
+            b.start()
+            first = asyncio.ensure_future(b.submit(np.ones((1, 1))))
+            await asyncio.sleep(0.01)
+            skipped = asyncio.ensure_future(b.submit(np.ones((1, 1)) * 2))
+            await asyncio.sleep(0)
+            skipped.cancel()
+            await first
+            await asyncio.sleep(0.1)
+            await b.close()
+            with pytest.raises(BatcherClosed):
+                await b.submit(np.ones((1, 1)))
+            return calls
+
+    assert asyncio.run(main()) == [1]
+
+
+# --------------------------------------------------------------------------
+# Over HTTP
+# --------------------------------------------------------------------------
+
+
+async def hammer(url: str, clients: int, per_client: int, x: np.ndarray) -> list[tuple[int, list]]:
+    """``clients`` concurrent loops, each posting one row ``per_client`` times."""
+    results: list[tuple[int, list]] = []
+    async with httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=clients)
+    ) as client:
+
+        async def loop(c: int) -> None:
+            for k in range(per_client):
+                i = (c * per_client + k) % len(x)
+                r = await client.post(url, json={"instances": x[i : i + 1].tolist()})
+                results.append((i, r.status_code, r.json()))
+
+        await asyncio.gather(*(loop(c) for c in range(clients)))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "timeout_ms"), [(32, 20.0), (1, 20.0)], ids=["batching", "no-merging"]
+)
+def test_concurrent_requests_form_batches(dense_store, dense_local, max_batch, timeout_ms) -> None:
+    x = rows(64, seed=41)
+    expected = dense_local.predict(x, verbose=0)
+    with running_server(
+        dense_store, DENSE, max_batch_size=max_batch, batch_timeout_ms=timeout_ms
+    ) as server:
+        before = batch_histogram(httpx.get(f"{server.url}/metrics").text)
+        results = asyncio.run(hammer(f"{server.url}/v1/models/{DENSE}:predict", 32, 4, x))
+        calls, total, ones = (
+            a - b
+            for a, b in zip(
+                batch_histogram(httpx.get(f"{server.url}/metrics").text), before, strict=True
+            )
+        )
+    assert [code for _, code, _ in results] == [200] * 128
+    for i, _, body in results:  # every answer belongs to its own request
+        np.testing.assert_allclose(body["predictions"], expected[i : i + 1], atol=1e-5)
+    assert total == 128
+    if max_batch == 1:
+        assert calls == 128 and ones == 128
+    else:
+        assert calls < 128, "no request was merged"
+        assert ones < calls, "no model call had more than one row"
+        assert total / calls > 2  # mean batch size

@@ -1,0 +1,151 @@
+"""``kerasop-serve``: argument parsing, env fallbacks, and a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from kerasop_server.main import parse_args
+from serverkit import DENSE, free_port, rows
+
+from kerasop.spec import ServerSpec
+
+
+def test_defaults_follow_the_server_spec(monkeypatch) -> None:
+    for name in (
+        "KERASOP_STORE_ROOT",
+        "KERASOP_MODEL",
+        "KERASOP_MODEL_VERSION",
+        "KERASOP_PORT",
+        "KERASOP_ENGINE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    config, _ = parse_args(["--model", "m"])
+    spec = ServerSpec()
+    assert config.store_root == Path("/models")
+    assert (config.host, config.port, config.version) == ("0.0.0.0", 8080, None)
+    assert config.max_batch_size == spec.max_batch_size
+    assert config.batch_timeout_ms == spec.batch_timeout_ms
+    assert config.max_request_bytes == spec.max_request_bytes
+    assert config.poll_seconds == 2.0
+    assert config.engine == "auto"
+
+
+def test_flags_and_env_fallbacks(monkeypatch) -> None:
+    monkeypatch.setenv("KERASOP_STORE_ROOT", "/store")
+    monkeypatch.setenv("KERASOP_MODEL", "envmodel")
+    monkeypatch.setenv("KERASOP_MODEL_VERSION", "4")
+    monkeypatch.setenv("KERASOP_PORT", "9000")
+    config, _ = parse_args([])
+    assert (str(config.store_root), config.model, config.version, config.port) == (
+        "/store",
+        "envmodel",
+        4,
+        9000,
+    )
+    argv = [
+        "--store-root",
+        "/s",
+        "--model",
+        "m",
+        "--version",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "81",
+        "--max-batch-size",
+        "8",
+        "--batch-timeout-ms",
+        "0.5",
+        "--max-request-bytes",
+        "2048",
+        "--poll-seconds",
+        "0.5",
+        "--engine",
+        "keras",
+        "--threads",
+        "1",
+    ]
+    config, _ = parse_args(argv)
+    assert (config.model, config.version, config.port, config.max_batch_size) == ("m", 2, 81, 8)
+    assert (config.batch_timeout_ms, config.max_request_bytes, config.poll_seconds) == (
+        0.5,
+        2048,
+        0.5,
+    )
+    assert (config.engine, config.threads) == ("keras", 1)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--model", "m", "--max-batch-size", "0"],
+        ["--model", "m", "--engine", "tpu"],
+        ["--model", "m", "--batch-timeout-ms", "-1"],
+        ["--model", "m", "--version", "0"],
+    ],
+)
+def test_bad_arguments_exit_2(monkeypatch, argv) -> None:
+    monkeypatch.delenv("KERASOP_MODEL", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+
+
+def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense_local) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KERASOP_MODEL": DENSE,
+        "KERASOP_PORT": str(port),
+        "KERASOP_MODEL_VERSION": "1",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerasop_server.main",
+            "--store-root",
+            str(dense_store),
+            "--host",
+            "127.0.0.1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 120 s"
+            time.sleep(0.2)
+        x = rows(2, seed=61)
+        r = httpx.post(f"{url}/v1/models/{DENSE}:predict", json={"instances": x.tolist()})
+        assert r.status_code == 200
+        np.testing.assert_allclose(
+            r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        output = proc.stdout.read().decode()
+        assert "serving model dense-classifier version 1" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
