@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Build what the local cluster's node needs besides Kubernetes itself, with no registry and no
+# Docker. Images (one-layer docker-archive tars made by mkimage.py, in ${KERASOP_CACHE}/node/images):
+#   pause        kerasop/pause:local     the pod sandbox: pause.c, gcc -static
+#   probe        kerasop/probe:local     static Go test tool (probe/main.go): HTTP, DNS, files
+#   coredns      kerasop/coredns:<ver>   CoreDNS from its Go module (coredns/main.go: needed plugins)
+# Host binaries (in ${KERASOP_CACHE}/node/bin):
+#   provisioner  kerasop-hostpath-provisioner (provisioner/main.go)
+#   crictl       crictl from the Go module sigs.k8s.io/cri-tools (down.sh uses it to stop pods)
+#
+# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl ...]   (default: all)
+# Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_CRICTL_VERSION, GO,
+#              KERASOP_NODE_FORCE=1 (rebuild everything).
+# Idempotent: an output is rebuilt only when missing, forced, or older than its sources.
+# Prints the images directory on the last line of stdout.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
+COREDNS_VERSION="${KERASOP_COREDNS_VERSION:-v1.14.7}"
+CRICTL_VERSION="${KERASOP_CRICTL_VERSION:-v1.34.0}"
+OUT="$CACHE/node"
+BIN="$OUT/bin"
+IMAGES="$OUT/images"
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false" GOTOOLCHAIN=local
+export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
+
+log() { echo "[build-node $(date +%H:%M:%S)] $*" >&2; }
+mkdir -p "$BIN" "$IMAGES"
+exec 9>"$OUT/.lock"
+flock 9
+
+# fresh TARGET SOURCE...: true when TARGET exists and is newer than every SOURCE
+fresh() {
+  local t="$1"; shift
+  [[ "${KERASOP_NODE_FORCE:-0}" == 1 || ! -s "$t" ]] && return 1
+  local s; for s in "$@"; do [[ "$s" -nt "$t" ]] && return 1; done
+  return 0
+}
+
+build_pause() {
+  if fresh "$IMAGES/pause.tar" "$HERE/pause.c" "$HERE/mkimage.py"; then log "pause: up to date"; return; fi
+  local t0=$SECONDS
+  gcc -static -O2 -s -Wall -Wextra -o "$BIN/pause" "$HERE/pause.c"
+  python3 "$HERE/mkimage.py" "$IMAGES/pause.tar" kerasop/pause:local \
+    --add "$BIN/pause:/pause:755" --entrypoint /pause >&2
+  log "pause: built in $((SECONDS - t0))s"
+}
+
+build_probe() {
+  if fresh "$IMAGES/probe.tar" "$HERE/probe/main.go" "$HERE/mkimage.py"; then log "probe: up to date"; return; fi
+  local t0=$SECONDS
+  (cd "$HERE/probe" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$BIN/probe" main.go)
+  python3 "$HERE/mkimage.py" "$IMAGES/probe.tar" kerasop/probe:local \
+    --add "$BIN/probe:/probe:755" --entrypoint /probe --cmd sleep >&2
+  log "probe: built in $((SECONDS - t0))s"
+}
+
+build_coredns() {
+  local tar="$IMAGES/coredns-$COREDNS_VERSION.tar"
+  if fresh "$tar" "$HERE/coredns/main.go" "$HERE/mkimage.py"; then log "coredns: up to date"; return; fi
+  local t0=$SECONDS mod="$OUT/coredns-$COREDNS_VERSION"
+  mkdir -p "$mod"
+  cp "$HERE/coredns/main.go" "$mod/main.go"
+  if [[ ! -f "$mod/go.mod" ]]; then
+    local gomod
+    gomod=$(cd "$mod" && GOFLAGS='' "$GO" mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" \
+      | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
+    [[ -f "$gomod" ]] || { log "cannot fetch github.com/coredns/coredns@$COREDNS_VERSION from $GOPROXY"; exit 1; }
+    printf 'module kerasop.local/coredns\n\n%s\n\nrequire github.com/coredns/coredns %s\n' \
+      "$(grep -m1 '^go ' "$gomod")" "$COREDNS_VERSION" > "$mod/go.mod"
+  fi
+  log "coredns: resolving modules"
+  (cd "$mod" && "$GO" mod tidy >&2)
+  log "coredns: modules ready after $((SECONDS - t0))s; compiling"
+  (cd "$mod" && CGO_ENABLED=0 "$GO" build -mod=mod -trimpath -ldflags='-s -w' -o "$BIN/coredns" .)
+  "$BIN/coredns" -version >&2
+  python3 "$HERE/mkimage.py" "$tar" "kerasop/coredns:${COREDNS_VERSION#v}" \
+    --add "$BIN/coredns:/coredns:755" --entrypoint /coredns --port 53/udp --port 53/tcp >&2
+  log "coredns: built in $((SECONDS - t0))s"
+}
+
+build_provisioner() {
+  if fresh "$BIN/kerasop-hostpath-provisioner" "$HERE/provisioner/main.go"; then log "provisioner: up to date"; return; fi
+  local t0=$SECONDS
+  (cd "$HERE/provisioner" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' \
+     -o "$BIN/.kerasop-hostpath-provisioner.tmp" main.go)
+  mv "$BIN/.kerasop-hostpath-provisioner.tmp" "$BIN/kerasop-hostpath-provisioner"
+  log "provisioner: built in $((SECONDS - t0))s"
+}
+
+build_crictl() {
+  local dst="$BIN/crictl-$CRICTL_VERSION"
+  if [[ -x "$dst" && "${KERASOP_NODE_FORCE:-0}" != 1 ]]; then log "crictl: up to date"; ln -sfn "${dst##*/}" "$BIN/crictl"; return; fi
+  local t0=$SECONDS
+  # go install of a module version: its go.mod has no replace directives, so this works as is.
+  GOBIN="$BIN/.crictl-build" CGO_ENABLED=0 "$GO" install -trimpath \
+    -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  mv "$BIN/.crictl-build/crictl" "$dst"; rmdir "$BIN/.crictl-build"
+  ln -sfn "${dst##*/}" "$BIN/crictl"
+  log "crictl: built in $((SECONDS - t0))s"
+}
+
+targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause probe coredns provisioner crictl)
+for t in "${targets[@]}"; do
+  case "$t" in
+    pause) build_pause ;; probe) build_probe ;; coredns) build_coredns ;;
+    provisioner) build_provisioner ;; crictl) build_crictl ;;
+    *) echo "unknown image: $t" >&2; exit 2 ;;
+  esac
+done
+echo "$IMAGES"
