@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
 EXTRAS := operator,runtime,jax,test
 
-.PHONY: demo test test-unit test-component test-docker setup tools crds clean
+CLUSTER ?= local
+CLUSTER_DIR ?= /var/tmp/kerasop-cluster
+export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
+
+.PHONY: demo test test-unit setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,31 @@ test: setup tools
 
 test-unit: setup
 	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
+
+# Container images, built with no registry (docs/docker.md), saved as tars
+# for loading into the cluster's node.
+images:
+	bash scripts/images.sh save
+
+# A real single-node Kubernetes from upstream components (cluster/node/README.md).
+cluster-up:
+	bash cluster/up.sh
+cluster-down:
+	bash cluster/down.sh
+cluster-smoke: cluster-up
+	bash cluster/smoke-test.sh
+
+# The end-to-end suite: on the local cluster (default) or on kind
+# (CLUSTER=kind: uses your current kind cluster, see docs/e2e.md).
+e2e: setup images
+ifeq ($(CLUSTER),kind)
+	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0
+	$(PY) -m pytest -m e2e tests/e2e -ra
+else
+	bash cluster/up.sh
+	bash cluster/load-images.sh
+	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
+endif
 
 crds: setup
 	$(PY) -m kerasop.crdgen

@@ -13,5 +13,6 @@ chosen from the spec (``KERAS_BACKEND``) before Keras is first imported.
 """
 
 from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.train import run
 
-__all__ = ["TrainerError"]
+__all__ = ["TrainerError", "run"]
