@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
-EXTRAS := operator,runtime,jax,test
+EXTRAS := operator,runtime,test
 
 CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster

@@ -1,4 +1,4 @@
-"""Trainer -> operator/CLI progress protocol (documented in docs/trainer.md).
+"""Trainer -> operator/CLI progress protocol (documented in trainer/README.md).
 
 The trainer prints one JSON object per line on stdout, each with a
 ``"kerasop"`` key naming the event, and writes the final event to the

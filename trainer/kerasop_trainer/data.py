@@ -1,0 +1,712 @@
+"""Reading training data as ``spec.data`` describes it, failing fast on bad data.
+
+Four formats (``spec.data.format``):
+
+- ``csv``: numeric feature columns and a label column (loaded into memory).
+- ``npz``: arrays ``x`` and ``y`` (loaded into memory; ``x`` may be rows x features or
+  images N x H x W [x C]).
+- ``imageCsv``: a CSV of image paths (relative to the CSV) and labels.
+- ``imageFolder``: one subfolder per class.
+
+Images are never loaded all at once: only their paths are kept, every file's header is
+checked with Pillow up front (so a corrupt file fails the job before training starts),
+and ``tf.data`` reads, decodes and resizes them per batch.
+
+Labels follow the loss: ``binary_crossentropy`` needs exactly two classes (0/1 or two
+strings, sorted); the categorical losses take any number of classes (class names are the
+sorted distinct labels; integers sort numerically); ``mean_squared_error`` and
+``mean_absolute_error`` need numeric labels.
+
+Everything here raises :class:`~kerasop_trainer.errors.TrainerError` with
+``EXIT_BAD_DATA`` (or ``EXIT_MODEL_MISMATCH`` when the loss cannot fit the labels).
+TensorFlow is imported only when a ``tf.data`` pipeline is built.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from kerasop.events import EXIT_BAD_DATA, EXIT_MODEL_MISMATCH
+from kerasop.spec import DataSpec, ImageSpec
+from kerasop_trainer.errors import TrainerError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+# Formats tf.io.decode_image reads (Pillow's names).
+DECODABLE_FORMATS = ("PNG", "JPEG", "GIF", "BMP")
+REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error")
+
+OutputKind = Literal["binary", "multiclass", "regression"]
+Encoding = Literal["binary", "sparse", "onehot", "regression"]
+
+
+@dataclass
+class Labels:
+    """How labels were encoded for the loss."""
+
+    kind: OutputKind
+    encoding: Encoding
+    units: int  # output units the model must have
+    class_names: list[str] | None = None
+
+
+@dataclass
+class Split:
+    """One set of examples: in-memory features ``x``, or image file ``paths``."""
+
+    y: np.ndarray
+    x: np.ndarray | None = None
+    paths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(
+            y=self.y[index],
+            x=None if self.x is None else self.x[index],
+            paths=None if self.paths is None else self.paths[index],
+        )
+
+
+@dataclass
+class LoadedData:
+    """Training (and validation) examples plus what the model and metadata need."""
+
+    input_kind: Literal["tabular", "image"]
+    input_shape: tuple[int, ...]
+    labels: Labels
+    train: Split
+    validation: Split | None
+    feature_names: list[str] | None = None
+    image: ImageSpec | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ sharding
+
+    def shard(self, index: int, count: int, seed: int) -> LoadedData:
+        """This worker's share of the training rows (validation stays whole).
+
+        Every shard has the same number of rows (``len(train) // count``), so all
+        workers run the same number of steps; the few left-over rows are dropped.
+        """
+        if count <= 1:
+            return self
+        order = np.random.default_rng(seed).permutation(len(self.train))
+        per = len(self.train) // count
+        if per == 0:
+            raise TrainerError(
+                f"{len(self.train)} training rows cannot be split over {count} workers",
+                EXIT_BAD_DATA,
+            )
+        mine = np.sort(order[index * per : (index + 1) * per])
+        return replace(self, train=self.train.take(mine))
+
+    # ------------------------------------------------------------------ tf.data
+
+    def dataset(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_remainder: bool = False,
+    ) -> Any:
+        """A batched ``tf.data.Dataset`` of ``(features, label)`` for ``split``."""
+        import tensorflow as tf
+
+        n = len(split)
+        if split.paths is not None:
+            assert self.image is not None
+            ds = tf.data.Dataset.from_tensor_slices((split.paths, split.y))
+            if shuffle:
+                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.map(
+                image_decoder(self.image), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
+        else:
+            ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+            if shuffle:
+                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+    # ------------------------------------------------------------------ metadata
+
+    def input_metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.input_kind,
+            "shape": list(self.input_shape),
+            "dtype": "float32",
+        }
+        if self.input_kind == "tabular" and self.feature_names is not None:
+            out["featureNames"] = list(self.feature_names)
+        if self.input_kind == "image":
+            h, w, c = self.input_shape
+            out["image"] = {"height": h, "width": w, "channels": c}
+        return out
+
+    def output_metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.labels.kind, "shape": [self.labels.units]}
+        if self.labels.class_names is not None:
+            out["classNames"] = list(self.labels.class_names)
+        return out
+
+
+def image_decoder(image: ImageSpec):
+    """``(path, y) -> (float32 HxWxC pixels 0..255, y)``: read, decode, resize (bilinear)."""
+    import tensorflow as tf
+
+    size = [image.height, image.width]
+    channels = image.channels
+
+    def load(path, y):
+        raw = tf.io.read_file(path)
+        pixels = tf.io.decode_image(raw, channels=channels, expand_animations=False)
+        pixels.set_shape([None, None, channels])
+        # antialias=True: a triangle filter scaled to the size ratio, as Pillow's BILINEAR
+        # (which the model server uses) does when shrinking.
+        pixels = tf.image.resize(
+            tf.cast(pixels, tf.float32), size, method="bilinear", antialias=True
+        )
+        return pixels, y
+
+    return load
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def load_data(
+    spec: DataSpec, data_root: str | os.PathLike[str], loss: str, seed: int = 0
+) -> LoadedData:
+    """Read and check ``spec``'s training and validation data (paths under ``data_root``)."""
+    root = Path(data_root)
+    train_raw = _read(spec, root / spec.path, "training")
+    val_raw = None
+    if spec.validation_path is not None:
+        val_raw = _read(spec, root / spec.validation_path, "validation")
+        _check_same_input(train_raw, val_raw)
+    elif spec.validation_split is not None:
+        _split_size(len(train_raw.labels), spec.validation_split)  # fail before label checks
+
+    labels, y_train, y_val = _encode_labels(
+        train_raw, val_raw, loss, check_classes=val_raw is not None
+    )
+    train = Split(y=y_train, x=train_raw.x, paths=train_raw.paths)
+    validation = None
+    if val_raw is not None:
+        validation = Split(y=y_val, x=val_raw.x, paths=val_raw.paths)
+    elif spec.validation_split is not None:
+        n = len(train)
+        n_val = _split_size(n, spec.validation_split)
+        order = np.random.default_rng(seed).permutation(n)
+        validation = train.take(np.sort(order[:n_val]))
+        train = train.take(np.sort(order[n_val:]))
+
+    return LoadedData(
+        input_kind=train_raw.kind,
+        input_shape=train_raw.shape,
+        labels=labels,
+        train=train,
+        validation=validation,
+        feature_names=train_raw.feature_names,
+        image=train_raw.image,
+        notes=train_raw.notes,
+    )
+
+
+def _split_size(n: int, fraction: float) -> int:
+    n_val = round(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise TrainerError(
+            f"validationSplit {fraction} of {n} rows leaves {n - n_val} training and "
+            f"{n_val} validation rows; both need at least one",
+            EXIT_BAD_DATA,
+        )
+    return n_val
+
+
+# --------------------------------------------------------------------------
+# Raw readers: features/paths plus raw labels
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Raw:
+    kind: Literal["tabular", "image"]
+    shape: tuple[int, ...]
+    labels: np.ndarray  # raw labels: str array, or numeric array
+    where: str  # for messages: the file or folder
+    x: np.ndarray | None = None
+    paths: np.ndarray | None = None
+    feature_names: list[str] | None = None
+    image: ImageSpec | None = None
+    classes: list[str] | None = None  # imageFolder: class folders
+    notes: list[str] = field(default_factory=list)
+
+
+def _read(spec: DataSpec, path: Path, role: str) -> _Raw:
+    if spec.format == "csv":
+        return _read_csv(spec, path, role)
+    if spec.format == "npz":
+        return _read_npz(spec, path, role)
+    if spec.format == "imageCsv":
+        return _read_image_csv(spec, path, role)
+    return _read_image_folder(spec, path, role)
+
+
+def _read_table(path: Path, role: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and each row's line number; checks the file's shape."""
+    if not path.exists():
+        raise TrainerError(f"{role} data file {path} does not exist", EXIT_BAD_DATA)
+    if path.is_dir():
+        raise TrainerError(f"{role} data {path} is a folder, expected a CSV file", EXIT_BAD_DATA)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header: list[str] | None = None
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in row]
+                    continue
+                if len(row) != len(header):
+                    raise TrainerError(
+                        f"{path}: line {reader.line_num} has {len(row)} fields, "
+                        f"the header has {len(header)}",
+                        EXIT_BAD_DATA,
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise TrainerError(f"{path} is not a UTF-8 text CSV file ({exc})", EXIT_BAD_DATA) from None
+    except csv.Error as exc:
+        raise TrainerError(f"{path} is not a readable CSV file: {exc}", EXIT_BAD_DATA) from None
+    if header is None:
+        raise TrainerError(f"{role} data file {path} is empty", EXIT_BAD_DATA)
+    if not rows:
+        raise TrainerError(f"{role} data file {path} has a header but no data rows", EXIT_BAD_DATA)
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise TrainerError(f"{path}: duplicate column names: {', '.join(dupes)}", EXIT_BAD_DATA)
+    return header, rows, lines
+
+
+def _column(header: list[str], name: str, path: Path, what: str) -> int:
+    try:
+        return header.index(name)
+    except ValueError:
+        shown = ", ".join(header[:10]) + (", ..." if len(header) > 10 else "")
+        raise TrainerError(
+            f"{path} has no {what} column '{name}' (columns: {shown})", EXIT_BAD_DATA
+        ) from None
+
+
+def _read_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
+    header, rows, lines = _read_table(path, role)
+    label_idx = _column(header, spec.label_column, path, "label")
+    if spec.feature_columns is not None:
+        if not spec.feature_columns:
+            raise TrainerError("data.featureColumns is empty", EXIT_BAD_DATA)
+        feature_idx = [_column(header, c, path, "feature") for c in spec.feature_columns]
+    else:
+        feature_idx = [i for i in range(len(header)) if i != label_idx]
+    if not feature_idx:
+        raise TrainerError(f"{path} has no feature columns besides the label", EXIT_BAD_DATA)
+    names = [header[i] for i in feature_idx]
+    table = np.array(rows, dtype=str)
+    x = _to_float(table[:, feature_idx], names, lines, path)
+    labels = np.char.strip(table[:, label_idx])
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise TrainerError(
+            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
+            EXIT_BAD_DATA,
+        )
+    return _Raw(
+        kind="tabular",
+        shape=(len(names),),
+        labels=labels,
+        where=str(path),
+        x=x,
+        feature_names=names,
+    )
+
+
+def _to_float(table: np.ndarray, names: list[str], lines: list[int], path: Path) -> np.ndarray:
+    """Parse a string table as float32, naming the first bad column and row."""
+    try:
+        out = table.astype(np.float64)  # numpy accepts surrounding spaces
+    except ValueError:
+        for j, name in enumerate(names):
+            for i, value in enumerate(table[:, j]):
+                try:
+                    float(value)
+                except ValueError:
+                    raise TrainerError(
+                        f"{path}: column '{name}' is not numeric: value {value.strip()[:40]!r} "
+                        f"at line {lines[i]} (data row {i + 1})",
+                        EXIT_BAD_DATA,
+                    ) from None
+        raise  # pragma: no cover - astype failed but every cell parsed
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise TrainerError(
+            f"{path}: column '{names[j]}' has a non-finite value {table[i, j].strip()!r} "
+            f"at line {lines[i]} (data row {i + 1})",
+            EXIT_BAD_DATA,
+        )
+    return out.astype(np.float32)
+
+
+def _read_npz(spec: DataSpec, path: Path, role: str) -> _Raw:
+    if not path.is_file():
+        raise TrainerError(f"{role} data file {path} does not exist", EXIT_BAD_DATA)
+    if path.stat().st_size == 0:
+        raise TrainerError(f"{role} data file {path} is empty", EXIT_BAD_DATA)
+    if not zipfile.is_zipfile(path):
+        raise TrainerError(
+            f"{path} is not a readable .npz file (not a zip archive of arrays x and y)",
+            EXIT_BAD_DATA,
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            missing = [k for k in ("x", "y") if k not in keys]
+            if missing:
+                raise TrainerError(
+                    f"{path} lacks array(s) {', '.join(missing)} (has: {', '.join(sorted(keys))})",
+                    EXIT_BAD_DATA,
+                )
+            x = archive["x"]
+            y = archive["y"]
+    except TrainerError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise TrainerError(
+                f"{path}: object (pickled) arrays are not accepted; store numbers or strings",
+                EXIT_BAD_DATA,
+            ) from None
+        raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
+    except Exception as exc:  # noqa: BLE001 - zipfile.BadZipFile, OSError, EOFError ...
+        raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
+
+    if x.shape[:1] != y.shape[:1] or x.ndim == 0 or y.ndim == 0:
+        raise TrainerError(
+            f"{path}: x and y must have the same number of rows (x {x.shape}, y {y.shape})",
+            EXIT_BAD_DATA,
+        )
+    if len(x) == 0:
+        raise TrainerError(f"{role} data file {path} has no rows", EXIT_BAD_DATA)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise TrainerError(f"{path}: x must be numeric, not {x.dtype}", EXIT_BAD_DATA)
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise TrainerError(f"{path}: x has a non-finite value in row {row}", EXIT_BAD_DATA)
+    if y.ndim > 2:
+        raise TrainerError(f"{path}: y must be 1-D (or 2-D one-hot), not {y.shape}", EXIT_BAD_DATA)
+    if y.dtype.kind not in "biufU":
+        raise TrainerError(f"{path}: y must hold numbers or strings, not {y.dtype}", EXIT_BAD_DATA)
+
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim == 2:
+        return _Raw(kind="tabular", shape=(x.shape[1],), labels=y, where=str(path), x=x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise TrainerError(
+            f"{path}: x must be rows x features, or images N x H x W [x 1|3]; got {x.shape}",
+            EXIT_BAD_DATA,
+        )
+    h, w, c = (int(d) for d in x.shape[1:])
+    if spec.image is not None and (spec.image.height, spec.image.width, spec.image.channels) != (
+        h,
+        w,
+        c,
+    ):
+        raise TrainerError(
+            f"{path}: images are {h}x{w}x{c} but data.image asks for "
+            f"{spec.image.height}x{spec.image.width}x{spec.image.channels}; "
+            "npz images are used as stored (remove data.image or resize the arrays)",
+            EXIT_BAD_DATA,
+        )
+    return _Raw(
+        kind="image",
+        shape=(h, w, c),
+        labels=y,
+        where=str(path),
+        x=x,
+        image=ImageSpec(height=h, width=w, channels=c),
+    )
+
+
+def _read_image_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
+    header, rows, lines = _read_table(path, role)
+    path_idx = _column(header, spec.image_column, path, "image")
+    label_idx = _column(header, spec.label_column, path, "label")
+    base = path.parent
+    files: list[Path] = []
+    labels: list[str] = []
+    for row, line in zip(rows, lines, strict=True):
+        rel = row[path_idx].strip()
+        label = row[label_idx].strip()
+        if not rel:
+            raise TrainerError(f"{path}: empty image path at line {line}", EXIT_BAD_DATA)
+        if not label:
+            raise TrainerError(f"{path}: empty label at line {line}", EXIT_BAD_DATA)
+        files.append(base / rel)
+        labels.append(label)
+    _check_images(files)
+    image = spec.image_or_default()
+    return _Raw(
+        kind="image",
+        shape=(image.height, image.width, image.channels),
+        labels=np.array(labels, dtype=str),
+        where=str(path),
+        paths=np.array([str(f) for f in files], dtype=str),
+        image=image,
+    )
+
+
+def _read_image_folder(spec: DataSpec, path: Path, role: str) -> _Raw:
+    if not path.exists():
+        raise TrainerError(f"{role} image folder {path} does not exist", EXIT_BAD_DATA)
+    if not path.is_dir():
+        raise TrainerError(f"{role} data {path} is not a folder", EXIT_BAD_DATA)
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise TrainerError(
+            f"{role} image folder {path} has no class subfolders (expected {path}/<class>/*.png)",
+            EXIT_BAD_DATA,
+        )
+    files: list[Path] = []
+    labels: list[str] = []
+    for cls in classes:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path / cls):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                    found.append(Path(dirpath) / name)
+        if not found:
+            raise TrainerError(
+                f"class folder {path / cls} has no images ({', '.join(IMAGE_EXTENSIONS)})",
+                EXIT_BAD_DATA,
+            )
+        files.extend(found)
+        labels.extend([cls] * len(found))
+    _check_images(files)
+    image = spec.image_or_default()
+    return _Raw(
+        kind="image",
+        shape=(image.height, image.width, image.channels),
+        labels=np.array(labels, dtype=str),
+        where=str(path),
+        paths=np.array([str(f) for f in files], dtype=str),
+        image=image,
+        classes=classes,
+    )
+
+
+def _check_image(path: Path) -> str | None:
+    """None if Pillow can open (and verify) the file as a decodable format, else why not."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()
+    except FileNotFoundError:
+        return "file does not exist"
+    except IsADirectoryError:
+        return "is a folder, not an image"
+    except UnidentifiedImageError:
+        return "not a readable image (unknown or corrupt format)"
+    except Exception as exc:  # noqa: BLE001 - truncated / corrupt data found by verify()
+        return f"corrupt image ({exc})"
+    if fmt not in DECODABLE_FORMATS:
+        return f"format {fmt} is not supported (use {', '.join(DECODABLE_FORMATS)})"
+    return None
+
+
+def _check_images(files: Sequence[Path]) -> None:
+    """Check every image file's header up front; name the first bad file."""
+    workers = min(8, (os.cpu_count() or 2) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, problem in zip(files, pool.map(_check_image, files), strict=True):
+            if problem is not None:
+                raise TrainerError(f"image {path}: {problem}", EXIT_BAD_DATA)
+
+
+def _check_same_input(train: _Raw, val: _Raw) -> None:
+    if train.shape != val.shape:
+        raise TrainerError(
+            f"validation data {val.where} has input shape {val.shape}, "
+            f"the training data {train.shape}",
+            EXIT_BAD_DATA,
+        )
+    if train.feature_names is not None and train.feature_names != val.feature_names:
+        missing = [c for c in train.feature_names if c not in (val.feature_names or [])]
+        detail = f" (missing: {', '.join(missing[:10])})" if missing else " (different order)"
+        raise TrainerError(
+            f"validation data {val.where} has different feature columns than the training "
+            f"data{detail}",
+            EXIT_BAD_DATA,
+        )
+
+
+# --------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------
+
+
+def _encode_labels(
+    train: _Raw, val: _Raw | None, loss: str, check_classes: bool
+) -> tuple[Labels, np.ndarray, np.ndarray | None]:
+    if loss in REGRESSION_LOSSES:
+        y_train = _regression_targets(train)
+        y_val = _regression_targets(val) if val is not None else None
+        if y_val is not None and y_val.shape[1:] != y_train.shape[1:]:
+            raise TrainerError(
+                f"validation labels have shape {y_val.shape[1:]}, training labels "
+                f"{y_train.shape[1:]}",
+                EXIT_BAD_DATA,
+            )
+        return Labels("regression", "regression", int(y_train.shape[1])), y_train, y_val
+
+    names, idx_train = _class_indices(train)
+    idx_val = None
+    if val is not None:
+        val_names, val_idx_local = _class_indices(val)
+        if check_classes and set(val_names) != set(names):
+            extra = sorted(set(val_names) - set(names))
+            missing = sorted(set(names) - set(val_names))
+            parts = []
+            if extra:
+                parts.append(f"classes not in the training data: {', '.join(extra[:20])}")
+            if missing:
+                parts.append(f"no examples of: {', '.join(missing[:20])}")
+            raise TrainerError(
+                f"validation data {val.where} has different classes than the training data "
+                f"{train.where} ({'; '.join(parts)})",
+                EXIT_BAD_DATA,
+            )
+        remap = np.array([names.index(n) for n in val_names], dtype=np.int64)
+        idx_val = remap[val_idx_local]
+
+    k = len(names)
+    if k < 2:
+        raise TrainerError(
+            f"training data {train.where} has only one class ({names[0]}); "
+            "classification needs at least two",
+            EXIT_BAD_DATA,
+        )
+    shown = ", ".join(names[:10]) + (", ..." if k > 10 else "")
+    if loss == "binary_crossentropy":
+        if k != 2:
+            raise TrainerError(
+                f"binary_crossentropy needs exactly 2 classes; the labels have {k} ({shown}): "
+                "use sparse_categorical_crossentropy or categorical_crossentropy",
+                EXIT_MODEL_MISMATCH,
+            )
+        labels = Labels("binary", "binary", 1, names)
+
+        def enc(i):
+            return i.astype(np.float32)[:, None]
+
+    elif loss == "sparse_categorical_crossentropy":
+        labels = Labels("multiclass", "sparse", k, names)
+
+        def enc(i):
+            return i.astype(np.int32)
+
+    else:  # categorical_crossentropy
+        labels = Labels("multiclass", "onehot", k, names)
+
+        def enc(i):
+            return np.eye(k, dtype=np.float32)[i]
+
+    return labels, enc(idx_train), (enc(idx_val) if idx_val is not None else None)
+
+
+def _class_indices(raw: _Raw) -> tuple[list[str], np.ndarray]:
+    """Sorted class names and each row's index into them."""
+    y = raw.labels
+    if raw.classes is not None:  # imageFolder: every class folder is a class
+        names = list(raw.classes)
+        lookup = {n: i for i, n in enumerate(names)}
+        return names, np.array([lookup[v] for v in y], dtype=np.int64)
+    if y.ndim == 2:  # npz one-hot / probabilities
+        if y.shape[1] == 1:
+            y = y[:, 0]
+        else:
+            return [str(i) for i in range(y.shape[1])], np.argmax(y, axis=1).astype(np.int64)
+    ints = _as_ints(y)
+    if ints is not None:
+        values, idx = np.unique(ints, return_inverse=True)
+        return [str(int(v)) for v in values], idx.astype(np.int64)
+    if y.dtype.kind == "f":
+        raise TrainerError(
+            f"{raw.where}: classification labels must be integers or strings, found fractional "
+            "numbers (use mean_squared_error or mean_absolute_error for regression)",
+            EXIT_BAD_DATA,
+        )
+    strings = np.char.strip(y.astype(str))
+    values, idx = np.unique(strings, return_inverse=True)
+    return [str(v) for v in values], idx.astype(np.int64)
+
+
+def _as_ints(y: np.ndarray) -> np.ndarray | None:
+    if y.dtype.kind in "biu":
+        return y.astype(np.int64)
+    try:
+        f = y.astype(np.float64)
+    except ValueError:
+        return None
+    if np.all(np.isfinite(f)) and np.all(f == np.round(f)):
+        return f.astype(np.int64)
+    return None
+
+
+def _regression_targets(raw: _Raw) -> np.ndarray:
+    y = raw.labels
+    if y.dtype.kind in "biuf":
+        out = y.astype(np.float32)
+    else:
+        stripped = np.char.strip(y.astype(str))
+        try:
+            out = stripped.astype(np.float32)
+        except ValueError:
+            for i, v in enumerate(stripped):
+                try:
+                    float(v)
+                except ValueError:
+                    raise TrainerError(
+                        f"{raw.where}: regression labels must be numbers; row {i + 1} has "
+                        f"{v[:40]!r} (for classes use a crossentropy loss)",
+                        EXIT_BAD_DATA,
+                    ) from None
+            raise
+    if not np.isfinite(out).all():
+        raise TrainerError(
+            f"{raw.where}: regression labels contain non-finite values", EXIT_BAD_DATA
+        )
+    return out.reshape(len(out), -1)

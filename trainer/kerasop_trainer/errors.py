@@ -1,0 +1,26 @@
+"""The one exception type the trainer raises for failures a user can act on."""
+
+from __future__ import annotations
+
+from kerasop.events import EXIT_BAD_DATA, FAILURE_REASONS
+
+
+class TrainerError(Exception):
+    """A failure with a readable message, a distinct exit code and a reason.
+
+    ``exit_code`` is one of the ``kerasop.events.EXIT_*`` codes; ``reason`` is the
+    CamelCase word reported in the ``failed`` event (defaults to the code's
+    standard reason, e.g. ``BadData``).
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_DATA, reason: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+        self.reason = reason or FAILURE_REASONS.get(exit_code, "TrainerError")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"TrainerError({self.message!r}, exit_code={self.exit_code}, reason={self.reason!r})"

@@ -1,0 +1,208 @@
+"""``kerasop-train``: the trainer's command line (see docs/CONTRACTS.md).
+
+    kerasop-train --spec FILE --data-root DIR --store-root DIR --job-id ID
+                  [--termination-log PATH]
+
+Prints JSON event lines on stdout (``kerasop.events``), writes the final event to
+the termination log, and exits with ``kerasop.events.EXIT_*``. Keras is not imported
+until the spec has been read, so ``KERAS_BACKEND`` can follow ``spec.training.backend``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kerasop import events
+from kerasop.events import (
+    EXIT_BAD_SPEC,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    TERMINATION_MESSAGE_LIMIT,
+)
+from kerasop.spec import KerasTrainingJob, SpecError, load_documents
+from kerasop_trainer.errors import TrainerError
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's code for "killed by SIGTERM"
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (pod deletion, preemption): unwind so nothing half-written stays."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="kerasop-train",
+        description="Train one KerasTrainingJob and publish the model to the model store.",
+    )
+    p.add_argument(
+        "--spec",
+        help="YAML/JSON file with a KerasTrainingJob (env KERASOP_SPEC "
+        "holds the document as JSON instead)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=env("KERASOP_DATA_ROOT", "/data"),
+        help="folder the spec's data paths are relative to (default /data)",
+    )
+    p.add_argument(
+        "--store-root",
+        default=env("KERASOP_STORE_ROOT", "/models"),
+        help="model store root (default /models)",
+    )
+    p.add_argument(
+        "--job-id",
+        default=env("KERASOP_JOB_ID"),
+        help="stable job identity; a rerun with the same id resumes",
+    )
+    p.add_argument(
+        "--termination-log",
+        default=env("KERASOP_TERMINATION_LOG"),
+        help=f"file for the final event (default {DEFAULT_TERMINATION_LOG} if it exists)",
+    )
+    return p
+
+
+def load_job(spec_file: str | None) -> KerasTrainingJob:
+    """The job from ``--spec`` or ``$KERASOP_SPEC``; TrainerError(EXIT_BAD_SPEC) if invalid."""
+    if spec_file:
+        try:
+            text = Path(spec_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TrainerError(f"cannot read spec file {spec_file}: {exc}", EXIT_BAD_SPEC) from None
+        source = spec_file
+    elif os.environ.get("KERASOP_SPEC"):
+        text = os.environ["KERASOP_SPEC"]
+        source = "$KERASOP_SPEC"
+    else:
+        raise TrainerError("no spec: pass --spec FILE or set KERASOP_SPEC", EXIT_BAD_SPEC)
+    try:
+        docs = load_documents(text)
+    except SpecError as exc:
+        raise TrainerError(f"{source}: {exc}", EXIT_BAD_SPEC) from None
+    except Exception as exc:  # noqa: BLE001 - YAML syntax errors
+        raise TrainerError(f"{source} is not valid YAML/JSON: {exc}", EXIT_BAD_SPEC) from None
+    jobs = [d for d in docs if isinstance(d, KerasTrainingJob)]
+    if not jobs:
+        raise TrainerError(f"{source} holds no KerasTrainingJob", EXIT_BAD_SPEC)
+    if len(jobs) > 1:
+        raise TrainerError(
+            f"{source} holds {len(jobs)} KerasTrainingJobs; the trainer takes one", EXIT_BAD_SPEC
+        )
+    return jobs[0]
+
+
+def termination_message(event: dict[str, Any], limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+    """``event`` as one JSON line of at most ``limit`` bytes (the message is shortened first)."""
+    event = dict(event)
+    text = json.dumps(event, separators=(",", ":"), default=float)
+    if len(text.encode()) <= limit:
+        return text
+    message = str(event.get("message", ""))
+    while message and len(text.encode()) > limit:
+        over = len(text.encode()) - limit
+        message = message[: max(0, len(message) - over - 3)]
+        event["message"] = message + "..."
+        text = json.dumps(event, separators=(",", ":"), default=float)
+    if len(text.encode()) > limit:
+        text = text.encode()[:limit].decode("utf-8", errors="ignore")
+    return text
+
+
+def write_termination_log(path: str | None, event: dict[str, Any]) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(termination_message(event))
+    except OSError as exc:
+        print(f"kerasop-train: cannot write termination log {path}: {exc}", file=sys.stderr)
+
+
+def _termination_log_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    if os.path.exists(DEFAULT_TERMINATION_LOG) and os.access(DEFAULT_TERMINATION_LOG, os.W_OK):
+        return DEFAULT_TERMINATION_LOG
+    return None
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command; return the exit code (``main`` exits with it)."""
+    args = _parser().parse_args(argv)
+    termination_log = _termination_log_path(args.termination_log)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # Kubernetes sends SIGTERM first: raise it as an exception so the model
+        # store's staging directory is removed on the way out.
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args, termination_log)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, termination_log: str | None) -> int:
+    try:
+        job = load_job(args.spec)
+        if not args.job_id:
+            raise TrainerError("no job id: pass --job-id or set KERASOP_JOB_ID", EXIT_BAD_SPEC)
+        from kerasop_trainer import train
+
+        done = train.run(job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit)
+        write_termination_log(termination_log, done)
+        return EXIT_OK
+    except TrainerError as exc:
+        return _fail(termination_log, exc.exit_code, exc.reason, exc.message)
+    except Terminated:
+        return _fail(
+            termination_log,
+            EXIT_TERMINATED,
+            "Terminated",
+            "stopped by SIGTERM; a rerun with the same job id resumes from the last checkpoint",
+        )
+    except KeyboardInterrupt:
+        return _fail(termination_log, EXIT_INTERNAL, "Interrupted", "interrupted")
+    except Exception as exc:  # noqa: BLE001 - report anything else as an internal error
+        traceback.print_exc(file=sys.stderr)
+        return _fail(
+            termination_log,
+            EXIT_INTERNAL,
+            events.FAILURE_REASONS[EXIT_INTERNAL],
+            f"{type(exc).__name__}: {exc}",
+        )
+
+
+def _fail(termination_log: str | None, code: int, reason: str, message: str) -> int:
+    event = {"kerasop": "failed", "reason": reason, "message": message, "exitCode": code}
+    _emit(termination_message(event, limit=64 * 1024))
+    write_termination_log(termination_log, event)
+    print(f"kerasop-train: {reason}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``kerasop-train``."""
+    sys.exit(run_cli(argv))
+
+
+if __name__ == "__main__":
+    main()

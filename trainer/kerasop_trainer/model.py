@@ -1,0 +1,398 @@
+"""Building the Keras model that ``spec.model`` describes.
+
+Two shapes of model:
+
+- ``model.layers``: a ``keras.Sequential`` whose input shape comes from the data and
+  whose last layer is the output layer exactly as the user wrote it (checked against
+  the labels: units, rank).
+- ``model.transfer``: a ``keras.applications`` base (``include_top=False``) with the
+  application's own input preprocessing *inside* the model (so a server feeds raw
+  0..255 pixels), the base frozen (optionally its top N layers unfrozen), a pooling
+  layer, the user's head layers, and an output layer chosen from the loss.
+
+Only built-in, serialisable layers are used (no ``Lambda``), so ``model.keras``
+reloads with ``safe_mode=True``. Nothing from the spec is ever evaluated as code:
+layer types map to classes through a fixed table.
+
+Keras must already be imported with the right backend when these functions run
+(``kerasop_trainer.train`` takes care of that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerasop.events import (
+    EXIT_BAD_DATA,
+    EXIT_BAD_SPEC,
+    EXIT_INTERNAL,
+    EXIT_MODEL_MISMATCH,
+)
+from kerasop.spec import LayerSpec, ModelSpec, TrainingSpec, TransferSpec
+from kerasop_trainer.data import LoadedData
+from kerasop_trainer.errors import TrainerError
+
+# Constructor arguments each layer type accepts (snake_case, as LayerSpec.keras_kwargs()).
+LAYER_ARGS: dict[str, frozenset[str]] = {
+    "Dense": frozenset({"units", "activation"}),
+    "Dropout": frozenset({"rate"}),
+    "Conv2D": frozenset({"filters", "kernel_size", "strides", "padding", "activation"}),
+    "MaxPooling2D": frozenset({"pool_size", "strides", "padding"}),
+    "AveragePooling2D": frozenset({"pool_size", "strides", "padding"}),
+    "Flatten": frozenset(),
+    "BatchNormalization": frozenset(),
+    "GlobalAveragePooling2D": frozenset(),
+    "GlobalMaxPooling2D": frozenset(),
+    "Rescaling": frozenset({"scale", "offset"}),
+    "Resizing": frozenset({"height", "width"}),
+}
+
+# ImageNet channel means (BGR) of the "caffe" preprocessing (VGG16, ResNet50).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+# application -> (module name in keras.applications, class name, preprocessing mode)
+APPLICATIONS: dict[str, tuple[str, str, str]] = {
+    "VGG16": ("vgg16", "VGG16", "caffe"),
+    "ResNet50": ("resnet50", "ResNet50", "caffe"),
+    "MobileNetV2": ("mobilenet_v2", "MobileNetV2", "tf"),
+    # EfficientNet models rescale and normalise inside themselves (inputs 0..255).
+    "EfficientNetB0": ("efficientnet", "EfficientNetB0", "none"),
+}
+
+_OPTIMIZERS = {
+    "adam": "Adam",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+}
+_CLASSIFICATION_METRICS = {"accuracy", "auc", "precision", "recall"}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def make_layer(spec: LayerSpec, where: str, **extra: Any):
+    """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated)."""
+    import keras
+
+    kwargs = spec.keras_kwargs()
+    unexpected = sorted(set(kwargs) - LAYER_ARGS[spec.type])
+    if unexpected:
+        raise TrainerError(
+            f"{where} ({spec.type}) does not take {', '.join(_camel(a) for a in unexpected)}",
+            EXIT_BAD_SPEC,
+        )
+    cls = getattr(keras.layers, spec.type)
+    try:
+        return cls(**kwargs, **extra)
+    except (ValueError, TypeError) as exc:
+        raise TrainerError(f"{where} ({spec.type}): {exc}", EXIT_BAD_SPEC) from None
+
+
+def build_model(
+    spec: ModelSpec,
+    data: LoadedData,
+    *,
+    data_root: str | Path,
+    mixed_precision: bool = False,
+    name: str = "model",
+):
+    """The (uncompiled) Keras model for ``spec`` and ``data``."""
+    if spec.layers is not None:
+        return _build_stack(spec.layers, data, mixed_precision, name)
+    assert spec.transfer is not None
+    return _build_transfer(spec.transfer, data, Path(data_root), mixed_precision, name)
+
+
+# --------------------------------------------------------------------------
+# Layer stacks
+# --------------------------------------------------------------------------
+
+
+def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+    import keras
+
+    model = keras.Sequential(name=_keras_name(name))
+    model.add(keras.Input(shape=data.input_shape, name="inputs"))
+    before: tuple = (None, *data.input_shape)
+    for i, layer_spec in enumerate(layers):
+        where = f"model.layers[{i}]"
+        last = i == len(layers) - 1
+        # The output layer computes in float32 under mixed precision (stable loss).
+        extra = {"dtype": "float32"} if (mixed and last) else {}
+        layer = make_layer(layer_spec, where, **extra)
+        try:
+            model.add(layer)
+            before = tuple(model.output_shape)
+        except TrainerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+            raise TrainerError(
+                f"{where} ({layer_spec.type}) does not fit its input of shape "
+                f"{_shape(before)} from the {data.input_kind} data: {_first_line(exc)}",
+                EXIT_MODEL_MISMATCH,
+            ) from None
+    _check_output(model, data, layers[-1])
+    return model
+
+
+def _check_output(model, data: LoadedData, last: LayerSpec) -> None:
+    out = tuple(model.output_shape)
+    labels = data.labels
+    where = f"model.layers[-1] ({last.type})"
+    if len(out) != 2:
+        raise TrainerError(
+            f"the model's output has shape {_shape(out)}; it must be (batch, units): add "
+            "Flatten or GlobalAveragePooling2D before the output Dense layer",
+            EXIT_MODEL_MISMATCH,
+        )
+    units = out[-1]
+    if labels.kind == "binary" and units != 1:
+        raise TrainerError(
+            f"{where} has {units} units, but binary_crossentropy with 2 classes "
+            f"({', '.join(labels.class_names or [])}) needs 1 unit with sigmoid activation "
+            "(or use sparse_categorical_crossentropy with 2 softmax units)",
+            EXIT_MODEL_MISMATCH,
+        )
+    if labels.kind == "multiclass" and units != labels.units:
+        shown = ", ".join((labels.class_names or [])[:10])
+        raise TrainerError(
+            f"{where} has {units} units, but the data has {labels.units} classes ({shown})",
+            EXIT_MODEL_MISMATCH,
+        )
+    if labels.kind == "regression" and units != labels.units:
+        raise TrainerError(
+            f"{where} has {units} units, but the regression labels have {labels.units} "
+            "value(s) per row",
+            EXIT_MODEL_MISMATCH,
+        )
+    if labels.kind == "binary" and last.activation not in ("sigmoid",):
+        _note(f"{where}: binary_crossentropy expects a sigmoid output, got {last.activation}")
+    if labels.kind == "multiclass" and last.activation not in ("softmax",):
+        _note(f"{where}: categorical losses expect a softmax output, got {last.activation}")
+
+
+# --------------------------------------------------------------------------
+# Transfer learning
+# --------------------------------------------------------------------------
+
+
+def _build_transfer(spec: TransferSpec, data: LoadedData, data_root: Path, mixed: bool, name: str):
+    import keras
+
+    if data.input_kind != "image" or len(data.input_shape) != 3:
+        raise TrainerError(
+            f"transfer learning from {spec.application} needs image data; "
+            f"the data is {data.input_kind} with shape {_shape(data.input_shape)}",
+            EXIT_MODEL_MISMATCH,
+        )
+    h, w, c = data.input_shape
+    module_name, class_name, mode = APPLICATIONS[spec.application]
+    module = getattr(keras.applications, module_name)
+    app = getattr(module, class_name)
+
+    weights_file: Path | None = None
+    if spec.weights == "file":
+        assert spec.weights_path is not None
+        weights_file = data_root / spec.weights_path
+        if not weights_file.is_file():
+            raise TrainerError(f"transfer.weightsPath {weights_file} does not exist", EXIT_BAD_DATA)
+    try:
+        base = app(
+            include_top=False,
+            weights="imagenet" if spec.weights == "imagenet" else None,
+            input_shape=(h, w, 3),
+            pooling=None,
+        )
+    except ValueError as exc:
+        raise TrainerError(
+            f"{spec.application} cannot take {h}x{w} images: {_first_line(exc)}",
+            EXIT_MODEL_MISMATCH,
+        ) from None
+    except Exception as exc:  # download failures: URLError, HTTPError, OSError, ...
+        if spec.weights == "imagenet":
+            raise TrainerError(
+                f"could not get the ImageNet weights of {spec.application} (download needs "
+                f"network access): {_first_line(exc)}. Put the weights file on the data "
+                "volume and use weights: file with weightsPath",
+                EXIT_INTERNAL,
+                reason="WeightsUnavailable",
+            ) from None
+        raise
+    if weights_file is not None:
+        try:
+            base.load_weights(str(weights_file))
+        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+            raise TrainerError(
+                f"weights file {weights_file} does not fit {spec.application} "
+                f"(include_top=False): {_first_line(exc)}",
+                EXIT_MODEL_MISMATCH,
+            ) from None
+
+    _freeze(base, spec.fine_tune_layers)
+
+    inputs = keras.Input(shape=(h, w, c), name="image")
+    x = inputs
+    if c == 1:  # the applications take RGB: repeat the grey channel
+        x = keras.layers.Concatenate(axis=-1, name="grey_to_rgb")([x, x, x])
+    x = application_preprocessing(x, mode, spec.application)
+    x = base(x, training=False)  # BatchNormalization stays in inference mode
+    if spec.pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif spec.pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    else:
+        x = keras.layers.Flatten(name="pool")(x)
+    for i, layer_spec in enumerate(spec.head):
+        where = f"model.transfer.head[{i}]"
+        layer = make_layer(layer_spec, where)
+        try:
+            x = layer(x)
+        except TrainerError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+            raise TrainerError(
+                f"{where} ({layer_spec.type}) does not fit its input of shape "
+                f"{_shape(tuple(x.shape))}: {_first_line(exc)}",
+                EXIT_MODEL_MISMATCH,
+            ) from None
+    outputs = output_layer(data, dtype="float32" if mixed else None)(x)
+    return keras.Model(inputs, outputs, name=_keras_name(name))
+
+
+def output_layer(data: LoadedData, dtype: str | None = None):
+    """The output layer the loss asks for: sigmoid(1), softmax(N) or linear."""
+    import keras
+
+    extra = {"dtype": dtype} if dtype else {}
+    labels = data.labels
+    if labels.kind == "binary":
+        return keras.layers.Dense(1, activation="sigmoid", name="output", **extra)
+    if labels.kind == "multiclass":
+        return keras.layers.Dense(labels.units, activation="softmax", name="output", **extra)
+    return keras.layers.Dense(labels.units, activation="linear", name="output", **extra)
+
+
+def _freeze(base, fine_tune_layers: int) -> None:
+    import keras
+
+    if fine_tune_layers <= 0:
+        base.trainable = False
+        return
+    base.trainable = True
+    layers = base.layers
+    cut = max(0, len(layers) - fine_tune_layers)
+    for i, layer in enumerate(layers):
+        # BatchNormalization layers stay frozen: fine-tuning their statistics on a
+        # small data set ruins the base.
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def application_preprocessing(x, mode: str, application: str):
+    """The application's ``preprocess_input`` as serialisable layers (float32)."""
+    import keras
+
+    if mode == "tf":  # scale 0..255 to -1..1
+        return keras.layers.Rescaling(
+            1.0 / 127.5, offset=-1.0, dtype="float32", name=f"{application.lower()}_preprocess"
+        )(x)
+    if mode == "caffe":  # RGB -> BGR, minus the ImageNet mean, as a fixed 1x1 convolution
+        layer = keras.layers.Conv2D(
+            3,
+            1,
+            use_bias=True,
+            trainable=False,
+            dtype="float32",
+            name=f"{application.lower()}_preprocess",
+        )
+        y = layer(x)
+        kernel = np.zeros((1, 1, 3, 3), dtype=np.float32)
+        for out_channel in range(3):
+            kernel[0, 0, 2 - out_channel, out_channel] = 1.0
+        layer.set_weights([kernel, -np.array(CAFFE_MEAN_BGR, dtype=np.float32)])
+        return y
+    return x
+
+
+# --------------------------------------------------------------------------
+# Compile
+# --------------------------------------------------------------------------
+
+
+def resolve_metrics(training: TrainingSpec, data: LoadedData) -> list[str]:
+    """The metric names to report (as in Keras' logs, without ``val_``); checks the spec.
+
+    Regression with the default metrics (``["accuracy"]``) reports ``mae`` instead.
+    """
+    names = list(dict.fromkeys(training.metrics))
+    if data.labels.kind == "regression":
+        wrong = [m for m in names if m in _CLASSIFICATION_METRICS]
+        if wrong and "metrics" not in training.model_fields_set:
+            return ["mae"]
+        if wrong:
+            raise TrainerError(
+                f"training.metrics {', '.join(wrong)} need a classification loss, not "
+                f"{training.loss}; use mae or mse",
+                EXIT_BAD_SPEC,
+            )
+    if data.labels.encoding == "sparse":
+        wrong = [m for m in names if m in ("auc", "precision", "recall")]
+        if wrong:
+            raise TrainerError(
+                f"training.metrics {', '.join(wrong)} need binary or one-hot labels; use "
+                "categorical_crossentropy instead of sparse_categorical_crossentropy",
+                EXIT_BAD_SPEC,
+            )
+    return names
+
+
+def compile_model(model, training: TrainingSpec, data: LoadedData) -> list[str]:
+    """Compile with the spec's optimizer, learning rate, loss and metrics.
+
+    Returns the metric names (see :func:`resolve_metrics`).
+    """
+    import keras
+
+    optimizer = getattr(keras.optimizers, _OPTIMIZERS[training.optimizer])(
+        learning_rate=training.learning_rate
+    )
+    names = resolve_metrics(training, data)
+    factories = {
+        "accuracy": lambda: "accuracy",
+        "auc": lambda: keras.metrics.AUC(name="auc"),
+        "precision": lambda: keras.metrics.Precision(name="precision"),
+        "recall": lambda: keras.metrics.Recall(name="recall"),
+        "mae": lambda: keras.metrics.MeanAbsoluteError(name="mae"),
+        "mse": lambda: keras.metrics.MeanSquaredError(name="mse"),
+    }
+    model.compile(optimizer=optimizer, loss=training.loss, metrics=[factories[n]() for n in names])
+    return names
+
+
+# --------------------------------------------------------------------------
+
+
+def _shape(shape: tuple) -> str:
+    return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3])[:600]
+
+
+def _keras_name(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _note(message: str) -> None:
+    import sys
+
+    print(f"kerasop-train: note: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,643 @@
+"""Training one ``KerasTrainingJob``: data -> model -> fit -> evaluate -> publish.
+
+:func:`run` is what ``kerasop-train`` (and the local CLI) calls. It
+
+1. picks the Keras backend from ``spec.training.backend`` (JAX when several workers)
+   and sets ``KERAS_BACKEND`` before Keras is first imported,
+2. reads and checks the data (fails fast, before any training),
+3. builds and compiles the model, or resumes it from this job's latest per-epoch
+   checkpoint (``<store>/<model>/.checkpoints/<job-id>/``),
+4. fits, printing one ``epoch`` event per epoch (after that epoch's checkpoint is on
+   disk, so a killed trainer loses at most the epoch in progress),
+5. evaluates on the validation data (the training data when there is none),
+6. publishes ``saved_model.pb``+``variables/``, ``model.keras`` and ``metadata.json``
+   as the next version through :meth:`kerasop.store.ModelStore.new_version`
+   (atomic: nothing half-written ever appears), deletes the checkpoints, and
+   prints the ``done`` event.
+
+Multi-worker data parallel training (``KERASOP_NUM_WORKERS`` > 1) uses Keras'
+``DataParallel`` on the JAX backend; every worker reads its own equal shard of the
+training rows, and only worker 0 writes checkpoints and the version.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kerasop import events
+from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
+from kerasop.spec import KerasTrainingJob, TrainingSpec
+from kerasop.store import KERAS_FILE, METADATA_FILE, ModelStore
+from kerasop_trainer.errors import TrainerError
+
+CHECKPOINT_STATE = "state.json"
+SAVED_MODEL_SIGNATURE = "serve"
+_MAXIMIZED = ("accuracy", "auc", "precision", "recall")
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def note(message: str) -> None:
+    """A human-readable line on stderr (event readers ignore it)."""
+    print(f"kerasop-train: note: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Workers and environment
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Which worker this process is (``KERASOP_NUM_WORKERS`` and friends)."""
+
+    count: int = 1
+    index: int = 0
+    coordinator: str | None = None
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerConfig:
+        env = os.environ if environ is None else environ
+        try:
+            count = int(env.get("KERASOP_NUM_WORKERS") or 1)
+            raw_index = env.get("KERASOP_WORKER_INDEX") or env.get("JOB_COMPLETION_INDEX") or 0
+            index = int(raw_index)
+        except ValueError as exc:
+            raise TrainerError(f"bad worker environment: {exc}", EXIT_BAD_SPEC) from None
+        if count < 1 or not 0 <= index < count:
+            raise TrainerError(
+                f"worker index {index} is outside 0..{count - 1} (KERASOP_NUM_WORKERS={count})",
+                EXIT_BAD_SPEC,
+            )
+        coordinator = env.get("KERASOP_COORDINATOR") or None
+        if count > 1 and not coordinator:
+            raise TrainerError(
+                "KERASOP_COORDINATOR (host:port of worker 0) is required with several workers",
+                EXIT_BAD_SPEC,
+            )
+        return cls(count=count, index=index, coordinator=coordinator)
+
+
+def resolve_backend(job: KerasTrainingJob, workers: WorkerConfig) -> str:
+    backend = job.spec.training.backend
+    if workers.count > 1 and backend != "jax":
+        note(f"{workers.count} workers: data parallel training uses the jax backend, not {backend}")
+        backend = "jax"
+    return backend
+
+
+def prepare_environment(
+    job: KerasTrainingJob, store_root: str | os.PathLike[str], backend: str
+) -> None:
+    """Set ``KERAS_BACKEND`` (and ``KERAS_HOME`` for ImageNet downloads).
+
+    Has an effect only before Keras is first imported in this process.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" in sys.modules:
+        return
+    os.environ["KERAS_BACKEND"] = backend
+    transfer = job.spec.model.transfer
+    if transfer is not None and transfer.weights == "imagenet" and "KERAS_HOME" not in os.environ:
+        cache = Path(store_root) / ".cache" / "keras"
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            os.environ["KERAS_HOME"] = str(cache)
+        except OSError as exc:
+            note(f"cannot create the weights cache {cache} ({exc}); using Keras' default")
+
+
+def _import_keras(backend: str, workers: WorkerConfig):
+    if backend in ("jax", "torch") and importlib.util.find_spec(backend) is None:
+        raise TrainerError(
+            f"training.backend {backend} is not installed in this trainer image",
+            EXIT_BAD_SPEC,
+            reason="BackendUnavailable",
+        )
+    import keras
+
+    actual = keras.backend.backend()
+    if actual != backend:
+        if workers.count > 1:
+            raise TrainerError(
+                f"multi-worker training needs the jax backend, but Keras was already imported "
+                f"with {actual} in this process",
+                EXIT_INTERNAL,
+            )
+        note(
+            f"Keras was already imported with the {actual} backend; training with it, not {backend}"
+        )
+    if actual != "tensorflow":
+        # TensorFlow only feeds data (tf.data): keep it off the accelerators.
+        try:
+            import tensorflow as tf
+
+            tf.config.set_visible_devices([], "GPU")
+        except Exception as exc:  # noqa: BLE001 - already initialised, or no TF GPU support
+            note(f"could not hide GPUs from TensorFlow: {exc}")
+    return keras, actual
+
+
+def _has_gpu(backend: str) -> bool:
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if backend == "torch":
+            import torch
+
+            return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def _init_distribution(keras, workers: WorkerConfig) -> None:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        keras.distribution.initialize(
+            job_addresses=workers.coordinator,
+            num_processes=workers.count,
+            process_id=workers.index,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+        raise TrainerError(
+            f"worker {workers.index}/{workers.count} could not join the coordinator "
+            f"{workers.coordinator}: {exc}",
+            EXIT_INTERNAL,
+        ) from None
+    devices = keras.distribution.list_devices()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    )
+
+
+def _allgather_ints(values: list[int]) -> list[list[int]]:
+    """Every worker's ``values`` (multi-worker JAX only)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.asarray(values, dtype=np.int32))
+    return np.asarray(gathered).reshape(-1, len(values)).tolist()
+
+
+def _barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+
+class Checkpoints:
+    """Per-epoch checkpoints of one job: ``epoch-NNNNN.keras`` + ``state.json``.
+
+    Each file is written under a temporary name and renamed into place, and
+    ``state.json`` (which names the file to resume from) is replaced only after
+    its file exists, so a kill at any moment leaves a usable checkpoint.
+    Only the chief writes; other workers still run ``model.save`` into a
+    temporary folder because, under a multi-process distribution, reading the
+    variables is a collective operation every process must join.
+    """
+
+    def __init__(self, directory: Path, chief: bool = True) -> None:
+        self.dir = directory
+        self.chief = chief
+
+    def latest(self) -> dict[str, Any] | None:
+        state_file = self.dir / CHECKPOINT_STATE
+        try:
+            state = json.loads(state_file.read_text())
+            path = self.dir / state["file"]
+            epoch = int(state["epoch"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            note(f"ignoring unreadable checkpoint state {state_file}: {exc}")
+            return None
+        if not path.is_file():
+            note(f"checkpoint {path} named by {state_file} is missing; starting over")
+            return None
+        return {"epoch": epoch, "path": path, "finished": bool(state.get("finished", False))}
+
+    def save(self, model, epoch: int, finished: bool = False) -> None:
+        if not self.chief:
+            join_collective_save(model)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch:05d}.keras"
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.keras"
+        try:
+            model.save(tmp)
+            _fsync(tmp)
+            os.replace(tmp, self.dir / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _write_json_atomic(
+            self.dir / CHECKPOINT_STATE, {"epoch": epoch, "file": name, "finished": finished}
+        )
+        for old in self.dir.iterdir():
+            if old.name != name and old.name.startswith(("epoch-", ".tmp-")):
+                old.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        if not self.chief:
+            return
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.dir.parent.rmdir()  # .checkpoints/, when no other job has one
+        except OSError:
+            pass
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.json")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------
+
+
+def run(
+    job: KerasTrainingJob,
+    data_root: str | os.PathLike[str],
+    store_root: str | os.PathLike[str],
+    job_id: str,
+    emit: Callable[[str], None] = _print_line,
+    workers: WorkerConfig | None = None,
+) -> dict[str, Any]:
+    """Train ``job`` and publish a model version; return the ``done`` event.
+
+    ``emit`` receives every event line (``start``, ``epoch``, ``done``). Raises
+    :class:`TrainerError` (with an exit code) for failures a user can fix.
+    ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
+    """
+    if not job_id or "/" in job_id or job_id in (".", ".."):
+        raise TrainerError(f"bad job id {job_id!r}", EXIT_BAD_SPEC)
+    workers = workers or WorkerConfig.from_env()
+    data_root = Path(data_root)
+    store_root = Path(store_root).absolute()
+    spec = job.spec
+    training = spec.training
+
+    backend = resolve_backend(job, workers)
+    prepare_environment(job, store_root, backend)
+
+    # Data first: bad data fails every worker fast, before they wait on each other.
+    from kerasop_trainer.data import load_data
+
+    seed = training.seed
+    if seed is None and workers.count > 1:
+        seed = zlib.crc32(job_id.encode()) & 0x7FFFFFFF  # same on all workers
+    data_seed = seed if seed is not None else 0
+    data = load_data(spec.data, data_root, training.loss, seed=data_seed)
+    train_rows = len(data.train)
+    data = data.shard(workers.index, workers.count, seed=data_seed)
+    local_batch = max(1, training.batch_size // workers.count)
+    if workers.count > 1:
+        if training.batch_size % workers.count:
+            note(
+                f"batchSize {training.batch_size} is not a multiple of {workers.count} workers; "
+                f"each worker uses {local_batch}"
+            )
+        if len(data.train) < local_batch:
+            raise TrainerError(
+                f"worker {workers.index} has {len(data.train)} training rows, fewer than one "
+                f"batch of {local_batch}",
+                EXIT_BAD_DATA,
+            )
+
+    keras, backend = _import_keras(backend, workers)
+    from kerasop_trainer.model import build_model, compile_model, resolve_metrics
+
+    keras.backend.clear_session()
+    if workers.count > 1:
+        _init_distribution(keras, workers)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+    mixed = False
+    if training.mixed_precision:
+        if _has_gpu(backend):
+            mixed = True
+        else:
+            note("mixedPrecision is set but no GPU is visible: training in float32")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+    model_name = job.model_name
+    store = ModelStore(store_root)
+    checkpoints = Checkpoints(store.checkpoint_dir(model_name, job_id), chief=workers.is_chief)
+
+    metric_names = resolve_metrics(training, data)
+    monitor = _early_stopping_monitor(training, metric_names, data.validation is not None)
+
+    # Always build from the spec: this checks the model against the data.
+    model = build_model(
+        spec.model, data, data_root=data_root, mixed_precision=mixed, name=model_name
+    )
+    compile_model(model, training, data)
+
+    state = checkpoints.latest()
+    initial_epoch, finished = (state["epoch"], state["finished"]) if state else (0, False)
+    if workers.count > 1:
+        everyone = _allgather_ints([initial_epoch, int(finished)])
+        if any(row != everyone[0] for row in everyone):
+            note(f"workers found different checkpoints {everyone}; starting from epoch 0")
+            initial_epoch, finished, state = 0, False, None
+    if state and initial_epoch > 0:
+        try:
+            model = keras.saving.load_model(state["path"])
+        except Exception as exc:  # noqa: BLE001 - unreadable checkpoint: start over
+            if workers.count > 1:
+                raise TrainerError(
+                    f"cannot load checkpoint {state['path']}: {exc}", EXIT_INTERNAL
+                ) from None
+            note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
+            initial_epoch, finished = 0, False
+    initial_epoch = min(initial_epoch, training.epochs)
+
+    validation_rows = len(data.validation) if data.validation is not None else 0
+    start: dict[str, Any] = {
+        "epochs": training.epochs,
+        "resumedFromEpoch": initial_epoch,
+        "workers": workers.count,
+        "workerIndex": workers.index,
+        "shardSize": len(data.train),
+        "trainRows": train_rows,
+        "validationRows": validation_rows,
+        "backend": backend,
+        "modelName": model_name,
+        "jobId": job_id,
+    }
+    emit(events.encode("start", **start))
+
+    train_ds = data.dataset(
+        data.train,
+        local_batch,
+        shuffle=True,
+        seed=data_seed + workers.index,
+        drop_remainder=workers.count > 1,
+    )
+    val_ds = data.dataset(data.validation, local_batch) if data.validation is not None else None
+
+    progress = _progress_callback(keras, emit, training.epochs, checkpoints, initial_epoch)
+    callbacks: list[Any] = []
+    if training.early_stopping is not None and monitor is not None:
+        es = training.early_stopping
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor,
+                patience=es.patience,
+                min_delta=es.min_delta,
+                restore_best_weights=es.restore_best_weights,
+                mode="max" if monitor.removeprefix("val_") in _MAXIMIZED else "min",
+            )
+        )
+    callbacks.append(progress)
+
+    if initial_epoch < training.epochs and not finished:
+        _fit(
+            model,
+            train_ds,
+            validation_data=val_ds,
+            epochs=training.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+        )
+        # Final state (early stopping may have restored the best weights).
+        checkpoints.save(model, progress.last_epoch, finished=True)
+    epochs_run = progress.last_epoch
+
+    if val_ds is None:
+        note(
+            "no validation data (set data.validationPath or validationSplit): the reported "
+            "metrics are measured on the training data"
+        )
+        eval_ds = data.dataset(data.train, local_batch)
+    else:
+        eval_ds = val_ds
+    metrics = _floats(_evaluate(model, eval_ds))
+
+    metadata = {
+        "name": model_name,
+        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "input": data.input_metadata(),
+        "output": data.output_metadata(),
+        "metrics": metrics,
+        "epochsRun": epochs_run,
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "versions": _versions(keras),
+        "savedModelSignature": SAVED_MODEL_SIGNATURE,
+    }
+
+    version: int | None = None
+    version_path: str | None = None
+    if workers.is_chief:
+        with store.new_version(model_name) as pending:
+            write_version(model, pending.path, metadata, backend)
+        version = pending.version
+        assert version is not None
+        version_path = str(store.version_dir(model_name, version))
+        checkpoints.clear()
+    else:
+        join_collective_save(model)
+    if workers.count > 1:
+        _barrier("kerasop-published")
+
+    done: dict[str, Any] = {
+        "kerasop": "done",
+        "modelName": model_name,
+        "modelVersion": version,
+        "modelPath": version_path,
+        "metrics": metrics,
+        "epochsRun": epochs_run,
+    }
+    if workers.count > 1:
+        done["workerIndex"] = workers.index
+    emit(events.encode("done", **{k: v for k, v in done.items() if k != "kerasop"}))
+    return done
+
+
+# --------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------
+
+
+def _progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initial_epoch: int):
+    """Keras callback: checkpoint, then print the ``epoch`` event (in that order)."""
+
+    class Progress(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last_epoch = initial_epoch
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.last_epoch = epoch + 1
+            checkpoints.save(self.model, epoch + 1)
+            emit(
+                events.encode("epoch", epoch=epoch + 1, epochs=epochs, metrics=_floats(logs or {}))
+            )
+
+    return Progress()
+
+
+def _early_stopping_monitor(
+    training: TrainingSpec, metric_names: list[str], has_validation: bool
+) -> str | None:
+    es = training.early_stopping
+    if es is None:
+        return None
+    known = ["loss", *metric_names]
+    base = es.monitor.removeprefix("val_")
+    if base not in known:
+        choices = ", ".join(known + [f"val_{m}" for m in known])
+        raise TrainerError(
+            f"training.earlyStopping.monitor {es.monitor} is not reported; choose one of {choices}",
+            EXIT_BAD_SPEC,
+        )
+    if es.monitor.startswith("val_") and not has_validation:
+        note(f"earlyStopping watches {base} (no validation data for {es.monitor})")
+        return base
+    return es.monitor
+
+
+def _fit(model, train_ds, **kwargs) -> None:
+    try:
+        model.fit(train_ds, verbose=0, shuffle=False, **kwargs)
+    except TrainerError:
+        raise
+    except Exception as exc:
+        _reraise_data_error(exc)
+        raise
+
+
+def _evaluate(model, ds) -> dict[str, Any]:
+    try:
+        return model.evaluate(ds, return_dict=True, verbose=0)
+    except Exception as exc:
+        _reraise_data_error(exc)
+        raise
+
+
+def _reraise_data_error(exc: BaseException) -> None:
+    """Image decoding failures inside tf.data become BadData errors."""
+    text = str(exc)
+    if type(exc).__name__ == "InvalidArgumentError" and any(
+        k in text.lower() for k in ("decode", "image", "png", "jpeg", "bmp", "gif")
+    ):
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), text)
+        raise TrainerError(
+            f"an image could not be decoded during training: {first[:500]}", EXIT_BAD_DATA
+        ) from None
+
+
+def _floats(logs: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in logs.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _versions(keras) -> dict[str, str]:
+    import tensorflow as tf
+
+    return {
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_version(model, directory: Path, metadata: dict[str, Any], backend: str) -> None:
+    """``model.keras``, the SavedModel (``saved_model.pb``, ``variables/``), ``metadata.json``.
+
+    ``model.keras`` is written first: under a multi-process distribution saving reads
+    the variables collectively, and the other workers join exactly that step
+    (:func:`join_collective_save`).
+    """
+    keras_file = directory / KERAS_FILE
+    model.save(keras_file)
+    try:
+        model.export(str(directory), format="tf_saved_model", verbose=False)
+    except Exception as exc:
+        if backend == "tensorflow":
+            raise
+        # Some backends cannot export natively: export from model.keras under TF.
+        note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
+        _export_with_tensorflow(keras_file, directory)
+    _write_json_atomic(directory / METADATA_FILE, metadata)
+
+
+def join_collective_save(model) -> None:
+    """What a non-chief worker does while the chief saves: the same ``model.save``."""
+    with tempfile.TemporaryDirectory(prefix="kerasop-worker-") as tmp:
+        model.save(Path(tmp) / "model.keras")
+
+
+def _export_with_tensorflow(keras_file: Path, directory: Path) -> None:
+    code = (
+        "import sys, keras\n"
+        "m = keras.saving.load_model(sys.argv[1], compile=False)\n"
+        "m.export(sys.argv[2], format='tf_saved_model', verbose=False)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(keras_file), str(directory)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"SavedModel export failed: {result.stderr[-2000:]}")
