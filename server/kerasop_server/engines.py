@@ -256,7 +256,7 @@ class OnnxEngine(Engine):
             self.detail = f"{ONNX_FILE} from the version directory"
         else:
             reference = _load_keras_model(version_dir, threads)
-            graph = _convert_to_onnx(reference)
+            graph = convert_to_onnx(reference)
             self.detail = f"converted from {KERAS_FILE} at load time"
         try:
             self.session = ort.InferenceSession(
@@ -299,7 +299,7 @@ class OnnxEngine(Engine):
             raise EngineError(f"the ONNX conversion disagrees with Keras (max diff {diff})")
 
 
-def _convert_to_onnx(model: Any) -> bytes:
+def convert_to_onnx(model: Any) -> bytes:
     """``model.export(format="onnx")`` into a temporary file; returns the graph."""
     try:
         import tf2onnx  # noqa: F401 - Keras imports it lazily; fail early and clearly

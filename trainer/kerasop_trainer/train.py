@@ -616,7 +616,22 @@ def write_version(model, directory: Path, metadata: dict[str, Any], backend: str
         # Some backends cannot export natively: export from model.keras under TF.
         note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
         _export_with_tensorflow(keras_file, directory)
+    if backend == "tensorflow":
+        write_onnx(model, directory)
     _write_json_atomic(directory / METADATA_FILE, metadata)
+
+
+def write_onnx(model, directory: Path) -> None:
+    """Also write ``model.onnx``: the server then starts in seconds without TensorFlow.
+
+    Optional: when the conversion fails the server converts ``model.keras`` at load.
+    """
+    from kerasop_server.engines import ONNX_FILE, EngineError, convert_to_onnx
+
+    try:
+        (directory / ONNX_FILE).write_bytes(convert_to_onnx(model))
+    except EngineError as exc:
+        note(f"no {ONNX_FILE} written ({exc}); the server will convert model.keras")
 
 
 def join_collective_save(model) -> None:
