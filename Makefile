@@ -30,11 +30,15 @@ tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
 	bash cluster/get-tools.sh
 
-# Every tier that this machine can run: unit, component (real kube-apiserver),
-# docker (compose trains and serves), e2e when a cluster is up.
+# Every tier: unit, component (real kube-apiserver + etcd), docker (compose
+# trains and serves), then e2e on a real single-node cluster. Needs root (the
+# Docker engine and the cluster's node); .ci/run installs the system packages.
 test: setup tools
-	$(PY) -m pytest -q -ra
+	bash scripts/start-dockerd.sh
+	$(PY) -m pytest -q -ra -m "not e2e"
+	$(MAKE) e2e
 
+# The tiers that need nothing but Python (a minute or two).
 test-unit: setup
 	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
 
