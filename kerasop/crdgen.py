@@ -98,34 +98,6 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
 # JSON schema -> structural OpenAPI v3
 # --------------------------------------------------------------------------
 
-# Keys copied as they are (after their values are converted where needed).
-_SCALAR_KEYS = (
-    "description",
-    "type",
-    "format",
-    "enum",
-    "default",
-    "minimum",
-    "exclusiveMinimum",
-    "maximum",
-    "exclusiveMaximum",
-    "multipleOf",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minItems",
-    "maxItems",
-    "minProperties",
-    "maxProperties",
-    "required",
-    "nullable",
-    "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys",
-    "x-kubernetes-map-type",
-    "x-kubernetes-validations",
-    "x-kubernetes-int-or-string",
-    "x-kubernetes-embedded-resource",
-)
 # Keys dropped without a trace.
 _DROPPED_KEYS = ("title", "$defs", "examples")
 # Output order of keys in a schema node (the rest, if any, follow in this order too).
@@ -161,6 +133,9 @@ _KEY_ORDER = (
     "x-kubernetes-validations",
 )
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
+# Keys copied as they are (after their values are converted where needed): every
+# ordered key but the preserve flag and the child schemas, which are handled apart.
+_SCALAR_KEYS = frozenset(_KEY_ORDER) - {PRESERVE, "items", "additionalProperties", "properties"}
 
 
 def _resolve_ref(ref: str, defs: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,9 @@ def ensure_applied(kube: Client, desired: dict[str, Any]) -> tuple[Action, dict[
     return action, result
 
 
+_check_owner = check_owner  # ensure_created's keyword argument shadows the name
+
+
 def ensure_created(
     kube: Client, desired: dict[str, Any], *, check_owner: bool = True
 ) -> tuple[Action, dict[str, Any]]:
@@ -101,7 +104,7 @@ def ensure_created(
     live = kube.get(kind, meta.get("namespace"), meta["name"])
     if live is not None:
         if check_owner:
-            check_owner(live, desired)
+            _check_owner(live, desired)
         return "exists", live
     try:
         result = kube.create(desired)

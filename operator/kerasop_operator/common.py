@@ -13,7 +13,7 @@ import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from kerasop.spec import API_VERSION, GROUP, VERSION
+from kerasop.spec import API_VERSION, GROUP, VERSION, SpecError, describe_errors
 
 __all__ = [
     "API_VERSION",
@@ -93,6 +93,44 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     child: dict[str, Any] = {}
     kopf.append_owner_reference(child, owner=owner)
     return child["metadata"]["ownerReferences"][0]
+
+
+def child_metadata(
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``metadata`` of an owned child: a copy of ``labels``, optional annotations, the owner."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    if annotations is not None:
+        meta["annotations"] = annotations
+    meta["ownerReferences"] = [owner]
+    return meta
+
+
+def parse_resource(model: type[Any], kind: str, body: dict[str, Any]) -> Any:
+    """``body`` validated as ``model`` (only apiVersion, kind, name/namespace and spec).
+
+    Raises ``SpecError`` when the spec does not validate.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(
+            {
+                "apiVersion": body.get("apiVersion", API_VERSION),
+                "kind": kind,
+                "metadata": {
+                    "name": body["metadata"]["name"],
+                    "namespace": body["metadata"].get("namespace"),
+                },
+                "spec": body.get("spec") or {},
+            }
+        )
+    except ValidationError as exc:
+        raise SpecError(describe_errors(exc)) from None
 
 
 def controller_uid(obj: dict[str, Any]) -> str | None:

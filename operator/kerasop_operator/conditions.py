@@ -66,8 +66,3 @@ def find(conditions: list[dict[str, Any]] | None, type: str) -> dict[str, Any] |
         if isinstance(cond, dict) and cond.get("type") == type:
             return cond
     return None
-
-
-def is_true(conditions: list[dict[str, Any]] | None, type: str) -> bool:
-    cond = find(conditions, type)
-    return cond is not None and cond.get("status") == "True"

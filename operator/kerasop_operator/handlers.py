@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -121,6 +122,33 @@ def _owner_name(body: dict[str, Any], kind: str) -> str | None:
     return None
 
 
+def _child_event(
+    owner_kind: str,
+    child: str,
+    child_text: str,
+    type: str | None,
+    body: Any,
+    memo: Any,
+    refresh: Callable[[Controller, str, str], None],
+) -> None:
+    """A watched child of ours changed: ``refresh(ctl, namespace, owner)`` its owner.
+
+    Failures are logged, not retried: the next event or reconcile catches up.
+    """
+    parent = _owner_name(body, owner_kind)
+    namespace = body.get("metadata", {}).get("namespace")
+    if parent is None or namespace is None:
+        return
+    ctl = _controller(memo)
+    try:
+        with metrics.reconcile(owner_kind, f"{child}-{(type or 'listed').lower()}"):
+            refresh(ctl, namespace, parent)
+    except (ApiError, ReconcileError, OSError) as exc:
+        logger.warning(
+            "refresh of %s/%s after a %s event failed: %s", namespace, parent, child_text, exc
+        )
+
+
 # ============================================================================================
 # KerasTrainingJob
 
@@ -177,19 +205,13 @@ def training_job_progress(name: str, namespace: str, memo: Any, **_: Any) -> Non
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
 def trainer_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
-    parent = _owner_name(body, JOB_KIND)
-    namespace = body.get("metadata", {}).get("namespace")
-    if parent is None or namespace is None:
-        return
-    ctl = _controller(memo)
-    try:
-        with metrics.reconcile(JOB_KIND, f"job-{(type or 'listed').lower()}"):
-            if type == "DELETED":
-                ctl.reconcile_training(namespace, parent)
-            else:
-                ctl.sync_training_status(namespace, parent)
-    except (ApiError, ReconcileError, OSError) as exc:
-        logger.warning("refresh of %s/%s after a Job event failed: %s", namespace, parent, exc)
+    def refresh(ctl: Controller, namespace: str, parent: str) -> None:
+        if type == "DELETED":
+            ctl.reconcile_training(namespace, parent)
+        else:
+            ctl.sync_training_status(namespace, parent)
+
+    _child_event(JOB_KIND, "job", "Job", type, body, memo, refresh)
 
 
 @kopf.on.event(GROUP, VERSION, JOBS)
@@ -228,19 +250,13 @@ def model_service_changed(name: str, namespace: str, reason: Any, memo: Any, **_
 
 
 def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:
-    parent = _owner_name(body, SERVICE_KIND)
-    namespace = body.get("metadata", {}).get("namespace")
-    if parent is None or namespace is None:
-        return
-    ctl = _controller(memo)
-    try:
-        with metrics.reconcile(SERVICE_KIND, f"{kind}-{(type or 'listed').lower()}"):
-            if type in ("ADDED", None) and kind == "deployment":
-                ctl.sync_service_status(namespace, parent)
-            else:
-                ctl.reconcile_service(namespace, parent)
-    except (ApiError, ReconcileError, OSError) as exc:
-        logger.warning("refresh of %s/%s after a %s event failed: %s", namespace, parent, kind, exc)
+    def refresh(ctl: Controller, namespace: str, parent: str) -> None:
+        if type in ("ADDED", None) and kind == "deployment":
+            ctl.sync_service_status(namespace, parent)
+        else:
+            ctl.reconcile_service(namespace, parent)
+
+    _child_event(SERVICE_KIND, kind, kind, type, body, memo, refresh)
 
 
 @kopf.on.event(

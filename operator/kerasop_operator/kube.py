@@ -262,9 +262,6 @@ class Kube:
                 query={"container": container, "tailLines": tail_lines, "limitBytes": limit_bytes},
                 raw=True,
             )
-        except ApiError as exc:
-            logger.debug("no log for pod %s/%s: %s", namespace, name, exc)
-            return None
-        except Exception as exc:  # connection errors to the kubelet proxy
+        except Exception as exc:  # ApiError, or a connection error to the kubelet proxy
             logger.debug("no log for pod %s/%s: %s", namespace, name, exc)
             return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kerasop.spec import API_VERSION, KerasModelService, SpecError, describe_errors
+from kerasop.spec import KerasModelService, SpecError
 from kerasop.status import KerasModelServiceStatus, ready
 
 from .common import (
@@ -25,10 +25,12 @@ from .common import (
     LABEL_MODEL_CLAIM,
     LABEL_MODEL_SERVICE,
     STORE_ROOT,
+    child_metadata,
     child_name,
     common_labels,
     label_value,
     owner_reference,
+    parse_resource,
 )
 from .conditions import Cond, merge_conditions
 from .pods import (
@@ -62,22 +64,8 @@ def deployment_name(svc_name: str) -> str:
 
 
 def parse(body: dict[str, Any]) -> KerasModelService:
-    from pydantic import ValidationError
-
-    try:
-        return KerasModelService.model_validate(
-            {
-                "apiVersion": body.get("apiVersion", API_VERSION),
-                "kind": KIND,
-                "metadata": {
-                    "name": body["metadata"]["name"],
-                    "namespace": body["metadata"].get("namespace"),
-                },
-                "spec": body.get("spec") or {},
-            }
-        )
-    except ValidationError as exc:
-        raise SpecError(describe_errors(exc)) from None
+    """The typed service; raises ``SpecError`` when the spec does not validate."""
+    return parse_resource(KerasModelService, KIND, body)
 
 
 def selector_labels(svc_name: str) -> dict[str, str]:
@@ -204,12 +192,7 @@ def desired_children(
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(labels),
-            "ownerReferences": [owner],
-        },
+        "metadata": child_metadata(name, namespace, labels, owner),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(name),
@@ -293,6 +276,10 @@ def desired_children(
         default_service_account=DEFAULT_SERVICE_ACCOUNT,
         extra_affinity=colocation_affinity(model.claim_name) if colocate else None,
     )
+    model_annotations = {
+        ANN_MODEL_NAME: model.name,
+        ANN_MODEL_VERSION: str(model.version) if model.version is not None else "latest",
+    }
     template = apply_override(
         {
             "metadata": {
@@ -301,12 +288,7 @@ def desired_children(
                     **selector_labels(name),
                     LABEL_MODEL_CLAIM: label_value(model.claim_name),
                 },
-                "annotations": {
-                    ANN_MODEL_NAME: model.name,
-                    ANN_MODEL_VERSION: str(model.version)
-                    if model.version is not None
-                    else "latest",
-                },
+                "annotations": dict(model_annotations),
             },
             "spec": pod_spec,
         },
@@ -331,16 +313,9 @@ def desired_children(
     out.deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": deployment_name(name),
-            "namespace": namespace,
-            "labels": dict(labels),
-            "annotations": {
-                ANN_MODEL_NAME: model.name,
-                ANN_MODEL_VERSION: str(model.version) if model.version is not None else "latest",
-            },
-            "ownerReferences": [owner],
-        },
+        "metadata": child_metadata(
+            deployment_name(name), namespace, labels, owner, model_annotations
+        ),
         "spec": dep_spec,
     }
 
@@ -349,12 +324,7 @@ def desired_children(
         out.hpa = {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": dict(labels),
-                "ownerReferences": [owner],
-            },
+            "metadata": child_metadata(name, namespace, labels, owner),
             "spec": {
                 "scaleTargetRef": {
                     "apiVersion": "apps/v1",
@@ -383,12 +353,7 @@ def desired_children(
         out.pdb = {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": dict(labels),
-                "ownerReferences": [owner],
-            },
+            "metadata": child_metadata(name, namespace, labels, owner),
             "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(name)}},
         }
     return out

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kerasop import events as ev
-from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError, describe_errors
+from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError
 from kerasop.status import LOG_TAIL_LIMIT, KerasTrainingJobStatus, progress
 
 from .common import (
@@ -33,10 +33,12 @@ from .common import (
     LABEL_TRAINING_JOB,
     STORE_ROOT,
     TERMINATION_LOG,
+    child_metadata,
     child_name,
     common_labels,
     label_value,
     owner_reference,
+    parse_resource,
     short_hash,
 )
 from .conditions import Cond, find, merge_conditions
@@ -89,22 +91,7 @@ def models_claim_name(job_name: str) -> str:
 
 def parse(body: dict[str, Any]) -> KerasTrainingJob:
     """The typed job; raises ``SpecError`` when the spec does not validate."""
-    from pydantic import ValidationError
-
-    try:
-        return KerasTrainingJob.model_validate(
-            {
-                "apiVersion": body.get("apiVersion", API_VERSION),
-                "kind": KIND,
-                "metadata": {
-                    "name": body["metadata"]["name"],
-                    "namespace": body["metadata"].get("namespace"),
-                },
-                "spec": body.get("spec") or {},
-            }
-        )
-    except ValidationError as exc:
-        raise SpecError(describe_errors(exc)) from None
+    return parse_resource(KerasTrainingJob, KIND, body)
 
 
 def claim_name_of(job: KerasTrainingJob) -> str:
@@ -128,12 +115,6 @@ class TrainingChildren:
     workers_service: dict[str, Any] | None = None
     service_account: dict[str, Any] | None = None  # created when missing, never owned
     claim_name: str = ""
-
-    def owned(self) -> list[dict[str, Any]]:
-        out = [self.job]
-        if self.workers_service is not None:
-            out.append(self.workers_service)
-        return out
 
 
 def trainer_spec_document(body: dict[str, Any], job: KerasTrainingJob) -> str:
@@ -315,13 +296,9 @@ def desired_children(
     k8s_job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": jname,
-            "namespace": namespace,
-            "labels": dict(labels),
-            "annotations": {ANN_TEMPLATE_HASH: short_hash(immutable, 16)},
-            "ownerReferences": [owner],
-        },
+        "metadata": child_metadata(
+            jname, namespace, labels, owner, {ANN_TEMPLATE_HASH: short_hash(immutable, 16)}
+        ),
         "spec": job_spec,
     }
 
@@ -331,12 +308,7 @@ def desired_children(
         out.workers_service = {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": workers_service_name(name),
-                "namespace": namespace,
-                "labels": dict(labels),
-                "ownerReferences": [owner],
-            },
+            "metadata": child_metadata(workers_service_name(name), namespace, labels, owner),
             "spec": {
                 "clusterIP": "None",
                 "publishNotReadyAddresses": True,

@@ -242,6 +242,34 @@ def set_job_status(api: Kube, job: dict[str, Any], status: dict[str, Any]) -> di
     )
 
 
+def complete_job(api: Kube, job: dict[str, Any], at: str, succeeded: int = 1) -> dict[str, Any]:
+    """What the Job controller writes when every completion succeeded (at time ``at``)."""
+    return set_job_status(
+        api,
+        job,
+        {
+            "active": 0,
+            "ready": 0,
+            "succeeded": succeeded,
+            "completionTime": at,
+            "conditions": [
+                {
+                    "type": "SuccessCriteriaMet",
+                    "status": "True",
+                    "lastTransitionTime": at,
+                    "lastProbeTime": at,
+                },
+                {
+                    "type": "Complete",
+                    "status": "True",
+                    "lastTransitionTime": at,
+                    "lastProbeTime": at,
+                },
+            ],
+        },
+    )
+
+
 def cr(api: Kube, kind: k.Kind, namespace: str, name: str) -> dict[str, Any]:
     obj = api.get(kind, namespace, name)
     assert obj is not None, f"{kind.kind} {namespace}/{name} missing"

@@ -9,6 +9,7 @@ from kerasop_operator import kube as k
 from opcomponent import (
     RUNTIME_IMAGE,
     apply_yaml,
+    complete_job,
     cr,
     events_for,
     job_yaml,
@@ -65,11 +66,8 @@ def done_message(version, **metrics):
     )
 
 
-def finish_successfully(api, job, version):
-    """What the Job controller and kubelet do when the trainer exits 0 with its `done` event."""
-    pod = start_trainer_pod(api, job, suffix=f"v{version}")
-    set_pod_state(api, pod, "Running", {"running": {"startedAt": T0}})
-    set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
+def trainer_succeeds(api, job, pod, message):
+    """The trainer exits 0 with ``message`` as its termination message; the Job completes."""
     set_pod_state(
         api,
         pod,
@@ -78,35 +76,20 @@ def finish_successfully(api, job, version):
             "terminated": {
                 "exitCode": 0,
                 "reason": "Completed",
-                "message": done_message(version),
+                "message": message,
                 "finishedAt": T1,
             }
         },
     )
-    set_job_status(
-        api,
-        job,
-        {
-            "active": 0,
-            "ready": 0,
-            "succeeded": 1,
-            "completionTime": T1,
-            "conditions": [
-                {
-                    "type": "SuccessCriteriaMet",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-                {
-                    "type": "Complete",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-            ],
-        },
-    )
+    complete_job(api, job, T1)
+
+
+def finish_successfully(api, job, version):
+    """What the Job controller and kubelet do when the trainer exits 0 with its `done` event."""
+    pod = start_trainer_pod(api, job, suffix=f"v{version}")
+    set_pod_state(api, pod, "Running", {"running": {"startedAt": T0}})
+    set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
+    trainer_succeeds(api, job, pod, done_message(version))
 
 
 # ============================================================================================
@@ -199,43 +182,7 @@ def test_training_job_runs_and_succeeds(cluster, api, operator, namespace):
     assert cond(body, "Running")["status"] == "True"
     assert body["status"]["workers"] == {"desired": 1, "active": 1, "succeeded": 0, "failed": 0}
 
-    set_pod_state(
-        api,
-        pod,
-        "Succeeded",
-        {
-            "terminated": {
-                "exitCode": 0,
-                "reason": "Completed",
-                "message": done_message(1, loss=0.2, accuracy=0.91),
-                "finishedAt": T1,
-            }
-        },
-    )
-    set_job_status(
-        api,
-        job,
-        {
-            "active": 0,
-            "ready": 0,
-            "succeeded": 1,
-            "completionTime": T1,
-            "conditions": [
-                {
-                    "type": "SuccessCriteriaMet",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-                {
-                    "type": "Complete",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-            ],
-        },
-    )
+    trainer_succeeds(api, job, pod, done_message(1, loss=0.2, accuracy=0.91))
     wait_phase(api, namespace, "mnist", "Succeeded")
     st = cr(api, k.TRAINING_JOB, namespace, "mnist")["status"]
     assert (st["modelName"], st["modelVersion"], st["modelPath"]) == ("mnist", 1, "mnist/1")
@@ -602,43 +549,7 @@ def test_operator_restart_converges_without_duplicates(cluster, api, operator, n
 
     operator.stop()
     # while the operator is down, training finishes
-    set_pod_state(
-        api,
-        pod,
-        "Succeeded",
-        {
-            "terminated": {
-                "exitCode": 0,
-                "reason": "Completed",
-                "message": done_message(1),
-                "finishedAt": T1,
-            }
-        },
-    )
-    set_job_status(
-        api,
-        job,
-        {
-            "active": 0,
-            "ready": 0,
-            "succeeded": 1,
-            "completionTime": T1,
-            "conditions": [
-                {
-                    "type": "SuccessCriteriaMet",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-                {
-                    "type": "Complete",
-                    "status": "True",
-                    "lastTransitionTime": T1,
-                    "lastProbeTime": T1,
-                },
-            ],
-        },
-    )
+    trainer_succeeds(api, job, pod, done_message(1))
     job_rv = api.get(k.JOB, namespace, "mnist-trainer")["metadata"]["resourceVersion"]
     operator.start()
 

@@ -16,6 +16,7 @@ from kerasop_operator import kube as k
 from opcomponent import (
     REPO,
     apply_yaml,
+    complete_job,
     cr,
     events_for,
     job_yaml,
@@ -136,31 +137,7 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
             '"modelPath":"/models/rbac/1","metrics":{"loss":0.1}}'
         )
         set_pod_state(api, pod, "Succeeded", {"terminated": {"exitCode": 0, "message": done}})
-        t = "2026-11-26T10:03:00Z"
-        set_job_status(
-            api,
-            job,
-            {
-                "active": 0,
-                "ready": 0,
-                "succeeded": 2,
-                "completionTime": t,
-                "conditions": [
-                    {
-                        "type": "SuccessCriteriaMet",
-                        "status": "True",
-                        "lastTransitionTime": t,
-                        "lastProbeTime": t,
-                    },
-                    {
-                        "type": "Complete",
-                        "status": "True",
-                        "lastTransitionTime": t,
-                        "lastProbeTime": t,
-                    },
-                ],
-            },
-        )
+        complete_job(api, job, "2026-11-26T10:03:00Z", succeeded=2)
         dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "rbac-server"), what="Deployment")
         assert "--version" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
         wait_for(lambda: api.get(k.PDB, namespace, "rbac"), what="PDB")

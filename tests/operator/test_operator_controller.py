@@ -23,10 +23,6 @@ def ctl(fake, events):
     return Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
 
 
-def writes_of(fake, verb=None):
-    return [w for w in fake.writes if verb is None or w[0] == verb]
-
-
 # ============================================================================================
 # apply.py
 

@@ -474,16 +474,7 @@ def _read_image_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
             raise TrainerError(f"{path}: empty label at line {line}", EXIT_BAD_DATA)
         files.append(base / rel)
         labels.append(label)
-    _check_images(files)
-    image = spec.image_or_default()
-    return _Raw(
-        kind="image",
-        shape=(image.height, image.width, image.channels),
-        labels=np.array(labels, dtype=str),
-        where=str(path),
-        paths=np.array([str(f) for f in files], dtype=str),
-        image=image,
-    )
+    return _image_files(spec, path, files, labels)
 
 
 def _read_image_folder(spec: DataSpec, path: Path, role: str) -> _Raw:
@@ -513,6 +504,17 @@ def _read_image_folder(spec: DataSpec, path: Path, role: str) -> _Raw:
             )
         files.extend(found)
         labels.extend([cls] * len(found))
+    return _image_files(spec, path, files, labels, classes)
+
+
+def _image_files(
+    spec: DataSpec,
+    path: Path,
+    files: list[Path],
+    labels: list[str],
+    classes: list[str] | None = None,
+) -> _Raw:
+    """Image files (checked to decode) and their labels, read at ``data.image``'s size."""
     _check_images(files)
     image = spec.image_or_default()
     return _Raw(

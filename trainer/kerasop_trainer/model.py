@@ -20,6 +20,8 @@ Keras must already be imported with the right backend when these functions run
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,19 +129,26 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
         # The output layer computes in float32 under mixed precision (stable loss).
         extra = {"dtype": "float32"} if (mixed and last) else {}
         layer = make_layer(layer_spec, where, **extra)
-        try:
+        with _layer_fits(where, layer_spec, f"{_shape(before)} from the {data.input_kind} data"):
             model.add(layer)
             before = tuple(model.output_shape)
-        except TrainerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
-            raise TrainerError(
-                f"{where} ({layer_spec.type}) does not fit its input of shape "
-                f"{_shape(before)} from the {data.input_kind} data: {_first_line(exc)}",
-                EXIT_MODEL_MISMATCH,
-            ) from None
     _check_output(model, data, layers[-1])
     return model
+
+
+@contextmanager
+def _layer_fits(where: str, layer_spec: LayerSpec, input_text: str) -> Iterator[None]:
+    """Report a layer that Keras cannot connect to its input as a TrainerError."""
+    try:
+        yield
+    except TrainerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+        raise TrainerError(
+            f"{where} ({layer_spec.type}) does not fit its input of shape "
+            f"{input_text}: {_first_line(exc)}",
+            EXIT_MODEL_MISMATCH,
+        ) from None
 
 
 def _check_output(model, data: LoadedData, last: LayerSpec) -> None:
@@ -252,16 +261,8 @@ def _build_transfer(spec: TransferSpec, data: LoadedData, data_root: Path, mixed
     for i, layer_spec in enumerate(spec.head):
         where = f"model.transfer.head[{i}]"
         layer = make_layer(layer_spec, where)
-        try:
+        with _layer_fits(where, layer_spec, _shape(tuple(x.shape))):
             x = layer(x)
-        except TrainerError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
-            raise TrainerError(
-                f"{where} ({layer_spec.type}) does not fit its input of shape "
-                f"{_shape(tuple(x.shape))}: {_first_line(exc)}",
-                EXIT_MODEL_MISMATCH,
-            ) from None
     outputs = output_layer(data, dtype="float32" if mixed else None)(x)
     return keras.Model(inputs, outputs, name=_keras_name(name))
 
