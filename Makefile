@@ -10,7 +10,7 @@ CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
+.PHONY: demo test test-unit test-docker setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ else
 	bash cluster/load-images.sh
 	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
 endif
+
+# Images built from a local Debian root; docker compose trains and serves.
+test-docker: setup
+	bash scripts/start-dockerd.sh
+	$(PY) -m pytest -q -ra -m docker
 
 crds: setup
 	$(PY) -m kerasop.crdgen
