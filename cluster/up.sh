@@ -86,6 +86,14 @@ start_proc() {
   # Not a process-group leader here, so setsid execs in place and $! is the component's pid.
   setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/run/$name.pid"
+  # Until setsid has exec'ed, /proc/PID/cmdline is still this script's: wait for the
+  # component's own command line so is_running does not mistake it for an exit.
+  local i
+  for i in $(seq 1 50); do
+    is_running "$name" && break
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.1
+  done
   log "$name: started (pid $!)"
   return 0
 }

@@ -12,7 +12,15 @@ import logging
 from typing import Any, Literal, Protocol
 
 from . import metrics
-from .common import ANN_APPLIED_HASH, controller_uid, is_subset, short_hash
+from .common import (
+    ANN_APPLIED_HASH,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    controller_uid,
+    is_subset,
+    owner_reference,
+    short_hash,
+)
 from .kube import ApiError, Kind, kind_of
 
 logger = logging.getLogger(__name__)
@@ -117,6 +125,33 @@ def ensure_created(
     metrics.CHILD_WRITES.labels(kind=kind.kind, action="created").inc()
     logger.info("created %s", _ident(desired))
     return "created", result
+
+
+def ensure_shared(
+    kube: Client, desired: dict[str, Any], owner: dict[str, Any]
+) -> tuple[Action, dict[str, Any]]:
+    """Create-or-adopt an object many owners share (the pods' service accounts).
+
+    Each user adds a non-controller owner reference, so the garbage collector
+    removes the object with its last user (``helm uninstall`` leaves nothing).
+    An object another tool manages (no ``managed-by`` label of ours, e.g. the
+    chart's own service accounts) is used as it is.
+    """
+    ref = {**owner_reference(owner), "controller": False, "blockOwnerDeletion": False}
+    desired = copy.deepcopy(desired)
+    desired["metadata"]["ownerReferences"] = [ref]
+    action, live = ensure_created(kube, desired, check_owner=False)
+    meta = live["metadata"]
+    ours = (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGER
+    refs = meta.get("ownerReferences") or []
+    if action == "created" or not ours or any(r.get("uid") == ref["uid"] for r in refs):
+        return action, live
+    patched = kube.merge_patch(
+        kind_of(live), meta.get("namespace"), meta["name"],
+        {"metadata": {"ownerReferences": [*refs, ref]}},
+    )  # fmt: skip
+    metrics.CHILD_WRITES.labels(kind=kind_of(live).kind, action="patched").inc()
+    return "patched", patched
 
 
 def ensure_patched_fields(

@@ -129,7 +129,7 @@ class Controller:
         if not _terminal(body):
             try:
                 if children.service_account is not None:
-                    apply.ensure_created(self.kube, children.service_account, check_owner=False)
+                    apply.ensure_shared(self.kube, children.service_account, body)
                 if children.pvc is not None:
                     # Never owner-checked: a retained claim of an earlier job with the same
                     # name is reused, never taken over or deleted.
@@ -321,7 +321,7 @@ class Controller:
         uid = body["metadata"]["uid"]
         try:
             if children.service_account is not None:
-                apply.ensure_created(self.kube, children.service_account, check_owner=False)
+                apply.ensure_shared(self.kube, children.service_account, body)
             apply.ensure_applied(self.kube, children.service)
             if children.deployment is not None:
                 apply.ensure_applied(self.kube, children.deployment)

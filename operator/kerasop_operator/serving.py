@@ -52,6 +52,7 @@ KIND = "KerasModelService"
 PLURAL = "kerasmodelservices"
 CONTAINER = "server"
 COMPONENT = "server"
+PRESTOP_SECONDS = 5  # endpoint removal reaches kube-proxy well within this
 PORT = 8080
 SERVICE_PORT = 80
 DEFAULT_SERVICE_ACCOUNT = "kerasop-server"
@@ -247,6 +248,9 @@ def desired_children(
             "timeoutSeconds": 3,
             "failureThreshold": 60,
         },
+        # Keep serving while kube-proxy and endpoints catch up with the pod's removal:
+        # without this, a rollout or a deleted pod refuses connections for a moment.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": STORE_ROOT, "readOnly": True},
             tmp_mount(),

@@ -31,7 +31,7 @@ EXPECTED_OPERATOR_RULES = {
     ("", "pods/log"): {"get"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "serviceaccounts"): {"get", "create"},
+    ("", "serviceaccounts"): {"get", "create", "patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {
         "get", "list", "watch", "create", "patch", "delete"},

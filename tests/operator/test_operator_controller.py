@@ -322,3 +322,28 @@ def test_service_keeps_serving_when_job_is_deleted(fake, ctl):
     st = fake.find("KerasModelService", "ml", "mnist")["status"]
     model = [c for c in st["conditions"] if c["type"] == "ModelAvailable"][0]
     assert (model["status"], model["reason"]) == ("False", "TrainingJobNotFound")
+
+
+def _service_account(**labels):
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "kerasop-trainer", "namespace": "ml", "labels": labels}}  # fmt: skip
+
+
+def test_shared_service_account_is_owned_by_each_user_once(fake):
+    from kerasop_operator.common import common_labels
+
+    desired = _service_account(**common_labels("trainer"))
+    first = fake.put(training_job("a"))
+    second = fake.put(training_job("b"))
+    assert apply.ensure_shared(fake, desired, first)[0] == "created"
+    assert apply.ensure_shared(fake, desired, second)[0] == "patched"
+    assert apply.ensure_shared(fake, desired, second)[0] == "exists"
+    refs = fake.find("ServiceAccount", "ml", "kerasop-trainer")["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in refs] == [first["metadata"]["uid"], second["metadata"]["uid"]]
+    assert not any(r["controller"] or r["blockOwnerDeletion"] for r in refs)
+
+
+def test_service_account_of_another_tool_is_left_alone(fake):
+    fake.put(_service_account(**{"app.kubernetes.io/managed-by": "Helm"}))
+    assert apply.ensure_shared(fake, _service_account(), fake.put(training_job("a")))[0] == "exists"
+    assert "ownerReferences" not in fake.find("ServiceAccount", "ml", "kerasop-trainer")["metadata"]

@@ -90,10 +90,11 @@ Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# kerasop-trainer / kerasop-server ServiceAccounts (no permissions), created on demand.
+# kerasop-trainer / kerasop-server ServiceAccounts (no permissions), created on demand and
+# owned (non-controller) by every job/service using them, so they go with the last one.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
 # Model servers.
 - apiGroups: ["apps"]
   resources: ["deployments"]
