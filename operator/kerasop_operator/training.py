@@ -11,7 +11,7 @@ Children of a job ``<job>`` in its namespace:
   ``<job>-trainer-<i>.<job>-workers`` for the JAX coordinator.
 - ``v1 PersistentVolumeClaim <job>-models`` when ``spec.output.storage.size`` is
   set: owned by the job only when ``retain`` is false.
-- ``v1 ServiceAccount kerasop-trainer`` (shared, never owned) when the job does
+- ``v1 ServiceAccount kerasop-trainer`` (shared: each user job is a non-controller owner) when the job does
   not name its own service account.
 """
 
@@ -113,7 +113,7 @@ class TrainingChildren:
     job: dict[str, Any]
     pvc: dict[str, Any] | None = None  # created when missing, never patched
     workers_service: dict[str, Any] | None = None
-    service_account: dict[str, Any] | None = None  # created when missing, never owned
+    service_account: dict[str, Any] | None = None  # shared: see apply.ensure_shared
     claim_name: str = ""
 
 
