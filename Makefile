@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
+# Entry points (kerasop, kerasop-train, ...) of this checkout's venv come first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 EXTRAS := operator,runtime,test
 
 CLUSTER ?= local

@@ -73,7 +73,8 @@ image_variant() { case $1 in runtime) echo "$VARIANT" ;; *) echo cpu ;; esac; }
 image_forbid() { case $1 in runtime) echo kopf ;; operator) echo "tensorflow tensorflow-cpu keras jax" ;; esac; }
 
 ensure_docker() {
-    docker info >/dev/null 2>&1 || "$ROOT/scripts/start-dockerd.sh" >&2 ||
+    # 9>&-: the engine must not inherit (and hold forever) the build lock.
+    docker info >/dev/null 2>&1 || "$ROOT/scripts/start-dockerd.sh" >&2 9>&- ||
         die "no Docker engine (scripts/start-dockerd.sh failed)"
 }
 

@@ -13,7 +13,6 @@ import contextlib
 import copy
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -68,8 +67,9 @@ class OperatorProcess:
         self.health_port = 0
 
     def command(self) -> list[str]:
-        script = shutil.which("kerasop-operator")
-        return [script] if script else [sys.executable, "-m", "kerasop_operator.main"]
+        # This interpreter's entry point: a `kerasop-operator` found on PATH may belong to
+        # another installation (another checkout, the system Python).
+        return [sys.executable, "-m", "kerasop_operator.main"]
 
     def start(self, **extra_env: str) -> None:
         assert self.proc is None
