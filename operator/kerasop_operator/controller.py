@@ -51,12 +51,17 @@ class TrainingResult:
 
 
 class ReconcileError(Exception):
-    """A child could not be written for a reason a retry alone will not fix soon."""
+    """A child could not be written for a reason a retry alone will not fix soon.
 
-    def __init__(self, reason: str, message: str) -> None:
+    ``permanent``: only a change of the resource can fix it (the API server refused the
+    child itself), so the operator stops retrying until the resource changes.
+    """
+
+    def __init__(self, reason: str, message: str, *, permanent: bool = False) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+        self.permanent = permanent
 
 
 def _apply_failure(exc: Exception) -> ReconcileError | None:
@@ -64,7 +69,26 @@ def _apply_failure(exc: Exception) -> ReconcileError | None:
     if isinstance(exc, apply.ChildConflict):
         return ReconcileError("NameConflict", str(exc))
     if isinstance(exc, ApiError) and not exc.transient:
-        return ReconcileError("ApplyFailed", f"{exc.reason or exc.status}: {exc.message}")
+        return ReconcileError(
+            "ApplyFailed",
+            f"{exc.reason or exc.status}: {exc.message}",
+            permanent=exc.status in (400, 422),  # BadRequest / Invalid: the object itself
+        )
+    return None
+
+
+def _standing_apply_error(body: dict[str, Any]) -> str | None:
+    """The ApplyFailed message reported for the current generation, if any.
+
+    A refused child is not retried until the spec changes, so a status refresh in
+    between (progress timer, Job events) must keep reporting it.
+    """
+    st = body.get("status") or {}
+    if st.get("observedGeneration") != (body.get("metadata") or {}).get("generation"):
+        return None
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Created" and c.get("reason") == "ApplyFailed":
+            return c.get("message") or "the API server refused the trainer's objects"
     return None
 
 
@@ -200,6 +224,8 @@ class Controller:
                 if spec_error
                 else self.kube.get(kube.JOB, namespace, training.trainer_job_name(name))
             )
+            if job is None and apply_error is None and not spec_error:
+                apply_error = _standing_apply_error(body)
             pods: list[dict[str, Any]] = []
             if job is not None:
                 pods = self.kube.list(

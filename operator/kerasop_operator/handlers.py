@@ -105,8 +105,11 @@ def _controller(memo: Any) -> Controller:
     return ctl
 
 
-def _retry(exc: Exception) -> kopf.TemporaryError:
+def _retry(exc: Exception) -> kopf.TemporaryError | kopf.PermanentError:
+    """How kopf goes on after a failed reconcile: retry later, or wait for a change."""
     if isinstance(exc, ReconcileError):
+        if exc.permanent:  # retrying the same spec fails the same way (and posts a Warning)
+            return kopf.PermanentError(str(exc))
         return kopf.TemporaryError(str(exc), delay=RETRY_DELAY * 2)
     return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=RETRY_DELAY)
 

@@ -5,10 +5,11 @@ The same flows run against a real kube-apiserver in tests/component/.
 
 from __future__ import annotations
 
+import kopf
 import pytest
-from kerasop_operator import apply
+from kerasop_operator import apply, handlers
 from kerasop_operator import kube as k
-from kerasop_operator.controller import Config, Controller, ReconcileError
+from kerasop_operator.controller import Config, Controller, ReconcileError, _apply_failure
 from kerasop_operator.kube import ApiError
 from opfactories import event_line, model_service, pod, terminated, training_job
 
@@ -197,12 +198,35 @@ def test_rejected_child_is_reported(fake, ctl, events):
         fake.create,
         lambda obj: refuse(obj) if obj["kind"] == "Job" else fake.create_orig(obj),
     )
-    with pytest.raises(ReconcileError, match="Required value"):
+    with pytest.raises(ReconcileError, match="Required value") as failure:
         ctl.reconcile_training("ml", "mnist")
-    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
-    created = [c for c in st["conditions"] if c["type"] == "Created"][0]
-    assert created["reason"] == "ApplyFailed"
-    assert ("Warning", "ApplyFailed") in [e[:2] for e in events]
+    assert failure.value.permanent, "422: only a spec change can fix it, no retry"
+    assert handlers._retry(failure.value).__class__ is kopf.PermanentError
+
+    def created_reason():
+        st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+        return next(c["reason"] for c in st["conditions"] if c["type"] == "Created")
+
+    assert created_reason() == "ApplyFailed"
+    assert [e[:2] for e in events if e[0] == "Warning"] == [("Warning", "ApplyFailed")]
+    # the progress timer refreshes status in between: the failure stays reported
+    ctl.sync_training_status("ml", "mnist", read_logs=True)
+    assert created_reason() == "ApplyFailed"
+    # a spec change (new generation) clears it until the next attempt says otherwise
+    fake.find("KerasTrainingJob", "ml", "mnist")["metadata"]["generation"] = 2
+    ctl.sync_training_status("ml", "mnist")
+    assert created_reason() == "Creating"
+
+
+def test_only_a_refused_object_is_a_permanent_failure():
+    def kopf_error(exc):
+        return handlers._retry(_apply_failure(exc))
+
+    assert isinstance(kopf_error(ApiError(422, "Invalid", "bad")), kopf.PermanentError)
+    assert isinstance(kopf_error(ApiError(400, "BadRequest", "bad")), kopf.PermanentError)
+    # a foreign object with our name may go away; RBAC may be fixed: retried, slowly
+    assert isinstance(kopf_error(apply.ChildConflict("Service s exists")), kopf.TemporaryError)
+    assert isinstance(kopf_error(ApiError(403, "Forbidden", "no")), kopf.TemporaryError)
 
 
 def test_status_sync_reads_termination_message_and_logs(fake, ctl, events):
