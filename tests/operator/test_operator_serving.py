@@ -130,6 +130,10 @@ def test_deployment_and_service():
     assert pod_spec["automountServiceAccountToken"] is False
     assert pod_spec["securityContext"]["runAsUser"] == 1000
     assert "affinity" not in pod_spec  # access modes unknown
+    # draining: the stopping pod keeps serving while the endpoints drop it, then gets
+    # SIGTERM and finishes what it holds, all within the grace period
+    hold = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 1 <= hold < pod_spec["terminationGracePeriodSeconds"] - 10
 
     svc = out.service
     assert svc["metadata"]["name"] == "mnist"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -101,28 +104,18 @@ def test_bad_arguments_exit_2(monkeypatch, argv) -> None:
     assert exc.value.code == 2
 
 
-def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense_local) -> None:
+@contextlib.contextmanager
+def server_process(store: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``kerasop-serve`` as a subprocess on a free port, ready; killed if still running."""
     port = free_port()
-    env = {
-        **os.environ,
-        "KERASOP_MODEL": DENSE,
-        "KERASOP_PORT": str(port),
-        "KERASOP_MODEL_VERSION": "1",
-    }
+    env = {**os.environ, "KERASOP_MODEL": DENSE, "KERASOP_PORT": str(port)}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kerasop_server.main",
-            "--store-root",
-            str(dense_store),
-            "--host",
-            "127.0.0.1",
-        ],
+        [sys.executable, "-m", "kerasop_server.main", "--store-root", str(store),
+         "--host", "127.0.0.1", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -135,6 +128,15 @@ def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense
                 pass
             assert time.monotonic() < deadline, "server not ready in 120 s"
             time.sleep(0.2)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense_local) -> None:
+    with server_process(dense_store, "--version", "1") as (proc, url):
         x = rows(2, seed=61)
         r = httpx.post(f"{url}/v1/models/{DENSE}:predict", json={"instances": x.tolist()})
         assert r.status_code == 200
@@ -145,7 +147,43 @@ def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense
         assert proc.wait(timeout=60) == 0
         output = proc.stdout.read().decode()
         assert "serving model dense-classifier version 1" in output
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+
+def refused(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/v2/health/live", timeout=1)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        pass
+    return False
+
+
+def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> None:
+    """A pod being stopped answers what it already accepted (the rest of draining, the
+    preStop hook that keeps it in the endpoints meanwhile, is the operator's)."""
+    hold = 4.0  # a lone request waits this long for a batch to fill: a slow request
+    x = rows(1, seed=62)
+    with server_process(dense_store, "--batch-timeout-ms", str(hold * 1000)) as (proc, url):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            answer = pool.submit(
+                httpx.post,
+                f"{url}/v1/models/{DENSE}:predict",
+                json={"instances": x.tolist()},
+                timeout=60,
+            )
+            time.sleep(1.0)  # sent and read by the server (checked below: it took > hold)
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not refused(url):  # the server stops accepting...
+                assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+                time.sleep(0.05)
+            assert not answer.done(), "the request was answered before the shutdown began"
+            r = answer.result()  # ... and still answers the request it holds
+        assert time.monotonic() - started >= hold
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(
+            r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
+        )
+        assert proc.wait(timeout=60) == 0
