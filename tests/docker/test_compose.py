@@ -164,7 +164,8 @@ def test_data_and_training_steps_succeeded(stack: Stack) -> None:
               if '"kerasop":' in line]  # fmt: skip
     done = [e for e in events if e["kerasop"] == "done"]
     assert done, events
-    assert done[-1]["modelName"] == MODEL and done[-1]["modelVersion"] >= 1
+    # a fresh project (its own volumes): the first version
+    assert (done[-1]["modelName"], done[-1]["modelVersion"]) == (MODEL, 1)
     assert done[-1]["epochsRun"] == 5
     assert done[-1]["metrics"]["accuracy"] >= 0.8
 
@@ -175,7 +176,11 @@ def test_services_run_unprivileged_on_a_read_only_root(stack: Stack) -> None:
         assert info["Config"]["User"] == "1000:1000"
         assert info["HostConfig"]["ReadonlyRootfs"] is True
         assert info["HostConfig"]["CapDrop"] == ["ALL"]
-    assert stack.container("serve")["State"]["Health"]["Status"] in ("healthy", "starting")
+    # the image's health check passes (it runs every 5 s once the server is up)
+    deadline = time.monotonic() + 60
+    while (health := stack.container("serve")["State"]["Health"]["Status"]) != "healthy":
+        assert health == "starting" and time.monotonic() < deadline, health
+        time.sleep(1)
 
 
 def test_v1_predict_matches_labels(stack: Stack) -> None:
@@ -207,7 +212,6 @@ def test_v2_infer_matches_v1(stack: Stack) -> None:
     assert status == 200, body
     out = body["outputs"][0]
     assert out["shape"] == [len(x), 1]
-    assert all(0.0 <= v <= 1.0 for v in out["data"])
     _, v1 = http("POST", f"{stack.url}/v1/models/{MODEL}:predict", {"instances": x})
     v1_probs = [p[0] if isinstance(p, list) else p for p in v1["predictions"]]
     assert out["data"] == pytest.approx(v1_probs, abs=1e-5)
