@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -24,14 +25,12 @@ from typing import Any
 
 import yaml
 
+from kerasop_operator import kube as k
+from kerasop_operator.kube import Kube
+
+from tests.support.kube import KubeCluster, free_port
+
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from kerasop_operator import kube as k  # noqa: E402
-from kerasop_operator.kube import Kube  # noqa: E402
-
-from tests.support.kube import KubeCluster, free_port  # noqa: E402
 
 RUNTIME_IMAGE = "kerasop-runtime:test"
 
@@ -315,9 +314,69 @@ def service_yaml(name: str, namespace: str, **spec: Any) -> str:
     return yaml.safe_dump(doc)
 
 
+# --------------------------------------------------------------------------------------------
+# "nothing happened" checks: wait until the operator is done, then watch for a while
+
+QUIET_SECONDS = 4.0  # > 2 retry delays of the tests' operator (KERASOP_RETRY_DELAY=1)
+CHILD_KINDS = (k.JOB, k.PVC, k.SERVICE_ACCOUNT, k.SERVICE, k.DEPLOYMENT, k.HPA, k.PDB)
+
+
+def handled(api: Kube, kind: k.Kind, namespace: str, name: str) -> dict[str, Any]:
+    """The configuration kopf recorded as handled (its diff base, empty if none).
+
+    kopf writes it once every create/update handler of a change has finished,
+    succeeded or failed for good, never while a retry is pending: per object, it says
+    "the operator is done with this change".
+    """
+    annotations = cr(api, kind, namespace, name)["metadata"].get("annotations") or {}
+    raw = annotations.get("kerasop.io/last-handled-configuration")
+    return json.loads(raw) if raw else {}
+
+
+def reconciles_settled(op: OperatorProcess) -> bool:
+    """Every reconcile the operator started has finished (counted at start and at end)."""
+    samples = op.metrics()
+    started = sum(v for (n, _), v in samples.items() if n == "kerasop_reconcile_total")
+    finished = sum(
+        v for (n, _), v in samples.items() if n == "kerasop_reconcile_duration_seconds_count"
+    )
+    return started > 0 and started == finished
+
+
+def stays(
+    fn: Callable[[], Any], *, seconds: float = QUIET_SECONDS, interval: float = 0.25, what: str = ""
+) -> None:
+    """Fail as soon as ``fn`` turns falsy within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = fn()
+        assert value, f"{what or fn} did not hold for {seconds}s: {value!r}"
+        time.sleep(interval)
+
+
+def children_versions(api: Kube, namespace: str) -> dict[tuple[str, str], str]:
+    """resourceVersion of every object of a child kind in ``namespace``."""
+    return {
+        (kind.kind, obj["metadata"]["name"]): obj["metadata"]["resourceVersion"]
+        for kind in CHILD_KINDS
+        for obj in api.list(kind, namespace)
+    }
+
+
 @contextlib.contextmanager
-def no_child_writes(op: OperatorProcess) -> Iterator[None]:
-    before = op.metric_sum("kerasop_child_writes_total")
+def no_child_writes(op: OperatorProcess, api: Kube, namespace: str) -> Iterator[None]:
+    """Neither the block nor a quiet window after it (once every reconcile has finished)
+    writes a child: the operator's write counter stays and no object in ``namespace``
+    changes."""
+    writes = op.metric_sum("kerasop_child_writes_total")
+    versions = children_versions(api, namespace)
     yield
-    after = op.metric_sum("kerasop_child_writes_total")
-    assert after == before, f"the operator wrote {after - before} child objects"
+    wait_for(lambda: reconciles_settled(op), what="reconciles in flight to finish")
+
+    def unchanged() -> bool:
+        written = op.metric_sum("kerasop_child_writes_total") - writes
+        assert written == 0, f"the operator wrote {written} child objects"
+        assert children_versions(api, namespace) == versions, "children changed"
+        return True
+
+    stays(unchanged, what="no child writes")

@@ -9,15 +9,19 @@ from kerasop_operator import kube as k
 from opcomponent import (
     RUNTIME_IMAGE,
     apply_yaml,
+    children_versions,
     complete_job,
     cr,
     events_for,
+    handled,
     job_yaml,
     no_child_writes,
+    reconciles_settled,
     service_yaml,
     set_job_status,
     set_pod_state,
     start_trainer_pod,
+    stays,
     trainer_job,
     wait_for,
 )
@@ -46,6 +50,17 @@ def wait_phase(api, namespace, name, phase, kind=k.TRAINING_JOB, timeout=30):
         timeout=timeout,
         what=f"{kind.kind} {name} phase {phase}",
     )
+
+
+def applied_fields(obj, manager):
+    """The fields ``manager`` owns through server-side apply (managedFields' fieldsV1)."""
+    entries = [
+        m
+        for m in obj["metadata"].get("managedFields") or []
+        if m["manager"] == manager and m["operation"] == "Apply"
+    ]
+    assert len(entries) == 1, obj["metadata"].get("managedFields")
+    return entries[0]["fieldsV1"]
 
 
 def version_arg(dep):
@@ -152,17 +167,12 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
 
     # Re-applying the same YAML is a no-op, and so is a re-reconcile (a label change).
     job_rv = trainer_job(api, namespace, "mnist")["metadata"]["resourceVersion"]
-    with no_child_writes(operator):
+    with no_child_writes(operator, api, namespace):
         assert "unchanged" in apply_yaml(cluster, text)
         cluster.kubectl("-n", namespace, "label", "kerastrainingjob", "mnist", "team=vision")
         wait_for(
-            lambda: (
-                operator.metric_sum(
-                    "kerasop_reconcile_total", kind="KerasTrainingJob", trigger="update"
-                )
-                >= 1
-            ),
-            what="update reconcile",
+            lambda: handled(api, k.TRAINING_JOB, namespace, "mnist")["metadata"]["labels"],
+            what="the label change handled",
         )
     assert trainer_job(api, namespace, "mnist")["metadata"]["resourceVersion"] == job_rv
     body = cr(api, k.TRAINING_JOB, namespace, "mnist")
@@ -276,18 +286,22 @@ def test_training_job_permanent_failure(cluster, api, operator, namespace):
         what="Failed event",
     )
     # a failed job is never restarted by the operator, even when its Job disappears
+    def job_deleted_reconciles():
+        return operator.metric_sum(
+            "kerasop_reconcile_total", kind="KerasTrainingJob", trigger="job-deleted"
+        )
+
+    before = job_deleted_reconciles()
     api.delete(k.JOB, namespace, "bad-trainer")
     wait_for(
-        lambda: (
-            operator.metric_sum(
-                "kerasop_reconcile_total", kind="KerasTrainingJob", trigger="job-deleted"
-            )
-            >= 1
-        ),
-        what="reconcile after Job deletion",
+        lambda: job_deleted_reconciles() > before and reconciles_settled(operator),
+        what="reconcile after Job deletion finished",
     )
-    assert trainer_job(api, namespace, "bad") is None
-    assert phase_of(api, namespace, "bad") == "Failed"
+    stays(
+        lambda: trainer_job(api, namespace, "bad") is None
+        and phase_of(api, namespace, "bad") == "Failed",
+        what="no new trainer Job, still Failed",
+    )
 
 
 def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace):
@@ -309,12 +323,43 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
     )
     assert "image" in cond(body, "Created")["message"]
     assert trainer_job(api, namespace, "broken") is None
-    wait_for(
-        lambda: any(
-            e["reason"] == "ApplyFailed"
+
+    def warnings():
+        return sum(
+            e.get("count") or 1
             for e in events_for(api, namespace, "broken", "KerasTrainingJob")
+            if e["reason"] == "ApplyFailed"
+        )
+
+    def creates():
+        return operator.metric_sum(
+            "kerasop_reconcile_total", kind="KerasTrainingJob", trigger="create"
+        )
+
+    # kopf records the creation as handled (failed for good) instead of retrying it
+    wait_for(
+        lambda: handled(api, k.TRAINING_JOB, namespace, "broken") and reconciles_settled(operator),
+        what="the creation handled, no retry pending",
+    )
+    assert warnings() == 1
+    attempts = creates()
+    stays(
+        lambda: (
+            warnings() == 1
+            and creates() == attempts
+            and cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created")["reason"]
+            == "ApplyFailed"
         ),
-        what="ApplyFailed event",
+        what="one Warning, no retry, the failure still reported",
+    )
+    assert trainer_job(api, namespace, "broken") is None
+    # fixing the spec is what makes the operator try again
+    apply_yaml(cluster, job_yaml("broken", namespace))
+    wait_for(lambda: trainer_job(api, namespace, "broken"), what="trainer Job after the fix")
+    wait_for(
+        lambda: cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created")["reason"]
+        == "JobCreated",
+        what="Created condition after the fix",
     )
 
 
@@ -512,12 +557,29 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
         ),
     )
     dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server"), what="Deployment")
-    assert "replicas" not in dep["spec"] or dep["spec"]["replicas"] == 1
     hpa = wait_for(lambda: api.get(k.HPA, namespace, "pinned"), what="HPA")
     assert (
         hpa["spec"]["scaleTargetRef"]["name"] == "pinned-server" and hpa["spec"]["maxReplicas"] == 3
     )
     assert api.get(k.PDB, namespace, "pinned") is None
+    # The HPA owns replicas: the operator's apply leaves them out (the API server defaults
+    # an omitted count to 1, so the value alone cannot tell)...
+    applied = applied_fields(dep, "kerasop-operator")["f:spec"]
+    assert "f:template" in applied and "f:replicas" not in applied
+    # ... and a count set by someone else (the HPA scaling up) survives a reconcile.
+    cluster.kubectl("-n", namespace, "scale", "deployment/pinned-server", "--replicas=3")
+    cluster.kubectl("-n", namespace, "label", "kerasmodelservice", "pinned", "team=vision")
+    wait_for(
+        lambda: (
+            handled(api, k.MODEL_SERVICE, namespace, "pinned")["metadata"]["labels"]
+            and reconciles_settled(operator)
+        ),
+        what="the label change handled",
+    )
+    stays(
+        lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server")["spec"]["replicas"] == 3,
+        what="the HPA's replica count",
+    )
     # turning autoscaling off removes the HPA
     apply_yaml(
         cluster,
@@ -564,16 +626,25 @@ def test_operator_restart_converges_without_duplicates(cluster, api, operator, n
     assert len(api.list(k.DEPLOYMENT, namespace)) == 1
     assert len([s for s in api.list(k.SERVICE, namespace)]) == 1
 
-    # a second restart with nothing changed writes no child at all
-    dep_rv = api.get(k.DEPLOYMENT, namespace, "mnist-server")["metadata"]["resourceVersion"]
+    # a second restart with nothing changed writes no child at all: every resource in the
+    # cluster is resumed (a fresh process: its counters start at zero)
+    resources = len(api.list(k.TRAINING_JOB)) + len(api.list(k.MODEL_SERVICE))
+    versions = children_versions(api, namespace)
     operator.restart()
     wait_for(
-        lambda: operator.metric_sum("kerasop_reconcile_total", trigger="resume") >= 2,
-        what="resume handlers",
+        lambda: (
+            operator.metric_sum("kerasop_reconcile_total", trigger="resume") >= resources
+            and reconciles_settled(operator)
+        ),
+        what=f"{resources} resume handlers finished",
     )
-    assert operator.metric_sum("kerasop_child_writes_total") == 0
-    assert api.get(k.DEPLOYMENT, namespace, "mnist-server")["metadata"]["resourceVersion"] == dep_rv
-    assert api.get(k.JOB, namespace, "mnist-trainer")["metadata"]["resourceVersion"] == job_rv
+    stays(
+        lambda: (
+            operator.metric_sum("kerasop_child_writes_total") == 0
+            and children_versions(api, namespace) == versions
+        ),
+        what="no child writes after the restart",
+    )
 
 
 def test_watch_namespaces_restricts_the_operator(cluster, api, operator, namespace):

@@ -3,7 +3,10 @@
 The chart's ClusterRole is rendered with ``helm template``, bound to a service
 account, and the operator process authenticates with that account's token
 (TokenRequest), then goes through a train -> serve flow. Any missing verb shows
-up as a 403 in the operator's log or as a flow that never converges.
+up as a 403 in the operator's log or as a flow that never converges. Each mode
+has its own release (service account, roles) and removes it afterwards, so the
+namespaced operator cannot borrow the cluster-wide grant; a write outside its
+namespace must be denied.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from tests.support.kube import CACHE, _script_output_dir
 
 pytestmark = pytest.mark.component
 
-RELEASE = "kop"
 SYSTEM_NS = "kerasop-system"
 
 
@@ -43,13 +45,13 @@ def helm_binary() -> str:
     return str(_script_output_dir("get-tools.sh") / "helm")
 
 
-def chart_rbac(*helm_args: str) -> tuple[str, list[dict]]:
+def chart_rbac(release: str, *helm_args: str) -> tuple[str, list[dict]]:
     """The operator's service account name and the RBAC objects the chart renders for it."""
     out = subprocess.run(
         [
             helm_binary(),
             "template",
-            RELEASE,
+            release,
             str(REPO / "charts" / "keras-operator"),
             "--namespace",
             SYSTEM_NS,
@@ -78,20 +80,34 @@ def chart_rbac(*helm_args: str) -> tuple[str, list[dict]]:
     return sa_name, wanted
 
 
+def can_write_jobs(cluster, kubeconfig, namespace: str) -> bool:
+    """Whether the identity of ``kubeconfig`` may create a Job in ``namespace`` (a real,
+    authorized request: server-side dry run)."""
+    result = cluster.kubectl(
+        "--kubeconfig", str(kubeconfig), "-n", namespace, "create", "job", "rbac-probe",
+        "--image=probe", "--dry-run=server", check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        assert "forbidden" in result.stderr, result.stderr
+    return result.returncode == 0
+
+
 @pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
 def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, tmp_path, mode):
+    elsewhere = f"{namespace}-elsewhere"
+    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}})
     if mode == "namespaced":
-        sa, objects = chart_rbac("--set", f"watchNamespaces[0]={namespace}")
+        sa, objects = chart_rbac("kop-ns", "--set", f"watchNamespaces[0]={namespace}")
         extra_env = {"KERASOP_WATCH_NAMESPACES": namespace}
         assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding"}
     else:
-        sa, objects = chart_rbac()
+        sa, objects = chart_rbac("kop-cw")
         extra_env = {}
+        assert {o["kind"] for o in objects} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
     cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
     for obj in objects:
-        obj["metadata"].setdefault("namespace", SYSTEM_NS) if obj[
-            "kind"
-        ] == "ServiceAccount" else None
+        if obj["kind"] == "ServiceAccount":
+            obj["metadata"].setdefault("namespace", SYSTEM_NS)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
     token = cluster.kubectl("-n", SYSTEM_NS, "create", "token", sa, "--duration=1h").stdout.strip()
     kubeconfig = tmp_path / "operator.kubeconfig"
@@ -115,6 +131,8 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
             }
         )
     )
+    assert can_write_jobs(cluster, kubeconfig, namespace)
+    assert can_write_jobs(cluster, kubeconfig, elsewhere) == (mode == "cluster-wide")
 
     operator.stop()
     try:
@@ -156,13 +174,9 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
         assert "Forbidden" not in log and " 403" not in log, log[-4000:]
     finally:
         operator.stop()
-        if mode == "namespaced":
-            cluster.kubectl(
-                "delete",
-                "-f",
-                "-",
-                "--ignore-not-found",
-                "--wait=false",
-                input=yaml.safe_dump_all([o for o in objects if o["kind"] != "ServiceAccount"]),
-            )
+        # this mode's account and grants go, so the next mode starts from nothing
+        cluster.kubectl(
+            "delete", "-f", "-", "--ignore-not-found", "--wait=false",
+            input=yaml.safe_dump_all(objects),
+        )  # fmt: skip
         operator.start()
