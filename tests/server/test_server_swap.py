@@ -153,7 +153,11 @@ def test_broken_version_is_skipped_and_pinned_server_stays(tmp_path: Path) -> No
 
     # Pinned to version 1: newer versions exist but are not served.
     with running_server(tmp_path, DENSE, version=1, poll_seconds=0.1) as pinned:
-        time.sleep(0.3)
+        # the store watch ends once the pinned version is loaded: nothing can move it after
+        deadline = time.monotonic() + 30
+        while not pinned.manager._watch_task.done():
+            assert time.monotonic() < deadline, "still watching the store"
+            time.sleep(0.05)
         assert pinned.manager.current.version == 1
         r = httpx.post(f"{pinned.url}/v1/models/{DENSE}:predict", json={"instances": X.tolist()})
         assert abs(r.json()["predictions"][0][0] - expected_output(m1)) < 1e-5
