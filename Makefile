@@ -40,7 +40,9 @@ test: setup tools
 	$(PY) -m pytest -q -ra -m "not e2e"
 	$(MAKE) e2e
 
-# The tiers that need nothing but Python (a minute or two).
+# The tiers that need no cluster, no Go and no Docker (a few minutes): Python, plus
+# helm (fetched and cached by cluster/get-tools.sh on first use) for the chart tests and
+# a Lua 5.1 interpreter (Debian: lua5.1) for the Argo CD health-check tests.
 test-unit: setup
 	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
 
