@@ -50,8 +50,14 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
         phase(f"retrained: version {new}")
 
         svc = e2e.wait_service_ready(DENSE, version=new, timeout=600)
+        # On the load generator's clock (it starts a little after load.t0, so an answer it
+        # times after this came after the rollout had finished). The old pod may still answer
+        # during its preStop window: new connections reach it until the endpoints drop it.
+        rolled_at = time.monotonic() - load.t0
+        dep = k.get("deployment", f"{DENSE}-server", ns)
+        drain = dep["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
         phase("service rolled forward")
-        time.sleep(5)  # a few more seconds of traffic on the new version
+        time.sleep(drain + 5)  # traffic past the drain window: only the new version may answer
         result = load.stop()
 
     shown = json.dumps(result, indent=1)
@@ -62,7 +68,11 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
     versions = result["versions"]
     assert str(old) in versions and str(new) in versions, (
         f"the clients must have seen version {old} and then {new}:\n{shown}")
-    assert versions[str(new)]["last"] >= versions[str(old)]["last"], shown
+    assert versions[str(old)]["last"] <= rolled_at + drain, (
+        f"version {old} still answered after the rollout to {new} had finished and its pod had"
+        f" drained (t={rolled_at:.1f}s + {drain}s):\n{shown}")
+    assert versions[str(new)]["last"] - versions[str(old)]["last"] >= 3, (
+        f"too little traffic after the rollout to show that only version {new} answers:\n{shown}")
     dep = e2e.kubectl.get("deployment", f"{DENSE}-server", ns)
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
     assert annotations.get("kerasop.io/model-version") == str(new), annotations

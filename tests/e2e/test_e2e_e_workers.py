@@ -3,7 +3,9 @@
 A job with ``workers: 2`` runs an Indexed Job of two trainer pods (JAX backend, each on
 its own shard). Both pods must demonstrably take part: each one's log has the trainer's
 start event with its own worker index and a shard of about half the rows, and both
-report epochs; the status counts two workers.
+report epochs; the status counts two workers. And they train one model together, not two
+models side by side: both end with the same (globally reduced) validation metrics, and
+only worker 0 publishes the version.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def test_e_two_workers_both_train(data: E2E, phase) -> None:
         by_index.setdefault(index, []).append(pod)
     assert sorted(by_index) == [0, 1], [p["metadata"]["name"] for p in pods]
 
-    starts = {}
+    starts, dones = {}, {}
     for index, group in by_index.items():
         pod = group[-1]
         assert pod["status"]["phase"] == "Succeeded", pod["status"]
@@ -57,9 +59,14 @@ def test_e_two_workers_both_train(data: E2E, phase) -> None:
         epochs = [e["epoch"] for e in events_in(log, "epoch")]
         assert epochs and max(epochs) == EPOCHS, f"worker {index} epochs {epochs}:\n{log[-3000:]}"
         starts[index] = start
+        done_events = events_in(log, "done")
+        assert done_events, f"worker {index}: no done event in its log:\n{log[-3000:]}"
+        dones[index] = done_events[-1]
     shards = [starts[i]["shardSize"] for i in (0, 1)]
     total = starts[0]["trainRows"]
     assert all(s > 0 for s in shards) and sum(shards) <= total, (shards, total)
     assert all(abs(s - total / 2) <= 1 for s in shards), f"uneven shards {shards} of {total}"
+    assert dones[0]["metrics"] == dones[1]["metrics"], f"two models, not one: {dones}"
+    assert dones[0]["modelVersion"] == 1 and dones[1].get("modelVersion") is None, dones
     phase.note(f"worker shards {shards} of {total} training rows, backend {starts[0]['backend']}")
     phase("both workers' logs checked")

@@ -3,11 +3,12 @@
 g1 a trainer pod deleted mid-training: the Job starts a new pod, which resumes from the
    last checkpoint (its start event's resumedFromEpoch) and the job succeeds, losing at
    most the epoch that was running;
-g2 the operator pod deleted mid-job: the new operator adopts the running trainer (no
-   second trainer pod or Job) and the job completes;
+g2 the operator pod deleted mid-job: the new operator is ready while the trainer still
+   runs, adopts it (no second trainer pod or Job) and the job completes;
 g3 a CSV with a non-numeric cell: Failed with BadData and the cell in status.failure, one
    pod, no restarts (no crash loop);
-g4 one of two server pods deleted under load: fewer than 1% of the requests fail.
+g4 one of two server pods deleted under load: no request fails (the deleted pod keeps
+   serving while it leaves the endpoints, its preStop hook, then finishes what it holds).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def test_g2_operator_pod_deleted_mid_job_no_duplicates(data: E2E, phase) -> None
     e2e = data
     name = "dense-opkill"
     k, ns = e2e.kubectl, e2e.namespace
-    k.apply(new_job(name, epochs=6, batch_size=SLOW_BATCH), ns)
+    k.apply(new_job(name, epochs=SLOW_EPOCHS, batch_size=SLOW_BATCH), ns)
     _running_trainer(e2e, name)
     job_uid = k.get("job.batch", f"{name}-trainer", ns)["metadata"]["uid"]
     old_ops = {p["metadata"]["name"] for p in e2e.operator_pods()}
@@ -106,15 +107,21 @@ def test_g2_operator_pod_deleted_mid_job_no_duplicates(data: E2E, phase) -> None
     pods_seen: set[str] = set()
     jobs_seen: set[str] = set()
     new_operator_ready = False
+    running_at_takeover: list[str] = []  # trainer pods running when the new operator was ready
     deadline = time.monotonic() + 900
     while True:
-        pods_seen |= {p["metadata"]["name"] for p in _trainer_pods(e2e, name)}
-        jobs_seen |= {j["metadata"]["uid"] for j in k.list("jobs", ns, f"{LABEL_TRAINING_JOB}={name}")}
         if not new_operator_ready:
             new_operator_ready = any(
                 p["metadata"]["name"] not in old_ops and condition(p, "Ready").get("status") == "True"
                 for p in e2e.operator_pods()
             )
+            if new_operator_ready:
+                running_at_takeover = [
+                    p["metadata"]["name"] for p in _trainer_pods(e2e, name)
+                    if "running" in ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
+                ]
+        pods_seen |= {p["metadata"]["name"] for p in _trainer_pods(e2e, name)}
+        jobs_seen |= {j["metadata"]["uid"] for j in k.list("jobs", ns, f"{LABEL_TRAINING_JOB}={name}")}
         obj = e2e.job(name) or {}
         phase_now = (obj.get("status") or {}).get("phase")
         if phase_now in ("Succeeded", "Failed") and new_operator_ready:
@@ -126,6 +133,9 @@ def test_g2_operator_pod_deleted_mid_job_no_duplicates(data: E2E, phase) -> None
         time.sleep(1)
     phase("new operator ready, job finished")
     phase.note(f"trainer pods seen: {sorted(pods_seen)}; trainer Jobs seen: {len(jobs_seen)}")
+    assert running_at_takeover, (
+        "the trainer had finished before the new operator was ready: nothing was taken over"
+        " (make the epochs slower)")
     assert phase_now == "Succeeded", json.dumps(obj.get("status"), indent=1)
     assert len(pods_seen) == 1, f"duplicate trainer pods: {sorted(pods_seen)}"
     assert jobs_seen == {job_uid}, f"the trainer Job was replaced: {jobs_seen} (was {job_uid})"
@@ -152,17 +162,24 @@ def test_g3_bad_csv_fails_with_reason_and_no_crash_loop(data: E2E, phase) -> Non
     assert cond.get("status") == "True" and cond.get("reason") == "BadData", shown
     assert st.get("completionTime"), shown
 
-    time.sleep(15)  # a crash loop would show more pods or restarts by now
-    pods = _trainer_pods(e2e, name)
-    assert len(pods) == 1, f"retried a permanent failure: {[p['metadata']['name'] for p in pods]}"
-    cs = pods[0]["status"]["containerStatuses"][0]
-    assert cs.get("restartCount", 0) == 0, cs
-    assert cs["state"]["terminated"]["exitCode"] == 3, cs
-    again = e2e.job(name)
-    assert again["status"]["phase"] == "Failed", again["status"]
-    job = k.get("job.batch", f"{name}-trainer", ns)
-    assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"]), job[
-        "status"]
+    # The Job controller's verdict is final (Failed: no more pods); from then on, watch that
+    # nothing restarts: a crash loop shows a second pod or a restart within its first back-off.
+    job = wait_for(
+        f"Job {name}-trainer Failed",
+        lambda: (j := k.get("job.batch", f"{name}-trainer", ns)) and any(
+            c["type"] == "Failed" and c["status"] == "True" for c in (j.get("status") or {}).get(
+                "conditions") or []) and j,
+        timeout=120, diagnose=e2e.job_diagnose(name),
+    )
+    assert (job["status"].get("failed"), job["status"].get("active", 0)) == (1, 0), job["status"]
+    watch_until = time.monotonic() + 12  # > the kubelet's first restart back-off (10 s)
+    while time.monotonic() < watch_until:
+        pods = _trainer_pods(e2e, name)
+        assert len(pods) == 1, f"retried a permanent failure: {[p['metadata']['name'] for p in pods]}"
+        cs = pods[0]["status"]["containerStatuses"][0]
+        assert cs.get("restartCount", 0) == 0 and cs["state"]["terminated"]["exitCode"] == 3, cs
+        assert e2e.job(name)["status"]["phase"] == "Failed"
+        time.sleep(1)
     phase("no retries, no restarts")
 
 
@@ -195,5 +212,7 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_service: dict, toolbo
     shown = json.dumps(result, indent=1)
     phase.note(f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed")
     assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
-    assert result["failed"] / result["total"] < 0.01, shown
+    # Draining gives zero: the preStop hook keeps the victim serving until the endpoints
+    # drop it, and SIGTERM lets it finish what it holds (as in scenario c's rollout).
+    assert result["failed"] == 0, shown
     e2e.wait_service_ready(DENSE, replicas=2, timeout=300)
