@@ -9,20 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kerasop_operator.kube import Kube
+from opcomponent import REPO, OperatorProcess
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from kerasop_operator.kube import Kube  # noqa: E402
-from opcomponent import REPO, OperatorProcess  # noqa: E402
-
-from tests.support.kube import KubeCluster, kube_cluster  # noqa: E402
+from tests.support.kube import KubeCluster, kube_cluster
 
 
 @pytest.fixture(scope="session")

@@ -24,33 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
 
+from tests.support import sample
 from tests.support.kube import KubeCluster, free_port
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 RUNTIME_IMAGE = "kerasop-runtime:test"
-
-
-def wait_for(
-    fn: Callable[[], Any], *, timeout: float = 30, interval: float = 0.2, what: str = ""
-) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail with its last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (AssertionError, KeyError, TypeError, IndexError) as exc:  # not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last={last!r}")
 
 
 class OperatorProcess:
@@ -94,7 +77,7 @@ class OperatorProcess:
                 start_new_session=True,
                 cwd=str(REPO),
             )
-        wait_for(self._healthy, timeout=60, what="operator liveness endpoint")
+        wait_for("operator liveness endpoint", self._healthy, timeout=60)
 
     def _healthy(self) -> bool:
         assert self.proc is not None
@@ -138,8 +121,8 @@ class OperatorProcess:
             text = r.read().decode()
         out = {}
         for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+            for point in family.samples:
+                out[(point.name, tuple(sorted(point.labels.items())))] = point.value
         return out
 
     def metric_sum(self, name: str, **labels: str) -> float:
@@ -285,23 +268,7 @@ def events_for(api: Kube, namespace: str, name: str, kind: str) -> list[dict[str
 
 
 def job_yaml(name: str, namespace: str, **extra: Any) -> str:
-    doc = {
-        "apiVersion": "kerasop.io/v1alpha1",
-        "kind": "KerasTrainingJob",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "data": {"format": "csv", "path": "train.csv"},
-            "model": {
-                "layers": [
-                    {"type": "Dense", "units": 10, "activation": "relu"},
-                    {"type": "Dense", "units": 1, "activation": "sigmoid"},
-                ]
-            },
-            "training": {"epochs": 3},
-            **extra,
-        },
-    }
-    return yaml.safe_dump(doc)
+    return yaml.safe_dump(sample.training_job(name, namespace, training={"epochs": 3}, **extra))
 
 
 def service_yaml(name: str, namespace: str, **spec: Any) -> str:
@@ -371,7 +338,7 @@ def no_child_writes(op: OperatorProcess, api: Kube, namespace: str) -> Iterator[
     writes = op.metric_sum("kerasop_child_writes_total")
     versions = children_versions(api, namespace)
     yield
-    wait_for(lambda: reconciles_settled(op), what="reconciles in flight to finish")
+    wait_for("reconciles in flight to finish", lambda: reconciles_settled(op))
 
     def unchanged() -> bool:
         written = op.metric_sum("kerasop_child_writes_total") - writes

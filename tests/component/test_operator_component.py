@@ -46,9 +46,9 @@ def cond(obj, type_):
 
 def wait_phase(api, namespace, name, phase, kind=k.TRAINING_JOB, timeout=30):
     return wait_for(
+        f"{kind.kind} {name} phase {phase}",
         lambda: phase_of(api, namespace, name, kind) == phase,
         timeout=timeout,
-        what=f"{kind.kind} {name} phase {phase}",
     )
 
 
@@ -114,15 +114,15 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
     text = job_yaml("mnist", namespace)
     apply_yaml(cluster, text)
     body = wait_for(
+        "status",
         lambda: (
             (cr(api, k.TRAINING_JOB, namespace, "mnist").get("status") or {}).get("phase")
             and cr(api, k.TRAINING_JOB, namespace, "mnist")
         ),
-        what="status",
     )
     uid = body["metadata"]["uid"]
 
-    job = wait_for(lambda: trainer_job(api, namespace, "mnist"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "mnist"))
     [owner] = job["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "KerasTrainingJob",
@@ -158,11 +158,11 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
         "no handler results in status"
     )
     wait_for(
+        "Created event",
         lambda: (
             "Created"
             in [e["reason"] for e in events_for(api, namespace, "mnist", "KerasTrainingJob")]
         ),
-        what="Created event",
     )
 
     # Re-applying the same YAML is a no-op, and so is a re-reconcile (a label change).
@@ -171,8 +171,8 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
         assert "unchanged" in apply_yaml(cluster, text)
         cluster.kubectl("-n", namespace, "label", "kerastrainingjob", "mnist", "team=vision")
         wait_for(
+            "the label change handled",
             lambda: handled(api, k.TRAINING_JOB, namespace, "mnist")["metadata"]["labels"],
-            what="the label change handled",
         )
     assert trainer_job(api, namespace, "mnist")["metadata"]["resourceVersion"] == job_rv
     body = cr(api, k.TRAINING_JOB, namespace, "mnist")
@@ -182,7 +182,7 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
 
 def test_training_job_runs_and_succeeds(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("mnist", namespace))
-    job = wait_for(lambda: trainer_job(api, namespace, "mnist"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "mnist"))
     pod = start_trainer_pod(api, job)
     set_pod_state(api, pod, "Running", {"running": {"startedAt": T0}})
     set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
@@ -200,22 +200,22 @@ def test_training_job_runs_and_succeeds(cluster, api, operator, namespace):
     assert st["completionTime"] == T1 and st["progress"] == "3/3"
     assert st["modelClaimName"] == "mnist-models"
     reasons = wait_for(
+        "phase events",
         lambda: (
             (r := [e["reason"] for e in events_for(api, namespace, "mnist", "KerasTrainingJob")])
             and {"Created", "Running", "Succeeded"} <= set(r)
             and r
         ),
-        what="phase events",
     )
     assert reasons.count("Succeeded") == 1
     # the progress timer's finalizer is gone once the job is finished; kopf's bookkeeping
     # lives in kerasop.io/ annotations only, never in status
     body = wait_for(
+        "finalizer removed",
         lambda: (
             not (b := cr(api, k.TRAINING_JOB, namespace, "mnist"))["metadata"].get("finalizers")
             and b
         ),
-        what="finalizer removed",
     )
     assert all(
         a.startswith("kerasop.io/") or a.startswith("kubectl.kubernetes.io/")
@@ -227,7 +227,7 @@ def test_training_job_runs_and_succeeds(cluster, api, operator, namespace):
 
 def test_training_job_permanent_failure(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("bad", namespace))
-    job = wait_for(lambda: trainer_job(api, namespace, "bad"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "bad"))
     pod = start_trainer_pod(api, job)
     failed = json.dumps(
         {
@@ -279,12 +279,13 @@ def test_training_job_permanent_failure(cluster, api, operator, namespace):
     }
     assert cond(body, "Failed")["reason"] == "BadData"
     wait_for(
+        "Failed event",
         lambda: any(
             e["reason"] == "Failed" and e["type"] == "Warning"
             for e in events_for(api, namespace, "bad", "KerasTrainingJob")
         ),
-        what="Failed event",
     )
+
     # a failed job is never restarted by the operator, even when its Job disappears
     def job_deleted_reconciles():
         return operator.metric_sum(
@@ -294,12 +295,14 @@ def test_training_job_permanent_failure(cluster, api, operator, namespace):
     before = job_deleted_reconciles()
     api.delete(k.JOB, namespace, "bad-trainer")
     wait_for(
+        "reconcile after Job deletion finished",
         lambda: job_deleted_reconciles() > before and reconciles_settled(operator),
-        what="reconcile after Job deletion finished",
     )
     stays(
-        lambda: trainer_job(api, namespace, "bad") is None
-        and phase_of(api, namespace, "bad") == "Failed",
+        lambda: (
+            trainer_job(api, namespace, "bad") is None
+            and phase_of(api, namespace, "bad") == "Failed"
+        ),
         what="no new trainer Job, still Failed",
     )
 
@@ -314,12 +317,12 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
     )
     apply_yaml(cluster, text)
     body = wait_for(
+        "ApplyFailed condition",
         lambda: (
             (c := cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created"))
             and c["reason"] == "ApplyFailed"
             and cr(api, k.TRAINING_JOB, namespace, "broken")
         ),
-        what="ApplyFailed condition",
     )
     assert "image" in cond(body, "Created")["message"]
     assert trainer_job(api, namespace, "broken") is None
@@ -338,8 +341,8 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
 
     # kopf records the creation as handled (failed for good) instead of retrying it
     wait_for(
+        "the creation handled, no retry pending",
         lambda: handled(api, k.TRAINING_JOB, namespace, "broken") and reconciles_settled(operator),
-        what="the creation handled, no retry pending",
     )
     assert warnings() == 1
     attempts = creates()
@@ -355,11 +358,12 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
     assert trainer_job(api, namespace, "broken") is None
     # fixing the spec is what makes the operator try again
     apply_yaml(cluster, job_yaml("broken", namespace))
-    wait_for(lambda: trainer_job(api, namespace, "broken"), what="trainer Job after the fix")
+    wait_for("trainer Job after the fix", lambda: trainer_job(api, namespace, "broken"))
     wait_for(
-        lambda: cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created")["reason"]
-        == "JobCreated",
-        what="Created condition after the fix",
+        "Created condition after the fix",
+        lambda: (
+            cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created")["reason"] == "JobCreated"
+        ),
     )
 
 
@@ -373,12 +377,12 @@ def test_multi_worker_job(cluster, api, operator, namespace):
             output={"storage": {"size": "2Gi", "accessMode": "ReadWriteMany", "retain": False}},
         ),
     )
-    job = wait_for(lambda: trainer_job(api, namespace, "dist"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "dist"))
     uid = cr(api, k.TRAINING_JOB, namespace, "dist")["metadata"]["uid"]
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     assert job["spec"]["template"]["spec"]["subdomain"] == "dist-workers"
-    svc = wait_for(lambda: api.get(k.SERVICE, namespace, "dist-workers"), what="workers Service")
+    svc = wait_for("workers Service", lambda: api.get(k.SERVICE, namespace, "dist-workers"))
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["metadata"]["ownerReferences"][0]["uid"] == uid
     env = {
@@ -400,12 +404,12 @@ def test_multi_worker_job(cluster, api, operator, namespace):
 
 def test_suspend_and_resume(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("pause", namespace))
-    job = wait_for(lambda: trainer_job(api, namespace, "pause"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "pause"))
     assert job["spec"]["suspend"] is False
     apply_yaml(cluster, job_yaml("pause", namespace, suspend=True))
     wait_for(
+        "Job suspended",
         lambda: trainer_job(api, namespace, "pause")["spec"]["suspend"] is True,
-        what="Job suspended",
     )
     wait_phase(api, namespace, "pause", "Suspended")
     body = cr(api, k.TRAINING_JOB, namespace, "pause")
@@ -414,17 +418,17 @@ def test_suspend_and_resume(cluster, api, operator, namespace):
     old_uid = trainer_job(api, namespace, "pause")["metadata"]["uid"]
     apply_yaml(cluster, job_yaml("pause", namespace, suspend=True, resources={"memory": "2Gi"}))
     new = wait_for(
+        "Job recreated",
         lambda: (
             (j := trainer_job(api, namespace, "pause")) and j["metadata"]["uid"] != old_uid and j
         ),
-        what="Job recreated",
     )
     assert (
         new["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
     )
     apply_yaml(cluster, job_yaml("pause", namespace, suspend=False, resources={"memory": "2Gi"}))
     wait_for(
-        lambda: trainer_job(api, namespace, "pause")["spec"]["suspend"] is False, what="Job resumed"
+        "Job resumed", lambda: trainer_job(api, namespace, "pause")["spec"]["suspend"] is False
     )
     wait_phase(api, namespace, "pause", "Pending")
     assert len(api.list(k.JOB, namespace)) == 1
@@ -435,19 +439,19 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
         cluster, service_yaml("mnist", namespace, model={"trainingJob": "mnist"}, replicas=2)
     )
     wait_for(
+        "TrainingJobNotFound",
         lambda: (
             (c := cond(cr(api, k.MODEL_SERVICE, namespace, "mnist"), "Ready"))
             and c["reason"] == "TrainingJobNotFound"
         ),
-        what="TrainingJobNotFound",
     )
     apply_yaml(cluster, job_yaml("mnist", namespace))
     wait_for(
+        "WaitingForModel",
         lambda: (
             (c := cond(cr(api, k.MODEL_SERVICE, namespace, "mnist"), "Ready"))
             and c["reason"] == "WaitingForModel"
         ),
-        what="WaitingForModel",
     )
     svc_body = cr(api, k.MODEL_SERVICE, namespace, "mnist")
     assert svc_body["status"]["phase"] == "Pending"
@@ -460,9 +464,9 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
     )
     assert service["metadata"]["ownerReferences"][0]["uid"] == svc_body["metadata"]["uid"]
 
-    job = wait_for(lambda: trainer_job(api, namespace, "mnist"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "mnist"))
     finish_successfully(api, job, 1)
-    dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "mnist-server"), what="Deployment")
+    dep = wait_for("Deployment", lambda: api.get(k.DEPLOYMENT, namespace, "mnist-server"))
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--version") + 1] == "1"
     assert dep["spec"]["replicas"] == 2
@@ -471,7 +475,7 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
         "readOnly": True,
     }
     assert dep["metadata"]["ownerReferences"][0]["uid"] == svc_body["metadata"]["uid"]
-    pdb = wait_for(lambda: api.get(k.PDB, namespace, "mnist"), what="PDB")
+    pdb = wait_for("PDB", lambda: api.get(k.PDB, namespace, "mnist"))
     assert pdb["spec"]["minAvailable"] == 1
     assert api.get(k.HPA, namespace, "mnist") is None
 
@@ -495,24 +499,24 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
 
     roll_out(dep)
     wait_for(
+        "servingVersion 1",
         lambda: cr(api, k.MODEL_SERVICE, namespace, "mnist")["status"].get("servingVersion") == 1,
-        what="servingVersion 1",
     )
     st = cr(api, k.MODEL_SERVICE, namespace, "mnist")["status"]
     assert (st["phase"], st["ready"]) == ("Ready", "2/2")
 
     # retrain: delete the job (and, as the garbage collector would, its Job and pods), recreate it
     cluster.kubectl("-n", namespace, "delete", "kerastrainingjob", "mnist", "--wait=false")
-    wait_for(lambda: api.get(k.TRAINING_JOB, namespace, "mnist") is None, what="job deleted")
+    wait_for("job deleted", lambda: api.get(k.TRAINING_JOB, namespace, "mnist") is None)
     api.delete(k.JOB, namespace, "mnist-trainer")
     for p in api.list(k.POD, namespace):
         api.delete(k.POD, namespace, p["metadata"]["name"])
     wait_for(
+        "ModelAvailable False",
         lambda: (
             (c := cond(cr(api, k.MODEL_SERVICE, namespace, "mnist"), "ModelAvailable"))
             and c["reason"] == "TrainingJobNotFound"
         ),
-        what="ModelAvailable False",
     )
     assert (
         api.get(k.DEPLOYMENT, namespace, "mnist-server")["metadata"]["generation"]
@@ -520,13 +524,13 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
     ), "the server keeps serving while the job is gone"
 
     apply_yaml(cluster, job_yaml("mnist", namespace))
-    job = wait_for(lambda: trainer_job(api, namespace, "mnist"), what="new trainer Job")
+    job = wait_for("new trainer Job", lambda: trainer_job(api, namespace, "mnist"))
     finish_successfully(api, job, 2)
     dep2 = wait_for(
+        "Deployment rolled to version 2",
         lambda: (
             (d := api.get(k.DEPLOYMENT, namespace, "mnist-server")) and version_arg(d) == "2" and d
         ),
-        what="Deployment rolled to version 2",
     )
     assert dep2["spec"]["template"]["metadata"]["annotations"]["kerasop.io/model-version"] == "2"
     assert len(api.list(k.DEPLOYMENT, namespace)) == 1
@@ -534,15 +538,15 @@ def test_service_follows_job_versions(cluster, api, operator, namespace):
     assert st["servingVersion"] == 1, "old version served until the rollout completes"
     roll_out(dep2)
     wait_for(
+        "servingVersion 2",
         lambda: cr(api, k.MODEL_SERVICE, namespace, "mnist")["status"].get("servingVersion") == 2,
-        what="servingVersion 2",
     )
     wait_for(
+        "Serving event",
         lambda: any(
             e["reason"] == "Serving" and "version 2" in e.get("message", "")
             for e in events_for(api, namespace, "mnist", "KerasModelService")
         ),
-        what="Serving event",
     )
 
 
@@ -556,8 +560,8 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
             autoscaling={"minReplicas": 1, "maxReplicas": 3},
         ),
     )
-    dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server"), what="Deployment")
-    hpa = wait_for(lambda: api.get(k.HPA, namespace, "pinned"), what="HPA")
+    dep = wait_for("Deployment", lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server"))
+    hpa = wait_for("HPA", lambda: api.get(k.HPA, namespace, "pinned"))
     assert (
         hpa["spec"]["scaleTargetRef"]["name"] == "pinned-server" and hpa["spec"]["maxReplicas"] == 3
     )
@@ -570,11 +574,11 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
     cluster.kubectl("-n", namespace, "scale", "deployment/pinned-server", "--replicas=3")
     cluster.kubectl("-n", namespace, "label", "kerasmodelservice", "pinned", "team=vision")
     wait_for(
+        "the label change handled",
         lambda: (
             handled(api, k.MODEL_SERVICE, namespace, "pinned")["metadata"]["labels"]
             and reconciles_settled(operator)
         ),
-        what="the label change handled",
     )
     stays(
         lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server")["spec"]["replicas"] == 3,
@@ -590,20 +594,20 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
             replicas=2,
         ),
     )
-    wait_for(lambda: api.get(k.HPA, namespace, "pinned") is None, what="HPA removed")
-    wait_for(lambda: api.get(k.PDB, namespace, "pinned"), what="PDB")
+    wait_for("HPA removed", lambda: api.get(k.HPA, namespace, "pinned") is None)
+    wait_for("PDB", lambda: api.get(k.PDB, namespace, "pinned"))
     # drift: someone edits the Deployment; the operator puts it back
     api.merge_patch(k.DEPLOYMENT, namespace, "pinned-server", {"spec": {"replicas": 5}})
     wait_for(
+        "drift corrected",
         lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server")["spec"]["replicas"] == 2,
-        what="drift corrected",
     )
 
 
 def test_operator_restart_converges_without_duplicates(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("mnist", namespace))
     apply_yaml(cluster, service_yaml("mnist", namespace, model={"trainingJob": "mnist"}))
-    job = wait_for(lambda: trainer_job(api, namespace, "mnist"), what="trainer Job")
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "mnist"))
     pod = start_trainer_pod(api, job)
     set_pod_state(api, pod, "Running", {"running": {}})
     set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
@@ -617,7 +621,7 @@ def test_operator_restart_converges_without_duplicates(cluster, api, operator, n
 
     wait_phase(api, namespace, "mnist", "Succeeded")
     dep = wait_for(
-        lambda: api.get(k.DEPLOYMENT, namespace, "mnist-server"), what="Deployment after restart"
+        "Deployment after restart", lambda: api.get(k.DEPLOYMENT, namespace, "mnist-server")
     )
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--version") + 1] == "1"
@@ -632,11 +636,11 @@ def test_operator_restart_converges_without_duplicates(cluster, api, operator, n
     versions = children_versions(api, namespace)
     operator.restart()
     wait_for(
+        f"{resources} resume handlers finished",
         lambda: (
             operator.metric_sum("kerasop_reconcile_total", trigger="resume") >= resources
             and reconciles_settled(operator)
         ),
-        what=f"{resources} resume handlers finished",
     )
     stays(
         lambda: (
@@ -655,11 +659,11 @@ def test_watch_namespaces_restricts_the_operator(cluster, api, operator, namespa
         operator.start(KERASOP_WATCH_NAMESPACES=namespace)
         apply_yaml(cluster, job_yaml("seen", namespace))
         apply_yaml(cluster, job_yaml("ignored", other))
-        wait_for(lambda: trainer_job(api, namespace, "seen"), what="Job in the watched namespace")
+        wait_for("Job in the watched namespace", lambda: trainer_job(api, namespace, "seen"))
         assert trainer_job(api, other, "ignored") is None
         assert "status" not in cr(api, k.TRAINING_JOB, other, "ignored")
     finally:
         operator.stop()
         operator.start()
     # back to all namespaces: the ignored job is picked up on start
-    wait_for(lambda: trainer_job(api, other, "ignored"), what="Job once all namespaces are watched")
+    wait_for("Job once all namespaces are watched", lambda: trainer_job(api, other, "ignored"))

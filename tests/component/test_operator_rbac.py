@@ -103,7 +103,11 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
     else:
         sa, objects = chart_rbac("kop-cw")
         extra_env = {}
-        assert {o["kind"] for o in objects} == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+        assert {o["kind"] for o in objects} == {
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+        }
     cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
     for obj in objects:
         if obj["kind"] == "ServiceAccount":
@@ -141,14 +145,14 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
         apply_yaml(
             cluster, service_yaml("rbac", namespace, model={"trainingJob": "rbac"}, replicas=2)
         )
-        job = wait_for(lambda: trainer_job(api, namespace, "rbac"), what="trainer Job")
-        wait_for(lambda: api.get(k.SERVICE, namespace, "rbac-workers"), what="workers Service")
+        job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "rbac"))
+        wait_for("workers Service", lambda: api.get(k.SERVICE, namespace, "rbac-workers"))
         pod = start_trainer_pod(api, job, index=0)
         set_pod_state(api, pod, "Running", {"running": {}})
         set_job_status(api, job, {"active": 2, "ready": 1, "startTime": "2026-11-26T10:00:00Z"})
         wait_for(
+            "Running",
             lambda: cr(api, k.TRAINING_JOB, namespace, "rbac")["status"].get("phase") == "Running",
-            what="Running",
         )
         done = (
             '{"kerasop":"done","modelName":"rbac","modelVersion":1,'
@@ -156,19 +160,19 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
         )
         set_pod_state(api, pod, "Succeeded", {"terminated": {"exitCode": 0, "message": done}})
         complete_job(api, job, "2026-11-26T10:03:00Z", succeeded=2)
-        dep = wait_for(lambda: api.get(k.DEPLOYMENT, namespace, "rbac-server"), what="Deployment")
+        dep = wait_for("Deployment", lambda: api.get(k.DEPLOYMENT, namespace, "rbac-server"))
         assert "--version" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
-        wait_for(lambda: api.get(k.PDB, namespace, "rbac"), what="PDB")
+        wait_for("PDB", lambda: api.get(k.PDB, namespace, "rbac"))
         wait_for(
+            "events posted with the operator's own identity",
             lambda: (
                 {"Created", "Running", "Succeeded"}
                 <= {e["reason"] for e in events_for(api, namespace, "rbac", "KerasTrainingJob")}
             ),
-            what="events posted with the operator's own identity",
         )
         wait_for(
+            "finalizer removed",
             lambda: not cr(api, k.TRAINING_JOB, namespace, "rbac")["metadata"].get("finalizers"),
-            what="finalizer removed",
         )
         log = operator.logs(100000)
         assert "Forbidden" not in log and " 403" not in log, log[-4000:]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,10 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from e2ekit import (  # noqa: E402
+from e2ekit import (
     CRDS,
     E2E_DIR,
     LABEL_PART_OF,

@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.waiting import wait_for  # noqa: F401 - the scenarios' waiting helper
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -300,60 +301,6 @@ class Diagnostics:
         if operator:
             parts.append("--- operator log (tail) ---\n" + self.operator_logs())
         return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# waiting
-
-
-def wait_for(
-    what: str,
-    probe: Callable[[], Any],
-    *,
-    timeout: float,
-    interval: float = 2.0,
-    diagnose: Callable[[], str] | None = None,
-    fail_if: Callable[[Any], str | None] | None = None,
-) -> Any:
-    """Poll ``probe`` until it returns something truthy; return that value.
-
-    ``fail_if(value)`` may return a message to stop early (e.g. a job that Failed while we
-    wait for Succeeded). On timeout or early stop, fails with ``diagnose()`` appended.
-    Exceptions of ``probe`` (a flaky API call) are retried and shown if time runs out.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            last = probe()
-            last_exc = None
-        except E2EError as exc:
-            last_exc = exc
-            last = None
-        if last:
-            return last
-        if fail_if is not None:
-            reason = fail_if(last)
-            if reason:
-                _fail(f"while waiting for {what}: {reason}", last, last_exc, diagnose)
-        if time.monotonic() > deadline:
-            _fail(f"timed out after {timeout:.0f}s waiting for {what}", last, last_exc, diagnose)
-        time.sleep(interval)
-
-
-def _fail(msg: str, last: Any, exc: BaseException | None, diagnose: Callable[[], str] | None) -> None:
-    parts = [msg]
-    if exc is not None:
-        parts.append(f"last error: {exc}")
-    elif last is not None and not isinstance(last, bool):
-        parts.append(f"last value: {str(last)[:2000]}")
-    if diagnose is not None:
-        try:
-            parts.append(diagnose())
-        except Exception as dexc:  # noqa: BLE001 - diagnostics must not hide the failure
-            parts.append(f"(diagnostics failed: {dexc})")
-    pytest.fail("\n".join(parts), pytrace=False)
 
 
 def condition(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:

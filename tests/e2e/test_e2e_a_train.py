@@ -69,7 +69,8 @@ def test_a_article_dense_job_succeeds_and_writes_model(
     assert [d for d in model_root if d.isdigit()] == ["1"], (
         f"exactly one version directory expected in /models/{DENSE}: {model_root}"
     )
-    assert not [d for d in model_root if d.startswith(".tmp") or d.endswith(".tmp")], model_root
+    assert [d for d in model_root if not d.isdigit()] == [], (
+        f"no staging (.staging-*) or checkpoint directory may be left: {model_root}")
 
     md = json.loads(e2e.kubectl.exec(TOOLBOX, e2e.namespace, "cat", f"{vdir}/metadata.json").stdout)
     assert md["name"] == DENSE, md

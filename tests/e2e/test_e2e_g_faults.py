@@ -183,18 +183,23 @@ def test_g3_bad_csv_fails_with_reason_and_no_crash_loop(data: E2E, phase) -> Non
     phase("no retries, no restarts")
 
 
-def test_g4_server_pod_deleted_under_load(data: E2E, dense_service: dict, toolbox: str, phase) -> None:
+def test_g4_server_pod_deleted_under_load(data: E2E, dense_job: dict, toolbox: str, phase) -> None:
     e2e = data
     k, ns = e2e.kubectl, e2e.namespace
-    k.run("patch", "kerasmodelservice", DENSE, "-n", ns, "--type=merge", "-p",
-          '{"spec":{"replicas":2}}')
-    e2e.wait_service_ready(DENSE, replicas=2, timeout=600)
-    assert k.get("poddisruptionbudget", DENSE, ns) is not None, "2 replicas: a PDB is expected"
-    phase("scaled to 2 ready server pods")
-    selector = f"{LABEL_MODEL_SERVICE}={DENSE}"
+    name = "dense-podkill"  # a service of its own (two replicas) for the trained dense model
+    st = dense_job["status"]
+    k.apply({
+        "apiVersion": "kerasop.io/v1alpha1", "kind": "KerasModelService", "metadata": {"name": name},
+        "spec": {"model": {"name": DENSE, "claimName": st["modelClaimName"],
+                           "version": st["modelVersion"]}, "replicas": 2},
+    }, ns)
+    e2e.wait_service_ready(name, replicas=2, timeout=600)
+    assert k.get("poddisruptionbudget", name, ns) is not None, "2 replicas: a PDB is expected"
+    phase("2 ready server pods")
+    selector = f"{LABEL_MODEL_SERVICE}={name}"
     before = {p["metadata"]["name"] for p in k.list("pods", ns, selector)}
     victim = sorted(before)[0]
-    with LoadGen(e2e, DENSE, DENSE, tag="podkill") as load:
+    with LoadGen(e2e, name, DENSE, tag="podkill") as load:
         time.sleep(8)
         k.delete("pod", victim, ns)
 
@@ -205,7 +210,7 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_service: dict, toolbo
             return fresh and len([p for p in pods if condition(p, "Ready").get("status") == "True"]) >= 2
 
         wait_for("a replacement server pod Ready", replaced, timeout=300,
-                 diagnose=e2e.service_diagnose(DENSE))
+                 diagnose=e2e.service_diagnose(name))
         phase("victim replaced under load")
         time.sleep(5)
         result = load.stop()
@@ -215,4 +220,5 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_service: dict, toolbo
     # Draining gives zero: the preStop hook keeps the victim serving until the endpoints
     # drop it, and SIGTERM lets it finish what it holds (as in scenario c's rollout).
     assert result["failed"] == 0, shown
-    e2e.wait_service_ready(DENSE, replicas=2, timeout=300)
+    e2e.wait_service_ready(name, replicas=2, timeout=300)
+    k.delete("kerasmodelservice", name, ns)

@@ -3,7 +3,8 @@
 Deleting every KerasTrainingJob and KerasModelService removes their children (trainer
 Jobs and pods, Deployments, Services, PDBs) but not the model volumes: the versions are
 still there. ``helm uninstall`` then leaves nothing of the operator behind but the CRDs
-(Helm never deletes them) and the kept volumes. Runs last (file order).
+(Helm never deletes them) and the kept volumes. Runs last in a whole-suite run (file
+order: it uninstalls the operator); alone, it uses the dense job and service it asks for.
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def _leftovers(e2e: E2E) -> list[str]:
     return found
 
 
-def test_h_delete_resources_then_uninstall_leaves_models_and_crds(data: E2E, toolbox: str, phase) -> None:
+def test_h_delete_resources_then_uninstall_leaves_models_and_crds(
+    data: E2E, dense_service: dict, toolbox: str, phase
+) -> None:
     e2e = data
     k, ns = e2e.kubectl, e2e.namespace
     claims_before = {p["metadata"]["name"] for p in k.list("pvc", ns)}
     assert f"{DENSE}-models" in claims_before, claims_before
-    assert _operator_children(e2e), "nothing to delete: did the earlier scenarios run?"
+    assert _operator_children(e2e), "the dense job and service made no children"
     store_before = _store_listing(e2e)
     assert f"{DENSE}/1/model.keras" in store_before, store_before
 

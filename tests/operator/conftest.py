@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from opfactories import FakeKube  # noqa: E402
+from opfactories import FakeKube
 
 
 @pytest.fixture

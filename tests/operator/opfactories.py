@@ -16,26 +16,15 @@ from typing import Any
 from kerasop_operator import kube as k
 from kerasop_operator.kube import ApiError
 
+from tests.support import sample
+
 NOW = "2026-11-26T10:00:00Z"
 LATER = "2026-11-26T10:05:00Z"
 
 
 def training_job(name: str = "mnist", namespace: str = "ml", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "kerasop.io/v1alpha1",
-        "kind": "KerasTrainingJob",
-        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
-        "spec": {
-            "data": {"format": "csv", "path": "train.csv"},
-            "model": {
-                "layers": [
-                    {"type": "Dense", "units": 10, "activation": "relu"},
-                    {"type": "Dense", "units": 1, "activation": "sigmoid"},
-                ]
-            },
-        },
-    }
-    body["spec"].update(spec)
+    body = sample.training_job(name, namespace, **spec)
+    body["metadata"].update(uid=f"uid-{name}", generation=1)  # what the API server adds
     return body
 
 

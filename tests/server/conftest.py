@@ -7,11 +7,8 @@ Models are built here, not by the trainer, and published with
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 import keras
 import pytest

@@ -6,15 +6,13 @@ Training runs for real on small generated data on the CPU.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasop_trainer import sample_data
+from kerasop_trainer import sample_data  # noqa: E402 - after the log level is set
 
 
 @pytest.fixture(scope="session")
