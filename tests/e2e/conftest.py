@@ -462,7 +462,7 @@ def operator(e2e: E2E) -> Iterator[E2E]:
             lambda: any(
                 condition(p, "Ready").get("status") == "True" for p in e2e.operator_pods()
             ),
-            timeout=180,
+            interval=2, timeout=180,
             diagnose=lambda: Diagnostics(k, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).report(),
         )
     except BaseException:

@@ -49,7 +49,7 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
         wait_for(
             "the old trainer Job to be garbage-collected",
             lambda: k.get("job.batch", f"{NAME}-trainer", ns) is None,
-            timeout=120,
+            interval=2, timeout=120,
             diagnose=e2e.job_diagnose(NAME),
         )
         svc = e2e.service(NAME)

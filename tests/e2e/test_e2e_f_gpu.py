@@ -53,7 +53,7 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
     _patch_gpus(e2e, "add")
     try:
         wait_for(f"node {e2e.node} to advertise {GPU}: 1", lambda: _allocatable(e2e) == "1",
-                 timeout=60)
+                 interval=2, timeout=60)
         phase("fake GPU advertised")
         jobs = [
             new_job(name, epochs=4, batch_size=8, resources={"gpus": 1},
@@ -74,7 +74,7 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
             return cond.get("reason") == "Unschedulable" and (running[0], waiting[0])
 
         first, second = wait_for(
-            "one GPU job scheduled and the other Unschedulable", one_runs_one_waits, timeout=300,
+            "one GPU job scheduled and the other Unschedulable", one_runs_one_waits, interval=2, timeout=300,
             diagnose=lambda: e2e.diag.report(objects=[("kerastrainingjob", j) for j in JOBS]),
         )
         pod = _pod(e2e, first)
@@ -92,7 +92,7 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
 
         waiting = wait_for(
             f"KerasTrainingJob {second} Pending with reason Unschedulable ({GPU}) in its status",
-            pending_with_reason, timeout=120,
+            pending_with_reason, interval=2, timeout=120,
             diagnose=lambda: e2e.diag.report(objects=[("kerastrainingjob", second)]),
             fail_if=lambda _: (
                 f"{second} got scheduled (after {first} finished) before its status ever said"
@@ -120,4 +120,4 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
     finally:
         _patch_gpus(e2e, "remove")
         wait_for(f"node {e2e.node} to stop advertising {GPU}", lambda: _allocatable(e2e) is None,
-                 timeout=60)
+                 interval=2, timeout=60)

@@ -169,7 +169,7 @@ def test_g3_bad_csv_fails_with_reason_and_no_crash_loop(data: E2E, phase) -> Non
         lambda: (j := k.get("job.batch", f"{name}-trainer", ns)) and any(
             c["type"] == "Failed" and c["status"] == "True" for c in (j.get("status") or {}).get(
                 "conditions") or []) and j,
-        timeout=120, diagnose=e2e.job_diagnose(name),
+        interval=2, timeout=120, diagnose=e2e.job_diagnose(name),
     )
     assert (job["status"].get("failed"), job["status"].get("active", 0)) == (1, 0), job["status"]
     watch_until = time.monotonic() + 12  # > the kubelet's first restart back-off (10 s)
@@ -209,7 +209,7 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_job: dict, toolbox: s
                      and condition(p, "Ready").get("status") == "True"]
             return fresh and len([p for p in pods if condition(p, "Ready").get("status") == "True"]) >= 2
 
-        wait_for("a replacement server pod Ready", replaced, timeout=300,
+        wait_for("a replacement server pod Ready", replaced, interval=2, timeout=300,
                  diagnose=e2e.service_diagnose(name))
         phase("victim replaced under load")
         time.sleep(5)

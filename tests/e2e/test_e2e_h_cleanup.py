@@ -85,7 +85,7 @@ def test_h_delete_resources_then_uninstall_leaves_models_and_crds(
     k.run("delete", "kerasmodelservices,kerastrainingjobs", "--all", "-n", ns, "--wait=true",
           "--timeout=180s", timeout=240)
     wait_for("the operator's children to be garbage-collected", lambda: not _operator_children(e2e),
-             timeout=240, diagnose=lambda: "left: " + ", ".join(_operator_children(e2e)) + "\n"
+             interval=2, timeout=240, diagnose=lambda: "left: " + ", ".join(_operator_children(e2e)) + "\n"
              + e2e.diag.report())
     phase("jobs and services deleted, children gone")
     claims_after = {p["metadata"]["name"] for p in k.list("pvc", ns)}
@@ -102,7 +102,7 @@ def test_h_delete_resources_then_uninstall_leaves_models_and_crds(
     e2e.helm.run("uninstall", e2e.release, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "3m",
                  timeout=240)
     e2e.uninstalled = True
-    wait_for("the operator pods to go", lambda: not e2e.operator_pods(), timeout=180)
+    wait_for("the operator pods to go", lambda: not e2e.operator_pods(), interval=2, timeout=180)
     phase("helm uninstall")
     left = wait_for("nothing but CRDs and volumes to remain", lambda: not _leftovers(e2e),
                     timeout=30, interval=5,
