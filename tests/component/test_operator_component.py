@@ -172,7 +172,10 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
         cluster.kubectl("-n", namespace, "label", "kerastrainingjob", "mnist", "team=vision")
         wait_for(
             "the label change handled",
-            lambda: handled(api, k.TRAINING_JOB, namespace, "mnist")["metadata"]["labels"],
+            lambda: (
+                handled(api, k.TRAINING_JOB, namespace, "mnist")["metadata"]["labels"]["team"]
+                == "vision"
+            ),
         )
     assert trainer_job(api, namespace, "mnist")["metadata"]["resourceVersion"] == job_rv
     body = cr(api, k.TRAINING_JOB, namespace, "mnist")
@@ -576,7 +579,8 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
     wait_for(
         "the label change handled",
         lambda: (
-            handled(api, k.MODEL_SERVICE, namespace, "pinned")["metadata"]["labels"]
+            handled(api, k.MODEL_SERVICE, namespace, "pinned")["metadata"]["labels"]["team"]
+            == "vision"
             and reconciles_settled(operator)
         ),
     )
