@@ -775,14 +775,24 @@ def _progress_message(st: dict[str, Any]) -> str:
     return "training"
 
 
+def _job_missing(st: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Created" and c.get("status") == "False" for c in st.get("conditions") or []
+    )
+
+
 def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, str, str] | None:
     """The Kubernetes Event (type, reason, message) for a phase transition, if any."""
     before = (old or {}).get("phase")
     after = new.get("phase")
+    if after == "Pending":
+        # Only once the Job exists: a refused Job has its own event (ApplyFailed, NameConflict)
+        # and gets this one when a later attempt creates it.
+        if _job_missing(new) or (before == "Pending" and not _job_missing(old or {})):
+            return None
+        return ("Normal", "Created", "trainer Job created, waiting for pods")
     if before == after or after is None:
         return None
-    if after == "Pending":
-        return ("Normal", "Created", "trainer Job created, waiting for pods")
     if after == "Running":
         if before == "Suspended":
             return ("Normal", "Resumed", "training resumed")

@@ -359,6 +359,8 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
         what="one Warning, no retry, the failure still reported",
     )
     assert trainer_job(api, namespace, "broken") is None
+    reasons = [e["reason"] for e in events_for(api, namespace, "broken", "KerasTrainingJob")]
+    assert "Created" not in reasons, reasons
     # fixing the spec is what makes the operator try again
     apply_yaml(cluster, job_yaml("broken", namespace))
     wait_for("trainer Job after the fix", lambda: trainer_job(api, namespace, "broken"))
@@ -366,6 +368,13 @@ def test_invalid_spec_is_reported_not_retried(cluster, api, operator, namespace)
         "Created condition after the fix",
         lambda: (
             cond(cr(api, k.TRAINING_JOB, namespace, "broken"), "Created")["reason"] == "JobCreated"
+        ),
+    )
+    wait_for(
+        "Created event after the fix",
+        lambda: (
+            "Created"
+            in [e["reason"] for e in events_for(api, namespace, "broken", "KerasTrainingJob")]
         ),
     )
 

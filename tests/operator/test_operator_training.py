@@ -672,6 +672,12 @@ def test_condition_time_changes_only_on_flip():
 
 def test_phase_events():
     assert training.phase_event({}, {"phase": "Pending"})[1] == "Created"
+    # a Job the API server refused: no "Created" until an attempt creates it
+    refused = {"phase": "Pending", "conditions": [{"type": "Created", "status": "False"}]}
+    created = {"phase": "Pending", "conditions": [{"type": "Created", "status": "True"}]}
+    assert training.phase_event({}, refused) is None
+    assert training.phase_event(refused, created)[1] == "Created"
+    assert training.phase_event(created, created) is None
     assert training.phase_event({"phase": "Pending"}, {"phase": "Running"}) == (
         "Normal",
         "Running",
