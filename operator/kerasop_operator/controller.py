@@ -160,9 +160,7 @@ class Controller:
                 # Suspended with no pods: replace it so resources/scheduling/image changes
                 # apply on resume (the trainer resumes from its checkpoints: same job id).
                 apply.check_owner(live, desired)
-                self.kube.delete(
-                    kube.JOB, meta["namespace"], meta["name"], uid=live["metadata"]["uid"]
-                )
+                self.kube.delete(kube.JOB, meta["namespace"], meta["name"])
                 metrics.CHILD_WRITES.labels(kind="Job", action="deleted").inc()
                 apply.ensure_created(self.kube, desired)
                 result.recreated = True

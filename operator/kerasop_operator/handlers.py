@@ -32,6 +32,7 @@ from kerasop.spec import GROUP, VERSION
 from . import metrics
 from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
 from .controller import Config, Controller, ReconcileError
+from . import kube as kube_kinds
 from .kube import ApiError, Kube
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES
@@ -83,19 +84,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
 
 
-def missing_crds(kube: Kube) -> list[str]:
+def missing_crds(kube: Kube, namespaces: list[str]) -> list[str]:
     """The kerasop resources the API server does not serve (CRDs not installed yet).
 
-    Uses API discovery, which every authenticated identity may read.
+    Lists each kind once (one item, in the first watched namespace or cluster-wide),
+    which the operator's own RBAC allows: an unserved resource answers 404.
     """
-    try:
-        doc = kube.request("GET", f"/apis/{GROUP}/{VERSION}")
-    except ApiError as exc:
-        if exc.not_found:
-            return sorted([JOBS, SERVICES])
-        raise
-    served = {r.get("name") for r in doc.get("resources") or []}
-    return sorted({JOBS, SERVICES} - served)
+    namespace = namespaces[0] if namespaces else None
+    kinds = {JOBS: kube_kinds.TRAINING_JOB, SERVICES: kube_kinds.MODEL_SERVICE}
+    return sorted(plural for plural, kind in kinds.items() if not kube.served(kind, namespace))
 
 
 def _controller(memo: Any) -> Controller:

@@ -64,9 +64,10 @@ def configure_logging(log_format: str, verbose: bool) -> None:
         quiet=level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
     )
-    # The kubernetes client's connection pool warnings are noise at INFO, and so is
-    # kopf's "Handler ... succeeded" line for every watch event (unless --verbose).
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Every HTTP request at INFO is noise, and so is kopf's "Handler ... succeeded"
+    # line for every watch event (unless --verbose).
+    for http_logger in ("httpx", "httpx2"):  # lightkube's HTTP client (name by version)
+        logging.getLogger(http_logger).setLevel(logging.WARNING)
     if not verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     # scanning off, kopf only serves the resources it discovers at start-up.
     try:
         kube = Kube.from_environment()
-        missing = handlers.missing_crds(kube)
+        missing = handlers.missing_crds(kube, args.namespace)
     except Exception as exc:  # no kubeconfig, API server unreachable, ...
         log.error("cannot reach the Kubernetes API: %s", exc)
         return 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kerasop_operator.common import child_name, deep_merge, is_subset, label_value, status_patch
+from kerasop_operator.common import child_name, deep_merge, label_value, status_patch
 from kerasop_operator.conditions import Cond, merge_conditions
 
 
@@ -39,39 +39,6 @@ def test_deep_merge():
     assert out["containers"][1] == {"name": "y", "image": "j"}
     assert base["a"]["c"] == [1, 2], "inputs are not modified"
     assert deep_merge({"a": 1}, {"a": None}) == {}
-
-
-def test_is_subset_ignores_defaults_and_normalised_quantities():
-    want = {
-        "spec": {
-            "replicas": 2,
-            "template": {
-                "containers": [
-                    {"name": "s", "resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}}}
-                ]
-            },
-        }
-    }
-    have = {
-        "spec": {
-            "replicas": 2,
-            "progressDeadlineSeconds": 600,
-            "template": {
-                "containers": [
-                    {
-                        "name": "s",
-                        "imagePullPolicy": "IfNotPresent",
-                        "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}},
-                    }
-                ]
-            },
-        }
-    }
-    assert is_subset(want, have)
-    assert not is_subset({"spec": {"replicas": 3}}, have)
-    assert not is_subset({"a": None}, {"a": 1}) and is_subset({"a": None}, {})
-    assert not is_subset({"a": True}, {"a": 1})
-    assert is_subset({"limits": {"nvidia.com/gpu": "1"}}, {"limits": {"nvidia.com/gpu": "1"}})
 
 
 def test_status_patch():
