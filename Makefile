@@ -12,7 +12,7 @@ CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,3 +79,13 @@ crds: setup
 
 clean:
 	rm -rf $(VENV) .kerasop .pytest_cache
+
+# The operator's unit and component tests on the lowest supported kopf, lightkube and
+# pydantic (ci/constraints-lowest.txt), in a venv of their own.
+LOWEST := .venv-lowest
+test-lowest: tools
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c ci/constraints-lowest.txt -e ".[operator,test]"
+	$(LOWEST)/bin/python -m pip list 2>/dev/null | grep -Ei '^(kopf|lightkube|pydantic) '
+	$(LOWEST)/bin/python -m pytest -q -ra -p no:cacheprovider tests/operator tests/component

@@ -83,25 +83,24 @@ def served_model(docs: list[Any], service: KerasModelService) -> tuple[str, int 
     return job.model_name, ref.version
 
 
-def format_progress(event: dict[str, Any]) -> str | None:
+def format_progress(event: events.Event) -> str | None:
     """One human line for a trainer event (None for events not worth a line)."""
-    kind = event["kerasop"]
-    if kind == "start":
-        resumed = event.get("resumedFromEpoch") or 0
+    if isinstance(event, events.StartEvent):
+        resumed = event.resumed_from_epoch
         note = f", resuming after epoch {resumed}" if resumed else ""
-        return f"training: {event.get('epochs')} epochs{note}"
-    if kind == "epoch":
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
-        return f"epoch {event['epoch']}/{event['epochs']}  {metrics}"
-    if kind == "done":
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
+        return f"training: {event.epochs} epochs{note}"
+    if isinstance(event, events.EpochEvent):
+        return f"epoch {event.epoch}/{event.epochs}  {_metrics_text(event.metrics)}"
+    if isinstance(event, events.DoneEvent):
         return (
-            f"saved {event['modelName']} version {event['modelVersion']} "
-            f"at {event['modelPath']}\nvalidation: {metrics}"
+            f"saved {event.model_name} version {event.model_version} "
+            f"at {event.model_path}\nvalidation: {_metrics_text(event.metrics)}"
         )
-    if kind == "failed":
-        return f"failed ({event['reason']}): {event['message']}"
-    return None
+    return f"failed ({event.reason}): {event.message}"
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
 def rows_from_csv(path: Path, rows: int, drop: str | None) -> list[list[float]]:

@@ -5,6 +5,7 @@ Layout (see docs/model-store.md)::
     <root>/<model-name>/<version>/      version = integer, increasing
         saved_model.pb, variables/      a SavedModel (TF Serving / KServe can load the base dir)
         model.keras                     the Keras model
+        model.onnx                      the same graph for ONNX Runtime (when the export worked)
         metadata.json                   inputs, outputs, classes, metrics, spec, library versions
     <root>/<model-name>/.staging-*/     a version being written (never read by servers)
     <root>/<model-name>/.checkpoints/<job-id>/   per-epoch checkpoints for resume
@@ -24,8 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# File names inside a version directory (the contract with the server).
 METADATA_FILE = "metadata.json"
 KERAS_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
+STAGING_PREFIX = ".staging-"
+CHECKPOINTS_DIR = ".checkpoints"
 
 
 class ModelStore:
@@ -53,7 +58,7 @@ class ModelStore:
         return json.loads((self.version_dir(name, version) / METADATA_FILE).read_text())
 
     def checkpoint_dir(self, name: str, job_id: str) -> Path:
-        return self.model_dir(name) / ".checkpoints" / job_id
+        return self.model_dir(name) / CHECKPOINTS_DIR / job_id
 
     @contextlib.contextmanager
     def new_version(self, name: str) -> Iterator[PendingVersion]:
@@ -66,7 +71,7 @@ class ModelStore:
         """
         base = self.model_dir(name)
         base.mkdir(parents=True, exist_ok=True)
-        pending = PendingVersion(base / f".staging-{uuid.uuid4().hex}")
+        pending = PendingVersion(base / f"{STAGING_PREFIX}{uuid.uuid4().hex}")
         pending.path.mkdir()
         try:
             yield pending

@@ -435,28 +435,19 @@ def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
         return {}
     last = ev.last_events(lines)
     out: dict[str, Any] = {}
-    if "start" in last and isinstance(last["start"].get("epochs"), int):
-        out["epochs"] = last["start"]["epochs"]
-    epoch = last.get("epoch")
-    if epoch is not None:
-        if isinstance(epoch.get("epoch"), int):
-            out["epoch"] = epoch["epoch"]
-        if isinstance(epoch.get("epochs"), int):
-            out["epochs"] = epoch["epochs"]
-        metrics = _float_metrics(epoch.get("metrics"))
+    if last.start is not None:
+        out["epochs"] = last.start.epochs
+    if last.epoch is not None:
+        out["epoch"] = last.epoch.epoch
+        out["epochs"] = last.epoch.epochs
+        metrics = _finite(last.epoch.metrics)
         if metrics:
             out["metrics"] = metrics
     return out
 
 
-def _float_metrics(value: Any) -> dict[str, float] | None:
-    if not isinstance(value, dict):
-        return None
-    out = {}
-    for k, v in value.items():
-        if isinstance(v, int | float) and not isinstance(v, bool) and v == v:  # drop NaN
-            out[str(k)] = float(v)
-    return out or None
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if v == v}  # drop NaN
 
 
 def _tail(text: str | None, lines: int = LOG_TAIL_LINES) -> str | None:
@@ -466,9 +457,9 @@ def _tail(text: str | None, lines: int = LOG_TAIL_LINES) -> str | None:
     return kept[-LOG_TAIL_LIMIT:] or None
 
 
-def _model_path(event: dict[str, Any], name: str | None, version: int | None) -> str | None:
-    path = event.get("modelPath")
-    if isinstance(path, str) and path:
+def _model_path(event: ev.DoneEvent, name: str | None, version: int | None) -> str | None:
+    path = event.model_path
+    if path:
         prefix = STORE_ROOT.rstrip("/") + "/"
         return path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
     if name and version:
@@ -506,13 +497,11 @@ def failure_info(
         exit_code = term.get("exitCode")
         out["exitCode"] = exit_code
         event = ev.decode(term.get("message") or "")
-        if event and event.get("kerasop") == "failed":
-            out["reason"] = str(
-                event.get("reason") or ev.FAILURE_REASONS.get(exit_code, "TrainerError")
-            )
-            out["message"] = str(event.get("message") or "")
-            if isinstance(event.get("exitCode"), int):
-                out["exitCode"] = event["exitCode"]
+        if isinstance(event, ev.FailedEvent):
+            out["reason"] = event.reason or ev.FAILURE_REASONS.get(exit_code, "TrainerError")
+            out["message"] = event.message
+            if event.exit_code is not None:
+                out["exitCode"] = event.exit_code
         else:
             raw_message = term.get("message")
             if term.get("reason") == "OOMKilled":
@@ -669,23 +658,22 @@ def training_status(
     if phase == "Succeeded" and job is not None:
         term = termination(w0) or {}
         done = ev.decode(term.get("message") or "")
-        if not (done and done.get("kerasop") == "done"):
-            done = ev.last_events(observed.log_lines or []).get("done")
-        if done:
-            model_name = done.get("modelName") or st.get("modelName")
-            version = done.get("modelVersion")
+        if not isinstance(done, ev.DoneEvent):
+            done = ev.last_events(observed.log_lines or []).done
+        if done is not None:
+            model_name = done.model_name or st.get("modelName")
             if model_name:
                 st["modelName"] = model_name
-            if isinstance(version, int) and version >= 1:
-                st["modelVersion"] = version
+            if done.model_version is not None and done.model_version >= 1:
+                st["modelVersion"] = done.model_version
             path = _model_path(done, st.get("modelName"), st.get("modelVersion"))
             if path:
                 st["modelPath"] = path
-            metrics = _float_metrics(done.get("metrics"))
+            metrics = _finite(done.metrics)
             if metrics:
                 st["finalMetrics"] = metrics
-            if isinstance(done.get("epochsRun"), int):
-                st["epoch"] = done["epochsRun"]
+            if done.epochs_run is not None:
+                st["epoch"] = done.epochs_run
     if phase == "Failed" and job is not None:
         st["failure"] = failure_info(job, pods, observed.log_lines)
 

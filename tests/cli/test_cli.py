@@ -29,7 +29,7 @@ def test_server_argv_carries_the_server_settings(tmp_path):
 def test_progress_lines_are_readable():
     line = events.encode("epoch", epoch=2, epochs=5, metrics={"loss": 0.5, "accuracy": 0.75})
     assert cli.format_progress(events.decode(line)) == "epoch 2/5  accuracy=0.7500 loss=0.5000"
-    assert cli.format_progress({"kerasop": "start", "epochs": 5, "resumedFromEpoch": 3}) == (
+    assert cli.format_progress(events.StartEvent(epochs=5, resumed_from_epoch=3)) == (
         "training: 5 epochs, resuming after epoch 3"
     )
 

@@ -379,7 +379,7 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
         str(log),
     ]
     assert run_cli(argv) == EXIT_BAD_DATA
-    failed = events.last_events(capsys.readouterr().out.splitlines())["failed"]
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
     assert failed["exitCode"] == EXIT_BAD_DATA and failed["reason"] == "BadData"
     assert "column 'b' is not numeric" in failed["message"]
     assert json.loads(log.read_text()) == failed
@@ -387,7 +387,7 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
 
     spec.write_text(spec.read_text().replace("format: csv", "format: parquet"))
     assert run_cli(argv) == EXIT_BAD_SPEC
-    failed = events.last_events(capsys.readouterr().out.splitlines())["failed"]
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
     assert failed["reason"] == "InvalidSpec" and "spec.data.format" in failed["message"]
 
 

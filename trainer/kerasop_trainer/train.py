@@ -41,7 +41,8 @@ from typing import Any
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TrainingSpec
-from kerasop.store import KERAS_FILE, METADATA_FILE, ModelStore
+from kerasop.export import ExportError, convert_to_onnx
+from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from kerasop_trainer.errors import TrainerError
 
 CHECKPOINT_STATE = "state.json"
@@ -626,18 +627,16 @@ def write_onnx(model, directory: Path) -> None:
 
     Optional: when the conversion fails the server converts ``model.keras`` at load.
     """
-    from kerasop_server.engines import ONNX_FILE, EngineError, convert_to_onnx
-
     try:
         (directory / ONNX_FILE).write_bytes(convert_to_onnx(model))
-    except EngineError as exc:
+    except ExportError as exc:
         note(f"no {ONNX_FILE} written ({exc}); the server will convert model.keras")
 
 
 def join_collective_save(model) -> None:
     """What a non-chief worker does while the chief saves: the same ``model.save``."""
     with tempfile.TemporaryDirectory(prefix="kerasop-worker-") as tmp:
-        model.save(Path(tmp) / "model.keras")
+        model.save(Path(tmp) / KERAS_FILE)
 
 
 def _export_with_tensorflow(keras_file: Path, directory: Path) -> None:
