@@ -4,15 +4,35 @@ import json
 
 import pytest
 
-from kerasop import cli, events
+from kerasop import events
+from kerasop_cli import main as cli
 
-EXAMPLE = cli.DEMO_EXAMPLE
+EXAMPLE = cli.demo_example()
 
 
 def test_service_following_a_job_serves_the_jobs_model():
     docs = cli.read_resources(EXAMPLE)
     service = cli.pick(docs, cli.KerasModelService)
     assert cli.served_model(docs, service) == ("dense-classifier", None)
+
+
+def test_predict_drops_the_label_of_the_job_the_service_follows(tmp_path):
+    """Two jobs in one file: the label column comes from the followed one, not the first."""
+    text = EXAMPLE.read_text()
+    job = text.split("---")[0]
+    other = (
+        job.replace("name: dense-classifier", "name: other")
+        .replace("modelName: dense-classifier", "modelName: other")
+        .replace("labelColumn: label", "labelColumn: target")
+    )
+    service = text.split("---")[1].replace("trainingJob: dense-classifier", "trainingJob: other")
+    path = tmp_path / "two.yaml"
+    path.write_text("\n---\n".join([job, other, service]))
+    docs = cli.read_resources(path)
+    model, _ = cli.served_model(docs, cli.pick(docs, cli.KerasModelService))
+    assert (model, cli.label_column(docs, model)) == ("other", "target")
+    assert cli.label_column(docs, "dense-classifier") == "label"
+    assert cli.label_column(docs, "not-in-the-file") is None
 
 
 def test_server_argv_carries_the_server_settings(tmp_path):
