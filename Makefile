@@ -75,7 +75,7 @@ test-docker: setup
 	$(PY) -m pytest -q -ra -m docker
 
 crds: setup
-	$(PY) -m kerasop.crdgen
+	$(PY) -m tools.crdgen
 
 clean:
 	rm -rf $(VENV) .kerasop .pytest_cache

@@ -2,7 +2,7 @@
 
 The operator, the trainer, the model server and the local CLI all parse the
 same YAML with these models, and the CRD schemas in ``crds/`` are generated
-from them (``kerasop.crdgen``). Field names are camelCase on the wire (as
+from them (``kerasop.crds``, written by ``tools/crdgen.py``). Field names are camelCase on the wire (as
 Kubernetes users expect) and snake_case in Python.
 
 Cross-field rules are written twice on purpose: once as a pydantic validator
@@ -318,7 +318,7 @@ class TrainingSpec(SpecModel):
     metrics: list[Literal["accuracy", "auc", "precision", "recall", "mae", "mse"]] = Field(
         default_factory=lambda: ["accuracy"], max_length=8, description="Metrics reported."
     )
-    epochs: int = Field(5, ge=1, le=100000, description="Epochs (the article uses 5).")
+    epochs: int = Field(5, ge=1, le=100000, description="Passes over the training data.")
     batch_size: int = Field(32, ge=1, le=65536, description="Global batch size.")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when stalled.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed for reproducibility.")

@@ -2,7 +2,7 @@
 
 The operator writes these (``model_dump(by_alias=True, exclude_none=True,
 mode="json")``) into ``.status`` through the status subresource; the CRD status
-schemas in ``crds/`` are generated from them (``kerasop.crdgen``), so a field
+schemas in ``crds/`` are generated from them (``kerasop.crds``), so a field
 missing here is silently *pruned* by the API server, and a field of the wrong
 type makes the whole status patch fail. Add fields here first.
 
@@ -32,8 +32,6 @@ SERVICE_PHASES: tuple[str, ...] = ServicePhase.__args__  # type: ignore[attr-def
 # Condition types the operator sets (others are allowed, these are the contract).
 #   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended
 #   KerasModelService: Ready, Progressing, Degraded, ModelAvailable
-TRAINING_CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
-SERVICE_CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ModelAvailable")
 
 LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.logTail
 

@@ -64,12 +64,12 @@ COORDINATOR_PORT = 12345
 DEFAULT_SERVICE_ACCOUNT = "kerasop-trainer"
 LOG_TAIL_LINES = 20  # lines of the trainer's log kept in status.failure.logTail
 
-# Job fields that may change after creation (everything in the pod template is
-# immutable once the Job exists, unless the Job is suspended; see reconcile).
+# Job-level lifecycle fields: the only ones that may change after creation (everything
+# in the pod template is immutable once the Job exists, unless the Job is suspended; see
+# reconcile), and the ones the trainer does not read.
 JOB_MUTABLE_FIELDS = ("suspend", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "backoffLimit")
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
-LIFECYCLE_FIELDS = ("suspend", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def trainer_spec_document(body: dict[str, Any], job: KerasTrainingJob) -> str:
     spec = {
         k: copy.deepcopy(v)
         for k, v in (body.get("spec") or {}).items()
-        if k not in LIFECYCLE_FIELDS
+        if k not in JOB_MUTABLE_FIELDS
     }
     if job.spec.workers > 1:
         spec.setdefault("training", {})["backend"] = "jax"
