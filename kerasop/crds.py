@@ -123,7 +123,8 @@ def _resolve_ref(ref: str, defs: dict[str, Any]) -> dict[str, Any]:
     prefix = "#/$defs/"
     if not ref.startswith(prefix) or ref[len(prefix):] not in defs:
         raise SchemaError(f"cannot resolve $ref {ref!r}")
-    return defs[ref[len(prefix):]]
+    resolved: dict[str, Any] = defs[ref[len(prefix):]]
+    return resolved
 
 
 def _flatten(node: dict[str, Any], defs: dict[str, Any], path: str) -> dict[str, Any]:

@@ -16,10 +16,11 @@ describes. GitOps tools read health from ``conditions`` (``Ready``,
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 # Phases of a KerasTrainingJob, in the order a job normally goes through them.
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
@@ -41,7 +42,7 @@ class StatusModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    def to_status(self) -> dict:
+    def to_status(self) -> dict[str, Any]:
         """The JSON-ready dict to patch into ``.status``."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
@@ -77,7 +78,7 @@ class Condition(StatusModel):
     )
 
 
-_CONDITIONS_EXTRA = {
+_CONDITIONS_EXTRA: JsonDict = {
     "x-kubernetes-list-type": "map",
     "x-kubernetes-list-map-keys": ["type"],
 }

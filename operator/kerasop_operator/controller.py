@@ -84,7 +84,7 @@ def _terminal(body: dict[str, Any]) -> bool:
 class Controller:
     kube: Any  # kube.Kube or a test double with the same methods
     config: Config = field(default_factory=Config)
-    post_event: EventPoster = lambda *_: None  # noqa: E731
+    post_event: EventPoster = lambda *_: None
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
     _seen_models: dict[tuple[str, str], Any] = field(default_factory=dict)

@@ -29,10 +29,10 @@ import kopf
 
 from kerasop.spec import GROUP, VERSION
 
+from . import kube as kube_kinds
 from . import metrics
 from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
 from .controller import Config, Controller, ReconcileError
-from . import kube as kube_kinds
 from .kube import ApiError, Kube
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES

@@ -17,6 +17,7 @@ Children of a job ``<job>`` in its namespace:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass, field
@@ -578,10 +579,8 @@ def training_status(
     storage = (spec.get("output") or {}).get("storage") or {}
     st["modelClaimName"] = storage.get("claimName") or models_claim_name(name)
     if "epochs" not in st and not observed.spec_error:
-        try:
+        with contextlib.suppress(SpecError):
             st["epochs"] = parse(body).spec.training.epochs
-        except SpecError:
-            pass
 
     if observed.spec_error:
         st.update(

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any

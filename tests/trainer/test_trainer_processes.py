@@ -185,7 +185,7 @@ def test_two_workers_train_data_parallel_and_worker0_publishes(tmp_path, data_ro
     # one model: the workers agree on the (globally reduced) validation metrics
     assert done[0]["metrics"] == done[1]["metrics"]
     assert ModelStore(store).versions("multi") == [1]
-    meta = ModelStore(store).metadata("multi", 1)
+    meta = ModelStore(store).metadata("multi", 1).to_json_dict()
     assert meta["epochsRun"] == 2 and meta["spec"]["workers"] == 2
     assert not ModelStore(store).checkpoint_dir("multi", "job-m").exists()
 

@@ -81,7 +81,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
     )
     done2 = run(job2, data_root, store, "job-b", emit=Events())
     assert done2["modelVersion"] == 2 and ModelStore(store).versions("dense") == [1, 2]
-    assert ModelStore(store).metadata("dense", 1)["epochsRun"] == 5
+    assert ModelStore(store).metadata("dense", 1).to_json_dict()["epochsRun"] == 5
     assert sorted(p.name for p in (store / "dense").iterdir()) == ["1", "2"]
 
 
@@ -131,7 +131,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
 def test_formats_train_and_publish(data_root, store, name, data, model, training, kind, classes):
     job = make_job(name, data, model, {"epochs": 2, "batchSize": 8, **training})
     done = run(job, data_root, store, "j", emit=Events())
-    meta = ModelStore(store).metadata(name, done["modelVersion"])
+    meta = ModelStore(store).metadata(name, done["modelVersion"]).to_json_dict()
     assert meta["input"]["kind"] == kind and meta["output"]["classNames"] == classes
     if kind == "image":
         h, w, c = meta["input"]["shape"]
@@ -153,7 +153,7 @@ def test_regression(tmp_path, store):
     )
     done = run(job, tmp_path, store, "j", emit=Events())
     assert set(done["metrics"]) == {"loss", "mae"}  # default metrics become mae
-    meta = ModelStore(store).metadata("reg", 1)
+    meta = ModelStore(store).metadata("reg", 1).to_json_dict()
     assert meta["output"] == {"kind": "regression", "shape": [1]}
 
 

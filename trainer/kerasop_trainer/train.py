@@ -40,9 +40,9 @@ from typing import Any
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
-from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.export import ExportError, convert_to_onnx
-from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from kerasop.spec import KerasTrainingJob, TrainingSpec
+from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
 from kerasop_trainer.errors import TrainerError
 
 CHECKPOINT_STATE = "state.json"
@@ -619,7 +619,7 @@ def write_version(model, directory: Path, metadata: dict[str, Any], backend: str
         _export_with_tensorflow(keras_file, directory)
     if backend == "tensorflow":
         write_onnx(model, directory)
-    _write_json_atomic(directory / METADATA_FILE, metadata)
+    _write_json_atomic(directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict())
 
 
 def write_onnx(model, directory: Path) -> None:
