@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
 # Entry points (kerasop, kerasop-train, ...) of this checkout's venv come first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-EXTRAS := operator,runtime,test
+EXTRAS := operator,runtime,test,lint
 
 CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
@@ -43,6 +43,13 @@ test: setup tools
 # The tiers that need nothing but Python (a minute or two).
 test-unit: setup
 	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
+
+# Static checks: ruff, the layer contracts (import-linter), mypy strict on the core and
+# the operator (configuration in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Container images, built with no registry (docs/docker.md), saved as tars
 # for loading into the cluster's node.

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
 
 from kerasop.spec import API_VERSION, GROUP, VERSION, SpecError, describe_errors
 
@@ -89,8 +91,9 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     import kopf
 
     child: dict[str, Any] = {}
-    kopf.append_owner_reference(child, owner=owner)
-    return child["metadata"]["ownerReferences"][0]
+    kopf.append_owner_reference(child, owner=cast("kopf.Body", owner))
+    ref: dict[str, Any] = child["metadata"]["ownerReferences"][0]
+    return ref
 
 
 def child_metadata(
@@ -108,7 +111,10 @@ def child_metadata(
     return meta
 
 
-def parse_resource(model: type[Any], kind: str, body: dict[str, Any]) -> Any:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_resource(model: type[M], kind: str, body: dict[str, Any]) -> M:
     """``body`` validated as ``model`` (only apiVersion, kind, name/namespace and spec).
 
     Raises ``SpecError`` when the spec does not validate.
@@ -134,7 +140,8 @@ def parse_resource(model: type[Any], kind: str, body: dict[str, Any]) -> Any:
 def controller_uid(obj: dict[str, Any]) -> str | None:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("uid")
+            uid: str | None = ref.get("uid")
+            return uid
     return None
 
 

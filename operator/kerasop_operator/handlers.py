@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -50,7 +50,7 @@ CONTROLLER: Controller | None = None
 
 
 def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message[:1024])
+    kopf.event(cast(kopf.Body, body), type=type, reason=reason, message=message[:1024])
 
 
 def configure_settings(settings: kopf.OperatorSettings) -> None:
@@ -102,6 +102,13 @@ def _controller(memo: Any) -> Controller:
     return ctl
 
 
+def _namespace(namespace: str | None) -> str:
+    """Both kinds are namespaced: kopf passes None only for cluster-scoped objects."""
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced resource without a namespace")
+    return namespace
+
+
 def _retry(exc: Exception) -> kopf.TemporaryError:
     if isinstance(exc, ReconcileError):
         return kopf.TemporaryError(str(exc), delay=RETRY_DELAY * 2)
@@ -115,7 +122,8 @@ def _owner_name(body: dict[str, Any], kind: str) -> str | None:
             and ref.get("kind") == kind
             and ref.get("apiVersion", "").startswith(f"{GROUP}/")
         ):
-            return ref.get("name")
+            name: str | None = ref.get("name")
+            return name
     return None
 
 
@@ -163,9 +171,9 @@ def _training_active(body: Any, **_: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, JOBS, id="job-create")
 @kopf.on.update(GROUP, VERSION, JOBS, id="job-update")
 def training_job_changed(
-    name: str, namespace: str, reason: Any, memo: Any, body: Any, **_: Any
+    name: str, namespace: str | None, reason: Any, memo: Any, body: Any, **_: Any
 ) -> None:
-    ctl = _controller(memo)
+    ctl, namespace = _controller(memo), _namespace(namespace)
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(JOB_KIND, trigger):
@@ -191,8 +199,8 @@ def training_job_changed(
     when=_training_active,
     id="progress",
 )
-def training_job_progress(name: str, namespace: str, memo: Any, **_: Any) -> None:
-    ctl = _controller(memo)
+def training_job_progress(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    ctl, namespace = _controller(memo), _namespace(namespace)
     try:
         with metrics.reconcile(JOB_KIND, "progress"):
             ctl.sync_training_status(namespace, name, read_logs=True)
@@ -236,8 +244,10 @@ def training_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None
 @kopf.on.resume(GROUP, VERSION, SERVICES, id="service-resume")
 @kopf.on.create(GROUP, VERSION, SERVICES, id="service-create")
 @kopf.on.update(GROUP, VERSION, SERVICES, id="service-update")
-def model_service_changed(name: str, namespace: str, reason: Any, memo: Any, **_: Any) -> None:
-    ctl = _controller(memo)
+def model_service_changed(
+    name: str, namespace: str | None, reason: Any, memo: Any, **_: Any
+) -> None:
+    ctl, namespace = _controller(memo), _namespace(namespace)
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(SERVICE_KIND, trigger):

@@ -154,7 +154,10 @@ class Kube:
     def from_environment(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> Kube:
         """``kubeconfig`` if given, else the in-cluster service account or ``$KUBECONFIG``."""
         config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-        return cls(lightkube.Client(config, field_manager=FIELD_MANAGER, timeout=timeout))
+        # A number is a valid timeout for the HTTP client underneath (httpx or httpx2,
+        # depending on the lightkube version), whose Timeout type the stubs name.
+        client = lightkube.Client(config, field_manager=FIELD_MANAGER, timeout=timeout)  # type: ignore[arg-type]
+        return cls(client)
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -167,7 +170,9 @@ class Kube:
     def list(
         self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        labels = dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else None
+        labels: dict[str, Any] | None = (
+            dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else None
+        )
         ns = namespace if namespace or not kind.namespaced else lightkube.ALL_NS
         try:
             return [_dict(o, kind) for o in self.client.list(kind.res, namespace=ns, labels=labels)]

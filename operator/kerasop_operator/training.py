@@ -495,8 +495,8 @@ def failure_info(
     out: dict[str, Any] = {}
     raw_message: str | None = None  # a termination message that is the log tail (fallback)
     if term is not None:
-        exit_code = term.get("exitCode")
-        out["exitCode"] = exit_code
+        exit_code: int = term.get("exitCode") or 0
+        out["exitCode"] = term.get("exitCode")
         event = ev.decode(term.get("message") or "")
         if isinstance(event, ev.FailedEvent):
             out["reason"] = event.reason or ev.FAILURE_REASONS.get(exit_code, "TrainerError")
@@ -510,7 +510,7 @@ def failure_info(
                 out["message"] = "the trainer ran out of memory (raise spec.resources.memory)"
             else:
                 out["reason"] = ev.FAILURE_REASONS.get(exit_code, "TrainerError")
-                out["message"] = f"the trainer exited with code {exit_code}"
+                out["message"] = f"the trainer exited with code {term.get('exitCode')}"
     if job_reason == "DeadlineExceeded":
         out["reason"] = "DeadlineExceeded"
         out["message"] = job_message or "the job ran longer than spec.activeDeadlineSeconds"
@@ -794,7 +794,7 @@ def template_drift(live_job: dict[str, Any], desired_job: dict[str, Any]) -> boo
     """True if the live Job was made from a different (immutable) template."""
     live = ((live_job.get("metadata") or {}).get("annotations") or {}).get(ANN_TEMPLATE_HASH)
     want = desired_job["metadata"]["annotations"][ANN_TEMPLATE_HASH]
-    return live != want
+    return bool(live != want)
 
 
 def job_is_idle_suspended(live_job: dict[str, Any]) -> bool:
