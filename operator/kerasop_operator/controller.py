@@ -9,7 +9,6 @@ children and one status.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,26 +20,12 @@ from kerasop.status import now_rfc3339
 from . import apply, kube, metrics, serving, training
 from .common import LABEL_TRAINING_JOB, controller_uid, label_value, status_patch
 from .kube import ApiError
+from .settings import Config
 
 logger = logging.getLogger(__name__)
 
 # post_event(owner_body, type, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
-
-@dataclass(frozen=True)
-class Config:
-    runtime_image: str = ""
-    image_pull_policy: str = "IfNotPresent"
-    cluster_domain: str = "cluster.local"
-
-    @classmethod
-    def from_env(cls) -> Config:
-        return cls(
-            runtime_image=os.environ.get("KERASOP_RUNTIME_IMAGE", ""),
-            image_pull_policy=os.environ.get("KERASOP_RUNTIME_IMAGE_PULL_POLICY") or "IfNotPresent",
-            cluster_domain=os.environ.get("KERASOP_CLUSTER_DOMAIN", "cluster.local"),
-        )
 
 
 @dataclass

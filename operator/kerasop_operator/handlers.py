@@ -7,7 +7,7 @@ Triggers:
 - KerasTrainingJob created/changed/found at start-up -> full reconcile;
 - its trainer Job changes (pods start, finish, fail) -> status refresh
   (a deleted Job -> full reconcile, which recreates it unless the job finished);
-- every ``KERASOP_PROGRESS_INTERVAL`` s while Pending/Running -> status refresh
+- every ``progress_interval`` s (settings.py) while Pending/Running -> status refresh
   with the trainer's log tail (epoch, metrics);
 - a job's model version changes -> reconcile of every KerasModelService
   following it;
@@ -21,8 +21,7 @@ written explicitly by the controller through the status subresource.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import kopf
@@ -32,28 +31,24 @@ from kerasop.spec import GROUP, VERSION
 from . import kube as kube_kinds
 from . import metrics
 from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
-from .controller import Config, Controller, ReconcileError
+from .controller import Controller, ReconcileError
 from .kube import ApiError, Kube
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES
+from .settings import Config
 from .training import KIND as JOB_KIND
 from .training import PLURAL as JOBS
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "kerasop.io"
-PROGRESS_INTERVAL = float(os.environ.get("KERASOP_PROGRESS_INTERVAL", "10"))
-RETRY_DELAY = float(os.environ.get("KERASOP_RETRY_DELAY", "30"))
-
-# Set by tests that run the operator in-process; otherwise built at start-up.
-CONTROLLER: Controller | None = None
 
 
 def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, body), type=type, reason=reason, message=message[:1024])
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
+def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
     """kopf settings: our own annotation prefix, no status stanza, no handler-log events."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -61,30 +56,26 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.loggers = False  # only the explicit kopf.event() calls become Events
-    settings.execution.max_workers = int(os.environ.get("KERASOP_MAX_WORKERS", "8"))
-    settings.watching.server_timeout = int(os.environ.get("KERASOP_WATCH_TIMEOUT", "300"))
+    settings.execution.max_workers = config.max_workers
+    settings.watching.server_timeout = config.watch_timeout
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.request_timeout = 60
     # Watching CustomResourceDefinitions needs a cluster-wide grant that nothing else
     # needs; the CRDs are a prerequisite instead (checked at start-up, see below).
-    settings.scanning.disabled = os.environ.get("KERASOP_SCAN_CRDS", "false").lower() != "true"
+    settings.scanning.disabled = not config.scan_crds
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    global CONTROLLER
-    configure_settings(settings)
-    if CONTROLLER is None:
-        CONTROLLER = Controller(Kube.from_environment(), Config.from_env(), post_event)
-    memo.controller = CONTROLLER
+def startup(memo: Any, **_: Any) -> None:
+    config = _controller(memo).config
     logger.info(
         "kerasop operator started (runtime image %r, progress interval %ss)",
-        CONTROLLER.config.runtime_image,
-        PROGRESS_INTERVAL,
+        config.runtime_image,
+        config.progress_interval,
     )
 
 
-def missing_crds(kube: Kube, namespaces: list[str]) -> list[str]:
+def missing_crds(kube: Kube, namespaces: Sequence[str]) -> list[str]:
     """The kerasop resources the API server does not serve (CRDs not installed yet).
 
     Lists each kind once (one item, in the first watched namespace or cluster-wide),
@@ -96,7 +87,8 @@ def missing_crds(kube: Kube, namespaces: list[str]) -> list[str]:
 
 
 def _controller(memo: Any) -> Controller:
-    ctl = getattr(memo, "controller", None) or CONTROLLER
+    """The controller ``main`` put into kopf's ``memo`` (with the settings in ``.config``)."""
+    ctl: Controller | None = getattr(memo, "controller", None)
     if ctl is None:
         raise kopf.TemporaryError("operator not started yet", delay=1)
     return ctl
@@ -109,10 +101,10 @@ def _namespace(namespace: str | None) -> str:
     return namespace
 
 
-def _retry(exc: Exception) -> kopf.TemporaryError:
+def _retry(exc: Exception, delay: float) -> kopf.TemporaryError:
     if isinstance(exc, ReconcileError):
-        return kopf.TemporaryError(str(exc), delay=RETRY_DELAY * 2)
-    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=RETRY_DELAY)
+        return kopf.TemporaryError(str(exc), delay=delay * 2)
+    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=delay)
 
 
 def _owner_name(body: dict[str, Any], kind: str) -> str | None:
@@ -179,7 +171,7 @@ def training_job_changed(
         with metrics.reconcile(JOB_KIND, trigger):
             result = ctl.reconcile_training(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
-        raise _retry(exc) from exc
+        raise _retry(exc, ctl.config.retry_delay) from exc
     if result.template_drift and trigger == "update":
         post_event(
             dict(body),
@@ -190,15 +182,20 @@ def training_job_changed(
         )
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    JOBS,
-    interval=PROGRESS_INTERVAL,
-    initial_delay=PROGRESS_INTERVAL,
-    when=_training_active,
-    id="progress",
-)
+def register_progress_timer(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """The progress timer (its interval is a setting, so it is registered at start-up)."""
+    kopf.timer(
+        GROUP,
+        VERSION,
+        JOBS,
+        interval=interval,
+        initial_delay=interval,
+        when=_training_active,
+        id="progress",
+        registry=registry,
+    )(training_job_progress)
+
+
 def training_job_progress(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     ctl, namespace = _controller(memo), _namespace(namespace)
     try:
@@ -253,7 +250,7 @@ def model_service_changed(
         with metrics.reconcile(SERVICE_KIND, trigger):
             ctl.reconcile_service(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
-        raise _retry(exc) from exc
+        raise _retry(exc, ctl.config.retry_delay) from exc
 
 
 def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:

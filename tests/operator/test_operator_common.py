@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from kerasop_operator.common import child_name, deep_merge, label_value, status_patch
 from kerasop_operator.conditions import Cond, merge_conditions
 
@@ -79,12 +81,16 @@ def test_main_parses_namespaces_from_env(monkeypatch):
 
     monkeypatch.setenv("KERASOP_WATCH_NAMESPACES", " ml, team-b ,,")
     monkeypatch.setenv("KERASOP_METRICS_PORT", "9100")
-    args = parse_args([])
-    assert args.namespace == ["ml", "team-b"]
-    assert args.metrics_port == 9100
-    assert parse_args(["-n", "x"]).namespace == ["x"]
+    config = parse_args([])
+    assert config.watch_namespaces == ("ml", "team-b")
+    assert config.metrics_port == 9100
+    assert parse_args(["-n", "x", "--metrics-port", "0"]).watch_namespaces == ("x",)
+    assert parse_args(["--metrics-port", "0"]).metrics_port == 0
     monkeypatch.delenv("KERASOP_WATCH_NAMESPACES")
-    assert parse_args([]).namespace == []
+    assert parse_args([]).watch_namespaces == ()
+    monkeypatch.setenv("KERASOP_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(SystemExit):
+        parse_args([])
 
 
 def test_operator_never_imports_tensorflow():
@@ -104,6 +110,7 @@ def test_handlers_registered_without_results():
     import kopf
 
     registry = kopf.get_default_registry()
+    h.register_progress_timer(registry, 10.0)
     ids = {handler.id for handler in registry._changing.get_all_handlers()}
     assert {
         "job-resume",
