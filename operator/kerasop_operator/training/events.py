@@ -1,0 +1,33 @@
+"""Kubernetes Events posted when a job's phase changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The Kubernetes Event (type, reason, message) for a phase transition, if any."""
+    before = (old or {}).get("phase")
+    after = new.get("phase")
+    if before == after or after is None:
+        return None
+    if after == "Pending":
+        return ("Normal", "Created", "trainer Job created, waiting for pods")
+    if after == "Running":
+        if before == "Suspended":
+            return ("Normal", "Resumed", "training resumed")
+        return ("Normal", "Running", "training started")
+    if after == "Suspended":
+        return ("Normal", "Suspended", "training suspended")
+    if after == "Succeeded":
+        metrics = new.get("finalMetrics") or {}
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        version = new.get("modelVersion")
+        msg = (
+            f"model {new.get('modelName')} version {version} written"
+            if version
+            else "training finished"
+        )
+        return ("Normal", "Succeeded", f"{msg}{' (' + shown + ')' if shown else ''}")
+    fail = new.get("failure") or {}
+    return ("Warning", "Failed", f"{fail.get('reason', 'TrainerError')}: {fail.get('message', '')}")
