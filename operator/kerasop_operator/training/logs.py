@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from kerasop import events as ev
-from kerasop.status import LOG_TAIL_LIMIT
+from kerasop.status import LOG_TAIL_LIMIT, FailureStatus
 
 from ..common import (
     STORE_ROOT,
 )
 from .names import LOG_TAIL_LINES
-from .observed import _job_conditions, termination
+from .observed import job_conditions, termination
 
 
 def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
@@ -25,13 +25,13 @@ def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
     if last.epoch is not None:
         out["epoch"] = last.epoch.epoch
         out["epochs"] = last.epoch.epochs
-        metrics = _finite(last.epoch.metrics)
+        metrics = finite_metrics(last.epoch.metrics)
         if metrics:
             out["metrics"] = metrics
     return out
 
 
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
+def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if v == v}  # drop NaN
 
 
@@ -42,7 +42,7 @@ def _tail(text: str | None, lines: int = LOG_TAIL_LINES) -> str | None:
     return kept[-LOG_TAIL_LIMIT:] or None
 
 
-def _model_path(event: ev.DoneEvent, name: str | None, version: int | None) -> str | None:
+def store_path(event: ev.DoneEvent, name: str | None, version: int | None) -> str | None:
     path = event.model_path
     if path:
         prefix = STORE_ROOT.rstrip("/") + "/"
@@ -56,14 +56,14 @@ def failure_info(
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     log_lines: list[str] | None,
-) -> dict[str, Any]:
+) -> FailureStatus:
     """status.failure from the Job's Failed condition, the pods' exit codes and messages.
 
     The trainer's own ``failed`` event (termination message) wins; then an
     OOM kill; then the exit code's class (kerasop.events); a deadline is
     reported as DeadlineExceeded whatever the killed pod's exit code was.
     """
-    conds = _job_conditions(job)
+    conds = job_conditions(job)
     job_failed = conds.get("Failed") or conds.get("FailureTarget") or {}
     job_reason = job_failed.get("reason")
     job_message = job_failed.get("message") or ""
@@ -106,4 +106,4 @@ def failure_info(
     tail = _tail("\n".join(log_lines)) if log_lines else _tail(raw_message)
     if tail:
         out["logTail"] = tail
-    return out
+    return FailureStatus.model_validate(out)

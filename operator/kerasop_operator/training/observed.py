@@ -7,7 +7,7 @@ from typing import Any
 from .names import CONTAINER
 
 
-def _job_conditions(job: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+def job_conditions(job: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     conds = ((job or {}).get("status") or {}).get("conditions") or []
     return {c["type"]: c for c in conds if c.get("status") == "True"}
 
@@ -55,5 +55,5 @@ def termination(pod: dict[str, Any] | None) -> dict[str, Any] | None:
     return trainer_state(pod).get("terminated")
 
 
-def _pod_running(pod: dict[str, Any]) -> bool:
+def pod_running(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running"

@@ -8,15 +8,22 @@ from typing import Any
 
 from kerasop import events as ev
 from kerasop.spec import SpecError
-from kerasop.status import KerasTrainingJobStatus, progress
+from kerasop.status import (
+    Condition,
+    FailureStatus,
+    KerasTrainingJobStatus,
+    TrainingPhase,
+    WorkersStatus,
+    progress,
+)
 
 from ..conditions import Cond, merge_conditions
-from .logs import _finite, _model_path, failure_info, progress_from_log
+from .logs import failure_info, finite_metrics, progress_from_log, store_path
 from .names import TERMINAL_PHASES, models_claim_name, parse, trainer_job_name
 from .observed import (
-    _job_conditions,
-    _pod_running,
+    job_conditions,
     job_pods,
+    pod_running,
     termination,
     trainer_state,
     worker0_pod,
@@ -70,37 +77,37 @@ def training_status(
     name = meta.get("name", "")
     workers_desired = int(spec.get("workers") or 1)
 
-    st: dict[str, Any] = {
-        k: old[k]
-        for k in (
-            "startTime",
-            "completionTime",
-            "epoch",
-            "epochs",
-            "metrics",
-            "finalMetrics",
-            "modelName",
-            "modelVersion",
-            "modelPath",
-            "modelClaimName",
-            "failure",
-        )
-        if old.get(k) is not None
-    }
-    st["observedGeneration"] = generation
+    st = KerasTrainingJobStatus.model_validate(
+        {
+            k: old[k]
+            for k in (
+                "startTime",
+                "completionTime",
+                "epoch",
+                "epochs",
+                "metrics",
+                "finalMetrics",
+                "modelName",
+                "modelVersion",
+                "modelPath",
+                "modelClaimName",
+                "failure",
+            )
+            if old.get(k) is not None
+        }
+    )
+    st.observed_generation = generation
     storage = (spec.get("output") or {}).get("storage") or {}
-    st["modelClaimName"] = storage.get("claimName") or models_claim_name(name)
-    if "epochs" not in st and not observed.spec_error:
+    st.model_claim_name = storage.get("claimName") or models_claim_name(name)
+    if st.epochs is None and not observed.spec_error:
         with contextlib.suppress(SpecError):
-            st["epochs"] = parse(body).spec.training.epochs
+            st.epochs = parse(body).spec.training.epochs
 
     if observed.spec_error:
-        st.update(
-            phase="Failed",
-            failure={"reason": "InvalidSpec", "message": observed.spec_error},
-            completionTime=st.get("completionTime") or now,
-        )
-        st["conditions"] = merge_conditions(
+        st.phase = "Failed"
+        st.failure = FailureStatus(reason="InvalidSpec", message=observed.spec_error)
+        st.completion_time = st.completion_time or now
+        st.conditions = _conditions(
             old.get("conditions"),
             [
                 Cond.of("Created", False, "InvalidSpec", observed.spec_error),
@@ -112,16 +119,17 @@ def training_status(
             now=now,
             generation=generation,
         )
-        return KerasTrainingJobStatus.model_validate(st).to_status()
+        return st.to_status()
 
     job = observed.job
     pods = job_pods(job, observed.pods)
     jstatus = (job or {}).get("status") or {}
-    jconds = _job_conditions(job)
+    jconds = job_conditions(job)
     w0 = worker0_pod(pods)
     old_phase = old.get("phase")
 
     # ---- phase ------------------------------------------------------------------------------
+    phase: TrainingPhase
     if job is None:
         # A finished job whose Job was cleaned up (ttlSecondsAfterFinished) keeps its result.
         phase = old_phase if old_phase in TERMINAL_PHASES else "Pending"
@@ -131,39 +139,39 @@ def training_status(
         phase = "Failed"
     elif spec.get("suspend") or (job.get("spec") or {}).get("suspend"):
         phase = "Suspended"
-    elif any(_pod_running(p) for p in pods) or int(jstatus.get("ready") or 0) > 0:
+    elif any(pod_running(p) for p in pods) or int(jstatus.get("ready") or 0) > 0:
         phase = "Running"
     else:
         phase = "Pending"
-    st["phase"] = phase
+    st.phase = phase
 
     # ---- workers ----------------------------------------------------------------------------
     if job is not None:
-        st["workers"] = {
-            "desired": workers_desired,
-            "active": int(jstatus.get("active") or 0),
-            "succeeded": int(jstatus.get("succeeded") or 0),
-            "failed": int(jstatus.get("failed") or 0),
-        }
+        st.workers = WorkersStatus(
+            desired=workers_desired,
+            active=int(jstatus.get("active") or 0),
+            succeeded=int(jstatus.get("succeeded") or 0),
+            failed=int(jstatus.get("failed") or 0),
+        )
 
     # ---- times ------------------------------------------------------------------------------
-    if job is not None and jstatus.get("startTime") and not st.get("startTime"):
-        st["startTime"] = jstatus["startTime"]
-    if phase == "Running" and not st.get("startTime"):
-        st["startTime"] = now
+    if job is not None and jstatus.get("startTime") and not st.start_time:
+        st.start_time = jstatus["startTime"]
+    if phase == "Running" and not st.start_time:
+        st.start_time = now
     if phase == "Succeeded" and job is not None:
         done_at = jstatus.get("completionTime") or (jconds.get("Complete") or {}).get(
             "lastTransitionTime"
         )
-        st["completionTime"] = st.get("completionTime") or done_at or now
+        st.completion_time = st.completion_time or done_at or now
     if phase == "Failed" and job is not None:
         done_at = (jconds.get("Failed") or jconds.get("FailureTarget") or {}).get(
             "lastTransitionTime"
         )
-        st["completionTime"] = st.get("completionTime") or done_at or now
+        st.completion_time = st.completion_time or done_at or now
 
     # ---- progress ---------------------------------------------------------------------------
-    st.update(progress_from_log(observed.log_lines))
+    st = st.model_copy(update=progress_from_log(observed.log_lines))
 
     # ---- result -----------------------------------------------------------------------------
     if phase == "Succeeded" and job is not None:
@@ -172,26 +180,20 @@ def training_status(
         if not isinstance(done, ev.DoneEvent):
             done = ev.last_events(observed.log_lines or []).done
         if done is not None:
-            model_name = done.model_name or st.get("modelName")
-            if model_name:
-                st["modelName"] = model_name
+            st.model_name = done.model_name or st.model_name
             if done.model_version is not None and done.model_version >= 1:
-                st["modelVersion"] = done.model_version
-            path = _model_path(done, st.get("modelName"), st.get("modelVersion"))
-            if path:
-                st["modelPath"] = path
-            metrics = _finite(done.metrics)
-            if metrics:
-                st["finalMetrics"] = metrics
+                st.model_version = done.model_version
+            st.model_path = store_path(done, st.model_name, st.model_version) or st.model_path
+            st.final_metrics = finite_metrics(done.metrics) or st.final_metrics
             if done.epochs_run is not None:
-                st["epoch"] = done.epochs_run
+                st.epoch = done.epochs_run
     if phase == "Failed" and job is not None:
-        st["failure"] = failure_info(job, pods, observed.log_lines)
+        st.failure = failure_info(job, pods, observed.log_lines)
 
     if phase != "Failed":
-        st.pop("failure", None)
-    if st.get("epochs") is not None:
-        st["progress"] = progress(st.get("epoch"), st.get("epochs"))
+        st.failure = None
+    if st.epochs is not None:
+        st.progress = progress(st.epoch, st.epochs)
 
     # ---- conditions -------------------------------------------------------------------------
     jname = trainer_job_name(name)
@@ -219,13 +221,13 @@ def training_status(
         running = Cond.of("Running", False, "Failed", "training failed")
 
     if phase == "Succeeded":
-        if st.get("modelVersion"):
+        if st.model_version:
             succeeded = Cond.of(
                 "Succeeded",
                 True,
                 "ModelWritten",
-                f"model {st.get('modelName')} version {st['modelVersion']} written"
-                + (f" to claim {st['modelClaimName']}" if st.get("modelClaimName") else ""),
+                f"model {st.model_name} version {st.model_version} written"
+                + (f" to claim {st.model_claim_name}" if st.model_claim_name else ""),
             )
         else:
             succeeded = Cond.of(
@@ -237,10 +239,8 @@ def training_status(
         )
 
     if phase == "Failed":
-        fail = st.get("failure") or {}
-        failed = Cond.of(
-            "Failed", True, fail.get("reason") or "TrainerError", fail.get("message") or ""
-        )
+        fail = st.failure or FailureStatus()
+        failed = Cond.of("Failed", True, fail.reason or "TrainerError", fail.message or "")
     else:
         failed = Cond.of("Failed", False, "NoFailure", "")
 
@@ -255,19 +255,26 @@ def training_status(
         else Cond.of("Suspended", False, "NotSuspended", "")
     )
 
-    st["conditions"] = merge_conditions(
+    st.conditions = _conditions(
         old.get("conditions"),
         [created, running, succeeded, failed, suspended],
         now=now,
         generation=generation,
     )
-    return KerasTrainingJobStatus.model_validate(st).to_status()
+    return st.to_status()
 
 
-def _progress_message(st: dict[str, Any]) -> str:
-    if st.get("epochs"):
-        msg = f"epoch {st.get('epoch') or 0}/{st['epochs']}"
-        metrics = st.get("metrics") or {}
+def _conditions(
+    old: list[dict[str, Any]] | None, observed: list[Cond], *, now: str, generation: int | None
+) -> list[Condition]:
+    merged = merge_conditions(old, observed, now=now, generation=generation)
+    return [Condition.model_validate(c) for c in merged]
+
+
+def _progress_message(st: KerasTrainingJobStatus) -> str:
+    if st.epochs:
+        msg = f"epoch {st.epoch or 0}/{st.epochs}"
+        metrics = st.metrics or {}
         if metrics:
             msg += " " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         return msg
