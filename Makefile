@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
 # Entry points (kerasop, kerasop-train, ...) of this checkout's venv come first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-EXTRAS := operator,runtime,test
+EXTRAS := operator,runtime,test,lint
 
 CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ test: setup tools
 test-unit: setup
 	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
 
+# Static checks: ruff, the layer contracts (import-linter), mypy strict on the core and
+# the operator (configuration in pyproject.toml).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
 # Container images, built with no registry (docs/docker.md), saved as tars
 # for loading into the cluster's node.
 images:
@@ -77,7 +84,17 @@ test-docker: setup
 	$(PY) -m pytest -q -ra -m docker
 
 crds: setup
-	$(PY) -m kerasop.crdgen
+	$(PY) -m tools.crdgen
 
 clean:
 	rm -rf $(VENV) .kerasop .pytest_cache
+
+# The operator's unit and component tests on the lowest supported kopf, lightkube and
+# pydantic (ci/constraints-lowest.txt), in a venv of their own.
+LOWEST := .venv-lowest
+test-lowest: tools
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c ci/constraints-lowest.txt -e ".[operator,test]"
+	$(LOWEST)/bin/python -m pip list 2>/dev/null | grep -Ei '^(kopf|lightkube|pydantic) '
+	$(LOWEST)/bin/python -m pytest -q -ra -p no:cacheprovider tests/operator tests/component

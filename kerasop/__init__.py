@@ -4,4 +4,7 @@ This package is shared by the operator, the trainer, the model server and the
 local CLI, so it must stay light: no TensorFlow, no kopf.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# Written once, in pyproject.toml; every package reports this one.
+__version__ = version("keras-operator")

@@ -10,14 +10,19 @@ container termination-message file, so the result survives pod cleanup::
                           "metrics": {...}, "epochsRun": 5}
     {"kerasop": "failed", "reason": "BadData", "message": "...", "exitCode": 3}
 
-Lines without the key (Keras' own output, warnings) are ignored by readers.
+Lines without the key (Keras' own output, warnings) are ignored by readers, and so
+is a line whose event does not validate as one of the models below.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
 
 # Exit codes: distinct per failure class so the operator can tell them apart
 # without parsing logs, and so Kubernetes podFailurePolicy can stop retrying.
@@ -39,11 +44,70 @@ PERMANENT_EXIT_CODES = (EXIT_BAD_SPEC, EXIT_BAD_DATA, EXIT_MODEL_MISMATCH)
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes Kubernetes keeps of the termination message
 
 
+def _numbers_only(value: Any) -> dict[str, Any]:
+    """Metric values that are not numbers (a custom metric returning a string) are left out."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(k): v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+Metrics = Annotated[dict[str, float], BeforeValidator(_numbers_only)]
+
+
+class _Event(BaseModel):
+    """camelCase on the wire; fields a reader does not know are kept, not refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class StartEvent(_Event):
+    kerasop: Literal["start"] = "start"
+    epochs: int
+    resumed_from_epoch: int = 0
+    workers: int = 1
+
+
+class EpochEvent(_Event):
+    kerasop: Literal["epoch"] = "epoch"
+    epoch: int
+    epochs: int
+    metrics: Metrics = Field(default_factory=dict)
+
+
+class DoneEvent(_Event):
+    """The model is published; a non-chief worker of a multi-worker job has no version."""
+
+    kerasop: Literal["done"] = "done"
+    model_name: str | None = None
+    model_version: int | None = None
+    model_path: str | None = None
+    metrics: Metrics = Field(default_factory=dict)
+    epochs_run: int | None = None
+
+
+class FailedEvent(_Event):
+    kerasop: Literal["failed"] = "failed"
+    reason: str
+    message: str = ""
+    exit_code: int | None = None
+
+
+Event = Annotated[
+    StartEvent | EpochEvent | DoneEvent | FailedEvent, Field(discriminator="kerasop")
+]
+_EVENT = TypeAdapter(Event)
+
+
 def encode(event: str, **fields: Any) -> str:
-    return json.dumps({"kerasop": event, **fields}, separators=(",", ":"), default=float)
+    """One event line; ``fields`` must validate as that event (a trainer bug otherwise)."""
+    payload = {"kerasop": event, **fields}
+    _EVENT.validate_python(payload)
+    return json.dumps(payload, separators=(",", ":"), default=float)
 
 
-def decode(line: str) -> dict[str, Any] | None:
+def decode(line: str) -> Event | None:
     """The event in one log line, or None for any other line."""
     line = line.strip()
     if not line.startswith("{"):
@@ -52,14 +116,29 @@ def decode(line: str) -> dict[str, Any] | None:
         obj = json.loads(line)
     except ValueError:
         return None
-    return obj if isinstance(obj, dict) and "kerasop" in obj else None
+    if not isinstance(obj, dict) or "kerasop" not in obj:
+        return None
+    try:
+        return _EVENT.validate_python(obj)
+    except ValidationError:
+        return None
 
 
-def last_events(lines: Iterable[str]) -> dict[str, dict[str, Any]]:
+@dataclass
+class LastEvents:
+    """The latest event of each kind found in a log."""
+
+    start: StartEvent | None = None
+    epoch: EpochEvent | None = None
+    done: DoneEvent | None = None
+    failed: FailedEvent | None = None
+
+
+def last_events(lines: Iterable[str]) -> LastEvents:
     """The latest event of each kind found in ``lines``."""
-    out: dict[str, dict[str, Any]] = {}
+    out = LastEvents()
     for line in lines:
         event = decode(line)
         if event is not None:
-            out[event["kerasop"]] = event
+            setattr(out, event.kerasop, event)
     return out

@@ -2,7 +2,7 @@
 
 The operator, the trainer, the model server and the local CLI all parse the
 same YAML with these models, and the CRD schemas in ``crds/`` are generated
-from them (``kerasop.crdgen``). Field names are camelCase on the wire (as
+from them (``kerasop.crds``, written by ``tools/crdgen.py``). Field names are camelCase on the wire (as
 Kubernetes users expect) and snake_case in Python.
 
 Cross-field rules are written twice on purpose: once as a pydantic validator
@@ -12,21 +12,22 @@ rule in ``x-kubernetes-validations`` (so the API server rejects it).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "kerasop.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "kerasop.io/v1alpha1"  # GROUP/VERSION, a literal for the apiVersion fields
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL validation rule for ``x-kubernetes-validations``."""
-    out = {"rule": rule, "message": message}
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     return out
@@ -316,9 +317,11 @@ class TrainingSpec(SpecModel):
     learning_rate: float = Field(0.001, gt=0, le=10, description="Learning rate.")
     loss: Loss = Field("binary_crossentropy", description="Loss function.")
     metrics: list[Literal["accuracy", "auc", "precision", "recall", "mae", "mse"]] = Field(
-        default_factory=lambda: ["accuracy"], max_length=8, description="Metrics reported."
+        default_factory=lambda: ["accuracy"],  # type: ignore[arg-type]
+        max_length=8,
+        description="Metrics reported.",
     )
-    epochs: int = Field(5, ge=1, le=100000, description="Epochs (the article uses 5).")
+    epochs: int = Field(5, ge=1, le=100000, description="Passes over the training data.")
     batch_size: int = Field(32, ge=1, le=65536, description="Global batch size.")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when stalled.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed for reproducibility.")

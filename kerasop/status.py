@@ -2,7 +2,7 @@
 
 The operator writes these (``model_dump(by_alias=True, exclude_none=True,
 mode="json")``) into ``.status`` through the status subresource; the CRD status
-schemas in ``crds/`` are generated from them (``kerasop.crdgen``), so a field
+schemas in ``crds/`` are generated from them (``kerasop.crds``), so a field
 missing here is silently *pruned* by the API server, and a field of the wrong
 type makes the whole status patch fail. Add fields here first.
 
@@ -16,10 +16,11 @@ describes. GitOps tools read health from ``conditions`` (``Ready``,
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 # Phases of a KerasTrainingJob, in the order a job normally goes through them.
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
@@ -32,8 +33,6 @@ SERVICE_PHASES: tuple[str, ...] = ServicePhase.__args__  # type: ignore[attr-def
 # Condition types the operator sets (others are allowed, these are the contract).
 #   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended
 #   KerasModelService: Ready, Progressing, Degraded, ModelAvailable
-TRAINING_CONDITION_TYPES = ("Created", "Running", "Succeeded", "Failed", "Suspended")
-SERVICE_CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "ModelAvailable")
 
 LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.logTail
 
@@ -43,7 +42,7 @@ class StatusModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    def to_status(self) -> dict:
+    def to_status(self) -> dict[str, Any]:
         """The JSON-ready dict to patch into ``.status``."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
@@ -79,7 +78,7 @@ class Condition(StatusModel):
     )
 
 
-_CONDITIONS_EXTRA = {
+_CONDITIONS_EXTRA: JsonDict = {
     "x-kubernetes-list-type": "map",
     "x-kubernetes-list-map-keys": ["type"],
 }

@@ -5,6 +5,7 @@ Layout (see docs/model-store.md)::
     <root>/<model-name>/<version>/      version = integer, increasing
         saved_model.pb, variables/      a SavedModel (TF Serving / KServe can load the base dir)
         model.keras                     the Keras model
+        model.onnx                      the same graph for ONNX Runtime (when the export worked)
         metadata.json                   inputs, outputs, classes, metrics, spec, library versions
     <root>/<model-name>/.staging-*/     a version being written (never read by servers)
     <root>/<model-name>/.checkpoints/<job-id>/   per-epoch checkpoints for resume
@@ -16,7 +17,6 @@ hidden staging name, then renamed. Versions are never overwritten.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
@@ -24,8 +24,62 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# File names inside a version directory (the contract with the server).
 METADATA_FILE = "metadata.json"
 KERAS_FILE = "model.keras"
+ONNX_FILE = "model.onnx"
+STAGING_PREFIX = ".staging-"
+CHECKPOINTS_DIR = ".checkpoints"
+
+
+class _Camel(BaseModel):
+    """camelCase on disk; fields a reader does not know are kept, not refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class ImageSize(_Camel):
+    height: int
+    width: int
+    channels: int
+
+
+class TensorMetadata(_Camel):
+    """The model's input or output, per row (no batch dimension)."""
+
+    kind: str | None = None  # input: tabular | image; output: binary | multiclass | regression
+    shape: list[int | None] | None = None
+    dtype: str | None = None
+    feature_names: list[str] | None = None
+    image: ImageSize | None = None
+    class_names: list[str] | None = None
+
+
+class ModelMetadata(_Camel):
+    """``metadata.json`` of a model version (docs/model-store.md); every field optional
+    so that a version written by an older trainer still loads."""
+
+    name: str | None = None
+    created_at: str | None = None
+    input: TensorMetadata = Field(default_factory=TensorMetadata)
+    output: TensorMetadata = Field(default_factory=TensorMetadata)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    epochs_run: int | None = None
+    spec: dict[str, Any] | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+    saved_model_signature: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON object as written to disk."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def read_metadata(version_dir: Path) -> ModelMetadata:
+    """A version's ``metadata.json`` (raises ``ValueError`` when it is not valid)."""
+    return ModelMetadata.model_validate_json((version_dir / METADATA_FILE).read_text())
 
 
 class ModelStore:
@@ -49,11 +103,11 @@ class ModelStore:
     def version_dir(self, name: str, version: int) -> Path:
         return self.model_dir(name) / str(version)
 
-    def metadata(self, name: str, version: int) -> dict[str, Any]:
-        return json.loads((self.version_dir(name, version) / METADATA_FILE).read_text())
+    def metadata(self, name: str, version: int) -> ModelMetadata:
+        return read_metadata(self.version_dir(name, version))
 
     def checkpoint_dir(self, name: str, job_id: str) -> Path:
-        return self.model_dir(name) / ".checkpoints" / job_id
+        return self.model_dir(name) / CHECKPOINTS_DIR / job_id
 
     @contextlib.contextmanager
     def new_version(self, name: str) -> Iterator[PendingVersion]:
@@ -66,7 +120,7 @@ class ModelStore:
         """
         base = self.model_dir(name)
         base.mkdir(parents=True, exist_ok=True)
-        pending = PendingVersion(base / f".staging-{uuid.uuid4().hex}")
+        pending = PendingVersion(base / f"{STAGING_PREFIX}{uuid.uuid4().hex}")
         pending.path.mkdir()
         try:
             yield pending

@@ -10,5 +10,6 @@
 This package never imports TensorFlow or Keras.
 """
 
+from kerasop import __version__
+
 __all__ = ["__version__"]
-__version__ = "0.1.0"

@@ -1,55 +1,25 @@
-"""Create-or-patch of child objects: read, compare, write only on change.
+"""Writing child objects: server-side apply, create-if-missing, shared, absent.
 
-Re-running a reconcile with the same spec reads the children and writes
-nothing; that is what makes ``kubectl apply`` of the same YAML (or an Argo CD
-re-sync, or an operator restart) a no-op.
+The API server decides whether anything changed: a server-side apply or a
+merge patch that matches the live object writes nothing and leaves its
+``resourceVersion`` as it was. Re-running a reconcile with the same spec is
+therefore a no-op (``kubectl apply`` of the same YAML, an Argo CD re-sync,
+an operator restart).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from . import metrics
-from .common import (
-    ANN_APPLIED_HASH,
-    LABEL_MANAGED_BY,
-    MANAGER,
-    controller_uid,
-    is_subset,
-    owner_reference,
-    short_hash,
-)
-from .kube import ApiError, Kind, kind_of
+from .common import LABEL_MANAGED_BY, MANAGER, controller_uid, owner_reference
+from .kube import ApiError, Client, Kind, kind_of
 
 logger = logging.getLogger(__name__)
 
 Action = Literal["created", "patched", "unchanged", "exists", "deleted", "absent"]
-
-
-class Client(Protocol):  # what apply.py needs from kube.Kube (tests use an in-memory fake)
-    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None: ...
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
-    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]: ...
-    def merge_patch(
-        self,
-        kind: Kind,
-        namespace: str | None,
-        name: str,
-        patch: dict[str, Any],
-        *,
-        subresource: str | None = None,
-    ) -> dict[str, Any]: ...
-    def delete(
-        self,
-        kind: Kind,
-        namespace: str | None,
-        name: str,
-        *,
-        uid: str | None = None,
-        propagation: str = "Background",
-    ) -> bool: ...
 
 
 class ChildConflict(Exception):
@@ -61,13 +31,8 @@ def _ident(obj: dict[str, Any]) -> str:
     return f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
 
 
-def with_hash(desired: dict[str, Any]) -> dict[str, Any]:
-    """``desired`` plus an annotation hashing it (detects fields removed from the spec)."""
-    out = copy.deepcopy(desired)
-    annotations = out["metadata"].setdefault("annotations", {})
-    annotations.pop(ANN_APPLIED_HASH, None)
-    annotations[ANN_APPLIED_HASH] = short_hash(out, 16)
-    return out
+def _version(obj: dict[str, Any] | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def check_owner(live: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -83,17 +48,15 @@ def check_owner(live: dict[str, Any], desired: dict[str, Any]) -> None:
 
 
 def ensure_applied(kube: Client, desired: dict[str, Any]) -> tuple[Action, dict[str, Any]]:
-    """Server-side apply ``desired`` unless the live object already matches it."""
-    desired = with_hash(desired)
+    """Server-side apply ``desired`` (after checking that the live object is ours)."""
     kind = kind_of(desired)
     meta = desired["metadata"]
     live = kube.get(kind, meta.get("namespace"), meta["name"])
     if live is not None:
         check_owner(live, desired)
-        live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(ANN_APPLIED_HASH)
-        if live_hash == meta["annotations"][ANN_APPLIED_HASH] and is_subset(desired, live):
-            return "unchanged", live
     result = kube.apply(desired)
+    if live is not None and _version(result) == _version(live):
+        return "unchanged", result
     action: Action = "created" if live is None else "patched"
     metrics.CHILD_WRITES.labels(kind=kind.kind, action=action).inc()
     logger.info("%s %s", action, _ident(desired))
@@ -171,9 +134,9 @@ def ensure_patched_fields(
     meta = desired["metadata"]
     want_spec = {f: desired["spec"].get(f) for f in fields}
     want = {"metadata": {"labels": meta.get("labels") or {}}, "spec": want_spec}
-    if is_subset(want, live):
-        return "unchanged", live
     result = kube.merge_patch(kind, meta.get("namespace"), meta["name"], want)
+    if _version(result) == _version(live):
+        return "unchanged", result
     metrics.CHILD_WRITES.labels(kind=kind.kind, action="patched").inc()
     logger.info("patched %s (%s)", _ident(desired), ", ".join(fields))
     return "patched", result
@@ -186,7 +149,7 @@ def ensure_absent(kube: Client, kind: Kind, namespace: str, name: str, owner_uid
         return "absent"
     if controller_uid(live) != owner_uid:
         return "absent"  # not ours: never delete someone else's object
-    kube.delete(kind, namespace, name, uid=(live.get("metadata") or {}).get("uid"))
+    kube.delete(kind, namespace, name)
     metrics.CHILD_WRITES.labels(kind=kind.kind, action="deleted").inc()
     logger.info("deleted %s %s/%s (no longer wanted)", kind.kind, namespace, name)
     return "deleted"

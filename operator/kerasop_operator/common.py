@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel
 
 from kerasop.spec import API_VERSION, GROUP, VERSION, SpecError, describe_errors
 
@@ -35,7 +36,6 @@ LABEL_TRAINING_JOB = "kerasop.io/training-job"
 LABEL_MODEL_SERVICE = "kerasop.io/model-service"
 LABEL_MODEL_CLAIM = "kerasop.io/model-claim"
 
-ANN_APPLIED_HASH = "kerasop.io/applied-hash"
 ANN_TEMPLATE_HASH = "kerasop.io/template-hash"
 ANN_MODEL_NAME = "kerasop.io/model-name"
 ANN_MODEL_VERSION = "kerasop.io/model-version"
@@ -91,8 +91,9 @@ def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     import kopf
 
     child: dict[str, Any] = {}
-    kopf.append_owner_reference(child, owner=owner)
-    return child["metadata"]["ownerReferences"][0]
+    kopf.append_owner_reference(child, owner=cast("kopf.Body", owner))
+    ref: dict[str, Any] = child["metadata"]["ownerReferences"][0]
+    return ref
 
 
 def child_metadata(
@@ -110,7 +111,10 @@ def child_metadata(
     return meta
 
 
-def parse_resource(model: type[Any], kind: str, body: dict[str, Any]) -> Any:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_resource(model: type[M], kind: str, body: dict[str, Any]) -> M:
     """``body`` validated as ``model`` (only apiVersion, kind, name/namespace and spec).
 
     Raises ``SpecError`` when the spec does not validate.
@@ -136,7 +140,8 @@ def parse_resource(model: type[Any], kind: str, body: dict[str, Any]) -> Any:
 def controller_uid(obj: dict[str, Any]) -> str | None:
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("uid")
+            uid: str | None = ref.get("uid")
+            return uid
     return None
 
 
@@ -176,59 +181,6 @@ def deep_merge(base: Any, override: Any) -> Any:
                 out_list.append(copy.deepcopy(item))
         return out_list
     return copy.deepcopy(override)
-
-
-# --------------------------------------------------------------------------------------------
-# Comparing desired and live objects
-
-
-def _quantity(value: Any) -> Decimal | None:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        return None
-    try:
-        from kubernetes.utils.quantity import parse_quantity
-
-        return Decimal(parse_quantity(value))
-    except (ValueError, TypeError, InvalidOperation, ImportError):
-        return None
-
-
-def _scalar_equal(want: Any, have: Any) -> bool:
-    if want == have and type(want) is type(have):
-        return True
-    if isinstance(want, bool) or isinstance(have, bool):
-        return False
-    if isinstance(want, int | float) and isinstance(have, int | float):
-        return float(want) == float(have)
-    # Resource quantities come back normalised ("0.5" -> "500m", "1024Mi" -> "1Gi").
-    if isinstance(want, str) and isinstance(have, str):
-        qw, qh = _quantity(want), _quantity(have)
-        return qw is not None and qw == qh
-    return False
-
-
-def is_subset(want: Any, have: Any) -> bool:
-    """True if every field set in ``want`` has the same value in ``have``.
-
-    Fields only in ``have`` (defaults filled in by the API server, fields owned
-    by other controllers) are ignored; list items are matched in any order.
-    A ``None`` in ``want`` means "must be absent".
-    """
-    if isinstance(want, dict):
-        if not isinstance(have, dict):
-            return False
-        for key, value in want.items():
-            if value is None:
-                if have.get(key) is not None:
-                    return False
-            elif key not in have or not is_subset(value, have[key]):
-                return False
-        return True
-    if isinstance(want, list):
-        if not isinstance(have, list):
-            return False
-        return all(any(is_subset(w, h) for h in have) for w in want)
-    return _scalar_equal(want, have)
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ children and one status.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,26 +20,12 @@ from kerasop.status import now_rfc3339
 from . import apply, kube, metrics, serving, training
 from .common import LABEL_TRAINING_JOB, controller_uid, label_value, status_patch
 from .kube import ApiError
+from .settings import Config
 
 logger = logging.getLogger(__name__)
 
 # post_event(owner_body, type, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
-
-
-@dataclass(frozen=True)
-class Config:
-    runtime_image: str = ""
-    image_pull_policy: str = "IfNotPresent"
-    cluster_domain: str = "cluster.local"
-
-    @classmethod
-    def from_env(cls) -> Config:
-        return cls(
-            runtime_image=os.environ.get("KERASOP_RUNTIME_IMAGE", ""),
-            image_pull_policy=os.environ.get("KERASOP_RUNTIME_IMAGE_PULL_POLICY") or "IfNotPresent",
-            cluster_domain=os.environ.get("KERASOP_CLUSTER_DOMAIN", "cluster.local"),
-        )
 
 
 @dataclass
@@ -108,7 +93,7 @@ def _terminal(body: dict[str, Any]) -> bool:
 class Controller:
     kube: Any  # kube.Kube or a test double with the same methods
     config: Config = field(default_factory=Config)
-    post_event: EventPoster = lambda *_: None  # noqa: E731
+    post_event: EventPoster = lambda *_: None
     _locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
     _seen_models: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -184,9 +169,7 @@ class Controller:
                 # Suspended with no pods: replace it so resources/scheduling/image changes
                 # apply on resume (the trainer resumes from its checkpoints: same job id).
                 apply.check_owner(live, desired)
-                self.kube.delete(
-                    kube.JOB, meta["namespace"], meta["name"], uid=live["metadata"]["uid"]
-                )
+                self.kube.delete(kube.JOB, meta["namespace"], meta["name"])
                 metrics.CHILD_WRITES.labels(kind="Job", action="deleted").inc()
                 apply.ensure_created(self.kube, desired)
                 result.recreated = True

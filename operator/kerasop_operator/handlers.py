@@ -7,7 +7,7 @@ Triggers:
 - KerasTrainingJob created/changed/found at start-up -> full reconcile;
 - its trainer Job changes (pods start, finish, fail) -> status refresh
   (a deleted Job -> full reconcile, which recreates it unless the job finished);
-- every ``KERASOP_PROGRESS_INTERVAL`` s while Pending/Running -> status refresh
+- every ``progress_interval`` s (settings.py) while Pending/Running -> status refresh
   with the trainer's log tail (epoch, metrics);
 - a job's model version changes -> reconcile of every KerasModelService
   following it;
@@ -21,38 +21,34 @@ written explicitly by the controller through the status subresource.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import kopf
 
 from kerasop.spec import GROUP, VERSION
 
+from . import kube as kube_kinds
 from . import metrics
 from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
-from .controller import Config, Controller, ReconcileError
+from .controller import Controller, ReconcileError
 from .kube import ApiError, Kube
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES
+from .settings import Config
 from .training import KIND as JOB_KIND
 from .training import PLURAL as JOBS
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "kerasop.io"
-PROGRESS_INTERVAL = float(os.environ.get("KERASOP_PROGRESS_INTERVAL", "10"))
-RETRY_DELAY = float(os.environ.get("KERASOP_RETRY_DELAY", "30"))
-
-# Set by tests that run the operator in-process; otherwise built at start-up.
-CONTROLLER: Controller | None = None
 
 
 def post_event(body: dict[str, Any], type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=type, reason=reason, message=message[:1024])
+    kopf.event(cast(kopf.Body, body), type=type, reason=reason, message=message[:1024])
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
+def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
     """kopf settings: our own annotation prefix, no status stanza, no handler-log events."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -60,58 +56,58 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.loggers = False  # only the explicit kopf.event() calls become Events
-    settings.execution.max_workers = int(os.environ.get("KERASOP_MAX_WORKERS", "8"))
-    settings.watching.server_timeout = int(os.environ.get("KERASOP_WATCH_TIMEOUT", "300"))
+    settings.execution.max_workers = config.max_workers
+    settings.watching.server_timeout = config.watch_timeout
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.networking.request_timeout = 60
     # Watching CustomResourceDefinitions needs a cluster-wide grant that nothing else
     # needs; the CRDs are a prerequisite instead (checked at start-up, see below).
-    settings.scanning.disabled = os.environ.get("KERASOP_SCAN_CRDS", "false").lower() != "true"
+    settings.scanning.disabled = not config.scan_crds
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    global CONTROLLER
-    configure_settings(settings)
-    if CONTROLLER is None:
-        CONTROLLER = Controller(Kube.from_environment(), Config.from_env(), post_event)
-    memo.controller = CONTROLLER
+def startup(memo: Any, **_: Any) -> None:
+    config = _controller(memo).config
     logger.info(
         "kerasop operator started (runtime image %r, progress interval %ss)",
-        CONTROLLER.config.runtime_image,
-        PROGRESS_INTERVAL,
+        config.runtime_image,
+        config.progress_interval,
     )
 
 
-def missing_crds(kube: Kube) -> list[str]:
+def missing_crds(kube: Kube, namespaces: Sequence[str]) -> list[str]:
     """The kerasop resources the API server does not serve (CRDs not installed yet).
 
-    Uses API discovery, which every authenticated identity may read.
+    Lists each kind once (one item, in the first watched namespace or cluster-wide),
+    which the operator's own RBAC allows: an unserved resource answers 404.
     """
-    try:
-        doc = kube.request("GET", f"/apis/{GROUP}/{VERSION}")
-    except ApiError as exc:
-        if exc.not_found:
-            return sorted([JOBS, SERVICES])
-        raise
-    served = {r.get("name") for r in doc.get("resources") or []}
-    return sorted({JOBS, SERVICES} - served)
+    namespace = namespaces[0] if namespaces else None
+    kinds = {JOBS: kube_kinds.TRAINING_JOB, SERVICES: kube_kinds.MODEL_SERVICE}
+    return sorted(plural for plural, kind in kinds.items() if not kube.served(kind, namespace))
 
 
 def _controller(memo: Any) -> Controller:
-    ctl = getattr(memo, "controller", None) or CONTROLLER
+    """The controller ``main`` put into kopf's ``memo`` (with the settings in ``.config``)."""
+    ctl: Controller | None = getattr(memo, "controller", None)
     if ctl is None:
         raise kopf.TemporaryError("operator not started yet", delay=1)
     return ctl
 
 
-def _retry(exc: Exception) -> kopf.TemporaryError | kopf.PermanentError:
+def _namespace(namespace: str | None) -> str:
+    """Both kinds are namespaced: kopf passes None only for cluster-scoped objects."""
+    if namespace is None:
+        raise kopf.PermanentError("a namespaced resource without a namespace")
+    return namespace
+
+
+def _retry(exc: Exception, delay: float) -> kopf.TemporaryError | kopf.PermanentError:
     """How kopf goes on after a failed reconcile: retry later, or wait for a change."""
     if isinstance(exc, ReconcileError):
         if exc.permanent:  # retrying the same spec fails the same way (and posts a Warning)
             return kopf.PermanentError(str(exc))
-        return kopf.TemporaryError(str(exc), delay=RETRY_DELAY * 2)
-    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=RETRY_DELAY)
+        return kopf.TemporaryError(str(exc), delay=delay * 2)
+    return kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=delay)
 
 
 def _owner_name(body: dict[str, Any], kind: str) -> str | None:
@@ -121,7 +117,8 @@ def _owner_name(body: dict[str, Any], kind: str) -> str | None:
             and ref.get("kind") == kind
             and ref.get("apiVersion", "").startswith(f"{GROUP}/")
         ):
-            return ref.get("name")
+            name: str | None = ref.get("name")
+            return name
     return None
 
 
@@ -169,15 +166,15 @@ def _training_active(body: Any, **_: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, JOBS, id="job-create")
 @kopf.on.update(GROUP, VERSION, JOBS, id="job-update")
 def training_job_changed(
-    name: str, namespace: str, reason: Any, memo: Any, body: Any, **_: Any
+    name: str, namespace: str | None, reason: Any, memo: Any, body: Any, **_: Any
 ) -> None:
-    ctl = _controller(memo)
+    ctl, namespace = _controller(memo), _namespace(namespace)
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(JOB_KIND, trigger):
             result = ctl.reconcile_training(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
-        raise _retry(exc) from exc
+        raise _retry(exc, ctl.config.retry_delay) from exc
     if result.template_drift and trigger == "update":
         post_event(
             dict(body),
@@ -188,17 +185,22 @@ def training_job_changed(
         )
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    JOBS,
-    interval=PROGRESS_INTERVAL,
-    initial_delay=PROGRESS_INTERVAL,
-    when=_training_active,
-    id="progress",
-)
-def training_job_progress(name: str, namespace: str, memo: Any, **_: Any) -> None:
-    ctl = _controller(memo)
+def register_progress_timer(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """The progress timer (its interval is a setting, so it is registered at start-up)."""
+    kopf.timer(
+        GROUP,
+        VERSION,
+        JOBS,
+        interval=interval,
+        initial_delay=interval,
+        when=_training_active,
+        id="progress",
+        registry=registry,
+    )(training_job_progress)
+
+
+def training_job_progress(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    ctl, namespace = _controller(memo), _namespace(namespace)
     try:
         with metrics.reconcile(JOB_KIND, "progress"):
             ctl.sync_training_status(namespace, name, read_logs=True)
@@ -242,14 +244,16 @@ def training_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None
 @kopf.on.resume(GROUP, VERSION, SERVICES, id="service-resume")
 @kopf.on.create(GROUP, VERSION, SERVICES, id="service-create")
 @kopf.on.update(GROUP, VERSION, SERVICES, id="service-update")
-def model_service_changed(name: str, namespace: str, reason: Any, memo: Any, **_: Any) -> None:
-    ctl = _controller(memo)
+def model_service_changed(
+    name: str, namespace: str | None, reason: Any, memo: Any, **_: Any
+) -> None:
+    ctl, namespace = _controller(memo), _namespace(namespace)
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(SERVICE_KIND, trigger):
             ctl.reconcile_service(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
-        raise _retry(exc) from exc
+        raise _retry(exc, ctl.config.retry_delay) from exc
 
 
 def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:

@@ -1,19 +1,27 @@
-"""A small, synchronous Kubernetes REST client on top of the ``kubernetes`` package.
+"""Kubernetes access for the operator's reconcile code, on lightkube's synchronous client.
 
-Only transport and authentication come from ``kubernetes`` (kubeconfig,
-in-cluster service account, token refresh); objects stay plain dicts, exactly
-as the API server returns them, so nothing is lost or renamed on the way.
+lightkube does the work (kubeconfig or in-cluster service account, HTTP,
+server-side apply under a field manager); this module only keeps the
+reconcile code and its builders on plain dicts, exactly as the API server
+returns them, and turns lightkube's errors into one small ``ApiError``.
 The operator's handlers run in kopf's thread pool and call this client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Protocol
+
+import lightkube
+from lightkube import codecs
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.resource import NamespacedResource, api_info
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources import apps_v1, autoscaling_v2, batch_v1, core_v1, policy_v1
+from lightkube.types import CascadeType, PatchType
+
+from kerasop.spec import GROUP, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -22,41 +30,39 @@ FIELD_MANAGER = "kerasop-operator"
 
 @dataclass(frozen=True)
 class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
+    """One resource type: its lightkube class (``res``) and its ``kind`` name."""
+
+    res: Any
+    subresources: tuple[str, ...] = ("status",)
 
     @property
-    def prefix(self) -> str:
-        return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+    def kind(self) -> str:
+        return str(api_info(self.res).resource.kind)
 
-    def path(
-        self, namespace: str | None = None, name: str | None = None, sub: str | None = None
-    ) -> str:
-        parts = [self.prefix]
-        if self.namespaced and namespace:
-            parts.append(f"namespaces/{quote(namespace, safe='')}")
-        parts.append(self.plural)
-        if name:
-            parts.append(quote(name, safe=""))
-        if sub:
-            parts.append(sub)
-        return "/".join(parts)
+    @property
+    def api_version(self) -> str:
+        r = api_info(self.res).resource
+        return f"{r.group}/{r.version}" if r.group else str(r.version)
+
+    @property
+    def namespaced(self) -> bool:
+        return issubclass(self.res, NamespacedResource)
 
 
-NAMESPACE = Kind("v1", "Namespace", "namespaces", namespaced=False)
-POD = Kind("v1", "Pod", "pods")
-SERVICE = Kind("v1", "Service", "services")
-PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
-SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")
-EVENT = Kind("v1", "Event", "events")
-JOB = Kind("batch/v1", "Job", "jobs")
-DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
-HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
-PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-TRAINING_JOB = Kind("kerasop.io/v1alpha1", "KerasTrainingJob", "kerastrainingjobs")
-MODEL_SERVICE = Kind("kerasop.io/v1alpha1", "KerasModelService", "kerasmodelservices")
+NAMESPACE = Kind(core_v1.Namespace)
+POD = Kind(core_v1.Pod)
+SERVICE = Kind(core_v1.Service)
+PVC = Kind(core_v1.PersistentVolumeClaim)
+SERVICE_ACCOUNT = Kind(core_v1.ServiceAccount)
+EVENT = Kind(core_v1.Event)
+JOB = Kind(batch_v1.Job)
+DEPLOYMENT = Kind(apps_v1.Deployment)
+HPA = Kind(autoscaling_v2.HorizontalPodAutoscaler)
+PDB = Kind(policy_v1.PodDisruptionBudget)
+TRAINING_JOB = Kind(create_namespaced_resource(GROUP, VERSION, "KerasTrainingJob", "kerastrainingjobs"))
+MODEL_SERVICE = Kind(
+    create_namespaced_resource(GROUP, VERSION, "KerasModelService", "kerasmodelservices")
+)
 
 KINDS = {
     (k.api_version, k.kind): k
@@ -82,12 +88,18 @@ def kind_of(obj: dict[str, Any]) -> Kind:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str, body: Any = None) -> None:
+    """An error status from the API server (``status`` is the HTTP code)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
-        self.body = body
+
+    @classmethod
+    def from_lightkube(cls, exc: lightkube.ApiError) -> ApiError:
+        st = exc.status
+        return cls(int(st.code or exc.response.status_code), st.reason or "", st.message or "")
 
     @property
     def not_found(self) -> bool:
@@ -102,107 +114,109 @@ class ApiError(Exception):
         return self.status in (409, 429) or self.status >= 500
 
 
+def _dict(obj: Any, kind: Kind | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = obj.to_dict()
+    if kind is not None:  # list items come without apiVersion/kind
+        out.setdefault("apiVersion", kind.api_version)
+        out.setdefault("kind", kind.kind)
+    return out
+
+
+class Client(Protocol):
+    """What the reconcile code needs (``Kube`` here; the unit tests use an in-memory fake)."""
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None: ...
+    def list(
+        self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+    def merge_patch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]: ...
+    def delete(self, kind: Kind, namespace: str | None, name: str) -> bool: ...
+    def pod_log(self, namespace: str, name: str, *, container: str) -> str | None: ...
+
+
 class Kube:
     """Dict-in, dict-out access to the API server (the subset the operator uses)."""
 
-    def __init__(self, api_client: Any, *, timeout: float = 30.0) -> None:
-        self.api = api_client
-        self.timeout = timeout
+    def __init__(self, client: lightkube.Client) -> None:
+        self.client = client
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster service account if present, else ``$KUBECONFIG`` / ``~/.kube/config``."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        if (
-            kubeconfig is None
-            and os.environ.get("KUBERNETES_SERVICE_HOST")
-            and os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token")
-        ):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        return cls(client.ApiClient(configuration=cfg))
-
-    # ---- transport -------------------------------------------------------------------------
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: dict[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        raw: bool = False,
-    ) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        params = [
-            (k, str(v).lower() if isinstance(v, bool) else v)
-            for k, v in (query or {}).items()
-            if v is not None
-        ]
-        req = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=params or None,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        resp = self.api.call_api(*req, _request_timeout=self.timeout)
-        data = resp.read()
-        text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else (data or "")
-        if not 200 <= resp.status < 300:
-            reason, message = resp.reason or "", text
-            try:
-                doc = json.loads(text)
-                reason = doc.get("reason") or reason
-                message = doc.get("message") or message
-            except ValueError:
-                doc = None
-            raise ApiError(resp.status, reason, message, doc)
-        if raw:
-            return text
-        return json.loads(text) if text else None
-
-    # ---- verbs -----------------------------------------------------------------------------
+    def from_environment(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> Kube:
+        """``kubeconfig`` if given, else the in-cluster service account or ``$KUBECONFIG``."""
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+        # A number is a valid timeout for the HTTP client underneath (httpx or httpx2,
+        # depending on the lightkube version), whose Timeout type the stubs name.
+        client = lightkube.Client(config, field_manager=FIELD_MANAGER, timeout=timeout)  # type: ignore[arg-type]
+        return cls(client)
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return self.request("GET", kind.path(namespace, name))
-        except ApiError as exc:
-            if exc.not_found:
+            return _dict(self.client.get(kind.res, name, namespace=namespace))
+        except lightkube.ApiError as exc:
+            if exc.status.code == 404:
                 return None
-            raise
+            raise ApiError.from_lightkube(exc) from None
 
     def list(
         self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        doc = self.request("GET", kind.path(namespace), query={"labelSelector": label_selector})
-        items = doc.get("items") or []
-        for item in items:  # list items lack apiVersion/kind
-            item.setdefault("apiVersion", kind.api_version)
-            item.setdefault("kind", kind.kind)
-        return items
+        labels: dict[str, Any] | None = (
+            dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else None
+        )
+        ns = namespace if namespace or not kind.namespaced else lightkube.ALL_NS
+        try:
+            return [_dict(o, kind) for o in self.client.list(kind.res, namespace=ns, labels=labels)]
+        except lightkube.ApiError as exc:
+            raise ApiError.from_lightkube(exc) from None
+
+    def served(self, kind: Kind, namespace: str | None = None) -> bool:
+        """Whether the API server serves ``kind`` (False: its CRD is not installed)."""
+        ns = namespace or lightkube.ALL_NS
+        try:
+            next(iter(self.client.list(kind.res, namespace=ns, chunk_size=1)), None)
+        except lightkube.ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise ApiError.from_lightkube(exc) from None
+        return True
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        kind = kind_of(obj)
-        ns = obj["metadata"].get("namespace")
-        return self.request("POST", kind.path(ns), query={"fieldManager": FIELD_MANAGER}, body=obj)
+        try:
+            return _dict(self.client.create(codecs.from_dict(obj)))
+        except lightkube.ApiError as exc:
+            raise ApiError.from_lightkube(exc) from None
 
-    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply: the operator owns exactly the fields it sends."""
-        kind = kind_of(obj)
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply, forced: the operator owns exactly the fields it sends.
+
+        The API server writes nothing when the object already matches (the
+        ``resourceVersion`` stays the same).
+        """
         meta = obj["metadata"]
-        return self.request(
-            "PATCH",
-            kind.path(meta.get("namespace"), meta["name"]),
-            query={"fieldManager": FIELD_MANAGER, "force": force},
-            body=obj,
-            content_type="application/apply-patch+yaml",
-        )
+        try:
+            return _dict(
+                self.client.patch(
+                    kind_of(obj).res,
+                    meta["name"],
+                    obj,
+                    namespace=meta.get("namespace"),
+                    patch_type=PatchType.APPLY,
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                )
+            )
+        except lightkube.ApiError as exc:
+            raise ApiError.from_lightkube(exc) from None
 
     def merge_patch(
         self,
@@ -213,37 +227,22 @@ class Kube:
         *,
         subresource: str | None = None,
     ) -> dict[str, Any]:
-        return self.request(
-            "PATCH",
-            kind.path(namespace, name, subresource),
-            query={"fieldManager": FIELD_MANAGER},
-            body=patch,
-            content_type="application/merge-patch+json",
-        )
-
-    def delete(
-        self,
-        kind: Kind,
-        namespace: str | None,
-        name: str,
-        *,
-        uid: str | None = None,
-        propagation: str = "Background",
-    ) -> bool:
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "propagationPolicy": propagation,
-        }
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        res = kind.res if subresource is None else getattr(kind.res, subresource.capitalize())
         try:
-            self.request("DELETE", kind.path(namespace, name), body=body)
+            return _dict(
+                self.client.patch(res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+            )
+        except lightkube.ApiError as exc:
+            raise ApiError.from_lightkube(exc) from None
+
+    def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
+        try:
+            self.client.delete(kind.res, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
             return True
-        except ApiError as exc:
-            if exc.not_found:
+        except lightkube.ApiError as exc:
+            if exc.status.code == 404:
                 return False
-            raise
+            raise ApiError.from_lightkube(exc) from None
 
     def pod_log(
         self,
@@ -255,13 +254,17 @@ class Kube:
         limit_bytes: int = 256 * 1024,
     ) -> str | None:
         """The tail of a container's log, or None when it cannot be read (no kubelet, gone)."""
+        lines: list[str] = []
+        size = 0
         try:
-            return self.request(
-                "GET",
-                POD.path(namespace, name, "log"),
-                query={"container": container, "tailLines": tail_lines, "limitBytes": limit_bytes},
-                raw=True,
-            )
+            for line in self.client.log(
+                name, namespace=namespace, container=container, tail_lines=tail_lines
+            ):
+                lines.append(line)
+                size += len(line)
+                if size >= limit_bytes:
+                    break
         except Exception as exc:  # ApiError, or a connection error to the kubelet proxy
             logger.debug("no log for pod %s/%s: %s", namespace, name, exc)
             return None
+        return "".join(lines)

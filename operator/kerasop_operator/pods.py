@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from kerasop.spec import PodSpecOverrides, ResourcesSpec
@@ -94,7 +95,7 @@ def colocation_affinity(claim_name: str) -> dict[str, Any]:
     }
 
 
-def needs_colocation(access_modes: list[str] | None) -> bool:
+def needs_colocation(access_modes: Sequence[str] | None) -> bool:
     """True when every pod sharing the claim must run on one node."""
     modes = set(access_modes or [])
     return (
@@ -160,4 +161,5 @@ def apply_override(template: dict[str, Any], override: dict[str, Any] | None) ->
             shaped[key].update(value)
         else:
             shaped["spec"][key] = value
-    return deep_merge(template, shaped)
+    merged: dict[str, Any] = deep_merge(template, shaped)
+    return merged

@@ -7,7 +7,7 @@ Entry point: ``kerasop-serve`` (:func:`kerasop_server.main.main`). To embed it,
 Heavy imports (TensorFlow, ONNX Runtime) happen when a model is loaded.
 """
 
-__version__ = "0.1.0"
+from kerasop import __version__
 
 __all__ = ["BackgroundServer", "ServerConfig", "__version__", "create_app"]
 

@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kerasop.export import ExportError, convert_to_onnx
+from kerasop.store import KERAS_FILE, ONNX_FILE
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "keras", "onnx")
-KERAS_FILE = "model.keras"
-ONNX_FILE = "model.onnx"
 
 # ONNX Runtime and TensorFlow agree to ~1e-7 on float32; a converted graph that
 # is further off than this is treated as a failed conversion.
@@ -256,7 +255,10 @@ class OnnxEngine(Engine):
             self.detail = f"{ONNX_FILE} from the version directory"
         else:
             reference = _load_keras_model(version_dir, threads)
-            graph = convert_to_onnx(reference)
+            try:
+                graph = convert_to_onnx(reference)
+            except ExportError as exc:
+                raise EngineError(f"{ONNX_FILE} is not in the version directory: {exc}") from exc
             self.detail = f"converted from {KERAS_FILE} at load time"
         try:
             self.session = ort.InferenceSession(
@@ -297,29 +299,6 @@ class OnnxEngine(Engine):
         ):
             diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else "shape"
             raise EngineError(f"the ONNX conversion disagrees with Keras (max diff {diff})")
-
-
-def convert_to_onnx(model: Any) -> bytes:
-    """``model.export(format="onnx")`` into a temporary file; returns the graph."""
-    try:
-        import tf2onnx  # noqa: F401 - Keras imports it lazily; fail early and clearly
-    except ImportError as exc:
-        raise EngineError(
-            f"{ONNX_FILE} is not in the version directory and tf2onnx is not installed"
-        ) from exc
-    shape = tuple(1 if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:])
-    dtype = str(getattr(model.inputs[0], "dtype", "float32"))
-    # A freshly loaded model has never been called; export refuses such models.
-    model.predict_on_batch(np.zeros((1, *shape), dtype=dtype))
-    with tempfile.TemporaryDirectory(prefix="kerasop-onnx-") as tmp:
-        target = Path(tmp) / ONNX_FILE
-        try:
-            with warnings.catch_warnings():  # tf2onnx's numpy-2 shims warn on every export
-                warnings.simplefilter("ignore", FutureWarning)
-                model.export(str(target), format="onnx", verbose=False)
-        except Exception as exc:
-            raise EngineError(f"ONNX export failed: {exc}") from exc
-        return target.read_bytes()
 
 
 def _ort_shape(shape: Any) -> tuple[int | None, ...]:

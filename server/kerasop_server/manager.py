@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasop.store import METADATA_FILE, ModelStore
+from kerasop.store import METADATA_FILE, ModelStore, read_metadata
 
 from .batching import Batcher, BatcherClosed
 from .codec import ClientError, Signature
@@ -242,9 +241,7 @@ class ModelManager:
         meta_file = vdir / METADATA_FILE
         metadata: dict[str, Any] = {}
         if meta_file.is_file():
-            metadata = json.loads(meta_file.read_text())
-            if not isinstance(metadata, dict):
-                raise ValueError(f"{meta_file} does not hold a JSON object")
+            metadata = read_metadata(vdir).to_json_dict()
         else:
             log.warning("%s is missing; taking input and output shapes from the model", meta_file)
         engine = self._engine_factory(self.config.engine, vdir, threads=self.config.threads)

@@ -232,11 +232,11 @@ def test_values_are_wired(helm):
 
 
 def test_chart_crds_are_the_generated_ones(helm):
-    from kerasop import crdgen
+    from kerasop import crds as crdschema
 
     rendered = [d for d in yaml.safe_load_all(helm.template(include_crds=True)) if d]
     crds = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "CustomResourceDefinition"}
-    assert crds == {c["metadata"]["name"]: c for c in crdgen.crds().values()}
+    assert crds == {c["metadata"]["name"]: c for c in crdschema.crds().values()}
 
 
 def test_notes_render(helm):

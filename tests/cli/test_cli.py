@@ -4,15 +4,35 @@ import json
 
 import pytest
 
-from kerasop import cli, events
+from kerasop import events
+from kerasop_cli import main as cli
 
-EXAMPLE = cli.DEMO_EXAMPLE
+EXAMPLE = cli.demo_example()
 
 
 def test_service_following_a_job_serves_the_jobs_model():
     docs = cli.read_resources(EXAMPLE)
     service = cli.pick(docs, cli.KerasModelService)
     assert cli.served_model(docs, service) == ("dense-classifier", None)
+
+
+def test_predict_drops_the_label_of_the_job_the_service_follows(tmp_path):
+    """Two jobs in one file: the label column comes from the followed one, not the first."""
+    text = EXAMPLE.read_text()
+    job = text.split("---")[0]
+    other = (
+        job.replace("name: dense-classifier", "name: other")
+        .replace("modelName: dense-classifier", "modelName: other")
+        .replace("labelColumn: label", "labelColumn: target")
+    )
+    service = text.split("---")[1].replace("trainingJob: dense-classifier", "trainingJob: other")
+    path = tmp_path / "two.yaml"
+    path.write_text("\n---\n".join([job, other, service]))
+    docs = cli.read_resources(path)
+    model, _ = cli.served_model(docs, cli.pick(docs, cli.KerasModelService))
+    assert (model, cli.label_column(docs, model)) == ("other", "target")
+    assert cli.label_column(docs, "dense-classifier") == "label"
+    assert cli.label_column(docs, "not-in-the-file") is None
 
 
 def test_server_argv_carries_the_server_settings(tmp_path):
@@ -29,7 +49,7 @@ def test_server_argv_carries_the_server_settings(tmp_path):
 def test_progress_lines_are_readable():
     line = events.encode("epoch", epoch=2, epochs=5, metrics={"loss": 0.5, "accuracy": 0.75})
     assert cli.format_progress(events.decode(line)) == "epoch 2/5  accuracy=0.7500 loss=0.5000"
-    assert cli.format_progress({"kerasop": "start", "epochs": 5, "resumedFromEpoch": 3}) == (
+    assert cli.format_progress(events.StartEvent(epochs=5, resumed_from_epoch=3)) == (
         "training: 5 epochs, resuming after epoch 3"
     )
 

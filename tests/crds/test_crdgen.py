@@ -1,4 +1,4 @@
-"""Unit tests of kerasop.crdgen: drift, structural-schema rules, converter behaviour."""
+"""Unit tests of tools.crdgen and kerasop.crds: drift, structural-schema rules, converter behaviour."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from kerasop import crdgen, spec, status
+from kerasop import crds as crdschema
+from kerasop import spec, status
+from tools import crdgen
 
 ALLOWED_KEYS = {
     "description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum",
@@ -51,11 +53,11 @@ def committed(dir_, name) -> dict[str, Any]:
 
 def test_committed_files_match_generator():
     problems = crdgen.check(crdgen.outputs())
-    assert not problems, "run `python -m kerasop.crdgen`:\n" + "\n".join(problems)
+    assert not problems, "run `python -m tools.crdgen`:\n" + "\n".join(problems)
 
 
 def test_chart_crds_are_the_same_files():
-    for name in crdgen.crds():
+    for name in crdschema.crds():
         a, b = (d / name for d in crdgen.CRD_DIRS)
         assert a.read_text() == b.read_text(), name
 
@@ -122,7 +124,7 @@ def test_schema_is_structural(filename):
 
 
 def test_crd_names_and_subresources():
-    ktj, kms = crdgen.training_job_crd(), crdgen.model_service_crd()
+    ktj, kms = crdschema.training_job_crd(), crdschema.model_service_crd()
     for crd, plural, short in ((ktj, "kerastrainingjobs", "ktj"), (kms, "kerasmodelservices", "kms")):
         assert crd["metadata"]["name"] == f"{plural}.kerasop.io"
         assert crd["spec"]["group"] == "kerasop.io"
@@ -139,7 +141,7 @@ def test_crd_names_and_subresources():
     assert "scale" not in ktj["spec"]["versions"][0]["subresources"]
 
 
-@pytest.mark.parametrize("crd_fn", [crdgen.training_job_crd, crdgen.model_service_crd])
+@pytest.mark.parametrize("crd_fn", [crdschema.training_job_crd, crdschema.model_service_crd])
 def test_printer_columns_point_at_schema_fields(crd_fn):
     crd = crd_fn()
     version = crd["spec"]["versions"][0]
@@ -157,12 +159,12 @@ def test_printer_columns_point_at_schema_fields(crd_fn):
 def test_printer_columns_names():
     cols = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
                         if not c.get("priority")]
-    assert cols(crdgen.training_job_crd()) == ["Phase", "Epoch", "Accuracy", "Loss", "Version", "Age"]
-    assert cols(crdgen.model_service_crd()) == ["Ready", "Version", "URL", "Age"]
+    assert cols(crdschema.training_job_crd()) == ["Phase", "Epoch", "Accuracy", "Loss", "Version", "Age"]
+    assert cols(crdschema.model_service_crd()) == ["Ready", "Version", "URL", "Age"]
 
 
 def test_cel_rules_are_copied_to_the_right_nodes():
-    spec_schema = schema_of(crdgen.training_job_crd())["properties"]["spec"]
+    spec_schema = schema_of(crdschema.training_job_crd())["properties"]["spec"]
     rules = lambda node: [r["rule"] for r in node.get("x-kubernetes-validations", [])]
     assert any("oldSelf" in r for r in rules(spec_schema))
     props = spec_schema["properties"]
@@ -174,13 +176,13 @@ def test_cel_rules_are_copied_to_the_right_nodes():
     assert rules(props["output"]["properties"]["storage"])
     transfer = props["model"]["properties"]["transfer"]
     assert transfer["x-kubernetes-validations"][0]["fieldPath"] == ".weightsPath"
-    kms = schema_of(crdgen.model_service_crd())["properties"]["spec"]["properties"]
+    kms = schema_of(crdschema.model_service_crd())["properties"]["spec"]["properties"]
     assert rules(kms["model"]) and rules(kms["autoscaling"])
 
 
 def test_lists_touched_by_cel_are_bounded():
     """Lists inside the immutable part of the spec need maxItems (CEL cost estimates)."""
-    props = schema_of(crdgen.training_job_crd())["properties"]["spec"]["properties"]
+    props = schema_of(crdschema.training_job_crd())["properties"]["spec"]["properties"]
     model = props["model"]["properties"]
     assert model["layers"]["maxItems"] == 256
     assert model["transfer"]["properties"]["head"]["maxItems"] == 64
@@ -189,7 +191,7 @@ def test_lists_touched_by_cel_are_bounded():
 
 def test_defaults_match_pydantic():
     """Defaults the API server fills in are the ones pydantic fills in."""
-    props = schema_of(crdgen.training_job_crd())["properties"]["spec"]["properties"]
+    props = schema_of(crdschema.training_job_crd())["properties"]["spec"]["properties"]
     assert props["training"]["default"] == {}
     assert props["output"]["default"] == {}
     assert props["output"]["properties"]["storage"]["default"] == {"size": "1Gi"}
@@ -203,7 +205,7 @@ def test_defaults_match_pydantic():
 
 
 def test_types_and_bounds_converted():
-    props = schema_of(crdgen.training_job_crd())["properties"]["spec"]["properties"]
+    props = schema_of(crdschema.training_job_crd())["properties"]["spec"]["properties"]
     split = props["data"]["properties"]["validationSplit"]
     assert split == {
         "description": "Fraction of the training data held out for validation.",
@@ -219,11 +221,11 @@ def test_types_and_bounds_converted():
     assert node_selector["additionalProperties"] == {"type": "string"}
     assert props["output"]["properties"]["modelName"]["pattern"] == spec.NAME_PATTERN
     assert props["data"]["required"] == ["format", "path"]
-    assert schema_of(crdgen.training_job_crd())["properties"]["spec"]["required"] == ["data", "model"]
+    assert schema_of(crdschema.training_job_crd())["properties"]["spec"]["required"] == ["data", "model"]
 
 
 def test_status_schema():
-    st = schema_of(crdgen.training_job_crd())["properties"]["status"]["properties"]
+    st = schema_of(crdschema.training_job_crd())["properties"]["status"]["properties"]
     assert st["phase"]["enum"] == list(status.TRAINING_PHASES)
     cond = st["conditions"]
     assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == ["type"]
@@ -238,7 +240,7 @@ def test_status_schema():
     for field in ("observedGeneration", "completionTime", "epoch", "epochs", "progress",
                   "finalMetrics", "modelName", "modelVersion", "modelPath", "workers"):
         assert field in st
-    kst = schema_of(crdgen.model_service_crd())["properties"]["status"]["properties"]
+    kst = schema_of(crdschema.model_service_crd())["properties"]["status"]["properties"]
     for field in ("phase", "readyReplicas", "replicas", "servingVersion", "url", "conditions",
                   "ready", "selector", "observedGeneration"):
         assert field in kst
@@ -279,17 +281,17 @@ class _Marked(BaseModel):
 
 
 def test_union_rejected():
-    with pytest.raises(crdgen.SchemaError, match="anyOf"):
-        crdgen.model_schema(_Union)
+    with pytest.raises(crdschema.SchemaError, match="anyOf"):
+        crdschema.model_schema(_Union)
 
 
 def test_unmarked_free_form_rejected():
-    with pytest.raises(crdgen.SchemaError, match="free-form"):
-        crdgen.model_schema(_FreeForm)
+    with pytest.raises(crdschema.SchemaError, match="free-form"):
+        crdschema.model_schema(_FreeForm)
 
 
 def test_marked_free_form_and_sets():
-    out = crdgen.model_schema(_Marked)["properties"]
+    out = crdschema.model_schema(_Marked)["properties"]
     assert out["x"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     assert out["y"] == {"type": "array", "default": [],
                         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}

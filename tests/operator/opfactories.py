@@ -103,10 +103,17 @@ def event_line(event: str, **fields: Any) -> str:
 
 
 class FakeKube:
-    """Dict store keyed by (kind, namespace, name); counts writes."""
+    """Dict store keyed by (kind, namespace, name); counts the writes that changed something.
+
+    Like the API server, a server-side apply or merge patch that leaves the object
+    as it was is no write: the ``resourceVersion`` stays and ``writes`` does not
+    grow. Every read returns a copy, so a test that keeps an object and reads it
+    again compares two snapshots, not one object with itself.
+    """
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+        self.applied: dict[tuple[str, str | None, str], dict[str, Any]] = {}  # last SSA body
         self.writes: list[tuple[str, str, str]] = []  # (verb, kind, name)
         self.logs: dict[str, str] = {}
         self._uids = itertools.count(1)
@@ -121,16 +128,29 @@ class FakeKube:
         self.objects[(obj["kind"], meta.get("namespace"), meta["name"])] = obj
         return copy.deepcopy(obj)
 
+    def edit(self, kind: str, namespace: str | None, name: str, change) -> dict[str, Any]:
+        """Someone else's write: ``change(obj)`` mutates the stored object."""
+        obj = copy.deepcopy(self.objects[(kind, namespace, name)])
+        change(obj)
+        return self.put(obj)
+
     def find(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return self.objects.get((kind, namespace, name))
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
 
     def kinds(self, kind: str) -> list[dict[str, Any]]:
-        return [o for (kd, _, _), o in self.objects.items() if kd == kind]
+        return [copy.deepcopy(o) for (kd, _, _), o in self.objects.items() if kd == kind]
+
+    def _write(self, verb: str, key: tuple[str, str | None, str], new: dict[str, Any]):
+        live = self.objects.get(key)
+        if live is not None and new == live:
+            return copy.deepcopy(live)  # no-op: nothing stored, same resourceVersion
+        self.writes.append((verb, key[0], key[2]))
+        return self.put(new)
 
     # the Kube interface
     def get(self, kind: k.Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        obj = self.objects.get((kind.kind, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return self.find(kind.kind, namespace, name)
 
     def list(
         self, kind: k.Kind, namespace: str | None = None, *, label_selector: str | None = None
@@ -154,32 +174,43 @@ class FakeKube:
         self.writes.append(("create", obj["kind"], obj["metadata"]["name"]))
         return self.put(obj)
 
-    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: fields applied before and left out now are removed,
+        the applied fields are set, fields nobody applied (defaults) stay."""
         key = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
-        self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
         live = self.objects.get(key)
-        new = copy.deepcopy(obj)
-        if live is not None:
-            new["metadata"]["uid"] = live["metadata"]["uid"]
-            if "status" in live:
-                new["status"] = live["status"]
-        return self.put(new)
+        new = copy.deepcopy(live) if live is not None else {}
+        _drop(new, self.applied.get(key, {}), obj)
+        _merge(new, obj)
+        self.applied[key] = copy.deepcopy(obj)
+        return self._write("apply", key, new)
 
     def merge_patch(self, kind, namespace, name, patch, *, subresource=None):
-        live = self.objects.get((kind.kind, namespace, name))
+        key = (kind.kind, namespace, name)
+        live = self.objects.get(key)
         if live is None:
             raise ApiError(404, "NotFound", "not found")
-        self.writes.append((f"patch{'/' + subresource if subresource else ''}", kind.kind, name))
-        _merge(live, patch)
-        live["metadata"]["resourceVersion"] = str(next(self._rv))
-        return copy.deepcopy(live)
+        new = copy.deepcopy(live)
+        _merge(new, patch)
+        return self._write(f"patch{'/' + subresource if subresource else ''}", key, new)
 
-    def delete(self, kind, namespace, name, *, uid=None, propagation="Background") -> bool:
+    def delete(self, kind, namespace, name) -> bool:
         self.writes.append(("delete", kind.kind, name))
+        self.applied.pop((kind.kind, namespace, name), None)
         return self.objects.pop((kind.kind, namespace, name), None) is not None
 
     def pod_log(self, namespace, name, *, container, tail_lines=300, limit_bytes=0):
         return self.logs.get(name)
+
+
+def _drop(target: dict[str, Any], before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Remove from ``target`` what ``before`` set and ``now`` no longer sets."""
+    for key, value in before.items():
+        if key not in now:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(now[key], dict):
+            if isinstance(target.get(key), dict):
+                _drop(target[key], value, now[key])
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from kerasop_operator.common import child_name, deep_merge, is_subset, label_value, status_patch
+import pytest
+
+from kerasop_operator.common import child_name, deep_merge, label_value, status_patch
 from kerasop_operator.conditions import Cond, merge_conditions
 
 
@@ -39,39 +41,6 @@ def test_deep_merge():
     assert out["containers"][1] == {"name": "y", "image": "j"}
     assert base["a"]["c"] == [1, 2], "inputs are not modified"
     assert deep_merge({"a": 1}, {"a": None}) == {}
-
-
-def test_is_subset_ignores_defaults_and_normalised_quantities():
-    want = {
-        "spec": {
-            "replicas": 2,
-            "template": {
-                "containers": [
-                    {"name": "s", "resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"}}}
-                ]
-            },
-        }
-    }
-    have = {
-        "spec": {
-            "replicas": 2,
-            "progressDeadlineSeconds": 600,
-            "template": {
-                "containers": [
-                    {
-                        "name": "s",
-                        "imagePullPolicy": "IfNotPresent",
-                        "resources": {"limits": {"cpu": "500m", "memory": "1Gi"}},
-                    }
-                ]
-            },
-        }
-    }
-    assert is_subset(want, have)
-    assert not is_subset({"spec": {"replicas": 3}}, have)
-    assert not is_subset({"a": None}, {"a": 1}) and is_subset({"a": None}, {})
-    assert not is_subset({"a": True}, {"a": 1})
-    assert is_subset({"limits": {"nvidia.com/gpu": "1"}}, {"limits": {"nvidia.com/gpu": "1"}})
 
 
 def test_status_patch():
@@ -112,12 +81,16 @@ def test_main_parses_namespaces_from_env(monkeypatch):
 
     monkeypatch.setenv("KERASOP_WATCH_NAMESPACES", " ml, team-b ,,")
     monkeypatch.setenv("KERASOP_METRICS_PORT", "9100")
-    args = parse_args([])
-    assert args.namespace == ["ml", "team-b"]
-    assert args.metrics_port == 9100
-    assert parse_args(["-n", "x"]).namespace == ["x"]
+    config = parse_args([])
+    assert config.watch_namespaces == ("ml", "team-b")
+    assert config.metrics_port == 9100
+    assert parse_args(["-n", "x", "--metrics-port", "0"]).watch_namespaces == ("x",)
+    assert parse_args(["--metrics-port", "0"]).metrics_port == 0
     monkeypatch.delenv("KERASOP_WATCH_NAMESPACES")
-    assert parse_args([]).namespace == []
+    assert parse_args([]).watch_namespaces == ()
+    monkeypatch.setenv("KERASOP_PROGRESS_INTERVAL", "soon")
+    with pytest.raises(SystemExit):
+        parse_args([])
 
 
 def test_operator_never_imports_tensorflow():
@@ -137,6 +110,7 @@ def test_handlers_registered_without_results():
     import kopf
 
     registry = kopf.get_default_registry()
+    h.register_progress_timer(registry, 10.0)
     ids = {handler.id for handler in registry._changing.get_all_handlers()}
     assert {
         "job-resume",

@@ -43,12 +43,12 @@ def test_ensure_applied_is_idempotent(fake):
     assert apply.ensure_applied(fake, desired)[0] == "created"
     assert apply.ensure_applied(fake, desired)[0] == "unchanged"
     # server-side defaults do not count as drift
-    fake.objects[("Service", "ml", "s")]["spec"]["clusterIP"] = "10.0.0.7"
+    fake.edit("Service", "ml", "s", lambda o: o["spec"].update(clusterIP="10.0.0.7"))
     assert apply.ensure_applied(fake, desired)[0] == "unchanged"
     # someone edits a field we own: put back
-    fake.objects[("Service", "ml", "s")]["spec"]["ports"] = [{"port": 81}]
+    fake.edit("Service", "ml", "s", lambda o: o["spec"].update(ports=[{"port": 81}]))
     assert apply.ensure_applied(fake, desired)[0] == "patched"
-    # a field dropped from the desired object is noticed through the hash
+    # a field dropped from the desired object is removed (it was applied before)
     del desired["metadata"]["labels"]["a"]
     assert apply.ensure_applied(fake, desired)[0] == "patched"
     assert [w[0] for w in fake.writes] == ["apply", "apply", "apply"]
@@ -122,9 +122,13 @@ def test_reconcile_training_creates_children_once(fake, ctl, events):
 def test_suspend_toggles_the_job_only(fake, ctl):
     fake.put(training_job())
     ctl.reconcile_training("ml", "mnist")
-    body = fake.find("KerasTrainingJob", "ml", "mnist")
-    body["spec"]["suspend"] = True
-    body["spec"]["activeDeadlineSeconds"] = 600
+    fake.edit(
+        "KerasTrainingJob",
+        "ml",
+        "mnist",
+        lambda o: o["spec"].update(suspend=True, activeDeadlineSeconds=600),
+    )
+    spec_version = fake.find("KerasTrainingJob", "ml", "mnist")["metadata"]["resourceVersion"]
     n = len(fake.writes)
     result = ctl.reconcile_training("ml", "mnist")
     assert not result.template_drift
@@ -134,8 +138,11 @@ def test_suspend_toggles_the_job_only(fake, ctl):
         ("patch", "Job"),
         ("patch/status", "KerasTrainingJob"),
     ]
-    assert "suspend" in body["spec"], "the user's spec is never rewritten"
-    body["spec"].pop("activeDeadlineSeconds")
+    body = fake.find("KerasTrainingJob", "ml", "mnist")
+    assert body["spec"]["suspend"] is True, "the user's spec is never rewritten"
+    assert ("patch", "KerasTrainingJob", "mnist") not in fake.writes
+    assert body["metadata"]["resourceVersion"] != spec_version  # only the status write
+    fake.edit("KerasTrainingJob", "ml", "mnist", lambda o: o["spec"].pop("activeDeadlineSeconds"))
     ctl.reconcile_training("ml", "mnist")
     assert "activeDeadlineSeconds" not in fake.find("Job", "ml", "mnist-trainer")["spec"]
 
@@ -143,7 +150,9 @@ def test_suspend_toggles_the_job_only(fake, ctl):
 def test_template_change_while_running_is_reported(fake, ctl):
     fake.put(training_job())
     ctl.reconcile_training("ml", "mnist")
-    fake.find("KerasTrainingJob", "ml", "mnist")["spec"]["resources"] = {"memory": "2Gi"}
+    fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o["spec"].update(resources={"memory": "2Gi"})
+    )
     assert ctl.reconcile_training("ml", "mnist").template_drift
     assert len(fake.kinds("Job")) == 1
 
@@ -152,7 +161,9 @@ def test_template_change_while_suspended_recreates_the_job(fake, ctl, events):
     fake.put(training_job(suspend=True))
     ctl.reconcile_training("ml", "mnist")
     old_uid = fake.find("Job", "ml", "mnist-trainer")["metadata"]["uid"]
-    fake.find("KerasTrainingJob", "ml", "mnist")["spec"]["resources"] = {"memory": "2Gi"}
+    fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o["spec"].update(resources={"memory": "2Gi"})
+    )
     result = ctl.reconcile_training("ml", "mnist")
     assert result.recreated and not result.template_drift
     job = fake.find("Job", "ml", "mnist-trainer")
@@ -201,7 +212,7 @@ def test_rejected_child_is_reported(fake, ctl, events):
     with pytest.raises(ReconcileError, match="Required value") as failure:
         ctl.reconcile_training("ml", "mnist")
     assert failure.value.permanent, "422: only a spec change can fix it, no retry"
-    assert handlers._retry(failure.value).__class__ is kopf.PermanentError
+    assert handlers._retry(failure.value, 1.0).__class__ is kopf.PermanentError
 
     def created_reason():
         st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
@@ -213,14 +224,14 @@ def test_rejected_child_is_reported(fake, ctl, events):
     ctl.sync_training_status("ml", "mnist", read_logs=True)
     assert created_reason() == "ApplyFailed"
     # a spec change (new generation) clears it until the next attempt says otherwise
-    fake.find("KerasTrainingJob", "ml", "mnist")["metadata"]["generation"] = 2
+    fake.edit("KerasTrainingJob", "ml", "mnist", lambda o: o["metadata"].update(generation=2))
     ctl.sync_training_status("ml", "mnist")
     assert created_reason() == "Creating"
 
 
 def test_only_a_refused_object_is_a_permanent_failure():
     def kopf_error(exc):
-        return handlers._retry(_apply_failure(exc))
+        return handlers._retry(_apply_failure(exc), 1.0)
 
     assert isinstance(kopf_error(ApiError(422, "Invalid", "bad")), kopf.PermanentError)
     assert isinstance(kopf_error(ApiError(400, "BadRequest", "bad")), kopf.PermanentError)
@@ -235,7 +246,7 @@ def test_status_sync_reads_termination_message_and_logs(fake, ctl, events):
     job = fake.find("Job", "ml", "mnist-trainer")
     uid = job["metadata"]["uid"]
     fake.put(pod("mnist-trainer-x", job_uid=uid, phase="Running", state={"running": {}}))
-    job["status"] = {"active": 1, "ready": 1}
+    fake.edit("Job", "ml", "mnist-trainer", lambda o: o.update(status={"active": 1, "ready": 1}))
     fake.logs["mnist-trainer-x"] = "\n".join(
         [
             event_line("start", epochs=5),
@@ -257,7 +268,7 @@ def test_status_sync_reads_termination_message_and_logs(fake, ctl, events):
             state=terminated(0, done, "Completed"),
         )
     )
-    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    fake.edit("Job", "ml", "mnist-trainer", lambda o: o.update(status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}))
     ctl.sync_training_status("ml", "mnist")
     st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
     assert (st["phase"], st["modelVersion"], st["finalMetrics"]) == (
@@ -288,8 +299,12 @@ def test_service_waits_for_model_then_follows_versions(fake, ctl, events):
     assert [c for c in st["conditions"] if c["type"] == "Ready"][0]["reason"] == "WaitingForModel"
 
     # the job produces version 1: services following it are reconciled
-    live_job = fake.find("KerasTrainingJob", "ml", "mnist")
-    live_job["status"].update(modelVersion=1, modelName="mnist")
+    live_job = fake.edit(
+        "KerasTrainingJob",
+        "ml",
+        "mnist",
+        lambda o: o["status"].update(modelVersion=1, modelName="mnist"),
+    )
     assert ctl.training_job_seen(live_job) == ["mnist"]
     dep = fake.find("Deployment", "ml", "mnist-server")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -301,7 +316,9 @@ def test_service_waits_for_model_then_follows_versions(fake, ctl, events):
     # the same version again: nothing to do
     assert ctl.training_job_seen(live_job) == []
     # a new version rolls the Deployment forward
-    live_job["status"]["modelVersion"] = 2
+    live_job = fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o["status"].update(modelVersion=2)
+    )
     ctl.training_job_seen(live_job)
     args = fake.find("Deployment", "ml", "mnist-server")["spec"]["template"]["spec"]["containers"][
         0
@@ -324,9 +341,12 @@ def test_service_reconcile_is_idempotent_and_cleans_up(fake, ctl):
     before = list(fake.writes)
     ctl.reconcile_service("ml", "mnist")
     assert fake.writes == before
-    body = fake.find("KerasModelService", "ml", "mnist")
-    body["spec"].pop("autoscaling")
-    body["spec"]["replicas"] = 1
+    fake.edit(
+        "KerasModelService",
+        "ml",
+        "mnist",
+        lambda o: (o["spec"].pop("autoscaling"), o["spec"].update(replicas=1)),
+    )
     ctl.reconcile_service("ml", "mnist")
     assert fake.find("HorizontalPodAutoscaler", "ml", "mnist") is None
     assert fake.find("PodDisruptionBudget", "ml", "mnist") is None
@@ -342,7 +362,9 @@ def test_service_keeps_serving_when_job_is_deleted(fake, ctl):
     dep_before = fake.find("Deployment", "ml", "mnist-server")
     fake.objects.pop(("KerasTrainingJob", "ml", "mnist"))
     ctl.training_job_seen(job, deleted=True)
-    assert fake.find("Deployment", "ml", "mnist-server") == dep_before
+    dep_after = fake.find("Deployment", "ml", "mnist-server")
+    assert dep_after["metadata"]["resourceVersion"] == dep_before["metadata"]["resourceVersion"]
+    assert dep_after == dep_before
     st = fake.find("KerasModelService", "ml", "mnist")["status"]
     model = [c for c in st["conditions"] if c["type"] == "ModelAvailable"][0]
     assert (model["status"], model["reason"]) == ("False", "TrainingJobNotFound")

@@ -64,19 +64,24 @@ def _guard(proc: subprocess.Popen) -> threading.Timer:
     return timer
 
 
+def _event(line: str) -> dict | None:
+    event = events.decode(line)
+    return event.model_dump(by_alias=True) if event else None
+
+
 def _run_until(proc: subprocess.Popen, sig: int, first_epoch: int) -> list[dict]:
     """Read events until an epoch >= ``first_epoch`` is reported, then send ``sig``."""
     timer = _guard(proc)
     seen: list[dict] = []
     try:
         for line in proc.stdout:
-            event = events.decode(line)
+            event = _event(line)
             if event:
                 seen.append(event)
             if event and event["kerasop"] == "epoch" and event["epoch"] >= first_epoch:
                 os.kill(proc.pid, sig)
                 break
-        seen.extend(e for e in map(events.decode, proc.stdout) if e)  # what it said on the way out
+        seen.extend(e for e in map(_event, proc.stdout) if e)  # what it said on the way out
     finally:
         proc.wait()
         timer.cancel()
@@ -171,16 +176,16 @@ def test_two_workers_train_data_parallel_and_worker0_publishes(tmp_path, data_ro
     assert [p.returncode for p in procs] == [0, 0], logs
 
     last = [events.last_events(out.splitlines()) for out in outputs]
-    starts = [e["start"] for e in last]
+    starts = [e.start.model_dump(by_alias=True) for e in last]
     assert [s["workerIndex"] for s in starts] == [0, 1]
     assert all(s["workers"] == 2 and s["backend"] == "jax" for s in starts)
     assert [s["shardSize"] for s in starts] == [150, 150] and starts[0]["trainRows"] == 300
-    done = [e["done"] for e in last]
+    done = [e.done.model_dump(by_alias=True) for e in last]
     assert done[0]["modelVersion"] == 1 and done[1]["modelVersion"] is None
     # one model: the workers agree on the (globally reduced) validation metrics
     assert done[0]["metrics"] == done[1]["metrics"]
     assert ModelStore(store).versions("multi") == [1]
-    meta = ModelStore(store).metadata("multi", 1)
+    meta = ModelStore(store).metadata("multi", 1).to_json_dict()
     assert meta["epochsRun"] == 2 and meta["spec"]["workers"] == 2
     assert not ModelStore(store).checkpoint_dir("multi", "job-m").exists()
 

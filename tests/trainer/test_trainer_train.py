@@ -81,7 +81,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
     )
     done2 = run(job2, data_root, store, "job-b", emit=Events())
     assert done2["modelVersion"] == 2 and ModelStore(store).versions("dense") == [1, 2]
-    assert ModelStore(store).metadata("dense", 1)["epochsRun"] == 5
+    assert ModelStore(store).metadata("dense", 1).to_json_dict()["epochsRun"] == 5
     assert sorted(p.name for p in (store / "dense").iterdir()) == ["1", "2"]
 
 
@@ -131,7 +131,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
 def test_formats_train_and_publish(data_root, store, name, data, model, training, kind, classes):
     job = make_job(name, data, model, {"epochs": 2, "batchSize": 8, **training})
     done = run(job, data_root, store, "j", emit=Events())
-    meta = ModelStore(store).metadata(name, done["modelVersion"])
+    meta = ModelStore(store).metadata(name, done["modelVersion"]).to_json_dict()
     assert meta["input"]["kind"] == kind and meta["output"]["classNames"] == classes
     if kind == "image":
         h, w, c = meta["input"]["shape"]
@@ -160,7 +160,7 @@ def test_regression(tmp_path, store):
     losses = [e["metrics"]["loss"] for e in seen.of("epoch")]
     assert len(losses) == 8 and losses[-1] < losses[0] / 2, losses
     assert done["metrics"]["loss"] < float(np.var(y)), (done["metrics"], np.var(y))
-    meta = ModelStore(store).metadata("reg", 1)
+    meta = ModelStore(store).metadata("reg", 1).to_json_dict()
     assert meta["output"] == {"kind": "regression", "shape": [1]}
 
 
@@ -386,7 +386,7 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
         str(log),
     ]
     assert run_cli(argv) == EXIT_BAD_DATA
-    failed = events.last_events(capsys.readouterr().out.splitlines())["failed"]
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
     assert failed["exitCode"] == EXIT_BAD_DATA and failed["reason"] == "BadData"
     assert "column 'b' is not numeric" in failed["message"]
     assert json.loads(log.read_text()) == failed
@@ -394,7 +394,7 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
 
     spec.write_text(spec.read_text().replace("format: csv", "format: parquet"))
     assert run_cli(argv) == EXIT_BAD_SPEC
-    failed = events.last_events(capsys.readouterr().out.splitlines())["failed"]
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
     assert failed["reason"] == "InvalidSpec" and "spec.data.format" in failed["message"]
 
 

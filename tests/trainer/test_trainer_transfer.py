@@ -59,7 +59,7 @@ def test_vgg16_random_weights_grey_images(data_root, store):
         {"epochs": 1, "batchSize": 16, "loss": "sparse_categorical_crossentropy"},
     )
     done = run(job, data_root, store, "j", emit=Events())
-    meta = ModelStore(store).metadata("vgg-none", done["modelVersion"])
+    meta = ModelStore(store).metadata("vgg-none", done["modelVersion"]).to_json_dict()
     assert meta["input"]["image"] == {"height": 32, "width": 32, "channels": 1}
     assert meta["output"] == {
         "kind": "multiclass",

@@ -64,7 +64,7 @@ class Events:
         self.lines.append(line)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in map(events.decode, self.lines) if e and e["kerasop"] == kind]
+        return [e.model_dump(by_alias=True) for e in map(events.decode, self.lines) if e and e.kerasop == kind]
 
 
 def assert_store_clean(store: Path, model_name: str) -> None:

@@ -133,21 +133,6 @@ def write_npz(
     return path
 
 
-def write_examples(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
-    """Write one of each sample set under ``root`` (what ``kerasop sample-data`` makes).
-
-    Returns ``{"dense": dense.csv, "imageCsv": shapes/data.csv,
-    "imageFolder": shapes-folder/, "npz": blobs.npz}``.
-    """
-    root = Path(root)
-    return {
-        "dense": write_dense_csv(root / "dense.csv", seed=seed),
-        "imageCsv": write_image_csv(root / "shapes", seed=seed),
-        "imageFolder": write_image_folder(root / "shapes-folder", seed=seed),
-        "npz": write_npz(root / "blobs.npz", seed=seed),
-    }
-
-
 # --------------------------------------------------------------------------
 
 

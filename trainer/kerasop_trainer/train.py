@@ -40,8 +40,9 @@ from typing import Any
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
+from kerasop.export import ExportError, convert_to_onnx
 from kerasop.spec import KerasTrainingJob, TrainingSpec
-from kerasop.store import KERAS_FILE, METADATA_FILE, ModelStore
+from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
 from kerasop_trainer.errors import TrainerError
 
 CHECKPOINT_STATE = "state.json"
@@ -618,7 +619,7 @@ def write_version(model, directory: Path, metadata: dict[str, Any], backend: str
         _export_with_tensorflow(keras_file, directory)
     if backend == "tensorflow":
         write_onnx(model, directory)
-    _write_json_atomic(directory / METADATA_FILE, metadata)
+    _write_json_atomic(directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict())
 
 
 def write_onnx(model, directory: Path) -> None:
@@ -626,18 +627,16 @@ def write_onnx(model, directory: Path) -> None:
 
     Optional: when the conversion fails the server converts ``model.keras`` at load.
     """
-    from kerasop_server.engines import ONNX_FILE, EngineError, convert_to_onnx
-
     try:
         (directory / ONNX_FILE).write_bytes(convert_to_onnx(model))
-    except EngineError as exc:
+    except ExportError as exc:
         note(f"no {ONNX_FILE} written ({exc}); the server will convert model.keras")
 
 
 def join_collective_save(model) -> None:
     """What a non-chief worker does while the chief saves: the same ``model.save``."""
     with tempfile.TemporaryDirectory(prefix="kerasop-worker-") as tmp:
-        model.save(Path(tmp) / "model.keras")
+        model.save(Path(tmp) / KERAS_FILE)
 
 
 def _export_with_tensorflow(keras_file: Path, directory: Path) -> None:

@@ -1,6 +1,6 @@
 """`kerasop`: run the cluster's YAML on this machine (the embedded default).
 
-    kerasop sample-data dense               # generate the article's 784-feature CSV
+    kerasop sample-data dense               # generate a 784-feature CSV (dense example)
     kerasop train -f examples/dense-classifier.yaml
     kerasop serve -f examples/dense-classifier.yaml      # http://127.0.0.1:8080
     kerasop predict -f examples/dense-classifier.yaml --csv .kerasop/data/dense/train.csv --rows 3
@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,13 @@ from kerasop import events
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
 
 DEFAULT_WORKDIR = Path(".kerasop")
-DEMO_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "dense-classifier.yaml"
+# examples/ ships inside the package (kerasop_cli/examples links to it; pyproject.toml), so the
+# demo runs from an installed wheel or image as well as from a checkout.
+DEMO_EXAMPLE = "dense-classifier.yaml"
+
+
+def demo_example() -> Path:
+    return Path(str(resources.files("kerasop_cli.examples").joinpath(DEMO_EXAMPLE)))
 
 
 class CliError(Exception):
@@ -83,25 +90,30 @@ def served_model(docs: list[Any], service: KerasModelService) -> tuple[str, int 
     return job.model_name, ref.version
 
 
-def format_progress(event: dict[str, Any]) -> str | None:
+def label_column(docs: list[Any], model: str) -> str | None:
+    """The label column of the training job in the file that produces ``model``."""
+    jobs = [d for d in docs if isinstance(d, KerasTrainingJob) and d.model_name == model]
+    return jobs[0].spec.data.label_column if jobs else None
+
+
+def format_progress(event: events.Event) -> str | None:
     """One human line for a trainer event (None for events not worth a line)."""
-    kind = event["kerasop"]
-    if kind == "start":
-        resumed = event.get("resumedFromEpoch") or 0
+    if isinstance(event, events.StartEvent):
+        resumed = event.resumed_from_epoch
         note = f", resuming after epoch {resumed}" if resumed else ""
-        return f"training: {event.get('epochs')} epochs{note}"
-    if kind == "epoch":
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
-        return f"epoch {event['epoch']}/{event['epochs']}  {metrics}"
-    if kind == "done":
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
+        return f"training: {event.epochs} epochs{note}"
+    if isinstance(event, events.EpochEvent):
+        return f"epoch {event.epoch}/{event.epochs}  {_metrics_text(event.metrics)}"
+    if isinstance(event, events.DoneEvent):
         return (
-            f"saved {event['modelName']} version {event['modelVersion']} "
-            f"at {event['modelPath']}\nvalidation: {metrics}"
+            f"saved {event.model_name} version {event.model_version} "
+            f"at {event.model_path}\nvalidation: {_metrics_text(event.metrics)}"
         )
-    if kind == "failed":
-        return f"failed ({event['reason']}): {event['message']}"
-    return None
+    return f"failed ({event.reason}): {event.message}"
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
 def rows_from_csv(path: Path, rows: int, drop: str | None) -> list[list[float]]:
@@ -212,8 +224,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     docs = read_resources(args.file)
     model, _ = served_model(docs, pick(docs, KerasModelService, args.name))
     if args.csv:
-        job = next((d for d in docs if isinstance(d, KerasTrainingJob)), None)
-        label = job.spec.data.label_column if job else None
+        label = label_column(docs, model)
         instances = rows_from_csv(args.csv, args.rows, label)
     else:
         instances = json.loads(args.instances)
@@ -240,7 +251,7 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float) 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate data, train example (a), serve it, predict, print, stop."""
-    args.file = DEMO_EXAMPLE
+    args.file = demo_example()
     args.dataset = "dense"
     if not (args.data_dir / "dense" / "train.csv").exists():
         cmd_sample_data(args)

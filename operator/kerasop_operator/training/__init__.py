@@ -1,0 +1,64 @@
+"""KerasTrainingJob: spec -> desired children, observed children -> status.
+
+Pure functions only (no API calls): the controller reads the cluster, calls
+these, and writes the results. Modules: ``names`` (names, labels, constants),
+``children`` (desired children, Job drift), ``observed`` (the Job and its pods),
+``logs`` (progress, results and failures from the trainer's events),
+``status`` (observed state -> status), ``events`` (phase-change Events).
+
+Children of a job ``<job>`` in its namespace:
+
+- ``batch/v1 Job <job>-trainer``: one pod per worker; Indexed with a headless
+  Service when ``spec.workers > 1``.
+- ``v1 Service <job>-workers`` (workers > 1): stable DNS names
+  ``<job>-trainer-<i>.<job>-workers`` for the JAX coordinator.
+- ``v1 PersistentVolumeClaim <job>-models`` when ``spec.output.storage.size`` is
+  set: owned by the job only when ``retain`` is false.
+- ``v1 ServiceAccount kerasop-trainer`` (shared: each user job is a non-controller owner) when the job does
+  not name its own service account.
+"""
+
+from .children import (
+    TrainingChildren,
+    desired_children,
+    job_is_idle_suspended,
+    service_account,
+    template_drift,
+)
+from .events import phase_event
+from .logs import failure_info, progress_from_log
+from .names import (
+    CONTAINER,
+    JOB_MUTABLE_FIELDS,
+    KIND,
+    PLURAL,
+    TERMINAL_PHASES,
+    claim_name_of,
+    parse,
+    trainer_job_name,
+)
+from .observed import job_pods, worker0_pod
+from .status import ObservedTraining, training_status
+
+__all__ = [
+    "CONTAINER",
+    "JOB_MUTABLE_FIELDS",
+    "KIND",
+    "PLURAL",
+    "TERMINAL_PHASES",
+    "ObservedTraining",
+    "TrainingChildren",
+    "claim_name_of",
+    "desired_children",
+    "failure_info",
+    "job_is_idle_suspended",
+    "job_pods",
+    "parse",
+    "phase_event",
+    "progress_from_log",
+    "service_account",
+    "template_drift",
+    "trainer_job_name",
+    "training_status",
+    "worker0_pod",
+]

@@ -1,0 +1,330 @@
+"""A KerasTrainingJob's desired children (Job, PVC, workers Service, ServiceAccount) and Job drift."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kerasop import events as ev
+from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError
+
+from ..common import (
+    ANN_TEMPLATE_HASH,
+    DATA_ROOT,
+    LABEL_MODEL_CLAIM,
+    LABEL_TRAINING_JOB,
+    STORE_ROOT,
+    TERMINATION_LOG,
+    child_metadata,
+    common_labels,
+    label_value,
+    owner_reference,
+    short_hash,
+)
+from ..conditions import find
+from ..pods import (
+    DATA_VOLUME,
+    MODELS_VOLUME,
+    apply_override,
+    apply_scheduling,
+    colocation_affinity,
+    container_resources,
+    container_security_context,
+    needs_colocation,
+    pod_security_context,
+    tmp_mount,
+    tmp_volume,
+)
+from .names import (
+    COMPONENT,
+    CONTAINER,
+    COORDINATOR_PORT,
+    DEFAULT_SERVICE_ACCOUNT,
+    JOB_MUTABLE_FIELDS,
+    KIND,
+    claim_name_of,
+    job_labels,
+    parse,
+    trainer_job_name,
+    workers_service_name,
+)
+
+# --------------------------------------------------------------------------------------------
+# desired children
+
+
+@dataclass
+class TrainingChildren:
+    job: dict[str, Any]
+    pvc: dict[str, Any] | None = None  # created when missing, never patched
+    workers_service: dict[str, Any] | None = None
+    service_account: dict[str, Any] | None = None  # shared: see apply.ensure_shared
+    claim_name: str = ""
+
+
+def trainer_spec_document(body: dict[str, Any], job: KerasTrainingJob) -> str:
+    """KERASOP_SPEC: the whole resource as the trainer parses it (compact, stable JSON).
+
+    Job-level lifecycle fields (suspend, backoffLimit, deadlines, TTL) are left
+    out: the trainer does not use them, and changing them must not change the
+    (immutable) pod template.
+    """
+    meta = body.get("metadata") or {}
+    spec = {
+        k: copy.deepcopy(v)
+        for k, v in (body.get("spec") or {}).items()
+        if k not in JOB_MUTABLE_FIELDS
+    }
+    if job.spec.workers > 1:
+        spec.setdefault("training", {})["backend"] = "jax"
+    doc = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": KIND,
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if meta.get(k) is not None},
+        "spec": spec,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def desired_children(
+    body: dict[str, Any],
+    *,
+    default_image: str,
+    image_pull_policy: str = "IfNotPresent",
+    claim_access_modes: list[str] | None = None,
+) -> TrainingChildren:
+    """Every child object the job needs, fully rendered (owner references included).
+
+    ``claim_access_modes``: access modes of an existing ``storage.claimName``
+    (read from the cluster by the caller); for a PVC the operator creates, the
+    spec's ``accessMode`` is used. Raises ``SpecError`` on an invalid spec.
+    """
+    job = parse(body)
+    spec = job.spec
+    meta = body["metadata"]
+    name, namespace, uid = meta["name"], meta.get("namespace"), meta.get("uid", "")
+    owner = owner_reference(body)
+    labels = job_labels(name)
+    jname = trainer_job_name(name)
+    workers = spec.workers
+    storage = spec.output.storage
+    claim = claim_name_of(job)
+    image = spec.image or default_image
+    if not image:
+        raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
+
+    access_modes = [storage.access_mode] if storage.size else (claim_access_modes or [])
+    colocate = needs_colocation(access_modes)
+
+    pod_labels = {**labels, LABEL_MODEL_CLAIM: label_value(claim)}
+
+    env: list[dict[str, Any]] = [
+        {"name": "KERASOP_SPEC", "value": trainer_spec_document(body, job)},
+        {"name": "KERASOP_JOB_ID", "value": uid},
+        {"name": "KERASOP_DATA_ROOT", "value": DATA_ROOT},
+        {"name": "KERASOP_STORE_ROOT", "value": STORE_ROOT},
+        {"name": "KERASOP_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": "KERAS_BACKEND", "value": "jax" if workers > 1 else spec.training.backend},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    ports: list[dict[str, Any]] = []
+    if workers > 1:
+        coordinator = f"{jname}-0.{workers_service_name(name)}.{namespace}.svc:{COORDINATOR_PORT}"
+        env += [
+            {"name": "KERASOP_NUM_WORKERS", "value": str(workers)},
+            {"name": "KERASOP_COORDINATOR", "value": coordinator},
+            # JOB_COMPLETION_INDEX is set by the Job controller for Indexed Jobs.
+            {
+                "name": "KERASOP_WORKER_INDEX",
+                "valueFrom": {
+                    "fieldRef": {
+                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+                    }
+                },
+            },
+        ]
+        ports.append({"name": "coordinator", "containerPort": COORDINATOR_PORT})
+
+    mounts = [{"name": MODELS_VOLUME, "mountPath": STORE_ROOT}, tmp_mount()]
+    volumes: list[dict[str, Any]] = [
+        {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
+        tmp_volume(),
+    ]
+    if spec.data.volume is not None:
+        mounts.append(
+            {"name": DATA_VOLUME, "mountPath": DATA_ROOT, "readOnly": spec.data.volume.read_only}
+        )
+        volumes.append(
+            {
+                "name": DATA_VOLUME,
+                "persistentVolumeClaim": {
+                    "claimName": spec.data.volume.claim_name,
+                    "readOnly": spec.data.volume.read_only,
+                },
+            }
+        )
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": ["kerasop-train"],
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if ports:
+        container["ports"] = ports
+    resources = container_resources(spec.resources)
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if workers > 1:
+        pod_spec["subdomain"] = workers_service_name(name)
+    apply_scheduling(
+        pod_spec,
+        spec.scheduling,
+        gpus=spec.resources.gpus,
+        default_service_account=DEFAULT_SERVICE_ACCOUNT,
+        extra_affinity=colocation_affinity(claim) if colocate else None,
+    )
+    template = apply_override(
+        {
+            "metadata": {"labels": pod_labels},
+            "spec": pod_spec,
+        },
+        spec.scheduling.pod_template,
+    )
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "suspend": spec.suspend,
+        "completions": workers,
+        "parallelism": workers,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    # Bad spec, bad data, model/data mismatch: retrying cannot help.
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": list(ev.PERMANENT_EXIT_CODES),
+                    },
+                },
+                {
+                    # Evictions and preemptions do not count against backoffLimit.
+                    "action": "Ignore",
+                    "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                },
+            ]
+        },
+        "template": template,
+    }
+    if workers > 1:
+        job_spec["completionMode"] = "Indexed"
+    if spec.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+
+    immutable = {k: v for k, v in job_spec.items() if k not in JOB_MUTABLE_FIELDS}
+    k8s_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            jname, namespace, labels, owner, {ANN_TEMPLATE_HASH: short_hash(immutable, 16)}
+        ),
+        "spec": job_spec,
+    }
+
+    out = TrainingChildren(job=k8s_job, claim_name=claim)
+
+    if workers > 1:
+        out.workers_service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": child_metadata(workers_service_name(name), namespace, labels, owner),
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": {
+                    LABEL_TRAINING_JOB: label_value(name),
+                    "app.kubernetes.io/component": COMPONENT,
+                },
+                "ports": [
+                    {
+                        "name": "coordinator",
+                        "port": COORDINATOR_PORT,
+                        "targetPort": COORDINATOR_PORT,
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+        }
+
+    if storage.size:
+        pvc: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": claim,
+                "namespace": namespace,
+                "labels": {**common_labels("model-store"), LABEL_TRAINING_JOB: label_value(name)},
+            },
+            "spec": {
+                "accessModes": [storage.access_mode],
+                "resources": {"requests": {"storage": storage.size}},
+            },
+        }
+        if storage.storage_class_name:
+            pvc["spec"]["storageClassName"] = storage.storage_class_name
+        if not storage.retain:
+            pvc["metadata"]["ownerReferences"] = [owner]
+        out.pvc = pvc
+
+    if not spec.scheduling.service_account_name:
+        out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
+    return out
+
+
+def service_account(name: str, namespace: str | None, component: str) -> dict[str, Any]:
+    """A token-less service account for trainer/server pods (they never call the API)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace, "labels": common_labels(component)},
+        "automountServiceAccountToken": False,
+    }
+
+
+
+
+def template_drift(live_job: dict[str, Any], desired_job: dict[str, Any]) -> bool:
+    """True if the live Job was made from a different (immutable) template."""
+    live = ((live_job.get("metadata") or {}).get("annotations") or {}).get(ANN_TEMPLATE_HASH)
+    want = desired_job["metadata"]["annotations"][ANN_TEMPLATE_HASH]
+    return bool(live != want)
+
+
+def job_is_idle_suspended(live_job: dict[str, Any]) -> bool:
+    """Suspended with no pod left: safe to replace (training resumes from checkpoints)."""
+    status = live_job.get("status") or {}
+    return (
+        bool((live_job.get("spec") or {}).get("suspend"))
+        and not int(status.get("active") or 0)
+        and not find(
+            [c for c in status.get("conditions") or [] if c.get("status") == "True"], "Complete"
+        )
+    )

@@ -1,0 +1,43 @@
+"""Kubernetes Events posted when a job's phase changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _job_missing(st: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Created" and c.get("status") == "False" for c in st.get("conditions") or []
+    )
+
+
+def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The Kubernetes Event (type, reason, message) for a phase transition, if any."""
+    before = (old or {}).get("phase")
+    after = new.get("phase")
+    if after == "Pending":
+        # Only once the Job exists: a refused Job has its own event (ApplyFailed, NameConflict)
+        # and gets this one when a later attempt creates it.
+        if _job_missing(new) or (before == "Pending" and not _job_missing(old or {})):
+            return None
+        return ("Normal", "Created", "trainer Job created, waiting for pods")
+    if before == after or after is None:
+        return None
+    if after == "Running":
+        if before == "Suspended":
+            return ("Normal", "Resumed", "training resumed")
+        return ("Normal", "Running", "training started")
+    if after == "Suspended":
+        return ("Normal", "Suspended", "training suspended")
+    if after == "Succeeded":
+        metrics = new.get("finalMetrics") or {}
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        version = new.get("modelVersion")
+        msg = (
+            f"model {new.get('modelName')} version {version} written"
+            if version
+            else "training finished"
+        )
+        return ("Normal", "Succeeded", f"{msg}{' (' + shown + ')' if shown else ''}")
+    fail = new.get("failure") or {}
+    return ("Warning", "Failed", f"{fail.get('reason', 'TrainerError')}: {fail.get('message', '')}")

@@ -1,0 +1,283 @@
+"""A KerasTrainingJob's status from what was observed (pure)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerasop import events as ev
+from kerasop.spec import SpecError
+from kerasop.status import (
+    Condition,
+    FailureStatus,
+    KerasTrainingJobStatus,
+    TrainingPhase,
+    WorkersStatus,
+    progress,
+)
+
+from ..conditions import Cond, merge_conditions
+from .logs import failure_info, finite_metrics, progress_from_log, store_path
+from .names import TERMINAL_PHASES, models_claim_name, parse, trainer_job_name
+from .observed import (
+    job_conditions,
+    job_pods,
+    pod_running,
+    termination,
+    trainer_state,
+    worker0_pod,
+)
+
+# --------------------------------------------------------------------------------------------
+# observed state -> status
+
+
+@dataclass
+class ObservedTraining:
+    """What the handler read from the cluster for one job."""
+
+    job: dict[str, Any] | None = None  # the batch/v1 Job, None if absent
+    pods: list[dict[str, Any]] = field(default_factory=list)  # pods labelled with the job
+    log_lines: list[str] | None = None  # tail of worker 0's trainer log, if read
+    spec_error: str | None = None
+    apply_error: str | None = None  # the API server refused a child (e.g. a bad podTemplate)
+
+
+def _pending_detail(pods: list[dict[str, Any]]) -> tuple[str, str]:
+    """Why trainer pods are not running yet (image pulls, scheduling), as (reason, message)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        waiting = trainer_state(pod).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+            return waiting["reason"], waiting.get("message") or waiting["reason"]
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return cond.get("reason") or "Unschedulable", cond.get("message") or ""
+    if pods:
+        return "PodsStarting", "trainer pods are starting"
+    return "PodsPending", "waiting for the Job controller to create trainer pods"
+
+
+def training_status(
+    body: dict[str, Any],
+    observed: ObservedTraining,
+    *,
+    now: str,
+) -> dict[str, Any]:
+    """The complete ``status`` of a KerasTrainingJob from what was observed.
+
+    Pure: depends only on its arguments (the old status is ``body["status"]``),
+    so the same observation always produces the same status.
+    """
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    old = body.get("status") or {}
+    generation = meta.get("generation")
+    name = meta.get("name", "")
+    workers_desired = int(spec.get("workers") or 1)
+
+    st = KerasTrainingJobStatus.model_validate(
+        {
+            k: old[k]
+            for k in (
+                "startTime",
+                "completionTime",
+                "epoch",
+                "epochs",
+                "metrics",
+                "finalMetrics",
+                "modelName",
+                "modelVersion",
+                "modelPath",
+                "modelClaimName",
+                "failure",
+            )
+            if old.get(k) is not None
+        }
+    )
+    st.observed_generation = generation
+    storage = (spec.get("output") or {}).get("storage") or {}
+    st.model_claim_name = storage.get("claimName") or models_claim_name(name)
+    if st.epochs is None and not observed.spec_error:
+        with contextlib.suppress(SpecError):
+            st.epochs = parse(body).spec.training.epochs
+
+    if observed.spec_error:
+        st.phase = "Failed"
+        st.failure = FailureStatus(reason="InvalidSpec", message=observed.spec_error)
+        st.completion_time = st.completion_time or now
+        st.conditions = _conditions(
+            old.get("conditions"),
+            [
+                Cond.of("Created", False, "InvalidSpec", observed.spec_error),
+                Cond.of("Running", False, "InvalidSpec", "the spec is invalid"),
+                Cond.of("Succeeded", False, "InvalidSpec", "the spec is invalid"),
+                Cond.of("Failed", True, "InvalidSpec", observed.spec_error),
+                Cond.of("Suspended", False, "InvalidSpec", ""),
+            ],
+            now=now,
+            generation=generation,
+        )
+        return st.to_status()
+
+    job = observed.job
+    pods = job_pods(job, observed.pods)
+    jstatus = (job or {}).get("status") or {}
+    jconds = job_conditions(job)
+    w0 = worker0_pod(pods)
+    old_phase = old.get("phase")
+
+    # ---- phase ------------------------------------------------------------------------------
+    phase: TrainingPhase
+    if job is None:
+        # A finished job whose Job was cleaned up (ttlSecondsAfterFinished) keeps its result.
+        phase = old_phase if old_phase in TERMINAL_PHASES else "Pending"
+    elif "Complete" in jconds or "SuccessCriteriaMet" in jconds:
+        phase = "Succeeded"
+    elif "Failed" in jconds or "FailureTarget" in jconds:
+        phase = "Failed"
+    elif spec.get("suspend") or (job.get("spec") or {}).get("suspend"):
+        phase = "Suspended"
+    elif any(pod_running(p) for p in pods) or int(jstatus.get("ready") or 0) > 0:
+        phase = "Running"
+    else:
+        phase = "Pending"
+    st.phase = phase
+
+    # ---- workers ----------------------------------------------------------------------------
+    if job is not None:
+        st.workers = WorkersStatus(
+            desired=workers_desired,
+            active=int(jstatus.get("active") or 0),
+            succeeded=int(jstatus.get("succeeded") or 0),
+            failed=int(jstatus.get("failed") or 0),
+        )
+
+    # ---- times ------------------------------------------------------------------------------
+    if job is not None and jstatus.get("startTime") and not st.start_time:
+        st.start_time = jstatus["startTime"]
+    if phase == "Running" and not st.start_time:
+        st.start_time = now
+    if phase == "Succeeded" and job is not None:
+        done_at = jstatus.get("completionTime") or (jconds.get("Complete") or {}).get(
+            "lastTransitionTime"
+        )
+        st.completion_time = st.completion_time or done_at or now
+    if phase == "Failed" and job is not None:
+        done_at = (jconds.get("Failed") or jconds.get("FailureTarget") or {}).get(
+            "lastTransitionTime"
+        )
+        st.completion_time = st.completion_time or done_at or now
+
+    # ---- progress ---------------------------------------------------------------------------
+    st = st.model_copy(update=progress_from_log(observed.log_lines))
+
+    # ---- result -----------------------------------------------------------------------------
+    if phase == "Succeeded" and job is not None:
+        term = termination(w0) or {}
+        done = ev.decode(term.get("message") or "")
+        if not isinstance(done, ev.DoneEvent):
+            done = ev.last_events(observed.log_lines or []).done
+        if done is not None:
+            st.model_name = done.model_name or st.model_name
+            if done.model_version is not None and done.model_version >= 1:
+                st.model_version = done.model_version
+            st.model_path = store_path(done, st.model_name, st.model_version) or st.model_path
+            st.final_metrics = finite_metrics(done.metrics) or st.final_metrics
+            if done.epochs_run is not None:
+                st.epoch = done.epochs_run
+    if phase == "Failed" and job is not None:
+        st.failure = failure_info(job, pods, observed.log_lines)
+
+    if phase != "Failed":
+        st.failure = None
+    if st.epochs is not None:
+        st.progress = progress(st.epoch, st.epochs)
+
+    # ---- conditions -------------------------------------------------------------------------
+    jname = trainer_job_name(name)
+    if job is None:
+        created = (
+            Cond.of("Created", True, "JobCleanedUp", f"Job {jname} was removed after it finished")
+            if phase in TERMINAL_PHASES
+            else Cond.of("Created", False, "Creating", f"creating Job {jname}")
+        )
+    else:
+        created = Cond.of("Created", True, "JobCreated", f"Job {jname} created")
+    if observed.apply_error:
+        created = Cond.of("Created", job is not None, "ApplyFailed", observed.apply_error)
+
+    if phase == "Running":
+        running = Cond.of("Running", True, "TrainerRunning", _progress_message(st))
+    elif phase == "Pending":
+        reason, message = _pending_detail(pods) if job is not None else ("Creating", "")
+        running = Cond.of("Running", False, reason, message)
+    elif phase == "Suspended":
+        running = Cond.of("Running", False, "Suspended", "the job is suspended")
+    elif phase == "Succeeded":
+        running = Cond.of("Running", False, "Completed", "training finished")
+    else:
+        running = Cond.of("Running", False, "Failed", "training failed")
+
+    if phase == "Succeeded":
+        if st.model_version:
+            succeeded = Cond.of(
+                "Succeeded",
+                True,
+                "ModelWritten",
+                f"model {st.model_name} version {st.model_version} written"
+                + (f" to claim {st.model_claim_name}" if st.model_claim_name else ""),
+            )
+        else:
+            succeeded = Cond.of(
+                "Succeeded", True, "Completed", "the trainer finished but reported no model version"
+            )
+    else:
+        succeeded = Cond.of(
+            "Succeeded", False, "NotCompleted" if phase != "Failed" else "Failed", ""
+        )
+
+    if phase == "Failed":
+        fail = st.failure or FailureStatus()
+        failed = Cond.of("Failed", True, fail.reason or "TrainerError", fail.message or "")
+    else:
+        failed = Cond.of("Failed", False, "NoFailure", "")
+
+    suspended = (
+        Cond.of(
+            "Suspended",
+            True,
+            "JobSuspended",
+            "trainer pods are stopped until spec.suspend is false",
+        )
+        if phase == "Suspended"
+        else Cond.of("Suspended", False, "NotSuspended", "")
+    )
+
+    st.conditions = _conditions(
+        old.get("conditions"),
+        [created, running, succeeded, failed, suspended],
+        now=now,
+        generation=generation,
+    )
+    return st.to_status()
+
+
+def _conditions(
+    old: list[dict[str, Any]] | None, observed: list[Cond], *, now: str, generation: int | None
+) -> list[Condition]:
+    merged = merge_conditions(old, observed, now=now, generation=generation)
+    return [Condition.model_validate(c) for c in merged]
+
+
+def _progress_message(st: KerasTrainingJobStatus) -> str:
+    if st.epochs:
+        msg = f"epoch {st.epoch or 0}/{st.epochs}"
+        metrics = st.metrics or {}
+        if metrics:
+            msg += " " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        return msg
+    return "training"
+
+
