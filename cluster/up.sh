@@ -136,7 +136,7 @@ done
 for p in bridge host-local portmap loopback; do [[ -x /usr/lib/cni/$p ]] || missing+=("/usr/lib/cni/$p"); done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
-  echo "install with: apt-get install -y etcd-server containerd runc containernetworking-plugins iptables curl gcc libc6-dev" >&2
+  echo "install with: bash scripts/install-system-deps.sh (or: make system-deps)" >&2
   exit 1
 fi
 [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true

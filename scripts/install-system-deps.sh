@@ -4,8 +4,8 @@
 #   etcd-server                          component tier (real kube-apiserver + etcd)
 #   docker.io docker-compose debootstrap docker tier (images from a local Debian root)
 #   containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
-#                                        e2e tier (the local single-node cluster)
-#   python3-venv make openssl lua5.1     set-up, certificates, cluster scripts
+#   iproute2 curl gcc libc6-dev          e2e tier (the local single-node cluster, cluster/up.sh)
+#   python3-venv make openssl lua5.1     set-up, certificates, Argo CD health check test
 #
 # Idempotent: packages already installed are skipped, and with all of them present
 # nothing runs (no apt-get update). As root with apt-get it installs the missing ones;
@@ -17,6 +17,7 @@ PACKAGES=(
   etcd-server
   docker.io docker-compose debootstrap
   containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
+  iproute2 curl gcc libc6-dev
 )
 
 missing=()
