@@ -24,7 +24,7 @@ from typing import Any
 
 from kerasop import events as ev
 from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError
-from kerasop.status import LOG_TAIL_LIMIT, KerasTrainingJobStatus, progress
+from kerasop.status import LOG_TAIL_LIMIT, KerasTrainingJobStatus, metrics_display, progress
 
 from .common import (
     ANN_TEMPLATE_HASH,
@@ -437,6 +437,8 @@ def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "start" in last and isinstance(last["start"].get("epochs"), int):
         out["epochs"] = last["start"]["epochs"]
+    if "start" in last and isinstance(last["start"].get("tensorboardPath"), str):
+        out["tensorboardPath"] = last["start"]["tensorboardPath"]
     epoch = last.get("epoch")
     if epoch is not None:
         if isinstance(epoch.get("epoch"), int):
@@ -581,6 +583,7 @@ def training_status(
             "modelVersion",
             "modelPath",
             "modelClaimName",
+            "tensorboardPath",
             "failure",
         )
         if old.get(k) is not None
@@ -693,6 +696,9 @@ def training_status(
         st.pop("failure", None)
     if st.get("epochs") is not None:
         st["progress"] = progress(st.get("epoch"), st.get("epochs"))
+    display = metrics_display(st.get("metrics"), st.get("finalMetrics"))
+    if display:
+        st["display"] = display
 
     # ---- conditions -------------------------------------------------------------------------
     jname = trainer_job_name(name)
