@@ -92,6 +92,8 @@ def format_progress(event: dict[str, Any]) -> str | None:
     if kind == "start":
         resumed = event.get("resumedFromEpoch") or 0
         note = f", resuming after epoch {resumed}" if resumed else ""
+        if event.get("tensorboardPath"):
+            note += f"; TensorBoard logs in the model store: {event['tensorboardPath']}"
         return f"training: {event.get('epochs')} epochs{note}"
     if kind == "epoch":
         metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted(event.get("metrics", {}).items()))
@@ -299,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--name", help="which resource, when the file holds several")
     with_file = argparse.ArgumentParser(add_help=False, parents=[common])
     with_file.add_argument("-f", "--file", type=Path, required=True, help="resource YAML")
-    training = argparse.ArgumentParser(add_help=False)
-    training.add_argument("--verbose", action="store_true",
-                          help="show TensorFlow's start-up logs")  # fmt: skip
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("--verbose", action="store_true",
+                           help="show TensorFlow's start-up logs")  # fmt: skip
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=8080)
@@ -312,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
     p.add_argument("dataset", choices=["dense", "images", "image-folder", "npz"])
     p.set_defaults(func=cmd_sample_data)
-    p = sub.add_parser("train", parents=[with_file, training], help="train a KerasTrainingJob here")
+    p = sub.add_parser("train", parents=[with_file, verbosity],
+                       help="train a KerasTrainingJob here")  # fmt: skip
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
@@ -324,11 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--instances", help="JSON list of instances")
     p.add_argument("--rows", type=int, default=1)
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("demo", parents=[common, serving, training],
+    p = sub.add_parser("demo", parents=[common, serving, verbosity],
                        help="train, serve, predict example (a)")  # fmt: skip
     p.add_argument("--job-id", default=None)
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("tensorboard", parents=[with_file], help="TensorBoard on a job's logs")
+    p = sub.add_parser("tensorboard", parents=[with_file, verbosity],
+                       help="TensorBoard on a job's logs")  # fmt: skip
     p.add_argument("--port", type=int, default=6006)
     p.set_defaults(func=cmd_tensorboard)
     return parser
