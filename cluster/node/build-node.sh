@@ -113,7 +113,7 @@ build_metrics_server() {
   local t0=$SECONDS
   # Like crictl: the module's go.mod has no replace directives, so go install builds it as is.
   GOBIN="$BIN/.metrics-server-build" CGO_ENABLED=0 "$GO" install -trimpath \
-    -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$METRICS_SERVER_VERSION" \
+    -ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
     "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
   mv "$BIN/.metrics-server-build/metrics-server" "$BIN/metrics-server"; rmdir "$BIN/.metrics-server-build"
   python3 "$HERE/mkimage.py" "$tar" "kerasop/metrics-server:${METRICS_SERVER_VERSION#v}" \
