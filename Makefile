@@ -12,7 +12,7 @@ CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker test-lowest lint setup tools crds clean images cluster-up cluster-down cluster-smoke e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds clean images cluster-up cluster-down cluster-smoke e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,15 @@ tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
 	bash cluster/get-tools.sh
 
+# Debian packages the component, docker and e2e tiers need (etcd, Docker,
+# containerd, ...): installed when missing (as root), else the command is printed.
+system-deps:
+	bash scripts/install-system-deps.sh
+
 # Every tier: unit, component (real kube-apiserver + etcd), docker (compose
 # trains and serves), then e2e on a real single-node cluster. Needs root (the
-# Docker engine and the cluster's node); .ci/run installs the system packages.
-test: setup tools
+# Docker engine and the cluster's node).
+test: system-deps setup tools
 	bash scripts/start-dockerd.sh
 	$(PY) -m pytest -q -ra -m "not e2e"
 	$(MAKE) e2e
@@ -73,7 +78,7 @@ ifeq ($(CLUSTER),kind)
 	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0
 	$(PY) -m pytest -m e2e tests/e2e -ra
 else
-	bash cluster/up.sh
+	KERASOP_METRICS_SERVER=1 bash cluster/up.sh
 	bash cluster/load-images.sh
 	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
 endif

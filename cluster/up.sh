@@ -136,7 +136,7 @@ done
 for p in bridge host-local portmap loopback; do [[ -x /usr/lib/cni/$p ]] || missing+=("/usr/lib/cni/$p"); done
 if ((${#missing[@]})); then
   echo "missing: ${missing[*]}" >&2
-  echo "install with: apt-get install -y etcd-server containerd runc containernetworking-plugins iptables curl gcc libc6-dev" >&2
+  echo "install with: bash scripts/install-system-deps.sh (or: make system-deps)" >&2
   exit 1
 fi
 [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null || true
@@ -159,6 +159,12 @@ TOOLS_BIN="$(bash "$KERASOP_REPO/cluster/get-tools.sh" 2>>"$DIR/logs/build.log" 
 KUBECTL="$TOOLS_BIN/kubectl"
 [[ -x "$KUBECTL" ]] || fail build "$KUBECTL missing"
 NODE_IMAGES="$(bash "$NODE_SRC/build-node.sh" 2>>"$DIR/logs/build.log" | tail -1)" || fail build "cluster/node/build-node.sh failed"
+# Optional, and never fatal: without it only the HPA scenario fails (with a clear message).
+METRICS_SERVER="${KERASOP_METRICS_SERVER:-0}"
+if [[ "$METRICS_SERVER" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" metrics-server 2>>"$DIR/logs/build.log" >/dev/null; then
+  log "WARNING: building metrics-server failed (logs/build.log); continuing without it"
+  METRICS_SERVER=0
+fi
 NODE_BIN="$CACHE/node/bin"
 step_end
 
@@ -557,6 +563,20 @@ if ! kubectl -n kube-system rollout status deploy/coredns --timeout="${TIMEOUT}s
   fail kubelet "CoreDNS did not become available"
 fi
 step_end
+
+# Optional (KERASOP_METRICS_SERVER=1): metrics.k8s.io for HorizontalPodAutoscalers (docs/e2e.md).
+if [[ "$METRICS_SERVER" == 1 ]]; then
+  step_begin metrics-server
+  ms_version="${KERASOP_METRICS_SERVER_VERSION:-v0.8.0}"
+  put "$DIR/config/metrics-server.yaml" < <(sed -e "s#__METRICS_SERVER_IMAGE__#kerasop/metrics-server:${ms_version#v}#g" \
+    "$NODE_SRC/manifests/metrics-server.yaml")
+  if ! kubectl apply -f "$DIR/config/metrics-server.yaml" >>"$DIR/logs/addons.log" 2>&1 \
+     || ! kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout="${TIMEOUT}s" >>"$DIR/logs/addons.log" 2>&1; then
+    kubectl -n kube-system logs deploy/metrics-server --tail=30 >&2 || true
+    log "WARNING: metrics-server (apiservice v1beta1.metrics.k8s.io) is not available (logs/addons.log)"
+  fi
+  step_end
+fi
 
 # --- done ------------------------------------------------------------------------------------
 

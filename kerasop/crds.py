@@ -379,14 +379,16 @@ def training_job_crd() -> dict[str, Any]:
             {
                 "name": "Accuracy",
                 "type": "number",
-                "jsonPath": ".status.metrics.accuracy",
-                "description": "Accuracy of the last completed epoch.",
+                "jsonPath": ".status.display.accuracy",
+                "description": "Accuracy (4 digits): final, else the last epoch's; validation"
+                " where there is validation data.",
             },
             {
                 "name": "Loss",
                 "type": "number",
-                "jsonPath": ".status.metrics.loss",
-                "description": "Loss of the last completed epoch.",
+                "jsonPath": ".status.display.loss",
+                "description": "Loss (4 digits): final, else the last epoch's; validation"
+                " where there is validation data.",
             },
             {
                 "name": "Version",
@@ -398,6 +400,13 @@ def training_job_crd() -> dict[str, Any]:
                 "name": "Model",
                 "type": "string",
                 "jsonPath": ".status.modelName",
+                "priority": 1,
+            },
+            {
+                "name": "Measured-On",
+                "type": "string",
+                "jsonPath": ".status.display.measuredOn",
+                "description": "Data the shown accuracy and loss were measured on.",
                 "priority": 1,
             },
             {

@@ -67,6 +67,7 @@ class StartEvent(_Event):
     epochs: int
     resumed_from_epoch: int = 0
     workers: int = 1
+    tensorboard_path: str | None = None  # training.tensorboard: logs, relative to the store root
 
 
 class EpochEvent(_Event):

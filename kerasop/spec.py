@@ -329,6 +329,13 @@ class TrainingSpec(SpecModel):
     backend: Literal["tensorflow", "jax", "torch"] = Field(
         "tensorflow", description="KERAS_BACKEND for the trainer."
     )
+    tensorboard: bool = Field(
+        False,
+        description=(
+            "Write Keras TensorBoard logs to <model>/tensorboard/<job uid>/ on the model volume"
+            " (status.tensorboardPath names it)."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------

@@ -106,6 +106,16 @@ class WorkersStatus(StatusModel):
     failed: int | None = Field(None, ge=0, description="Pods that failed (restarts included).")
 
 
+class MetricsDisplay(StatusModel):
+    """The metrics ``kubectl get ktj`` shows: rounded, validation ones where they exist."""
+
+    accuracy: float | None = Field(None, description="Accuracy, 4 significant digits.")
+    loss: float | None = Field(None, description="Loss, 4 significant digits.")
+    measured_on: Literal["validation", "training"] | None = Field(
+        None, description="Which data the shown metrics were measured on."
+    )
+
+
 class KerasTrainingJobStatus(StatusModel):
     """Observed state of a KerasTrainingJob, written only by the operator."""
 
@@ -135,6 +145,16 @@ class KerasTrainingJobStatus(StatusModel):
     )
     final_metrics: dict[str, float] | None = Field(
         None, description="Final validation metrics of the written model version."
+    )
+    display: MetricsDisplay | None = Field(
+        None,
+        description="Rounded accuracy and loss for kubectl get: the final ones once the job"
+        " succeeded, else the last epoch's, validation metrics where there are some.",
+    )
+    tensorboard_path: str | None = Field(
+        None,
+        description="TensorBoard logs (training.tensorboard), relative to the model volume:"
+        " <modelName>/tensorboard/<job uid>.",
     )
     model_name: str | None = Field(None, description="Name in the model store.")
     model_version: int | None = Field(None, ge=1, description="Version this job wrote.")
@@ -180,3 +200,29 @@ def progress(epoch: int | None, epochs: int | None) -> str | None:
 def ready(ready_replicas: int | None, replicas: int | None) -> str:
     """``status.ready`` from replica counters."""
     return f"{ready_replicas or 0}/{replicas or 0}"
+
+
+def metrics_display(
+    metrics: dict[str, float] | None, final_metrics: dict[str, float] | None
+) -> dict[str, float | str] | None:
+    """``status.display`` from the last epoch's and the final metrics.
+
+    The final metrics (evaluated after training) win; they are measured on the
+    validation data when the epochs reported validation metrics. Before that, an
+    epoch's ``val_`` metrics win over its training ones.
+    """
+    metrics = metrics or {}
+    validated = any(k.startswith("val_") for k in metrics)
+    if final_metrics:
+        source, prefix = final_metrics, ""
+    else:
+        source, prefix = metrics, "val_" if validated else ""
+    shown: dict[str, float | str] = {
+        name: float(f"{source[prefix + name]:.4g}")
+        for name in ("accuracy", "loss")
+        if prefix + name in source
+    }
+    if not shown:
+        return None
+    shown["measuredOn"] = "validation" if validated else "training"
+    return shown

@@ -5,6 +5,7 @@
     kerasop serve -f examples/dense-classifier.yaml      # http://127.0.0.1:8080
     kerasop predict -f examples/dense-classifier.yaml --csv .kerasop/data/dense/train.csv --rows 3
     kerasop demo                             # all of the above in one go
+    kerasop tensorboard -f job.yaml          # TensorBoard on the job's logs (training.tensorboard)
 
 A local folder stands in for each volume: ``--data-dir`` (default
 ``.kerasop/data``) for the data volume and ``--store`` (default
@@ -15,7 +16,9 @@ Heavy imports (Keras, the server) happen inside the commands that need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -27,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import console, events
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
 
 DEFAULT_WORKDIR = Path(".kerasop")
@@ -101,6 +104,8 @@ def format_progress(event: events.Event) -> str | None:
     if isinstance(event, events.StartEvent):
         resumed = event.resumed_from_epoch
         note = f", resuming after epoch {resumed}" if resumed else ""
+        if event.tensorboard_path:
+            note += f"; TensorBoard logs in the model store: {event.tensorboard_path}"
         return f"training: {event.epochs} epochs{note}"
     if isinstance(event, events.EpochEvent):
         return f"epoch {event.epoch}/{event.epochs}  {_metrics_text(event.metrics)}"
@@ -164,11 +169,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("KERAS_BACKEND", job.spec.training.backend)
     from kerasop_trainer.train import TrainerError, run
 
+    display = console.TrainingDisplay()
+
     def show(line: str) -> None:
         event = events.decode(line)
         text = format_progress(event) if event else None
         if text:
-            print(text, flush=True)
+            display.line(text)
 
     try:
         run(
@@ -177,10 +184,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             store_root=args.store,
             job_id=args.job_id or f"local-{job.metadata.name}",
             emit=show,
+            on_batch=display.batch if display.live else None,
         )
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        display.close()
     return 0
 
 
@@ -207,10 +217,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(argv) or 0
 
 
-def post_json(url: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+def post_json(url: str, body: dict[str, Any] | None, timeout: float = 30.0) -> dict[str, Any]:
+    """POST ``body`` as JSON (GET when it is None); the JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -228,10 +238,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         instances = rows_from_csv(args.csv, args.rows, label)
     else:
         instances = json.loads(args.instances)
-    url = f"{args.url.rstrip('/')}/v1/models/{model}:predict"
-    answer = post_json(url, {"instances": instances})
+    base = f"{args.url.rstrip('/')}/v1/models/{model}"
+    answer = post_json(f"{base}:predict", {"instances": instances})
     print(json.dumps(answer))
+    info = post_json(f"{base}/metadata", None).get("kerasop", {})
+    output = info.get("metadata", {}).get("output", {})
+    print("\n".join(console.describe_predictions(answer.get("predictions", []), output)))
     return 0
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """TensorBoard on every logged run of the job's model (``training.tensorboard``)."""
+    job = pick(read_resources(args.file), KerasTrainingJob, args.name)
+    logdir = args.store / job.model_name / "tensorboard"
+    if not logdir.is_dir():
+        raise CliError(f"no TensorBoard logs in {logdir}: set training.tensorboard: true and train")
+    if importlib.util.find_spec("tensorboard") is None:
+        raise CliError("TensorBoard is not installed: pip install tensorboard")
+    print(f"TensorBoard on {logdir}: http://127.0.0.1:{args.port}", flush=True)
+    argv = ["--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call([sys.executable, "-m", "tensorboard.main", *argv])
 
 
 def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -286,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--name", help="which resource, when the file holds several")
     with_file = argparse.ArgumentParser(add_help=False, parents=[common])
     with_file.add_argument("-f", "--file", type=Path, required=True, help="resource YAML")
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("--verbose", action="store_true",
+                           help="show TensorFlow's start-up logs")  # fmt: skip
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=8080)
@@ -296,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
     p.add_argument("dataset", choices=["dense", "images", "image-folder", "npz"])
     p.set_defaults(func=cmd_sample_data)
-    p = sub.add_parser("train", parents=[with_file], help="train a KerasTrainingJob here")
+    p = sub.add_parser("train", parents=[with_file, verbosity],
+                       help="train a KerasTrainingJob here")  # fmt: skip
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
@@ -308,16 +338,23 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--instances", help="JSON list of instances")
     p.add_argument("--rows", type=int, default=1)
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("demo", parents=[common, serving], help="train, serve, predict example (a)")
+    p = sub.add_parser("demo", parents=[common, serving, verbosity],
+                       help="train, serve, predict example (a)")  # fmt: skip
     p.add_argument("--job-id", default=None)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("tensorboard", parents=[with_file, verbosity],
+                       help="TensorBoard on a job's logs")  # fmt: skip
+    p.add_argument("--port", type=int, default=6006)
+    p.set_defaults(func=cmd_tensorboard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet = hasattr(args, "verbose") and not args.verbose
     try:
-        return args.func(args)
+        with console.quiet_native_logs() if quiet else contextlib.nullcontext():
+            return args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

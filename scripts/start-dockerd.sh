@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a Docker engine if none answers, and wait until it does. Idempotent:
-# with a running engine it only checks it. Used by .ci/run and scripts/images.sh.
+# with a running engine it only checks it. Used by `make test` and scripts/images.sh.
 #
 # Debian's docker.io (dockerd 20.10) on this VM type works with cgroup v1 and its
 # default bridge network. If the bridge/iptables setup fails (some sandboxes), it

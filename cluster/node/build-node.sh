@@ -7,10 +7,13 @@
 # Host binaries (in ${KERASOP_CACHE}/node/bin):
 #   provisioner  kerasop-hostpath-provisioner (provisioner/main.go)
 #   crictl       crictl from the Go module sigs.k8s.io/cri-tools (down.sh uses it to stop pods)
+# Optional image (built only when named, or by up.sh with KERASOP_METRICS_SERVER=1):
+#   metrics-server  kerasop/metrics-server:<ver>  from the Go module sigs.k8s.io/metrics-server
 #
-# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl ...]   (default: all)
-# Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_CRICTL_VERSION, GO,
-#              KERASOP_NODE_FORCE=1 (rebuild everything).
+# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl|metrics-server ...]
+#        (default: all but metrics-server)
+# Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_CRICTL_VERSION,
+#              KERASOP_METRICS_SERVER_VERSION, GO, KERASOP_NODE_FORCE=1 (rebuild everything).
 # Idempotent: an output is rebuilt only when missing, forced, or older than its sources.
 # Prints the images directory on the last line of stdout.
 set -euo pipefail
@@ -19,6 +22,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
 COREDNS_VERSION="${KERASOP_COREDNS_VERSION:-v1.14.7}"
 CRICTL_VERSION="${KERASOP_CRICTL_VERSION:-v1.34.0}"
+METRICS_SERVER_VERSION="${KERASOP_METRICS_SERVER_VERSION:-v0.8.0}"
 OUT="$CACHE/node"
 BIN="$OUT/bin"
 IMAGES="$OUT/images"
@@ -103,11 +107,25 @@ build_crictl() {
   log "crictl: built in $((SECONDS - t0))s"
 }
 
+build_metrics_server() {
+  local tar="$IMAGES/metrics-server-$METRICS_SERVER_VERSION.tar"
+  if fresh "$tar" "$HERE/mkimage.py"; then log "metrics-server: up to date"; return; fi
+  local t0=$SECONDS
+  # Like crictl: the module's go.mod has no replace directives, so go install builds it as is.
+  GOBIN="$BIN/.metrics-server-build" CGO_ENABLED=0 "$GO" install -trimpath \
+    -ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  mv "$BIN/.metrics-server-build/metrics-server" "$BIN/metrics-server"; rmdir "$BIN/.metrics-server-build"
+  python3 "$HERE/mkimage.py" "$tar" "kerasop/metrics-server:${METRICS_SERVER_VERSION#v}" \
+    --add "$BIN/metrics-server:/metrics-server:755" --entrypoint /metrics-server --port 10250/tcp >&2
+  log "metrics-server: built in $((SECONDS - t0))s"
+}
+
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause probe coredns provisioner crictl)
 for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;; probe) build_probe ;; coredns) build_coredns ;;
-    provisioner) build_provisioner ;; crictl) build_crictl ;;
+    provisioner) build_provisioner ;; crictl) build_crictl ;; metrics-server) build_metrics_server ;;
     *) echo "unknown image: $t" >&2; exit 2 ;;
   esac
 done

@@ -184,14 +184,21 @@ def deep_merge(base: Any, override: Any) -> Any:
 
 
 def status_patch(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch turning ``old`` into ``new`` at the top level (``{}`` if equal).
+    """A JSON merge patch turning ``old`` into ``new`` (``{}`` if equal).
 
-    Keys in ``old`` but not in ``new`` are set to ``None`` (merge-patch delete).
+    Keys in ``old`` but not in ``new`` are set to ``None`` (merge-patch delete), also one
+    level down (``metrics``, ``display``): a merge patch merges objects, so a stale key
+    there would stay.
     """
     old = old or {}
     patch: dict[str, Any] = {}
     for key, value in new.items():
-        if old.get(key) != value:
+        before = old.get(key)
+        if before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = {**value, **{k: None for k in before if k not in value}}
+        else:
             patch[key] = value
     for key in old:
         if key not in new and key != "kopf":

@@ -222,6 +222,7 @@ def trainer_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, JOBS)
 def training_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
     """Follow model versions: services pinned to a job's output roll forward."""
+    metrics.observe_training_job(dict(body), deleted=type == "DELETED")
     ctl = _controller(memo)
     try:
         names = ctl.training_job_seen(dict(body), deleted=type == "DELETED")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from kerasop.status import TRAINING_PHASES
 
 RECONCILES = Counter(
     "kerasop_reconcile_total",
@@ -39,6 +42,44 @@ PHASE_TRANSITIONS = Counter(
     "Phase changes of the custom resources, by the phase entered.",
     ["kind", "phase"],
 )
+
+# Training progress, from each KerasTrainingJob's status (the dashboard's training panels).
+TRAINING_EPOCH = Gauge(
+    "kerasop_training_job_epoch", "Last completed epoch of a training job.", ["namespace", "name"]
+)
+TRAINING_EPOCHS = Gauge(
+    "kerasop_training_job_epochs", "Epochs planned for a training job.", ["namespace", "name"]
+)
+TRAINING_METRIC = Gauge(
+    "kerasop_training_job_metric",
+    "Metrics of a training job's last completed epoch (loss, accuracy, val_loss, ...).",
+    ["namespace", "name", "metric"],
+)
+TRAINING_PHASE = Gauge(
+    "kerasop_training_job_phase",
+    "1 for the phase a training job is in, 0 for the others.",
+    ["namespace", "name", "phase"],
+)
+_TRAINING_GAUGES = (TRAINING_EPOCH, TRAINING_EPOCHS, TRAINING_METRIC, TRAINING_PHASE)
+
+
+def observe_training_job(body: dict[str, Any], *, deleted: bool = False) -> None:
+    """Set the training gauges from a job's status; drop its series when it is deleted."""
+    meta = body.get("metadata") or {}
+    key = {"namespace": meta.get("namespace") or "", "name": meta.get("name") or ""}
+    for gauge in _TRAINING_GAUGES:  # series of metrics a job no longer reports go too
+        gauge.remove_by_labels(key)
+    if deleted:
+        return
+    st = body.get("status") or {}
+    for gauge, field in ((TRAINING_EPOCH, "epoch"), (TRAINING_EPOCHS, "epochs")):
+        if isinstance(st.get(field), int):
+            gauge.labels(**key).set(st[field])
+    for metric, value in (st.get("metrics") or {}).items():
+        if isinstance(value, int | float):
+            TRAINING_METRIC.labels(**key, metric=metric).set(value)
+    for phase in TRAINING_PHASES:
+        TRAINING_PHASE.labels(**key, phase=phase).set(1 if st.get("phase") == phase else 0)
 
 
 @contextlib.contextmanager

@@ -64,6 +64,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     yield {"result": result, "work": work, "url": f"http://127.0.0.1:{port}"}
 
 
+def printed_json(lines: list[str]) -> dict:
+    """The prediction's JSON, printed before the readable per-row lines."""
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+
+
 def test_demo_trains_serves_and_prints_predictions(demo) -> None:
     result, work = demo["result"], demo["work"]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -73,7 +78,8 @@ def test_demo_trains_serves_and_prints_predictions(demo) -> None:
     ]
     assert any(line.startswith(f"saved {MODEL} version 1 at ") for line in lines), lines
     assert f"serving at {demo['url']}" in lines
-    answer = json.loads(lines[-1])  # the prediction, printed last
+    answer = printed_json(lines)
+    assert lines[-1].startswith("row 3: 1 (probability "), lines[-4:]  # then one line per row
     x = first_rows(work / "data" / "dense" / "train.csv", 3)
     np.testing.assert_allclose(
         answer["predictions"], local_predictions(work / "models", 1, x), atol=1e-5
@@ -112,7 +118,7 @@ def test_train_serve_predict_as_in_the_quick_start(demo, tmp_path) -> None:
         assert predicted.returncode == 0, predicted.stderr
         x = first_rows(data / "dense" / "train.csv", 4)
         np.testing.assert_allclose(
-            json.loads(predicted.stdout)["predictions"],
+            printed_json(predicted.stdout.splitlines())["predictions"],
             local_predictions(store, 1, x),
             atol=1e-5,
         )

@@ -285,10 +285,12 @@ def test_mutable_parts_of_job_spec(crd_cluster):
 
 
 def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
+    metrics = {"loss": 0.25, "accuracy": 0.9494505524635315,
+               "val_loss": 0.30000001192092896, "val_accuracy": 0.8765432123456}
     st = status.KerasTrainingJobStatus(
         phase="Running", observed_generation=1, start_time=status.now_rfc3339(),
         epoch=3, epochs=5, progress=status.progress(3, 5),
-        metrics={"loss": 0.25, "accuracy": 0.875},
+        metrics=metrics, display=status.metrics_display(metrics, None),
         model_name="dense", model_version=2, model_path="dense/2",
         workers=status.WorkersStatus(desired=1, active=1, succeeded=0, failed=0),
         failure=status.FailureStatus(reason="BadData", exit_code=3, message="m", log_tail="t"),
@@ -304,7 +306,10 @@ def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
     table = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense").stdout
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "AGE"]
-    assert row.split()[:6] == ["dense", "Running", "3/5", "0.875", "0.25", "2"]
+    # Rounded, and the validation metrics rather than the training ones.
+    assert row.split()[:6] == ["dense", "Running", "3/5", "0.8765", "0.3", "2"]
+    wide = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense", "-o", "wide").stdout
+    assert "MEASURED-ON" in wide.splitlines()[0] and "validation" in wide.splitlines()[1]
     # A status write cannot smuggle in spec changes.
     crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
                         "--type=merge", "-p", json.dumps({"spec": {"workers": 7}}))

@@ -496,7 +496,9 @@ def namespace(operator: E2E) -> Iterator[E2E]:
     e2e = operator
     k = e2e.kubectl
     k.run("create", "namespace", e2e.namespace)
-    k.run("label", "namespace", e2e.namespace, f"{LABEL_PART_OF}=kerasop-e2e")
+    # Every pod the operator (and the suite) creates must pass Pod Security `restricted`.
+    k.run("label", "namespace", e2e.namespace, f"{LABEL_PART_OF}=kerasop-e2e",
+          "pod-security.kubernetes.io/enforce=restricted")
     k.run("create", "configmap", SCRIPTS, "-n", e2e.namespace,
           f"--from-file={E2E_DIR / 'incluster'}")
     yield e2e

@@ -410,6 +410,7 @@ def runtime_pod(
                 "runAsGroup": 1000,
                 "fsGroup": 1000,
                 "runAsNonRoot": True,
+                "seccompProfile": {"type": "RuntimeDefault"},  # Pod Security restricted
             },
             "containers": [
                 {
@@ -424,7 +425,10 @@ def runtime_pod(
                         {"name": "KERAS_BACKEND", "value": "tensorflow"},
                     ],
                     "volumeMounts": mounts,
-                    "securityContext": {"allowPrivilegeEscalation": False},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
                 }
             ],
             "volumes": volumes,

@@ -43,6 +43,7 @@ from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.export import ExportError, convert_to_onnx
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
+from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer.errors import TrainerError
 
 CHECKPOINT_STATE = "state.json"
@@ -314,10 +315,12 @@ def run(
     job_id: str,
     emit: Callable[[str], None] = _print_line,
     workers: WorkerConfig | None = None,
+    on_batch: optional_callbacks.BatchHook | None = None,
 ) -> dict[str, Any]:
     """Train ``job`` and publish a model version; return the ``done`` event.
 
-    ``emit`` receives every event line (``start``, ``epoch``, ``done``). Raises
+    ``emit`` receives every event line (``start``, ``epoch``, ``done``);
+    ``on_batch``, if given, every training step (for a progress bar). Raises
     :class:`TrainerError` (with an exit code) for failures a user can fix.
     ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
     """
@@ -406,6 +409,9 @@ def run(
     initial_epoch = min(initial_epoch, training.epochs)
 
     validation_rows = len(data.validation) if data.validation is not None else 0
+    tensorboard_dir = None
+    if training.tensorboard and workers.is_chief:
+        tensorboard_dir = optional_callbacks.tensorboard_dir(store, model_name, job_id)
     start: dict[str, Any] = {
         "epochs": training.epochs,
         "resumedFromEpoch": initial_epoch,
@@ -418,6 +424,8 @@ def run(
         "modelName": model_name,
         "jobId": job_id,
     }
+    if tensorboard_dir is not None:
+        start["tensorboardPath"] = str(tensorboard_dir.relative_to(store_root))
     emit(events.encode("start", **start))
 
     train_ds = data.dataset(
@@ -443,6 +451,10 @@ def run(
             )
         )
     callbacks.append(progress)
+    if tensorboard_dir is not None:
+        callbacks.append(optional_callbacks.tensorboard(keras, tensorboard_dir))
+    if on_batch is not None:
+        callbacks.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
 
     if initial_epoch < training.epochs and not finished:
         _fit(

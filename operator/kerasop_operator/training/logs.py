@@ -22,6 +22,8 @@ def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if last.start is not None:
         out["epochs"] = last.start.epochs
+        if last.start.tensorboard_path:
+            out["tensorboard_path"] = last.start.tensorboard_path
     if last.epoch is not None:
         out["epoch"] = last.epoch.epoch
         out["epochs"] = last.epoch.epochs

@@ -12,8 +12,10 @@ from kerasop.status import (
     Condition,
     FailureStatus,
     KerasTrainingJobStatus,
+    MetricsDisplay,
     TrainingPhase,
     WorkersStatus,
+    metrics_display,
     progress,
 )
 
@@ -91,6 +93,7 @@ def training_status(
                 "modelVersion",
                 "modelPath",
                 "modelClaimName",
+                "tensorboardPath",
                 "failure",
             )
             if old.get(k) is not None
@@ -194,6 +197,9 @@ def training_status(
         st.failure = None
     if st.epochs is not None:
         st.progress = progress(st.epoch, st.epochs)
+    display = metrics_display(st.metrics, st.final_metrics)
+    if display:
+        st.display = MetricsDisplay.model_validate(display)
 
     # ---- conditions -------------------------------------------------------------------------
     jname = trainer_job_name(name)
