@@ -12,7 +12,9 @@ Triggers:
 - a job's model version changes -> reconcile of every KerasModelService
   following it;
 - KerasModelService created/changed/found at start-up, or its Deployment or
-  Service changes -> full reconcile (drift is corrected, rollout tracked).
+  Service changes -> full reconcile (drift is corrected, rollout tracked);
+- every ``KERASOP_ROLLOUT_INTERVAL`` s while a shadow or canary runs -> full
+  reconcile (the rollout step reads the server pods' per-version metrics).
 
 No handler returns a value (kopf would store it in ``status``); status is
 written explicitly by the controller through the status subresource.
@@ -43,6 +45,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "kerasop.io"
 PROGRESS_INTERVAL = float(os.environ.get("KERASOP_PROGRESS_INTERVAL", "10"))
 RETRY_DELAY = float(os.environ.get("KERASOP_RETRY_DELAY", "30"))
+ROLLOUT_INTERVAL = float(os.environ.get("KERASOP_ROLLOUT_INTERVAL", "10"))
 
 # Set by tests that run the operator in-process; otherwise built at start-up.
 CONTROLLER: Controller | None = None
@@ -244,6 +247,23 @@ def model_service_changed(name: str, namespace: str, reason: Any, memo: Any, **_
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(SERVICE_KIND, trigger):
+            ctl.reconcile_service(namespace, name)
+    except (ApiError, ReconcileError, OSError) as exc:
+        raise _retry(exc) from exc
+
+
+def _rollout_active(body: Any, **_: Any) -> bool:
+    return ((body.get("status") or {}).get("rollout") or {}).get("phase") in ("Shadow", "Canary")
+
+
+@kopf.timer(
+    GROUP, VERSION, SERVICES, interval=ROLLOUT_INTERVAL, when=_rollout_active, id="rollout"
+)
+def model_service_rollout(name: str, namespace: str, memo: Any, **_: Any) -> None:
+    """Shadow/canary in progress: read the server pods' metrics, step, maybe roll back."""
+    ctl = _controller(memo)
+    try:
+        with metrics.reconcile(SERVICE_KIND, "rollout"):
             ctl.reconcile_service(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
         raise _retry(exc) from exc

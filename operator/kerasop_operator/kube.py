@@ -50,6 +50,7 @@ POD = Kind("v1", "Pod", "pods")
 SERVICE = Kind("v1", "Service", "services")
 PVC = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
 SERVICE_ACCOUNT = Kind("v1", "ServiceAccount", "serviceaccounts")
+CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps")
 EVENT = Kind("v1", "Event", "events")
 JOB = Kind("batch/v1", "Job", "jobs")
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
@@ -66,6 +67,7 @@ KINDS = {
         SERVICE,
         PVC,
         SERVICE_ACCOUNT,
+        CONFIG_MAP,
         EVENT,
         JOB,
         DEPLOYMENT,

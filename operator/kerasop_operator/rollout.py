@@ -20,6 +20,8 @@ counters that ``parse_server_metrics`` reads.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +31,9 @@ from kerasop.spec import GateSpec, RolloutSpec
 
 HISTORY_LIMIT = 50
 
-# Annotation a person sets on the KerasModelService: "promote" or "abort" (the
-# current candidate). The operator never rewrites the spec or this annotation.
+# Annotation a person sets on the KerasModelService: "promote=N" or "abort=N" (N the
+# candidate version, so a forgotten annotation never acts on a later version). The
+# operator never rewrites the spec or this annotation.
 ANN_ROLLOUT_ACTION = "kerasop.io/rollout"
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse")
 
@@ -279,6 +282,18 @@ def routing(state: RolloutState) -> dict[str, Any]:
     }
 
 
+def replacing(old: Any, new: Any) -> Any:
+    """``new`` as a JSON merge patch over ``old``: keys that went away become ``None``.
+
+    (A merge patch keeps keys it does not name; the rollout's nested dicts must shrink.)
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out = {k: None for k in old if k not in new}
+    out.update({k: replacing(old.get(k), v) for k, v in new.items()})
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # history
 
@@ -329,17 +344,48 @@ def outcome_of(history: Iterable[Mapping[str, Any]], version: int) -> str | None
 
 @dataclass
 class Manual:
-    """A person's instruction: spec.rollout.promote/abort (a version) or the annotation."""
+    """A person's instruction: spec.rollout.promote/abort or the annotation (a version each)."""
 
     promote: int | None = None
     abort: int | None = None
-    action: str | None = None  # annotation: "promote" | "abort" (the current candidate)
 
     def wants(self, verb: str, candidate: int | None) -> bool:
-        if candidate is None:
-            return False
         named = self.promote if verb == "promote" else self.abort
-        return named == candidate or self.action == verb
+        return candidate is not None and named == candidate
+
+    @classmethod
+    def of(cls, policy: RolloutSpec | None, annotations: Mapping[str, str] | None) -> Manual:
+        """The spec's fields, else the annotation ``promote=N`` / ``abort=N``."""
+        verb, _, number = ((annotations or {}).get(ANN_ROLLOUT_ACTION) or "").partition("=")
+        named = int(number) if number.strip().isdigit() else None
+        return cls(
+            promote=(policy.promote if policy else None) or (named if verb == "promote" else None),
+            abort=(policy.abort if policy else None) or (named if verb == "abort" else None),
+        )
+
+
+def job_metadata(job: Mapping[str, Any]) -> dict[str, Any]:
+    """What the gate and the history know of a job's latest version (from its status)."""
+    st = job.get("status") or {}
+    spec_text = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+    lineage = {
+        "job": (job.get("metadata") or {}).get("name"),
+        "specHash": hashlib.sha256(spec_text.encode()).hexdigest()[:16],
+        "dataFingerprint": st.get("dataFingerprint"),
+    }
+    return {"metrics": st.get("finalMetrics") or {}, "lineage": lineage}
+
+
+def known_metadata(
+    history: Iterable[Mapping[str, Any]], latest: int | None, latest_metadata: Mapping[str, Any]
+) -> dict[int, Mapping[str, Any]]:
+    """Metrics of every version in the history, plus the latest version's metadata."""
+    out: dict[int, Mapping[str, Any]] = {
+        int(e["version"]): {"metrics": e.get("metrics") or {}} for e in history
+    }
+    if latest is not None:
+        out[latest] = latest_metadata
+    return out
 
 
 @dataclass

@@ -167,8 +167,10 @@ class ModelManager:
     # -- loading -----------------------------------------------------------
 
     def _target(self) -> int | None:
-        pinned = self.plan.stable if self.plan is not None else None
-        pinned = pinned or self.config.version
+        # A plan without a stable version (the first one was refused) serves nothing.
+        pinned = self.plan.stable if self.plan is not None else self.config.version
+        if self.plan is not None and pinned is None:
+            return None
         if pinned is not None:
             return pinned if pinned in self.store.versions(self.name) else None
         return self.store.latest(self.name)

@@ -146,7 +146,7 @@ def test_handlers_registered_without_results():
         "service-create",
         "service-update",
     } <= ids
-    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {"progress"}
+    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {"progress", "rollout"}
     # every handler returns None: kopf would otherwise store results in status
     for fn in (h.training_job_changed, h.model_service_changed, h.training_job_progress):
         assert fn.__annotations__.get("return") in (None, "None")

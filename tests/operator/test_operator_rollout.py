@@ -203,10 +203,27 @@ def test_manual_promote_and_abort_by_spec_and_annotation():
     d = run(pol, RolloutState(stable=1), latest=2, meta=meta, now=0)
     p = run(pol, d.state, d.history, latest=2, meta=meta, now=1, manual=Manual(promote=2))
     assert p.state.stable == 2 and p.history[-1]["reason"] == "promoted by a person"
-    a = run(pol, d.state, d.history, latest=2, meta=meta, now=1, manual=Manual(action="abort"))
+    by_annotation = Manual.of(pol, {rollout.ANN_ROLLOUT_ACTION: "abort=2"})
+    a = run(pol, d.state, d.history, latest=2, meta=meta, now=1, manual=by_annotation)
     assert a.state.stable == 1 and a.state.summary == "RolledBack"
-    other = run(pol, d.state, d.history, latest=2, meta=meta, now=1, manual=Manual(abort=7))
-    assert other.state.phase == "Canary"  # names another version: no effect
+    stale = Manual.of(pol, {rollout.ANN_ROLLOUT_ACTION: "abort=7"})  # an older candidate's
+    other = run(pol, d.state, d.history, latest=2, meta=meta, now=1, manual=stale)
+    assert other.state.phase == "Canary"
+    by_spec = Manual.of(policy(canary={"steps": [100]}, promote=2), None)
+    assert by_spec == Manual(promote=2, abort=None)
+
+
+def test_job_metadata_feeds_gate_and_history():
+    job = {"metadata": {"name": "dense"}, "spec": {"data": {"path": "a.csv"}},
+           "status": {"modelVersion": 2, "finalMetrics": {"accuracy": 0.5}, "dataFingerprint": "f"}}
+    meta = rollout.job_metadata(job)
+    history = [{"version": 1, "outcome": "Promoted", "metrics": {"accuracy": 0.95}}]
+    known = rollout.known_metadata(history, 2, meta)
+    pol = policy(gate={"maxRegression": {"accuracy": 0.05}})
+    d = run(pol, RolloutState(stable=1), history, latest=2, meta=known, now=0)
+    assert d.state.summary == "Refused"
+    entry = d.history[-1]
+    assert entry["job"] == "dense" and entry["dataFingerprint"] == "f" and len(entry["specHash"]) == 16
 
 
 def test_restart_mid_canary_resumes_from_status_and_promotes_once():
