@@ -709,6 +709,19 @@ class KerasTrainingJob(BaseModel):
         return self.spec.output.model_name or self.metadata.name
 
 
+def spec_hash(spec: KerasTrainingJobSpec) -> str:
+    """Identity of a training spec (defaults filled in): the lineage's ``specHash``."""
+    import hashlib
+    import json
+
+    text = json.dumps(
+        spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class KerasModelService(BaseModel):
     model_config = ConfigDict(extra="ignore")
     api_version: Literal["kerasop.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")

@@ -20,14 +20,12 @@ counters that ``parse_server_metrics`` reads.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kerasop.spec import GateSpec, RolloutSpec
+from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
 
 HISTORY_LIMIT = 50
 
@@ -367,10 +365,13 @@ class Manual:
 def job_metadata(job: Mapping[str, Any]) -> dict[str, Any]:
     """What the gate and the history know of a job's latest version (from its status)."""
     st = job.get("status") or {}
-    spec_text = json.dumps(job.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+    try:  # the same hash the trainer writes into metadata.json
+        digest: str | None = spec_hash(KerasTrainingJobSpec.model_validate(job.get("spec") or {}))
+    except ValueError:
+        digest = None
     lineage = {
         "job": (job.get("metadata") or {}).get("name"),
-        "specHash": hashlib.sha256(spec_text.encode()).hexdigest()[:16],
+        "specHash": digest,
         "dataFingerprint": st.get("dataFingerprint"),
     }
     return {"metrics": st.get("finalMetrics") or {}, "lineage": lineage}

@@ -18,6 +18,7 @@ from kerasop_operator.rollout import (
 )
 
 from kerasop.spec import GateSpec, RolloutSpec
+from opfactories import training_job
 
 GOOD = {"metrics": {"loss": 0.20, "accuracy": 0.95}, "lineage": {"job": "j", "specHash": "abc"}}
 OK = {"metrics": {"loss": 0.22, "accuracy": 0.94}}
@@ -214,7 +215,7 @@ def test_manual_promote_and_abort_by_spec_and_annotation():
 
 
 def test_job_metadata_feeds_gate_and_history():
-    job = {"metadata": {"name": "dense"}, "spec": {"data": {"path": "a.csv"}},
+    job = {"metadata": {"name": "dense"}, "spec": training_job()["spec"],
            "status": {"modelVersion": 2, "finalMetrics": {"accuracy": 0.5}, "dataFingerprint": "f"}}
     meta = rollout.job_metadata(job)
     history = [{"version": 1, "outcome": "Promoted", "metrics": {"accuracy": 0.95}}]

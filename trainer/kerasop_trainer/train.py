@@ -43,6 +43,7 @@ from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import KERAS_FILE, METADATA_FILE, ModelStore
 from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.lineage import lineage
 
 CHECKPOINT_STATE = "state.json"
 SAVED_MODEL_SIGNATURE = "serve"
@@ -476,6 +477,7 @@ def run(
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "versions": _versions(keras),
         "savedModelSignature": SAVED_MODEL_SIGNATURE,
+        "lineage": lineage(job, job_id, data_root),
     }
 
     version: int | None = None
