@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kerasop import rollout
 from kerasop.spec import SpecError
 from kerasop.status import now_rfc3339
 
-from . import apply, kube, metrics, rollout, serving, training
+from . import apply, kube, metrics, serving, training
 from .common import LABEL_TRAINING_JOB, controller_uid, label_value, status_patch
 from .kube import ApiError
 

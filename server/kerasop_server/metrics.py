@@ -105,7 +105,7 @@ class Metrics:
             ["model", "engine"],
             registry=registry,
         )
-        # Per version (the canary's evidence, read by the operator: kerasop_operator/rollout.py).
+        # Per version (the canary's evidence, read by the operator: kerasop/rollout.py).
         self.version_requests = Counter(
             "kerasop_server_version_requests",
             "Predictions by the model version that answered and outcome (ok, error).",

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from kerasop_operator.rollout import VersionCounters, parse_server_metrics
+from kerasop.rollout import VersionCounters, parse_server_metrics
 from kerasop_server.engines import load_engine
 from serverkit import (
     DENSE,

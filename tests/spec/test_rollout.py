@@ -6,8 +6,9 @@ import json
 import math
 
 import pytest
-from kerasop_operator import rollout
-from kerasop_operator.rollout import (
+
+from kerasop import rollout
+from kerasop.rollout import (
     Manual,
     RolloutState,
     VersionCounters,
@@ -16,9 +17,12 @@ from kerasop_operator.rollout import (
     routing,
     step,
 )
-
 from kerasop.spec import GateSpec, RolloutSpec
-from opfactories import training_job
+
+JOB_SPEC = {
+    "data": {"format": "csv", "path": "train.csv"},
+    "model": {"layers": [{"type": "Dense", "units": 1, "activation": "sigmoid"}]},
+}
 
 GOOD = {"metrics": {"loss": 0.20, "accuracy": 0.95}, "lineage": {"job": "j", "specHash": "abc"}}
 OK = {"metrics": {"loss": 0.22, "accuracy": 0.94}}
@@ -215,7 +219,7 @@ def test_manual_promote_and_abort_by_spec_and_annotation():
 
 
 def test_job_metadata_feeds_gate_and_history():
-    job = {"metadata": {"name": "dense"}, "spec": training_job()["spec"],
+    job = {"metadata": {"name": "dense"}, "spec": JOB_SPEC,
            "status": {"modelVersion": 2, "finalMetrics": {"accuracy": 0.5}, "dataFingerprint": "f"}}
     meta = rollout.job_metadata(job)
     history = [{"version": 1, "outcome": "Promoted", "metrics": {"accuracy": 0.95}}]

@@ -15,7 +15,8 @@ candidate takes ``weight`` percent). Outcomes in the history: ``Promoted``,
 
 The server pods get ``routing(state)`` (stable, candidate, weight, shadow) and
 split requests in-process (exact with one replica); they report per-version
-counters that ``parse_server_metrics`` reads.
+counters that ``parse_server_metrics`` reads. Used by the operator and by the
+local ``kerasop serve``; no Kubernetes here.
 """
 
 from __future__ import annotations
