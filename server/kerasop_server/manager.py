@@ -439,22 +439,29 @@ class ModelManager:
             self.metrics.shadow.labels(str(candidate.version), "dropped").inc()
 
     async def _shadow_worker(self) -> None:
+        """Take what is queued (up to a batch) and run it at once: the candidate's batcher
+        merges the copies into few model calls, as it does for live requests."""
         while True:
-            candidate, batch, answer = await self._shadow_queue.get()
-            if candidate is not self.candidate:
-                continue  # the rollout moved on
-            label = str(candidate.version)
-            started = time.perf_counter()
-            try:
-                shadow_answer = await candidate.predict(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.shadow.labels(label, "error").inc()
-                log.debug("shadow prediction on version %s failed: %s", label, exc)
-                continue
-            self.metrics.shadow_latency.labels(label).observe(time.perf_counter() - started)
-            kind = (candidate.metadata.get("output") or {}).get("kind")
-            tolerance = self.plan.tolerance if self.plan is not None else 0.0
-            same = agrees(answer, shadow_answer, kind, tolerance)
-            self.metrics.shadow.labels(label, "agree" if same else "disagree").inc()
+            items = [await self._shadow_queue.get()]
+            while len(items) < self.config.max_batch_size and not self._shadow_queue.empty():
+                items.append(self._shadow_queue.get_nowait())
+            await asyncio.gather(*(self._shadow_one(*item) for item in items))
+
+    async def _shadow_one(
+        self, candidate: ServedModel, batch: np.ndarray, answer: np.ndarray
+    ) -> None:
+        if candidate is not self.candidate:
+            return  # the rollout moved on
+        label = str(candidate.version)
+        started = time.perf_counter()
+        try:
+            shadow_answer = await candidate.predict(batch)
+        except Exception as exc:
+            self.metrics.shadow.labels(label, "error").inc()
+            log.debug("shadow prediction on version %s failed: %s", label, exc)
+            return
+        self.metrics.shadow_latency.labels(label).observe(time.perf_counter() - started)
+        kind = (candidate.metadata.get("output") or {}).get("kind")
+        tolerance = self.plan.tolerance if self.plan is not None else 0.0
+        same = agrees(answer, shadow_answer, kind, tolerance)
+        self.metrics.shadow.labels(label, "agree" if same else "disagree").inc()
