@@ -335,6 +335,10 @@ class Controller:
             apply.ensure_applied(self.kube, children.service)
             if children.rollout_config is not None:
                 apply.ensure_applied(self.kube, children.rollout_config)
+            elif children.deployment is not None:  # spec.rollout removed
+                apply.ensure_absent(
+                    self.kube, kube.CONFIG_MAP, namespace, serving.rollout_config_name(name), uid
+                )
             if children.deployment is not None:
                 apply.ensure_applied(self.kube, children.deployment)
                 if children.hpa is not None:

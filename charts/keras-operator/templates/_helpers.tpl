@@ -98,7 +98,7 @@ Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
 # Rollout plans of model servers (stable/candidate/weight), mounted into the server pods.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Model servers.
 - apiGroups: ["apps"]
   resources: ["deployments"]
