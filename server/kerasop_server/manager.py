@@ -406,7 +406,13 @@ class ModelManager:
         """
         for attempt in (1, 2):
             served = self._route(version)
-            request = parse(served.signature)
+            try:
+                request = parse(served.signature)
+            except ClientError:
+                if version is None and served is self.candidate:
+                    # Stable takes this request; the candidate does not: the candidate's fault.
+                    self.metrics.observe_version(served.version, False, 0.0)
+                raise
             batch = rows(request)
             started = time.perf_counter()
             try:

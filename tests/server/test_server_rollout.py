@@ -46,11 +46,22 @@ def failing_engine(kind: str, version_dir, *, threads: int = 0):
     return engine
 
 
+def narrow_model():
+    """A version trained on 10 features: requests of the 784-feature model do not fit it."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    return keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, activation="sigmoid")])
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store-rollout")
     for model in (M1, M2, M1):
         write_version(root, DENSE, model, dense_metadata())
+    narrow = dense_metadata()
+    narrow["input"] = {"kind": "tabular", "shape": [10], "dtype": "float32"}
+    write_version(root, DENSE, narrow_model(), narrow)  # version 4
     return root
 
 
@@ -173,6 +184,19 @@ def test_failing_canary_errors_are_its_own_and_rollback_unloads_it(server):
     with httpx.Client(base_url=server.url, timeout=30) as client:
         r = v2_infer(client, xs[:1], version=3)
         assert r.status_code == 404
+
+
+def test_requests_a_candidate_cannot_take_count_as_its_errors(server):
+    set_plan(server, stable=1, candidate=4, weight=50)
+    before = counters(server)
+    x = rows(1, seed=8)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        codes = [v2_infer(client, x).status_code for _ in range(20)]
+    assert codes.count(200) == 10 and codes.count(400) == 10
+    after = counters(server)
+    assert after[4].errors - before[4].errors == 10 and after[4].error_rate() > 0
+    assert after[1].errors == before[1].errors
+    set_plan(server, stable=1)
 
 
 def test_promote_switches_without_reload_and_bad_plan_keeps_serving(server):
