@@ -515,7 +515,16 @@ def step(
             f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared"
             + (f", agreement {agreement:.3f}" if agreement is not None else "")
         )
-        if elapsed >= shadow.duration_seconds and window.shadow_compared >= shadow.min_requests:
+        tried = window.shadow_compared + window.shadow_errors
+        if tried and window.shadow_errors / tried > shadow.max_error_rate:
+            finish(
+                "Refused",
+                f"shadow errors {int(window.shadow_errors)} of {int(tried)} copies"
+                f" > maxErrorRate {shadow.max_error_rate:g}",
+                "Warning",
+                False,
+            )
+        elif elapsed >= shadow.duration_seconds and window.shadow_compared >= shadow.min_requests:
             if (
                 shadow.min_agreement is not None
                 and agreement is not None

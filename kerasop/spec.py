@@ -626,6 +626,9 @@ class ShadowSpec(SpecModel):
         ge=0,
         description="Regression: answers agree when within this (absolute); classes must match.",
     )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Refuse the version when more shadow copies than this fail."
+    )
 
 
 class RolloutSpec(SpecModel):

@@ -202,6 +202,16 @@ def test_shadow_refuses_low_agreement_and_passes_high_agreement_into_canary():
     assert high.state.summary == "Canary 100%"
 
 
+def test_shadow_errors_refuse_the_version():
+    pol = policy(shadow={"durationSeconds": 30, "maxErrorRate": 0.1})
+    meta = {1: GOOD, 2: OK}
+    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, now=0)
+    c = counters(2, 0, compared=10)
+    c[2].shadow_errors = 5
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c=c, now=5)
+    assert d.state.summary == "Refused" and "shadow errors 5 of 15" in d.history[-1]["reason"]
+
+
 def test_manual_promote_and_abort_by_spec_and_annotation():
     pol = policy(canary={"steps": [10, 100], "dwellSeconds": 3600})
     meta = {1: GOOD, 2: OK}
