@@ -478,7 +478,9 @@ def step(
         and latest is not None
         and s.stable is not None
         and latest > s.stable
-        and outcome_of(history, latest) is None
+        # refused and rolled-back versions are never retried by themselves (a promoted one
+        # is, after a pin to an older version was removed)
+        and outcome_of(history, latest) in (None, "Promoted")
     ):
         s.candidate = latest
         reason = gate(policy.gate if policy else None, meta(latest), meta(s.stable))

@@ -585,7 +585,13 @@ class CanarySpec(SpecModel):
         60, ge=1, le=86400, description="Time spent at each step before the next."
     )
     min_requests: int = Field(
-        0, ge=0, le=10**9, description="Requests the new version must answer at a step before it advances."
+        1,
+        ge=0,
+        le=10**9,
+        description=(
+            "Requests the new version must answer at a step before it advances (so a version"
+            " that answers nothing, e.g. fails to load, is never promoted by itself)."
+        ),
     )
     max_error_rate: float = Field(
         0.01, ge=0, le=1, description="Roll back when the new version's error fraction exceeds this."

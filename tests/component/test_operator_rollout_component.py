@@ -49,7 +49,7 @@ def train(cluster, api, namespace, name, version, accuracy):
 def follow(cluster, namespace, job_name):
     apply_yaml(cluster, service_yaml("mnist", namespace, model={"trainingJob": job_name}, rollout={
         "gate": {"min": {"val_accuracy": 0.8}, "maxRegression": {"val_accuracy": 0.02}},
-        "canary": {"steps": [10, 100], "dwellSeconds": 4},
+        "canary": {"steps": [10, 100], "dwellSeconds": 4, "minRequests": 0},  # no pods, no traffic
     }))
 
 

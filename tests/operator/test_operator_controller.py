@@ -366,7 +366,7 @@ def test_rollout_gates_canaries_and_resumes_after_a_restart(fake, events, monkey
     fake.put(job)
     fake.put(model_service(rollout={
         "gate": {"min": {"val_accuracy": 0.9}},
-        "canary": {"steps": [10, 50, 100], "dwellSeconds": 30},
+        "canary": {"steps": [10, 50, 100], "dwellSeconds": 30, "minRequests": 0},  # no pods here
     }))
     ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
 

@@ -184,6 +184,23 @@ def test_min_requests_holds_a_step():
     assert d.state.weight == 100
 
 
+def test_a_canary_that_answers_nothing_is_never_promoted_by_itself():
+    pol = policy(canary={"steps": [100], "dwellSeconds": 1})  # minRequests defaults to 1
+    meta = {1: GOOD, 2: OK}
+    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, now=0)
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c={}, now=3600)
+    assert d.state.summary == "Canary 100%" and d.state.stable == 1
+
+
+def test_unpinning_rolls_out_the_latest_promoted_version_again():
+    meta = {1: GOOD, 2: OK}
+    d = run(None, RolloutState(stable=1), latest=2, meta=meta, now=0)
+    d = run(None, d.state, d.history, latest=1, meta=meta, now=1, pinned=1)
+    assert d.state.stable == 1
+    d = run(None, d.state, d.history, latest=2, meta=meta, now=2)
+    assert d.state.stable == 2
+
+
 def test_shadow_refuses_low_agreement_and_passes_high_agreement_into_canary():
     pol = policy(shadow={"durationSeconds": 30, "minRequests": 10, "minAgreement": 0.9},
                  canary={"steps": [100], "dwellSeconds": 10})
