@@ -505,6 +505,19 @@ def step(
         return Decision(s, history, events)
 
     window = counters.get(s.candidate, VersionCounters()).since(s.baseline.get(s.candidate))
+    # The pods pick up a new plan some time after it is written (a ConfigMap volume: up to
+    # about a minute): until the candidate has answered something at this step, the dwell
+    # has not begun.
+    shadow_policy = policy.shadow if policy is not None else None
+    canary_policy = policy.canary if policy is not None else None
+    untouched = (
+        (s.phase == "Shadow" and shadow_policy is not None and shadow_policy.min_requests > 0
+         and window.shadow_compared + window.shadow_errors == 0)
+        or (s.phase == "Canary" and canary_policy is not None and canary_policy.min_requests > 0
+            and window.requests == 0)
+    )  # fmt: skip
+    if untouched:
+        s.phase_started = now
     elapsed = now - s.phase_started
 
     if s.phase == "Shadow":

@@ -192,6 +192,19 @@ def test_a_canary_that_answers_nothing_is_never_promoted_by_itself():
     assert d.state.summary == "Canary 100%" and d.state.stable == 1
 
 
+def test_dwell_begins_with_the_candidates_first_answer():
+    """A new plan reaches the pods late: the dwell counts from the step's first request."""
+    pol = policy(canary={"steps": [10, 100], "dwellSeconds": 30})
+    meta = {1: GOOD, 2: OK}
+    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, c=counters(2, 0), now=0)
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 0), now=50)
+    assert d.state.phase_started == 50  # nothing answered yet
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 5), now=60)
+    assert d.state.weight == 10  # 10 s of dwell so far, not 60
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 9), now=81)
+    assert d.state.weight == 100
+
+
 def test_unpinning_rolls_out_the_latest_promoted_version_again():
     meta = {1: GOOD, 2: OK}
     d = run(None, RolloutState(stable=1), latest=2, meta=meta, now=0)
