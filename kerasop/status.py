@@ -143,6 +143,9 @@ class KerasTrainingJobStatus(StatusModel):
         None, description="<modelName>/<version> relative to the model volume."
     )
     model_claim_name: str | None = Field(None, description="PVC holding the model store.")
+    data_fingerprint: str | None = Field(
+        None, max_length=80, description="sha256 over the training data files (lineage)."
+    )
     workers: WorkersStatus | None = Field(None, description="Trainer pods by state.")
     failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
 

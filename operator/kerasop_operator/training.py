@@ -577,6 +577,7 @@ def training_status(
             "epochs",
             "metrics",
             "finalMetrics",
+            "dataFingerprint",
             "modelName",
             "modelVersion",
             "modelPath",
@@ -686,6 +687,8 @@ def training_status(
                 st["finalMetrics"] = metrics
             if isinstance(done.get("epochsRun"), int):
                 st["epoch"] = done["epochsRun"]
+            if isinstance(done.get("dataFingerprint"), str):  # lineage, for service history
+                st["dataFingerprint"] = done["dataFingerprint"][:80]
     if phase == "Failed" and job is not None:
         st["failure"] = failure_info(job, pods, observed.log_lines)
 

@@ -38,7 +38,9 @@ def train(cluster, api, namespace, name, version, accuracy):
     pod = start_trainer_pod(api, job, suffix=f"v{version}")
     set_pod_state(api, pod, "Running", {"running": {"startedAt": T0}})
     set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
-    trainer_succeeds(api, job, pod, done_message(version, accuracy=accuracy))
+    done = json.loads(done_message(version, accuracy=accuracy))
+    done["dataFingerprint"] = f"sha256:{name}"
+    trainer_succeeds(api, job, pod, json.dumps(done))
     wait_for(
         lambda: (cr(api, k.TRAINING_JOB, namespace, name).get("status") or {}).get("modelVersion")
         == version,
@@ -80,6 +82,7 @@ def test_gate_canary_restart_promote(cluster, api, operator, namespace):
     refused = status(api, namespace)["history"][-1]
     assert refused["version"] == 2 and refused["job"] == "mnist-shuffled"
     assert "val_accuracy 0.5 < min 0.8" in refused["reason"] and len(refused["specHash"]) == 16
+    assert refused["dataFingerprint"] == "sha256:mnist-shuffled"
     wait_for(lambda: [e for e in events_for(api, namespace, "mnist", "KerasModelService")
                       if e["reason"] == "Refused"], what="Refused event")
 

@@ -501,6 +501,7 @@ def run(
         "modelPath": version_path,
         "metrics": metrics,
         "epochsRun": epochs_run,
+        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
     }
     if workers.count > 1:
         done["workerIndex"] = workers.index
