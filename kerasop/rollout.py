@@ -435,7 +435,7 @@ def step(
     def enter(phase: str, step_index: int = 0) -> None:
         s.phase, s.step, s.phase_started = phase, step_index, now
         s.weight = policy.canary.steps[step_index] if phase == "Canary" and policy and policy.canary else 0
-        s.baseline = dict(counters)
+        s.baseline = {v: c for v, c in counters.items() if v in (s.stable, s.candidate)}
         s.message = (
             f"shadowing version {s.candidate}" if phase == "Shadow"
             else f"canary version {s.candidate} at {s.weight}%"

@@ -274,9 +274,12 @@ def test_job_metadata_feeds_gate_and_history():
 def test_restart_mid_canary_resumes_from_status_and_promotes_once():
     pol = policy(canary={"steps": [10, 50, 100], "dwellSeconds": 30})
     meta = {1: GOOD, 2: OK}
-    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, c=counters(2, 0), now=0)
-    d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 100), now=31)
+    old_version = counters(7, 1000)  # a version served long ago, still in the pods' registry
+    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, c=counters(2, 0) | old_version,
+            now=0)
+    d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 100) | old_version, now=31)
     assert d.state.weight == 50
+    assert set(d.state.baseline) == {2}  # only stable and candidate are kept
     # the operator restarts: only what was written to status survives (as JSON)
     saved = json.loads(json.dumps({"rollout": d.state.to_status(), "history": d.history}))
     resumed = RolloutState.from_status(saved["rollout"])
