@@ -41,7 +41,9 @@ EngineFactory = Callable[..., Engine]
 
 MAX_BACKOFF_SECONDS = 300.0
 RETIRE_TIMEOUT_SECONDS = 300.0
-METADATA_SUMMARY_KEYS = ("name", "createdAt", "input", "output", "metrics", "epochsRun", "versions")
+METADATA_SUMMARY_KEYS = (
+    "name", "createdAt", "input", "output", "metrics", "epochsRun", "versions", "lineage"
+)
 
 
 class NotReady(ClientError):

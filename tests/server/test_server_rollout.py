@@ -58,7 +58,9 @@ def narrow_model():
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("store-rollout")
     for model in (M1, M2, M1):
-        write_version(root, DENSE, model, dense_metadata())
+        meta = dense_metadata()
+        meta["lineage"] = {"job": "rollout-test", "specHash": "0" * 16}
+        write_version(root, DENSE, model, meta)
     narrow = dense_metadata()
     narrow["input"] = {"kind": "tabular", "shape": [10], "dtype": "float32"}
     write_version(root, DENSE, narrow_model(), narrow)  # version 4
@@ -134,6 +136,9 @@ def test_explicit_version_routes_reach_either_version(server):
         r = v2_infer(client, x, version=1)
         assert r.json()["model_version"] == "1"
         assert abs(r.json()["outputs"][0]["data"][0] - want1) < 1e-5
+        meta = client.get(f"/v1/models/{DENSE}/versions/2/metadata").json()
+        assert meta["model_spec"]["version"] == "2"
+        assert meta["kerasop"]["metadata"]["lineage"]["job"] == "rollout-test"
         status = client.get(f"/v1/models/{DENSE}/versions/2").json()
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
         assert client.get(f"/v2/models/{DENSE}/versions/2/ready").json()["ready"] is True
