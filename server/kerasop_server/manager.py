@@ -239,6 +239,10 @@ class ModelManager:
 
     def _missing_text(self) -> str:
         where = self.store.model_dir(self.name)
+        if self.plan is not None:
+            if self.plan.stable is None:
+                return f"no version of model '{self.name}' has passed the rollout yet"
+            return f"version {self.plan.stable} of model '{self.name}' is not in {where}"
         if self.config.version is not None:
             return f"version {self.config.version} of model '{self.name}' is not in {where}"
         return f"no version of model '{self.name}' in {where} yet"

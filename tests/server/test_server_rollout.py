@@ -16,7 +16,9 @@ import httpx
 import numpy as np
 import pytest
 from kerasop.rollout import VersionCounters, parse_server_metrics
+from kerasop_server.config import ServerConfig
 from kerasop_server.engines import load_engine
+from kerasop_server.runner import BackgroundServer
 from serverkit import (
     DENSE,
     FEATURES,
@@ -202,6 +204,23 @@ def test_requests_a_candidate_cannot_take_count_as_its_errors(server):
     assert after[4].errors - before[4].errors == 10 and after[4].error_rate() > 0
     assert after[1].errors == before[1].errors
     set_plan(server, stable=1)
+
+
+def test_a_plan_without_stable_serves_nothing(store, tmp_path):
+    plan_file = tmp_path / "rollout.json"
+    plan_file.write_text(json.dumps({"stable": None}))
+    config = ServerConfig(store_root=store, model=DENSE, host="127.0.0.1", port=0,
+                          poll_seconds=0.1, rollout_file=plan_file)
+    srv = BackgroundServer(config).start(wait_ready=False)
+    try:
+        time.sleep(1.0)
+        r = httpx.get(f"{srv.url}/v2/health/ready")
+        assert r.status_code == 503 and "has passed the rollout yet" in r.json()["error"]
+        plan_file.write_text(json.dumps({"stable": 2}))
+        srv.wait_ready(timeout=60)
+        assert srv.manager.current.version == 2
+    finally:
+        srv.stop()
 
 
 def test_promote_switches_without_reload_and_bad_plan_keeps_serving(server):
