@@ -445,6 +445,12 @@ def model_service_crd() -> dict[str, Any]:
                 "jsonPath": ".status.servingVersion",
                 "description": "Model version being served.",
             },
+            {
+                "name": "Rollout",
+                "type": "string",
+                "jsonPath": ".status.rollout.state",
+                "description": "Stable, Shadow, Canary 10%, Refused or RolledBack.",
+            },
             {"name": "URL", "type": "string", "jsonPath": ".status.url"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "priority": 1},
             {"name": "Model", "type": "string", "jsonPath": ".status.modelName", "priority": 1},

@@ -86,6 +86,7 @@ class DoneEvent(_Event):
     model_path: str | None = None
     metrics: Metrics = Field(default_factory=dict)
     epochs_run: int | None = None
+    data_fingerprint: str | None = None  # lineage: sha256 over the training data files
 
 
 class FailedEvent(_Event):

@@ -12,7 +12,7 @@ rule in ``x-kubernetes-validations`` (so the API server rejects it).
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -541,6 +541,145 @@ class ServerSpec(SpecModel):
     )
 
 
+class GateSpec(SpecModel):
+    """Evaluation gate: a new version's validation metrics (its metadata.json) must pass.
+
+    Metric names are those the trainer reports (``val_accuracy``, ``val_loss``,
+    ... , or without the ``val_`` prefix as written in ``metadata.json``).
+    """
+
+    min: dict[str, float] | None = Field(
+        None, max_length=16, description="Floors, e.g. {val_accuracy: 0.9}."
+    )
+    max: dict[str, float] | None = Field(
+        None, max_length=16, description="Ceilings, e.g. {val_loss: 0.4}."
+    )
+    max_regression: dict[str, float] | None = Field(
+        None,
+        max_length=16,
+        description=(
+            "Largest allowed worsening against the serving version, per metric, in the"
+            " metric's units, e.g. {val_accuracy: 0.01}. Losses/errors (names containing"
+            " loss, error, mae, mse) are worse when higher, the others when lower."
+        ),
+    )
+
+
+class CanarySpec(SpecModel):
+    """Traffic steps for a new version, with limits that roll it back by themselves."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.isSorted() && self.steps.all(x, self.steps.exists_one(y, y == x))",
+                    "canary steps must increase",
+                    ".steps",
+                ),
+                cel(
+                    "self.steps[size(self.steps) - 1] == 100",
+                    "the last canary step must be 100",
+                    ".steps",
+                ),
+            ]
+        }
+    )
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100],
+        min_length=1,
+        max_length=10,
+        description="Percent of requests sent to the new version, step by step; the last is 100.",
+    )
+    dwell_seconds: int = Field(
+        60, ge=1, le=86400, description="Time spent at each step before the next."
+    )
+    min_requests: int = Field(
+        1,
+        ge=0,
+        le=10**9,
+        description=(
+            "Requests the new version must answer at a step before it advances (so a version"
+            " that answers nothing, e.g. fails to load, is never promoted by itself)."
+        ),
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Roll back when the new version's error fraction exceeds this."
+    )
+    max_p99_ms: float | None = Field(
+        None, gt=0, description="Roll back when the new version's p99 latency exceeds this."
+    )
+    max_p99_ratio: float | None = Field(
+        None, gt=0, description="Roll back when its p99 exceeds the stable version's times this."
+    )
+
+    @model_validator(mode="after")
+    def _steps(self) -> CanarySpec:
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError("canary steps must increase")
+        if self.steps[-1] != 100:
+            raise ValueError("the last canary step must be 100")
+        return self
+
+
+class ShadowSpec(SpecModel):
+    """The new version answers a copy of live requests first; its answers are only compared."""
+
+    duration_seconds: int = Field(
+        60, ge=1, le=86400, description="How long the shadow phase lasts."
+    )
+    min_requests: int = Field(
+        1, ge=0, le=10**9, description="Compared requests needed before the phase can end."
+    )
+    min_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Refuse the version when fewer answers than this fraction agree with stable.",
+    )
+    tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="Regression: answers agree when within this (absolute); classes must match.",
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Refuse the version when more shadow copies than this fail."
+    )
+
+
+class RolloutSpec(SpecModel):
+    """How a new version replaces the serving one: gate, shadow, canary; manual overrides."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.promote) && has(self.abort) && self.promote == self.abort)",
+                    "promote and abort cannot name the same version",
+                ),
+            ]
+        }
+    )
+
+    gate: GateSpec | None = Field(None, description="Metric checks before any traffic.")
+    shadow: ShadowSpec | None = Field(None, description="Mirror live requests first.")
+    canary: CanarySpec | None = Field(
+        None, description="Weighted traffic steps (without it, a passed version takes all traffic)."
+    )
+    promote: int | None = Field(
+        None, ge=1, description="Promote this candidate version now (skips the remaining steps)."
+    )
+    abort: int | None = Field(
+        None, ge=1, description="Abort the rollout of this version now (all traffic to stable)."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RolloutSpec:
+        if self.promote is not None and self.promote == self.abort:
+            raise ValueError("promote and abort cannot name the same version")
+        return self
+
+
 class KerasModelServiceSpec(SpecModel):
     """A served model: which version, how many replicas, how requests are batched."""
 
@@ -557,6 +696,13 @@ class KerasModelServiceSpec(SpecModel):
         default_factory=PodSpecOverrides, description="Where and how the pods are scheduled."
     )
     image: str | None = Field(None, description="Server image (default: the operator's).")
+    rollout: RolloutSpec | None = Field(
+        None,
+        description=(
+            "Gate, shadow and canary for new versions (without it a new version takes all"
+            " traffic at once). model.version pins a version and bypasses the rollout."
+        ),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -580,6 +726,19 @@ class KerasTrainingJob(BaseModel):
     @property
     def model_name(self) -> str:
         return self.spec.output.model_name or self.metadata.name
+
+
+def spec_hash(spec: KerasTrainingJobSpec) -> str:
+    """Identity of a training spec (defaults filled in): the lineage's ``specHash``."""
+    import hashlib
+    import json
+
+    text = json.dumps(
+        spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class KerasModelService(BaseModel):

@@ -162,8 +162,59 @@ class KerasTrainingJobStatus(StatusModel):
         None, description="<modelName>/<version> relative to the model volume."
     )
     model_claim_name: str | None = Field(None, description="PVC holding the model store.")
+    data_fingerprint: str | None = Field(
+        None, max_length=80, description="sha256 over the training data files (lineage)."
+    )
     workers: WorkersStatus | None = Field(None, description="Trainer pods by state.")
     failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
+
+
+class VersionCounters(StatusModel):
+    """Cumulative server counters of one version, summed over the server pods."""
+
+    requests: float = Field(0, ge=0, description="Requests answered by this version.")
+    errors: float = Field(0, ge=0, description="Of which failed.")
+    buckets: dict[str, float] | None = Field(
+        None, description="Latency histogram: upper bound in seconds (or +Inf) -> cumulative count."
+    )
+    shadow_compared: float = Field(0, ge=0, description="Shadow answers compared with stable.")
+    shadow_agreed: float = Field(0, ge=0, description="Of which agreed.")
+    shadow_errors: float = Field(0, ge=0, description="Shadow requests that failed.")
+
+
+class RolloutStatus(StatusModel):
+    """Where the rollout of a new version stands (the operator resumes from this)."""
+
+    state: str | None = Field(
+        None, description="Stable, Shadow, Canary 10%, Refused or RolledBack (for kubectl get)."
+    )
+    phase: Literal["Stable", "Shadow", "Canary"] | None = Field(None, description="Rollout phase.")
+    stable: int | None = Field(None, ge=1, description="Version taking the traffic not sent to the candidate.")
+    candidate: int | None = Field(None, ge=1, description="Version being shadowed or canaried.")
+    step: int | None = Field(None, ge=0, description="Index of the current canary step.")
+    weight: int | None = Field(None, ge=0, le=100, description="Percent of requests sent to the candidate.")
+    phase_started: float | None = Field(
+        None, ge=0, description="Unix time the current shadow phase or canary step began."
+    )
+    baseline: dict[str, VersionCounters] | None = Field(
+        None, description="Per-version server counters when the step began (the window starts here)."
+    )
+    last: str | None = Field(None, description="Outcome of the last rollout: Promoted, Refused, RolledBack.")
+    message: str | None = Field(None, description="What the rollout is doing or why it ended.")
+
+
+class VersionHistoryEntry(StatusModel):
+    """One model version the service has seen, with its lineage and fate."""
+
+    version: int = Field(..., ge=1, description="Model version.")
+    seen_at: str | None = Field(None, description="When the operator first saw it.")
+    job: str | None = Field(None, description="Training job that wrote it.")
+    spec_hash: str | None = Field(None, description="Hash of the training job spec.")
+    data_fingerprint: str | None = Field(None, description="sha256 over the training data files.")
+    metrics: dict[str, float] | None = Field(None, description="Final validation metrics.")
+    outcome: str | None = Field(None, description="Promoted, Refused or RolledBack.")
+    reason: str | None = Field(None, description="Why.")
+    at: str | None = Field(None, description="When the outcome happened.")
 
 
 class KerasModelServiceStatus(StatusModel):
@@ -188,6 +239,10 @@ class KerasModelServiceStatus(StatusModel):
     serving_version: int | None = Field(None, ge=1, description="Model version being served.")
     model_name: str | None = Field(None, description="Model name in the store.")
     url: str | None = Field(None, description="In-cluster URL of the model server.")
+    rollout: RolloutStatus | None = Field(None, description="Gate, shadow and canary of a new version.")
+    history: list[VersionHistoryEntry] | None = Field(
+        None, max_length=50, description="Every version seen (newest 50): lineage, metrics, outcome."
+    )
 
 
 def progress(epoch: int | None, epochs: int | None) -> str | None:

@@ -6,6 +6,7 @@
     kerasop predict -f examples/dense-classifier.yaml --csv .kerasop/data/dense/train.csv --rows 3
     kerasop demo                             # all of the above in one go
     kerasop tensorboard -f job.yaml          # TensorBoard on the job's logs (training.tensorboard)
+    kerasop history dense-classifier         # versions: lineage, metrics, rollout outcome
 
 A local folder stands in for each volume: ``--data-dir`` (default
 ``.kerasop/data``) for the data volume and ``--store`` (default
@@ -205,16 +206,49 @@ def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
         "--batch-timeout-ms", str(server.batch_timeout_ms),
         "--max-request-bytes", str(server.max_request_bytes),
     ]  # fmt: skip
-    if version is not None:
+    if version is not None and service.spec.rollout is None:  # with a rollout, the plan pins
         argv += ["--version", str(version)]
     return argv
 
 
+def rollout_file(args: argparse.Namespace, service: str) -> Path:
+    """Where the local rollout plan of ``service`` lives (its status file beside it)."""
+    return args.store.parent / "rollout" / f"{service}.json"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    argv = server_argv(args, read_resources(args.file))
+    docs = read_resources(args.file)
+    argv = server_argv(args, docs)
     from kerasop_server.main import main as serve_main
 
-    return serve_main(argv) or 0
+    service = pick(docs, KerasModelService, args.name)
+    if service.spec.rollout is None:
+        return serve_main(argv) or 0
+    from kerasop.local_rollout import LocalRollout
+
+    model, pinned = served_model(docs, service)
+    plan = rollout_file(args, service.metadata.name)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    loop = LocalRollout(
+        service.spec.rollout, args.store, model, plan,
+        f"http://{host}:{args.port}/metrics", pinned=pinned,
+    )  # fmt: skip
+    loop.start()
+    try:
+        return serve_main([*argv, "--rollout-file", str(plan)]) or 0
+    finally:
+        loop.stop()
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from kerasop.local_rollout import format_history, history_rows
+
+    rows = history_rows(args.store, args.model, rollout_file(args, args.service or args.model)
+                        .with_suffix(".status.json"))  # fmt: skip
+    if not rows:
+        raise CliError(f"no version of model {args.model!r} in {args.store}")
+    print(format_history(rows))
+    return 0
 
 
 def post_json(url: str, body: dict[str, Any] | None, timeout: float = 30.0) -> dict[str, Any]:
@@ -346,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TensorBoard on a job's logs")  # fmt: skip
     p.add_argument("--port", type=int, default=6006)
     p.set_defaults(func=cmd_tensorboard)
+    p = sub.add_parser("history", parents=[common], help="a model's versions, lineage, outcomes")
+    p.add_argument("model", help="model name in the store")
+    p.add_argument("--service", help="KerasModelService whose rollout outcomes to show")
+    p.set_defaults(func=cmd_history)
     return parser
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kerasop import rollout
 from kerasop.spec import SpecError
 from kerasop.status import now_rfc3339
 
@@ -23,6 +26,9 @@ from .kube import ApiError
 from .settings import Config
 
 logger = logging.getLogger(__name__)
+
+# The rollout's clock (a test moves it instead of sleeping through dwell times).
+clock = time.time
 
 # post_event(owner_body, type, reason, message)
 EventPoster = Callable[[dict[str, Any], str, str, str], None]
@@ -317,12 +323,16 @@ class Controller:
             return
         try:
             model, modes = self._resolve(body)
+            plan = None
+            if isinstance(model, serving.ModelRef) and serving.parse(body).spec.rollout:
+                plan = rollout.routing(self.rollout_step(namespace, name))
             children = serving.desired_children(
                 body,
                 model,
                 default_image=self.config.runtime_image,
                 image_pull_policy=self.config.image_pull_policy,
                 claim_access_modes=modes,
+                rollout_plan=plan,
             )
         except SpecError as exc:
             self.sync_service_status(namespace, name, model=exc)
@@ -332,6 +342,12 @@ class Controller:
             if children.service_account is not None:
                 apply.ensure_shared(self.kube, children.service_account, body)
             apply.ensure_applied(self.kube, children.service)
+            if children.rollout_config is not None:
+                apply.ensure_applied(self.kube, children.rollout_config)
+            elif children.deployment is not None:  # spec.rollout removed
+                apply.ensure_absent(
+                    self.kube, kube.CONFIG_MAP, namespace, serving.rollout_config_name(name), uid
+                )
             if children.deployment is not None:
                 apply.ensure_applied(self.kube, children.deployment)
                 if children.hpa is not None:
@@ -352,6 +368,66 @@ class Controller:
         # While waiting for a model an existing Deployment is left as it is: the server
         # keeps serving the last version (e.g. after the training job was deleted).
         self.sync_service_status(namespace, name, model=model)
+
+    def rollout_step(self, namespace: str, name: str) -> rollout.RolloutState:
+        """One step of the gate/shadow/canary state machine; its state is saved in status first.
+
+        Under the service's lock, from a fresh read: a restarted operator resumes from status,
+        and two triggers at once cannot promote twice.
+        """
+        with self._lock("KerasModelService", namespace, name):
+            body = self.kube.get(kube.MODEL_SERVICE, namespace, name)
+            if body is None:
+                return rollout.RolloutState()
+            svc = serving.parse(body)
+            old = body.get("status") or {}
+            state = rollout.RolloutState.from_status(old.get("rollout"))
+            history = list(old.get("history") or [])
+            job = None
+            if svc.spec.model.training_job:
+                job = self.kube.get(kube.TRAINING_JOB, namespace, svc.spec.model.training_job)
+            latest = svc.spec.model.version or ((job or {}).get("status") or {}).get("modelVersion")
+            counters = self._server_counters(namespace, name) if state.candidate else {}
+            decision = rollout.step(
+                svc.spec.rollout,
+                state,
+                history,
+                latest=latest,
+                metadata=rollout.known_metadata(
+                    history, latest, rollout.job_metadata(job) if job else {}
+                ),
+                counters=counters,
+                now=clock(),
+                now_text=now_rfc3339(),
+                pinned=svc.spec.model.version,
+                manual=rollout.Manual.of(svc.spec.rollout, body["metadata"].get("annotations")),
+            )
+            rollout_status = decision.state.to_status()
+            if rollout_status != old.get("rollout"):
+                rollout_status = rollout.replacing(old.get("rollout"), rollout_status)
+            new = {**old, "rollout": rollout_status, "history": decision.history}
+            self._write_status(kube.MODEL_SERVICE, body, new)
+            for event in decision.events:
+                self.post_event(body, *event)
+            return decision.state
+
+    def _server_counters(self, namespace: str, name: str) -> rollout.Counters:
+        """Per-version counters summed over the ready server pods' /metrics."""
+        texts = []
+        for pod in self.kube.list(
+            kube.POD, namespace, label_selector=serving.selector_string(name)
+        ):
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            try:
+                with urllib.request.urlopen(
+                    f"http://{ip}:{serving.PORT}/metrics", timeout=3
+                ) as response:
+                    texts.append(response.read().decode())
+            except OSError as exc:  # a pod going away: the others still count
+                logger.info("metrics of server pod %s: %s", pod["metadata"]["name"], exc)
+        return rollout.parse_server_metrics(texts)
 
     def sync_service_status(
         self,

@@ -12,7 +12,9 @@ Triggers:
 - a job's model version changes -> reconcile of every KerasModelService
   following it;
 - KerasModelService created/changed/found at start-up, or its Deployment or
-  Service changes -> full reconcile (drift is corrected, rollout tracked).
+  Service changes -> full reconcile (drift is corrected, rollout tracked);
+- every ``rollout_interval`` s (settings.py) while a shadow or canary runs -> full
+  reconcile (the rollout step reads the server pods' per-version metrics).
 
 No handler returns a value (kopf would store it in ``status``); status is
 written explicitly by the controller through the status subresource.
@@ -252,6 +254,33 @@ def model_service_changed(
     trigger = str(getattr(reason, "value", reason))
     try:
         with metrics.reconcile(SERVICE_KIND, trigger):
+            ctl.reconcile_service(namespace, name)
+    except (ApiError, ReconcileError, OSError) as exc:
+        raise _retry(exc, ctl.config.retry_delay) from exc
+
+
+def _rollout_active(body: Any, **_: Any) -> bool:
+    return ((body.get("status") or {}).get("rollout") or {}).get("phase") in ("Shadow", "Canary")
+
+
+def register_rollout_timer(registry: kopf.OperatorRegistry, interval: float) -> None:
+    """The rollout timer (its interval is a setting, so it is registered at start-up)."""
+    kopf.timer(
+        GROUP,
+        VERSION,
+        SERVICES,
+        interval=interval,
+        when=_rollout_active,
+        id="rollout",
+        registry=registry,
+    )(model_service_rollout)
+
+
+def model_service_rollout(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Shadow/canary in progress: read the server pods' metrics, step, maybe roll back."""
+    ctl, namespace = _controller(memo), _namespace(namespace)
+    try:
+        with metrics.reconcile(SERVICE_KIND, "rollout"):
             ctl.reconcile_service(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
         raise _retry(exc, ctl.config.retry_delay) from exc

@@ -54,6 +54,7 @@ POD = Kind(core_v1.Pod)
 SERVICE = Kind(core_v1.Service)
 PVC = Kind(core_v1.PersistentVolumeClaim)
 SERVICE_ACCOUNT = Kind(core_v1.ServiceAccount)
+CONFIG_MAP = Kind(core_v1.ConfigMap)
 EVENT = Kind(core_v1.Event)
 JOB = Kind(batch_v1.Job)
 DEPLOYMENT = Kind(apps_v1.Deployment)
@@ -72,6 +73,7 @@ KINDS = {
         SERVICE,
         PVC,
         SERVICE_ACCOUNT,
+        CONFIG_MAP,
         EVENT,
         JOB,
         DEPLOYMENT,

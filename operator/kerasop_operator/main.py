@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = kopf.get_default_registry()
     handlers.register_progress_timer(registry, config.progress_interval)
+    handlers.register_rollout_timer(registry, config.rollout_interval)
     settings = kopf.OperatorSettings()
     handlers.configure_settings(settings, config)
     controller = Controller(kube, config, handlers.post_event)

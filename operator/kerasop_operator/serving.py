@@ -7,11 +7,14 @@ Pure functions only. Children of a service ``<svc>``:
 - ``v1 Service <svc>``: port 80 (``http``) -> 8080;
 - ``autoscaling/v2 HorizontalPodAutoscaler <svc>`` when ``spec.autoscaling``;
 - ``policy/v1 PodDisruptionBudget <svc>`` (minAvailable 1) when more than one
-  server pod is wanted.
+  server pod is wanted;
+- ``v1 ConfigMap <svc>-rollout`` with spec.rollout: the rollout plan (rollout.py)
+  the server pods poll, so canary steps and promotions need no pod restart.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +61,17 @@ SERVICE_PORT = 80
 DEFAULT_SERVICE_ACCOUNT = "kerasop-server"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/healthz"
+ROLLOUT_VOLUME = "rollout"
+ROLLOUT_DIR = "/etc/kerasop/rollout"
+ROLLOUT_KEY = "rollout.json"
 
 
 def deployment_name(svc_name: str) -> str:
     return child_name(svc_name, "-server")
+
+
+def rollout_config_name(svc_name: str) -> str:
+    return child_name(svc_name, "-rollout")
 
 
 def parse(body: dict[str, Any]) -> KerasModelService:
@@ -152,12 +162,15 @@ class ServingChildren:
     hpa: dict[str, Any] | None = None
     pdb: dict[str, Any] | None = None
     service_account: dict[str, Any] | None = None
+    rollout_config: dict[str, Any] | None = None  # with spec.rollout
 
 
-def server_args(svc: KerasModelService, model: ModelRef) -> list[str]:
+def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
     server = svc.spec.server
     args = ["--store-root", STORE_ROOT, "--model", model.name]
-    if model.version is not None:
+    if rollout:  # the plan names the versions; changing it restarts no pod
+        args += ["--rollout-file", f"{ROLLOUT_DIR}/{ROLLOUT_KEY}"]
+    elif model.version is not None:
         args += ["--version", str(model.version)]
     args += [
         "--host",
@@ -181,8 +194,13 @@ def desired_children(
     default_image: str,
     image_pull_policy: str = "IfNotPresent",
     claim_access_modes: list[str] | None = None,
+    rollout_plan: dict[str, Any] | None = None,
 ) -> ServingChildren:
-    """Every child the service needs; the Deployment/HPA/PDB only once a model is known."""
+    """Every child the service needs; the Deployment/HPA/PDB only once a model is known.
+
+    ``rollout_plan`` (``rollout.routing(state)``, with spec.rollout): written into the
+    rollout ConfigMap the server pods poll.
+    """
     svc = parse(body)
     spec = svc.spec
     meta = body["metadata"]
@@ -209,6 +227,14 @@ def desired_children(
         out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
     if isinstance(model, Waiting):
         return out
+    rollout = spec.rollout is not None and rollout_plan is not None
+    if rollout:
+        out.rollout_config = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": child_metadata(rollout_config_name(name), namespace, labels, owner),
+            "data": {ROLLOUT_KEY: json.dumps(rollout_plan, sort_keys=True)},
+        }
 
     image = spec.image or default_image
     if not image:
@@ -223,7 +249,7 @@ def desired_children(
         "image": image,
         "imagePullPolicy": image_pull_policy,
         "command": ["kerasop-serve"],
-        "args": server_args(svc, model),
+        "args": server_args(svc, model, rollout=rollout),
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -254,6 +280,7 @@ def desired_children(
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": STORE_ROOT, "readOnly": True},
             tmp_mount(),
+            *([{"name": ROLLOUT_VOLUME, "mountPath": ROLLOUT_DIR, "readOnly": True}] if rollout else []),
         ],
         "securityContext": container_security_context(),
     }
@@ -271,6 +298,11 @@ def desired_children(
                 "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True},
             },
             tmp_volume(),
+            *(
+                [{"name": ROLLOUT_VOLUME, "configMap": {"name": rollout_config_name(name)}}]
+                if rollout
+                else []
+            ),
         ],
     }
     apply_scheduling(
@@ -282,7 +314,9 @@ def desired_children(
     )
     model_annotations = {
         ANN_MODEL_NAME: model.name,
-        ANN_MODEL_VERSION: str(model.version) if model.version is not None else "latest",
+        ANN_MODEL_VERSION: (
+            "rollout" if rollout else str(model.version) if model.version is not None else "latest"
+        ),
     }
     template = apply_override(
         {
@@ -421,6 +455,9 @@ def service_status(
         st["servingVersion"] = old["servingVersion"]
     if old.get("modelName"):
         st["modelName"] = old["modelName"]
+    for key in ("rollout", "history"):  # written by the rollout step (rollout.py)
+        if old.get(key):
+            st[key] = old[key]
 
     if isinstance(model, SpecError):
         st.update(phase="Failed", replicas=0, readyReplicas=0, ready=ready(0, 0))
@@ -485,6 +522,9 @@ def service_status(
 
     complete = rollout_complete(deployment)
     target = template_version(deployment)
+    stable = (st.get("rollout") or {}).get("stable")
+    if stable is not None:
+        target = stable  # the rollout plan names the stable version; no pod restart
     if complete and desired > 0:
         if target is not None:
             st["servingVersion"] = target

@@ -327,7 +327,7 @@ def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
         if manager.loading is not None:
             return json_response(v1_status(manager.loading, "LOADING"))
         manager.get()  # raises NotReady with the reason
-    if current is not None and version == current.version:
+    if version in manager.loaded_versions():
         return json_response(v1_status(version, "AVAILABLE"))
     if version is not None and version == manager.loading:
         return json_response(v1_status(version, "LOADING"))

@@ -28,9 +28,12 @@ class ServerConfig:
     engine: str = "auto"  # auto | keras | onnx
     threads: int = 0  # intra-op threads of the engine; 0 = the engine's default
     shutdown_timeout: float = 30.0  # seconds in-flight requests get on SIGTERM
+    rollout_file: Path | None = None  # stable/candidate/weight/shadow, polled (routing.py)
 
     def __post_init__(self) -> None:
         self.store_root = Path(self.store_root)
+        if self.rollout_file is not None:
+            self.rollout_file = Path(self.rollout_file)
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if self.batch_timeout_ms < 0:

@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight requests get to finish on SIGTERM",
     )
+    p.add_argument(
+        "--rollout-file",
+        default=os.environ.get("KERASOP_ROLLOUT_FILE") or None,
+        help="JSON file with stable/candidate/weight/shadow, polled (env KERASOP_ROLLOUT_FILE)",
+    )
     p.add_argument("--log-level", default=os.environ.get("KERASOP_LOG_LEVEL", "INFO"))
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -134,6 +139,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             engine=args.engine,
             threads=args.threads,
             shutdown_timeout=args.shutdown_timeout,
+            rollout_file=args.rollout_file,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -5,6 +5,11 @@ version is loaded and warmed up on a loader thread *beside* the one being
 served, with its own batcher and inference thread; then one assignment makes
 it current. Requests that already hold the old version finish on it; the old
 version is unloaded once it has no request left.
+
+With a rollout file (``--rollout-file``, see routing.py) a second version, the
+candidate, is loaded beside the stable one: it answers ``weight`` percent of
+the requests (canary) or a copy of each (shadow), and explicit version routes
+reach either version.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .codec import ClientError, Signature
 from .config import ServerConfig
 from .engines import Engine, load_engine
 from .metrics import Metrics
+from .routing import SHADOW_QUEUE_SIZE, RolloutPlan, WeightedSplit, agrees, read_plan
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,9 @@ EngineFactory = Callable[..., Engine]
 
 MAX_BACKOFF_SECONDS = 300.0
 RETIRE_TIMEOUT_SECONDS = 300.0
-METADATA_SUMMARY_KEYS = ("name", "createdAt", "input", "output", "metrics", "epochsRun", "versions")
+METADATA_SUMMARY_KEYS = (
+    "name", "createdAt", "input", "output", "metrics", "epochsRun", "versions", "lineage"
+)
 
 
 class NotReady(ClientError):
@@ -95,6 +103,14 @@ class ModelManager:
         self.metrics = metrics
         self.store = ModelStore(config.store_root)
         self.current: ServedModel | None = None
+        self.candidate: ServedModel | None = None
+        self.plan: RolloutPlan | None = None
+        self.split = WeightedSplit()
+        self.shadowing = False
+        self._shadow_queue: asyncio.Queue[tuple[ServedModel, np.ndarray, np.ndarray]] = (
+            asyncio.Queue(SHADOW_QUEUE_SIZE)
+        )
+        self._shadow_task: asyncio.Task[None] | None = None
         self.loading: int | None = None
         self.last_error: str | None = None
         self._engine_factory = engine_factory
@@ -115,18 +131,22 @@ class ModelManager:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch(), name="store-watch")
+        loop = asyncio.get_running_loop()
+        self._watch_task = loop.create_task(self._watch(), name="store-watch")
+        self._shadow_task = loop.create_task(self._shadow_worker(), name="shadow")
 
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for background in (self._watch_task, self._shadow_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         for task in list(self._retiring):
             task.cancel()
-        if self.current is not None:
-            await self.current.close()
-            self.current = None
+        for served in (self.current, self.candidate):
+            if served is not None:
+                await served.close()
+        self.current = self.candidate = None
         self._loader.shutdown(wait=False, cancel_futures=True)
 
     async def _watch(self) -> None:
@@ -137,41 +157,97 @@ class ModelManager:
                 raise
             except Exception:
                 log.exception("checking the model store failed")
-            if self.config.version is not None and self.current is not None:
+            if (
+                self.config.version is not None
+                and self.current is not None
+                and self.config.rollout_file is None
+            ):
                 return  # pinned and loaded: nothing will change
             await asyncio.sleep(self.config.poll_seconds)
 
     # -- loading -----------------------------------------------------------
 
     def _target(self) -> int | None:
-        if self.config.version is not None:
-            pinned = self.config.version
+        # A plan without a stable version (the first one was refused) serves nothing.
+        pinned = self.plan.stable if self.plan is not None else self.config.version
+        if self.plan is not None and pinned is None:
+            return None
+        if pinned is not None:
             return pinned if pinned in self.store.versions(self.name) else None
         return self.store.latest(self.name)
 
+    def _read_plan(self) -> None:
+        if self.config.rollout_file is None:
+            return
+        try:
+            self.plan = read_plan(self.config.rollout_file)
+        except (OSError, ValueError) as exc:  # keep the last good plan
+            log.error("rollout file %s: %s", self.config.rollout_file, exc)
+
+    def _may_load(self, version: int) -> bool:
+        count, retry_at = self._failures.get(version, (0, 0.0))
+        return not count or time.monotonic() >= retry_at
+
     async def check(self) -> None:
-        """Load the version that should be served, if it is not served yet."""
+        """Load the versions that should be served, if they are not served yet."""
         async with self._lock:
+            self._read_plan()
             target = self._target()
             if target is None:
                 if self.current is None:
                     self.last_error = self._missing_text()
-                return
-            current = self.current
-            if current is not None and target <= current.version:
-                return  # served already; never roll back on our own
-            count, retry_at = self._failures.get(target, (0, 0.0))
-            if count and time.monotonic() < retry_at:
-                return
-            await self._load(target)
+            elif self.current is None or (
+                target > self.current.version
+                # a rollout plan may go back (never on our own)
+                or (self.plan is not None and target != self.current.version)
+            ):
+                candidate = self.candidate
+                if candidate is not None and candidate.version == target:
+                    self.candidate = None  # promoted: already loaded and warm
+                    self._make_current(candidate)
+                elif self._may_load(target):
+                    served = await self._load(target)
+                    if served is not None:
+                        self._make_current(served)
+            await self._check_candidate()
+
+    async def _check_candidate(self) -> None:
+        plan, current = self.plan, self.current
+        wanted = plan.candidate if plan is not None and current is not None else None
+        if wanted is not None and wanted == current.version:  # type: ignore[union-attr]
+            wanted = None
+        old = self.candidate
+        if old is not None and old.version != wanted:
+            self.candidate = None
+            self._retire_later(old)
+        if (
+            wanted is not None
+            and self.candidate is None
+            and wanted in self.store.versions(self.name)
+            and self._may_load(wanted)
+        ):
+            self.candidate = await self._load(wanted)
+        loaded = self.candidate is not None and plan is not None
+        self.split.set_weight(plan.weight if loaded and plan is not None else 0)
+        self.shadowing = bool(loaded and plan is not None and plan.shadow)
+        self.metrics.set_rollout(
+            self.candidate.version if self.candidate is not None else None,
+            self.split.weight,
+            self.shadowing,
+        )
 
     def _missing_text(self) -> str:
         where = self.store.model_dir(self.name)
+        if self.plan is not None:
+            if self.plan.stable is None:
+                return f"no version of model '{self.name}' has passed the rollout yet"
+            return f"version {self.plan.stable} of model '{self.name}' is not in {where}"
         if self.config.version is not None:
             return f"version {self.config.version} of model '{self.name}' is not in {where}"
         return f"no version of model '{self.name}' in {where} yet"
 
-    async def _load(self, version: int) -> None:
+    async def _load(self, version: int) -> ServedModel | None:
+        """Load and warm up ``version`` beside what is served (``None``: it failed)."""
         loop = asyncio.get_running_loop()
         self.loading = version
         started = time.perf_counter()
@@ -194,7 +270,7 @@ class ModelManager:
                 backoff,
                 exc,
             )
-            return
+            return None
         finally:
             self.loading = None
         seconds = time.perf_counter() - started
@@ -217,23 +293,32 @@ class ModelManager:
             executor=executor,
             load_seconds=seconds,
         )
-        old, self.current = self.current, served  # the switch: one reference assignment
-        self.last_error = None
         self._failures.pop(version, None)
         self.metrics.model_loads.labels(self.name, "ok").inc()
-        self.metrics.set_served(version, engine.name, seconds)
         log.info(
-            "serving model %s version %d (engine %s: %s), loaded and warmed up in %.2fs",
+            "loaded model %s version %d (engine %s: %s), warmed up in %.2fs",
             self.name,
             version,
             engine.name,
             engine.detail,
             seconds,
         )
+        return served
+
+    def _make_current(self, served: ServedModel) -> None:
+        old, self.current = self.current, served  # the switch: one reference assignment
+        self.last_error = None
+        self.metrics.set_served(served.version, served.engine.name, served.load_seconds)
+        log.info("serving model %s version %d", self.name, served.version)
         if old is not None:
-            task = loop.create_task(self._retire(old), name=f"retire-v{old.version}")
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retire_later(old)
+
+    def _retire_later(self, old: ServedModel) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._retire(old), name=f"retire-v{old.version}"
+        )
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def _load_blocking(self, version: int) -> tuple[Engine, Signature, dict[str, Any]]:
         """Load + warm up (on the loader thread)."""
@@ -283,18 +368,35 @@ class ModelManager:
             detail = self.last_error or "starting"
         return f"model '{self.name}' is not ready: {detail}"
 
+    def loaded_versions(self) -> list[int]:
+        return [s.version for s in (self.current, self.candidate) if s is not None]
+
     def get(self, version: int | None = None) -> ServedModel:
-        """The served version (``version`` must be it when given)."""
-        current = self.current
+        """The stable version, or ``version`` when it is loaded (stable or candidate)."""
+        current, candidate = self.current, self.candidate
         if current is None:
             raise NotReady(self.not_ready_reason())
-        if version is not None and version != current.version:
-            raise ClientError(
-                f"version {version} of model '{self.name}' is not loaded"
-                f" (serving version {current.version})",
-                status=404,
-            )
-        return current
+        if version is None or version == current.version:
+            return current
+        if candidate is not None and version == candidate.version:
+            return candidate
+        loaded = " and ".join(str(v) for v in self.loaded_versions())
+        raise ClientError(
+            f"version {version} of model '{self.name}' is not loaded (serving version {loaded})",
+            status=404,
+        )
+
+    def _route(self, version: int | None) -> ServedModel:
+        """Who answers: the named version, else the weighted split between stable and candidate."""
+        candidate = self.candidate
+        if (
+            version is None
+            and candidate is not None
+            and self.current is not None
+            and self.split.to_candidate()
+        ):
+            return candidate
+        return self.get(version)
 
     async def predict(
         self,
@@ -310,13 +412,69 @@ class ModelManager:
         request is retried once on the new version.
         """
         for attempt in (1, 2):
-            served = self.get(version)
-            request = parse(served.signature)
+            served = self._route(version)
             try:
-                return served, request, await served.predict(rows(request))
+                request = parse(served.signature)
+            except ClientError:
+                if version is None and served is self.candidate:
+                    # Stable takes this request; the candidate does not: the candidate's fault.
+                    self.metrics.observe_version(served.version, False, 0.0)
+                raise
+            batch = rows(request)
+            started = time.perf_counter()
+            try:
+                out = await served.predict(batch)
             except BatcherClosed:
                 if attempt == 2 or version is not None:
                     raise NotReady(
                         f"model '{self.name}' version {served.version} was unloaded"
                     ) from None
+                continue
+            except Exception:
+                self.metrics.observe_version(served.version, False, time.perf_counter() - started)
+                raise
+            self.metrics.observe_version(served.version, True, time.perf_counter() - started)
+            if self.shadowing and version is None and served is self.current:
+                self._offer_shadow(batch, out)
+            return served, request, out
         raise AssertionError("unreachable")
+
+    # -- shadow ------------------------------------------------------------
+
+    def _offer_shadow(self, batch: np.ndarray, answer: np.ndarray) -> None:
+        """Queue a copy for the candidate; a full queue drops it (the live path never waits)."""
+        candidate = self.candidate
+        if candidate is None:
+            return
+        try:
+            self._shadow_queue.put_nowait((candidate, batch, answer))
+        except asyncio.QueueFull:
+            self.metrics.shadow.labels(str(candidate.version), "dropped").inc()
+
+    async def _shadow_worker(self) -> None:
+        """Take what is queued (up to a batch) and run it at once: the candidate's batcher
+        merges the copies into few model calls, as it does for live requests."""
+        while True:
+            items = [await self._shadow_queue.get()]
+            while len(items) < self.config.max_batch_size and not self._shadow_queue.empty():
+                items.append(self._shadow_queue.get_nowait())
+            await asyncio.gather(*(self._shadow_one(*item) for item in items))
+
+    async def _shadow_one(
+        self, candidate: ServedModel, batch: np.ndarray, answer: np.ndarray
+    ) -> None:
+        if candidate is not self.candidate:
+            return  # the rollout moved on
+        label = str(candidate.version)
+        started = time.perf_counter()
+        try:
+            shadow_answer = await candidate.predict(batch)
+        except Exception as exc:
+            self.metrics.shadow.labels(label, "error").inc()
+            log.debug("shadow prediction on version %s failed: %s", label, exc)
+            return
+        self.metrics.shadow_latency.labels(label).observe(time.perf_counter() - started)
+        kind = (candidate.metadata.get("output") or {}).get("kind")
+        tolerance = self.plan.tolerance if self.plan is not None else 0.0
+        same = agrees(answer, shadow_answer, kind, tolerance)
+        self.metrics.shadow.labels(label, "agree" if same else "disagree").inc()

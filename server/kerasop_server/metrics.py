@@ -105,8 +105,48 @@ class Metrics:
             ["model", "engine"],
             registry=registry,
         )
+        # Per version (the canary's evidence, read by the operator: kerasop/rollout.py).
+        self.version_requests = Counter(
+            "kerasop_server_version_requests",
+            "Predictions by the model version that answered and outcome (ok, error).",
+            ["version", "outcome"],
+            registry=registry,
+        )
+        self.version_latency = Histogram(
+            "kerasop_server_version_request_duration_seconds",
+            "Time of a prediction (queue + model call), by the version that answered.",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.shadow = Counter(
+            "kerasop_server_shadow_comparisons",
+            "Shadow copies by candidate version and result (agree, disagree, error, dropped).",
+            ["version", "result"],
+            registry=registry,
+        )
+        self.shadow_latency = Histogram(
+            "kerasop_server_shadow_duration_seconds",
+            "Time of a shadow prediction on the candidate version.",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rollout_weight = Gauge(
+            "kerasop_server_rollout_weight",
+            "Percent of requests sent to the candidate version.",
+            ["model"],
+            registry=registry,
+        )
+        self.candidate_version = Gauge(
+            "kerasop_server_candidate_version",
+            "Candidate version loaded beside the stable one (0 = none).",
+            ["model", "mode"],
+            registry=registry,
+        )
         self.model_version.labels(model).set(0)
         self.model_ready.labels(model).set(0)
+        self.rollout_weight.labels(model).set(0)
 
     def observe_batch(self, rows: int, seconds: float, wait: float) -> None:
         self.batch_size.labels(self.model).observe(rows)
@@ -119,6 +159,17 @@ class Metrics:
         self.load_seconds.labels(self.model).set(load_seconds)
         self.engine.clear()
         self.engine.labels(self.model, engine).set(1)
+
+    def observe_version(self, version: int, ok: bool, seconds: float) -> None:
+        label = str(version)
+        self.version_requests.labels(label, "ok" if ok else "error").inc()
+        self.version_latency.labels(label).observe(seconds)
+
+    def set_rollout(self, candidate: int | None, weight: int, shadow: bool) -> None:
+        self.rollout_weight.labels(self.model).set(weight if candidate else 0)
+        self.candidate_version.clear()
+        if candidate:
+            self.candidate_version.labels(self.model, "shadow" if shadow else "canary").set(candidate)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -32,6 +32,7 @@ EXPECTED_OPERATOR_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "serviceaccounts"): {"get", "create", "patch"},
+    ("", "configmaps"): {"get", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {
         "get", "list", "watch", "create", "patch", "delete"},

@@ -61,6 +61,7 @@ class OperatorProcess:
             "KERASOP_RUNTIME_IMAGE": RUNTIME_IMAGE,
             "KERASOP_PROGRESS_INTERVAL": "1",
             "KERASOP_RETRY_DELAY": "1",
+            "KERASOP_ROLLOUT_INTERVAL": "1",
             "KERASOP_METRICS_PORT": str(self.metrics_port),
             "KERASOP_HEALTH_PORT": str(self.health_port),
             "KERASOP_LOG_FORMAT": "json",

@@ -160,7 +160,7 @@ def test_printer_columns_names():
     cols = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
                         if not c.get("priority")]
     assert cols(crdschema.training_job_crd()) == ["Phase", "Epoch", "Accuracy", "Loss", "Version", "Age"]
-    assert cols(crdschema.model_service_crd()) == ["Ready", "Version", "URL", "Age"]
+    assert cols(crdschema.model_service_crd()) == ["Ready", "Version", "Rollout", "URL", "Age"]
 
 
 def test_cel_rules_are_copied_to_the_right_nodes():

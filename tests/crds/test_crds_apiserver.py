@@ -172,6 +172,14 @@ INVALID = [
      ["spec.replicas", "greater than or equal to 0"]),
     ("service-version-zero", edit(service, _set("model.version", 0)),
      ["spec.model.version", "greater than or equal to 1"]),
+    ("canary-steps-decrease", edit(service, _set("rollout", {"canary": {"steps": [50, 10, 100]}})),
+     ["spec.rollout.canary.steps", "canary steps must increase"]),
+    ("canary-not-ending-at-100", edit(service, _set("rollout", {"canary": {"steps": [10, 50]}})),
+     ["spec.rollout.canary.steps", "the last canary step must be 100"]),
+    ("canary-step-over-100", edit(service, _set("rollout", {"canary": {"steps": [10, 200]}})),
+     ["spec.rollout.canary.steps[1]", "less than or equal to 100"]),
+    ("promote-and-abort-same", edit(service, _set("rollout", {"promote": 3, "abort": 3})),
+     ["spec.rollout", "promote and abort cannot name the same version"]),
 ]
 
 
@@ -328,13 +336,19 @@ def test_service_status_columns_and_scale(crd_cluster):
         phase="Ready", replicas=2, ready_replicas=2, ready=status.ready(2, 2), serving_version=2,
         url="http://dense.crd-tests.svc:8080", selector="app.kubernetes.io/instance=dense",
         conditions=[status.Condition(type="Ready", status="True", reason="Available")],
+        rollout=status.RolloutStatus(state="Canary 10%", phase="Canary", stable=2, candidate=3,
+                                     weight=10, baseline={"3": status.VersionCounters(
+                                         requests=5, buckets={"0.01": 5, "+Inf": 5})}),
+        history=[status.VersionHistoryEntry(version=2, outcome="Promoted", metrics={"loss": 0.1})],
     ).to_status()
     crd_cluster.kubectl("-n", NAMESPACE, "patch", "kms", "dense", "--subresource=status",
                         "--type=merge", "-p", json.dumps({"status": st}))
     table = crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense").stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "READY", "VERSION", "URL", "AGE"]
-    assert row.split()[:4] == ["dense", "2/2", "2", "http://dense.crd-tests.svc:8080"]
+    assert header.split() == ["NAME", "READY", "VERSION", "ROLLOUT", "URL", "AGE"]
+    assert row.split()[:6] == ["dense", "2/2", "2", "Canary", "10%", "http://dense.crd-tests.svc:8080"]
+    stored = get(crd_cluster, "kms", "dense")["status"]
+    assert stored["rollout"] == st["rollout"] and stored["history"] == st["history"]  # nothing pruned
     scale = json.loads(crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense",
                                            "--subresource=scale", "-o", "json").stdout)
     assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == st["selector"]

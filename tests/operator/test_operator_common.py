@@ -111,6 +111,7 @@ def test_handlers_registered_without_results():
 
     registry = kopf.get_default_registry()
     h.register_progress_timer(registry, 10.0)
+    h.register_rollout_timer(registry, 10.0)
     ids = {handler.id for handler in registry._changing.get_all_handlers()}
     assert {
         "job-resume",
@@ -120,9 +121,14 @@ def test_handlers_registered_without_results():
         "service-create",
         "service-update",
     } <= ids
-    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {"progress"}
+    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {"progress", "rollout"}
     # every handler returns None: kopf would otherwise store results in status
-    for fn in (h.training_job_changed, h.model_service_changed, h.training_job_progress):
+    for fn in (
+        h.training_job_changed,
+        h.model_service_changed,
+        h.training_job_progress,
+        h.model_service_rollout,
+    ):
         assert fn.__annotations__.get("return") in (None, "None")
 
 

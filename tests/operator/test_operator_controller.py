@@ -393,3 +393,72 @@ def test_service_account_of_another_tool_is_left_alone(fake):
     fake.put(_service_account(**{"app.kubernetes.io/managed-by": "Helm"}))
     assert apply.ensure_shared(fake, _service_account(), fake.put(training_job("a")))[0] == "exists"
     assert "ownerReferences" not in fake.find("ServiceAccount", "ml", "kerasop-trainer")["metadata"]
+
+
+# ============================================================================================
+# rollout (gate, canary) through the controller; the state machine itself: test_operator_rollout
+
+
+def test_rollout_gates_canaries_and_resumes_after_a_restart(fake, events, monkeypatch):
+    import json
+
+    from kerasop_operator import controller
+
+    now = [1000.0]
+    monkeypatch.setattr(controller, "clock", lambda: now[0])
+    job = training_job()
+    job["status"] = {"phase": "Succeeded", "modelName": "mnist", "modelVersion": 1,
+                     "finalMetrics": {"accuracy": 0.95, "loss": 0.2}}
+    fake.put(job)
+    fake.put(model_service(rollout={
+        "gate": {"min": {"val_accuracy": 0.9}},
+        "canary": {"steps": [10, 50, 100], "dwellSeconds": 30, "minRequests": 0},  # no pods here
+    }))
+    ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
+
+    def plan():
+        return json.loads(fake.find("ConfigMap", "ml", "mnist-rollout")["data"]["rollout.json"])
+
+    def release(version, accuracy):
+        live = fake.edit("KerasTrainingJob", "ml", "mnist", lambda o: o["status"].update(
+            modelVersion=version, finalMetrics={"accuracy": accuracy}))
+        ctl.training_job_seen(live)
+
+    ctl.reconcile_service("ml", "mnist")
+    assert plan() == {"stable": 1, "candidate": None, "weight": 0, "shadow": False}
+    container = fake.find("Deployment", "ml", "mnist-server")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert "--version" not in container["args"]
+    assert container["args"][container["args"].index("--rollout-file") + 1] == (
+        "/etc/kerasop/rollout/rollout.json")
+
+    release(2, 0.5)  # worse: refused, version 1 keeps serving
+    assert plan()["stable"] == 1 and plan()["candidate"] is None
+    st = fake.find("KerasModelService", "ml", "mnist")["status"]
+    assert st["rollout"]["state"] == "Refused"
+    assert st["history"][1]["outcome"] == "Refused" and "0.5 < min 0.9" in st["history"][1]["reason"]
+    assert ("Warning", "Refused") in [e[:2] for e in events]
+
+    release(3, 0.96)
+    assert plan() == {"stable": 1, "candidate": 3, "weight": 10, "shadow": False}
+    deployment_before = fake.find("Deployment", "ml", "mnist-server")["spec"]
+
+    # the operator restarts: a new controller, only status survives
+    ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
+    now[0] += 10
+    ctl.reconcile_service("ml", "mnist")
+    assert plan()["weight"] == 10  # the dwell goes on from where it was
+    now[0] += 25
+    ctl.reconcile_service("ml", "mnist")
+    assert plan()["weight"] == 50
+    assert fake.find("Deployment", "ml", "mnist-server")["spec"] == deployment_before  # no restart
+
+    fake.edit("KerasModelService", "ml", "mnist", lambda o: o["metadata"].update(
+        annotations={"kerasop.io/rollout": "promote=3"}))
+    ctl.reconcile_service("ml", "mnist")
+    ctl.reconcile_service("ml", "mnist")  # again: nothing is promoted twice
+    assert plan() == {"stable": 3, "candidate": None, "weight": 0, "shadow": False}
+    history = fake.find("KerasModelService", "ml", "mnist")["status"]["history"]
+    assert [(e["version"], e["outcome"]) for e in history] == [
+        (1, "Promoted"), (2, "Refused"), (3, "Promoted")]
+    assert [e[1] for e in events if e[1] == "Promoted"] == ["Promoted", "Promoted"]

@@ -455,6 +455,7 @@ def test_status_succeeded_from_termination_message():
         modelPath="/models/mnist/2",
         metrics={"loss": 0.1, "accuracy": 0.97},
         epochsRun=5,
+        dataFingerprint="sha256:" + "ab" * 32,
     )
     job = k8s_job(
         succeeded=1,
@@ -474,6 +475,7 @@ def test_status_succeeded_from_termination_message():
     assert st["modelName"] == "mnist" and st["modelVersion"] == 2
     assert st["modelPath"] == "mnist/2"
     assert st["finalMetrics"] == {"loss": 0.1, "accuracy": 0.97}
+    assert st["dataFingerprint"] == "sha256:" + "ab" * 32
     assert st["epoch"] == 5 and st["progress"] == "5/5"
     assert st["completionTime"] == LATER
     assert "failure" not in st

@@ -50,7 +50,10 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
         "spec",
         "versions",
         "savedModelSignature",
+        "lineage",
     }
+    assert meta["lineage"]["job"] == "dense" and meta["lineage"]["jobId"] == "job-a"
+    assert meta["lineage"]["dataFingerprint"].startswith("sha256:")
     assert meta["name"] == "dense" and meta["createdAt"].endswith("Z")
     assert meta["input"]["kind"] == "tabular" and meta["input"]["shape"] == [784]
     assert meta["input"]["dtype"] == "float32" and len(meta["input"]["featureNames"]) == 784

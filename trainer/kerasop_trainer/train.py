@@ -45,6 +45,7 @@ from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
 from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.lineage import lineage
 
 CHECKPOINT_STATE = "state.json"
 SAVED_MODEL_SIGNATURE = "serve"
@@ -489,6 +490,7 @@ def run(
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "versions": _versions(keras),
         "savedModelSignature": SAVED_MODEL_SIGNATURE,
+        "lineage": lineage(job, job_id, data_root),
     }
 
     version: int | None = None
@@ -512,6 +514,7 @@ def run(
         "modelPath": version_path,
         "metrics": metrics,
         "epochsRun": epochs_run,
+        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
     }
     if workers.count > 1:
         done["workerIndex"] = workers.index

@@ -95,6 +95,10 @@ Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create", "patch"]
+# Rollout plans of model servers (stable/candidate/weight), mounted into the server pods.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 # Model servers.
 - apiGroups: ["apps"]
   resources: ["deployments"]

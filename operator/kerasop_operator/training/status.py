@@ -89,6 +89,7 @@ def training_status(
                 "epochs",
                 "metrics",
                 "finalMetrics",
+                "dataFingerprint",
                 "modelName",
                 "modelVersion",
                 "modelPath",
@@ -190,6 +191,8 @@ def training_status(
             st.final_metrics = finite_metrics(done.metrics) or st.final_metrics
             if done.epochs_run is not None:
                 st.epoch = done.epochs_run
+            if done.data_fingerprint:  # lineage, for the service's version history
+                st.data_fingerprint = done.data_fingerprint[:80]
     if phase == "Failed" and job is not None:
         st.failure = failure_info(job, pods, observed.log_lines)
 

@@ -1,0 +1,123 @@
+"""What a rollout costs the live path: one version vs a 50% canary split vs shadowing.
+
+    python bench/rollout_overhead.py [--model dense|cnn] [--concurrency 16] [--duration 6]
+                                     [--rounds 3] [--engine onnx]
+
+Writes two versions of a random-weight model into a temporary store and starts
+three ``kerasop-serve`` subprocesses (127.0.0.1, free ports), each with a
+rollout file:
+
+  single   {"stable": 1}                                  one version loaded
+  split    {"stable": 1, "candidate": 2, "weight": 50}    half the requests on each
+  shadow   {"stable": 1, "candidate": 2, "shadow": true}  every request copied to v2
+
+The closed-loop load of ``serving_load.py`` visits them in interleaved rounds
+(v1 protocol, one row per request). Reports throughput, p50/p99, errors, and for
+shadow how many copies were compared and how many were dropped by the bounded
+queue (dropping is what keeps the live path from waiting on the shadow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving_load import load, merge, start_server, wait_ready, write_store
+
+PLANS = {
+    "single": {"stable": 1},
+    "split": {"stable": 1, "candidate": 2, "weight": 50},
+    "shadow": {"stable": 1, "candidate": 2, "shadow": True},
+}
+
+
+def shadow_counts(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "kerasop_server_shadow_comparisons_total":
+                out[sample.labels["result"]] = out.get(sample.labels["result"], 0) + sample.value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=("dense", "cnn"), default="dense")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--duration", type=float, default=6.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--engine", default="onnx")
+    args = p.parse_args(argv)
+    concurrency = max(1, min(args.concurrency, 256))
+    duration = max(1.0, min(args.duration, 60.0))
+    rounds = max(1, min(args.rounds, 20))
+    servers = []
+    with tempfile.TemporaryDirectory(prefix="kerasop-rollout-") as tmp:
+        store = Path(tmp) / "store"
+        model, row, _ = write_store(store, args.model)
+        write_store(store, args.model)  # version 2: the same network and weights (all agree)
+        path, body = f"/v1/models/{model}:predict", json.dumps({"instances": [row]}).encode()
+        try:
+            for label, plan in PLANS.items():
+                plan_file = Path(tmp) / f"{label}.json"
+                plan_file.write_text(json.dumps(plan))
+                proc, url = start_server(
+                    store, model, args.engine, ["--rollout-file", str(plan_file)]
+                )
+                servers.append((label, proc, url))
+            for _, proc, url in servers:
+                asyncio.run(wait_ready(url, proc))
+            asyncio.run(asyncio.sleep(3))  # the candidates load after stable is ready
+            parts: dict[str, list[dict[str, float]]] = {}
+            for round_ in range(rounds):
+                for label, _, url in servers:
+                    r = asyncio.run(load(url, path, body, concurrency, duration / rounds))
+                    parts.setdefault(label, []).append(r)
+                    print(f"  round {round_ + 1}: {label}: {r['rps']:.0f} req/s", file=sys.stderr)
+            results = [(label, merge(parts[label], duration)) for label, _, _ in servers]
+            shadow = shadow_counts(servers[2][2])
+        finally:
+            for _, proc, _ in servers:
+                proc.send_signal(signal.SIGTERM)
+            for _, proc, _ in servers:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    print(
+        f"\nmodel {args.model}, engine {args.engine}, {concurrency} clients, {duration:.0f} s"
+        f" in {rounds} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    base = results[0][1]
+    print("| config | requests | errors | req/s | vs single | p50 ms | p99 ms | vs single |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r in results:
+        print(
+            f"| {label} | {r['requests']} | {r['errors']} | {r['rps']:.0f}"
+            f" | {100 * (r['rps'] / base['rps'] - 1):+.0f}% | {r['p50']:.1f} | {r['p99']:.1f}"
+            f" | {100 * (r['p99'] / base['p99'] - 1):+.0f}% |"
+        )
+    compared = shadow.get("agree", 0) + shadow.get("disagree", 0)
+    print(
+        f"\nshadow: {compared:.0f} copies compared ({shadow.get('agree', 0):.0f} agree),"
+        f" {shadow.get('dropped', 0):.0f} dropped by the bounded queue,"
+        f" {shadow.get('error', 0):.0f} failed (includes warm-up traffic)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,599 @@
+"""The closed loop: gate, shadow and canary of a new model version (pure functions).
+
+``step()`` is the whole state machine: (policy, state, the store's latest
+version, metadata, cumulative per-version counters from the server pods, now)
+-> (new state, Events). The state lives in ``status.rollout`` and
+``status.history``, so an operator restart resumes exactly where it was: a
+promotion is a state transition out of ``Shadow``/``Canary`` that happens once,
+and a version with an outcome in the history is never rolled out again by
+itself.
+
+Phases: ``Stable`` (one version takes all traffic), ``Shadow`` (the candidate
+answers copies of live requests, compared with stable), ``Canary`` (the
+candidate takes ``weight`` percent). Outcomes in the history: ``Promoted``,
+``Refused`` (gate or shadow), ``RolledBack`` (canary limit or abort).
+
+The server pods get ``routing(state)`` (stable, candidate, weight, shadow) and
+split requests in-process (exact with one replica); they report per-version
+counters that ``parse_server_metrics`` reads. Used by the operator and by the
+local ``kerasop serve``; no Kubernetes here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
+
+HISTORY_LIMIT = 50
+
+# Annotation a person sets on the KerasModelService: "promote=N" or "abort=N" (N the
+# candidate version, so a forgotten annotation never acts on a later version). The
+# operator never rewrites the spec or this annotation.
+ANN_ROLLOUT_ACTION = "kerasop.io/rollout"
+LOWER_IS_BETTER = ("loss", "error", "mae", "mse")
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation gate
+
+
+def metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
+    """``val_accuracy`` or ``accuracy``: metadata.json holds final validation metrics."""
+    for key in (name, name.removeprefix("val_"), f"val_{name}"):
+        value = metrics.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def lower_is_better(name: str) -> bool:
+    return any(word in name for word in LOWER_IS_BETTER)
+
+
+def gate(
+    policy: GateSpec | None,
+    candidate: Mapping[str, Any],
+    serving: Mapping[str, Any] | None,
+) -> str | None:
+    """Why the candidate's metadata fails the gate, or ``None`` when it passes."""
+    if policy is None:
+        return None
+    new = candidate.get("metrics") or {}
+    old = (serving or {}).get("metrics") or {}
+    reasons: list[str] = []
+    for name, floor in (policy.min or {}).items():
+        value = metric_value(new, name)
+        if value is None:
+            reasons.append(f"{name} is not in the version's metrics")
+        elif value < floor:
+            reasons.append(f"{name} {value:.4g} < min {floor:g}")
+    for name, ceiling in (policy.max or {}).items():
+        value = metric_value(new, name)
+        if value is None:
+            reasons.append(f"{name} is not in the version's metrics")
+        elif value > ceiling:
+            reasons.append(f"{name} {value:.4g} > max {ceiling:g}")
+    if serving is not None:
+        for name, margin in (policy.max_regression or {}).items():
+            value, before = metric_value(new, name), metric_value(old, name)
+            if value is None or before is None:
+                if value is None:
+                    reasons.append(f"{name} is not in the version's metrics")
+                continue  # nothing to compare against
+            worse = value - before if lower_is_better(name) else before - value
+            if worse > margin:
+                reasons.append(
+                    f"{name} {value:.4g} is {worse:.4g} worse than serving {before:.4g}"
+                    f" (maxRegression {margin:g})"
+                )
+    return "; ".join(reasons) or None
+
+
+# --------------------------------------------------------------------------------------------
+# per-version counters read from the server pods
+
+
+@dataclass
+class VersionCounters:
+    """Cumulative counters of one version (summed over pods)."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+    shadow_compared: float = 0.0
+    shadow_agreed: float = 0.0
+    shadow_errors: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "buckets": {_le_text(le): n for le, n in sorted(self.buckets.items())},
+            "shadowCompared": self.shadow_compared,
+            "shadowAgreed": self.shadow_agreed,
+            "shadowErrors": self.shadow_errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VersionCounters:
+        return cls(
+            requests=float(d.get("requests", 0)),
+            errors=float(d.get("errors", 0)),
+            buckets={float(k): float(v) for k, v in (d.get("buckets") or {}).items()},
+            shadow_compared=float(d.get("shadowCompared", 0)),
+            shadow_agreed=float(d.get("shadowAgreed", 0)),
+            shadow_errors=float(d.get("shadowErrors", 0)),
+        )
+
+    def since(self, base: VersionCounters | None) -> VersionCounters:
+        """The window since ``base``; a counter that went down (pod restarted) counts from 0."""
+        if base is None:
+            return self
+
+        def delta(now: float, before: float) -> float:
+            return now - before if now >= before else now
+
+        return VersionCounters(
+            requests=delta(self.requests, base.requests),
+            errors=delta(self.errors, base.errors),
+            buckets={le: delta(n, base.buckets.get(le, 0.0)) for le, n in self.buckets.items()},
+            shadow_compared=delta(self.shadow_compared, base.shadow_compared),
+            shadow_agreed=delta(self.shadow_agreed, base.shadow_agreed),
+            shadow_errors=delta(self.shadow_errors, base.shadow_errors),
+        )
+
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def p99_ms(self) -> float | None:
+        """Upper bound of the bucket holding the 99th percentile (None without data)."""
+        total = self.buckets.get(math.inf, 0.0)
+        if total <= 0:
+            return None
+        for le in sorted(self.buckets):
+            if self.buckets[le] >= 0.99 * total:
+                return le * 1000 if math.isfinite(le) else math.inf
+        return None
+
+    def agreement(self) -> float | None:
+        return self.shadow_agreed / self.shadow_compared if self.shadow_compared else None
+
+
+def _le_text(le: float) -> str:
+    return "+Inf" if math.isinf(le) else repr(le)
+
+
+Counters = dict[int, VersionCounters]
+
+# Metric names of server/kerasop_server/metrics.py (the contract with the server).
+M_REQUESTS = "kerasop_server_version_requests"
+M_LATENCY = "kerasop_server_version_request_duration_seconds"
+M_SHADOW = "kerasop_server_shadow_comparisons"
+
+
+def parse_server_metrics(texts: Iterable[str]) -> Counters:
+    """Sum the per-version counters of every pod's ``/metrics`` text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Counters = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                version_text = sample.labels.get("version", "")
+                if not version_text.isdigit():
+                    continue
+                c = out.setdefault(int(version_text), VersionCounters())
+                if sample.name == f"{M_REQUESTS}_total":
+                    c.requests += sample.value
+                    if sample.labels.get("outcome") == "error":
+                        c.errors += sample.value
+                elif sample.name == f"{M_LATENCY}_bucket":
+                    le = float(sample.labels["le"])
+                    c.buckets[le] = c.buckets.get(le, 0.0) + sample.value
+                elif sample.name == f"{M_SHADOW}_total":
+                    result = sample.labels.get("result")
+                    if result != "dropped":
+                        c.shadow_compared += sample.value if result != "error" else 0.0
+                    if result == "agree":
+                        c.shadow_agreed += sample.value
+                    elif result == "error":
+                        c.shadow_errors += sample.value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# state
+
+
+@dataclass
+class RolloutState:
+    """``status.rollout``: enough to resume after a restart."""
+
+    phase: str = "Stable"  # Stable | Shadow | Canary
+    stable: int | None = None
+    candidate: int | None = None
+    step: int = 0  # index into canary.steps
+    weight: int = 0  # percent of requests to the candidate
+    phase_started: float = 0.0  # unix seconds: when the current step/shadow began
+    baseline: Counters = field(default_factory=dict)  # counters at phase_started
+    last: str = ""  # outcome of the last rollout: Promoted | Refused | RolledBack
+    message: str = ""
+
+    @property
+    def summary(self) -> str:
+        """The printer column: ``Canary 10%``, ``Shadow``, ``RolledBack``, ``Stable``."""
+        if self.phase == "Canary":
+            return f"Canary {self.weight}%"
+        if self.phase == "Shadow":
+            return "Shadow"
+        return self.last if self.last in ("Refused", "RolledBack") else "Stable"
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "state": self.summary,
+            "phase": self.phase,
+            "step": self.step,
+            "weight": self.weight,
+            "phaseStarted": self.phase_started,
+            "baseline": {str(v): c.to_dict() for v, c in self.baseline.items()},
+        }
+        for key, value in (
+            ("stable", self.stable),
+            ("candidate", self.candidate),
+            ("last", self.last),
+            ("message", self.message),
+        ):
+            if value not in (None, ""):
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_status(cls, d: Mapping[str, Any] | None) -> RolloutState:
+        d = d or {}
+        return cls(
+            phase=d.get("phase") or "Stable",
+            stable=d.get("stable"),
+            candidate=d.get("candidate"),
+            step=int(d.get("step") or 0),
+            weight=int(d.get("weight") or 0),
+            phase_started=float(d.get("phaseStarted") or 0.0),
+            baseline={
+                int(v): VersionCounters.from_dict(c) for v, c in (d.get("baseline") or {}).items()
+            },
+            last=d.get("last") or "",
+            message=d.get("message") or "",
+        )
+
+
+def routing(state: RolloutState) -> dict[str, Any]:
+    """What the server pods do: the contract of the server's rollout file."""
+    return {
+        "stable": state.stable,
+        "candidate": state.candidate if state.phase in ("Shadow", "Canary") else None,
+        "weight": state.weight if state.phase == "Canary" else 0,
+        "shadow": state.phase == "Shadow",
+    }
+
+
+def replacing(old: Any, new: Any) -> Any:
+    """``new`` as a JSON merge patch over ``old``: keys that went away become ``None``.
+
+    (A merge patch keeps keys it does not name; the rollout's nested dicts must shrink.)
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    out = {k: None for k in old if k not in new}
+    out.update({k: replacing(old.get(k), v) for k, v in new.items()})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# history
+
+
+def history_entry(version: int, metadata: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """What the history keeps of a version: lineage and metrics."""
+    lineage = metadata.get("lineage") or {}
+    entry: dict[str, Any] = {"version": version, "seenAt": now}
+    for key in ("job", "specHash", "dataFingerprint"):
+        if lineage.get(key):
+            entry[key] = str(lineage[key])
+    metrics = {
+        k: float(v)
+        for k, v in (metadata.get("metrics") or {}).items()
+        if isinstance(v, int | float) and math.isfinite(v)
+    }
+    if metrics:
+        entry["metrics"] = metrics
+    return entry
+
+
+def record(
+    history: list[dict[str, Any]],
+    version: int,
+    outcome: str,
+    reason: str,
+    now: str,
+    metadata: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The history with ``version``'s outcome set (the entry is created when missing)."""
+    out = [dict(e) for e in history]
+    entry = next((e for e in out if e.get("version") == version), None)
+    if entry is None:
+        entry = history_entry(version, metadata or {}, now)
+        out.append(entry)
+    entry.update(outcome=outcome, reason=reason[:1024], at=now)
+    out.sort(key=lambda e: e["version"])
+    return out[-HISTORY_LIMIT:]
+
+
+def outcome_of(history: Iterable[Mapping[str, Any]], version: int) -> str | None:
+    return next((e.get("outcome") for e in history if e.get("version") == version), None)
+
+
+# --------------------------------------------------------------------------------------------
+# the state machine
+
+
+@dataclass
+class Manual:
+    """A person's instruction: spec.rollout.promote/abort or the annotation (a version each)."""
+
+    promote: int | None = None
+    abort: int | None = None
+
+    def wants(self, verb: str, candidate: int | None) -> bool:
+        named = self.promote if verb == "promote" else self.abort
+        return candidate is not None and named == candidate
+
+    @classmethod
+    def of(cls, policy: RolloutSpec | None, annotations: Mapping[str, str] | None) -> Manual:
+        """The spec's fields, else the annotation ``promote=N`` / ``abort=N``."""
+        verb, _, number = ((annotations or {}).get(ANN_ROLLOUT_ACTION) or "").partition("=")
+        named = int(number) if number.strip().isdigit() else None
+        return cls(
+            promote=(policy.promote if policy else None) or (named if verb == "promote" else None),
+            abort=(policy.abort if policy else None) or (named if verb == "abort" else None),
+        )
+
+
+def job_metadata(job: Mapping[str, Any]) -> dict[str, Any]:
+    """What the gate and the history know of a job's latest version (from its status)."""
+    st = job.get("status") or {}
+    try:  # the same hash the trainer writes into metadata.json
+        digest: str | None = spec_hash(KerasTrainingJobSpec.model_validate(job.get("spec") or {}))
+    except ValueError:
+        digest = None
+    lineage = {
+        "job": (job.get("metadata") or {}).get("name"),
+        "specHash": digest,
+        "dataFingerprint": st.get("dataFingerprint"),
+    }
+    return {"metrics": st.get("finalMetrics") or {}, "lineage": lineage}
+
+
+def known_metadata(
+    history: Iterable[Mapping[str, Any]], latest: int | None, latest_metadata: Mapping[str, Any]
+) -> dict[int, Mapping[str, Any]]:
+    """Metrics of every version in the history, plus the latest version's metadata."""
+    out: dict[int, Mapping[str, Any]] = {
+        int(e["version"]): {"metrics": e.get("metrics") or {}} for e in history
+    }
+    if latest is not None:
+        out[latest] = latest_metadata
+    return out
+
+
+@dataclass
+class Decision:
+    state: RolloutState
+    history: list[dict[str, Any]]
+    events: list[Event]
+
+
+def step(
+    policy: RolloutSpec | None,
+    state: RolloutState,
+    history: list[dict[str, Any]],
+    *,
+    latest: int | None,
+    metadata: Mapping[int, Mapping[str, Any]],
+    counters: Counters,
+    now: float,
+    now_text: str,
+    pinned: int | None = None,
+    manual: Manual | None = None,
+) -> Decision:
+    """One reconcile of the rollout: pure, idempotent for the same inputs."""
+    manual = manual or Manual()
+    s = RolloutState(**{**state.__dict__, "baseline": dict(state.baseline)})
+    events: list[Event] = []
+
+    def meta(v: int | None) -> Mapping[str, Any]:
+        return metadata.get(v, {}) if v is not None else {}
+
+    def finish(outcome: str, reason: str, etype: str, promote: bool) -> None:
+        nonlocal history
+        assert s.candidate is not None
+        version = s.candidate
+        history = record(history, version, outcome, reason, now_text, meta(version))
+        if promote:
+            s.stable = version
+        events.append(
+            (etype, outcome, f"version {version} {outcome.lower()}: {reason}"
+             + (f"; serving version {s.stable}" if s.stable is not None else ""))
+        )
+        s.phase, s.candidate, s.step, s.weight = "Stable", None, 0, 0
+        s.baseline, s.phase_started, s.last, s.message = {}, now, outcome, reason
+
+    def enter(phase: str, step_index: int = 0) -> None:
+        s.phase, s.step, s.phase_started = phase, step_index, now
+        s.weight = policy.canary.steps[step_index] if phase == "Canary" and policy and policy.canary else 0
+        s.baseline = {v: c for v, c in counters.items() if v in (s.stable, s.candidate)}
+        s.message = (
+            f"shadowing version {s.candidate}" if phase == "Shadow"
+            else f"canary version {s.candidate} at {s.weight}%"
+        )
+
+    def after_shadow() -> None:
+        if policy is not None and policy.canary is not None:
+            enter("Canary", 0)
+            events.append(("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests"))
+        else:
+            finish("Promoted", "passed the gate and the shadow phase", "Normal", True)
+
+    # A pinned version is served as is: no gate, no canary (a person decided).
+    if pinned is not None:
+        if s.candidate is not None and s.candidate != pinned:
+            finish("RolledBack", f"version {pinned} was pinned", "Warning", False)
+        if s.stable != pinned:
+            history = record(history, pinned, "Promoted", "pinned in spec.model.version",
+                             now_text, meta(pinned))
+            events.append(("Normal", "Promoted", f"version {pinned} pinned"))
+            s.stable, s.phase, s.candidate, s.weight, s.last = pinned, "Stable", None, 0, "Promoted"
+        return Decision(s, history, events)
+
+    # First version ever: nothing to compare with, it serves (the gate's floors still apply).
+    if s.stable is None and s.candidate is None and latest is not None:
+        reason = gate(policy.gate if policy else None, meta(latest), None)
+        if reason is None:
+            history = record(history, latest, "Promoted", "first version", now_text, meta(latest))
+            s.stable, s.last, s.message = latest, "Promoted", f"serving version {latest}"
+            events.append(("Normal", "Promoted", f"version {latest} is the first version"))
+        elif outcome_of(history, latest) != "Refused":
+            history = record(history, latest, "Refused", reason, now_text, meta(latest))
+            s.last, s.message = "Refused", f"version {latest}: {reason}"
+            events.append(("Warning", "Refused", f"version {latest} refused by the gate: {reason}"))
+        return Decision(s, history, events)
+
+    # A newer version appeared: gate it, then shadow / canary / promote.
+    if (
+        s.candidate is None
+        and latest is not None
+        and s.stable is not None
+        and latest > s.stable
+        # refused and rolled-back versions are never retried by themselves (a promoted one
+        # is, after a pin to an older version was removed)
+        and outcome_of(history, latest) in (None, "Promoted")
+    ):
+        s.candidate = latest
+        reason = gate(policy.gate if policy else None, meta(latest), meta(s.stable))
+        if reason is not None:
+            finish("Refused", f"gate: {reason}", "Warning", False)
+        elif policy is not None and policy.shadow is not None:
+            enter("Shadow")
+            events.append(("Normal", "Shadow", f"version {s.candidate} shadows live requests"))
+        else:
+            after_shadow()
+        return Decision(s, history, events)
+
+    if s.candidate is None:
+        return Decision(s, history, events)
+
+    # Manual control first.
+    if manual.wants("abort", s.candidate):
+        finish("RolledBack", "aborted by a person", "Warning", False)
+        return Decision(s, history, events)
+    if manual.wants("promote", s.candidate):
+        finish("Promoted", "promoted by a person", "Normal", True)
+        return Decision(s, history, events)
+
+    window = counters.get(s.candidate, VersionCounters()).since(s.baseline.get(s.candidate))
+    # The pods pick up a new plan some time after it is written (a ConfigMap volume: up to
+    # about a minute): until the candidate has answered something at this step, the dwell
+    # has not begun.
+    shadow_policy = policy.shadow if policy is not None else None
+    canary_policy = policy.canary if policy is not None else None
+    untouched = (
+        (s.phase == "Shadow" and shadow_policy is not None and shadow_policy.min_requests > 0
+         and window.shadow_compared + window.shadow_errors == 0)
+        or (s.phase == "Canary" and canary_policy is not None and canary_policy.min_requests > 0
+            and window.requests == 0)
+    )  # fmt: skip
+    if untouched:
+        s.phase_started = now
+    elapsed = now - s.phase_started
+
+    if s.phase == "Shadow":
+        shadow = policy.shadow if policy is not None else None
+        if shadow is None:  # the policy changed under us: go on without it
+            after_shadow()
+            return Decision(s, history, events)
+        agreement = window.agreement()
+        s.message = (
+            f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared"
+            + (f", agreement {agreement:.3f}" if agreement is not None else "")
+        )
+        tried = window.shadow_compared + window.shadow_errors
+        if tried and window.shadow_errors / tried > shadow.max_error_rate:
+            finish(
+                "Refused",
+                f"shadow errors {int(window.shadow_errors)} of {int(tried)} copies"
+                f" > maxErrorRate {shadow.max_error_rate:g}",
+                "Warning",
+                False,
+            )
+        elif elapsed >= shadow.duration_seconds and window.shadow_compared >= shadow.min_requests:
+            if (
+                shadow.min_agreement is not None
+                and agreement is not None
+                and agreement < shadow.min_agreement
+            ):
+                finish(
+                    "Refused",
+                    f"shadow agreement {agreement:.3f} < minAgreement {shadow.min_agreement:g}",
+                    "Warning",
+                    False,
+                )
+            else:
+                after_shadow()
+        return Decision(s, history, events)
+
+    if s.phase == "Canary":
+        canary = policy.canary if policy is not None else None
+        if canary is None:
+            finish("Promoted", "the canary policy was removed", "Normal", True)
+            return Decision(s, history, events)
+        breach = canary_breach(canary, window, counters, s)
+        if breach is not None:
+            finish("RolledBack", breach, "Warning", False)
+            return Decision(s, history, events)
+        s.message = (
+            f"canary version {s.candidate} at {s.weight}%: {int(window.requests)} requests,"
+            f" {int(window.errors)} errors"
+        )
+        if elapsed >= canary.dwell_seconds and window.requests >= canary.min_requests:
+            if s.step + 1 < len(canary.steps):
+                enter("Canary", s.step + 1)
+                events.append(("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests"))
+            else:
+                finish("Promoted", "walked through every canary step", "Normal", True)
+    return Decision(s, history, events)
+
+
+def canary_breach(
+    canary: Any, window: VersionCounters, counters: Counters, s: RolloutState
+) -> str | None:
+    """Why the canary's window breaks a limit, or ``None``."""
+    if window.requests and window.error_rate() > canary.max_error_rate:
+        return (
+            f"error rate {window.error_rate():.3f} > maxErrorRate {canary.max_error_rate:g}"
+            f" ({int(window.errors)} of {int(window.requests)} requests)"
+        )
+    p99 = window.p99_ms()
+    if p99 is not None and canary.max_p99_ms is not None and p99 > canary.max_p99_ms:
+        return f"p99 {p99:g} ms > maxP99Ms {canary.max_p99_ms:g}"
+    if p99 is not None and canary.max_p99_ratio is not None and s.stable is not None:
+        stable_window = counters.get(s.stable, VersionCounters()).since(s.baseline.get(s.stable))
+        stable_p99 = stable_window.p99_ms()
+        if stable_p99 and p99 > stable_p99 * canary.max_p99_ratio:
+            return (
+                f"p99 {p99:g} ms > {canary.max_p99_ratio:g} x stable p99 {stable_p99:g} ms"
+            )
+    return None
