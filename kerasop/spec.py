@@ -83,6 +83,11 @@ class DataSpec(SpecModel):
                     "image settings apply only to image formats",
                     ".image",
                 ),
+                cel(
+                    "self.format == 'csv' || !has(self.categoricalColumns)",
+                    "categoricalColumns applies only to the csv format",
+                    ".categoricalColumns",
+                ),
             ]
         }
     )
@@ -90,7 +95,8 @@ class DataSpec(SpecModel):
     format: DataFormat = Field(
         ...,
         description=(
-            "csv: numeric feature columns and a label column. imageCsv: a CSV of image"
+            "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
+            " CSV of image"
             " paths (relative to the CSV) and labels. imageFolder: one subfolder per"
             " class. npz: arrays 'x' and 'y'."
         ),
@@ -108,6 +114,23 @@ class DataSpec(SpecModel):
     feature_columns: list[str] | None = Field(
         None, max_length=100_000, description="csv: feature columns to use (default: every column but the label)."
     )
+    categorical_columns: list[str] | None = Field(
+        None,
+        max_length=10_000,
+        description=(
+            "csv: feature columns holding categories (even if they look like numbers). A"
+            " column where more than half of the training values are not numbers is"
+            " categorical anyway. The model one-hot encodes them (StringLookup) and takes the"
+            " raw strings."
+        ),
+    )
+    normalize: bool = Field(
+        True,
+        description=(
+            "Tables (csv, npz rows) with model.layers: standardize the numeric features inside"
+            " the model (a Normalization layer with the training data's mean and variance)."
+        ),
+    )
     image_column: str = Field("path", min_length=1, max_length=1024, description="imageCsv: column of image paths.")
     image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
     volume: VolumeSource | None = Field(
@@ -120,6 +143,8 @@ class DataSpec(SpecModel):
             raise ValueError("set at most one of validationPath and validationSplit")
         if self.format == "csv" and self.image is not None:
             raise ValueError("image settings apply only to image formats")
+        if self.format != "csv" and self.categorical_columns is not None:
+            raise ValueError("categoricalColumns applies only to the csv format")
         return self
 
     @property
@@ -259,16 +284,65 @@ class TransferSpec(SpecModel):
         return self
 
 
+PYTHON_MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class ModelFileSpec(SpecModel):
+    """A ``.keras`` file saved by Keras: trained further with the job's data and settings."""
+
+    path: str = Field(
+        ..., min_length=1, max_length=4096, description=".keras file, relative to the data volume."
+    )
+    imports: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Python modules imported before loading (from model.codePath or the image), so"
+            " classes registered with keras.saving.register_keras_serializable are known."
+        ),
+        json_schema_extra={"items": {"type": "string", "pattern": PYTHON_MODULE_PATTERN}},
+    )
+
+
+class BuilderSpec(SpecModel):
+    """A Python function returning a Keras model: ``function(input_shape, num_classes, **args)``."""
+
+    module: str = Field(
+        ...,
+        pattern=PYTHON_MODULE_PATTERN,
+        max_length=512,
+        description="Module holding the function (from model.codePath or the image).",
+    )
+    function: str = Field(
+        "build", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256, description="Function name."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments passed to the function (free-form).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+MODEL_SOURCES = ("layers", "transfer", "file", "builder")
+
+
 class ModelSpec(SpecModel):
-    """The network: a layer list, or transfer learning. Exactly one."""
+    """The network: a layer list, transfer learning, a model file or a builder. Exactly one."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "has(self.layers) != has(self.transfer)",
-                    "set exactly one of model.layers and model.transfer",
-                )
+                    "[" + ", ".join(f"has(self.{s})" for s in MODEL_SOURCES) + "]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of model.layers, model.transfer, model.file and"
+                    " model.builder",
+                ),
+                cel(
+                    "!has(self.codePath) || has(self.file) || has(self.builder)",
+                    "codePath applies only to model.file and model.builder",
+                    ".codePath",
+                ),
             ]
         }
     )
@@ -280,11 +354,26 @@ class ModelSpec(SpecModel):
         description="A Sequential stack. The last layer is the output layer.",
     )
     transfer: TransferSpec | None = Field(None, description="Transfer learning from a base.")
+    file: ModelFileSpec | None = Field(None, description="A saved .keras model to train further.")
+    builder: BuilderSpec | None = Field(None, description="Python code that builds the model.")
+    code_path: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Folder on the data volume put first on the trainer's Python path (the builder's"
+            " module, a model file's imports). The code runs only in the trainer pods."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSpec:
-        if (self.layers is None) == (self.transfer is None):
-            raise ValueError("set exactly one of model.layers and model.transfer")
+        if sum(getattr(self, s) is not None for s in MODEL_SOURCES) != 1:
+            raise ValueError(
+                "set exactly one of model.layers, model.transfer, model.file and model.builder"
+            )
+        if self.code_path is not None and self.file is None and self.builder is None:
+            raise ValueError("codePath applies only to model.file and model.builder")
         return self
 
 
@@ -323,8 +412,8 @@ class TrainingSpec(SpecModel):
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when stalled.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed for reproducibility.")
     mixed_precision: bool = Field(False, description="float16 compute on GPUs.")
-    backend: Literal["tensorflow", "jax", "torch"] = Field(
-        "tensorflow", description="KERAS_BACKEND for the trainer."
+    backend: Literal["tensorflow", "jax"] = Field(
+        "tensorflow", description="KERAS_BACKEND for the trainer (jax is used for several workers)."
     )
 
 

@@ -34,7 +34,7 @@ from kerasop.events import (
     EXIT_MODEL_MISMATCH,
 )
 from kerasop.spec import LayerSpec, ModelSpec, TrainingSpec, TransferSpec
-from kerasop_trainer.data import LoadedData
+from kerasop_trainer.data import NUMERIC_INPUT, LoadedData
 from kerasop_trainer.errors import TrainerError
 
 # Constructor arguments each layer type accepts (snake_case, as LayerSpec.keras_kwargs()).
@@ -105,23 +105,33 @@ def build_model(
     mixed_precision: bool = False,
     name: str = "model",
 ):
-    """The (uncompiled) Keras model for ``spec`` and ``data``."""
+    """The Keras model for ``spec`` and ``data`` (a file model comes compiled)."""
     if spec.layers is not None:
         return _build_stack(spec.layers, data, mixed_precision, name)
-    assert spec.transfer is not None
-    return _build_transfer(spec.transfer, data, Path(data_root), mixed_precision, name)
+    if spec.transfer is not None:
+        return _build_transfer(spec.transfer, data, Path(data_root), mixed_precision, name)
+    from kerasop_trainer import usermodel
+
+    if spec.file is not None:
+        return usermodel.load_model_file(spec.file, data, Path(data_root))
+    assert spec.builder is not None
+    return usermodel.call_builder(spec.builder, data)
 
 
 # --------------------------------------------------------------------------
-# Layer stacks
+# Layer stacks, with the table's preprocessing in front
 # --------------------------------------------------------------------------
 
 
 def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
     import keras
 
+    if data.categorical_columns:
+        return _build_mixed_stack(layers, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
+    if data.standardize:
+        model.add(standardize_layer(data))
     before: tuple = (None, *data.input_shape)
     for i, layer_spec in enumerate(layers):
         where = f"model.layers[{i}]"
@@ -132,6 +142,62 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
         with _layer_fits(where, layer_spec, f"{_shape(before)} from the {data.input_kind} data"):
             model.add(layer)
             before = tuple(model.output_shape)
+    _check_output(model, data, layers[-1])
+    return model
+
+
+def standardize_layer(data: LoadedData):
+    """``Normalization`` with the training data's per-feature mean and variance.
+
+    The statistics come from the whole training split (computed before sharding), so
+    every worker builds the same layer; this is what ``Normalization.adapt`` computes.
+    """
+    import keras
+
+    assert data.feature_mean is not None and data.feature_variance is not None
+    return keras.layers.Normalization(
+        mean=data.feature_mean.tolist(), variance=data.feature_variance.tolist(), name="standardize"
+    )
+
+
+def table_inputs(data: LoadedData):
+    """Inputs of a table with categorical columns and the features they become.
+
+    ``features`` (float32, the numeric columns, standardized unless ``normalize: false``)
+    and one string input per categorical column (``StringLookup``, one-hot; values not
+    seen in training share one extra slot). Returns ``(inputs dict, concatenated tensor)``.
+    """
+    import keras
+
+    inputs: dict[str, Any] = {}
+    parts = []
+    if data.input_shape[0] > 0:
+        numeric = keras.Input(shape=data.input_shape, name=NUMERIC_INPUT)
+        inputs[NUMERIC_INPUT] = numeric
+        parts.append(standardize_layer(data)(numeric) if data.standardize else numeric)
+    for column, vocabulary in zip(data.categorical_columns, data.vocabularies, strict=True):
+        name = data.input_name(column)
+        raw = keras.Input(shape=(1,), dtype="string", name=name)
+        inputs[name] = raw
+        lookup = keras.layers.StringLookup(
+            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup"
+        )
+        parts.append(lookup(raw))
+    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="table")(parts)
+    return inputs, x
+
+
+def _build_mixed_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+    import keras
+
+    inputs, x = table_inputs(data)
+    for i, layer_spec in enumerate(layers):
+        where = f"model.layers[{i}]"
+        extra = {"dtype": "float32"} if (mixed and i == len(layers) - 1) else {}
+        layer = make_layer(layer_spec, where, **extra)
+        with _layer_fits(where, layer_spec, f"{_shape(tuple(x.shape))} from the table"):
+            x = layer(x)
+    model = keras.Model(inputs, x, name=_keras_name(name))
     _check_output(model, data, layers[-1])
     return model
 
@@ -353,13 +419,31 @@ def resolve_metrics(training: TrainingSpec, data: LoadedData) -> list[str]:
     return names
 
 
-def compile_model(model, training: TrainingSpec, data: LoadedData) -> list[str]:
+COMPILE_FIELDS = frozenset({"optimizer", "learning_rate", "loss", "metrics"})
+
+
+def keeps_own_compile(model, training: TrainingSpec, model_spec: ModelSpec | None) -> bool:
+    """A compiled model file keeps its own settings when the spec sets none of them."""
+    return (
+        model_spec is not None
+        and model_spec.file is not None
+        and getattr(model, "compiled", False)
+        and not (COMPILE_FIELDS & training.model_fields_set)
+    )
+
+
+def compile_model(
+    model, training: TrainingSpec, data: LoadedData, model_spec: ModelSpec | None = None
+) -> list[str] | None:
     """Compile with the spec's optimizer, learning rate, loss and metrics.
 
-    Returns the metric names (see :func:`resolve_metrics`).
+    Returns the metric names (see :func:`resolve_metrics`), or None when a model file
+    keeps its own compile settings (:func:`keeps_own_compile`).
     """
     import keras
 
+    if keeps_own_compile(model, training, model_spec):
+        return None
     optimizer = getattr(keras.optimizers, _OPTIMIZERS[training.optimizer])(
         learning_rate=training.learning_rate
     )
@@ -374,6 +458,15 @@ def compile_model(model, training: TrainingSpec, data: LoadedData) -> list[str]:
     }
     model.compile(optimizer=optimizer, loss=training.loss, metrics=[factories[n]() for n in names])
     return names
+
+
+def label_loss(model_spec: ModelSpec, training: TrainingSpec, data_root: str | Path) -> str:
+    """The loss the labels are encoded for: the spec's, or a model file's own."""
+    if model_spec.file is None or "loss" in training.model_fields_set:
+        return training.loss
+    from kerasop_trainer import usermodel
+
+    return usermodel.file_loss(Path(data_root) / model_spec.file.path) or training.loss
 
 
 # --------------------------------------------------------------------------

@@ -133,6 +133,68 @@ def write_npz(
     return path
 
 
+def write_scaled_csv(
+    path: str | os.PathLike[str], rows: int = 569, features: int = 30, seed: int = 0
+) -> Path:
+    """Write a binary table whose features have very different scales (like tumour measures).
+
+    Column ``m{i}`` is a standard-normal signal times ``10 ** (i % 7 - 3)`` plus an
+    offset of ten times that scale, so columns range from thousandths to thousands.
+    The label (``benign``/``malignant``) is a noisy linear rule on the unscaled signals:
+    a linear model separates it well only after standardizing the features.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(0.0, 1.0, (rows, features))
+    weights = rng.normal(0.0, 1.0, features)
+    logits = signal @ weights / np.sqrt(features) * 4.0 + rng.normal(0.0, 0.5, rows)
+    y = np.where(logits > 0, "malignant", "benign")
+    scale = 10.0 ** (np.arange(features) % 7 - 3)
+    x = (signal + 10.0) * scale
+    header = [f"m{i}" for i in range(features)] + ["label"]
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for row, label in zip(x, y, strict=True):
+            writer.writerow([f"{v:.6g}" for v in row] + [label])
+    return path
+
+
+_CITIES = ("berlin", "lisbon", "oslo", "rome", "vienna")
+_PLANS = ("basic", "pro", "team")
+
+
+def write_mixed_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0) -> Path:
+    """Write a customer table with numeric and categorical columns.
+
+    Columns: ``age`` (18..80), ``monthly_spend`` (5..500), ``city`` and ``plan``
+    (strings), ``churn`` (``yes``/``no``, the classification label) and
+    ``lifetime_value`` (a number, the regression label). Churn depends on the plan and
+    the city as much as on the numbers, so a model that drops the strings is worse.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 81, rows)
+    spend = np.round(rng.gamma(2.0, 60.0, rows) + 5.0, 2)
+    city = rng.integers(0, len(_CITIES), rows)
+    plan = rng.integers(0, len(_PLANS), rows)
+    city_effect = np.array([1.2, -0.8, 0.0, 0.9, -1.3])[city]
+    plan_effect = np.array([1.5, -0.5, -1.5])[plan]
+    logit = city_effect + plan_effect - (age - 45) / 15 + rng.normal(0.0, 0.4, rows)
+    churn = np.where(logit > 0, "yes", "no")
+    value = np.round(spend * (3.0 + 2.0 * (plan == 2) + (age - 18) / 20.0), 2)
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["age", "monthly_spend", "city", "plan", "churn", "lifetime_value"])
+        for i in range(rows):
+            writer.writerow(
+                [age[i], spend[i], _CITIES[city[i]], _PLANS[plan[i]], churn[i], value[i]]
+            )
+    return path
+
+
 def write_examples(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
     """Write one of each sample set under ``root`` (what ``kerasop sample-data`` makes).
 
