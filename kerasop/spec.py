@@ -12,7 +12,7 @@ rule in ``x-kubernetes-validations`` (so the API server rejects it).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -293,14 +293,13 @@ class ModelFileSpec(SpecModel):
     path: str = Field(
         ..., min_length=1, max_length=4096, description=".keras file, relative to the data volume."
     )
-    imports: list[str] = Field(
+    imports: list[Annotated[str, Field(pattern=PYTHON_MODULE_PATTERN, max_length=512)]] = Field(
         default_factory=list,
         max_length=64,
         description=(
             "Python modules imported before loading (from model.codePath or the image), so"
             " classes registered with keras.saving.register_keras_serializable are known."
         ),
-        json_schema_extra={"items": {"type": "string", "pattern": PYTHON_MODULE_PATTERN}},
     )
 
 

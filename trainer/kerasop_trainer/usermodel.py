@@ -31,7 +31,8 @@ from kerasop.spec import BuilderSpec, ModelFileSpec
 from kerasop_trainer.data import LoadedData
 from kerasop_trainer.errors import TrainerError
 
-TRACEBACK_CHARS = 1500  # of the user's traceback kept in the failure message
+TRACEBACK_FRAMES = 6  # of the user's traceback kept in the failure message
+EXCEPTION_CHARS = 600  # of the exception's own text (Keras puts whole configs there)
 
 # Keras' names of the losses the trainer knows how to encode labels for.
 _LOSS_NAMES = {
@@ -51,9 +52,16 @@ _LOSS_NAMES = {
 
 
 def traceback_tail(exc: BaseException) -> str:
-    """The last lines of ``exc``'s traceback (where the user's code failed)."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-    return text if len(text) <= TRACEBACK_CHARS else "..." + text[-TRACEBACK_CHARS:]
+    """The last frames of ``exc``'s traceback (where the user's code failed) and its text."""
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    text = str(exc).strip()
+    if len(text) > EXCEPTION_CHARS:
+        text = text[:EXCEPTION_CHARS] + "..."
+    return (
+        "Traceback (most recent call last, last frames):\n"
+        + "".join(traceback.format_list(frames))
+        + f"{type(exc).__name__}: {text}"
+    )
 
 
 def _user_error(message: str, exc: BaseException, code: int, reason: str) -> TrainerError:
