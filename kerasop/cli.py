@@ -141,6 +141,9 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
         "images": lambda: sample_data.write_image_csv(target),
         "image-folder": lambda: sample_data.write_image_folder(target),
         "npz": lambda: sample_data.write_npz(target / "train.npz"),
+        "scaled": lambda: sample_data.write_scaled_csv(target / "train.csv"),
+        "mixed": lambda: sample_data.write_mixed_csv(target / "train.csv"),
+        "own-models": lambda: sample_data.write_own_models(target),
     }
     print(f"wrote {writers[args.dataset]()}")
     return 0
@@ -283,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
-    p.add_argument("dataset", choices=["dense", "images", "image-folder", "npz"])
+    p.add_argument(
+        "dataset",
+        choices=["dense", "images", "image-folder", "npz", "scaled", "mixed", "own-models"],
+    )
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("train", parents=[with_file], help="train a KerasTrainingJob here")
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")

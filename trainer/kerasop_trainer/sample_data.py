@@ -195,6 +195,78 @@ def write_mixed_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0
     return path
 
 
+OWN_MODEL_CODE = '''"""Model code of the example jobs examples/builder.yaml and examples/model-file.yaml.
+
+Runs only in the trainer pods (model.codePath puts this folder on the Python path).
+"""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_models")
+class Residual(keras.layers.Layer):
+    """x + Dense(x): a custom layer, so a saved model needs this module to load."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = keras.layers.Dense(units, activation="relu")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return x + self.dense(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def build(input_shape, num_classes, width=32, blocks=2, dropout=0.1):
+    """A functional network: called by the trainer with the data's input shape."""
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(width, activation="relu")(inputs)
+    for _ in range(blocks):
+        x = Residual(width)(x)
+        x = keras.layers.Dropout(dropout)(x)
+    if num_classes == 2:
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    else:
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="residual_mlp")
+'''
+
+
+def write_own_models(root: str | os.PathLike[str], features: int = 784) -> Path:
+    """Write the own-model examples' files under ``root``; returns ``root``.
+
+    ``code/my_models.py`` (a builder function and a registered custom layer) and
+    ``net.keras``: a compiled functional model built by that code for the dense table
+    (``features`` inputs, binary output), saved untrained. Imports Keras.
+    """
+    import importlib.util
+
+    root = Path(root)
+    (root / "code").mkdir(parents=True, exist_ok=True)
+    code_file = root / "code" / "my_models.py"
+    with _atomic_text(code_file) as fh:
+        fh.write(OWN_MODEL_CODE)
+    spec = importlib.util.spec_from_file_location("my_models", code_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = module.build((features,), 2, width=16, blocks=1)
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    tmp = root / ".net.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, root / "net.keras")
+    return root
+
+
 def write_examples(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
     """Write one of each sample set under ``root`` (what ``kerasop sample-data`` makes).
 
