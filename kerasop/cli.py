@@ -161,14 +161,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if text:
             print(text, flush=True)
 
+    job_id = args.job_id or f"local-{job.metadata.name}"
     try:
-        run(
-            job,
-            data_root=args.data_dir,
-            store_root=args.store,
-            job_id=args.job_id or f"local-{job.metadata.name}",
-            emit=show,
-        )
+        if job.spec.script is not None:  # the user's own script, as in a pod
+            from kerasop_trainer.script import run_script
+
+            run_script(job, Path(args.data_dir), Path(args.store), job_id, emit=show)
+        else:
+            run(job, data_root=args.data_dir, store_root=args.store, job_id=job_id, emit=show)
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

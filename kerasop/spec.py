@@ -502,6 +502,21 @@ class PodSpecOverrides(SpecModel):
     )
 
 
+class ScriptSpec(SpecModel):
+    """Script mode: your own training loop, in your image, with ``kerasop_trainer.api``."""
+
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        ...,
+        min_length=1,
+        max_length=256,
+        description=(
+            "Command run in the trainer container (e.g. [python, /app/train.py]); it reports"
+            " progress and publishes the model with kerasop_trainer.api. Runs in the data"
+            " volume's folder (/data)."
+        ),
+    )
+
+
 class KerasTrainingJobSpec(SpecModel):
     """What to train, on what data, with which resources; the result is a model version."""
 
@@ -509,18 +524,30 @@ class KerasTrainingJobSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.data == oldSelf.data && self.model == oldSelf.model"
+                    "self.data == oldSelf.data"
+                    " && has(self.model) == has(oldSelf.model)"
+                    " && (!has(self.model) || self.model == oldSelf.model)"
+                    " && has(self.script) == has(oldSelf.script)"
+                    " && (!has(self.script) || self.script == oldSelf.script)"
                     " && self.training == oldSelf.training && self.output == oldSelf.output"
                     " && self.workers == oldSelf.workers",
-                    "data, model, training, output and workers are immutable; create a new"
-                    " job to train something else",
-                )
+                    "data, model, script, training, output and workers are immutable; create a"
+                    " new job to train something else",
+                ),
+                cel(
+                    "has(self.model) != has(self.script)",
+                    "set exactly one of model (the built-in trainer) and script (your own"
+                    " training script)",
+                ),
             ]
         }
     )
 
     data: DataSpec
-    model: ModelSpec
+    model: ModelSpec | None = Field(None, description="The network the built-in trainer trains.")
+    script: ScriptSpec | None = Field(
+        None, description="Run your own training script instead of the built-in trainer."
+    )
     training: TrainingSpec = Field(
         default_factory=TrainingSpec, description="Optimizer, loss, epochs and the like."
     )
@@ -543,6 +570,15 @@ class KerasTrainingJobSpec(SpecModel):
         None, ge=0, description="Delete the finished Job's pods after this long."
     )
     suspend: bool = Field(False, description="Pause: trainer pods are removed, resume later.")
+
+    @model_validator(mode="after")
+    def _model_or_script(self) -> KerasTrainingJobSpec:
+        if (self.model is None) == (self.script is None):
+            raise ValueError(
+                "set exactly one of model (the built-in trainer) and script (your own"
+                " training script)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------

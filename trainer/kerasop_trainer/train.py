@@ -117,7 +117,7 @@ def prepare_environment(
     if "keras" in sys.modules:
         return
     os.environ["KERAS_BACKEND"] = backend
-    transfer = job.spec.model.transfer
+    transfer = job.spec.model.transfer if job.spec.model is not None else None
     if transfer is not None and transfer.weights == "imagenet" and "KERAS_HOME" not in os.environ:
         cache = Path(store_root) / ".cache" / "keras"
         try:
@@ -328,6 +328,11 @@ def run(
     ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
     """
     check_job_id(job_id)
+    if job.spec.model is None:
+        raise TrainerError(
+            "spec.script is set: the job runs the user's script (kerasop_trainer.script)",
+            EXIT_BAD_SPEC,
+        )
     workers = workers or WorkerConfig.from_env()
     data_root = Path(data_root)
     store_root = Path(store_root).absolute()
@@ -395,7 +400,7 @@ def check_job_id(job_id: str) -> None:
 
 def add_code_path(job: KerasTrainingJob, data_root: Path) -> None:
     """Put ``model.codePath`` (a folder on the data volume) first on ``sys.path``."""
-    code_path = job.spec.model.code_path
+    code_path = job.spec.model.code_path if job.spec.model is not None else None
     if code_path is None:
         return
     folder = (data_root / code_path).absolute()
@@ -419,6 +424,7 @@ def prepare_data(
     if seed is None and workers.count > 1:
         seed = zlib.crc32(job_id.encode()) & 0x7FFFFFFF  # same on all workers
     data_seed = seed if seed is not None else 0
+    assert job.spec.model is not None  # run() checked
     loss = label_loss(job.spec.model, training, data_root)
     data = load_data(job.spec.data, data_root, loss, seed=data_seed)
     train_rows = len(data.train)
@@ -482,6 +488,7 @@ def build_or_resume(
     from kerasop_trainer.model import build_model, compile_model
 
     training = job.spec.training
+    assert job.spec.model is not None  # run() checked
     model = build_model(
         job.spec.model, data, data_root=data_root, mixed_precision=mixed, name=job.model_name
     )
@@ -574,7 +581,7 @@ def evaluate(model, prepared: Prepared) -> dict[str, float]:
             "metrics are measured on the training data"
         )
         eval_ds = prepared.data.dataset(prepared.data.train, prepared.local_batch)
-    return _floats(_evaluate(model, eval_ds))
+    return float_metrics(_evaluate(model, eval_ds))
 
 
 def version_metadata(
@@ -640,7 +647,9 @@ def progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initia
             self.last_epoch = epoch + 1
             checkpoints.save(self.model, epoch + 1)
             emit(
-                events.encode("epoch", epoch=epoch + 1, epochs=epochs, metrics=_floats(logs or {}))
+                events.encode(
+                    "epoch", epoch=epoch + 1, epochs=epochs, metrics=float_metrics(logs or {})
+                )
             )
 
     return Progress()
@@ -698,7 +707,7 @@ def _reraise_data_error(exc: BaseException) -> None:
         ) from None
 
 
-def _floats(logs: dict[str, Any]) -> dict[str, float]:
+def float_metrics(logs: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in logs.items():
         try:
