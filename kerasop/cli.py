@@ -143,6 +143,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
         "npz": lambda: sample_data.write_npz(target / "train.npz"),
         "scaled": lambda: sample_data.write_scaled_csv(target / "train.csv"),
         "mixed": lambda: sample_data.write_mixed_csv(target / "train.csv"),
+        "text": lambda: sample_data.write_text_csv(target / "train.csv"),
         "own-models": lambda: sample_data.write_own_models(target),
     }
     print(f"wrote {writers[args.dataset]()}")
@@ -288,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
     p.add_argument(
         "dataset",
-        choices=["dense", "images", "image-folder", "npz", "scaled", "mixed", "own-models"],
+        choices=[
+            "dense", "images", "image-folder", "npz", "scaled", "mixed", "text", "own-models"
+        ],
     )
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("train", parents=[with_file], help="train a KerasTrainingJob here")

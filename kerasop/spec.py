@@ -44,7 +44,7 @@ class SpecModel(BaseModel):
 # Data
 # --------------------------------------------------------------------------
 
-DataFormat = Literal["csv", "imageCsv", "imageFolder", "npz"]
+DataFormat = Literal["csv", "imageCsv", "imageFolder", "npz", "text"]
 
 
 class ImageSpec(SpecModel):
@@ -53,6 +53,17 @@ class ImageSpec(SpecModel):
     height: int = Field(64, ge=8, le=4096, description="Target height in pixels.")
     width: int = Field(64, ge=8, le=4096, description="Target width in pixels.")
     channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
+
+
+class TextSpec(SpecModel):
+    """How the text format turns text into token sequences (TextVectorization)."""
+
+    max_tokens: int = Field(
+        10_000, ge=10, le=1_000_000, description="Vocabulary size: the most frequent words."
+    )
+    sequence_length: int = Field(
+        128, ge=1, le=100_000, description="Tokens per text (longer are cut, shorter padded)."
+    )
 
 
 class VolumeSource(SpecModel):
@@ -82,6 +93,11 @@ class DataSpec(SpecModel):
                     "self.format != 'csv' || !has(self.image)",
                     "image settings apply only to image formats",
                     ".image",
+                ),
+                cel(
+                    "self.format == 'text' || !has(self.text)",
+                    "text settings apply only to the text format",
+                    ".text",
                 ),
                 cel(
                     "self.format == 'csv' || !has(self.categoricalColumns)",
@@ -132,6 +148,8 @@ class DataSpec(SpecModel):
         ),
     )
     image_column: str = Field("path", min_length=1, max_length=1024, description="imageCsv: column of image paths.")
+    text_column: str = Field("text", min_length=1, max_length=1024, description="text: column of texts.")
+    text: TextSpec | None = Field(None, description="text: vocabulary size and sequence length.")
     image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
     volume: VolumeSource | None = Field(
         None, description="PVC holding the data, mounted at /data (cluster only)."
@@ -145,6 +163,8 @@ class DataSpec(SpecModel):
             raise ValueError("image settings apply only to image formats")
         if self.format != "csv" and self.categorical_columns is not None:
             raise ValueError("categoricalColumns applies only to the csv format")
+        if self.format != "text" and self.text is not None:
+            raise ValueError("text settings apply only to the text format")
         return self
 
     @property
@@ -153,6 +173,9 @@ class DataSpec(SpecModel):
 
     def image_or_default(self) -> ImageSpec:
         return self.image or ImageSpec()
+
+    def text_or_default(self) -> TextSpec:
+        return self.text or TextSpec()
 
 
 # --------------------------------------------------------------------------
@@ -171,6 +194,15 @@ LayerType = Literal[
     "GlobalMaxPooling2D",
     "Rescaling",
     "Resizing",
+    "Embedding",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "Conv1D",
+    "MaxPooling1D",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "Normalization",
 ]
 
 Activation = Literal[
@@ -184,6 +216,11 @@ REQUIRED_LAYER_ARGS: dict[str, tuple[str, ...]] = {
     "Conv2D": ("filters", "kernelSize"),
     "Rescaling": ("scale",),
     "Resizing": ("height", "width"),
+    "Embedding": ("outputDim",),
+    "LSTM": ("units",),
+    "GRU": ("units",),
+    "Bidirectional": ("units", "cell"),
+    "Conv1D": ("filters", "kernelSize"),
 }
 
 
@@ -203,11 +240,11 @@ class LayerSpec(SpecModel):
     )
 
     type: LayerType = Field(..., description="Keras layer class.")
-    units: int | None = Field(None, ge=1, le=1_000_000, description="Dense: output units.")
-    activation: Activation | None = Field(None, description="Dense, Conv2D: activation.")
+    units: int | None = Field(None, ge=1, le=1_000_000, description="Dense, LSTM, GRU: units.")
+    activation: Activation | None = Field(None, description="Dense, Conv1D, Conv2D: activation.")
     rate: float | None = Field(None, ge=0, lt=1, description="Dropout: fraction dropped.")
-    filters: int | None = Field(None, ge=1, le=65536, description="Conv2D: output channels.")
-    kernel_size: int | None = Field(None, ge=1, le=64, description="Conv2D: square kernel size.")
+    filters: int | None = Field(None, ge=1, le=65536, description="Conv1D, Conv2D: output channels.")
+    kernel_size: int | None = Field(None, ge=1, le=64, description="Conv1D, Conv2D: kernel size.")
     strides: int | None = Field(None, ge=1, le=64, description="Conv2D, pooling: stride.")
     padding: Literal["valid", "same"] | None = Field(None, description="Conv2D, pooling.")
     pool_size: int | None = Field(None, ge=1, le=64, description="Pooling: square window.")
@@ -215,6 +252,18 @@ class LayerSpec(SpecModel):
     offset: float | None = Field(None, description="Rescaling: then add this.")
     height: int | None = Field(None, ge=1, le=4096, description="Resizing: target height.")
     width: int | None = Field(None, ge=1, le=4096, description="Resizing: target width.")
+    output_dim: int | None = Field(None, ge=1, le=65536, description="Embedding: vector size.")
+    input_dim: int | None = Field(
+        None,
+        ge=2,
+        le=10_000_000,
+        description="Embedding: vocabulary size (default: the text format's vocabulary).",
+    )
+    mask_zero: bool | None = Field(None, description="Embedding: padding (0) is masked.")
+    return_sequences: bool | None = Field(
+        None, description="LSTM, GRU, Bidirectional: output every step, not only the last."
+    )
+    cell: Literal["LSTM", "GRU"] | None = Field(None, description="Bidirectional: the recurrent layer.")
 
     @model_validator(mode="after")
     def _required_args(self) -> LayerSpec:

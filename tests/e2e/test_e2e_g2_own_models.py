@@ -1,4 +1,5 @@
-"""Scenario i (runs before h, the clean-up: file order): the user's own models on the real cluster (docs/own-models.md).
+"""Scenario i: the user's own models on the real cluster (docs/own-models.md). Runs
+before h, the clean-up (file order).
 
 i1 examples/model-file.yaml: a saved functional .keras file with a custom layer (its module
    from codePath on the data volume) trains, is published and served (v1 and v2 equal to

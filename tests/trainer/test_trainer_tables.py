@@ -284,3 +284,63 @@ def test_regression_is_served_with_raw_numbers(tables, tmp_path):
         got = np.array(r.json()["outputs"][0]["data"]).reshape(3, 1)
         np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert expected[1, 0] > expected[0, 0] > expected[2, 0]  # value grows with spend
+
+
+TEXT_MODELS = {
+    "embedding-pooling": [
+        {"type": "Embedding", "outputDim": 16},
+        {"type": "GlobalAveragePooling1D"},
+        {"type": "Dense", "units": 1, "activation": "sigmoid"},
+    ],
+    "conv1d": [
+        {"type": "Embedding", "outputDim": 16},
+        {"type": "Conv1D", "filters": 8, "kernelSize": 3, "activation": "relu"},
+        {"type": "MaxPooling1D", "poolSize": 2},
+        {"type": "GlobalMaxPooling1D"},
+        {"type": "Dense", "units": 1, "activation": "sigmoid"},
+    ],
+    "bidirectional-lstm": [
+        {"type": "Embedding", "outputDim": 8, "maskZero": True},
+        {"type": "Bidirectional", "cell": "LSTM", "units": 8},
+        {"type": "Dense", "units": 1, "activation": "sigmoid"},
+    ],
+    "gru": [
+        {"type": "Embedding", "outputDim": 8},
+        {"type": "GRU", "units": 8, "returnSequences": True},
+        {"type": "GlobalAveragePooling1D"},
+        {"type": "Dense", "units": 1, "activation": "sigmoid"},
+    ],
+}
+
+
+@pytest.mark.parametrize("layers", TEXT_MODELS.values(), ids=TEXT_MODELS.keys())
+def test_text_classifier_takes_raw_strings(layers, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    sample_data.write_text_csv(tmp_path / "reviews.csv", rows=600)
+    job = make_job(
+        "reviews",
+        {
+            "format": "text",
+            "path": "reviews.csv",
+            "validationSplit": 0.2,
+            "text": {"maxTokens": 100, "sequenceLength": 20},
+        },
+        {"layers": layers},
+        {"epochs": 8, "batchSize": 32, "learningRate": 0.01},
+    )
+    done = run(job, tmp_path, tmp_path / "store", "t1", emit=Events())
+    assert done["metrics"]["accuracy"] >= 0.85, done
+    vdir = Path(done["modelPath"])
+    meta = json.loads((vdir / "metadata.json").read_text())
+    assert meta["input"]["kind"] == "text" and meta["input"]["dtype"] == "string"
+    assert meta["input"]["text"]["sequenceLength"] == 20
+    assert meta["output"]["classNames"] == ["negative", "positive"]
+
+    model = keras.saving.load_model(vdir / "model.keras")
+    p = model.predict(
+        tf.constant([["What a lovely, friendly and clean hotel!"], ["Rude staff, cold dirty room."]]),
+        verbose=0,
+    )
+    assert p[0, 0] > 0.5 > p[1, 0], p

@@ -1,6 +1,6 @@
 """Reading training data as ``spec.data`` describes it, failing fast on bad data.
 
-Four formats (``spec.data.format``):
+Five formats (``spec.data.format``):
 
 - ``csv``: feature columns and a label column (loaded into memory). A feature column is
   *categorical* when it is listed in ``data.categoricalColumns`` or when more than half of
@@ -13,6 +13,10 @@ Four formats (``spec.data.format``):
   images N x H x W [x C]).
 - ``imageCsv``: a CSV of image paths (relative to the CSV) and labels.
 - ``imageFolder``: one subfolder per class.
+- ``text``: a CSV with a text column and a label column. The vocabulary (the training
+  split's ``data.text.maxTokens`` most frequent words, lower-cased, punctuation removed,
+  split on whitespace: what ``TextVectorization`` does) goes into the model, which takes
+  the raw strings.
 
 Images are never loaded all at once: only their paths are kept, every file's header is
 checked with Pillow up front (so a corrupt file fails the job before training starts),
@@ -30,8 +34,10 @@ TensorFlow is imported only when a ``tf.data`` pipeline is built.
 
 from __future__ import annotations
 
+import collections
 import csv
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +79,7 @@ class Split:
     x: np.ndarray | None = None
     paths: np.ndarray | None = None
     cat: np.ndarray | None = None  # csv: categorical columns as strings, rows x columns
+    text: np.ndarray | None = None  # text: one string per example
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -83,6 +90,7 @@ class Split:
             x=None if self.x is None else self.x[index],
             paths=None if self.paths is None else self.paths[index],
             cat=None if self.cat is None else self.cat[index],
+            text=None if self.text is None else self.text[index],
         )
 
 
@@ -90,7 +98,7 @@ class Split:
 class LoadedData:
     """Training (and validation) examples plus what the model and metadata need."""
 
-    input_kind: Literal["tabular", "image"]
+    input_kind: Literal["tabular", "image", "text"]
     input_shape: tuple[int, ...]
     labels: Labels
     train: Split
@@ -104,6 +112,10 @@ class LoadedData:
     feature_variance: np.ndarray | None = None
     categorical_columns: list[str] = field(default_factory=list)
     vocabularies: list[list[str]] = field(default_factory=list)
+    # Text: the TextVectorization settings.
+    text_vocabulary: list[str] | None = None
+    sequence_length: int = 0
+    text_column: str | None = None
 
     def input_name(self, column: str) -> str:
         """The model input of a categorical column (its name, made a valid identifier)."""
@@ -112,6 +124,8 @@ class LoadedData:
 
     def features(self, split: Split) -> Any:
         """What the model takes for ``split``: an array, or a dict for mixed tables."""
+        if split.text is not None:
+            return split.text[:, None]
         if split.cat is None:
             return split.x
         out: dict[str, np.ndarray] = {}
@@ -176,8 +190,14 @@ class LoadedData:
         out: dict[str, Any] = {
             "kind": self.input_kind,
             "shape": list(self.input_shape),
-            "dtype": "float32",
+            "dtype": "string" if self.input_kind == "text" else "float32",
         }
+        if self.input_kind == "text":
+            out["text"] = {
+                "column": self.text_column,
+                "sequenceLength": self.sequence_length,
+                "vocabularySize": len(self.text_vocabulary or []),
+            }
         if self.input_kind == "tabular" and self.feature_names is not None:
             out["featureNames"] = list(self.feature_names)
         if self.input_kind == "tabular":
@@ -245,10 +265,14 @@ def load_data(
     labels, y_train, y_val = _encode_labels(
         train_raw, val_raw, loss, check_classes=val_raw is not None
     )
-    train = Split(y=y_train, x=train_raw.x, paths=train_raw.paths, cat=train_raw.cat)
+    train = Split(
+        y=y_train, x=train_raw.x, paths=train_raw.paths, cat=train_raw.cat, text=train_raw.text
+    )
     validation = None
     if val_raw is not None:
-        validation = Split(y=y_val, x=val_raw.x, paths=val_raw.paths, cat=val_raw.cat)
+        validation = Split(
+            y=y_val, x=val_raw.x, paths=val_raw.paths, cat=val_raw.cat, text=val_raw.text
+        )
     elif spec.validation_split is not None:
         n = len(train)
         n_val = _split_size(n, spec.validation_split)
@@ -267,16 +291,36 @@ def load_data(
         notes=train_raw.notes,
         categorical_columns=list(train_raw.categorical),
     )
+
     if data.input_kind == "tabular":
         _table_statistics(data, spec.normalize)
+    if data.input_kind == "text":
+        settings = spec.text_or_default()
+        assert data.train.text is not None
+        data.text_vocabulary = text_vocabulary(data.train.text, settings.max_tokens)
+        data.sequence_length = settings.sequence_length
+        data.text_column = spec.text_column
     return data
+
+
+# TextVectorization's default standardization: lower case, these characters removed.
+_PUNCTUATION = re.compile("[" + re.escape('!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\'') + "]")
+
+
+def text_vocabulary(texts: np.ndarray, max_tokens: int) -> list[str]:
+    """The ``max_tokens - 2`` most frequent words (two slots: padding and unknown words)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts.tolist():
+        counts.update(_PUNCTUATION.sub("", text.lower()).split())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [word for word, _ in ranked[: max_tokens - 2]]
 
 
 def _table_statistics(data: LoadedData, normalize: bool) -> None:
     """Mean/variance of the numeric columns and the categorical vocabularies (training split)."""
     x = data.train.x
-    if normalize and x is not None and x.shape[1] > 0:
-        data.standardize = True
+    if x is not None and x.shape[1] > 0:
+        data.standardize = normalize
         data.feature_mean = x.astype(np.float64).mean(axis=0)
         data.feature_variance = x.astype(np.float64).var(axis=0)
     if data.train.cat is not None:
@@ -303,7 +347,7 @@ def _split_size(n: int, fraction: float) -> int:
 
 @dataclass
 class _Raw:
-    kind: Literal["tabular", "image"]
+    kind: Literal["tabular", "image", "text"]
     shape: tuple[int, ...]
     labels: np.ndarray  # raw labels: str array, or numeric array
     where: str  # for messages: the file or folder
@@ -315,6 +359,7 @@ class _Raw:
     notes: list[str] = field(default_factory=list)
     cat: np.ndarray | None = None  # csv: categorical columns (strings)
     categorical: list[str] = field(default_factory=list)  # their names
+    text: np.ndarray | None = None  # text: the texts
 
 
 def _read(spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None) -> _Raw:
@@ -322,6 +367,8 @@ def _read(spec: DataSpec, path: Path, role: str, categorical: list[str] | None =
         return _read_csv(spec, path, role, categorical)
     if spec.format == "npz":
         return _read_npz(spec, path, role)
+    if spec.format == "text":
+        return _read_text_csv(spec, path, role)
     if spec.format == "imageCsv":
         return _read_image_csv(spec, path, role)
     return _read_image_folder(spec, path, role)
@@ -415,6 +462,23 @@ def _read_csv(
         feature_names=names,
         cat=cat,
         categorical=categorical,
+    )
+
+
+def _read_text_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
+    header, rows, lines = _read_table(path, role)
+    text_idx = _column(header, spec.text_column, path, "text")
+    label_idx = _column(header, spec.label_column, path, "label")
+    table = np.array(rows, dtype=str)
+    labels = np.char.strip(table[:, label_idx])
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise TrainerError(
+            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
+            EXIT_BAD_DATA,
+        )
+    return _Raw(
+        kind="text", shape=(1,), labels=labels, where=str(path), text=table[:, text_idx]
     )
 
 

@@ -50,6 +50,15 @@ LAYER_ARGS: dict[str, frozenset[str]] = {
     "GlobalMaxPooling2D": frozenset(),
     "Rescaling": frozenset({"scale", "offset"}),
     "Resizing": frozenset({"height", "width"}),
+    "Embedding": frozenset({"output_dim", "input_dim", "mask_zero"}),
+    "LSTM": frozenset({"units", "return_sequences"}),
+    "GRU": frozenset({"units", "return_sequences"}),
+    "Bidirectional": frozenset({"units", "cell", "return_sequences"}),
+    "Conv1D": frozenset({"filters", "kernel_size", "strides", "padding", "activation"}),
+    "MaxPooling1D": frozenset({"pool_size", "strides", "padding"}),
+    "GlobalAveragePooling1D": frozenset(),
+    "GlobalMaxPooling1D": frozenset(),
+    "Normalization": frozenset(),
 }
 
 # ImageNet channel means (BGR) of the "caffe" preprocessing (VGG16, ResNet50).
@@ -79,8 +88,12 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def make_layer(spec: LayerSpec, where: str, **extra: Any):
-    """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated)."""
+def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **extra: Any):
+    """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated).
+
+    ``data`` fills what the data decides: ``Normalization``'s statistics, ``Embedding``'s
+    vocabulary size for the text format.
+    """
     import keras
 
     kwargs = spec.keras_kwargs()
@@ -90,6 +103,24 @@ def make_layer(spec: LayerSpec, where: str, **extra: Any):
             f"{where} ({spec.type}) does not take {', '.join(_camel(a) for a in unexpected)}",
             EXIT_BAD_SPEC,
         )
+    if spec.type == "Normalization":
+        if data is None or data.feature_mean is None:
+            raise TrainerError(
+                f"{where} (Normalization) needs numeric table data to take its statistics from",
+                EXIT_MODEL_MISMATCH,
+            )
+        return standardize_layer(data, name=None)
+    if spec.type == "Embedding" and "input_dim" not in kwargs:
+        if data is None or data.text_vocabulary is None:
+            raise TrainerError(
+                f"{where} (Embedding) needs inputDim (the vocabulary size) unless the data "
+                "format is text",
+                EXIT_BAD_SPEC,
+            )
+        kwargs["input_dim"] = len(data.text_vocabulary) + 2  # padding and unknown words
+    if spec.type == "Bidirectional":
+        recurrent = getattr(keras.layers, kwargs.pop("cell"))(**kwargs)
+        return keras.layers.Bidirectional(recurrent, **extra)
     cls = getattr(keras.layers, spec.type)
     try:
         return cls(**kwargs, **extra)
@@ -126,11 +157,11 @@ def build_model(
 def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
     import keras
 
-    if data.categorical_columns:
-        return _build_mixed_stack(layers, data, mixed, name)
+    if data.categorical_columns or data.input_kind == "text":
+        return _build_functional_stack(layers, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
-    if data.standardize:
+    if data.standardize and not any(layer.type == "Normalization" for layer in layers):
         model.add(standardize_layer(data))
     before: tuple = (None, *data.input_shape)
     for i, layer_spec in enumerate(layers):
@@ -138,7 +169,7 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
         last = i == len(layers) - 1
         # The output layer computes in float32 under mixed precision (stable loss).
         extra = {"dtype": "float32"} if (mixed and last) else {}
-        layer = make_layer(layer_spec, where, **extra)
+        layer = make_layer(layer_spec, where, data, **extra)
         with _layer_fits(where, layer_spec, f"{_shape(before)} from the {data.input_kind} data"):
             model.add(layer)
             before = tuple(model.output_shape)
@@ -146,7 +177,7 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     return model
 
 
-def standardize_layer(data: LoadedData):
+def standardize_layer(data: LoadedData, name: str | None = "standardize"):
     """``Normalization`` with the training data's per-feature mean and variance.
 
     The statistics come from the whole training split (computed before sharding), so
@@ -156,7 +187,7 @@ def standardize_layer(data: LoadedData):
 
     assert data.feature_mean is not None and data.feature_variance is not None
     return keras.layers.Normalization(
-        mean=data.feature_mean.tolist(), variance=data.feature_variance.tolist(), name="standardize"
+        mean=data.feature_mean.tolist(), variance=data.feature_variance.tolist(), name=name
     )
 
 
@@ -187,15 +218,30 @@ def table_inputs(data: LoadedData):
     return inputs, x
 
 
-def _build_mixed_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+def text_inputs(data: LoadedData):
+    """The raw string input and ``TextVectorization`` with the training vocabulary."""
     import keras
 
-    inputs, x = table_inputs(data)
+    inputs = keras.Input(shape=(1,), dtype="string", name="text")
+    vectorize = keras.layers.TextVectorization(
+        vocabulary=data.text_vocabulary,
+        output_mode="int",
+        output_sequence_length=data.sequence_length,
+        name="vectorize",
+    )
+    return inputs, vectorize(inputs)
+
+
+def _build_functional_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+    """Layers after a preprocessing head with named or string inputs (tables, text)."""
+    import keras
+
+    inputs, x = text_inputs(data) if data.input_kind == "text" else table_inputs(data)
     for i, layer_spec in enumerate(layers):
         where = f"model.layers[{i}]"
         extra = {"dtype": "float32"} if (mixed and i == len(layers) - 1) else {}
-        layer = make_layer(layer_spec, where, **extra)
-        with _layer_fits(where, layer_spec, f"{_shape(tuple(x.shape))} from the table"):
+        layer = make_layer(layer_spec, where, data, **extra)
+        with _layer_fits(where, layer_spec, f"{_shape(tuple(x.shape))} from the {data.input_kind}"):
             x = layer(x)
     model = keras.Model(inputs, x, name=_keras_name(name))
     _check_output(model, data, layers[-1])

@@ -267,6 +267,37 @@ def write_own_models(root: str | os.PathLike[str], features: int = 784) -> Path:
     return root
 
 
+_GOOD = ("great", "lovely", "excellent", "friendly", "fast", "delicious", "clean", "perfect")
+_BAD = ("awful", "rude", "slow", "cold", "dirty", "broken", "terrible", "noisy")
+_NEUTRAL = ("the", "food", "room", "staff", "service", "was", "and", "very", "our", "view",
+            "night", "table", "we", "it", "a", "at", "hotel", "dinner")
+
+
+def write_text_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0) -> Path:
+    """Write review texts with a ``text`` and a ``label`` (``positive``/``negative``) column.
+
+    Each review mixes neutral words with two or three words of its sentiment and, one
+    time in five, one word of the other (so single words do not decide it alone).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        for _ in range(rows):
+            positive = bool(rng.integers(0, 2))
+            own, other = (_GOOD, _BAD) if positive else (_BAD, _GOOD)
+            words = list(rng.choice(_NEUTRAL, int(rng.integers(5, 12))))
+            words += list(rng.choice(own, int(rng.integers(2, 4))))
+            if rng.random() < 0.2:
+                words.append(str(rng.choice(other)))
+            rng.shuffle(words)
+            text = " ".join(words).capitalize() + rng.choice([".", "!", "..."])
+            writer.writerow([text, "positive" if positive else "negative"])
+    return path
+
+
 def write_examples(root: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
     """Write one of each sample set under ``root`` (what ``kerasop sample-data`` makes).
 
