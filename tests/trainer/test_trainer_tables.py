@@ -18,7 +18,7 @@ from kerasop_trainer import sample_data
 from kerasop_trainer.data import load_data
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.train import run
-from trainerkit import Events, make_job
+from trainerkit import DENSE_MODEL, Events, make_job
 
 from kerasop.spec import DataSpec
 from kerasop.store import ModelStore
@@ -79,9 +79,9 @@ def _read_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_default_standardization_matches_a_logistic_regression_baseline(tables, tmp_path):
-    """Breast cancer data: the documented Dense layers with the defaults against scikit-learn
-    (StandardScaler + LogisticRegression) on the same split; without standardization the
-    same network is clearly worse."""
+    """Breast cancer data: the documented Dense(10) -> Dense(1) network with the defaults
+    against scikit-learn (StandardScaler + LogisticRegression) on the same split; without
+    standardization the same network is clearly worse."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -101,8 +101,8 @@ def test_default_standardization_matches_a_logistic_regression_baseline(tables, 
                 "validationPath": "bc-val.csv",
                 "normalize": normalize,
             },
-            DENSE_16,
-            {"epochs": 30, "batchSize": 16},
+            DENSE_MODEL,
+            {"epochs": 30, "batchSize": 32},
         )
         done = run(job, tables, tmp_path / "store", f"bc-{normalize}", emit=Events())
         accuracy[normalize] = done["metrics"]["accuracy"]
@@ -110,7 +110,7 @@ def test_default_standardization_matches_a_logistic_regression_baseline(tables, 
           f"kerasop default {accuracy[True]:.3f}, normalize=false {accuracy[False]:.3f}")
     assert baseline_accuracy >= 0.95
     assert accuracy[True] >= baseline_accuracy - 0.03, (accuracy, baseline_accuracy)
-    assert accuracy[True] > accuracy[False]
+    assert accuracy[True] - accuracy[False] >= 0.05, accuracy
 
     meta = ModelStore(tmp_path / "store").metadata("bc", 1)
     assert meta["input"]["standardized"] is True and meta["input"]["shape"] == [30]

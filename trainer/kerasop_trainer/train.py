@@ -353,6 +353,7 @@ def run(
     )
 
     data = prepared.data
+    monitor = _early_stopping_monitor(training, metric_names, data.validation is not None)
     emit(
         events.encode(
             "start",
@@ -368,7 +369,6 @@ def run(
             jobId=job_id,
         )
     )
-    monitor = _early_stopping_monitor(training, metric_names, data.validation is not None)
     epochs_run = fit(
         keras, model, job, prepared, workers, checkpoints, initial_epoch, finished, monitor, emit
     )
