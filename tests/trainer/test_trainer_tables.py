@@ -20,6 +20,7 @@ from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.train import run
 from trainerkit import DENSE_MODEL, Events, make_job
 
+from kerasop import events
 from kerasop.spec import DataSpec
 from kerasop.store import ModelStore
 
@@ -344,3 +345,45 @@ def test_text_classifier_takes_raw_strings(layers, tmp_path):
         verbose=0,
     )
     assert p[0, 0] > 0.5 > p[1, 0], p
+
+
+class Interrupted(BaseException):
+    """Stands for a killed trainer: raised from the progress output after an epoch."""
+
+
+class StopAfterEpoch(Events):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def __call__(self, line: str) -> None:
+        super().__call__(line)
+        event = events.decode(line)
+        if event and event["kerasop"] == "epoch" and event["epoch"] >= self.epoch:
+            raise Interrupted()
+
+
+@pytest.mark.parametrize("kind", ["mixed-table", "text"])
+def test_preprocessing_models_resume_from_their_checkpoint(kind, tables, tmp_path):
+    """The lookup and vectorization layers survive the checkpoint: a rerun continues."""
+    if kind == "text":
+        sample_data.write_text_csv(tmp_path / "reviews.csv", rows=300)
+        root = tmp_path
+        data = {"format": "text", "path": "reviews.csv", "validationSplit": 0.2,
+                "text": {"maxTokens": 60, "sequenceLength": 16}}
+        layers = TEXT_MODELS["embedding-pooling"]
+    else:
+        root = tables
+        data = {"format": "csv", "path": "mixed.csv", "labelColumn": "churn",
+                "featureColumns": MIXED_FEATURES, "validationSplit": 0.2}
+        layers = DENSE_16["layers"]
+    job = make_job("resumed", data, {"layers": layers}, {"epochs": 4, "learningRate": 0.01})
+    store = tmp_path / "store"
+    with pytest.raises(Interrupted):
+        run(job, root, store, "r1", emit=StopAfterEpoch(2))
+    assert ModelStore(store).versions("resumed") == []
+    ev = Events()
+    done = run(job, root, store, "r1", emit=ev)
+    assert ev.of("start")[0]["resumedFromEpoch"] == 2
+    assert [e["epoch"] for e in ev.of("epoch")] == [3, 4]
+    assert done["modelVersion"] == 1 and done["epochsRun"] == 4
