@@ -292,3 +292,11 @@ def test_bad_models_and_code_fail_with_their_own_reasons(code_root, tmp_path):
     )
     assert (code, failed["reason"]) == (EXIT_MODEL_MISMATCH, "ModelDataMismatch")
     assert "outputs shape [None, 1], the labels need 3 softmax units" in failed["message"]
+
+
+def test_missing_code_path_is_a_user_code_error(code_root, tmp_path):
+    code, failed = _fails(
+        code_root, tmp_path, {"builder": {"module": "mycode"}, "codePath": "no-such-folder"}
+    )
+    assert (code, failed["reason"]) == (EXIT_USER_CODE, "UserCodeError")
+    assert "no-such-folder is not a folder" in failed["message"]

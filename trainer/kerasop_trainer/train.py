@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import events
-from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
+from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import KERAS_FILE, METADATA_FILE, ModelStore
 from kerasop_trainer.errors import TrainerError
@@ -406,7 +406,7 @@ def add_code_path(job: KerasTrainingJob, data_root: Path) -> None:
     folder = (data_root / code_path).absolute()
     if not folder.is_dir():
         raise TrainerError(
-            f"model.codePath {folder} is not a folder", EXIT_BAD_DATA, reason="UserCodeError"
+            f"model.codePath {folder} is not a folder", EXIT_USER_CODE, reason="UserCodeError"
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
