@@ -5,9 +5,10 @@ reason (and the user's traceback) when the model or the code is broken."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -212,9 +213,6 @@ def _fails(root: Path, tmp_path: Path, model: dict, training: dict | None = None
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
     store = tmp_path / "store"
     out = tmp_path / "out.txt"
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = run_cli(
