@@ -112,9 +112,9 @@ class DataSpec(SpecModel):
         ...,
         description=(
             "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
-            " CSV of image"
-            " paths (relative to the CSV) and labels. imageFolder: one subfolder per"
-            " class. npz: arrays 'x' and 'y'."
+            " CSV of image paths (relative to the CSV) and labels. imageFolder: one subfolder"
+            " per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
+            " column."
         ),
     )
     path: str = Field(
