@@ -28,7 +28,10 @@ def job(**spec_overrides):
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_parse(path):
     docs = load_documents(path.read_text())
-    assert {type(d) for d in docs} == {KerasTrainingJob, KerasModelService}
+    kinds = {type(d) for d in docs}
+    assert kinds <= {KerasTrainingJob, KerasModelService} and KerasTrainingJob in kinds
+    if KerasModelService not in kinds:  # only with the reason written down (string inputs)
+        assert "no KerasModelService" in path.read_text()
 
 
 def test_defaults_follow_the_article():
