@@ -31,15 +31,25 @@ EXIT_INTERNAL = 1
 EXIT_BAD_SPEC = 2
 EXIT_BAD_DATA = 3
 EXIT_MODEL_MISMATCH = 4
+EXIT_BAD_MODEL = 5  # the user's model file does not load
+EXIT_USER_CODE = 6  # the user's builder code or training script failed
 
 FAILURE_REASONS = {
     EXIT_BAD_SPEC: "InvalidSpec",
     EXIT_BAD_DATA: "BadData",
     EXIT_MODEL_MISMATCH: "ModelDataMismatch",
+    EXIT_BAD_MODEL: "BadModel",
+    EXIT_USER_CODE: "UserCodeError",
     EXIT_INTERNAL: "TrainerError",
 }
 # Failures that retrying cannot fix.
-PERMANENT_EXIT_CODES = (EXIT_BAD_SPEC, EXIT_BAD_DATA, EXIT_MODEL_MISMATCH)
+PERMANENT_EXIT_CODES = (
+    EXIT_BAD_SPEC,
+    EXIT_BAD_DATA,
+    EXIT_MODEL_MISMATCH,
+    EXIT_BAD_MODEL,
+    EXIT_USER_CODE,
+)
 
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes Kubernetes keeps of the termination message
 

@@ -45,7 +45,7 @@ class SpecModel(BaseModel):
 # Data
 # --------------------------------------------------------------------------
 
-DataFormat = Literal["csv", "imageCsv", "imageFolder", "npz"]
+DataFormat = Literal["csv", "imageCsv", "imageFolder", "npz", "text"]
 
 
 class ImageSpec(SpecModel):
@@ -54,6 +54,17 @@ class ImageSpec(SpecModel):
     height: int = Field(64, ge=8, le=4096, description="Target height in pixels.")
     width: int = Field(64, ge=8, le=4096, description="Target width in pixels.")
     channels: Literal[1, 3] = Field(3, description="1 = grayscale, 3 = RGB.")
+
+
+class TextSpec(SpecModel):
+    """How the text format turns text into token sequences (TextVectorization)."""
+
+    max_tokens: int = Field(
+        10_000, ge=10, le=1_000_000, description="Vocabulary size: the most frequent words."
+    )
+    sequence_length: int = Field(
+        128, ge=1, le=100_000, description="Tokens per text (longer are cut, shorter padded)."
+    )
 
 
 class VolumeSource(SpecModel):
@@ -84,6 +95,16 @@ class DataSpec(SpecModel):
                     "image settings apply only to image formats",
                     ".image",
                 ),
+                cel(
+                    "self.format == 'text' || !has(self.text)",
+                    "text settings apply only to the text format",
+                    ".text",
+                ),
+                cel(
+                    "self.format == 'csv' || !has(self.categoricalColumns)",
+                    "categoricalColumns applies only to the csv format",
+                    ".categoricalColumns",
+                ),
             ]
         }
     )
@@ -91,9 +112,10 @@ class DataSpec(SpecModel):
     format: DataFormat = Field(
         ...,
         description=(
-            "csv: numeric feature columns and a label column. imageCsv: a CSV of image"
-            " paths (relative to the CSV) and labels. imageFolder: one subfolder per"
-            " class. npz: arrays 'x' and 'y'."
+            "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
+            " CSV of image paths (relative to the CSV) and labels. imageFolder: one subfolder"
+            " per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
+            " column."
         ),
     )
     path: str = Field(
@@ -109,7 +131,26 @@ class DataSpec(SpecModel):
     feature_columns: list[str] | None = Field(
         None, max_length=100_000, description="csv: feature columns to use (default: every column but the label)."
     )
+    categorical_columns: list[str] | None = Field(
+        None,
+        max_length=10_000,
+        description=(
+            "csv: feature columns holding categories (even if they look like numbers). A"
+            " column where more than half of the training values are not numbers is"
+            " categorical anyway. The model one-hot encodes them (StringLookup) and takes the"
+            " raw strings."
+        ),
+    )
+    normalize: bool = Field(
+        True,
+        description=(
+            "Tables (csv, npz rows) with model.layers: standardize the numeric features inside"
+            " the model (a Normalization layer with the training data's mean and variance)."
+        ),
+    )
     image_column: str = Field("path", min_length=1, max_length=1024, description="imageCsv: column of image paths.")
+    text_column: str = Field("text", min_length=1, max_length=1024, description="text: column of texts.")
+    text: TextSpec | None = Field(None, description="text: vocabulary size and sequence length.")
     image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
     volume: VolumeSource | None = Field(
         None, description="PVC holding the data, mounted at /data (cluster only)."
@@ -121,6 +162,10 @@ class DataSpec(SpecModel):
             raise ValueError("set at most one of validationPath and validationSplit")
         if self.format == "csv" and self.image is not None:
             raise ValueError("image settings apply only to image formats")
+        if self.format != "csv" and self.categorical_columns is not None:
+            raise ValueError("categoricalColumns applies only to the csv format")
+        if self.format != "text" and self.text is not None:
+            raise ValueError("text settings apply only to the text format")
         return self
 
     @property
@@ -129,6 +174,9 @@ class DataSpec(SpecModel):
 
     def image_or_default(self) -> ImageSpec:
         return self.image or ImageSpec()
+
+    def text_or_default(self) -> TextSpec:
+        return self.text or TextSpec()
 
 
 # --------------------------------------------------------------------------
@@ -147,6 +195,15 @@ LayerType = Literal[
     "GlobalMaxPooling2D",
     "Rescaling",
     "Resizing",
+    "Embedding",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "Conv1D",
+    "MaxPooling1D",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "Normalization",
 ]
 
 Activation = Literal[
@@ -160,6 +217,11 @@ REQUIRED_LAYER_ARGS: dict[str, tuple[str, ...]] = {
     "Conv2D": ("filters", "kernelSize"),
     "Rescaling": ("scale",),
     "Resizing": ("height", "width"),
+    "Embedding": ("outputDim",),
+    "LSTM": ("units",),
+    "GRU": ("units",),
+    "Bidirectional": ("units", "cell"),
+    "Conv1D": ("filters", "kernelSize"),
 }
 
 
@@ -179,11 +241,11 @@ class LayerSpec(SpecModel):
     )
 
     type: LayerType = Field(..., description="Keras layer class.")
-    units: int | None = Field(None, ge=1, le=1_000_000, description="Dense: output units.")
-    activation: Activation | None = Field(None, description="Dense, Conv2D: activation.")
+    units: int | None = Field(None, ge=1, le=1_000_000, description="Dense, LSTM, GRU: units.")
+    activation: Activation | None = Field(None, description="Dense, Conv1D, Conv2D: activation.")
     rate: float | None = Field(None, ge=0, lt=1, description="Dropout: fraction dropped.")
-    filters: int | None = Field(None, ge=1, le=65536, description="Conv2D: output channels.")
-    kernel_size: int | None = Field(None, ge=1, le=64, description="Conv2D: square kernel size.")
+    filters: int | None = Field(None, ge=1, le=65536, description="Conv1D, Conv2D: output channels.")
+    kernel_size: int | None = Field(None, ge=1, le=64, description="Conv1D, Conv2D: kernel size.")
     strides: int | None = Field(None, ge=1, le=64, description="Conv2D, pooling: stride.")
     padding: Literal["valid", "same"] | None = Field(None, description="Conv2D, pooling.")
     pool_size: int | None = Field(None, ge=1, le=64, description="Pooling: square window.")
@@ -191,6 +253,18 @@ class LayerSpec(SpecModel):
     offset: float | None = Field(None, description="Rescaling: then add this.")
     height: int | None = Field(None, ge=1, le=4096, description="Resizing: target height.")
     width: int | None = Field(None, ge=1, le=4096, description="Resizing: target width.")
+    output_dim: int | None = Field(None, ge=1, le=65536, description="Embedding: vector size.")
+    input_dim: int | None = Field(
+        None,
+        ge=2,
+        le=10_000_000,
+        description="Embedding: vocabulary size (default: the text format's vocabulary).",
+    )
+    mask_zero: bool | None = Field(None, description="Embedding: padding (0) is masked.")
+    return_sequences: bool | None = Field(
+        None, description="LSTM, GRU, Bidirectional: output every step, not only the last."
+    )
+    cell: Literal["LSTM", "GRU"] | None = Field(None, description="Bidirectional: the recurrent layer.")
 
     @model_validator(mode="after")
     def _required_args(self) -> LayerSpec:
@@ -260,16 +334,64 @@ class TransferSpec(SpecModel):
         return self
 
 
+PYTHON_MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+
+
+class ModelFileSpec(SpecModel):
+    """A ``.keras`` file saved by Keras: trained further with the job's data and settings."""
+
+    path: str = Field(
+        ..., min_length=1, max_length=4096, description=".keras file, relative to the data volume."
+    )
+    imports: list[Annotated[str, Field(pattern=PYTHON_MODULE_PATTERN, max_length=512)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Python modules imported before loading (from model.codePath or the image), so"
+            " classes registered with keras.saving.register_keras_serializable are known."
+        ),
+    )
+
+
+class BuilderSpec(SpecModel):
+    """A Python function returning a Keras model: ``function(input_shape, num_classes, **args)``."""
+
+    module: str = Field(
+        ...,
+        pattern=PYTHON_MODULE_PATTERN,
+        max_length=512,
+        description="Module holding the function (from model.codePath or the image).",
+    )
+    function: str = Field(
+        "build", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256, description="Function name."
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments passed to the function (free-form).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+MODEL_SOURCES = ("layers", "transfer", "file", "builder")
+
+
 class ModelSpec(SpecModel):
-    """The network: a layer list, or transfer learning. Exactly one."""
+    """The network: a layer list, transfer learning, a model file or a builder. Exactly one."""
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "has(self.layers) != has(self.transfer)",
-                    "set exactly one of model.layers and model.transfer",
-                )
+                    "[" + ", ".join(f"has(self.{s})" for s in MODEL_SOURCES) + "]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of model.layers, model.transfer, model.file and"
+                    " model.builder",
+                ),
+                cel(
+                    "!has(self.codePath) || has(self.file) || has(self.builder)",
+                    "codePath applies only to model.file and model.builder",
+                    ".codePath",
+                ),
             ]
         }
     )
@@ -281,11 +403,26 @@ class ModelSpec(SpecModel):
         description="A Sequential stack. The last layer is the output layer.",
     )
     transfer: TransferSpec | None = Field(None, description="Transfer learning from a base.")
+    file: ModelFileSpec | None = Field(None, description="A saved .keras model to train further.")
+    builder: BuilderSpec | None = Field(None, description="Python code that builds the model.")
+    code_path: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Folder on the data volume put first on the trainer's Python path (the builder's"
+            " module, a model file's imports). The code runs only in the trainer pods."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSpec:
-        if (self.layers is None) == (self.transfer is None):
-            raise ValueError("set exactly one of model.layers and model.transfer")
+        if sum(getattr(self, s) is not None for s in MODEL_SOURCES) != 1:
+            raise ValueError(
+                "set exactly one of model.layers, model.transfer, model.file and model.builder"
+            )
+        if self.code_path is not None and self.file is None and self.builder is None:
+            raise ValueError("codePath applies only to model.file and model.builder")
         return self
 
 
@@ -326,8 +463,8 @@ class TrainingSpec(SpecModel):
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when stalled.")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed for reproducibility.")
     mixed_precision: bool = Field(False, description="float16 compute on GPUs.")
-    backend: Literal["tensorflow", "jax", "torch"] = Field(
-        "tensorflow", description="KERAS_BACKEND for the trainer."
+    backend: Literal["tensorflow", "jax"] = Field(
+        "tensorflow", description="KERAS_BACKEND for the trainer (jax is used for several workers)."
     )
     tensorboard: bool = Field(
         False,
@@ -424,6 +561,21 @@ class PodSpecOverrides(SpecModel):
     )
 
 
+class ScriptSpec(SpecModel):
+    """Script mode: your own training loop, in your image, with ``kerasop_trainer.api``."""
+
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        ...,
+        min_length=1,
+        max_length=256,
+        description=(
+            "Command run in the trainer container (e.g. [python, /app/train.py]); it reports"
+            " progress and publishes the model with kerasop_trainer.api. Runs in the data"
+            " volume's folder (/data)."
+        ),
+    )
+
+
 class KerasTrainingJobSpec(SpecModel):
     """What to train, on what data, with which resources; the result is a model version."""
 
@@ -431,18 +583,30 @@ class KerasTrainingJobSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.data == oldSelf.data && self.model == oldSelf.model"
+                    "self.data == oldSelf.data"
+                    " && has(self.model) == has(oldSelf.model)"
+                    " && (!has(self.model) || self.model == oldSelf.model)"
+                    " && has(self.script) == has(oldSelf.script)"
+                    " && (!has(self.script) || self.script == oldSelf.script)"
                     " && self.training == oldSelf.training && self.output == oldSelf.output"
                     " && self.workers == oldSelf.workers",
-                    "data, model, training, output and workers are immutable; create a new"
-                    " job to train something else",
-                )
+                    "data, model, script, training, output and workers are immutable; create a"
+                    " new job to train something else",
+                ),
+                cel(
+                    "has(self.model) != has(self.script)",
+                    "set exactly one of model (the built-in trainer) and script (your own"
+                    " training script)",
+                ),
             ]
         }
     )
 
     data: DataSpec
-    model: ModelSpec
+    model: ModelSpec | None = Field(None, description="The network the built-in trainer trains.")
+    script: ScriptSpec | None = Field(
+        None, description="Run your own training script instead of the built-in trainer."
+    )
     training: TrainingSpec = Field(
         default_factory=TrainingSpec, description="Optimizer, loss, epochs and the like."
     )
@@ -465,6 +629,15 @@ class KerasTrainingJobSpec(SpecModel):
         None, ge=0, description="Delete the finished Job's pods after this long."
     )
     suspend: bool = Field(False, description="Pause: trainer pods are removed, resume later.")
+
+    @model_validator(mode="after")
+    def _model_or_script(self) -> KerasTrainingJobSpec:
+        if (self.model is None) == (self.script is None):
+            raise ValueError(
+                "set exactly one of model (the built-in trainer) and script (your own"
+                " training script)"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------

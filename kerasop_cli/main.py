@@ -159,6 +159,10 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
         "images": lambda: sample_data.write_image_csv(target),
         "image-folder": lambda: sample_data.write_image_folder(target),
         "npz": lambda: sample_data.write_npz(target / "train.npz"),
+        "scaled": lambda: sample_data.write_scaled_csv(target / "train.csv"),
+        "mixed": lambda: sample_data.write_mixed_csv(target / "train.csv"),
+        "text": lambda: sample_data.write_text_csv(target / "train.csv"),
+        "own-models": lambda: sample_data.write_own_models(target),
     }
     print(f"wrote {writers[args.dataset]()}")
     return 0
@@ -178,15 +182,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if text:
             display.line(text)
 
+    job_id = args.job_id or f"local-{job.metadata.name}"
     try:
-        run(
-            job,
-            data_root=args.data_dir,
-            store_root=args.store,
-            job_id=args.job_id or f"local-{job.metadata.name}",
-            emit=show,
-            on_batch=display.batch if display.live else None,
-        )
+        if job.spec.script is not None:  # the user's own script, as in a pod
+            from kerasop_trainer.script import run_script
+
+            run_script(job, Path(args.data_dir), Path(args.store), job_id, emit=show)
+        else:
+            run(
+                job,
+                data_root=args.data_dir,
+                store_root=args.store,
+                job_id=job_id,
+                emit=show,
+                on_batch=display.batch if display.live else None,
+            )
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -357,7 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
-    p.add_argument("dataset", choices=["dense", "images", "image-folder", "npz"])
+    p.add_argument(
+        "dataset",
+        choices=[
+            "dense", "images", "image-folder", "npz", "scaled", "mixed", "text", "own-models"
+        ],
+    )
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("train", parents=[with_file, verbosity],
                        help="train a KerasTrainingJob here")  # fmt: skip

@@ -137,7 +137,7 @@ def test_training_job_children_and_idempotence(cluster, api, operator, namespace
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KERASOP_JOB_ID"] == uid
     assert json.loads(env["KERASOP_SPEC"])["spec"]["training"]["epochs"] == 3
-    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3, 4]
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 3, 4, 5, 6]
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
 
     pvc = api.get(k.PVC, namespace, "mnist-models")

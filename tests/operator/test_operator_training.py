@@ -27,6 +27,25 @@ def container_of(job: dict) -> dict:
 # manifests
 
 
+def test_script_job_runs_the_trainer_entry_point_with_the_same_environment():
+    """spec.script: the user's image; kerasop-train wraps the script, so the command, the
+    environment (workers included) and the volumes are the built-in trainer's."""
+    script = {"script": {"command": ["python", "/app/train.py"]}, "image": "me/trainer:1"}
+    builtin = desired_children(training_job(workers=2), default_image="runtime:1").job
+    body = training_job(workers=2, **script)
+    del body["spec"]["model"]
+    job = desired_children(body, default_image="runtime:1").job
+    c = container_of(job)
+    assert c["image"] == "me/trainer:1" and c["command"] == ["kerasop-train"]
+    env, builtin_env = env_of(job), env_of(builtin)
+    assert set(env) == set(builtin_env)
+    for name in ("KERASOP_NUM_WORKERS", "KERASOP_COORDINATOR", "KERASOP_WORKER_INDEX",
+                 "KERASOP_JOB_ID", "KERASOP_DATA_ROOT", "KERASOP_STORE_ROOT", "KERAS_BACKEND"):
+        assert env[name] == builtin_env[name], name
+    assert json.loads(env["KERASOP_SPEC"])["spec"]["script"]["command"] == ["python", "/app/train.py"]
+    assert c["volumeMounts"] == container_of(builtin)["volumeMounts"]
+
+
 def test_single_worker_job():
     body = training_job(backoffLimit=2)
     children = desired_children(body, default_image="registry.local/kerasop-runtime:1")
@@ -55,7 +74,7 @@ def test_single_worker_job():
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailJob",
-        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4]},
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2, 3, 4, 5, 6]},
     }
     assert rules[1]["action"] == "Ignore"
 

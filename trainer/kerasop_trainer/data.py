@@ -1,12 +1,22 @@
 """Reading training data as ``spec.data`` describes it, failing fast on bad data.
 
-Four formats (``spec.data.format``):
+Five formats (``spec.data.format``):
 
-- ``csv``: numeric feature columns and a label column (loaded into memory).
+- ``csv``: feature columns and a label column (loaded into memory). A feature column is
+  *categorical* when it is listed in ``data.categoricalColumns`` or when more than half of
+  its training values are not numbers; every other column is numeric, and a value in it
+  that is not a number fails the job (a typo or a missing-value marker, not a category).
+  Numeric features are standardized by a ``Normalization`` layer inside the model
+  (``data.normalize``, on by default) with the training split's mean and variance;
+  categorical ones are looked up in the training split's sorted distinct values.
 - ``npz``: arrays ``x`` and ``y`` (loaded into memory; ``x`` may be rows x features or
   images N x H x W [x C]).
 - ``imageCsv``: a CSV of image paths (relative to the CSV) and labels.
 - ``imageFolder``: one subfolder per class.
+- ``text``: a CSV with a text column and a label column. The vocabulary (the training
+  split's ``data.text.maxTokens`` most frequent words, lower-cased, punctuation removed,
+  split on whitespace: what ``TextVectorization`` does) goes into the model, which takes
+  the raw strings.
 
 Images are never loaded all at once: only their paths are kept, every file's header is
 checked with Pillow up front (so a corrupt file fails the job before training starts),
@@ -24,8 +34,10 @@ TensorFlow is imported only when a ``tf.data`` pipeline is built.
 
 from __future__ import annotations
 
+import collections
 import csv
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +55,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 # Formats tf.io.decode_image reads (Pillow's names).
 DECODABLE_FORMATS = ("PNG", "JPEG", "GIF", "BMP")
 REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error")
+NUMERIC_INPUT = "features"  # input of the numeric columns of a table with categorical ones
 
 OutputKind = Literal["binary", "multiclass", "regression"]
 Encoding = Literal["binary", "sparse", "onehot", "regression"]
@@ -65,6 +78,8 @@ class Split:
     y: np.ndarray
     x: np.ndarray | None = None
     paths: np.ndarray | None = None
+    cat: np.ndarray | None = None  # csv: categorical columns as strings, rows x columns
+    text: np.ndarray | None = None  # text: one string per example
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -74,6 +89,8 @@ class Split:
             y=self.y[index],
             x=None if self.x is None else self.x[index],
             paths=None if self.paths is None else self.paths[index],
+            cat=None if self.cat is None else self.cat[index],
+            text=None if self.text is None else self.text[index],
         )
 
 
@@ -81,7 +98,7 @@ class Split:
 class LoadedData:
     """Training (and validation) examples plus what the model and metadata need."""
 
-    input_kind: Literal["tabular", "image"]
+    input_kind: Literal["tabular", "image", "text"]
     input_shape: tuple[int, ...]
     labels: Labels
     train: Split
@@ -89,6 +106,34 @@ class LoadedData:
     feature_names: list[str] | None = None
     image: ImageSpec | None = None
     notes: list[str] = field(default_factory=list)
+    # Tables: preprocessing the model does (statistics of the whole training split).
+    standardize: bool = False
+    feature_mean: np.ndarray | None = None
+    feature_variance: np.ndarray | None = None
+    categorical_columns: list[str] = field(default_factory=list)
+    vocabularies: list[list[str]] = field(default_factory=list)
+    # Text: the TextVectorization settings.
+    text_vocabulary: list[str] | None = None
+    sequence_length: int = 0
+    text_column: str | None = None
+
+    def input_name(self, column: str) -> str:
+        """The model input of a categorical column (its name, made a valid identifier)."""
+        safe = "".join(c if c.isalnum() or c == "_" else "_" for c in column)
+        return safe if safe and not safe[0].isdigit() else f"c_{safe}"
+
+    def features(self, split: Split) -> Any:
+        """What the model takes for ``split``: an array, or a dict for mixed tables."""
+        if split.text is not None:
+            return split.text[:, None]
+        if split.cat is None:
+            return split.x
+        out: dict[str, np.ndarray] = {}
+        if split.x is not None and split.x.shape[1] > 0:
+            out[NUMERIC_INPUT] = split.x
+        for j, column in enumerate(self.categorical_columns):
+            out[self.input_name(column)] = split.cat[:, j : j + 1]
+        return out
 
     # ------------------------------------------------------------------ sharding
 
@@ -134,7 +179,7 @@ class LoadedData:
                 image_decoder(self.image), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
             )
         else:
-            ds = tf.data.Dataset.from_tensor_slices((split.x, split.y))
+            ds = tf.data.Dataset.from_tensor_slices((self.features(split), split.y))
             if shuffle:
                 ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
@@ -145,10 +190,27 @@ class LoadedData:
         out: dict[str, Any] = {
             "kind": self.input_kind,
             "shape": list(self.input_shape),
-            "dtype": "float32",
+            "dtype": "string" if self.input_kind == "text" else "float32",
         }
+        if self.input_kind == "text":
+            out["text"] = {
+                "column": self.text_column,
+                "sequenceLength": self.sequence_length,
+                "vocabularySize": len(self.text_vocabulary or []),
+            }
         if self.input_kind == "tabular" and self.feature_names is not None:
             out["featureNames"] = list(self.feature_names)
+        if self.input_kind == "tabular":
+            out["standardized"] = self.standardize
+        if self.categorical_columns:
+            # Several named inputs: the numeric columns as one float vector, each
+            # categorical column as one raw string.
+            numeric = [n for n in self.feature_names or [] if n not in self.categorical_columns]
+            out["featureNames"] = numeric
+            out["categorical"] = [
+                {"column": c, "input": self.input_name(c), "values": len(v)}
+                for c, v in zip(self.categorical_columns, self.vocabularies, strict=True)
+            ]
         if self.input_kind == "image":
             h, w, c = self.input_shape
             out["image"] = {"height": h, "width": w, "channels": c}
@@ -195,7 +257,7 @@ def load_data(
     train_raw = _read(spec, root / spec.path, "training")
     val_raw = None
     if spec.validation_path is not None:
-        val_raw = _read(spec, root / spec.validation_path, "validation")
+        val_raw = _read(spec, root / spec.validation_path, "validation", train_raw.categorical)
         _check_same_input(train_raw, val_raw)
     elif spec.validation_split is not None:
         _split_size(len(train_raw.labels), spec.validation_split)  # fail before label checks
@@ -203,10 +265,14 @@ def load_data(
     labels, y_train, y_val = _encode_labels(
         train_raw, val_raw, loss, check_classes=val_raw is not None
     )
-    train = Split(y=y_train, x=train_raw.x, paths=train_raw.paths)
+    train = Split(
+        y=y_train, x=train_raw.x, paths=train_raw.paths, cat=train_raw.cat, text=train_raw.text
+    )
     validation = None
     if val_raw is not None:
-        validation = Split(y=y_val, x=val_raw.x, paths=val_raw.paths)
+        validation = Split(
+            y=y_val, x=val_raw.x, paths=val_raw.paths, cat=val_raw.cat, text=val_raw.text
+        )
     elif spec.validation_split is not None:
         n = len(train)
         n_val = _split_size(n, spec.validation_split)
@@ -214,7 +280,7 @@ def load_data(
         validation = train.take(np.sort(order[:n_val]))
         train = train.take(np.sort(order[n_val:]))
 
-    return LoadedData(
+    data = LoadedData(
         input_kind=train_raw.kind,
         input_shape=train_raw.shape,
         labels=labels,
@@ -223,7 +289,44 @@ def load_data(
         feature_names=train_raw.feature_names,
         image=train_raw.image,
         notes=train_raw.notes,
+        categorical_columns=list(train_raw.categorical),
     )
+
+    if data.input_kind == "tabular":
+        _table_statistics(data, spec.normalize)
+    if data.input_kind == "text":
+        settings = spec.text_or_default()
+        assert data.train.text is not None
+        data.text_vocabulary = text_vocabulary(data.train.text, settings.max_tokens)
+        data.sequence_length = settings.sequence_length
+        data.text_column = spec.text_column
+    return data
+
+
+# TextVectorization's default standardization: lower case, these characters removed.
+_PUNCTUATION = re.compile("[" + re.escape('!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\'') + "]")
+
+
+def text_vocabulary(texts: np.ndarray, max_tokens: int) -> list[str]:
+    """The ``max_tokens - 2`` most frequent words (two slots: padding and unknown words)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts.tolist():
+        counts.update(_PUNCTUATION.sub("", text.lower()).split())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [word for word, _ in ranked[: max_tokens - 2]]
+
+
+def _table_statistics(data: LoadedData, normalize: bool) -> None:
+    """Mean/variance of the numeric columns and the categorical vocabularies (training split)."""
+    x = data.train.x
+    if x is not None and x.shape[1] > 0:
+        data.standardize = normalize
+        data.feature_mean = x.astype(np.float64).mean(axis=0)
+        data.feature_variance = x.astype(np.float64).var(axis=0)
+    if data.train.cat is not None:
+        data.vocabularies = [
+            sorted(set(data.train.cat[:, j].tolist())) for j in range(data.train.cat.shape[1])
+        ]
 
 
 def _split_size(n: int, fraction: float) -> int:
@@ -244,7 +347,7 @@ def _split_size(n: int, fraction: float) -> int:
 
 @dataclass
 class _Raw:
-    kind: Literal["tabular", "image"]
+    kind: Literal["tabular", "image", "text"]
     shape: tuple[int, ...]
     labels: np.ndarray  # raw labels: str array, or numeric array
     where: str  # for messages: the file or folder
@@ -254,13 +357,18 @@ class _Raw:
     image: ImageSpec | None = None
     classes: list[str] | None = None  # imageFolder: class folders
     notes: list[str] = field(default_factory=list)
+    cat: np.ndarray | None = None  # csv: categorical columns (strings)
+    categorical: list[str] = field(default_factory=list)  # their names
+    text: np.ndarray | None = None  # text: the texts
 
 
-def _read(spec: DataSpec, path: Path, role: str) -> _Raw:
+def _read(spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None) -> _Raw:
     if spec.format == "csv":
-        return _read_csv(spec, path, role)
+        return _read_csv(spec, path, role, categorical)
     if spec.format == "npz":
         return _read_npz(spec, path, role)
+    if spec.format == "text":
+        return _read_text_csv(spec, path, role)
     if spec.format == "imageCsv":
         return _read_image_csv(spec, path, role)
     return _read_image_folder(spec, path, role)
@@ -316,7 +424,10 @@ def _column(header: list[str], name: str, path: Path, what: str) -> int:
         ) from None
 
 
-def _read_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
+def _read_csv(
+    spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None
+) -> _Raw:
+    """A table; ``categorical`` (the training file's) fixes the column kinds of validation."""
     header, rows, lines = _read_table(path, role)
     label_idx = _column(header, spec.label_column, path, "label")
     if spec.feature_columns is not None:
@@ -329,7 +440,12 @@ def _read_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
         raise TrainerError(f"{path} has no feature columns besides the label", EXIT_BAD_DATA)
     names = [header[i] for i in feature_idx]
     table = np.array(rows, dtype=str)
-    x = _to_float(table[:, feature_idx], names, lines, path)
+    if categorical is None:
+        categorical = _categorical_columns(table, feature_idx, names, spec, path)
+    numeric = [(i, n) for i, n in zip(feature_idx, names, strict=True) if n not in categorical]
+    cat_idx = [header.index(c) for c in categorical]
+    x = _to_float(table[:, [i for i, _ in numeric]], [n for _, n in numeric], lines, path)
+    cat = np.char.strip(table[:, cat_idx]) if cat_idx else None
     labels = np.char.strip(table[:, label_idx])
     empty = np.flatnonzero(labels == "")
     if empty.size:
@@ -339,12 +455,66 @@ def _read_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
         )
     return _Raw(
         kind="tabular",
-        shape=(len(names),),
+        shape=(len(numeric),),
         labels=labels,
         where=str(path),
         x=x,
         feature_names=names,
+        cat=cat,
+        categorical=categorical,
     )
+
+
+def _read_text_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
+    header, rows, lines = _read_table(path, role)
+    text_idx = _column(header, spec.text_column, path, "text")
+    label_idx = _column(header, spec.label_column, path, "label")
+    table = np.array(rows, dtype=str)
+    labels = np.char.strip(table[:, label_idx])
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise TrainerError(
+            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
+            EXIT_BAD_DATA,
+        )
+    return _Raw(
+        kind="text", shape=(1,), labels=labels, where=str(path), text=table[:, text_idx]
+    )
+
+
+def _categorical_columns(
+    table: np.ndarray, feature_idx: list[int], names: list[str], spec: DataSpec, path: Path
+) -> list[str]:
+    """Declared categorical columns, plus those where most values are not numbers."""
+    declared = list(spec.categorical_columns or [])
+    unknown = [c for c in declared if c not in names]
+    if unknown:
+        raise TrainerError(
+            f"data.categoricalColumns {', '.join(unknown)} are not feature columns of {path}",
+            EXIT_BAD_DATA,
+        )
+    found = []
+    for i, name in zip(feature_idx, names, strict=True):
+        if name in declared:
+            continue
+        column = table[:, i]
+        try:
+            column.astype(np.float64)
+            continue
+        except ValueError:
+            pass
+        not_numbers = sum(1 for v in column if not _is_number(v))
+        if not_numbers * 2 > len(column):
+            found.append(name)
+    return [n for n in names if n in declared or n in found]
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_float(table: np.ndarray, names: list[str], lines: list[int], path: Path) -> np.ndarray:
@@ -359,7 +529,8 @@ def _to_float(table: np.ndarray, names: list[str], lines: list[int], path: Path)
                 except ValueError:
                     raise TrainerError(
                         f"{path}: column '{name}' is not numeric: value {value.strip()[:40]!r} "
-                        f"at line {lines[i]} (data row {i + 1})",
+                        f"at line {lines[i]} (data row {i + 1}); most of its values are "
+                        "numbers (list it in data.categoricalColumns if it holds categories)",
                         EXIT_BAD_DATA,
                     ) from None
         raise  # pragma: no cover - astype failed but every cell parsed

@@ -165,9 +165,18 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
         job = load_job(args.spec)
         if not args.job_id:
             raise TrainerError("no job id: pass --job-id or set KERASOP_JOB_ID", EXIT_BAD_SPEC)
-        from kerasop_trainer import train
+        if job.spec.script is not None:
+            from kerasop_trainer.script import run_script
 
-        done = train.run(job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit)
+            done = run_script(
+                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit
+            )
+        else:
+            from kerasop_trainer import train
+
+            done = train.run(
+                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit
+            )
         write_termination_log(termination_log, done)
         return EXIT_OK
     except TrainerError as exc:

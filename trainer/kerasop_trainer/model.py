@@ -34,7 +34,7 @@ from kerasop.events import (
     EXIT_MODEL_MISMATCH,
 )
 from kerasop.spec import LayerSpec, ModelSpec, TrainingSpec, TransferSpec
-from kerasop_trainer.data import LoadedData
+from kerasop_trainer.data import NUMERIC_INPUT, LoadedData
 from kerasop_trainer.errors import TrainerError
 
 # Constructor arguments each layer type accepts (snake_case, as LayerSpec.keras_kwargs()).
@@ -50,6 +50,15 @@ LAYER_ARGS: dict[str, frozenset[str]] = {
     "GlobalMaxPooling2D": frozenset(),
     "Rescaling": frozenset({"scale", "offset"}),
     "Resizing": frozenset({"height", "width"}),
+    "Embedding": frozenset({"output_dim", "input_dim", "mask_zero"}),
+    "LSTM": frozenset({"units", "return_sequences"}),
+    "GRU": frozenset({"units", "return_sequences"}),
+    "Bidirectional": frozenset({"units", "cell", "return_sequences"}),
+    "Conv1D": frozenset({"filters", "kernel_size", "strides", "padding", "activation"}),
+    "MaxPooling1D": frozenset({"pool_size", "strides", "padding"}),
+    "GlobalAveragePooling1D": frozenset(),
+    "GlobalMaxPooling1D": frozenset(),
+    "Normalization": frozenset(),
 }
 
 # ImageNet channel means (BGR) of the "caffe" preprocessing (VGG16, ResNet50).
@@ -79,8 +88,12 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def make_layer(spec: LayerSpec, where: str, **extra: Any):
-    """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated)."""
+def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **extra: Any):
+    """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated).
+
+    ``data`` fills what the data decides: ``Normalization``'s statistics, ``Embedding``'s
+    vocabulary size for the text format.
+    """
     import keras
 
     kwargs = spec.keras_kwargs()
@@ -90,6 +103,24 @@ def make_layer(spec: LayerSpec, where: str, **extra: Any):
             f"{where} ({spec.type}) does not take {', '.join(_camel(a) for a in unexpected)}",
             EXIT_BAD_SPEC,
         )
+    if spec.type == "Normalization":
+        if data is None or data.feature_mean is None:
+            raise TrainerError(
+                f"{where} (Normalization) needs numeric table data to take its statistics from",
+                EXIT_MODEL_MISMATCH,
+            )
+        return standardize_layer(data, name=None)
+    if spec.type == "Embedding" and "input_dim" not in kwargs:
+        if data is None or data.text_vocabulary is None:
+            raise TrainerError(
+                f"{where} (Embedding) needs inputDim (the vocabulary size) unless the data "
+                "format is text",
+                EXIT_BAD_SPEC,
+            )
+        kwargs["input_dim"] = len(data.text_vocabulary) + 2  # padding and unknown words
+    if spec.type == "Bidirectional":
+        recurrent = getattr(keras.layers, kwargs.pop("cell"))(**kwargs)
+        return keras.layers.Bidirectional(recurrent, **extra)
     cls = getattr(keras.layers, spec.type)
     try:
         return cls(**kwargs, **extra)
@@ -105,33 +136,114 @@ def build_model(
     mixed_precision: bool = False,
     name: str = "model",
 ):
-    """The (uncompiled) Keras model for ``spec`` and ``data``."""
+    """The Keras model for ``spec`` and ``data`` (a file model comes compiled)."""
     if spec.layers is not None:
         return _build_stack(spec.layers, data, mixed_precision, name)
-    assert spec.transfer is not None
-    return _build_transfer(spec.transfer, data, Path(data_root), mixed_precision, name)
+    if spec.transfer is not None:
+        return _build_transfer(spec.transfer, data, Path(data_root), mixed_precision, name)
+    from kerasop_trainer import usermodel
+
+    if spec.file is not None:
+        return usermodel.load_model_file(spec.file, data, Path(data_root))
+    assert spec.builder is not None
+    return usermodel.call_builder(spec.builder, data)
 
 
 # --------------------------------------------------------------------------
-# Layer stacks
+# Layer stacks, with the table's preprocessing in front
 # --------------------------------------------------------------------------
 
 
 def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
     import keras
 
+    if data.categorical_columns or data.input_kind == "text":
+        return _build_functional_stack(layers, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
+    if data.standardize and not any(layer.type == "Normalization" for layer in layers):
+        model.add(standardize_layer(data))
     before: tuple = (None, *data.input_shape)
     for i, layer_spec in enumerate(layers):
         where = f"model.layers[{i}]"
         last = i == len(layers) - 1
         # The output layer computes in float32 under mixed precision (stable loss).
         extra = {"dtype": "float32"} if (mixed and last) else {}
-        layer = make_layer(layer_spec, where, **extra)
+        layer = make_layer(layer_spec, where, data, **extra)
         with _layer_fits(where, layer_spec, f"{_shape(before)} from the {data.input_kind} data"):
             model.add(layer)
             before = tuple(model.output_shape)
+    _check_output(model, data, layers[-1])
+    return model
+
+
+def standardize_layer(data: LoadedData, name: str | None = "standardize"):
+    """``Normalization`` with the training data's per-feature mean and variance.
+
+    The statistics come from the whole training split (computed before sharding), so
+    every worker builds the same layer; this is what ``Normalization.adapt`` computes.
+    """
+    import keras
+
+    assert data.feature_mean is not None and data.feature_variance is not None
+    return keras.layers.Normalization(
+        mean=data.feature_mean.tolist(), variance=data.feature_variance.tolist(), name=name
+    )
+
+
+def table_inputs(data: LoadedData):
+    """Inputs of a table with categorical columns and the features they become.
+
+    ``features`` (float32, the numeric columns, standardized unless ``normalize: false``)
+    and one string input per categorical column (``StringLookup``, one-hot; values not
+    seen in training share one extra slot). Returns ``(inputs dict, concatenated tensor)``.
+    """
+    import keras
+
+    inputs: dict[str, Any] = {}
+    parts = []
+    if data.input_shape[0] > 0:
+        numeric = keras.Input(shape=data.input_shape, name=NUMERIC_INPUT)
+        inputs[NUMERIC_INPUT] = numeric
+        parts.append(standardize_layer(data)(numeric) if data.standardize else numeric)
+    for column, vocabulary in zip(data.categorical_columns, data.vocabularies, strict=True):
+        name = data.input_name(column)
+        raw = keras.Input(shape=(1,), dtype="string", name=name)
+        inputs[name] = raw
+        lookup = keras.layers.StringLookup(
+            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup"
+        )
+        parts.append(lookup(raw))
+    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="table")(parts)
+    return inputs, x
+
+
+def text_inputs(data: LoadedData):
+    """The raw string input and ``TextVectorization`` with the training vocabulary."""
+    import keras
+
+    inputs = keras.Input(shape=(1,), dtype="string", name="text")
+    vectorize = keras.layers.TextVectorization(
+        vocabulary=data.text_vocabulary,
+        output_mode="int",
+        output_sequence_length=data.sequence_length,
+        name="vectorize",
+    )
+    return inputs, vectorize(inputs)
+
+
+def _build_functional_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+    """Layers after a preprocessing head with named or string inputs (tables, text)."""
+    import keras
+
+    inputs, x = text_inputs(data) if data.input_kind == "text" else table_inputs(data)
+    for i, layer_spec in enumerate(layers):
+        where = f"model.layers[{i}]"
+        extra = {"dtype": "float32"} if (mixed and i == len(layers) - 1) else {}
+        layer = make_layer(layer_spec, where, data, **extra)
+        with _layer_fits(where, layer_spec, f"{_shape(tuple(x.shape))} from the {data.input_kind}"):
+            x = layer(x)
+    model = keras.Model(inputs, x, name=_keras_name(name))
     _check_output(model, data, layers[-1])
     return model
 
@@ -353,13 +465,31 @@ def resolve_metrics(training: TrainingSpec, data: LoadedData) -> list[str]:
     return names
 
 
-def compile_model(model, training: TrainingSpec, data: LoadedData) -> list[str]:
+COMPILE_FIELDS = frozenset({"optimizer", "learning_rate", "loss", "metrics"})
+
+
+def keeps_own_compile(model, training: TrainingSpec, model_spec: ModelSpec | None) -> bool:
+    """A compiled model file keeps its own settings when the spec sets none of them."""
+    return (
+        model_spec is not None
+        and model_spec.file is not None
+        and getattr(model, "compiled", False)
+        and not (COMPILE_FIELDS & training.model_fields_set)
+    )
+
+
+def compile_model(
+    model, training: TrainingSpec, data: LoadedData, model_spec: ModelSpec | None = None
+) -> list[str] | None:
     """Compile with the spec's optimizer, learning rate, loss and metrics.
 
-    Returns the metric names (see :func:`resolve_metrics`).
+    Returns the metric names (see :func:`resolve_metrics`), or None when a model file
+    keeps its own compile settings (:func:`keeps_own_compile`).
     """
     import keras
 
+    if keeps_own_compile(model, training, model_spec):
+        return None
     optimizer = getattr(keras.optimizers, _OPTIMIZERS[training.optimizer])(
         learning_rate=training.learning_rate
     )
@@ -374,6 +504,15 @@ def compile_model(model, training: TrainingSpec, data: LoadedData) -> list[str]:
     }
     model.compile(optimizer=optimizer, loss=training.loss, metrics=[factories[n]() for n in names])
     return names
+
+
+def label_loss(model_spec: ModelSpec, training: TrainingSpec, data_root: str | Path) -> str:
+    """The loss the labels are encoded for: the spec's, or a model file's own."""
+    if model_spec.file is None or "loss" in training.model_fields_set:
+        return training.loss
+    from kerasop_trainer import usermodel
+
+    return usermodel.file_loss(Path(data_root) / model_spec.file.path) or training.loss
 
 
 # --------------------------------------------------------------------------

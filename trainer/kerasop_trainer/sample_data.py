@@ -133,6 +133,171 @@ def write_npz(
     return path
 
 
+def write_scaled_csv(
+    path: str | os.PathLike[str], rows: int = 569, features: int = 30, seed: int = 0
+) -> Path:
+    """Write a binary table whose features have very different scales (like tumour measures).
+
+    Column ``m{i}`` is a standard-normal signal times ``10 ** (i % 7 - 3)`` plus an
+    offset of ten times that scale, so columns range from thousandths to thousands.
+    The label (``benign``/``malignant``) is a noisy linear rule on the unscaled signals:
+    a linear model separates it well only after standardizing the features.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(0.0, 1.0, (rows, features))
+    weights = rng.normal(0.0, 1.0, features)
+    logits = signal @ weights / np.sqrt(features) * 4.0 + rng.normal(0.0, 0.5, rows)
+    y = np.where(logits > 0, "malignant", "benign")
+    scale = 10.0 ** (np.arange(features) % 7 - 3)
+    x = (signal + 10.0) * scale
+    header = [f"m{i}" for i in range(features)] + ["label"]
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for row, label in zip(x, y, strict=True):
+            writer.writerow([f"{v:.6g}" for v in row] + [label])
+    return path
+
+
+_CITIES = ("berlin", "lisbon", "oslo", "rome", "vienna")
+_PLANS = ("basic", "pro", "team")
+
+
+def write_mixed_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0) -> Path:
+    """Write a customer table with numeric and categorical columns.
+
+    Columns: ``age`` (18..80), ``monthly_spend`` (5..500), ``city`` and ``plan``
+    (strings), ``churn`` (``yes``/``no``, the classification label) and
+    ``lifetime_value`` (a number, the regression label). Churn depends on the plan and
+    the city as much as on the numbers, so a model that drops the strings is worse.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 81, rows)
+    spend = np.round(rng.gamma(2.0, 60.0, rows) + 5.0, 2)
+    city = rng.integers(0, len(_CITIES), rows)
+    plan = rng.integers(0, len(_PLANS), rows)
+    city_effect = np.array([1.2, -0.8, 0.0, 0.9, -1.3])[city]
+    plan_effect = np.array([1.5, -0.5, -1.5])[plan]
+    logit = city_effect + plan_effect - (age - 45) / 15 + rng.normal(0.0, 0.4, rows)
+    churn = np.where(logit > 0, "yes", "no")
+    value = np.round(spend * (3.0 + 2.0 * (plan == 2) + (age - 18) / 20.0), 2)
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["age", "monthly_spend", "city", "plan", "churn", "lifetime_value"])
+        for i in range(rows):
+            writer.writerow(
+                [age[i], spend[i], _CITIES[city[i]], _PLANS[plan[i]], churn[i], value[i]]
+            )
+    return path
+
+
+OWN_MODEL_CODE = '''"""Model code of the example jobs examples/builder.yaml and examples/model-file.yaml.
+
+Runs only in the trainer pods (model.codePath puts this folder on the Python path).
+"""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="my_models")
+class Residual(keras.layers.Layer):
+    """x + Dense(x): a custom layer, so a saved model needs this module to load."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.dense = keras.layers.Dense(units, activation="relu")
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return x + self.dense(x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def build(input_shape, num_classes, width=32, blocks=2, dropout=0.1):
+    """A functional network: called by the trainer with the data's input shape."""
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(width, activation="relu")(inputs)
+    for _ in range(blocks):
+        x = Residual(width)(x)
+        x = keras.layers.Dropout(dropout)(x)
+    if num_classes == 2:
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+    else:
+        outputs = keras.layers.Dense(num_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs, name="residual_mlp")
+'''
+
+
+def write_own_models(root: str | os.PathLike[str], features: int = 784) -> Path:
+    """Write the own-model examples' files under ``root``; returns ``root``.
+
+    ``code/my_models.py`` (a builder function and a registered custom layer) and
+    ``net.keras``: a compiled functional model built by that code for the dense table
+    (``features`` inputs, binary output), saved untrained. Imports Keras.
+    """
+    import importlib.util
+
+    root = Path(root)
+    (root / "code").mkdir(parents=True, exist_ok=True)
+    code_file = root / "code" / "my_models.py"
+    with _atomic_text(code_file) as fh:
+        fh.write(OWN_MODEL_CODE)
+    spec = importlib.util.spec_from_file_location("my_models", code_file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = module.build((features,), 2, width=16, blocks=1)
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    tmp = root / ".net.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, root / "net.keras")
+    return root
+
+
+_GOOD = ("great", "lovely", "excellent", "friendly", "fast", "delicious", "clean", "perfect")
+_BAD = ("awful", "rude", "slow", "cold", "dirty", "broken", "terrible", "noisy")
+_NEUTRAL = ("the", "food", "room", "staff", "service", "was", "and", "very", "our", "view",
+            "night", "table", "we", "it", "a", "at", "hotel", "dinner")
+
+
+def write_text_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0) -> Path:
+    """Write review texts with a ``text`` and a ``label`` (``positive``/``negative``) column.
+
+    Each review mixes neutral words with two or three words of its sentiment and, one
+    time in five, one word of the other (so single words do not decide it alone).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with _atomic_text(path) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        for _ in range(rows):
+            positive = bool(rng.integers(0, 2))
+            own, other = (_GOOD, _BAD) if positive else (_BAD, _GOOD)
+            words = list(rng.choice(_NEUTRAL, int(rng.integers(5, 12))))
+            words += list(rng.choice(own, int(rng.integers(2, 4))))
+            if rng.random() < 0.2:
+                words.append(str(rng.choice(other)))
+            rng.shuffle(words)
+            text = " ".join(words).capitalize() + rng.choice([".", "!", "..."])
+            writer.writerow([text, "positive" if positive else "negative"])
+    return path
+
+
 # --------------------------------------------------------------------------
 
 

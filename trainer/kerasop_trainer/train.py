@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import events
-from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL
+from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
 from kerasop.export import ExportError, convert_to_onnx
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
@@ -120,7 +120,7 @@ def prepare_environment(
     if "keras" in sys.modules:
         return
     os.environ["KERAS_BACKEND"] = backend
-    transfer = job.spec.model.transfer
+    transfer = job.spec.model.transfer if job.spec.model is not None else None
     if transfer is not None and transfer.weights == "imagenet" and "KERAS_HOME" not in os.environ:
         cache = Path(store_root) / ".cache" / "keras"
         try:
@@ -131,7 +131,7 @@ def prepare_environment(
 
 
 def _import_keras(backend: str, workers: WorkerConfig):
-    if backend in ("jax", "torch") and importlib.util.find_spec(backend) is None:
+    if backend == "jax" and importlib.util.find_spec(backend) is None:
         raise TrainerError(
             f"training.backend {backend} is not installed in this trainer image",
             EXIT_BAD_SPEC,
@@ -171,10 +171,6 @@ def _has_gpu(backend: str) -> bool:
             import jax
 
             return any(d.platform == "gpu" for d in jax.devices())
-        if backend == "torch":
-            import torch
-
-            return bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001
         return False
     return False
@@ -305,8 +301,19 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 
 # --------------------------------------------------------------------------
-# Run
+# Run: prepare data -> build or resume -> fit -> publish
 # --------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """This worker's data and the settings derived from it."""
+
+    data: Any  # kerasop_trainer.data.LoadedData
+    train_rows: int  # before sharding
+    seed: int | None  # the seed Keras uses (None: not seeded)
+    data_seed: int
+    local_batch: int
 
 
 def run(
@@ -325,25 +332,126 @@ def run(
     :class:`TrainerError` (with an exit code) for failures a user can fix.
     ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
     """
-    if not job_id or "/" in job_id or job_id in (".", ".."):
-        raise TrainerError(f"bad job id {job_id!r}", EXIT_BAD_SPEC)
+    check_job_id(job_id)
+    if job.spec.model is None:
+        raise TrainerError(
+            "spec.script is set: the job runs the user's script (kerasop_trainer.script)",
+            EXIT_BAD_SPEC,
+        )
     workers = workers or WorkerConfig.from_env()
     data_root = Path(data_root)
     store_root = Path(store_root).absolute()
-    spec = job.spec
-    training = spec.training
+    training = job.spec.training
 
     backend = resolve_backend(job, workers)
     prepare_environment(job, store_root, backend)
+    add_code_path(job, data_root)
 
     # Data first: bad data fails every worker fast, before they wait on each other.
-    from kerasop_trainer.data import load_data
+    prepared = prepare_data(job, data_root, job_id, workers)
+    keras, backend, mixed = start_keras(backend, training, workers, prepared.seed)
 
+    store = ModelStore(store_root)
+    checkpoints = Checkpoints(store.checkpoint_dir(job.model_name, job_id), chief=workers.is_chief)
+    model, metric_names, initial_epoch, finished = build_or_resume(
+        keras, job, prepared.data, data_root, checkpoints, workers, mixed
+    )
+
+    data = prepared.data
+    monitor = _early_stopping_monitor(training, metric_names, data.validation is not None)
+    tensorboard_dir = None
+    if training.tensorboard and workers.is_chief:
+        tensorboard_dir = optional_callbacks.tensorboard_dir(store, job.model_name, job_id)
+    start: dict[str, Any] = {
+        "epochs": training.epochs,
+        "resumedFromEpoch": initial_epoch,
+        "workers": workers.count,
+        "workerIndex": workers.index,
+        "shardSize": len(data.train),
+        "trainRows": prepared.train_rows,
+        "validationRows": len(data.validation) if data.validation is not None else 0,
+        "backend": backend,
+        "modelName": job.model_name,
+        "jobId": job_id,
+    }
+    if tensorboard_dir is not None:
+        start["tensorboardPath"] = str(tensorboard_dir.relative_to(store_root))
+    emit(events.encode("start", **start))
+    extra_callbacks: list[Any] = []
+    if tensorboard_dir is not None:
+        extra_callbacks.append(optional_callbacks.tensorboard(keras, tensorboard_dir))
+    if on_batch is not None:
+        extra_callbacks.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
+    epochs_run = fit(
+        keras,
+        model,
+        job,
+        prepared,
+        workers,
+        checkpoints,
+        initial_epoch,
+        finished,
+        monitor,
+        emit,
+        extra_callbacks,
+    )
+    metrics = evaluate(model, prepared)
+    metadata = version_metadata(
+        keras, job, data.input_metadata(), data.output_metadata(), metrics, epochs_run
+    )
+    metadata["lineage"] = lineage(job, job_id, data_root)
+    version, version_path = publish(model, store, job.model_name, metadata, backend, workers)
+    checkpoints.clear()
+
+    done: dict[str, Any] = {
+        "kerasop": "done",
+        "modelName": job.model_name,
+        "modelVersion": version,
+        "modelPath": version_path,
+        "metrics": metrics,
+        "epochsRun": epochs_run,
+        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
+    }
+    if workers.count > 1:
+        done["workerIndex"] = workers.index
+    emit(events.encode("done", **{k: v for k, v in done.items() if k != "kerasop"}))
+    return done
+
+
+def check_job_id(job_id: str) -> None:
+    if not job_id or "/" in job_id or job_id in (".", ".."):
+        raise TrainerError(f"bad job id {job_id!r}", EXIT_BAD_SPEC)
+
+
+def add_code_path(job: KerasTrainingJob, data_root: Path) -> None:
+    """Put ``model.codePath`` (a folder on the data volume) first on ``sys.path``."""
+    code_path = job.spec.model.code_path if job.spec.model is not None else None
+    if code_path is None:
+        return
+    folder = (data_root / code_path).absolute()
+    if not folder.is_dir():
+        raise TrainerError(
+            f"model.codePath {folder} is not a folder", EXIT_USER_CODE, reason="UserCodeError"
+        )
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+
+def prepare_data(
+    job: KerasTrainingJob, data_root: Path, job_id: str, workers: WorkerConfig
+) -> Prepared:
+    """Read and check the data, then keep this worker's shard."""
+    from kerasop_trainer.data import load_data
+    from kerasop_trainer.model import label_loss
+
+    training = job.spec.training
     seed = training.seed
     if seed is None and workers.count > 1:
         seed = zlib.crc32(job_id.encode()) & 0x7FFFFFFF  # same on all workers
     data_seed = seed if seed is not None else 0
-    data = load_data(spec.data, data_root, training.loss, seed=data_seed)
+    assert job.spec.model is not None  # run() checked
+    loss = label_loss(job.spec.model, training, data_root)
+    data = load_data(job.spec.data, data_root, loss, seed=data_seed)
     train_rows = len(data.train)
     data = data.shard(workers.index, workers.count, seed=data_seed)
     local_batch = max(1, training.batch_size // workers.count)
@@ -359,16 +467,22 @@ def run(
                 f"batch of {local_batch}",
                 EXIT_BAD_DATA,
             )
+    return Prepared(data, train_rows, seed, data_seed, local_batch)
 
+
+def start_keras(
+    backend: str, training: TrainingSpec, workers: WorkerConfig, seed: int | None
+) -> tuple[Any, str, bool]:
+    """Import Keras, join the other workers, seed, set the precision policy.
+
+    Returns ``(keras, backend actually used, mixed precision on)``.
+    """
     keras, backend = _import_keras(backend, workers)
-    from kerasop_trainer.model import build_model, compile_model, resolve_metrics
-
     keras.backend.clear_session()
     if workers.count > 1:
         _init_distribution(keras, workers)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-
     mixed = False
     if training.mixed_precision:
         if _has_gpu(backend):
@@ -376,19 +490,34 @@ def run(
         else:
             note("mixedPrecision is set but no GPU is visible: training in float32")
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    return keras, backend, mixed
 
-    model_name = job.model_name
-    store = ModelStore(store_root)
-    checkpoints = Checkpoints(store.checkpoint_dir(model_name, job_id), chief=workers.is_chief)
 
-    metric_names = resolve_metrics(training, data)
-    monitor = _early_stopping_monitor(training, metric_names, data.validation is not None)
+def build_or_resume(
+    keras,
+    job: KerasTrainingJob,
+    data,
+    data_root: Path,
+    checkpoints: Checkpoints,
+    workers: WorkerConfig,
+    mixed: bool,
+) -> tuple[Any, list[str] | None, int, bool]:
+    """The compiled model and the epoch to start from.
 
-    # Always build from the spec: this checks the model against the data.
+    Returns ``(model, metric names, initial_epoch, finished)``; the metric names are None
+    when a model file keeps its own compile settings.
+
+    The model is always built from the spec first (this checks it against the data);
+    this job's latest checkpoint, when there is one, then replaces it.
+    """
+    from kerasop_trainer.model import build_model, compile_model
+
+    training = job.spec.training
+    assert job.spec.model is not None  # run() checked
     model = build_model(
-        spec.model, data, data_root=data_root, mixed_precision=mixed, name=model_name
+        job.spec.model, data, data_root=data_root, mixed_precision=mixed, name=job.model_name
     )
-    compile_model(model, training, data)
+    metric_names = compile_model(model, training, data, job.spec.model)
 
     state = checkpoints.latest()
     initial_epoch, finished = (state["epoch"], state["finished"]) if state else (0, False)
@@ -407,38 +536,35 @@ def run(
                 ) from None
             note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
             initial_epoch, finished = 0, False
-    initial_epoch = min(initial_epoch, training.epochs)
+    return model, metric_names, min(initial_epoch, training.epochs), finished
 
-    validation_rows = len(data.validation) if data.validation is not None else 0
-    tensorboard_dir = None
-    if training.tensorboard and workers.is_chief:
-        tensorboard_dir = optional_callbacks.tensorboard_dir(store, model_name, job_id)
-    start: dict[str, Any] = {
-        "epochs": training.epochs,
-        "resumedFromEpoch": initial_epoch,
-        "workers": workers.count,
-        "workerIndex": workers.index,
-        "shardSize": len(data.train),
-        "trainRows": train_rows,
-        "validationRows": validation_rows,
-        "backend": backend,
-        "modelName": model_name,
-        "jobId": job_id,
-    }
-    if tensorboard_dir is not None:
-        start["tensorboardPath"] = str(tensorboard_dir.relative_to(store_root))
-    emit(events.encode("start", **start))
 
+def fit(
+    keras,
+    model,
+    job: KerasTrainingJob,
+    prepared: Prepared,
+    workers: WorkerConfig,
+    checkpoints: Checkpoints,
+    initial_epoch: int,
+    finished: bool,
+    monitor: str | None,
+    emit: Callable[[str], None],
+    extra_callbacks: list[Any] | None = None,
+) -> int:
+    """Fit from ``initial_epoch``; return the number of epochs run in all.
+
+    ``extra_callbacks`` (TensorBoard, a progress bar) run after the progress reporter."""
+    training = job.spec.training
+    data = prepared.data
     train_ds = data.dataset(
         data.train,
-        local_batch,
+        prepared.local_batch,
         shuffle=True,
-        seed=data_seed + workers.index,
+        seed=prepared.data_seed + workers.index,
         drop_remainder=workers.count > 1,
     )
-    val_ds = data.dataset(data.validation, local_batch) if data.validation is not None else None
-
-    progress = _progress_callback(keras, emit, training.epochs, checkpoints, initial_epoch)
+    progress = progress_callback(keras, emit, training.epochs, checkpoints, initial_epoch)
     callbacks: list[Any] = []
     if training.early_stopping is not None and monitor is not None:
         es = training.early_stopping
@@ -452,47 +578,72 @@ def run(
             )
         )
     callbacks.append(progress)
-    if tensorboard_dir is not None:
-        callbacks.append(optional_callbacks.tensorboard(keras, tensorboard_dir))
-    if on_batch is not None:
-        callbacks.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
+    callbacks.extend(extra_callbacks or [])
 
     if initial_epoch < training.epochs and not finished:
         _fit(
             model,
             train_ds,
-            validation_data=val_ds,
+            validation_data=_validation_dataset(prepared),
             epochs=training.epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
         )
         # Final state (early stopping may have restored the best weights).
         checkpoints.save(model, progress.last_epoch, finished=True)
-    epochs_run = progress.last_epoch
+    return progress.last_epoch
 
-    if val_ds is None:
+
+def _validation_dataset(prepared: Prepared):
+    data = prepared.data
+    if data.validation is None:
+        return None
+    return data.dataset(data.validation, prepared.local_batch)
+
+
+def evaluate(model, prepared: Prepared) -> dict[str, float]:
+    """Final metrics on the validation data (the training data when there is none)."""
+    eval_ds = _validation_dataset(prepared)
+    if eval_ds is None:
         note(
             "no validation data (set data.validationPath or validationSplit): the reported "
             "metrics are measured on the training data"
         )
-        eval_ds = data.dataset(data.train, local_batch)
-    else:
-        eval_ds = val_ds
-    metrics = _floats(_evaluate(model, eval_ds))
+        eval_ds = prepared.data.dataset(prepared.data.train, prepared.local_batch)
+    return float_metrics(_evaluate(model, eval_ds))
 
-    metadata = {
-        "name": model_name,
+
+def version_metadata(
+    keras,
+    job: KerasTrainingJob,
+    input_meta: dict[str, Any],
+    output_meta: dict[str, Any],
+    metrics: dict[str, float],
+    epochs_run: int,
+) -> dict[str, Any]:
+    """The version's ``metadata.json`` (docs/CONTRACTS.md)."""
+    return {
+        "name": job.model_name,
         "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "input": data.input_metadata(),
-        "output": data.output_metadata(),
+        "input": input_meta,
+        "output": output_meta,
         "metrics": metrics,
         "epochsRun": epochs_run,
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "versions": _versions(keras),
         "savedModelSignature": SAVED_MODEL_SIGNATURE,
-        "lineage": lineage(job, job_id, data_root),
     }
 
+
+def publish(
+    model,
+    store: ModelStore,
+    model_name: str,
+    metadata: dict[str, Any],
+    backend: str,
+    workers: WorkerConfig,
+) -> tuple[int | None, str | None]:
+    """Write the next version atomically (chief only); ``(version, path)`` or ``(None, None)``."""
     version: int | None = None
     version_path: str | None = None
     if workers.is_chief:
@@ -501,25 +652,11 @@ def run(
         version = pending.version
         assert version is not None
         version_path = str(store.version_dir(model_name, version))
-        checkpoints.clear()
     else:
         join_collective_save(model)
     if workers.count > 1:
         _barrier("kerasop-published")
-
-    done: dict[str, Any] = {
-        "kerasop": "done",
-        "modelName": model_name,
-        "modelVersion": version,
-        "modelPath": version_path,
-        "metrics": metrics,
-        "epochsRun": epochs_run,
-        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
-    }
-    if workers.count > 1:
-        done["workerIndex"] = workers.index
-    emit(events.encode("done", **{k: v for k, v in done.items() if k != "kerasop"}))
-    return done
+    return version, version_path
 
 
 # --------------------------------------------------------------------------
@@ -527,7 +664,7 @@ def run(
 # --------------------------------------------------------------------------
 
 
-def _progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initial_epoch: int):
+def progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initial_epoch: int):
     """Keras callback: checkpoint, then print the ``epoch`` event (in that order)."""
 
     class Progress(keras.callbacks.Callback):
@@ -539,18 +676,22 @@ def _progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initi
             self.last_epoch = epoch + 1
             checkpoints.save(self.model, epoch + 1)
             emit(
-                events.encode("epoch", epoch=epoch + 1, epochs=epochs, metrics=_floats(logs or {}))
+                events.encode(
+                    "epoch", epoch=epoch + 1, epochs=epochs, metrics=float_metrics(logs or {})
+                )
             )
 
     return Progress()
 
 
 def _early_stopping_monitor(
-    training: TrainingSpec, metric_names: list[str], has_validation: bool
+    training: TrainingSpec, metric_names: list[str] | None, has_validation: bool
 ) -> str | None:
     es = training.early_stopping
     if es is None:
         return None
+    if metric_names is None:  # a model file's own metrics: Keras checks the name
+        return es.monitor
     known = ["loss", *metric_names]
     base = es.monitor.removeprefix("val_")
     if base not in known:
@@ -595,7 +736,7 @@ def _reraise_data_error(exc: BaseException) -> None:
         ) from None
 
 
-def _floats(logs: dict[str, Any]) -> dict[str, float]:
+def float_metrics(logs: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in logs.items():
         try:
@@ -642,6 +783,10 @@ def write_onnx(model, directory: Path) -> None:
 
     Optional: when the conversion fails the server converts ``model.keras`` at load.
     """
+    inputs = list(model.inputs)
+    if len(inputs) != 1 or "string" in str(inputs[0].dtype):
+        note(f"no {ONNX_FILE} written: the model takes several or string inputs")
+        return
     try:
         (directory / ONNX_FILE).write_bytes(convert_to_onnx(model))
     except ExportError as exc:

@@ -1,0 +1,214 @@
+"""The public API of script mode (``spec.script``): your own training loop, with what the
+built-in trainer offers. Use it from the script the job runs::
+
+    import keras
+    from kerasop_trainer import api
+
+    job = api.job()                                    # the KerasTrainingJob being run
+    model, initial_epoch = api.resume(build_my_model)  # this job's checkpoint, or a new model
+    model.fit(x, y, epochs=api.epochs(), initial_epoch=initial_epoch,
+              callbacks=[api.callback(initial_epoch)])  # checkpoint + progress per epoch
+    api.publish(model, model.evaluate(xv, yv, return_dict=True))  # the next model version
+
+- :func:`callback` checkpoints after each epoch and then prints the same ``epoch`` event
+  the built-in trainer prints, so the job's status shows the epoch and metrics;
+- :func:`resume` loads this job's latest checkpoint (the job identity is
+  ``KERASOP_JOB_ID``: a restarted pod continues where the last one stopped) and prints the
+  ``start`` event;
+- :func:`publish` writes ``model.keras``, the SavedModel, ``model.onnx`` where the model
+  converts, and ``metadata.json`` as the next version, atomically, with the built-in
+  trainer's own code, clears the checkpoints and prints the ``done`` event.
+
+Several workers get the built-in trainer's environment (``KERASOP_NUM_WORKERS``,
+``KERASOP_WORKER_INDEX``, ``KERASOP_COORDINATOR``; :func:`workers`); only worker 0 writes
+checkpoints and the version. Everything is configured by the environment the operator
+(or ``kerasop train``) sets; nothing here reads the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kerasop import events
+from kerasop.events import EXIT_BAD_SPEC
+from kerasop.spec import KerasTrainingJob
+from kerasop.store import ModelStore
+from kerasop_trainer import train
+from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.lineage import lineage
+
+__all__ = [
+    "callback",
+    "checkpoints",
+    "data_root",
+    "epochs",
+    "job",
+    "job_id",
+    "publish",
+    "resume",
+    "store_root",
+    "workers",
+]
+
+
+def job() -> KerasTrainingJob:
+    """The job being run (``KERASOP_SPEC``)."""
+    from kerasop_trainer.main import load_job
+
+    return load_job(None)
+
+
+def job_id() -> str:
+    """The job's identity (``KERASOP_JOB_ID``): the same across restarts of the job."""
+    value = os.environ.get("KERASOP_JOB_ID", "")
+    train.check_job_id(value)
+    return value
+
+
+def data_root() -> Path:
+    """The data volume (``KERASOP_DATA_ROOT``, ``/data`` in a pod)."""
+    return Path(os.environ.get("KERASOP_DATA_ROOT", "/data"))
+
+
+def store_root() -> Path:
+    """The model store volume (``KERASOP_STORE_ROOT``, ``/models`` in a pod)."""
+    return Path(os.environ.get("KERASOP_STORE_ROOT", "/models")).absolute()
+
+
+def workers() -> train.WorkerConfig:
+    """This process's place among the job's workers."""
+    return train.WorkerConfig.from_env()
+
+
+def epochs() -> int:
+    """``spec.training.epochs``."""
+    return job().spec.training.epochs
+
+
+def checkpoints() -> train.Checkpoints:
+    """This job's checkpoints (``<store>/<model>/.checkpoints/<job id>/``)."""
+    current = job()
+    directory = ModelStore(store_root()).checkpoint_dir(current.model_name, job_id())
+    return train.Checkpoints(directory, chief=workers().is_chief)
+
+
+def _emit(line: str) -> None:
+    print(line, flush=True)
+
+
+def resume(build: Callable[[], Any]) -> tuple[Any, int]:
+    """``(model, initial_epoch)``: the latest checkpoint of this job, else ``build()``.
+
+    Prints the ``start`` event. ``build`` returns a compiled Keras model; it is called
+    only when there is no checkpoint to continue from.
+    """
+    import keras
+
+    current = job()
+    state = checkpoints().latest()
+    model, initial_epoch = None, 0
+    if state is not None:
+        try:
+            model = keras.saving.load_model(state["path"])
+            initial_epoch = min(state["epoch"], current.spec.training.epochs)
+        except Exception as exc:  # noqa: BLE001 - unreadable checkpoint: start over
+            train.note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
+    if model is None:
+        model = build()
+    place = workers()
+    _emit(
+        events.encode(
+            "start",
+            epochs=current.spec.training.epochs,
+            resumedFromEpoch=initial_epoch,
+            workers=place.count,
+            workerIndex=place.index,
+            backend=keras.backend.backend(),
+            modelName=current.model_name,
+            jobId=job_id(),
+            script=True,
+        )
+    )
+    return model, initial_epoch
+
+
+def callback(initial_epoch: int = 0):
+    """A Keras callback: after each epoch, save the checkpoint, then print the ``epoch`` event."""
+    import keras
+
+    return train.progress_callback(
+        keras, _emit, job().spec.training.epochs, checkpoints(), initial_epoch
+    )
+
+
+def publish(
+    model,
+    metrics: dict[str, Any] | None = None,
+    *,
+    output_kind: str | None = None,
+    class_names: list[str] | None = None,
+    feature_names: list[str] | None = None,
+    epochs_run: int | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` as the next version of the job's model; return the ``done`` event.
+
+    ``metrics``: the final validation metrics (numbers). ``output_kind`` (binary,
+    multiclass or regression) defaults from the output layer: one sigmoid unit is
+    binary, one other unit regression, several units multiclass.
+    """
+    import keras
+
+    current = job()
+    place = workers()
+    input_meta, output_meta = _describe(model, output_kind, class_names, feature_names)
+    floats = train.float_metrics(metrics or {})
+    ran = epochs_run if epochs_run is not None else current.spec.training.epochs
+    metadata = train.version_metadata(keras, current, input_meta, output_meta, floats, ran)
+    metadata["lineage"] = lineage(current, job_id(), data_root())
+    store = ModelStore(store_root())
+    version, path = train.publish(
+        model, store, current.model_name, metadata, keras.backend.backend(), place
+    )
+    checkpoints().clear()
+    done = {
+        "modelName": current.model_name,
+        "modelVersion": version,
+        "modelPath": path,
+        "metrics": floats,
+        "epochsRun": ran,
+        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
+    }
+    _emit(events.encode("done", **done))
+    return {"kerasop": "done", **done}
+
+
+def _describe(
+    model, output_kind: str | None, class_names: list[str] | None, feature_names: list[str] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metadata.json's ``input`` and ``output`` from the model's own shapes."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise TrainerError(
+            "publish: the model must have one input and one output to be served",
+            EXIT_BAD_SPEC,
+            reason="UserCodeError",
+        )
+    shape = [None if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:]]
+    units = int(tuple(model.outputs[0].shape)[-1])
+    input_meta: dict[str, Any] = {"kind": "tabular", "shape": shape, "dtype": "float32"}
+    if len(shape) == 3 and shape[-1] in (1, 3) and None not in shape:
+        input_meta["kind"] = "image"
+        input_meta["image"] = {"height": shape[0], "width": shape[1], "channels": shape[2]}
+    if feature_names is not None:
+        input_meta["featureNames"] = list(feature_names)
+    if output_kind is None:
+        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+        output_kind = "multiclass" if units > 1 else (
+            "binary" if activation == "sigmoid" else "regression"
+        )
+    output_meta: dict[str, Any] = {"kind": output_kind, "shape": [units]}
+    if class_names is not None:
+        output_meta["classNames"] = list(class_names)
+    return input_meta, output_meta
