@@ -52,6 +52,14 @@ def refused(url: str) -> bool:
     return False
 
 
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/models/{MODEL}/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One ``kerasop demo`` run (it generates the data the other tests reuse)."""
@@ -107,9 +115,9 @@ def test_train_serve_predict_as_in_the_quick_start(demo, tmp_path) -> None:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while refused(url):
+        while not ready(url):  # listening comes first, then the model loads
             assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "kerasop serve not listening after 120 s"
+            assert time.monotonic() < deadline, "kerasop serve not ready after 120 s"
             time.sleep(0.2)
         predicted = kerasop(
             "predict", "-f", str(EXAMPLE), "--csv", str(data / "dense" / "train.csv"),
