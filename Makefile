@@ -39,10 +39,13 @@ system-deps:
 
 # Every tier: unit, component (real kube-apiserver + etcd), docker (compose
 # trains and serves), then e2e on a real single-node cluster. Needs root (the
-# Docker engine and the cluster's node).
+# Docker engine and the cluster's node). Static checks first (they take seconds), and the
+# operator's tests once more on the lowest supported dependency versions.
 test: system-deps setup tools
+	$(MAKE) lint
 	bash scripts/start-dockerd.sh
 	$(PY) -m pytest -q -ra -m "not e2e"
+	$(MAKE) test-lowest
 	$(MAKE) e2e
 
 # The tiers that need no cluster, no Go and no Docker (a few minutes): Python, plus

@@ -34,7 +34,7 @@ SHARED_STORE = {"modelName": "mnist", "storage": {"claimName": "shared-models"}}
 def train(cluster, api, namespace, name, version, accuracy):
     """A training job that writes ``version`` of model mnist with ``accuracy``."""
     apply_yaml(cluster, job_yaml(name, namespace, output=SHARED_STORE))
-    job = wait_for(lambda: trainer_job(api, namespace, name), what=f"trainer Job {name}")
+    job = wait_for(f"trainer Job {name}", lambda: trainer_job(api, namespace, name))
     pod = start_trainer_pod(api, job, suffix=f"v{version}")
     set_pod_state(api, pod, "Running", {"running": {"startedAt": T0}})
     set_job_status(api, job, {"active": 1, "ready": 1, "startTime": T0})
@@ -42,9 +42,9 @@ def train(cluster, api, namespace, name, version, accuracy):
     done["dataFingerprint"] = f"sha256:{name}"
     trainer_succeeds(api, job, pod, json.dumps(done))
     wait_for(
+        f"{name} wrote version {version}",
         lambda: (cr(api, k.TRAINING_JOB, namespace, name).get("status") or {}).get("modelVersion")
         == version,
-        what=f"{name} wrote version {version}",
     )
 
 
@@ -67,7 +67,7 @@ def status(api, namespace):
 def test_gate_canary_restart_promote(cluster, api, operator, namespace):
     train(cluster, api, namespace, "mnist", 1, 0.9)
     follow(cluster, namespace, "mnist")
-    wait_for(lambda: (plan(api, namespace) or {}).get("stable") == 1, what="version 1 stable")
+    wait_for("version 1 stable", lambda: (plan(api, namespace) or {}).get("stable") == 1)
     dep = api.get(k.DEPLOYMENT, namespace, "mnist-server")
     pod_spec = dep["spec"]["template"]["spec"]
     assert "--rollout-file" in pod_spec["containers"][0]["args"]
@@ -76,28 +76,31 @@ def test_gate_canary_restart_promote(cluster, api, operator, namespace):
     # a worse retrain (say, shuffled labels): refused, version 1 keeps serving
     train(cluster, api, namespace, "mnist-shuffled", 2, 0.5)
     follow(cluster, namespace, "mnist-shuffled")
-    wait_for(lambda: status(api, namespace).get("rollout", {}).get("state") == "Refused",
-             what="version 2 refused")
+    wait_for(
+        "version 2 refused",
+        lambda: status(api, namespace).get("rollout", {}).get("state") == "Refused",
+    )
     assert plan(api, namespace) == {"stable": 1, "candidate": None, "weight": 0, "shadow": False}
     refused = status(api, namespace)["history"][-1]
     assert refused["version"] == 2 and refused["job"] == "mnist-shuffled"
     assert "val_accuracy 0.5 < min 0.8" in refused["reason"] and len(refused["specHash"]) == 16
     assert refused["dataFingerprint"] == "sha256:mnist-shuffled"
-    wait_for(lambda: [e for e in events_for(api, namespace, "mnist", "KerasModelService")
-                      if e["reason"] == "Refused"], what="Refused event")
+    wait_for("Refused event", lambda: [
+        e for e in events_for(api, namespace, "mnist", "KerasModelService")
+        if e["reason"] == "Refused"
+    ])
 
     # a better retrain: canary 10%, visible in kubectl get
     train(cluster, api, namespace, "mnist-better", 3, 0.91)
     follow(cluster, namespace, "mnist-better")
-    wait_for(lambda: (plan(api, namespace) or {}).get("candidate") == 3, what="canary plan")
+    wait_for("canary plan", lambda: (plan(api, namespace) or {}).get("candidate") == 3)
     assert plan(api, namespace)["weight"] == 10
     table = cluster.kubectl("-n", namespace, "get", "kms", "mnist").stdout
     assert "Canary 10%" in table, table
 
     operator.restart()  # mid-canary: resumes from status
-    wait_for(lambda: plan(api, namespace) == {"stable": 3, "candidate": None, "weight": 0,
-                                              "shadow": False},
-             timeout=60, what="version 3 promoted")
+    promoted_plan = {"stable": 3, "candidate": None, "weight": 0, "shadow": False}
+    wait_for("version 3 promoted", lambda: plan(api, namespace) == promoted_plan, timeout=60)
     history = status(api, namespace)["history"]
     assert [(e["version"], e["outcome"]) for e in history] == [
         (1, "Promoted"), (2, "Refused"), (3, "Promoted")]

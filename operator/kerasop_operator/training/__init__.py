@@ -29,6 +29,7 @@ from .events import phase_event
 from .logs import failure_info, progress_from_log
 from .names import (
     CONTAINER,
+    DEFAULT_SERVICE_ACCOUNT,
     JOB_MUTABLE_FIELDS,
     KIND,
     PLURAL,
@@ -42,6 +43,7 @@ from .status import ObservedTraining, training_status
 
 __all__ = [
     "CONTAINER",
+    "DEFAULT_SERVICE_ACCOUNT",
     "JOB_MUTABLE_FIELDS",
     "KIND",
     "PLURAL",
