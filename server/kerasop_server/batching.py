@@ -1,11 +1,16 @@
 """Server-side dynamic batching.
 
 Requests are queued; one task per loaded model version takes the first
-waiting request, then keeps taking more until the batch holds
-``max_batch_size`` rows or ``timeout`` seconds have passed since it started
-collecting, merges them into one array and runs one model call on the
-version's inference thread. While that call runs, new requests queue up, so
-under load batches form even with a zero timeout.
+waiting request and every other one already waiting (up to
+``max_batch_size`` rows), merges them into one array and runs one model call
+on the version's inference thread. While that call runs, new requests queue
+up, so under load batches form without any waiting.
+
+The batcher waits (at most ``timeout`` seconds) for more requests only while
+others are on their way in: announced with :meth:`Batcher.arriving` by the
+HTTP handler while it reads and decodes a body. A lone client (concurrency 1)
+is therefore never kept waiting for a batch window that nobody will fill, and
+a fast model is not held back by a window it does not need.
 
 - A request is never split: one with more rows than ``max_batch_size`` runs
   as a batch of its own. ``max_batch_size=1`` therefore turns merging off.
@@ -21,7 +26,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,12 +70,24 @@ class Batcher:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._arriving = 0  # requests being read and decoded, soon to be submitted
         self.batches = 0  # model calls made (for tests and logs)
         self.rows = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request whose body is being read and decoded: a batch being
+        collected waits for it (up to ``timeout``). Leave the block right
+        before :meth:`submit` (no ``await`` in between)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, batch: np.ndarray) -> np.ndarray:
         """Queue ``batch`` (rows along axis 0); returns the model's rows for it."""
@@ -113,7 +130,7 @@ class Batcher:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if self._arriving == 0 or remaining <= 0:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)

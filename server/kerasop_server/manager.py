@@ -24,10 +24,11 @@ import numpy as np
 from kerasop.store import METADATA_FILE, ModelStore
 
 from .batching import Batcher, BatcherClosed
-from .codec import ClientError, Signature
 from .config import ServerConfig
 from .engines import Engine, load_engine
+from .errors import ClientError
 from .metrics import Metrics
+from .signature import Signature
 
 log = logging.getLogger(__name__)
 
