@@ -24,4 +24,6 @@ make_venv() {  # name, packages...
 }
 
 make_venv kserve "kserve==$KSERVE_VERSION" "onnxruntime>=1.17" numpy
-make_venv mlserver "mlserver==$MLSERVER_VERSION" "onnxruntime>=1.17" numpy
+# uvloop 0.22 removed the implicit event loop that MLServer 1.7's worker
+# processes ask for ("There is no current event loop"): they die at start.
+make_venv mlserver "mlserver==$MLSERVER_VERSION" "uvloop<0.22" "onnxruntime>=1.17" numpy

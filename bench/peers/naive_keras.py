@@ -45,7 +45,7 @@ def main() -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post(f"/v1/models/{name}:predict", v1_predict)
     app.router.add_post(f"/v2/models/{name}/infer", v2_infer)
-    app.router.add_get("/v2/health/ready", ready)
+    app.router.add_get(f"/v2/models/{name}/ready", ready)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
