@@ -3,7 +3,7 @@
     python bench/serving_peers.py [--quick] [--models dense,cnn] [--concurrency 1,8,32,64]
                                   [--protocols v2-json,v2-binary,v1]
                                   [--servers kerasop,kserve,mlserver,naive]
-                                  [--duration 1.5] [--rounds 2] [--out bench/results]
+                                  [--duration 2] [--rounds 2] [--out bench/results]
 
 Servers, all on 127.0.0.1, all running the same model with one inference thread:
   kerasop   this project's server (``kerasop-serve --engine onnx --threads 1``, defaults
@@ -365,7 +365,7 @@ class Sample:
     errors: int
 
 
-def run_wrk(url: str, body: Body, concurrency: int, seconds: float, tmp: Path) -> Sample:
+def run_wrk(url: str, body: Body, concurrency: int, seconds: int, tmp: Path) -> Sample:
     body_file = tmp / "body.bin"
     body_file.write_bytes(body.data)
     env = {
@@ -375,7 +375,7 @@ def run_wrk(url: str, body: Body, concurrency: int, seconds: float, tmp: Path) -
         "HEADER_LENGTH": "" if body.header_length is None else str(body.header_length),
     }
     argv = [
-        "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+        "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s",
         "-s", str(PEERS / "post.lua"), url,
     ]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -393,7 +393,7 @@ def run_wrk(url: str, body: Body, concurrency: int, seconds: float, tmp: Path) -
     raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
 
 
-def run_python_client(url: str, body: Body, concurrency: int, seconds: float) -> Sample:
+def run_python_client(url: str, body: Body, concurrency: int, seconds: int) -> Sample:
     import aiohttp
 
     headers = {"Content-Type": body.content_type}
@@ -507,7 +507,7 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                 if bad:
                     print(f"  {case.name}: {s.name} left out for {bad}", flush=True)
 
-            def cell(server: Server, protocol: str, concurrency: int, seconds: float) -> Sample:
+            def cell(server: Server, protocol: str, concurrency: int, seconds: int) -> Sample:
                 body = bodies[protocol]
                 url = server.url + body.path.format(model=server.model)
                 if use_wrk:
@@ -519,7 +519,12 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                     if server.protocols[protocol] == "ok":
                         cell(server, protocol, 4, args.warmup)
             samples: dict[tuple[str, str, int], list[tuple[Sample, float]]] = {}
+            ceilings: dict[int, list[dict[str, float]]] = {}
             for round_no in range(args.rounds):
+                for concurrency in args.concurrency:  # the engine alone, in the same rounds
+                    ceilings.setdefault(concurrency, []).append(
+                        ceiling(session, case.shape, concurrency, args.duration)
+                    )
                 for protocol in bodies:
                     for concurrency in args.concurrency:
                         shift = round_no % len(servers)
@@ -538,9 +543,9 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                 server.stop()
     for (name, protocol, concurrency), parts in samples.items():
         result["cells"].append(summarise(name, protocol, concurrency, parts))
-    for concurrency in args.concurrency:
-        c = ceiling(session, case.shape, concurrency, args.duration)
-        result["cells"].append({"server": "ceiling", "protocol": "-", "concurrency": concurrency, **c})
+    for concurrency, parts in ceilings.items():
+        cell = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+        result["cells"].append({"server": "ceiling", "protocol": "-", "concurrency": concurrency, **cell})
     return result
 
 
@@ -653,18 +658,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default=None, help="default 1,8,32,64 (quick: 1,8)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--servers", default=",".join(SERVERS))
-    p.add_argument("--duration", type=float, default=None, help="s per cell per round (max 30)")
+    p.add_argument("--duration", type=int, default=None, help="s per cell per round (max 30)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2)")
-    p.add_argument("--warmup", type=float, default=None, help="s per server and protocol")
+    p.add_argument("--warmup", type=int, default=None, help="s per server and protocol")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     quick = args.quick
     args.concurrency = [int(c) for c in (args.concurrency or ("1,8" if quick else "1,8,32,64")).split(",")]
-    args.duration = min(30.0, args.duration or (1.0 if quick else 1.5))
+    args.duration = max(1, min(30, args.duration or (1 if quick else 2)))
     args.rounds = max(1, min(10, args.rounds or (1 if quick else 2)))
-    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 1.0)
+    args.warmup = args.warmup if args.warmup is not None else 1
     args.protocols = [x for x in args.protocols.split(",") if x]
     args.servers = [x for x in args.servers.split(",") if x]
     for name in args.protocols:
