@@ -351,6 +351,20 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def drain(pid: int, timeout: float = 60.0) -> float:
+    """Wait until the server has worked off what it still holds (requests
+    queued when the load stopped would slow the next cell); its CPU seconds."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = tree_cpu_seconds(pid)
+        if now - before < 0.025:  # under 10 % of a core: idle
+            return now
+        before = now
+    return before
+
+
 # --------------------------------------------------------------------------
 # Load generators
 # --------------------------------------------------------------------------
@@ -532,9 +546,11 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                             if server.protocols[protocol] != "ok":
                                 continue
                             assert server.proc is not None
+                            if server.name == "naive" and concurrency > args.naive_max_concurrency:
+                                continue
                             cpu = tree_cpu_seconds(server.proc.pid)
                             sample = cell(server, protocol, concurrency, args.duration)
-                            cpu = tree_cpu_seconds(server.proc.pid) - cpu
+                            cpu = drain(server.proc.pid) - cpu
                             key = (server.name, protocol, concurrency)
                             samples.setdefault(key, []).append((sample, cpu))
                     print(f"  {case.name}: round {round_no + 1} {protocol} done", flush=True)
@@ -662,6 +678,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2)")
     p.add_argument("--warmup", type=int, default=None, help="s per server and protocol")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
+    p.add_argument(
+        "--naive-max-concurrency", type=int, default=8,
+        help="the naive server answers one request at a time: more clients only queue (default 8)",
+    )  # fmt: skip
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)

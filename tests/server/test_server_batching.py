@@ -114,6 +114,32 @@ def test_window_waits_for_a_request_on_its_way_in() -> None:
     np.testing.assert_array_equal(first, np.zeros((1, 1)))
 
 
+def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread() -> None:
+    def threads_of(delay: float) -> list[str]:
+        names: list[str] = []
+
+        def predict(x):
+            time.sleep(delay)
+            names.append(threading.current_thread().name)
+            return x
+
+        async def main():
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
+                b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
+                b.start()
+                for _ in range(3):
+                    await b.submit(np.ones((1, 1)))
+                await b.close()
+
+        asyncio.run(main())
+        return names
+
+    # The first call measures the model on the inference thread; fast calls then stay inline.
+    fast = threads_of(0.0)
+    assert fast[0].startswith("infer") and fast[1:] == [threading.current_thread().name] * 2
+    assert all(n.startswith("infer") for n in threads_of(0.005))
+
+
 def test_model_error_fails_only_its_batch() -> None:
     def fn(x):
         if np.any(x < 0):
