@@ -565,11 +565,15 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
         result["cells"].append(summarise(name, protocol, concurrency, parts))
     for concurrency, parts in ceilings.items():
         cell = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
-        result["cells"].append({"server": "ceiling", "protocol": "-", "concurrency": concurrency, **cell})
+        result["cells"].append(
+            {"server": "ceiling", "protocol": "-", "concurrency": concurrency, **cell}
+        )
     return result
 
 
-def summarise(name: str, protocol: str, concurrency: int, parts: list[tuple[Sample, float]]) -> dict:
+def summarise(
+    name: str, protocol: str, concurrency: int, parts: list[tuple[Sample, float]]
+) -> dict:
     requests = sum(s.requests for s, _ in parts)
     cpu = sum(c for _, c in parts)
 
@@ -613,7 +617,9 @@ def print_tables(results: list[dict[str, Any]]) -> None:
                 f" | {fmt(c['p50_ms'], 2)} | {fmt(c['p99_ms'], 2)} | {c.get('errors', 0)} | {cpu} |"
             )
         print(f"\n{model['model']}: this server against the best peer at each cell\n")
-        print("| protocol | conc | kerasop req/s (p99) | best peer req/s (p99) | x best | x ceiling |")
+        print(
+            "| protocol | conc | kerasop req/s (p99) | best peer req/s (p99) | x best | x ceiling |"
+        )
         print("|---|---:|---:|---:|---:|---:|")
         ceilings = {c["concurrency"]: c["rps"] for c in cells if c["server"] == "ceiling"}
         for c in sorted(cells, key=lambda c: (c["protocol"], c["concurrency"])):
@@ -690,7 +696,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     quick = args.quick
-    args.concurrency = [int(c) for c in (args.concurrency or ("1,8" if quick else "1,8,32,64")).split(",")]
+    args.concurrency = [
+        int(c) for c in (args.concurrency or ("1,8" if quick else "1,8,32,64")).split(",")
+    ]
     args.duration = max(1, min(30, args.duration or (1 if quick else 2)))
     args.rounds = max(1, min(10, args.rounds or (1 if quick else 2)))
     args.warmup = args.warmup if args.warmup is not None else 1
@@ -726,9 +734,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "loadgen": loadgen,
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
         "peer_versions": {s: peer_version(s) for s in args.servers if s in ("kserve", "mlserver")},
         "duration_s": args.duration,
         "rounds": args.rounds,

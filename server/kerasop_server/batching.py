@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 # Model calls expected to take less than this run on the event loop (see Batcher._inline).
 INLINE_SECONDS = 0.0003
 

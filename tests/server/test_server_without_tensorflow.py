@@ -29,7 +29,8 @@ SERVER_SCRIPT = textwrap.dedent(
     from kerasop_server.runner import BackgroundServer
 
     root, rows = sys.argv[1], json.loads(sys.argv[2])
-    server = BackgroundServer(ServerConfig(store_root=root, model="{model}", host="127.0.0.1", port=0))
+    config = ServerConfig(store_root=root, model="{model}", host="127.0.0.1", port=0)
+    server = BackgroundServer(config)
     server.start(wait_ready=False)
     ready = False
     try:
