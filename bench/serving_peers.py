@@ -640,6 +640,43 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             )
 
 
+def print_side_by_side(results: list[dict[str, Any]]) -> None:
+    """The table of docs/performance.md: req/s (p50 / p99 ms), one column per server."""
+    for model in results:
+        cells, support = model["cells"], model.get("support", {})
+        ceilings = {c["concurrency"]: c for c in cells if c["server"] == "ceiling"}
+        protocols = list(dict.fromkeys(c["protocol"] for c in cells if c["server"] != "ceiling"))
+        servers = [s for s in SERVERS if s in support]
+        print(f"\n{model['model']} {model['shape']}: req/s (p50 / p99 ms)\n")
+        print(f"| protocol | conc | {' | '.join(servers)} | ceiling rows/s (CPU s / 1000 rows) |")
+        print("|---|---:|" + "---:|" * (len(servers) + 1))
+        for protocol in protocols:
+            for concurrency in sorted(ceilings):
+                row = []
+                for server in servers:
+                    found = [
+                        c for c in cells if c["server"] == server
+                        and c["protocol"] == protocol and c["concurrency"] == concurrency
+                    ]  # fmt: skip
+                    if support[server].get(protocol) != "ok":
+                        row.append("n/a")
+                    elif not found:
+                        row.append("–")
+                    elif not found[0]["requests"]:
+                        row.append("0 (none answered in the cell)")
+                    else:
+                        c = found[0]
+                        row.append(
+                            f"{fmt(c['rps'], 0 if c['rps'] >= 10 else 1)}"
+                            f" ({fmt(c['p50_ms'], 0)} / {fmt(c['p99_ms'], 0)})"
+                        )
+                top = ceilings[concurrency]
+                print(
+                    f"| {protocol} | {concurrency} | {' | '.join(row)} | {fmt(top['rps'], 0)}"
+                    f" ({fmt(top.get('cpu_s_per_1000', float('nan')), 2)}) |"
+                )
+
+
 def plot(results: list[dict[str, Any]], protocols: list[str], target: Path) -> bool:
     try:
         import matplotlib
@@ -694,6 +731,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    p.add_argument(
+        "--tables-from", type=Path, default=None,
+        help="only print the tables of an earlier run's JSON",
+    )  # fmt: skip
     args = p.parse_args(argv)
     quick = args.quick
     args.concurrency = [
@@ -719,6 +760,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.tables_from is not None:
+        results = json.loads(args.tables_from.read_text())["models"]
+        print_tables(results)
+        print_side_by_side(results)
+        return 0
     missing = [s for s in args.servers if s in ("kserve", "mlserver") and not peer_python(s)]
     if missing:
         print(f"left out {missing}: no venv under {VENVS} (run bench/setup_peers.sh)")
@@ -729,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = [bench_model(case, args, bool(use_wrk)) for case in args.models]
     print_tables(results)
+    print_side_by_side(results)
     stem = "serving_peers_quick" if args.quick else "serving_peers"
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
