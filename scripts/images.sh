@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build keras-operator's container images with no container registry at all.
 #
-#   scripts/images.sh build [runtime|operator ...]   base image if missing, then the images
+#   scripts/images.sh build [runtime|operator|serving ...]   base image if missing, then the images
 #   scripts/images.sh base                           only kerasop-base:bookworm
-#   scripts/images.sh wheelhouse [runtime|operator]  only download the wheelhouse(s) on the host
-#   scripts/images.sh save [runtime|operator ...]    build, then docker-archive tars in the cache
+#   scripts/images.sh wheelhouse [runtime|operator|serving]  only download the wheelhouse(s) on the host
+#   scripts/images.sh save [runtime|operator|serving ...]    build, then docker-archive tars in the cache
 #   scripts/images.sh sizes                          sizes of the built images
 #   scripts/images.sh prune                          delete old and cached build stages (frees
 #                                                    disk; the next build reinstalls dependencies)
@@ -60,17 +60,24 @@ host_mirror() {
 MIRROR=${KERASOP_DEBIAN_MIRROR:-$(host_mirror)}
 SECURITY_MIRROR=${KERASOP_DEBIAN_SECURITY_MIRROR:-${MIRROR%/debian}/debian-security}
 
-image_tag() { # runtime|operator -> repository:tag
+image_tag() { # runtime|operator|serving -> repository:tag
     case $1 in
         runtime) echo "kerasop-runtime:$VERSION$([ "$VARIANT" = gpu ] && echo -gpu)" ;;
         operator) echo "kerasop-operator:$VERSION" ;;
-        *) die "unknown image '$1' (runtime|operator)" ;;
+        serving) echo "kerasop-serving:$VERSION" ;;
+        *) die "unknown image '$1' (runtime|operator|serving)" ;;
     esac
 }
-image_extras() { case $1 in runtime) echo "$RUNTIME_EXTRAS" ;; operator) echo operator ;; esac; }
+image_extras() { case $1 in runtime) echo "$RUNTIME_EXTRAS" ;; *) echo "$1" ;; esac; }
 image_variant() { case $1 in runtime) echo "$VARIANT" ;; *) echo cpu ;; esac; }
 # Distributions an image must never contain (checked inside the build).
-image_forbid() { case $1 in runtime) echo kopf ;; operator) echo "tensorflow tensorflow-cpu keras jax" ;; esac; }
+image_forbid() {
+    case $1 in
+        runtime) echo kopf ;;
+        operator) echo "tensorflow tensorflow-cpu keras jax" ;;
+        serving) echo "tensorflow tensorflow-cpu keras jax jaxlib tf2onnx kopf" ;;
+    esac
+}
 
 ensure_docker() {
     # 9>&-: the engine must not inherit (and hold forever) the build lock.
@@ -339,9 +346,17 @@ verify_image() { # smoke checks: entry points import, user, no forbidden package
     [ "$(cat "$stamp" 2>/dev/null)" = "$id" ] && return 0
     uid=$(docker run --rm --entrypoint id "$tag" -u)
     [ "$uid" = 1000 ] || die "$tag runs as uid $uid, not 1000"
-    docker run --rm --read-only "$tag" python -c 'import kerasop, kerasop_'"$([ "$name" = runtime ] && echo trainer || echo operator)" ||
+    local module
+    case $name in runtime) module=kerasop_trainer ;; serving) module=kerasop_server.app ;; *) module=kerasop_operator ;; esac
+    docker run --rm --read-only "$tag" python -c "import kerasop, $module" ||
         die "$tag: the project does not import"
     case $name in
+        serving)
+            if docker run --rm "$tag" python -c 'import tensorflow' >/dev/null 2>&1; then
+                die "$tag can import tensorflow: the serving image must not contain it"
+            fi
+            docker run --rm --read-only "$tag" python -c 'import onnxruntime, orjson, PIL' ||
+                die "$tag: the server's engine or codecs do not import" ;;
         operator)
             if docker run --rm "$tag" python -c 'import tensorflow' >/dev/null 2>&1; then
                 die "$tag can import tensorflow: the operator image must not contain it"
@@ -407,7 +422,8 @@ main() {
             ensure_docker
             docker image prune -f --filter label=io.kerasop.stage
             docker image prune -f --filter label=org.opencontainers.image.title=kerasop-runtime
-            docker image prune -f --filter label=org.opencontainers.image.title=kerasop-operator ;;
+            docker image prune -f --filter label=org.opencontainers.image.title=kerasop-operator
+            docker image prune -f --filter label=org.opencontainers.image.title=kerasop-serving ;;
         -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d' ;;
         *) die "unknown command '$cmd' (build|base|wheelhouse|save|sizes|prune)" ;;
     esac

@@ -6,7 +6,6 @@ model itself is ``500 {"error": "..."}``; the server keeps serving either way.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -16,22 +15,20 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
+from .arrays import dump_json, parse_json
 from .batching import BatcherClosed, ModelError
-from .codec import (
-    ClientError,
-    parse_json,
-    parse_v1_predict,
-    parse_v2_infer,
-    v1_metadata,
-    v1_predict_response,
-    v1_status,
-    v2_infer_response,
-    v2_model_metadata,
-)
 from .config import ServerConfig
 from .engines import load_engine
+from .errors import ClientError
 from .manager import EngineFactory, ModelManager, NotReady
 from .metrics import CONTENT_TYPE, Metrics
+from .protocol.v1 import parse_v1_predict, v1_metadata, v1_predict_response, v1_status
+from .protocol.v2 import (
+    BINARY_HEADER,
+    encode_v2_infer_response,
+    parse_v2_infer,
+    v2_model_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +40,6 @@ METRICS = web.AppKey("metrics", Metrics)
 ENDPOINT: Any = web.RequestKey("endpoint", str) if hasattr(web, "RequestKey") else "endpoint"
 
 SERVER_NAME = "kerasop-server"
-BINARY_HEADER = "Inference-Header-Content-Length"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,7 +106,7 @@ def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+        body=dump_json(data),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -258,20 +254,28 @@ async def v2_model_ready(request: web.Request) -> web.Response:
 async def v2_infer(request: web.Request) -> web.Response:
     manager = _check_model(request, request.match_info["model"])
     version = _version(manager, request.match_info.get("version"))
-    manager.get(version)  # 404/503 before reading a body that cannot be served
-    body = await request.read()
-    binary: bytes | None = None
-    header = request.headers.get(BINARY_HEADER)
-    if header is not None:
-        if not header.isdigit() or not 0 < int(header) <= len(body):
-            raise ClientError(f"{BINARY_HEADER} must be a length between 1 and the body size")
-        body, binary = body[: int(header)], body[int(header) :]
-    payload = parse_json(body)
+    served = manager.get(version)  # 404/503 before reading a body that cannot be served
+    with served.batcher.arriving():
+        body = await request.read()
+        binary: bytes | None = None
+        header = request.headers.get(BINARY_HEADER)
+        if header is not None:
+            if not header.isdigit() or not 0 < int(header) <= len(body):
+                raise ClientError(f"{BINARY_HEADER} must be a length between 1 and the body size")
+            body, binary = body[: int(header)], body[int(header) :]
+        payload = parse_json(body)
     served, parsed, out = await manager.predict(
         version, lambda sig: parse_v2_infer(payload, sig, binary), lambda r: r.batch
     )
-    return json_response(
-        v2_infer_response(manager.name, served.version, served.signature, out, parsed.id)
+    answer, header_length = encode_v2_infer_response(
+        manager.name, served.version, served.signature, out, parsed
+    )
+    if header_length is None:
+        return web.Response(body=answer, content_type="application/json")
+    return web.Response(
+        body=answer,
+        content_type="application/octet-stream",
+        headers={BINARY_HEADER: str(header_length)},
     )
 
 
@@ -337,8 +341,8 @@ def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
 async def _v1_predict(
     request: web.Request, manager: ModelManager, version: int | None
 ) -> web.Response:
-    manager.get(version)
-    payload = parse_json(await request.read())
+    with manager.get(version).batcher.arriving():
+        payload = parse_json(await request.read())
     _, parsed, out = await manager.predict(
         version, lambda sig: parse_v1_predict(payload, sig), lambda r: r.batch
     )

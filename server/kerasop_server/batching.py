@@ -1,11 +1,20 @@
 """Server-side dynamic batching.
 
 Requests are queued; one task per loaded model version takes the first
-waiting request, then keeps taking more until the batch holds
-``max_batch_size`` rows or ``timeout`` seconds have passed since it started
-collecting, merges them into one array and runs one model call on the
-version's inference thread. While that call runs, new requests queue up, so
-under load batches form even with a zero timeout.
+waiting request and every other one already waiting (up to
+``max_batch_size`` rows), merges them into one array and runs one model call
+on the version's inference thread. While that call runs, new requests queue
+up, so under load batches form without any waiting.
+
+The batcher waits (at most ``timeout`` seconds) for more requests only while
+others are on their way in: announced with :meth:`Batcher.arriving` by the
+HTTP handler while it reads and decodes a body. A lone client (concurrency 1)
+is therefore never kept waiting for a batch window that nobody will fill, and
+a fast model is not held back by a window it does not need.
+
+A model that answers in well under a millisecond (the last call's time per
+row times the rows, below ``INLINE_SECONDS``) runs on the event loop itself:
+the hand-off to the inference thread and back costs more than such a call.
 
 - A request is never split: one with more rows than ``max_batch_size`` runs
   as a batch of its own. ``max_batch_size=1`` therefore turns merging off.
@@ -21,10 +30,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Model calls expected to take less than this run on the event loop (see Batcher._inline).
+INLINE_SECONDS = 0.0003
 
 
 class ModelError(RuntimeError):
@@ -65,12 +77,25 @@ class Batcher:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._arriving = 0  # requests being read and decoded, soon to be submitted
+        self._row_seconds: float | None = None  # the last call's model time per row
         self.batches = 0  # model calls made (for tests and logs)
         self.rows = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request whose body is being read and decoded: a batch being
+        collected waits for it (up to ``timeout``). Leave the block right
+        before :meth:`submit` (no ``await`` in between)."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, batch: np.ndarray) -> np.ndarray:
         """Queue ``batch`` (rows along axis 0); returns the model's rows for it."""
@@ -113,7 +138,7 @@ class Batcher:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if self._arriving == 0 or remaining <= 0:
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -131,13 +156,28 @@ class Batcher:
                 rows += len(item.batch)
             await self._execute(items, rows)
 
+    def _timed_predict(self, batch: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        out = self._predict(batch)
+        self._row_seconds = (time.perf_counter() - started) / max(1, len(batch))
+        return out
+
+    def _inline(self, rows: int) -> bool:
+        """Run on the event loop when the model is known to answer this batch in
+        well under a millisecond: handing it to the inference thread and back
+        (two wake-ups, each late on a busy CPU) would cost more than the call."""
+        return self._row_seconds is not None and self._row_seconds * rows < INLINE_SECONDS
+
     async def _execute(self, items: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
         batch = items[0].batch if len(items) == 1 else np.concatenate([i.batch for i in items])
         started = time.perf_counter()
         wait = started - min(i.queued_at for i in items)
         try:
-            out = await loop.run_in_executor(self._executor, self._predict, batch)
+            if self._inline(rows):
+                out = self._timed_predict(batch)
+            else:
+                out = await loop.run_in_executor(self._executor, self._timed_predict, batch)
             out = np.asarray(out)
             if out.ndim == 0 or out.shape[0] != rows:
                 raise ModelError(

@@ -139,7 +139,13 @@ def _load_keras_model(version_dir: Path, threads: int = 0) -> Any:
     file = version_dir / KERAS_FILE
     if not file.is_file():
         raise EngineError(f"{file} is missing")
-    import keras
+    try:
+        import keras
+    except ImportError as exc:  # the slim serving image: ONNX Runtime only
+        raise EngineError(
+            f"{version_dir} has no {ONNX_FILE} and Keras is not installed here ({exc});"
+            " serve this version with the kerasop-runtime image"
+        ) from exc
 
     if threads > 0 and keras.backend.backend() == "tensorflow":
         _set_tf_threads(threads)
@@ -165,9 +171,9 @@ class KerasEngine(Engine):
     name = "keras"
 
     def __init__(self, version_dir: Path, *, threads: int = 0) -> None:
+        self.model = model = _load_keras_model(version_dir, threads)
         import keras
 
-        self.model = model = _load_keras_model(version_dir, threads)
         inp, out = model.inputs[0], model.outputs[0]
         self.input_name = str(getattr(inp, "name", "") or "input")
         self.input_shape = _shape_of(inp)

@@ -28,11 +28,12 @@ import numpy as np
 from kerasop.store import METADATA_FILE, ModelStore, read_metadata
 
 from .batching import Batcher, BatcherClosed
-from .codec import ClientError, Signature
 from .config import ServerConfig
 from .engines import Engine, load_engine
+from .errors import ClientError
 from .metrics import Metrics
 from .routing import SHADOW_QUEUE_SIZE, RolloutPlan, WeightedSplit, agrees, read_plan
+from .signature import Signature
 
 log = logging.getLogger(__name__)
 

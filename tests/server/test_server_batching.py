@@ -73,6 +73,73 @@ def test_busy_model_batches_even_without_timeout() -> None:
     assert max(sizes) > 1
 
 
+def test_lone_request_does_not_wait_for_the_window() -> None:
+    """Nothing else in flight: the batch runs at once, not after the timeout."""
+    started = time.perf_counter()
+    results, sizes = run_batcher(lambda x: x * 2, [np.ones((1, 1))], timeout=5.0)
+    assert time.perf_counter() - started < 2.0
+    np.testing.assert_array_equal(results[0], 2 * np.ones((1, 1)))
+    assert sizes == [1]
+
+
+def test_window_waits_for_a_request_on_its_way_in() -> None:
+    """A request announced with arriving() (body being read) joins the batch."""
+
+    async def main():
+        sizes: list[int] = []
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            b = Batcher(
+                lambda x: x, max_batch_size=8, timeout=5.0, executor=pool,
+                observe=lambda n, s, w: sizes.append(n),
+            )  # fmt: skip
+            b.start()
+
+            async def late_request():
+                with b.arriving():
+                    await asyncio.sleep(0.05)  # reading the body
+                return await b.submit(np.ones((1, 1)))
+
+            late = asyncio.ensure_future(late_request())
+            await asyncio.sleep(0.01)
+            started = time.perf_counter()
+            first = await b.submit(np.zeros((1, 1)))
+            waited = time.perf_counter() - started
+            await late
+            await b.close()
+        return sizes, waited, first
+
+    sizes, waited, first = asyncio.run(main())
+    assert sizes == [2]  # merged
+    assert 0.02 < waited < 2.0  # waited for the late one, not for the whole window
+    np.testing.assert_array_equal(first, np.zeros((1, 1)))
+
+
+def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread() -> None:
+    def threads_of(delay: float) -> list[str]:
+        names: list[str] = []
+
+        def predict(x):
+            time.sleep(delay)
+            names.append(threading.current_thread().name)
+            return x
+
+        async def main():
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
+                b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
+                b.start()
+                for _ in range(3):
+                    await b.submit(np.ones((1, 1)))
+                await b.close()
+
+        asyncio.run(main())
+        return names
+
+    # The first call measures the model on the inference thread; fast calls then stay inline.
+    fast = threads_of(0.0)
+    assert fast[0].startswith("infer") and fast[1:] == [threading.current_thread().name] * 2
+    assert all(n.startswith("infer") for n in threads_of(0.005))
+
+
 def test_model_error_fails_only_its_batch() -> None:
     def fn(x):
         if np.any(x < 0):
@@ -142,10 +209,34 @@ async def hammer(url: str, clients: int, per_client: int, x: np.ndarray) -> list
     ("max_batch", "timeout_ms"), [(32, 20.0), (1, 20.0)], ids=["batching", "no-merging"]
 )
 def test_concurrent_requests_form_batches(dense_store, dense_local, max_batch, timeout_ms) -> None:
+    from kerasop_server.engines import load_engine
+
+    class Busy:
+        """The real engine, slowed to a CNN's few milliseconds per call: the
+        batcher never waits when nothing else is in flight, so batches form
+        while the model is busy."""
+
+        def __init__(self, engine):
+            self._engine = engine
+
+        def __getattr__(self, name):
+            return getattr(self._engine, name)
+
+        def predict(self, batch):
+            time.sleep(0.005)
+            return self._engine.predict(batch)
+
+    def factory(kind, path, threads=0):
+        return Busy(load_engine(kind, path, threads=threads))
+
     x = rows(64, seed=41)
     expected = dense_local.predict(x, verbose=0)
     with running_server(
-        dense_store, DENSE, max_batch_size=max_batch, batch_timeout_ms=timeout_ms
+        dense_store,
+        DENSE,
+        engine_factory=factory,
+        max_batch_size=max_batch,
+        batch_timeout_ms=timeout_ms,
     ) as server:
         before = batch_histogram(httpx.get(f"{server.url}/metrics").text)
         results = asyncio.run(hammer(f"{server.url}/v1/models/{DENSE}:predict", 32, 4, x))

@@ -118,3 +118,25 @@ def test_binary_tensor_data_extension(dense_server, dense_local) -> None:
     )
     assert r.status_code == 400
     assert "binary" in r.json()["error"]
+
+
+@pytest.mark.parametrize("how", ["request", "output"])
+def test_binary_output_on_request(dense_server, dense_local, how) -> None:
+    """binary_data_output (whole request) or binary_data (one output): the
+    answer's tensor follows its JSON header as little-endian bytes."""
+    x = rows(2, seed=29)
+    body: dict = {"id": "b1", "inputs": [{"name": "input", "shape": [2, FEATURES], "datatype": "FP32", "data": x.ravel().tolist()}]}  # fmt: skip
+    if how == "request":
+        body["parameters"] = {"binary_data_output": True}
+    else:
+        body["outputs"] = [{"name": "output", "parameters": {"binary_data": True}}]
+    r = httpx.post(f"{dense_server.url}/v2/models/{DENSE}/infer", json=body)
+    assert r.status_code == 200, r.text
+    length = int(r.headers["Inference-Header-Content-Length"])
+    header = json.loads(r.content[:length])
+    assert header["id"] == "b1"
+    (tensor,) = header["outputs"]
+    assert "data" not in tensor and tensor["shape"] == [2, 1] and tensor["datatype"] == "FP32"
+    assert tensor["parameters"]["binary_data_size"] == len(r.content) - length == 2 * 4
+    got = np.frombuffer(r.content[length:], dtype="<f4").reshape(2, 1)
+    np.testing.assert_allclose(got, dense_local.predict(x, verbose=0), atol=ATOL)

@@ -1,0 +1,58 @@
+"""KServe's ModelServer running an ONNX file with ONNX Runtime (one thread).
+
+Run by bench/serving_peers.py in the KServe venv (bench/setup_peers.sh):
+    python kserve_onnx.py MODEL_NAME MODEL.onnx PORT
+Serves v1 (``/v1/models/M:predict``) and v2 (JSON and binary tensors), the way
+a KServe user writes a custom predictor: a ``kserve.Model`` subclass.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+
+
+def session(path: str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel(Model):
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name)
+        self.path = path
+        self.load()
+
+    def load(self) -> bool:
+        self.session = session(self.path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.ready = True
+        return self.ready
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+
+    async def predict(self, payload, headers=None, response_headers=None):
+        if isinstance(payload, InferRequest):
+            out = self._run(payload.inputs[0].as_numpy())
+            return InferResponse(
+                response_id=payload.id or "",
+                model_name=self.name,
+                infer_outputs=[InferOutput("output", list(out.shape), "FP32", out)],
+                use_binary_outputs=payload.use_binary_outputs,
+            )
+        out = self._run(np.asarray(payload["instances"], dtype=np.float32))
+        return {"predictions": out.tolist()}
+
+
+if __name__ == "__main__":
+    name, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ModelServer(http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False).start(
+        [OnnxModel(name, path)]
+    )

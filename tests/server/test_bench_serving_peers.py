@@ -1,0 +1,43 @@
+"""Smoke run of bench/serving_peers.py: tiny sizes, no thresholds.
+
+This project's server and the naive Keras server (the peers need their own
+venvs, see bench/setup_peers.sh) on the dense model, every protocol, two
+concurrencies: every answer is checked against ONNX Runtime by the script,
+and every cell must have been measured without errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serving_peers_quick_run(tmp_path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "KERASOP_CACHE": str(tmp_path / "cache")}
+    argv = [
+        sys.executable, str(REPO / "bench" / "serving_peers.py"), "--quick", "--models", "dense",
+        "--servers", "kerasop,naive", "--concurrency", "1,4", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "this server against the best peer" in done.stdout
+    result = json.loads((out / "serving_peers_quick.json").read_text())
+    (model,) = result["models"]
+    assert model["support"]["kerasop"] == {"v2-json": "ok", "v2-binary": "ok", "v1": "ok"}
+    assert model["support"]["naive"]["v2-json"] == "ok" and model["support"]["naive"]["v1"] == "ok"
+    cells = {(c["server"], c["protocol"], c["concurrency"]): c for c in model["cells"]}
+    for protocol in ("v2-json", "v2-binary", "v1"):
+        for concurrency in (1, 4):
+            cell = cells[("kerasop", protocol, concurrency)]
+            assert cell["requests"] > 0 and cell["errors"] == 0, cell
+            assert cell["p50_ms"] <= cell["p99_ms"]
+            assert cell["cpu_s_per_1000"] > 0
+    assert cells[("naive", "v1", 1)]["requests"] > 0
+    assert cells[("ceiling", "-", 4)]["rps"] > 0
+    assert result["meta"]["loadgen"]
