@@ -693,7 +693,7 @@ def plot(results: list[dict[str, Any]], protocols: list[str], target: Path) -> b
     for i, model in enumerate(results):
         for j, protocol in enumerate(protocols):
             ax = axes[i][j]
-            for server in [*SERVERS, "ceiling"]:
+            for k, server in enumerate([*SERVERS, "ceiling"]):
                 cells = sorted(
                     (c for c in model["cells"] if c["server"] == server
                      and c["protocol"] in (protocol, "-")),
@@ -702,8 +702,9 @@ def plot(results: list[dict[str, Any]], protocols: list[str], target: Path) -> b
                 if cells:
                     style = "--" if server == "ceiling" else "-o"
                     x = [c["concurrency"] for c in cells]
-                    ax.plot(x, [c["rps"] for c in cells], style, label=server)
+                    ax.plot(x, [c["rps"] for c in cells], style, color=f"C{k}", label=server)
             ax.set_xscale("log", base=2)
+            ax.set_yscale("log")  # the dense model's ceiling is 100x any server
             ax.set_title(f"{model['model']}, {protocol}")
             ax.set_xlabel("concurrent clients")
             ax.set_ylabel("requests / s")
@@ -760,10 +761,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.tables_from is not None:
+    if args.tables_from is not None:  # print and plot an earlier run again
         results = json.loads(args.tables_from.read_text())["models"]
         print_tables(results)
         print_side_by_side(results)
+        plot(results, args.protocols, args.tables_from.with_suffix(".png"))
         return 0
     missing = [s for s in args.servers if s in ("kserve", "mlserver") and not peer_python(s)]
     if missing:
