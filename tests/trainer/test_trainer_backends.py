@@ -32,7 +32,8 @@ def test_jax_single_worker_trains_and_publishes(tmp_path, data_root, store):
         env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    got = events.last_events(result.stdout.splitlines())
+    last = events.last_events(result.stdout.splitlines())
+    got = {kind: getattr(last, kind).model_dump(by_alias=True) for kind in ("start", "done")}
     assert got["start"]["backend"] == "jax" and got["start"]["workers"] == 1
     assert got["done"]["modelVersion"] == 1 and got["done"]["metrics"]["accuracy"] >= 0.8
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from kerasop_trainer.main import run_cli
 from kerasop_trainer.train import run
-from trainerkit import Events, assert_store_clean, make_job
+from trainerkit import Events, assert_store_clean, make_job, decoded
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_MODEL, EXIT_MODEL_MISMATCH, EXIT_USER_CODE
@@ -78,7 +78,7 @@ def _stop_after(epoch: int) -> Events:
     class Stopping(Events):
         def __call__(self, line: str) -> None:
             super().__call__(line)
-            event = events.decode(line)
+            event = decoded(line)
             if event and event["kerasop"] == "epoch" and event["epoch"] >= epoch:
                 raise Interrupted()
 
@@ -219,7 +219,7 @@ def _fails(root: Path, tmp_path: Path, model: dict, training: dict | None = None
             ["--spec", str(spec), "--data-root", str(root), "--store-root", str(store),
              "--job-id", "x", "--termination-log", str(out)]
         )
-    failed = events.last_events(buf.getvalue().splitlines())["failed"]
+    failed = events.last_events(buf.getvalue().splitlines()).failed.model_dump(by_alias=True)
     assert json.loads(out.read_text())["reason"] == failed["reason"]
     assert_store_clean(store, "broken")
     assert not ModelStore(store).checkpoint_dir("broken", "x").exists()

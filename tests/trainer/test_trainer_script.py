@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from kerasop_trainer.main import run_cli
-from trainerkit import assert_store_clean
+from trainerkit import assert_store_clean, decoded
 
 from kerasop import events
 from kerasop.events import EXIT_USER_CODE
@@ -72,13 +72,13 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            event = events.decode(line)
+            event = decoded(line)
             if event:
                 seen.append(event)
             if event and event["kerasop"] == "epoch" and event["epoch"] >= 3:
                 proc.send_signal(signal.SIGTERM)
                 break
-        seen.extend(e for e in map(events.decode, proc.stdout) if e)
+        seen.extend(e for e in map(decoded, proc.stdout) if e)
     finally:
         proc.wait()
         timer.cancel()
@@ -95,7 +95,7 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert run_cli(_argv(spec, data_root, store, "s1", log)) == 0
-    got = [e for e in map(events.decode, out.getvalue().splitlines()) if e]
+    got = [e for e in map(decoded, out.getvalue().splitlines()) if e]
     assert got[0]["kerasop"] == "start" and got[0]["resumedFromEpoch"] == state["epoch"]
     assert [e["epoch"] for e in got if e["kerasop"] == "epoch"] == list(
         range(state["epoch"] + 1, 13)
@@ -168,7 +168,7 @@ def test_script_failures_are_user_code_errors(case, expected, tmp_path, store):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = run_cli(_argv(_spec_file(tmp_path, job), data, store, "b", log))
-    failed = events.last_events(out.getvalue().splitlines())["failed"]
+    failed = events.last_events(out.getvalue().splitlines()).failed.model_dump(by_alias=True)
     assert (code, failed["reason"]) == (EXIT_USER_CODE, "UserCodeError"), failed
     for text in expected:
         assert text in failed["message"], failed["message"]
@@ -186,7 +186,7 @@ def test_example_script_runs_with_kerasop_train(tmp_path, data_root):
     spec = tmp_path / "job.yaml"
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
     result = subprocess.run(
-        [sys.executable, "-m", "kerasop.cli", "train", "-f", str(spec),
+        [sys.executable, "-m", "kerasop_cli.main", "train", "-f", str(spec),
          "--data-dir", str(data), "--store", str(tmp_path / "store")],
         capture_output=True, text=True, timeout=DEADLINE_S, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),

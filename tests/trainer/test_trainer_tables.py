@@ -18,9 +18,8 @@ from kerasop_trainer import sample_data
 from kerasop_trainer.data import load_data
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.train import run
-from trainerkit import DENSE_MODEL, Events, make_job
+from trainerkit import DENSE_MODEL, Events, make_job, decoded
 
-from kerasop import events
 from kerasop.spec import DataSpec
 from kerasop.store import ModelStore
 
@@ -113,7 +112,7 @@ def test_default_standardization_matches_a_logistic_regression_baseline(tables, 
     assert accuracy[True] >= baseline_accuracy - 0.03, (accuracy, baseline_accuracy)
     assert accuracy[True] - accuracy[False] >= 0.05, accuracy
 
-    meta = ModelStore(tmp_path / "store").metadata("bc", 1)
+    meta = ModelStore(tmp_path / "store").metadata("bc", 1).to_json_dict()
     assert meta["input"]["standardized"] is True and meta["input"]["shape"] == [30]
 
 
@@ -358,7 +357,7 @@ class StopAfterEpoch(Events):
 
     def __call__(self, line: str) -> None:
         super().__call__(line)
-        event = events.decode(line)
+        event = decoded(line)
         if event and event["kerasop"] == "epoch" and event["epoch"] >= self.epoch:
             raise Interrupted()
 

@@ -54,6 +54,12 @@ def make_job(
     )
 
 
+def decoded(line: str) -> dict[str, Any] | None:
+    """A trainer event line as its wire dict (camelCase), None for other lines."""
+    event = events.decode(line)
+    return event.model_dump(by_alias=True, exclude_none=True) if event is not None else None
+
+
 class Events:
     """An ``emit`` callable that keeps the decoded events."""
 
@@ -64,7 +70,7 @@ class Events:
         self.lines.append(line)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e.model_dump(by_alias=True) for e in map(events.decode, self.lines) if e and e.kerasop == kind]
+        return [e for e in map(decoded, self.lines) if e and e["kerasop"] == kind]
 
 
 def assert_store_clean(store: Path, model_name: str) -> None:

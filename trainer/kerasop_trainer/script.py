@@ -89,7 +89,7 @@ def run_script(
             line = line.rstrip("\n")
             event = events.decode(line)
             if event is not None:
-                last[event["kerasop"]] = event
+                last[event.kerasop] = event.model_dump(mode="json", by_alias=True)
             emit(line)
         code = proc.wait()
     except BaseException:  # SIGTERM (Terminated), Ctrl-C: stop the script too
