@@ -132,11 +132,22 @@ def test_scaled_table_needs_standardization(tables, tmp_path):
 
     import keras
 
-    model = keras.saving.load_model(tmp_path / "s" / "scaled" / "1" / "model.keras")
+    version = tmp_path / "s" / "scaled" / "1"
+    model = keras.saving.load_model(version / "model.keras")
     norm = model.get_layer("standardize")
     x = np.loadtxt(tables / "scaled.csv", delimiter=",", skiprows=1, usecols=range(30))
     # statistics of the training split only (80% of the rows), close to the whole file's
-    np.testing.assert_allclose(np.ravel(norm.mean), x.mean(axis=0), rtol=0.05)
+    mean = -np.asarray(norm.offset) / np.asarray(norm.scale)
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=0.05)
+
+    # the standardized model runs on ONNX Runtime (the server's engine) from its one input
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(version / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == [model.inputs[0].name]
+    rows = x[:4].astype("float32")
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: rows})
+    np.testing.assert_allclose(onnx_out, model.predict(rows, verbose=0), atol=1e-5)
 
 
 def test_column_kinds_follow_the_stated_rule(tables, tmp_path):

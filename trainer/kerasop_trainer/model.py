@@ -178,17 +178,21 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
 
 
 def standardize_layer(data: LoadedData, name: str | None = "standardize"):
-    """``Normalization`` with the training data's per-feature mean and variance.
+    """Per-feature standardization ``(x - mean) / std`` with the training data's statistics.
 
     The statistics come from the whole training split (computed before sharding), so
-    every worker builds the same layer; this is what ``Normalization.adapt`` computes.
+    every worker builds the same layer; they are what ``Normalization.adapt`` computes.
+    The layer is a ``Rescaling`` (scale ``1/std``, offset ``-mean/std``), not a
+    ``Normalization``: Keras' ONNX export turns ``Normalization``'s statistics into
+    extra graph inputs, which ONNX Runtime (the server's engine) cannot feed.
     """
     import keras
+    import numpy as np
 
     assert data.feature_mean is not None and data.feature_variance is not None
-    return keras.layers.Normalization(
-        mean=data.feature_mean.tolist(), variance=data.feature_variance.tolist(), name=name
-    )
+    std = np.sqrt(np.maximum(np.asarray(data.feature_variance, dtype="float64"), 1e-7))
+    mean = np.asarray(data.feature_mean, dtype="float64")
+    return keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name=name)
 
 
 def table_inputs(data: LoadedData):
