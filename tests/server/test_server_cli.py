@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import contextlib
 import os
 import signal
@@ -162,18 +163,30 @@ def refused(url: str) -> bool:
 def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> None:
     """A pod being stopped answers what it already accepted (the rest of draining, the
     preStop hook that keeps it in the endpoints meanwhile, is the operator's)."""
-    hold = 4.0  # a lone request waits this long for a batch to fill: a slow request
+    hold = 4.0  # the batch window: a request waits for it while another is still arriving
     x = rows(1, seed=62)
+    body = json.dumps({"instances": x.tolist()}).encode()
+
+    def slow_body():  # a second client, still sending while the first one waits
+        yield body[: len(body) // 2]
+        time.sleep(hold + 2)
+        yield body[len(body) // 2 :]
+
+    def post(content):
+        return httpx.post(
+            f"{url}/v1/models/{DENSE}:predict",
+            content=content,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+
     with server_process(dense_store, "--batch-timeout-ms", str(hold * 1000)) as (proc, url):
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            arriving = pool.submit(post, slow_body())
+            time.sleep(0.5)
             started = time.monotonic()
-            answer = pool.submit(
-                httpx.post,
-                f"{url}/v1/models/{DENSE}:predict",
-                json={"instances": x.tolist()},
-                timeout=60,
-            )
-            time.sleep(1.0)  # sent and read by the server (checked below: it took > hold)
+            answer = pool.submit(post, body)
+            time.sleep(1.0)  # held by the batch window (checked below: it took > 1 s)
             proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
             while not refused(url):  # the server stops accepting...
@@ -181,7 +194,9 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
                 time.sleep(0.05)
             assert not answer.done(), "the request was answered before the shutdown began"
             r = answer.result()  # ... and still answers the request it holds
-        assert time.monotonic() - started >= hold
+            with contextlib.suppress(httpx.HTTPError):  # the half-sent one may be cut off
+                arriving.result()
+        assert time.monotonic() - started >= 1.0
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
