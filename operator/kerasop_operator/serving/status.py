@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from kerasop.spec import SpecError
-from kerasop.status import KerasModelServiceStatus, ready
+from kerasop.status import (
+    KerasModelServiceStatus,
+    RolloutStatus,
+    ServicePhase,
+    VersionHistoryEntry,
+    ready,
+)
 
-from ..conditions import Cond, merge_conditions
+from ..conditions import Cond, status_conditions
 from .model import ModelRef, Waiting
 from .names import selector_string, service_url
 from .observed import deployment_conditions, rollout_complete, template_version
@@ -27,23 +33,23 @@ def service_status(
     old = body.get("status") or {}
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
     generation = meta.get("generation")
-    st: dict[str, Any] = {
-        "observedGeneration": generation,
-        "url": service_url(name, namespace, cluster_domain),
-        "selector": selector_string(name),
-    }
-    if old.get("servingVersion") is not None:
-        st["servingVersion"] = old["servingVersion"]
-    if old.get("modelName"):
-        st["modelName"] = old["modelName"]
-    for key in ("rollout", "history"):  # written by the rollout step (rollout.py)
-        if old.get(key):
-            st[key] = old[key]
+    st = KerasModelServiceStatus(
+        observed_generation=generation,
+        url=service_url(name, namespace, cluster_domain),
+        selector=selector_string(name),
+        serving_version=old.get("servingVersion"),
+        model_name=old.get("modelName") or None,
+    )
+    # Written by the rollout step (rollout.py): carried over as they are.
+    if old.get("rollout"):
+        st.rollout = RolloutStatus.model_validate(old["rollout"])
+    if old.get("history"):
+        st.history = [VersionHistoryEntry.model_validate(h) for h in old["history"]]
 
     if isinstance(model, SpecError):
-        st.update(phase="Failed", replicas=0, readyReplicas=0, ready=ready(0, 0))
+        st.phase, st.replicas, st.ready_replicas, st.ready = "Failed", 0, 0, ready(0, 0)
         msg = str(model)
-        st["conditions"] = merge_conditions(
+        st.conditions = status_conditions(
             old.get("conditions"),
             [
                 Cond.of("Ready", False, "InvalidSpec", msg),
@@ -54,10 +60,10 @@ def service_status(
             now=now,
             generation=generation,
         )
-        return KerasModelServiceStatus.model_validate(st).to_status()
+        return st.to_status()
 
     if isinstance(model, ModelRef):
-        st["modelName"] = model.name
+        st.model_name = model.name
         model_cond = Cond.of(
             "ModelAvailable",
             True,
@@ -69,7 +75,7 @@ def service_status(
         model_cond = Cond.of("ModelAvailable", False, model.reason, model.message)
 
     if deployment is None:
-        st.update(replicas=0, readyReplicas=0, ready=ready(0, 0), phase="Pending")
+        st.replicas, st.ready_replicas, st.ready, st.phase = 0, 0, ready(0, 0), "Pending"
         if isinstance(model, Waiting):
             conds = [
                 Cond.of("Ready", False, model.reason, model.message),
@@ -87,10 +93,10 @@ def service_status(
                     apply_error or "",
                 ),
             ]
-        st["conditions"] = merge_conditions(
+        st.conditions = status_conditions(
             old.get("conditions"), [*conds, model_cond], now=now, generation=generation
         )
-        return KerasModelServiceStatus.model_validate(st).to_status()
+        return st.to_status()
 
     dspec = deployment.get("spec") or {}
     dstat = deployment.get("status") or {}
@@ -99,18 +105,14 @@ def service_status(
     ready_n = int(dstat.get("readyReplicas") or 0)
     available = int(dstat.get("availableReplicas") or 0)
     updated = int(dstat.get("updatedReplicas") or 0)
-    st.update(replicas=current, readyReplicas=ready_n, ready=ready(ready_n, desired))
+    st.replicas, st.ready_replicas, st.ready = current, ready_n, ready(ready_n, desired)
 
     complete = rollout_complete(deployment)
     target = template_version(deployment)
-    stable = (st.get("rollout") or {}).get("stable")
-    if stable is not None:
-        target = stable  # the rollout plan names the stable version; no pod restart
+    if st.rollout is not None and st.rollout.stable is not None:
+        target = st.rollout.stable  # the rollout plan names the stable version; no pod restart
     if complete and desired > 0:
-        if target is not None:
-            st["servingVersion"] = target
-        else:
-            st.pop("servingVersion", None)  # serving "latest": the server picks it
+        st.serving_version = target  # None = serving "latest": the server picks it
     dconds = deployment_conditions(deployment)
     progressing = dconds.get("Progressing") or {}
     failure = dconds.get("ReplicaFailure") or {}
@@ -129,7 +131,7 @@ def service_status(
             True,
             "ServerAvailable",
             f"{available} of {desired} server pods available"
-            + (f", serving version {st['servingVersion']}" if st.get("servingVersion") else ""),
+            + (f", serving version {st.serving_version}" if st.serving_version else ""),
         )
     else:
         ready_cond = Cond.of(
@@ -178,6 +180,7 @@ def service_status(
     if apply_error:
         degraded_cond = Cond.of("Degraded", True, "ApplyFailed", apply_error)
 
+    phase: ServicePhase
     if deadline or replica_failure:
         phase = "Failed" if available == 0 else "Progressing"
     elif complete and available >= desired and desired > 0:
@@ -186,11 +189,11 @@ def service_status(
         phase = "Progressing"
     else:
         phase = "Pending"
-    st["phase"] = phase
-    st["conditions"] = merge_conditions(
+    st.phase = phase
+    st.conditions = status_conditions(
         old.get("conditions"),
         [ready_cond, progressing_cond, degraded_cond, model_cond],
         now=now,
         generation=generation,
     )
-    return KerasModelServiceStatus.model_validate(st).to_status()
+    return st.to_status()
