@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kerasop.status import Condition
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -59,6 +61,18 @@ def merge_conditions(
     mine = {c.type for c in observed}
     out.extend(c for t, c in previous.items() if t not in mine)
     return out
+
+
+def status_conditions(
+    old: list[dict[str, Any]] | None,
+    observed: list[Cond],
+    *,
+    now: str,
+    generation: int | None = None,
+) -> list[Condition]:
+    """``merge_conditions`` as the typed conditions of a status model."""
+    merged = merge_conditions(old, observed, now=now, generation=generation)
+    return [Condition.model_validate(c) for c in merged]
 
 
 def find(conditions: list[dict[str, Any]] | None, type: str) -> dict[str, Any] | None:

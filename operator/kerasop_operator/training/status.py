@@ -9,7 +9,6 @@ from typing import Any
 from kerasop import events as ev
 from kerasop.spec import SpecError
 from kerasop.status import (
-    Condition,
     FailureStatus,
     KerasTrainingJobStatus,
     MetricsDisplay,
@@ -19,7 +18,7 @@ from kerasop.status import (
     progress,
 )
 
-from ..conditions import Cond, merge_conditions
+from ..conditions import Cond, status_conditions
 from .logs import failure_info, finite_metrics, progress_from_log, store_path
 from .names import TERMINAL_PHASES, models_claim_name, parse, trainer_job_name
 from .observed import (
@@ -111,7 +110,7 @@ def training_status(
         st.phase = "Failed"
         st.failure = FailureStatus(reason="InvalidSpec", message=observed.spec_error)
         st.completion_time = st.completion_time or now
-        st.conditions = _conditions(
+        st.conditions = status_conditions(
             old.get("conditions"),
             [
                 Cond.of("Created", False, "InvalidSpec", observed.spec_error),
@@ -264,20 +263,13 @@ def training_status(
         else Cond.of("Suspended", False, "NotSuspended", "")
     )
 
-    st.conditions = _conditions(
+    st.conditions = status_conditions(
         old.get("conditions"),
         [created, running, succeeded, failed, suspended],
         now=now,
         generation=generation,
     )
     return st.to_status()
-
-
-def _conditions(
-    old: list[dict[str, Any]] | None, observed: list[Cond], *, now: str, generation: int | None
-) -> list[Condition]:
-    merged = merge_conditions(old, observed, now=now, generation=generation)
-    return [Condition.model_validate(c) for c in merged]
 
 
 def _progress_message(st: KerasTrainingJobStatus) -> str:

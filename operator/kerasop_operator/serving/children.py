@@ -1,0 +1,295 @@
+"""The children a KerasModelService wants: Service, server Deployment, HPA, PDB, rollout ConfigMap."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kerasop.spec import KerasModelService, SpecError
+
+from ..common import (
+    ANN_MODEL_NAME,
+    ANN_MODEL_VERSION,
+    LABEL_MODEL_CLAIM,
+    STORE_ROOT,
+    child_metadata,
+    label_value,
+    owner_reference,
+)
+from ..pods import (
+    MODELS_VOLUME,
+    apply_override,
+    apply_scheduling,
+    colocation_affinity,
+    container_resources,
+    container_security_context,
+    needs_colocation,
+    pod_security_context,
+    tmp_mount,
+    tmp_volume,
+)
+from ..training import service_account
+from .model import ModelRef, Waiting
+from .names import (
+    COMPONENT,
+    CONTAINER,
+    DEFAULT_SERVICE_ACCOUNT,
+    LIVE_PATH,
+    PORT,
+    PRESTOP_SECONDS,
+    READY_PATH,
+    ROLLOUT_DIR,
+    ROLLOUT_KEY,
+    ROLLOUT_VOLUME,
+    SERVICE_PORT,
+    deployment_name,
+    parse,
+    rollout_config_name,
+    selector_labels,
+    service_labels,
+)
+
+
+@dataclass
+class ServingChildren:
+    service: dict[str, Any]
+    deployment: dict[str, Any] | None = None  # None while waiting for a model
+    hpa: dict[str, Any] | None = None
+    pdb: dict[str, Any] | None = None
+    service_account: dict[str, Any] | None = None
+    rollout_config: dict[str, Any] | None = None  # with spec.rollout
+
+
+def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
+    server = svc.spec.server
+    args = ["--store-root", STORE_ROOT, "--model", model.name]
+    if rollout:  # the plan names the versions; changing it restarts no pod
+        args += ["--rollout-file", f"{ROLLOUT_DIR}/{ROLLOUT_KEY}"]
+    elif model.version is not None:
+        args += ["--version", str(model.version)]
+    args += [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--max-batch-size",
+        str(server.max_batch_size),
+        "--batch-timeout-ms",
+        f"{server.batch_timeout_ms:g}",
+        "--max-request-bytes",
+        str(server.max_request_bytes),
+    ]
+    return args
+
+
+def desired_children(
+    body: dict[str, Any],
+    model: ModelRef | Waiting,
+    *,
+    default_image: str,
+    image_pull_policy: str = "IfNotPresent",
+    claim_access_modes: list[str] | None = None,
+    rollout_plan: dict[str, Any] | None = None,
+) -> ServingChildren:
+    """Every child the service needs; the Deployment/HPA/PDB only once a model is known.
+
+    ``rollout_plan`` (``rollout.routing(state)``, with spec.rollout): written into the
+    rollout ConfigMap the server pods poll.
+    """
+    svc = parse(body)
+    spec = svc.spec
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta.get("namespace")
+    owner = owner_reference(body)
+    labels = service_labels(name)
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(name, namespace, labels, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+    out = ServingChildren(service=service)
+    if not spec.scheduling.service_account_name:
+        out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
+    if isinstance(model, Waiting):
+        return out
+    rollout = spec.rollout is not None and rollout_plan is not None
+    if rollout:
+        out.rollout_config = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": child_metadata(rollout_config_name(name), namespace, labels, owner),
+            "data": {ROLLOUT_KEY: json.dumps(rollout_plan, sort_keys=True)},
+        }
+
+    image = spec.image or default_image
+    if not image:
+        raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
+    modes = claim_access_modes or []
+    colocate = needs_colocation(modes)
+    single_pod_volume = "ReadWriteOncePod" in modes
+
+    probe_port = "http"
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": ["kerasop-serve"],
+        "args": server_args(svc, model, rollout=rollout),
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": READY_PATH, "port": probe_port},
+            "periodSeconds": 5,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": probe_port},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        # Loading a big model can take a while: no liveness kills during start-up.
+        "startupProbe": {
+            "httpGet": {"path": LIVE_PATH, "port": probe_port},
+            "periodSeconds": 5,
+            "timeoutSeconds": 3,
+            "failureThreshold": 60,
+        },
+        # Keep serving while kube-proxy and endpoints catch up with the pod's removal:
+        # without this, a rollout or a deleted pod refuses connections for a moment.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "volumeMounts": [
+            {"name": MODELS_VOLUME, "mountPath": STORE_ROOT, "readOnly": True},
+            tmp_mount(),
+            *(
+                [{"name": ROLLOUT_VOLUME, "mountPath": ROLLOUT_DIR, "readOnly": True}]
+                if rollout
+                else []
+            ),
+        ],
+        "securityContext": container_security_context(),
+    }
+    resources = container_resources(spec.resources)
+    if resources:
+        container["resources"] = resources
+
+    pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": [
+            {
+                "name": MODELS_VOLUME,
+                "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True},
+            },
+            tmp_volume(),
+            *(
+                [{"name": ROLLOUT_VOLUME, "configMap": {"name": rollout_config_name(name)}}]
+                if rollout
+                else []
+            ),
+        ],
+    }
+    apply_scheduling(
+        pod_spec,
+        spec.scheduling,
+        gpus=spec.resources.gpus,
+        default_service_account=DEFAULT_SERVICE_ACCOUNT,
+        extra_affinity=colocation_affinity(model.claim_name) if colocate else None,
+    )
+    model_annotations = {
+        ANN_MODEL_NAME: model.name,
+        ANN_MODEL_VERSION: (
+            "rollout" if rollout else str(model.version) if model.version is not None else "latest"
+        ),
+    }
+    template = apply_override(
+        {
+            "metadata": {
+                "labels": {
+                    **labels,
+                    **selector_labels(name),
+                    LABEL_MODEL_CLAIM: label_value(model.claim_name),
+                },
+                "annotations": dict(model_annotations),
+            },
+            "spec": pod_spec,
+        },
+        spec.scheduling.pod_template,
+    )
+
+    if single_pod_volume:
+        # Only one pod may mount a ReadWriteOncePod claim: the old pod must go first.
+        strategy: dict[str, Any] = {"type": "Recreate"}
+    else:
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+    dep_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name)},
+        "strategy": strategy,
+        "revisionHistoryLimit": 5,
+        "progressDeadlineSeconds": 600,
+        "template": template,
+    }
+    if spec.autoscaling is None:
+        dep_spec["replicas"] = spec.replicas  # with an HPA, the HPA owns replicas
+    out.deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            deployment_name(name), namespace, labels, owner, model_annotations
+        ),
+        "spec": dep_spec,
+    }
+
+    if spec.autoscaling is not None:
+        auto = spec.autoscaling
+        out.hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": child_metadata(name, namespace, labels, owner),
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment_name(name),
+                },
+                "minReplicas": auto.min_replicas,
+                "maxReplicas": auto.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": auto.target_cpu_utilization,
+                            },
+                        },
+                    }
+                ],
+            },
+        }
+
+    wanted = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
+    if wanted > 1 and not single_pod_volume:
+        out.pdb = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": child_metadata(name, namespace, labels, owner),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(name)}},
+        }
+    return out

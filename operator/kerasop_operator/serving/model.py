@@ -1,0 +1,67 @@
+"""Which model a KerasModelService serves: a named claim, or what its training job wrote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kerasop.spec import SpecError
+
+from ..training import claim_name_of
+from ..training import parse as parse_training_job
+from .names import parse
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: what the server pods will load."""
+
+    name: str
+    claim_name: str
+    version: int | None  # None = the latest, picked up by the server itself
+    source: str  # human-readable origin, for messages
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """No model to serve yet."""
+
+    reason: str
+    message: str
+
+
+def resolve_model(
+    body: dict[str, Any],
+    training_job: dict[str, Any] | None,
+) -> ModelRef | Waiting:
+    """Which model name/claim/version the service serves.
+
+    ``training_job``: the KerasTrainingJob named in ``spec.model.trainingJob``
+    (``None`` if it does not exist); ignored for a name + claimName model.
+    """
+    svc = parse(body)
+    model = svc.spec.model
+    if model.training_job is None:
+        assert model.name is not None and model.claim_name is not None
+        return ModelRef(model.name, model.claim_name, model.version, f"claim {model.claim_name}")
+    if training_job is None:
+        return Waiting(
+            "TrainingJobNotFound",
+            f"KerasTrainingJob {model.training_job} does not exist (yet)",
+        )
+    try:
+        job = parse_training_job(training_job)
+    except SpecError as exc:
+        return Waiting("TrainingJobInvalid", f"KerasTrainingJob {model.training_job}: {exc}")
+    jstatus = training_job.get("status") or {}
+    name = jstatus.get("modelName") or job.model_name
+    claim = jstatus.get("modelClaimName") or claim_name_of(job)
+    version = model.version or jstatus.get("modelVersion")
+    if not version:
+        phase = jstatus.get("phase") or "Pending"
+        detail = f", {jstatus['progress']} epochs" if jstatus.get("progress") else ""
+        return Waiting(
+            "WaitingForModel",
+            f"KerasTrainingJob {model.training_job} has no model version yet (phase {phase}{detail})",
+        )
+    return ModelRef(name, claim, int(version), f"KerasTrainingJob {model.training_job}")
