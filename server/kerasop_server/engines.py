@@ -139,7 +139,9 @@ def load_engine(kind: str, version_dir: str | os.PathLike[str], *, threads: int 
     strings = _string_inputs(path)
     if strings:
         engine = KerasEngine(path, threads=threads)
-        engine.reason = f"no {ONNX_FILE}: the model takes strings ({strings}), which ONNX cannot hold"
+        engine.reason = (
+            f"no {ONNX_FILE}: the model takes strings ({strings}), which ONNX cannot hold"
+        )
         log.info("serving %s with Keras: %s", path, engine.reason)
         return engine
     try:

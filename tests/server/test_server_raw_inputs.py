@@ -127,7 +127,10 @@ def test_mixed_table_served_with_raw_rows_in_both_protocols(store):
         model_meta = httpx.get(v2).json()
         assert model_meta["parameters"]["engine"] == "keras"
         assert {i["name"]: i["datatype"] for i in model_meta["inputs"]} == {
-            "age": "FP32", "city": "BYTES", "monthly_spend": "FP32", "plan": "BYTES"
+            "age": "FP32",
+            "city": "BYTES",
+            "monthly_spend": "FP32",
+            "plan": "BYTES",
         }
         tensors = [
             {
@@ -152,8 +155,11 @@ def test_mixed_table_served_with_raw_rows_in_both_protocols(store):
             (f"{url}:predict", {"instances": [{"age": 1, "town": "x"}]}, "not this model"),
             (
                 f"{v2}/infer",
-                {"inputs": [{**t, "datatype": "FP32"} if t["name"] == "city" else t
-                            for t in tensors]},
+                {
+                    "inputs": [
+                        {**t, "datatype": "FP32"} if t["name"] == "city" else t for t in tensors
+                    ]
+                },
                 "takes BYTES",
             ),
             (f"{v2}/infer", {"inputs": tensors[:2]}, "every column"),
@@ -197,26 +203,36 @@ def test_text_classifier_served_with_raw_strings_in_both_protocols(store):
         chunk = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in TEXTS)
         header = {
             "inputs": [
-                {"name": "text", "shape": [3], "datatype": "BYTES",
-                 "parameters": {"binary_data_size": len(chunk)}}
+                {
+                    "name": "text",
+                    "shape": [3],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(chunk)},
+                }
             ]
         }
         head = httpx.Request("POST", "/", json=header).content
         r = httpx.post(
             f"{v2}/infer",
             content=head + chunk,
-            headers={"Inference-Header-Content-Length": str(len(head)),
-                     "Content-Type": "application/octet-stream"},
+            headers={
+                "Inference-Header-Content-Length": str(len(head)),
+                "Content-Type": "application/octet-stream",
+            },
         )
         assert r.status_code == 200, r.text
         got = np.reshape(r.json()["outputs"][0]["data"], (-1, 1))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
         for body, reason in [
-            ({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
-             "takes BYTES"),
-            ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [7]}]},
-             "takes strings"),
+            (
+                {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+                "takes BYTES",
+            ),
+            (
+                {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [7]}]},
+                "takes strings",
+            ),
         ]:
             r = httpx.post(f"{v2}/infer", json=body)
             assert r.status_code == 400 and reason in r.json()["error"], r.text

@@ -241,8 +241,10 @@ def _v2_raw(inputs: list[RequestInput], chunks: list[bytes | None], sig: Signatu
         else:
             values = _flatten(tensor.data if isinstance(tensor.data, list) else [None], what)
         if len(values) != math.prod(tensor.shape):
-            raise ClientError(f"{what}: shape {tensor.shape} needs {math.prod(tensor.shape)}"
-                              f" values, got {len(values)}")
+            raise ClientError(
+                f"{what}: shape {tensor.shape} needs {math.prod(tensor.shape)}"
+                f" values, got {len(values)}"
+            )
         columns[name] = values
     return sig.raw.from_columns(columns, "inputs")
 
