@@ -229,13 +229,13 @@ class KerasEngine(Engine):
         if backend == "tensorflow":
             import tensorflow as tf
 
-            spec: Any = tf.TensorSpec((None, *self.input_shape), tf.as_dtype(self.input_dtype))
-            if layout is not None:
-                specs = {
-                    str(t.name): tf.TensorSpec((None, *_shape_of(t)), tf.as_dtype(str(t.dtype)))
-                    for t in model.inputs
-                }
-                spec = specs if layout.kind == "table" else next(iter(specs.values()))
+            specs = {
+                str(t.name): tf.TensorSpec((None, *_shape_of(t)), tf.as_dtype(str(t.dtype)))
+                for t in model.inputs
+            }
+            # a table with string columns takes a dict of named inputs, other models one tensor
+            table = layout is not None and layout.kind == "table"
+            spec: Any = specs if table else next(iter(specs.values()))
             self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
             if layout is not None:
                 self._run = lambda x: self._fn(layout.to_model(x)).numpy()
