@@ -100,6 +100,12 @@ def label_column(docs: list[Any], model: str) -> str | None:
     return jobs[0].spec.data.label_column if jobs else None
 
 
+def feature_columns(docs: list[Any], model: str) -> list[str] | None:
+    """The feature columns (``None``: all but the label) of the job that produces ``model``."""
+    jobs = [d for d in docs if isinstance(d, KerasTrainingJob) and d.model_name == model]
+    return jobs[0].spec.data.feature_columns if jobs else None
+
+
 def format_progress(event: events.Event) -> str | None:
     """One human line for a trainer event (None for events not worth a line)."""
     if isinstance(event, events.StartEvent):
@@ -122,21 +128,35 @@ def _metrics_text(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
 
 
-def rows_from_csv(path: Path, rows: int, drop: str | None) -> list[list[float]]:
-    """The first ``rows`` rows of a CSV as numbers, without the ``drop`` column."""
+def rows_from_csv(
+    path: Path, rows: int, drop: str | None, columns: list[str] | None = None
+) -> list[list[float | str]]:
+    """The first ``rows`` rows of a CSV: the ``columns`` (default: all but ``drop``) in
+    that order, numbers as numbers and other values (categories, text) as strings."""
     try:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             out = []
             for row in reader:
-                out.append([float(v) for k, v in row.items() if k != drop])
+                keys = columns or [k for k in row if k != drop]
+                missing = [k for k in keys if k not in row]
+                if missing:
+                    raise CliError(f"{path} has no column(s) {', '.join(missing)}")
+                out.append([_number_or_text(row[k]) for k in keys])
                 if len(out) == rows:
                     break
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise CliError(f"cannot read rows from {path}: {exc}") from None
     if not out:
         raise CliError(f"{path} has no rows")
     return out
+
+
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 # --------------------------------------------------------------------------
@@ -278,8 +298,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     docs = read_resources(args.file)
     model, _ = served_model(docs, pick(docs, KerasModelService, args.name))
     if args.csv:
-        label = label_column(docs, model)
-        instances = rows_from_csv(args.csv, args.rows, label)
+        label, columns = label_column(docs, model), feature_columns(docs, model)
+        instances = rows_from_csv(args.csv, args.rows, label, columns)
     else:
         instances = json.loads(args.instances)
     base = f"{args.url.rstrip('/')}/v1/models/{model}"

@@ -15,9 +15,14 @@ Two engines implement the same small interface (:class:`Engine`):
 
 ``auto`` picks ONNX Runtime and falls back to Keras (with a warning in the
 log) when ONNX Runtime or the converter is missing or the conversion fails.
+A version whose model takes strings (a table with categorical columns, text:
+``StringLookup``/``TextVectorization`` inside) has no ``model.onnx`` (ONNX
+cannot hold those ops): ``auto`` goes straight to Keras. Each engine keeps
+``reason``, why it was picked, for the metadata endpoints.
 
-Every engine serves a model with exactly one input and one output tensor: what
-the trainer produces (a Sequential stack or a transfer-learning head).
+Every engine serves a model with one output tensor and one input tensor, or,
+for string-taking models, the raw columns of raw.py split into the model's
+named inputs.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from typing import Any
 import numpy as np
 
 from kerasop.export import ExportError, convert_to_onnx
-from kerasop.store import KERAS_FILE, ONNX_FILE
+from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, read_metadata
+
+from .raw import RawLayout
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ class Engine(ABC):
     output_shape: tuple[int | None, ...] = ()
     output_dtype: np.dtype[Any] = np.dtype("float32")
     detail: str = ""  # how the engine got its graph, for metadata and logs
+    reason: str = ""  # why this engine serves the version, for metadata
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -117,17 +125,46 @@ def load_engine(kind: str, version_dir: str | os.PathLike[str], *, threads: int 
     """
     path = Path(version_dir)
     threads = threads if threads > 0 else default_threads()
+    engine: Engine
     if kind == "keras":
-        return KerasEngine(path, threads=threads)
+        engine = KerasEngine(path, threads=threads)
+        engine.reason = "asked for (--engine keras)"
+        return engine
     if kind == "onnx":
-        return OnnxEngine(path, threads=threads)
+        engine = OnnxEngine(path, threads=threads)
+        engine.reason = "asked for (--engine onnx)"
+        return engine
     if kind != "auto":
         raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+    strings = _string_inputs(path)
+    if strings:
+        engine = KerasEngine(path, threads=threads)
+        engine.reason = (
+            f"no {ONNX_FILE}: the model takes strings ({strings}), which ONNX cannot hold"
+        )
+        log.info("serving %s with Keras: %s", path, engine.reason)
+        return engine
     try:
-        return OnnxEngine(path, threads=threads)
+        engine = OnnxEngine(path, threads=threads)
+        engine.reason = "the default (fastest on CPU)"
+        return engine
     except Exception as exc:
         log.warning("ONNX Runtime engine not usable for %s (%s); using Keras", path, exc)
-        return KerasEngine(path, threads=threads)
+        engine = KerasEngine(path, threads=threads)
+        engine.reason = f"ONNX Runtime could not serve it: {exc}"
+        return engine
+
+
+def _string_inputs(version_dir: Path) -> str:
+    """What string inputs metadata.json describes, when there is no model.onnx ("" if none)."""
+    if (version_dir / ONNX_FILE).is_file() or not (version_dir / METADATA_FILE).is_file():
+        return ""
+    layout = RawLayout.from_metadata(read_metadata(version_dir).input.model_dump(by_alias=True))
+    if layout is None:
+        return ""
+    if layout.kind == "text":
+        return "text, TextVectorization"
+    return "categorical columns, StringLookup"
 
 
 # --------------------------------------------------------------------------
@@ -135,7 +172,7 @@ def load_engine(kind: str, version_dir: str | os.PathLike[str], *, threads: int 
 # --------------------------------------------------------------------------
 
 
-def _load_keras_model(version_dir: Path, threads: int = 0) -> Any:
+def _load_keras_model(version_dir: Path, threads: int = 0, *, raw: bool = False) -> Any:
     file = version_dir / KERAS_FILE
     if not file.is_file():
         raise EngineError(f"{file} is missing")
@@ -153,7 +190,7 @@ def _load_keras_model(version_dir: Path, threads: int = 0) -> Any:
         model = keras.saving.load_model(file, compile=False)
     except Exception as exc:
         raise EngineError(f"cannot load {file}: {exc}") from exc
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    if (len(model.inputs) != 1 and not raw) or len(model.outputs) != 1:
         raise EngineError(
             f"{file}: the server supports models with one input and one output, this one has"
             f" {len(model.inputs)} and {len(model.outputs)}"
@@ -171,23 +208,43 @@ class KerasEngine(Engine):
     name = "keras"
 
     def __init__(self, version_dir: Path, *, threads: int = 0) -> None:
-        self.model = model = _load_keras_model(version_dir, threads)
+        layout = None
+        if (version_dir / METADATA_FILE).is_file():
+            meta_in = read_metadata(version_dir).input.model_dump(by_alias=True)
+            layout = RawLayout.from_metadata(meta_in)
+        self.model = model = _load_keras_model(version_dir, threads, raw=layout is not None)
         import keras
 
         inp, out = model.inputs[0], model.outputs[0]
-        self.input_name = str(getattr(inp, "name", "") or "input")
-        self.input_shape = _shape_of(inp)
-        self.input_dtype = np.dtype(str(getattr(inp, "dtype", "float32")))
+        if layout is None:
+            self.input_name = str(getattr(inp, "name", "") or "input")
+            self.input_shape = _shape_of(inp)
+            self.input_dtype = np.dtype(str(getattr(inp, "dtype", "float32")))
+        else:  # raw columns in, split into the model's inputs (raw.py)
+            self.input_name, self.input_shape = "input", (len(layout.columns),)
+            self.input_dtype = np.dtype(object)
         self.output_shape = _shape_of(out)
         self.output_dtype = np.dtype(str(getattr(out, "dtype", "float32")))
         backend = keras.backend.backend()
         if backend == "tensorflow":
             import tensorflow as tf
 
-            spec = tf.TensorSpec((None, *self.input_shape), tf.as_dtype(self.input_dtype))
+            specs = {
+                str(t.name): tf.TensorSpec((None, *_shape_of(t)), tf.as_dtype(str(t.dtype)))
+                for t in model.inputs
+            }
+            # a table with string columns takes a dict of named inputs, other models one tensor
+            table = layout is not None and layout.kind == "table"
+            spec: Any = specs if table else next(iter(specs.values()))
             self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-            self._run = lambda x: self._fn(x).numpy()
+            if layout is not None:
+                self._run = lambda x: self._fn(layout.to_model(x)).numpy()
+            else:
+                self._run = lambda x: self._fn(x).numpy()
             self.detail = f"{KERAS_FILE} via tf.function (Keras {keras.__version__})"
+        elif layout is not None:
+            self._run = lambda x: model.predict_on_batch(layout.to_model(x))
+            self.detail = f"{KERAS_FILE} via predict_on_batch on {backend}"
         else:
             self._run = model.predict_on_batch
             self.detail = f"{KERAS_FILE} via predict_on_batch on {backend}"

@@ -81,6 +81,7 @@ class ServedModel:
         return {
             "engine": self.engine.name,
             "engineDetail": self.engine.detail,
+            "engineReason": self.engine.reason,
             "loadSeconds": round(self.load_seconds, 3),
             "maxBatchSize": self.batcher.max_batch_size,
             "batchTimeoutMs": self.batcher.timeout * 1000,

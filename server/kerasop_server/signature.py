@@ -4,6 +4,9 @@ Built once per loaded version from ``metadata.json`` and the shapes the engine
 reports. The model's one input is called ``input`` (``metadata.json`` may name
 it with ``input.name``); the name of the Keras input tensor is accepted as
 well. Its one output is called ``output`` (or ``output.name``).
+
+A model that takes strings (a table with categorical columns, text) has a
+``raw`` layout instead (raw.py): its input is the ``[N, columns]`` raw rows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .raw import RawLayout
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Signature:
     input_aliases: frozenset[str] = field(default_factory=frozenset)
     output_kind: str | None = None
     class_names: tuple[str, ...] | None = None
+    raw: RawLayout | None = None
 
     @property
     def input_names(self) -> frozenset[str]:
@@ -63,6 +69,27 @@ class Signature:
         """
         meta_in = metadata.get("input") or {}
         meta_out = metadata.get("output") or {}
+        raw = RawLayout.from_metadata(meta_in)
+        if raw is not None:
+            if input_shape != (len(raw.columns),):
+                raise ValueError(
+                    f"metadata.json describes {len(raw.columns)} raw column(s) {list(raw.names)};"
+                    f" the engine takes {list(input_shape)} (serve it with the Keras engine)"
+                )
+            return cls(
+                input_name="input",
+                input_shape=input_shape,
+                input_dtype=np.dtype(object),
+                output_name=str(meta_out.get("name") or "output"),
+                output_shape=merge_shape(output_shape, meta_out.get("shape"), "output"),
+                output_dtype=np.dtype(output_dtype),
+                kind=str(meta_in.get("kind") or "tabular"),
+                feature_names=raw.names,
+                input_aliases=frozenset({*raw.names, "text"} if raw.kind == "text" else ()),
+                output_kind=meta_out.get("kind"),
+                class_names=tuple(str(c) for c in meta_out.get("classNames") or ()) or None,
+                raw=raw,
+            )
         shape = merge_shape(input_shape, meta_in.get("shape"), "input")
         kind = str(meta_in.get("kind") or "tabular")
         image = None

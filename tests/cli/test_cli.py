@@ -60,6 +60,14 @@ def test_rows_from_csv_drops_the_label(tmp_path):
     assert cli.rows_from_csv(path, 2, "label") == [[1.0, 2.0], [3.0, 4.0]]
 
 
+def test_rows_from_csv_keeps_strings_and_the_feature_columns_order(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("city,age,churn,value\nberlin,25,yes,3.5\nparis,70,no,1\n")
+    assert cli.rows_from_csv(path, 5, "churn", ["age", "city"]) == [[25.0, "berlin"], [70.0, "paris"]]
+    with pytest.raises(cli.CliError, match="no column"):
+        cli.rows_from_csv(path, 1, "churn", ["age", "plan"])
+
+
 def test_bad_file_gives_one_line_error_and_spec_exit_code(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({

@@ -207,6 +207,7 @@ class LoadedData:
             # categorical column as one raw string.
             numeric = [n for n in self.feature_names or [] if n not in self.categorical_columns]
             out["featureNames"] = numeric
+            out["columns"] = list(self.feature_names or [])  # all, in the CSV's order
             out["categorical"] = [
                 {"column": c, "input": self.input_name(c), "values": len(v)}
                 for c, v in zip(self.categorical_columns, self.vocabularies, strict=True)

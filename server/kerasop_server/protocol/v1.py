@@ -2,7 +2,8 @@
 
 Row format ``{"instances": [...]}`` and columnar format ``{"inputs": ...}``;
 rows may name the input or every feature, images come as ``{"b64": ...}``
-or pixel arrays.
+or pixel arrays. Models that take strings (raw.py) take raw rows: lists in
+column order or ``{column: value}`` objects, and plain strings for text.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def parse_v1_predict(body: Any, sig: Signature) -> V1Request:
             if has_rows
             else "missing 'instances' (row format) or 'inputs' (columnar format)"
         )
+    if sig.raw is not None:
+        if has_rows:
+            return V1Request(sig.raw.rows(body["instances"], "instances"), columnar=False)
+        inputs = body["inputs"]
+        if isinstance(inputs, dict):
+            return V1Request(sig.raw.from_columns(inputs, "inputs"), columnar=True)
+        return V1Request(sig.raw.rows(inputs, "inputs"), columnar=True)
     if has_rows:
         instances = body["instances"]
         if isinstance(instances, list) and any(isinstance(i, dict) for i in instances):
@@ -139,10 +147,23 @@ def _tf_tensor(name: str, shape: tuple[int | None, ...], dtype: np.dtype[Any]) -
     }
 
 
+def _v1_inputs(sig: Signature) -> dict[str, Any]:
+    if sig.raw is None:
+        return {sig.input_name: _tf_tensor(sig.input_name, sig.input_shape, sig.input_dtype)}
+    # One tensor per raw column (string or number), in request order.
+    return {
+        c.name: {
+            **_tf_tensor(c.name, (), np.dtype("float32")),
+            **({"dtype": "DT_STRING"} if c.string else {}),
+        }
+        for c in sig.raw.columns
+    }
+
+
 def v1_metadata(model: str, version: int, sig: Signature, info: dict[str, Any]) -> dict[str, Any]:
     """``GET /v1/models/M/metadata``: TF Serving's shape, plus ``kerasop`` details."""
     signature = {
-        "inputs": {sig.input_name: _tf_tensor(sig.input_name, sig.input_shape, sig.input_dtype)},
+        "inputs": _v1_inputs(sig),
         "outputs": {
             sig.output_name: _tf_tensor(sig.output_name, sig.output_shape, sig.output_dtype)
         },

@@ -6,6 +6,10 @@ one by one would cost more than running the model). With the binary
 extension the tensor bytes follow the JSON header and become an array
 without any parsing; answers come back the same way when the client asks
 for ``binary_data`` outputs.
+
+Models that take strings (raw.py) take ``BYTES`` tensors of UTF-8 strings: text
+models one tensor ``[N]`` (or ``[N, 1]``), tables one tensor per column, named
+after it, ``BYTES`` for categorical columns and a numeric type for the others.
 """
 
 from __future__ import annotations
@@ -97,12 +101,15 @@ def parse_v2_infer(body: Any, sig: Signature, binary: bytes | None = None) -> V2
         request = InferenceRequest.model_validate(body)
     except ValidationError as exc:
         raise ClientError(_validation_text(exc)) from None
-    if len(request.inputs) != 1:
+    chunks = _binary_chunks(request.inputs, binary)
+    if sig.raw is not None:
+        batch = _v2_raw(request.inputs, chunks, sig)
+    elif len(request.inputs) != 1:
         raise ClientError(
             f"this model has one input, '{sig.input_name}'; got {len(request.inputs)}"
         )
-    chunks = _binary_chunks(request.inputs, binary)
-    batch = _v2_tensor(request.inputs[0], sig, chunks[0])
+    else:
+        batch = _v2_tensor(request.inputs[0], sig, chunks[0])
     names = [o.name for o in request.outputs or ()]
     unknown = [n for n in names if n != sig.output_name]
     if unknown:
@@ -206,6 +213,54 @@ def _v2_bytes(tensor: RequestInput, sig: Signature, chunk: bytes | None, what: s
     return np.stack(images).astype(sig.input_dtype, copy=False)
 
 
+def _v2_raw(inputs: list[RequestInput], chunks: list[bytes | None], sig: Signature) -> np.ndarray:
+    """Raw columns (raw.py): one tensor per column, or one for text."""
+    assert sig.raw is not None
+    columns: dict[str, Any] = {}
+    strings = {c.name: c.string for c in sig.raw.columns}
+    for tensor, chunk in zip(inputs, chunks, strict=True):
+        name, what = tensor.name, f"input '{tensor.name}'"
+        if sig.raw.kind == "text" and name in sig.input_names:
+            name = sig.raw.columns[0].name
+        if name not in strings:
+            raise ClientError(
+                f"{what}: not a column of this model; send one tensor per column,"
+                f" {list(sig.raw.names)}"
+            )
+        if name in columns:
+            raise ClientError(f"{what}: given twice")
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise ClientError(f"{what}: a column has shape [N] or [N, 1], got {tensor.shape}")
+        wanted = "BYTES" if strings[name] else "a numeric datatype (FP32, INT64, ...)"
+        if (tensor.datatype == "BYTES") != strings[name]:
+            raise ClientError(f"{what}: datatype {tensor.datatype!r}; this column takes {wanted}")
+        if strings[name]:
+            values = _v2_strings(tensor, chunk, what)
+        elif chunk is not None:
+            raise ClientError(f"{what}: send numeric columns of this model as JSON 'data'")
+        else:
+            values = _flatten(tensor.data if isinstance(tensor.data, list) else [None], what)
+        if len(values) != math.prod(tensor.shape):
+            raise ClientError(
+                f"{what}: shape {tensor.shape} needs {math.prod(tensor.shape)}"
+                f" values, got {len(values)}"
+            )
+        columns[name] = values
+    return sig.raw.from_columns(columns, "inputs")
+
+
+def _v2_strings(tensor: RequestInput, chunk: bytes | None, what: str) -> list[Any]:
+    """A BYTES tensor's elements as strings: JSON strings, or binary elements in UTF-8."""
+    if chunk is None:
+        if not isinstance(tensor.data, list):
+            raise ClientError(f"{what}: 'data' must be a list of strings")
+        return _flatten(tensor.data, what)
+    try:
+        return [b.decode("utf-8") for b in _binary_bytes_elements(chunk, what)]
+    except UnicodeDecodeError:
+        raise ClientError(f"{what}: BYTES elements must be UTF-8 text") from None
+
+
 def _binary_bytes_elements(chunk: bytes, what: str) -> list[bytes]:
     """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes."""
     items: list[bytes] = []
@@ -281,6 +336,11 @@ def v2_model_metadata(
             "shape": dims(sig.input_shape),
         }
     ]
+    if sig.raw is not None:  # one tensor per raw column
+        inputs = [
+            {"name": c.name, "datatype": "BYTES" if c.string else "FP32", "shape": [-1]}
+            for c in sig.raw.columns
+        ]
     if sig.image is not None:
         # The same input also takes encoded images, one BYTES element per image.
         inputs[0]["parameters"] = {"also_accepts": "BYTES [N] (base64 PNG/JPEG/...)"}
