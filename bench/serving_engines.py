@@ -64,6 +64,7 @@ def engines(
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     import keras
     import tensorflow as tf
+
     from kerasop_server.engines import load_engine
 
     model = build(kind)

@@ -127,9 +127,8 @@ def model_store(case: ModelCase) -> Path:
         return root
     sys.path.insert(0, str(REPO / "server"))
     sys.path.insert(0, str(REPO))
-    from kerasop_server.engines import ONNX_FILE, convert_to_onnx
-
     from kerasop.store import ModelStore
+    from kerasop_server.engines import ONNX_FILE, convert_to_onnx
 
     print(f"building {case.name} (first run only) ...", flush=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -35,10 +35,9 @@ MODELS = {
 
 def train(data: Path, store: Path) -> None:
     sys.path.insert(0, str(REPO / "trainer"))
+    from kerasop.spec import KerasTrainingJob
     from kerasop_trainer import sample_data
     from kerasop_trainer.train import run
-
-    from kerasop.spec import KerasTrainingJob
 
     sample_data.write_mixed_csv(data / "mixed.csv", rows=400)
     for name, (columns, _, normalize) in MODELS.items():

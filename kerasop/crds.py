@@ -121,9 +121,9 @@ _SCALAR_KEYS = frozenset(_KEY_ORDER) - {PRESERVE, "items", "additionalProperties
 
 def _resolve_ref(ref: str, defs: dict[str, Any]) -> dict[str, Any]:
     prefix = "#/$defs/"
-    if not ref.startswith(prefix) or ref[len(prefix):] not in defs:
+    if not ref.startswith(prefix) or ref[len(prefix) :] not in defs:
         raise SchemaError(f"cannot resolve $ref {ref!r}")
-    resolved: dict[str, Any] = defs[ref[len(prefix):]]
+    resolved: dict[str, Any] = defs[ref[len(prefix) :]]
     return resolved
 
 

@@ -59,7 +59,9 @@ def _numbers_only(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         return {}
     return {
-        str(k): v for k, v in value.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        str(k): v
+        for k, v in value.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
     }
 
 
@@ -106,9 +108,7 @@ class FailedEvent(_Event):
     exit_code: int | None = None
 
 
-Event = Annotated[
-    StartEvent | EpochEvent | DoneEvent | FailedEvent, Field(discriminator="kerasop")
-]
+Event = Annotated[StartEvent | EpochEvent | DoneEvent | FailedEvent, Field(discriminator="kerasop")]
 _EVENT = TypeAdapter(Event)
 
 

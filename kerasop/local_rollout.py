@@ -146,7 +146,8 @@ def history_rows(store: Path, model: str, status_file: Path | None = None) -> li
                 "specHash": lineage.get("specHash", "?"),
                 "data": (lineage.get("dataFingerprint") or "?").removeprefix("sha256:")[:12],
                 "metrics": " ".join(
-                    f"{k}={v:.4g}" for k, v in sorted((meta.get("metrics") or {}).items())
+                    f"{k}={v:.4g}"
+                    for k, v in sorted((meta.get("metrics") or {}).items())
                     if isinstance(v, int | float)
                 ),
                 "outcome": known.get("outcome", ""),

@@ -426,18 +426,25 @@ def step(
         if promote:
             s.stable = version
         events.append(
-            (etype, outcome, f"version {version} {outcome.lower()}: {reason}"
-             + (f"; serving version {s.stable}" if s.stable is not None else ""))
+            (
+                etype,
+                outcome,
+                f"version {version} {outcome.lower()}: {reason}"
+                + (f"; serving version {s.stable}" if s.stable is not None else ""),
+            )
         )
         s.phase, s.candidate, s.step, s.weight = "Stable", None, 0, 0
         s.baseline, s.phase_started, s.last, s.message = {}, now, outcome, reason
 
     def enter(phase: str, step_index: int = 0) -> None:
         s.phase, s.step, s.phase_started = phase, step_index, now
-        s.weight = policy.canary.steps[step_index] if phase == "Canary" and policy and policy.canary else 0
+        s.weight = (
+            policy.canary.steps[step_index] if phase == "Canary" and policy and policy.canary else 0
+        )
         s.baseline = {v: c for v, c in counters.items() if v in (s.stable, s.candidate)}
         s.message = (
-            f"shadowing version {s.candidate}" if phase == "Shadow"
+            f"shadowing version {s.candidate}"
+            if phase == "Shadow"
             else f"canary version {s.candidate} at {s.weight}%"
         )
 
@@ -453,8 +460,9 @@ def step(
         if s.candidate is not None and s.candidate != pinned:
             finish("RolledBack", f"version {pinned} was pinned", "Warning", False)
         if s.stable != pinned:
-            history = record(history, pinned, "Promoted", "pinned in spec.model.version",
-                             now_text, meta(pinned))
+            history = record(
+                history, pinned, "Promoted", "pinned in spec.model.version", now_text, meta(pinned)
+            )
             events.append(("Normal", "Promoted", f"version {pinned} pinned"))
             s.stable, s.phase, s.candidate, s.weight, s.last = pinned, "Stable", None, 0, "Promoted"
         return Decision(s, history, events)
@@ -526,9 +534,8 @@ def step(
             after_shadow()
             return Decision(s, history, events)
         agreement = window.agreement()
-        s.message = (
-            f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared"
-            + (f", agreement {agreement:.3f}" if agreement is not None else "")
+        s.message = f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared" + (
+            f", agreement {agreement:.3f}" if agreement is not None else ""
         )
         tried = window.shadow_compared + window.shadow_errors
         if tried and window.shadow_errors / tried > shadow.max_error_rate:
@@ -571,7 +578,9 @@ def step(
         if elapsed >= canary.dwell_seconds and window.requests >= canary.min_requests:
             if s.step + 1 < len(canary.steps):
                 enter("Canary", s.step + 1)
-                events.append(("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests"))
+                events.append(
+                    ("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests")
+                )
             else:
                 finish("Promoted", "walked through every canary step", "Normal", True)
     return Decision(s, history, events)
@@ -593,7 +602,5 @@ def canary_breach(
         stable_window = counters.get(s.stable, VersionCounters()).since(s.baseline.get(s.stable))
         stable_p99 = stable_window.p99_ms()
         if stable_p99 and p99 > stable_p99 * canary.max_p99_ratio:
-            return (
-                f"p99 {p99:g} ms > {canary.max_p99_ratio:g} x stable p99 {stable_p99:g} ms"
-            )
+            return f"p99 {p99:g} ms > {canary.max_p99_ratio:g} x stable p99 {stable_p99:g} ms"
     return None

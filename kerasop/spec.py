@@ -36,9 +36,7 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
 class SpecModel(BaseModel):
     """Base: camelCase aliases, unknown fields rejected (typos fail loudly)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 # --------------------------------------------------------------------------
@@ -119,17 +117,27 @@ class DataSpec(SpecModel):
         ),
     )
     path: str = Field(
-        ..., min_length=1, max_length=4096, description="Training file or folder, relative to the data volume."
+        ...,
+        min_length=1,
+        max_length=4096,
+        description="Training file or folder, relative to the data volume.",
     )
     validation_path: str | None = Field(
-        None, min_length=1, max_length=4096, description="Separate validation file or folder (same format)."
+        None,
+        min_length=1,
+        max_length=4096,
+        description="Separate validation file or folder (same format).",
     )
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="Fraction of the training data held out for validation."
     )
-    label_column: str = Field("label", min_length=1, max_length=1024, description="CSV column holding the label.")
+    label_column: str = Field(
+        "label", min_length=1, max_length=1024, description="CSV column holding the label."
+    )
     feature_columns: list[str] | None = Field(
-        None, max_length=100_000, description="csv: feature columns to use (default: every column but the label)."
+        None,
+        max_length=100_000,
+        description="csv: feature columns to use (default: every column but the label).",
     )
     categorical_columns: list[str] | None = Field(
         None,
@@ -148,8 +156,12 @@ class DataSpec(SpecModel):
             " the model (a Normalization layer with the training data's mean and variance)."
         ),
     )
-    image_column: str = Field("path", min_length=1, max_length=1024, description="imageCsv: column of image paths.")
-    text_column: str = Field("text", min_length=1, max_length=1024, description="text: column of texts.")
+    image_column: str = Field(
+        "path", min_length=1, max_length=1024, description="imageCsv: column of image paths."
+    )
+    text_column: str = Field(
+        "text", min_length=1, max_length=1024, description="text: column of texts."
+    )
     text: TextSpec | None = Field(None, description="text: vocabulary size and sequence length.")
     image: ImageSpec | None = Field(None, description="Image formats: decoding and target size.")
     volume: VolumeSource | None = Field(
@@ -244,7 +256,9 @@ class LayerSpec(SpecModel):
     units: int | None = Field(None, ge=1, le=1_000_000, description="Dense, LSTM, GRU: units.")
     activation: Activation | None = Field(None, description="Dense, Conv1D, Conv2D: activation.")
     rate: float | None = Field(None, ge=0, lt=1, description="Dropout: fraction dropped.")
-    filters: int | None = Field(None, ge=1, le=65536, description="Conv1D, Conv2D: output channels.")
+    filters: int | None = Field(
+        None, ge=1, le=65536, description="Conv1D, Conv2D: output channels."
+    )
     kernel_size: int | None = Field(None, ge=1, le=64, description="Conv1D, Conv2D: kernel size.")
     strides: int | None = Field(None, ge=1, le=64, description="Conv2D, pooling: stride.")
     padding: Literal["valid", "same"] | None = Field(None, description="Conv2D, pooling.")
@@ -264,14 +278,14 @@ class LayerSpec(SpecModel):
     return_sequences: bool | None = Field(
         None, description="LSTM, GRU, Bidirectional: output every step, not only the last."
     )
-    cell: Literal["LSTM", "GRU"] | None = Field(None, description="Bidirectional: the recurrent layer.")
+    cell: Literal["LSTM", "GRU"] | None = Field(
+        None, description="Bidirectional: the recurrent layer."
+    )
 
     @model_validator(mode="after")
     def _required_args(self) -> LayerSpec:
         missing = [
-            a
-            for a in REQUIRED_LAYER_ARGS.get(self.type, ())
-            if getattr(self, _snake(a)) is None
+            a for a in REQUIRED_LAYER_ARGS.get(self.type, ()) if getattr(self, _snake(a)) is None
         ]
         if missing:
             raise ValueError(f"{self.type} needs {' and '.join(missing)}")
@@ -313,7 +327,10 @@ class TransferSpec(SpecModel):
         ),
     )
     weights_path: str | None = Field(
-        None, min_length=1, max_length=4096, description="weights=file: .h5/.weights.h5 file on the data volume."
+        None,
+        min_length=1,
+        max_length=4096,
+        description="weights=file: .h5/.weights.h5 file on the data volume.",
     )
     pooling: Literal["avg", "max", "flatten"] = Field(
         "avg", description="How the base's feature map is reduced before the head."
@@ -384,8 +401,7 @@ class ModelSpec(SpecModel):
                 cel(
                     "[" + ", ".join(f"has(self.{s})" for s in MODEL_SOURCES) + "]"
                     ".filter(x, x).size() == 1",
-                    "set exactly one of model.layers, model.transfer, model.file and"
-                    " model.builder",
+                    "set exactly one of model.layers, model.transfer, model.file and model.builder",
                 ),
                 cel(
                     "!has(self.codePath) || has(self.file) || has(self.builder)",
@@ -432,7 +448,9 @@ class ModelSpec(SpecModel):
 
 
 class EarlyStoppingSpec(SpecModel):
-    monitor: str = Field("val_loss", max_length=256, description="Metric watched, e.g. val_loss or val_accuracy.")
+    monitor: str = Field(
+        "val_loss", max_length=256, description="Metric watched, e.g. val_loss or val_accuracy."
+    )
     patience: int = Field(3, ge=0, le=1000, description="Epochs without improvement before stop.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts.")
     restore_best_weights: bool = Field(True, description="Keep the best epoch's weights.")
@@ -502,7 +520,9 @@ class StorageSpec(SpecModel):
         pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
         description="Size of a PVC the operator creates, e.g. 5Gi.",
     )
-    storage_class_name: str | None = Field(None, max_length=253, description="Storage class of a created PVC.")
+    storage_class_name: str | None = Field(
+        None, max_length=253, description="Storage class of a created PVC."
+    )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
         "ReadWriteOnce", description="Access mode of a created PVC."
     )
@@ -539,18 +559,22 @@ class ResourcesSpec(SpecModel):
 class PodSpecOverrides(SpecModel):
     """Scheduling knobs copied onto the pods."""
 
-    node_selector: dict[str, str] | None = Field(None, description="Node labels the pods must match.")
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the pods must match."
+    )
     tolerations: list[dict[str, Any]] | None = Field(
         None,
         description="Pod tolerations (Kubernetes format).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     affinity: dict[str, Any] | None = Field(
         None,
         description="Pod affinity (Kubernetes format).",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
-    priority_class_name: str | None = Field(None, max_length=253, description="PriorityClass of the pods.")
+    priority_class_name: str | None = Field(
+        None, max_length=253, description="PriorityClass of the pods."
+    )
     service_account_name: str | None = Field(
         None, max_length=253, description="ServiceAccount of the pods (default: a token-less one)."
     )
@@ -777,7 +801,10 @@ class CanarySpec(SpecModel):
         ),
     )
     max_error_rate: float = Field(
-        0.01, ge=0, le=1, description="Roll back when the new version's error fraction exceeds this."
+        0.01,
+        ge=0,
+        le=1,
+        description="Roll back when the new version's error fraction exceeds this.",
     )
     max_p99_ms: float | None = Field(
         None, gt=0, description="Roll back when the new version's p99 latency exceeds this."

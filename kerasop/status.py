@@ -65,9 +65,7 @@ class Condition(StatusModel):
     reason: str | None = Field(
         None, max_length=1024, description="One CamelCase word: why the condition has this status."
     )
-    message: str | None = Field(
-        None, max_length=32768, description="Human-readable details."
-    )
+    message: str | None = Field(None, max_length=32768, description="Human-readable details.")
     last_transition_time: str | None = Field(
         None,
         json_schema_extra={"format": "date-time"},
@@ -88,7 +86,8 @@ class FailureStatus(StatusModel):
     """Why a training job failed: from the trainer's exit code, events and log."""
 
     reason: str | None = Field(
-        None, description="InvalidSpec, BadData, ModelDataMismatch, TrainerError, DeadlineExceeded, ..."
+        None,
+        description="InvalidSpec, BadData, ModelDataMismatch, TrainerError, DeadlineExceeded, ...",
     )
     exit_code: int | None = Field(None, description="Trainer container exit code.")
     message: str | None = Field(None, description="What went wrong, one paragraph.")
@@ -189,17 +188,24 @@ class RolloutStatus(StatusModel):
         None, description="Stable, Shadow, Canary 10%, Refused or RolledBack (for kubectl get)."
     )
     phase: Literal["Stable", "Shadow", "Canary"] | None = Field(None, description="Rollout phase.")
-    stable: int | None = Field(None, ge=1, description="Version taking the traffic not sent to the candidate.")
+    stable: int | None = Field(
+        None, ge=1, description="Version taking the traffic not sent to the candidate."
+    )
     candidate: int | None = Field(None, ge=1, description="Version being shadowed or canaried.")
     step: int | None = Field(None, ge=0, description="Index of the current canary step.")
-    weight: int | None = Field(None, ge=0, le=100, description="Percent of requests sent to the candidate.")
+    weight: int | None = Field(
+        None, ge=0, le=100, description="Percent of requests sent to the candidate."
+    )
     phase_started: float | None = Field(
         None, ge=0, description="Unix time the current shadow phase or canary step began."
     )
     baseline: dict[str, VersionCounters] | None = Field(
-        None, description="Per-version server counters when the step began (the window starts here)."
+        None,
+        description="Per-version server counters when the step began (the window starts here).",
     )
-    last: str | None = Field(None, description="Outcome of the last rollout: Promoted, Refused, RolledBack.")
+    last: str | None = Field(
+        None, description="Outcome of the last rollout: Promoted, Refused, RolledBack."
+    )
     message: str | None = Field(None, description="What the rollout is doing or why it ended.")
 
 
@@ -230,18 +236,26 @@ class KerasModelServiceStatus(StatusModel):
     observed_generation: int | None = Field(
         None, ge=0, description="metadata.generation the status describes."
     )
-    replicas: int | None = Field(None, ge=0, description="Server pods that exist (scale subresource).")
+    replicas: int | None = Field(
+        None, ge=0, description="Server pods that exist (scale subresource)."
+    )
     ready_replicas: int | None = Field(None, ge=0, description="Server pods that are ready.")
-    ready: str | None = Field(None, description="readyReplicas/replicas, e.g. 2/2 (for kubectl get).")
+    ready: str | None = Field(
+        None, description="readyReplicas/replicas, e.g. 2/2 (for kubectl get)."
+    )
     selector: str | None = Field(
         None, description="Label selector of the server pods, as a string (scale subresource)."
     )
     serving_version: int | None = Field(None, ge=1, description="Model version being served.")
     model_name: str | None = Field(None, description="Model name in the store.")
     url: str | None = Field(None, description="In-cluster URL of the model server.")
-    rollout: RolloutStatus | None = Field(None, description="Gate, shadow and canary of a new version.")
+    rollout: RolloutStatus | None = Field(
+        None, description="Gate, shadow and canary of a new version."
+    )
     history: list[VersionHistoryEntry] | None = Field(
-        None, max_length=50, description="Every version seen (newest 50): lineage, metrics, outcome."
+        None,
+        max_length=50,
+        description="Every version seen (newest 50): lineage, metrics, outcome.",
     )
 
 

@@ -349,7 +349,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if code:
         return code
     docs = read_resources(args.file)
-    server = subprocess.Popen([sys.executable, "-m", "kerasop_server.main", *server_argv(args, docs)])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kerasop_server.main", *server_argv(args, docs)]
+    )
     base_url = f"http://{args.host}:{args.port}"
     try:
         wait_ready(base_url, server, timeout=120)
@@ -389,9 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample-data", parents=[common], help="generate an example dataset")
     p.add_argument(
         "dataset",
-        choices=[
-            "dense", "images", "image-folder", "npz", "scaled", "mixed", "text", "own-models"
-        ],
+        choices=["dense", "images", "image-folder", "npz", "scaled", "mixed", "text", "own-models"],
     )
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("train", parents=[with_file, verbosity],

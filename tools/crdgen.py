@@ -53,7 +53,11 @@ _Dumper.add_representer(str, _str_representer)
 
 def to_yaml(obj: Any) -> str:
     return yaml.dump(
-        obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100,
+        obj,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
         allow_unicode=True,
     )
 
@@ -242,7 +246,9 @@ def check(files: dict[Path, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.crdgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.crdgen", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--check", action="store_true", help="fail if generated files are stale")
     parser.add_argument("--docs", action="store_true", help="only docs/reference.md")
     parser.add_argument("--stdout", action="store_true", help="print the CRDs, write nothing")

@@ -9,6 +9,7 @@ with no Docker: a deterministic layer tar, an image config, and manifest.json.
 each DEST are created in the layer. Every entry has mtime 0 and owner 0:0, so the same inputs
 give the same image digest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ def build_layer(adds: list[tuple[str, str, int | None]]) -> bytes:
     buf = io.BytesIO()
     seen_dirs: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
         def add_dir(path: str) -> None:
             parts = path.strip("/").split("/")
             for i in range(1, len(parts) + 1):
@@ -54,7 +56,9 @@ def build_layer(adds: list[tuple[str, str, int | None]]) -> bytes:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("out")
     ap.add_argument("ref", help="repository:tag, e.g. kerasop/pause:local")
     ap.add_argument("--add", action="append", default=[], metavar="SRC:DEST[:MODE]")
@@ -93,11 +97,14 @@ def main() -> None:
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     config_id = hashlib.sha256(config_bytes).hexdigest()
-    manifest = [{"Config": f"{config_id}.json", "RepoTags": [args.ref], "Layers": [f"{layer_id}/layer.tar"]}]
+    manifest = [
+        {"Config": f"{config_id}.json", "RepoTags": [args.ref], "Layers": [f"{layer_id}/layer.tar"]}
+    ]
     repositories = {args.ref.rsplit(":", 1)[0]: {args.ref.rsplit(":", 1)[1]: config_id}}
 
     tmp = args.out + ".tmp"
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as out:
+
         def put(name: str, data: bytes, mode: int = 0o644) -> None:
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode, ti.mtime = len(data), mode, 0

@@ -25,14 +25,16 @@ def build():
     hidden = keras.layers.Dense(32, activation="relu")(normalize(inputs))
     outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(hidden)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
 model, initial_epoch = api.resume(build)  # this job's last checkpoint, or a new model
 model.fit(
-    x[:cut], y[:cut],
+    x[:cut],
+    y[:cut],
     validation_data=(x[cut:], y[cut:]),
     epochs=api.epochs(),
     initial_epoch=initial_epoch,

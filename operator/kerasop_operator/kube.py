@@ -60,7 +60,9 @@ JOB = Kind(batch_v1.Job)
 DEPLOYMENT = Kind(apps_v1.Deployment)
 HPA = Kind(autoscaling_v2.HorizontalPodAutoscaler)
 PDB = Kind(policy_v1.PodDisruptionBudget)
-TRAINING_JOB = Kind(create_namespaced_resource(GROUP, VERSION, "KerasTrainingJob", "kerastrainingjobs"))
+TRAINING_JOB = Kind(
+    create_namespaced_resource(GROUP, VERSION, "KerasTrainingJob", "kerastrainingjobs")
+)
 MODEL_SERVICE = Kind(
     create_namespaced_resource(GROUP, VERSION, "KerasModelService", "kerasmodelservices")
 )

@@ -42,7 +42,14 @@ EngineFactory = Callable[..., Engine]
 MAX_BACKOFF_SECONDS = 300.0
 RETIRE_TIMEOUT_SECONDS = 300.0
 METADATA_SUMMARY_KEYS = (
-    "name", "createdAt", "input", "output", "metrics", "epochsRun", "versions", "lineage"
+    "name",
+    "createdAt",
+    "input",
+    "output",
+    "metrics",
+    "epochsRun",
+    "versions",
+    "lineage",
 )
 
 

@@ -169,7 +169,9 @@ class Metrics:
         self.rollout_weight.labels(self.model).set(weight if candidate else 0)
         self.candidate_version.clear()
         if candidate:
-            self.candidate_version.labels(self.model, "shadow" if shadow else "canary").set(candidate)
+            self.candidate_version.labels(self.model, "shadow" if shadow else "canary").set(
+                candidate
+            )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

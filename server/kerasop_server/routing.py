@@ -97,7 +97,9 @@ class WeightedSplit:
         return False
 
 
-def agrees(stable: np.ndarray, shadow: np.ndarray, output_kind: str | None, tolerance: float) -> bool:
+def agrees(
+    stable: np.ndarray, shadow: np.ndarray, output_kind: str | None, tolerance: float
+) -> bool:
     """Whether the shadow's answer agrees with stable's, for every row of the request."""
     a, b = np.asarray(stable, dtype=np.float64), np.asarray(shadow, dtype=np.float64)
     if a.shape != b.shape:

@@ -21,11 +21,20 @@ class Helm:
         self.binary = binary
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "HELM_CACHE_HOME": "/tmp/kerasop-helm/cache",
-               "HELM_CONFIG_HOME": "/tmp/kerasop-helm/config",
-               "HELM_DATA_HOME": "/tmp/kerasop-helm/data"}
-        proc = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
-                              timeout=120, env=env, check=False)
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": "/tmp/kerasop-helm/cache",
+            "HELM_CONFIG_HOME": "/tmp/kerasop-helm/config",
+            "HELM_DATA_HOME": "/tmp/kerasop-helm/data",
+        }
+        proc = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -44,8 +53,13 @@ class Helm:
 
 @pytest.fixture(scope="session")
 def helm() -> Helm:
-    proc = subprocess.run(["bash", str(REPO_ROOT / "cluster" / "get-tools.sh")],
-                          stdout=subprocess.PIPE, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "cluster" / "get-tools.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, "cluster/get-tools.sh failed"
     binary = Path(proc.stdout.strip().splitlines()[-1]) / "helm"
     assert binary.exists(), binary

@@ -35,7 +35,13 @@ EXPECTED_OPERATOR_RULES = {
     ("", "configmaps"): {"get", "create", "patch", "delete"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("autoscaling", "horizontalpodautoscalers"): {
-        "get", "list", "watch", "create", "patch", "delete"},
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    },
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -78,9 +84,14 @@ def test_chart_metadata():
 
 
 def test_values_schema_rejects_typos_and_bad_values(helm):
-    for bad in ("operator.imag.tag=x", "watchNamespaces[0]=Bad_NS", "operator.logFormat=xml",
-                "operator.logLevel=loud",
-                "operator.image.pullPolicy=Sometimes", "metrics.port=0"):
+    for bad in (
+        "operator.imag.tag=x",
+        "watchNamespaces[0]=Bad_NS",
+        "operator.logFormat=xml",
+        "operator.logLevel=loud",
+        "operator.image.pullPolicy=Sometimes",
+        "metrics.port=0",
+    ):
         proc = helm.run("template", "x", str(CHART), "--set", bad, check=False)
         assert proc.returncode != 0, f"--set {bad} was accepted"
         assert "schema" in proc.stderr.lower(), proc.stderr
@@ -97,8 +108,9 @@ def test_default_render_is_cluster_wide(helm):
     role = one(objs, "ClusterRole", "kerasop-keras-operator")
     binding = one(objs, "ClusterRoleBinding", "kerasop-keras-operator")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kerasop-keras-operator",
-                                    "namespace": RELEASE_NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kerasop-keras-operator", "namespace": RELEASE_NAMESPACE}
+    ]
     assert rules_as_set(role["rules"]) == EXPECTED_OPERATOR_RULES
     assert not by_kind(objs, "Role") and not by_kind(objs, "RoleBinding")
     container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -116,11 +128,17 @@ def test_namespaced_render_has_role_per_namespace(helm):
     for role in roles:
         assert rules_as_set(role["rules"]) == EXPECTED_OPERATOR_RULES
     for b in bindings:
-        assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                "name": "kerasop-keras-operator"}
+        assert b["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "kerasop-keras-operator",
+        }
         assert b["subjects"][0]["namespace"] == RELEASE_NAMESPACE
-    operator_cluster_roles = [r for r in by_kind(objs, "ClusterRole")
-                              if not r["metadata"]["name"].endswith(("-edit", "-view"))]
+    operator_cluster_roles = [
+        r
+        for r in by_kind(objs, "ClusterRole")
+        if not r["metadata"]["name"].endswith(("-edit", "-view"))
+    ]
     assert not operator_cluster_roles and not by_kind(objs, "ClusterRoleBinding")
     container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert "--namespace=team-a" in container["args"] and "--namespace=team-b" in container["args"]
@@ -129,7 +147,8 @@ def test_namespaced_render_has_role_per_namespace(helm):
     for name in RUNTIME_SERVICE_ACCOUNTS:
         found = [sa for sa in by_kind(objs, "ServiceAccount") if sa["metadata"]["name"] == name]
         assert sorted(sa["metadata"]["namespace"] for sa in found) == sorted(
-            [RELEASE_NAMESPACE, "team-a", "team-b"])
+            [RELEASE_NAMESPACE, "team-a", "team-b"]
+        )
 
 
 @pytest.mark.parametrize("set_args", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
@@ -148,8 +167,11 @@ def test_rbac_has_no_wildcards_and_no_secrets(helm, set_args):
 @pytest.mark.parametrize("set_args", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
 def test_runtime_service_account_has_no_permissions(helm, set_args):
     objs = helm.objects(*set_args)
-    runtime = [sa for sa in by_kind(objs, "ServiceAccount")
-               if sa["metadata"]["name"] in RUNTIME_SERVICE_ACCOUNTS]
+    runtime = [
+        sa
+        for sa in by_kind(objs, "ServiceAccount")
+        if sa["metadata"]["name"] in RUNTIME_SERVICE_ACCOUNTS
+    ]
     assert {sa["metadata"]["name"] for sa in runtime} == set(RUNTIME_SERVICE_ACCOUNTS)
     for sa in runtime:
         assert sa["automountServiceAccountToken"] is False
@@ -168,8 +190,12 @@ def test_operator_deployment(helm):
     one(objs, "ServiceAccount", "kerasop-keras-operator")
     (c,) = pod["containers"]
     assert c["image"] == "kerasop-operator:0.1.0" and c["imagePullPolicy"] == "IfNotPresent"
-    assert c["args"] == ["kerasop-operator", "--health-port=8080", "--metrics-port=9090",
-                         "--log-format=json"]
+    assert c["args"] == [
+        "kerasop-operator",
+        "--health-port=8080",
+        "--metrics-port=9090",
+        "--log-format=json",
+    ]
     assert "command" not in c  # the image's entrypoint (tini) stays PID 1
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 9090, "health": 8080}
@@ -184,8 +210,9 @@ def test_operator_deployment(helm):
     assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     svc = one(objs, "Service", "kerasop-keras-operator-metrics")
     assert svc["spec"]["selector"] == selector
-    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics",
-                                     "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
 
 
 @pytest.mark.parametrize("set_args", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
@@ -209,12 +236,19 @@ def test_containers_are_locked_down(helm, set_args):
 
 def test_values_are_wired(helm):
     objs = helm.objects(
-        "operator.image.repository=reg.local/op", "operator.image.tag=9.9",
-        "runtime.image.repository=reg.local/rt", "runtime.image.tag=1.2",
-        "runtime.image.pullPolicy=Always", "nodeSelector.pool=system",
-        "tolerations[0].key=dedicated", "tolerations[0].operator=Exists",
-        "operator.logLevel=debug", "metrics.port=9999", "metrics.service.enabled=false",
-        "runtime.serviceAccounts.create=false", "watchNamespaces={x}",
+        "operator.image.repository=reg.local/op",
+        "operator.image.tag=9.9",
+        "runtime.image.repository=reg.local/rt",
+        "runtime.image.tag=1.2",
+        "runtime.image.pullPolicy=Always",
+        "nodeSelector.pool=system",
+        "tolerations[0].key=dedicated",
+        "tolerations[0].operator=Exists",
+        "operator.logLevel=debug",
+        "metrics.port=9999",
+        "metrics.service.enabled=false",
+        "runtime.serviceAccounts.create=false",
+        "watchNamespaces={x}",
     )
     pod = one(objs, "Deployment")["spec"]["template"]["spec"]
     c = pod["containers"][0]
@@ -229,7 +263,8 @@ def test_values_are_wired(helm):
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
     assert not by_kind(objs, "Service")
     assert [sa["metadata"]["name"] for sa in by_kind(objs, "ServiceAccount")] == [
-        "kerasop-keras-operator"]
+        "kerasop-keras-operator"
+    ]
 
 
 def test_chart_crds_are_the_generated_ones(helm):

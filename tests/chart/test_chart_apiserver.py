@@ -33,12 +33,14 @@ def can_i(kube, user: str, *args: str) -> bool:
     return answer == "yes"
 
 
-@pytest.mark.parametrize("set_args", [(), ("watchNamespaces={team-a,team-b}",)],
-                         ids=["cluster-wide", "namespaced"])
+@pytest.mark.parametrize(
+    "set_args", [(), ("watchNamespaces={team-a,team-b}",)], ids=["cluster-wide", "namespaced"]
+)
 def test_rendered_manifests_pass_server_side_validation(cluster, helm, set_args):
     manifests = helm.template(*set_args, include_crds=True)
-    proc = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
-                           input=manifests, check=False)
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", input=manifests, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr
     kinds = {line.split("/")[0].split(".")[0] for line in proc.stdout.splitlines()}
@@ -56,17 +58,27 @@ def test_helm_install_upgrade_and_rbac_in_effect(cluster, helm):
         for ns in ("team-a", "team-c"):
             assert can_i(cluster, OPERATOR, "create", "jobs.batch", "-n", ns)
             assert can_i(cluster, OPERATOR, "get", "pods", "--subresource=log", "-n", ns)
-            assert can_i(cluster, OPERATOR, "patch", "kerastrainingjobs.kerasop.io",
-                         "--subresource=status", "-n", ns)
-            assert can_i(cluster, OPERATOR, "create", "horizontalpodautoscalers.autoscaling",
-                         "-n", ns)
+            assert can_i(
+                cluster,
+                OPERATOR,
+                "patch",
+                "kerastrainingjobs.kerasop.io",
+                "--subresource=status",
+                "-n",
+                ns,
+            )
+            assert can_i(
+                cluster, OPERATOR, "create", "horizontalpodautoscalers.autoscaling", "-n", ns
+            )
             assert can_i(cluster, OPERATOR, "create", "poddisruptionbudgets.policy", "-n", ns)
             assert not can_i(cluster, OPERATOR, "get", "secrets", "-n", ns)
             assert not can_i(cluster, OPERATOR, "create", "pods", "-n", ns)
             assert not can_i(cluster, OPERATOR, "create", "kerastrainingjobs.kerasop.io", "-n", ns)
             assert not can_i(cluster, OPERATOR, "delete", "kerastrainingjobs.kerasop.io", "-n", ns)
         assert can_i(cluster, OPERATOR, "watch", "kerastrainingjobs.kerasop.io", "--all-namespaces")
-        assert not can_i(cluster, OPERATOR, "list", "customresourcedefinitions.apiextensions.k8s.io")
+        assert not can_i(
+            cluster, OPERATOR, "list", "customresourcedefinitions.apiextensions.k8s.io"
+        )
         assert not can_i(cluster, OPERATOR, "list", "namespaces")
         assert not can_i(cluster, OPERATOR, "create", "clusterroles.rbac.authorization.k8s.io")
 
@@ -74,35 +86,73 @@ def test_helm_install_upgrade_and_rbac_in_effect(cluster, helm):
         for sa in ("kerasop-trainer", "kerasop-server"):
             cluster.kubectl("get", "serviceaccount", sa, "-n", RELEASE_NAMESPACE)
             runtime = f"system:serviceaccount:{RELEASE_NAMESPACE}:{sa}"
-            for verb, res in (("get", "pods"), ("list", "kerastrainingjobs.kerasop.io"),
-                              ("get", "secrets"), ("get", "configmaps")):
+            for verb, res in (
+                ("get", "pods"),
+                ("list", "kerastrainingjobs.kerasop.io"),
+                ("get", "secrets"),
+                ("get", "configmaps"),
+            ):
                 assert not can_i(cluster, runtime, verb, res, "-n", RELEASE_NAMESPACE)
 
         # Users with the built-in edit/view roles get the custom resources (aggregation).
-        cluster.kubectl("create", "rolebinding", "alice-edit", "--clusterrole=edit",
-                        "--user=alice", "-n", "team-a")
-        cluster.kubectl("create", "rolebinding", "bob-view", "--clusterrole=view",
-                        "--user=bob", "-n", "team-a")
-        assert _eventually(lambda: can_i(cluster, "alice", "create", "kerastrainingjobs.kerasop.io",
-                                         "-n", "team-a"))
-        assert _eventually(lambda: can_i(cluster, "bob", "list", "kerasmodelservices.kerasop.io",
-                                         "-n", "team-a"))
+        cluster.kubectl(
+            "create",
+            "rolebinding",
+            "alice-edit",
+            "--clusterrole=edit",
+            "--user=alice",
+            "-n",
+            "team-a",
+        )
+        cluster.kubectl(
+            "create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", "team-a"
+        )
+        assert _eventually(
+            lambda: can_i(
+                cluster, "alice", "create", "kerastrainingjobs.kerasop.io", "-n", "team-a"
+            )
+        )
+        assert _eventually(
+            lambda: can_i(cluster, "bob", "list", "kerasmodelservices.kerasop.io", "-n", "team-a")
+        )
         assert not can_i(cluster, "bob", "create", "kerasmodelservices.kerasop.io", "-n", "team-a")
-        assert not can_i(cluster, "alice", "patch", "kerastrainingjobs.kerasop.io",
-                         "--subresource=status", "-n", "team-a")
+        assert not can_i(
+            cluster,
+            "alice",
+            "patch",
+            "kerastrainingjobs.kerasop.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        )
 
         # Switch to namespaced mode: Roles in the watched namespaces only.
-        helm.run("upgrade", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE, *kc,
-                 "--set", "watchNamespaces={team-a,team-b}")
+        helm.run(
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "-n",
+            RELEASE_NAMESPACE,
+            *kc,
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+        )
         for ns in WATCHED:
             assert can_i(cluster, OPERATOR, "create", "jobs.batch", "-n", ns)
             assert can_i(cluster, OPERATOR, "watch", "kerastrainingjobs.kerasop.io", "-n", ns)
             cluster.kubectl("get", "serviceaccount", "kerasop-trainer", "-n", ns)
         assert not can_i(cluster, OPERATOR, "create", "jobs.batch", "-n", "team-c")
-        assert not can_i(cluster, OPERATOR, "watch", "kerastrainingjobs.kerasop.io",
-                         "--all-namespaces")
-        dep = cluster.kubectl("get", "deployment", "-n", RELEASE_NAMESPACE, "-o",
-                              "jsonpath={.items[0].spec.template.spec.containers[0].args}").stdout
+        assert not can_i(
+            cluster, OPERATOR, "watch", "kerastrainingjobs.kerasop.io", "--all-namespaces"
+        )
+        dep = cluster.kubectl(
+            "get",
+            "deployment",
+            "-n",
+            RELEASE_NAMESPACE,
+            "-o",
+            "jsonpath={.items[0].spec.template.spec.containers[0].args}",
+        ).stdout
         assert "--namespace=team-a" in dep and "--namespace=team-b" in dep
     finally:
         helm.run("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, *kc, check=False)

@@ -66,8 +66,9 @@ def server_metric_names(tmp_path_factory) -> set[str]:
 @pytest.fixture(scope="module")
 def operator_metric_names() -> set[str]:
     """The registry the operator process serves on --metrics-port."""
-    import kerasop_operator.handlers  # noqa: F401 - registers everything the operator exports
     from prometheus_client import REGISTRY
+
+    import kerasop_operator.handlers  # noqa: F401 - registers everything the operator exports
 
     return exported(REGISTRY.collect())
 

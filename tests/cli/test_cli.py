@@ -63,7 +63,10 @@ def test_rows_from_csv_drops_the_label(tmp_path):
 def test_rows_from_csv_keeps_strings_and_the_feature_columns_order(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text("city,age,churn,value\nberlin,25,yes,3.5\nparis,70,no,1\n")
-    assert cli.rows_from_csv(path, 5, "churn", ["age", "city"]) == [[25.0, "berlin"], [70.0, "paris"]]
+    assert cli.rows_from_csv(path, 5, "churn", ["age", "city"]) == [
+        [25.0, "berlin"],
+        [70.0, "paris"],
+    ]
     with pytest.raises(cli.CliError, match="no column"):
         cli.rows_from_csv(path, 1, "churn", ["age", "plan"])
 

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from kerasop import console
 from kerasop_server.config import ServerConfig
 from kerasop_server.runner import BackgroundServer
 from kerasop_trainer import sample_data
-
-from kerasop import console
 
 KERASOP = Path(sys.executable).parent / "kerasop"
 JOB = """

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kerasop_operator.kube import Kube
 from opcomponent import REPO, OperatorProcess
 
+from kerasop_operator.kube import Kube
 from tests.support.kube import KubeCluster, kube_cluster
 
 

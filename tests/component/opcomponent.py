@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
-
 from tests.support import sample
 from tests.support.kube import KubeCluster, free_port
 from tests.support.waiting import wait_for

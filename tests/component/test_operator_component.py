@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from kerasop_operator import kube as k
 from opcomponent import (
     RUNTIME_IMAGE,
     apply_yaml,
@@ -27,6 +26,7 @@ from opcomponent import (
 )
 
 from kerasop.status import KerasTrainingJobStatus
+from kerasop_operator import kube as k
 
 pytestmark = pytest.mark.component
 
@@ -641,7 +641,7 @@ def test_operator_restart_converges_without_duplicates(cluster, api, operator, n
     assert api.get(k.JOB, namespace, "mnist-trainer")["metadata"]["resourceVersion"] == job_rv
     assert len(api.list(k.JOB, namespace)) == 1
     assert len(api.list(k.DEPLOYMENT, namespace)) == 1
-    assert len([s for s in api.list(k.SERVICE, namespace)]) == 1
+    assert len(list(api.list(k.SERVICE, namespace))) == 1
 
     # a second restart with nothing changed writes no child at all: every resource in the
     # cluster is resumed (a fresh process: its counters start at zero)

@@ -15,7 +15,6 @@ import subprocess
 
 import pytest
 import yaml
-from kerasop_operator import kube as k
 from opcomponent import (
     REPO,
     apply_yaml,
@@ -31,6 +30,7 @@ from opcomponent import (
     wait_for,
 )
 
+from kerasop_operator import kube as k
 from tests.support.kube import CACHE, _script_output_dir
 
 pytestmark = pytest.mark.component

@@ -11,20 +11,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from kerasop_operator import kube as k
 from opcomponent import (
     apply_yaml,
     cr,
     events_for,
     job_yaml,
     service_yaml,
-    set_pod_state,
     set_job_status,
+    set_pod_state,
     start_trainer_pod,
     trainer_job,
     wait_for,
 )
 from test_operator_component import T0, done_message, trainer_succeeds
+
+from kerasop_operator import kube as k
 
 pytestmark = pytest.mark.component
 
@@ -43,16 +44,30 @@ def train(cluster, api, namespace, name, version, accuracy):
     trainer_succeeds(api, job, pod, json.dumps(done))
     wait_for(
         f"{name} wrote version {version}",
-        lambda: (cr(api, k.TRAINING_JOB, namespace, name).get("status") or {}).get("modelVersion")
-        == version,
+        lambda: (
+            (cr(api, k.TRAINING_JOB, namespace, name).get("status") or {}).get("modelVersion")
+            == version
+        ),
     )
 
 
 def follow(cluster, namespace, job_name):
-    apply_yaml(cluster, service_yaml("mnist", namespace, model={"trainingJob": job_name}, rollout={
-        "gate": {"min": {"val_accuracy": 0.8}, "maxRegression": {"val_accuracy": 0.02}},
-        "canary": {"steps": [10, 100], "dwellSeconds": 4, "minRequests": 0},  # no pods, no traffic
-    }))
+    apply_yaml(
+        cluster,
+        service_yaml(
+            "mnist",
+            namespace,
+            model={"trainingJob": job_name},
+            rollout={
+                "gate": {"min": {"val_accuracy": 0.8}, "maxRegression": {"val_accuracy": 0.02}},
+                "canary": {
+                    "steps": [10, 100],
+                    "dwellSeconds": 4,
+                    "minRequests": 0,
+                },  # no pods, no traffic
+            },
+        ),
+    )
 
 
 def plan(api, namespace):
@@ -85,10 +100,14 @@ def test_gate_canary_restart_promote(cluster, api, operator, namespace):
     assert refused["version"] == 2 and refused["job"] == "mnist-shuffled"
     assert "val_accuracy 0.5 < min 0.8" in refused["reason"] and len(refused["specHash"]) == 16
     assert refused["dataFingerprint"] == "sha256:mnist-shuffled"
-    wait_for("Refused event", lambda: [
-        e for e in events_for(api, namespace, "mnist", "KerasModelService")
-        if e["reason"] == "Refused"
-    ])
+    wait_for(
+        "Refused event",
+        lambda: [
+            e
+            for e in events_for(api, namespace, "mnist", "KerasModelService")
+            if e["reason"] == "Refused"
+        ],
+    )
 
     # a better retrain: canary 10%, visible in kubectl get
     train(cluster, api, namespace, "mnist-better", 3, 0.91)
@@ -103,7 +122,13 @@ def test_gate_canary_restart_promote(cluster, api, operator, namespace):
     wait_for("version 3 promoted", lambda: plan(api, namespace) == promoted_plan, timeout=60)
     history = status(api, namespace)["history"]
     assert [(e["version"], e["outcome"]) for e in history] == [
-        (1, "Promoted"), (2, "Refused"), (3, "Promoted")]
-    promoted = [e for e in events_for(api, namespace, "mnist", "KerasModelService")
-                if e["reason"] == "Promoted" and "version 3" in e["message"]]
+        (1, "Promoted"),
+        (2, "Refused"),
+        (3, "Promoted"),
+    ]
+    promoted = [
+        e
+        for e in events_for(api, namespace, "mnist", "KerasModelService")
+        if e["reason"] == "Promoted" and "version 3" in e["message"]
+    ]
     assert len(promoted) == 1 and promoted[0].get("count", 1) == 1

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+
 from kerasop_operator import serving, training
 
 # The restricted profile (https://kubernetes.io/docs/concepts/security/pod-security-standards/).

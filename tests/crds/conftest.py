@@ -15,12 +15,17 @@ NAMESPACE = "crd-tests"
 
 def wait_for_crds(kube, names=CRD_NAMES, timeout: float = 60) -> None:
     """Established, and served by discovery (kubectl explain/create need both)."""
-    kube.kubectl("wait", "--for=condition=Established", *[f"crd/{n}" for n in names],
-                 f"--timeout={int(timeout)}s")
+    kube.kubectl(
+        "wait",
+        "--for=condition=Established",
+        *[f"crd/{n}" for n in names],
+        f"--timeout={int(timeout)}s",
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = kube.kubectl("api-resources", "--api-group=kerasop.io", "-o", "name",
-                           check=False).stdout
+        out = kube.kubectl(
+            "api-resources", "--api-group=kerasop.io", "-o", "name", check=False
+        ).stdout
         if all(n in out for n in names):
             return
         time.sleep(0.5)

@@ -13,12 +13,34 @@ from kerasop import spec, status
 from tools import crdgen
 
 ALLOWED_KEYS = {
-    "description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum",
-    "maximum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern",
-    "minItems", "maxItems", "minProperties", "maxProperties", "nullable", "items",
-    "properties", "additionalProperties", "required", "x-kubernetes-validations",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "x-kubernetes-map-type", "x-kubernetes-int-or-string",
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "nullable",
+    "items",
+    "properties",
+    "additionalProperties",
+    "required",
+    "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+    "x-kubernetes-int-or-string",
     "x-kubernetes-embedded-resource",
 }
 # The only free-form places: pod scheduling passthroughs (KerasTrainingJob and KerasModelService).
@@ -97,12 +119,15 @@ def test_schema_is_structural(filename):
         assert "title" not in node, path
         preserve = node.get("x-kubernetes-preserve-unknown-fields")
         assert node.get("type") in {"object", "array", "string", "integer", "number", "boolean"}, (
-            f"{path} has no single type")
+            f"{path} has no single type"
+        )
         if preserve:
             assert path.removeprefix("") in free_form, f"unexpected free-form node {path}"
             assert node["type"] == "object"
         if "additionalProperties" in node:
-            assert isinstance(node["additionalProperties"], dict), f"{path}: bool additionalProperties"
+            assert isinstance(node["additionalProperties"], dict), (
+                f"{path}: bool additionalProperties"
+            )
             assert "properties" not in node, path
         if node.get("type") == "array":
             assert isinstance(node.get("items"), dict), f"{path}: array without items"
@@ -113,8 +138,10 @@ def test_schema_is_structural(filename):
             assert set(node["required"]) <= set(node.get("properties", {})), path
         if "default" in node and node.get("type") == "object" and "properties" in node:
             assert set(node["default"]) <= set(node["properties"]), path
-    assert root["properties"]["metadata"] == {"type": "object", "properties": {"name": {
-        "type": "string", "maxLength": 63, "pattern": spec.NAME_PATTERN}}}
+    assert root["properties"]["metadata"] == {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 63, "pattern": spec.NAME_PATTERN}},
+    }
     assert root["required"] == ["spec"]
     for path in free_form:
         node = root
@@ -127,7 +154,10 @@ def test_schema_is_structural(filename):
 
 def test_crd_names_and_subresources():
     ktj, kms = crdschema.training_job_crd(), crdschema.model_service_crd()
-    for crd, plural, short in ((ktj, "kerastrainingjobs", "ktj"), (kms, "kerasmodelservices", "kms")):
+    for crd, plural, short in (
+        (ktj, "kerastrainingjobs", "ktj"),
+        (kms, "kerasmodelservices", "kms"),
+    ):
         assert crd["metadata"]["name"] == f"{plural}.kerasop.io"
         assert crd["spec"]["group"] == "kerasop.io"
         assert crd["spec"]["scope"] == "Namespaced"
@@ -138,8 +168,11 @@ def test_crd_names_and_subresources():
         assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
         assert version["subresources"]["status"] == {}
     scale = kms["spec"]["versions"][0]["subresources"]["scale"]
-    assert scale == {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
-                     "labelSelectorPath": ".status.selector"}
+    assert scale == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
     assert "scale" not in ktj["spec"]["versions"][0]["subresources"]
 
 
@@ -154,20 +187,37 @@ def test_printer_columns_point_at_schema_fields(crd_fn):
             continue
         node = root
         for part in col["jsonPath"].strip(".").split("."):
-            node = node["properties"][part] if "properties" in node else node["additionalProperties"]
+            node = (
+                node["properties"][part] if "properties" in node else node["additionalProperties"]
+            )
         assert types[node["type"]] == col["type"], col
 
 
 def test_printer_columns_names():
-    cols = lambda crd: [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
-                        if not c.get("priority")]
-    assert cols(crdschema.training_job_crd()) == ["Phase", "Epoch", "Accuracy", "Loss", "Version", "Age"]
+    def cols(crd):
+        return [
+            c["name"]
+            for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            if not c.get("priority")
+        ]
+
+    assert cols(crdschema.training_job_crd()) == [
+        "Phase",
+        "Epoch",
+        "Accuracy",
+        "Loss",
+        "Version",
+        "Age",
+    ]
     assert cols(crdschema.model_service_crd()) == ["Ready", "Version", "Rollout", "URL", "Age"]
 
 
 def test_cel_rules_are_copied_to_the_right_nodes():
     spec_schema = schema_of(crdschema.training_job_crd())["properties"]["spec"]
-    rules = lambda node: [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+
+    def rules(node):
+        return [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+
     assert any("oldSelf" in r for r in rules(spec_schema))
     props = spec_schema["properties"]
     assert rules(props["model"]) == [
@@ -176,7 +226,9 @@ def test_cel_rules_are_copied_to_the_right_nodes():
         "!has(self.codePath) || has(self.file) || has(self.builder)",
     ]
     assert len(rules(props["data"])) == 4
-    assert "self.type != 'Dense' || has(self.units)" in rules(props["model"]["properties"]["layers"]["items"])
+    assert "self.type != 'Dense' || has(self.units)" in rules(
+        props["model"]["properties"]["layers"]["items"]
+    )
     head = props["model"]["properties"]["transfer"]["properties"]["head"]["items"]
     assert rules(head) == rules(props["model"]["properties"]["layers"]["items"])
     assert rules(props["output"]["properties"]["storage"])
@@ -215,7 +267,10 @@ def test_types_and_bounds_converted():
     split = props["data"]["properties"]["validationSplit"]
     assert split == {
         "description": "Fraction of the training data held out for validation.",
-        "type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1,
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 1,
         "exclusiveMaximum": True,
     }
     channels = props["data"]["properties"]["image"]["properties"]["channels"]
@@ -227,37 +282,77 @@ def test_types_and_bounds_converted():
     assert node_selector["additionalProperties"] == {"type": "string"}
     assert props["output"]["properties"]["modelName"]["pattern"] == spec.NAME_PATTERN
     assert props["data"]["required"] == ["format", "path"]
-    assert schema_of(crdschema.training_job_crd())["properties"]["spec"]["required"] == ["data"]  # model or script: a CEL rule
+    assert schema_of(crdschema.training_job_crd())["properties"]["spec"]["required"] == [
+        "data"
+    ]  # model or script: a CEL rule
 
 
 def test_status_schema():
     st = schema_of(crdschema.training_job_crd())["properties"]["status"]["properties"]
     assert st["phase"]["enum"] == list(status.TRAINING_PHASES)
     cond = st["conditions"]
-    assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == ["type"]
+    assert cond["x-kubernetes-list-type"] == "map" and cond["x-kubernetes-list-map-keys"] == [
+        "type"
+    ]
     assert set(cond["items"]["required"]) == {"type", "status"}
     assert set(cond["items"]["properties"]) == {
-        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
     assert st["metrics"] == {
-        "description": st["metrics"]["description"], "type": "object",
-        "additionalProperties": {"type": "number"}}
+        "description": st["metrics"]["description"],
+        "type": "object",
+        "additionalProperties": {"type": "number"},
+    }
     assert st["startTime"]["format"] == "date-time"
     assert set(st["failure"]["properties"]) == {"reason", "exitCode", "message", "logTail"}
-    for field in ("observedGeneration", "completionTime", "epoch", "epochs", "progress",
-                  "finalMetrics", "modelName", "modelVersion", "modelPath", "workers"):
+    for field in (
+        "observedGeneration",
+        "completionTime",
+        "epoch",
+        "epochs",
+        "progress",
+        "finalMetrics",
+        "modelName",
+        "modelVersion",
+        "modelPath",
+        "workers",
+    ):
         assert field in st
     kst = schema_of(crdschema.model_service_crd())["properties"]["status"]["properties"]
-    for field in ("phase", "readyReplicas", "replicas", "servingVersion", "url", "conditions",
-                  "ready", "selector", "observedGeneration"):
+    for field in (
+        "phase",
+        "readyReplicas",
+        "replicas",
+        "servingVersion",
+        "url",
+        "conditions",
+        "ready",
+        "selector",
+        "observedGeneration",
+    ):
         assert field in kst
 
 
 def test_status_models_dump_camel_case():
     st = status.KerasTrainingJobStatus(
-        phase="Running", epoch=3, epochs=10, progress=status.progress(3, 10),
+        phase="Running",
+        epoch=3,
+        epochs=10,
+        progress=status.progress(3, 10),
         metrics={"loss": 0.5, "accuracy": 0.8},
-        conditions=[status.Condition(type="Running", status="True", reason="Training",
-                                     last_transition_time=status.now_rfc3339())],
+        conditions=[
+            status.Condition(
+                type="Running",
+                status="True",
+                reason="Training",
+                last_transition_time=status.now_rfc3339(),
+            )
+        ],
     ).to_status()
     assert st["progress"] == "3/10"
     assert st["conditions"][0]["lastTransitionTime"].endswith("Z")
@@ -279,9 +374,12 @@ class _FreeForm(BaseModel):
 
 
 class _Marked(BaseModel):
-    x: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
-    y: list[dict[str, Any]] = Field(default_factory=list,
-                                    json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    x: dict[str, Any] | None = Field(
+        None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    y: list[dict[str, Any]] = Field(
+        default_factory=list, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
     z: Literal["a"] = "a"
     s: set[str] = Field(default_factory=set)
 
@@ -299,18 +397,32 @@ def test_unmarked_free_form_rejected():
 def test_marked_free_form_and_sets():
     out = crdschema.model_schema(_Marked)["properties"]
     assert out["x"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    assert out["y"] == {"type": "array", "default": [],
-                        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    assert out["y"] == {
+        "type": "array",
+        "default": [],
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    }
     assert out["z"]["enum"] == ["a"] and out["z"]["type"] == "string"
     assert out["s"]["x-kubernetes-list-type"] == "set" and "uniqueItems" not in out["s"]
 
 
 def test_reference_doc_lists_every_spec_field():
     doc = crdgen.render_reference()
-    for model in (spec.DataSpec, spec.LayerSpec, spec.TransferSpec, spec.TrainingSpec,
-                  spec.ModelSpec, spec.ModelFileSpec, spec.BuilderSpec,
-                  spec.StorageSpec, spec.KerasTrainingJobSpec, spec.KerasModelServiceSpec,
-                  spec.ServedModelSpec, spec.AutoscalingSpec, status.KerasTrainingJobStatus):
+    for model in (
+        spec.DataSpec,
+        spec.LayerSpec,
+        spec.TransferSpec,
+        spec.TrainingSpec,
+        spec.ModelSpec,
+        spec.ModelFileSpec,
+        spec.BuilderSpec,
+        spec.StorageSpec,
+        spec.KerasTrainingJobSpec,
+        spec.KerasModelServiceSpec,
+        spec.ServedModelSpec,
+        spec.AutoscalingSpec,
+        status.KerasTrainingJobStatus,
+    ):
         for field in model.model_fields.values():
             assert f"`{field.alias}`" in doc, (model.__name__, field.alias)
     assert "Where the training data is and how to read it." in doc

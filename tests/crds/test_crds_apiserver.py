@@ -6,10 +6,9 @@ local CLI agree on what is invalid (the rules are written twice on purpose, see 
 
 from __future__ import annotations
 
-import re
-
 import copy
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +50,18 @@ def transfer_job(name: str = "vgg") -> dict[str, Any]:
         "kind": "KerasTrainingJob",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "data": {"format": "imageCsv", "path": "images/data.csv",
-                     "image": {"height": 64, "width": 64}},
-            "model": {"transfer": {"application": "VGG16", "weights": "none",
-                                   "head": [{"type": "Dense", "units": 64, "activation": "relu"}]}},
+            "data": {
+                "format": "imageCsv",
+                "path": "images/data.csv",
+                "image": {"height": 64, "width": 64},
+            },
+            "model": {
+                "transfer": {
+                    "application": "VGG16",
+                    "weights": "none",
+                    "head": [{"type": "Dense", "units": 64, "activation": "relu"}],
+                }
+            },
             "training": {"loss": "sparse_categorical_crossentropy", "epochs": 3},
             "output": {"modelName": "vgg-cats", "storage": {"claimName": "models"}},
             "workers": 2,
@@ -81,6 +88,7 @@ def edit(base: Callable[[], dict[str, Any]], fn: Callable[[dict[str, Any]], None
         obj = base()
         fn(obj["spec"])
         return obj
+
     return make
 
 
@@ -91,6 +99,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         for p in parents:
             node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
         node[int(last) if last.isdigit() else last] = value
+
     return fn
 
 
@@ -101,6 +110,7 @@ def _del(path: str) -> Callable[[dict[str, Any]], None]:
         for p in parents:
             node = node[int(p)] if p.isdigit() else node[p]
         del node[last]
+
     return fn
 
 
@@ -108,108 +118,259 @@ def _both(*fns):
     def fn(spec_):
         for f in fns:
             f(spec_)
+
     return fn
 
 
 # (id, resource factory, substrings every one of which must appear in the API server's error)
 INVALID = [
     ("missing-data", edit(dense_job, _del("data")), ["spec.data", "Required value"]),
-    ("bad-format", edit(dense_job, _set("data.format", "parquet")),
-     ["spec.data.format", "Unsupported value", "parquet"]),
-    ("layers-and-transfer", edit(dense_job, _set("model.transfer", {"application": "VGG16"})),
-     ["spec.model", "set exactly one of model.layers, model.transfer, model.file and model.builder"]),
-    ("neither-layers-nor-transfer", edit(dense_job, _set("model", {})),
-     ["spec.model", "set exactly one of model.layers, model.transfer, model.file and model.builder"]),
-    ("layers-and-file", edit(dense_job, _set("model.file", {"path": "net.keras"})),
-     ["spec.model", "set exactly one of model.layers, model.transfer, model.file and model.builder"]),
-    ("builder-and-file", edit(dense_job, _set("model", {
-        "file": {"path": "net.keras"}, "builder": {"module": "m.cnn"}})),
-     ["spec.model", "set exactly one of model.layers, model.transfer, model.file and model.builder"]),
-    ("code-path-with-layers", edit(dense_job, _set("model.codePath", "code")),
-     ["spec.model.codePath", "codePath applies only to model.file and model.builder"]),
-    ("builder-bad-module", edit(dense_job, _set("model", {"builder": {"module": "my-models"}})),
-     ["spec.model.builder.module", "should match"]),
-    ("categorical-columns-npz", edit(dense_job, _both(
-        _set("data.format", "npz"), _set("data.categoricalColumns", ["city"]))),
-     ["spec.data.categoricalColumns", "categoricalColumns applies only to the csv format"]),
-    ("model-and-script", edit(dense_job, _set("script", {"command": ["python", "t.py"]})),
-     ["spec", "set exactly one of model (the built-in trainer) and script (your own training script)"]),
-    ("neither-model-nor-script", edit(dense_job, _del("model")), ["spec", "set exactly one of model (the built-in trainer) and script (your own training script)"]),
-    ("script-empty-command", edit(dense_job, _both(_del("model"), _set("script", {"command": []}))),
-     ["spec.script.command", "at least 1"]),
-    ("bidirectional-without-cell", edit(dense_job, _set("model.layers.0", {"type": "Bidirectional", "units": 4})),
-     ["spec.model.layers[0]", "Bidirectional needs units and cell"]),
-    ("text-settings-on-csv", edit(dense_job, _set("data.text", {"maxTokens": 100})),
-     ["spec.data.text", "text settings apply only to the text format"]),
-    ("torch-backend", edit(dense_job, _set("training.backend", "torch")),
-     ["spec.training.backend", "Unsupported value"]),
-    ("dense-without-units", edit(dense_job, _del("model.layers.0.units")),
-     ["spec.model.layers[0]", "Dense needs units"]),
-    ("conv-without-kernel", edit(dense_job, _set("model.layers.0", {"type": "Conv2D", "filters": 8})),
-     ["spec.model.layers[0]", "Conv2D needs filters and kernelSize"]),
-    ("negative-epochs", edit(dense_job, _set("training.epochs", -1)),
-     ["spec.training.epochs", "greater than or equal to 1"]),
-    ("zero-learning-rate", edit(dense_job, _set("training.learningRate", 0)),
-     ["spec.training.learningRate", "greater than 0"]),
-    ("validation-split-1.5", edit(dense_job, _set("data.validationSplit", 1.5)),
-     ["spec.data.validationSplit", "less than 1"]),
-    ("validation-path-and-split", edit(dense_job, _set("data.validationPath", "val.csv")),
-     ["spec.data", "set at most one of validationPath and validationSplit"]),
-    ("image-settings-on-csv", edit(dense_job, _set("data.image", {"height": 32})),
-     ["spec.data.image", "image settings apply only to image formats"]),
-    ("weights-file-without-path", edit(transfer_job, _set("model.transfer.weights", "file")),
-     ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"]),
-    ("weights-path-without-file", edit(transfer_job, _set("model.transfer.weightsPath", "w.h5")),
-     ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"]),
-    ("head-dropout-without-rate", edit(transfer_job, _set("model.transfer.head", [{"type": "Dropout"}])),
-     ["spec.model.transfer.head[0]", "Dropout needs rate"]),
-    ("storage-claim-and-size", edit(transfer_job, _set("output.storage.size", "5Gi")),
-     ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"]),
-    ("storage-neither", edit(transfer_job, _set("output.storage", {"accessMode": "ReadWriteMany"})),
-     ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"]),
-    ("bad-model-name", edit(dense_job, _set("output.modelName", "Bad_Name")),
-     ["spec.output.modelName", "should match"]),
-    ("bad-storage-size", edit(dense_job, _set("output.storage", {"size": "lots"})),
-     ["spec.output.storage.size", "should match"]),
-    ("zero-workers", edit(dense_job, _set("workers", 0)),
-     ["spec.workers", "greater than or equal to 1"]),
-    ("empty-layer-list", edit(dense_job, _set("model.layers", [])),
-     ["spec.model.layers", "at least 1 items"]),
-    ("unknown-field", edit(dense_job, _set("data.colour", "blue")),
-     ['unknown field "spec.data.colour"']),
-    ("unknown-layer-type", edit(dense_job, _set("model.layers.0.type", "Transformer")),
-     ["spec.model.layers[0].type", "Unsupported value", "Transformer"]),
-    ("service-neither-source", edit(service, _set("model", {"version": 2})),
-     ["spec.model", "set either trainingJob, or name and claimName"]),
-    ("service-name-without-claim", edit(service, _set("model", {"name": "m"})),
-     ["spec.model", "set either trainingJob, or name and claimName"]),
-    ("service-both-sources", edit(service, _set("model", {"trainingJob": "a", "name": "m",
-                                                           "claimName": "c"})),
-     ["spec.model", "set either trainingJob, or name and claimName"]),
-    ("autoscaling-min-over-max", edit(service, _set("autoscaling", {"minReplicas": 5,
-                                                                     "maxReplicas": 2})),
-     ["spec.autoscaling", "minReplicas must be <= maxReplicas"]),
-    ("autoscaling-without-max", edit(service, _set("autoscaling", {"minReplicas": 1})),
-     ["spec.autoscaling.maxReplicas", "Required value"]),
-    ("negative-replicas", edit(service, _set("replicas", -1)),
-     ["spec.replicas", "greater than or equal to 0"]),
-    ("service-version-zero", edit(service, _set("model.version", 0)),
-     ["spec.model.version", "greater than or equal to 1"]),
-    ("canary-steps-decrease", edit(service, _set("rollout", {"canary": {"steps": [50, 10, 100]}})),
-     ["spec.rollout.canary.steps", "canary steps must increase"]),
-    ("canary-not-ending-at-100", edit(service, _set("rollout", {"canary": {"steps": [10, 50]}})),
-     ["spec.rollout.canary.steps", "the last canary step must be 100"]),
-    ("canary-step-over-100", edit(service, _set("rollout", {"canary": {"steps": [10, 200]}})),
-     ["spec.rollout.canary.steps[1]", "less than or equal to 100"]),
-    ("promote-and-abort-same", edit(service, _set("rollout", {"promote": 3, "abort": 3})),
-     ["spec.rollout", "promote and abort cannot name the same version"]),
+    (
+        "bad-format",
+        edit(dense_job, _set("data.format", "parquet")),
+        ["spec.data.format", "Unsupported value", "parquet"],
+    ),
+    (
+        "layers-and-transfer",
+        edit(dense_job, _set("model.transfer", {"application": "VGG16"})),
+        [
+            "spec.model",
+            "set exactly one of model.layers, model.transfer, model.file and model.builder",
+        ],
+    ),
+    (
+        "neither-layers-nor-transfer",
+        edit(dense_job, _set("model", {})),
+        [
+            "spec.model",
+            "set exactly one of model.layers, model.transfer, model.file and model.builder",
+        ],
+    ),
+    (
+        "layers-and-file",
+        edit(dense_job, _set("model.file", {"path": "net.keras"})),
+        [
+            "spec.model",
+            "set exactly one of model.layers, model.transfer, model.file and model.builder",
+        ],
+    ),
+    (
+        "builder-and-file",
+        edit(
+            dense_job,
+            _set("model", {"file": {"path": "net.keras"}, "builder": {"module": "m.cnn"}}),
+        ),
+        [
+            "spec.model",
+            "set exactly one of model.layers, model.transfer, model.file and model.builder",
+        ],
+    ),
+    (
+        "code-path-with-layers",
+        edit(dense_job, _set("model.codePath", "code")),
+        ["spec.model.codePath", "codePath applies only to model.file and model.builder"],
+    ),
+    (
+        "builder-bad-module",
+        edit(dense_job, _set("model", {"builder": {"module": "my-models"}})),
+        ["spec.model.builder.module", "should match"],
+    ),
+    (
+        "categorical-columns-npz",
+        edit(
+            dense_job, _both(_set("data.format", "npz"), _set("data.categoricalColumns", ["city"]))
+        ),
+        ["spec.data.categoricalColumns", "categoricalColumns applies only to the csv format"],
+    ),
+    (
+        "model-and-script",
+        edit(dense_job, _set("script", {"command": ["python", "t.py"]})),
+        [
+            "spec",
+            "set exactly one of model (the built-in trainer) and script (your own training script)",
+        ],
+    ),
+    (
+        "neither-model-nor-script",
+        edit(dense_job, _del("model")),
+        [
+            "spec",
+            "set exactly one of model (the built-in trainer) and script (your own training script)",
+        ],
+    ),
+    (
+        "script-empty-command",
+        edit(dense_job, _both(_del("model"), _set("script", {"command": []}))),
+        ["spec.script.command", "at least 1"],
+    ),
+    (
+        "bidirectional-without-cell",
+        edit(dense_job, _set("model.layers.0", {"type": "Bidirectional", "units": 4})),
+        ["spec.model.layers[0]", "Bidirectional needs units and cell"],
+    ),
+    (
+        "text-settings-on-csv",
+        edit(dense_job, _set("data.text", {"maxTokens": 100})),
+        ["spec.data.text", "text settings apply only to the text format"],
+    ),
+    (
+        "torch-backend",
+        edit(dense_job, _set("training.backend", "torch")),
+        ["spec.training.backend", "Unsupported value"],
+    ),
+    (
+        "dense-without-units",
+        edit(dense_job, _del("model.layers.0.units")),
+        ["spec.model.layers[0]", "Dense needs units"],
+    ),
+    (
+        "conv-without-kernel",
+        edit(dense_job, _set("model.layers.0", {"type": "Conv2D", "filters": 8})),
+        ["spec.model.layers[0]", "Conv2D needs filters and kernelSize"],
+    ),
+    (
+        "negative-epochs",
+        edit(dense_job, _set("training.epochs", -1)),
+        ["spec.training.epochs", "greater than or equal to 1"],
+    ),
+    (
+        "zero-learning-rate",
+        edit(dense_job, _set("training.learningRate", 0)),
+        ["spec.training.learningRate", "greater than 0"],
+    ),
+    (
+        "validation-split-1.5",
+        edit(dense_job, _set("data.validationSplit", 1.5)),
+        ["spec.data.validationSplit", "less than 1"],
+    ),
+    (
+        "validation-path-and-split",
+        edit(dense_job, _set("data.validationPath", "val.csv")),
+        ["spec.data", "set at most one of validationPath and validationSplit"],
+    ),
+    (
+        "image-settings-on-csv",
+        edit(dense_job, _set("data.image", {"height": 32})),
+        ["spec.data.image", "image settings apply only to image formats"],
+    ),
+    (
+        "weights-file-without-path",
+        edit(transfer_job, _set("model.transfer.weights", "file")),
+        ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"],
+    ),
+    (
+        "weights-path-without-file",
+        edit(transfer_job, _set("model.transfer.weightsPath", "w.h5")),
+        ["spec.model.transfer.weightsPath", "weightsPath is required when weights is 'file'"],
+    ),
+    (
+        "head-dropout-without-rate",
+        edit(transfer_job, _set("model.transfer.head", [{"type": "Dropout"}])),
+        ["spec.model.transfer.head[0]", "Dropout needs rate"],
+    ),
+    (
+        "storage-claim-and-size",
+        edit(transfer_job, _set("output.storage.size", "5Gi")),
+        ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"],
+    ),
+    (
+        "storage-neither",
+        edit(transfer_job, _set("output.storage", {"accessMode": "ReadWriteMany"})),
+        ["spec.output.storage", "set exactly one of claimName (existing PVC) and size (new PVC)"],
+    ),
+    (
+        "bad-model-name",
+        edit(dense_job, _set("output.modelName", "Bad_Name")),
+        ["spec.output.modelName", "should match"],
+    ),
+    (
+        "bad-storage-size",
+        edit(dense_job, _set("output.storage", {"size": "lots"})),
+        ["spec.output.storage.size", "should match"],
+    ),
+    (
+        "zero-workers",
+        edit(dense_job, _set("workers", 0)),
+        ["spec.workers", "greater than or equal to 1"],
+    ),
+    (
+        "empty-layer-list",
+        edit(dense_job, _set("model.layers", [])),
+        ["spec.model.layers", "at least 1 items"],
+    ),
+    (
+        "unknown-field",
+        edit(dense_job, _set("data.colour", "blue")),
+        ['unknown field "spec.data.colour"'],
+    ),
+    (
+        "unknown-layer-type",
+        edit(dense_job, _set("model.layers.0.type", "Transformer")),
+        ["spec.model.layers[0].type", "Unsupported value", "Transformer"],
+    ),
+    (
+        "service-neither-source",
+        edit(service, _set("model", {"version": 2})),
+        ["spec.model", "set either trainingJob, or name and claimName"],
+    ),
+    (
+        "service-name-without-claim",
+        edit(service, _set("model", {"name": "m"})),
+        ["spec.model", "set either trainingJob, or name and claimName"],
+    ),
+    (
+        "service-both-sources",
+        edit(service, _set("model", {"trainingJob": "a", "name": "m", "claimName": "c"})),
+        ["spec.model", "set either trainingJob, or name and claimName"],
+    ),
+    (
+        "autoscaling-min-over-max",
+        edit(service, _set("autoscaling", {"minReplicas": 5, "maxReplicas": 2})),
+        ["spec.autoscaling", "minReplicas must be <= maxReplicas"],
+    ),
+    (
+        "autoscaling-without-max",
+        edit(service, _set("autoscaling", {"minReplicas": 1})),
+        ["spec.autoscaling.maxReplicas", "Required value"],
+    ),
+    (
+        "negative-replicas",
+        edit(service, _set("replicas", -1)),
+        ["spec.replicas", "greater than or equal to 0"],
+    ),
+    (
+        "service-version-zero",
+        edit(service, _set("model.version", 0)),
+        ["spec.model.version", "greater than or equal to 1"],
+    ),
+    (
+        "canary-steps-decrease",
+        edit(service, _set("rollout", {"canary": {"steps": [50, 10, 100]}})),
+        ["spec.rollout.canary.steps", "canary steps must increase"],
+    ),
+    (
+        "canary-not-ending-at-100",
+        edit(service, _set("rollout", {"canary": {"steps": [10, 50]}})),
+        ["spec.rollout.canary.steps", "the last canary step must be 100"],
+    ),
+    (
+        "canary-step-over-100",
+        edit(service, _set("rollout", {"canary": {"steps": [10, 200]}})),
+        ["spec.rollout.canary.steps[1]", "less than or equal to 100"],
+    ),
+    (
+        "promote-and-abort-same",
+        edit(service, _set("rollout", {"promote": 3, "abort": 3})),
+        ["spec.rollout", "promote and abort cannot name the same version"],
+    ),
 ]
 
 
 def create(kube, obj: dict[str, Any], *, check: bool = False) -> subprocess.CompletedProcess:
     """kubectl create with strict server-side field validation (unknown fields are errors)."""
-    return kube.kubectl("create", "--validate=strict", "-o", "json", "-f", "-",
-                        input=json.dumps(obj), check=check)
+    return kube.kubectl(
+        "create", "--validate=strict", "-o", "json", "-f", "-", input=json.dumps(obj), check=check
+    )
 
 
 def get(kube, kind: str, name: str) -> dict[str, Any]:
@@ -260,8 +421,8 @@ def test_valid_resources_accepted_and_defaulted_like_pydantic(crd_cluster, facto
     from_file = model.model_validate(obj).spec
     assert from_server == from_file
     assert stored["spec"] == json.loads(
-        from_file.model_dump_json(by_alias=True, exclude_none=True)), (
-        "server-side defaults differ from pydantic's")
+        from_file.model_dump_json(by_alias=True, exclude_none=True)
+    ), "server-side defaults differ from pydantic's"
 
 
 def test_defaults_filled_by_server(crd_cluster):
@@ -285,20 +446,31 @@ def test_apply_twice_changes_nothing(crd_cluster):
     assert second["generation"] == first["generation"] == 1
 
 
-@pytest.mark.parametrize("path,value", [
-    ("model.layers.0.units", 20),
-    ("data.path", "other.csv"),
-    ("training.epochs", 50),
-    ("output.modelName", "renamed"),
-    ("workers", 2),
-])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("model.layers.0.units", 20),
+        ("data.path", "other.csv"),
+        ("training.epochs", 50),
+        ("output.modelName", "renamed"),
+        ("workers", 2),
+    ],
+)
 def test_immutable_parts_of_job_spec(crd_cluster, path, value):
     name = "immutable-" + path.replace(".", "-").lower()
     assert create(crd_cluster, dense_job(name)).returncode == 0
     changed = dense_job(name)
     _set(path, value)(changed["spec"])
-    proc = crd_cluster.kubectl("apply", "--server-side", "--force-conflicts", "--validate=strict",
-                               "-f", "-", input=json.dumps(changed), check=False)
+    proc = crd_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=json.dumps(changed),
+        check=False,
+    )
     assert proc.returncode != 0, f"changing spec.{path} was accepted"
     assert "spec: Invalid value" in proc.stderr, proc.stderr
     assert "data, model, script, training, output and workers are immutable" in proc.stderr
@@ -307,30 +479,64 @@ def test_immutable_parts_of_job_spec(crd_cluster, path, value):
 def test_mutable_parts_of_job_spec(crd_cluster):
     """suspend, resources, scheduling, deadlines may change on a running job."""
     assert create(crd_cluster, dense_job("mutable")).returncode == 0
-    patch = {"spec": {"suspend": True, "resources": {"cpu": "2"}, "activeDeadlineSeconds": 600,
-                      "scheduling": {"nodeSelector": {"pool": "cpu"}}}}
-    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "mutable", "--type=merge",
-                        "-p", json.dumps(patch))
+    patch = {
+        "spec": {
+            "suspend": True,
+            "resources": {"cpu": "2"},
+            "activeDeadlineSeconds": 600,
+            "scheduling": {"nodeSelector": {"pool": "cpu"}},
+        }
+    }
+    crd_cluster.kubectl(
+        "-n", NAMESPACE, "patch", "ktj", "mutable", "--type=merge", "-p", json.dumps(patch)
+    )
     stored = get(crd_cluster, "ktj", "mutable")
     assert stored["spec"]["suspend"] is True and stored["metadata"]["generation"] == 2
 
 
 def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
-    metrics = {"loss": 0.25, "accuracy": 0.9494505524635315,
-               "val_loss": 0.30000001192092896, "val_accuracy": 0.8765432123456}
+    metrics = {
+        "loss": 0.25,
+        "accuracy": 0.9494505524635315,
+        "val_loss": 0.30000001192092896,
+        "val_accuracy": 0.8765432123456,
+    }
     st = status.KerasTrainingJobStatus(
-        phase="Running", observed_generation=1, start_time=status.now_rfc3339(),
-        epoch=3, epochs=5, progress=status.progress(3, 5),
-        metrics=metrics, display=status.metrics_display(metrics, None),
-        model_name="dense", model_version=2, model_path="dense/2",
+        phase="Running",
+        observed_generation=1,
+        start_time=status.now_rfc3339(),
+        epoch=3,
+        epochs=5,
+        progress=status.progress(3, 5),
+        metrics=metrics,
+        display=status.metrics_display(metrics, None),
+        model_name="dense",
+        model_version=2,
+        model_path="dense/2",
         workers=status.WorkersStatus(desired=1, active=1, succeeded=0, failed=0),
         failure=status.FailureStatus(reason="BadData", exit_code=3, message="m", log_tail="t"),
-        conditions=[status.Condition(type="Running", status="True", reason="Training",
-                                     message="epoch 3/5", observed_generation=1,
-                                     last_transition_time=status.now_rfc3339())],
+        conditions=[
+            status.Condition(
+                type="Running",
+                status="True",
+                reason="Training",
+                message="epoch 3/5",
+                observed_generation=1,
+                last_transition_time=status.now_rfc3339(),
+            )
+        ],
     ).to_status()
-    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"status": st}))
+    crd_cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "ktj",
+        "dense",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": st}),
+    )
     stored = get(crd_cluster, "ktj", "dense")
     assert stored["status"] == st, "the API server pruned or changed status fields"
     assert stored["metadata"]["generation"] == 1  # status writes do not bump generation
@@ -342,38 +548,87 @@ def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
     wide = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense", "-o", "wide").stdout
     assert "MEASURED-ON" in wide.splitlines()[0] and "validation" in wide.splitlines()[1]
     # A status write cannot smuggle in spec changes.
-    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"spec": {"workers": 7}}))
+    crd_cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "ktj",
+        "dense",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"workers": 7}}),
+    )
     assert get(crd_cluster, "ktj", "dense")["spec"]["workers"] == 1
 
 
 def test_status_rejects_bad_phase(crd_cluster):
-    proc = crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "dense", "--subresource=status",
-                               "--type=merge", "-p", '{"status": {"phase": "Exploded"}}',
-                               check=False)
+    proc = crd_cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "ktj",
+        "dense",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Exploded"}}',
+        check=False,
+    )
     assert proc.returncode != 0 and "status.phase" in proc.stderr
 
 
 def test_service_status_columns_and_scale(crd_cluster):
     st = status.KerasModelServiceStatus(
-        phase="Ready", replicas=2, ready_replicas=2, ready=status.ready(2, 2), serving_version=2,
-        url="http://dense.crd-tests.svc:8080", selector="app.kubernetes.io/instance=dense",
+        phase="Ready",
+        replicas=2,
+        ready_replicas=2,
+        ready=status.ready(2, 2),
+        serving_version=2,
+        url="http://dense.crd-tests.svc:8080",
+        selector="app.kubernetes.io/instance=dense",
         conditions=[status.Condition(type="Ready", status="True", reason="Available")],
-        rollout=status.RolloutStatus(state="Canary 10%", phase="Canary", stable=2, candidate=3,
-                                     weight=10, baseline={"3": status.VersionCounters(
-                                         requests=5, buckets={"0.01": 5, "+Inf": 5})}),
+        rollout=status.RolloutStatus(
+            state="Canary 10%",
+            phase="Canary",
+            stable=2,
+            candidate=3,
+            weight=10,
+            baseline={"3": status.VersionCounters(requests=5, buckets={"0.01": 5, "+Inf": 5})},
+        ),
         history=[status.VersionHistoryEntry(version=2, outcome="Promoted", metrics={"loss": 0.1})],
     ).to_status()
-    crd_cluster.kubectl("-n", NAMESPACE, "patch", "kms", "dense", "--subresource=status",
-                        "--type=merge", "-p", json.dumps({"status": st}))
+    crd_cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "kms",
+        "dense",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": st}),
+    )
     table = crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense").stdout
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "READY", "VERSION", "ROLLOUT", "URL", "AGE"]
-    assert row.split()[:6] == ["dense", "2/2", "2", "Canary", "10%", "http://dense.crd-tests.svc:8080"]
+    assert row.split()[:6] == [
+        "dense",
+        "2/2",
+        "2",
+        "Canary",
+        "10%",
+        "http://dense.crd-tests.svc:8080",
+    ]
     stored = get(crd_cluster, "kms", "dense")["status"]
-    assert stored["rollout"] == st["rollout"] and stored["history"] == st["history"]  # nothing pruned
-    scale = json.loads(crd_cluster.kubectl("-n", NAMESPACE, "get", "kms", "dense",
-                                           "--subresource=scale", "-o", "json").stdout)
+    assert (
+        stored["rollout"] == st["rollout"] and stored["history"] == st["history"]
+    )  # nothing pruned
+    scale = json.loads(
+        crd_cluster.kubectl(
+            "-n", NAMESPACE, "get", "kms", "dense", "--subresource=scale", "-o", "json"
+        ).stdout
+    )
     assert scale["spec"]["replicas"] == 2 and scale["status"]["selector"] == st["selector"]
     crd_cluster.kubectl("-n", NAMESPACE, "scale", "kms", "dense", "--replicas=3")
     assert get(crd_cluster, "kms", "dense")["spec"]["replicas"] == 3
@@ -408,17 +663,35 @@ def test_large_valid_model_within_cel_cost(crd_cluster):
     assert proc.returncode == 0, proc.stderr
     changed = copy.deepcopy(big)
     changed["spec"]["suspend"] = True
-    proc = crd_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
-                               input=json.dumps(changed), check=False)
+    proc = crd_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=json.dumps(changed),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("path", sorted(
-    (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
 def test_examples_are_accepted(crd_cluster, path):
     """Every example file passes the API server's validation as written (server-side dry run)."""
-    proc = crd_cluster.kubectl("apply", "-n", NAMESPACE, "--dry-run=server", "--validate=strict",
-                               "-f", str(path), check=False)
+    proc = crd_cluster.kubectl(
+        "apply",
+        "-n",
+        NAMESPACE,
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        str(path),
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(path.read_text()) if d]
     assert proc.stdout.count("(server dry run)") == len(kinds), proc.stdout
@@ -436,6 +709,7 @@ def test_bad_resource_names_rejected(crd_cluster, name):
 def test_script_job_is_accepted_and_its_command_immutable(crd_cluster):
     """A job without spec.model (script mode): the immutability rule copes with the absent
     field; the script may not change, suspend may."""
+
     def script_job():
         obj = dense_job("scripted")
         del obj["spec"]["model"]
@@ -445,9 +719,25 @@ def test_script_job_is_accepted_and_its_command_immutable(crd_cluster):
     assert create(crd_cluster, script_job()).returncode == 0
     changed = script_job()
     changed["spec"]["script"]["command"] = ["python", "/app/other.py"]
-    proc = crd_cluster.kubectl("apply", "--server-side", "--force-conflicts", "--validate=strict",
-                               "-f", "-", input=json.dumps(changed), check=False)
+    proc = crd_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=json.dumps(changed),
+        check=False,
+    )
     assert proc.returncode != 0 and "immutable" in proc.stderr, proc.stderr
-    crd_cluster.kubectl("-n", NAMESPACE, "patch", "ktj", "scripted", "--type=merge",
-                        "-p", json.dumps({"spec": {"suspend": True}}))
+    crd_cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "patch",
+        "ktj",
+        "scripted",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"suspend": True}}),
+    )
     assert get(crd_cluster, "ktj", "scripted")["spec"]["suspend"] is True

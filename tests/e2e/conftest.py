@@ -93,10 +93,7 @@ def _requested(config: pytest.Config) -> bool:
     for i, word in enumerate(words):
         if word == "e2e" and (i == 0 or words[i - 1] != "not"):
             return True
-    for arg in config.args:
-        if _under_e2e(str(arg).split("::", 1)[0]):
-            return True
-    return False
+    return any(_under_e2e(str(arg).split("::", 1)[0]) for arg in config.args)
 
 
 _DESELECTED: list[int] = [0]
@@ -166,9 +163,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         name = nodeid.split("::")[-1]
         whole = t.setup + t.call + t.teardown
         grand += whole
-        tr.write_line(
-            f"  {name:<66} {t.outcome:<7} {t.setup:7.1f}s {t.call:7.1f}s {whole:7.1f}s"
-        )
+        tr.write_line(f"  {name:<66} {t.outcome:<7} {t.setup:7.1f}s {t.call:7.1f}s {whole:7.1f}s")
         for phase_name, seconds in t.phases:
             tr.write_line(f"      {phase_name:<62} {seconds:7.1f}s")
         for note in t.notes:
@@ -277,8 +272,14 @@ class E2E:
             selectors=[f"kerasop.io/model-service={name}"],
         )
 
-    def wait_service_ready(self, name: str, *, version: int | None = None, replicas: int | None = None,
-                           timeout: float = 600) -> dict[str, Any]:
+    def wait_service_ready(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        replicas: int | None = None,
+        timeout: float = 600,
+    ) -> dict[str, Any]:
         def probe():
             obj = self.service(name) or {}
             st = obj.get("status") or {}
@@ -292,9 +293,14 @@ class E2E:
                 return None
             return obj
 
-        what = f"KerasModelService {name} Ready" + (f" serving version {version}" if version else "") + (
-            f" with {replicas} ready replicas" if replicas else "")
-        return wait_for(what, probe, timeout=timeout, interval=3, diagnose=self.service_diagnose(name))
+        what = (
+            f"KerasModelService {name} Ready"
+            + (f" serving version {version}" if version else "")
+            + (f" with {replicas} ready replicas" if replicas else "")
+        )
+        return wait_for(
+            what, probe, timeout=timeout, interval=3, diagnose=self.service_diagnose(name)
+        )
 
     # ---- pods ------------------------------------------------------------------------------
 
@@ -304,16 +310,25 @@ class E2E:
         self.kubectl.delete("pod", name, self.namespace, wait=True)
         self.kubectl.create(pod, self.namespace)
         try:
+
             def done():
                 obj = self.kubectl.get("pod", name, self.namespace) or {}
                 return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") and obj
 
-            obj = wait_for(f"pod {name} to finish", done, timeout=timeout, interval=2,
-                           diagnose=lambda: self.diag.report(objects=[("pod", name)], operator=False))
+            obj = wait_for(
+                f"pod {name} to finish",
+                done,
+                timeout=timeout,
+                interval=2,
+                diagnose=lambda: self.diag.report(objects=[("pod", name)], operator=False),
+            )
             log = self.kubectl.logs(name, self.namespace)
             if obj["status"]["phase"] != "Succeeded":
-                pytest.fail(f"pod {name} failed:\n{log[-4000:]}\n" + self.diag.report(
-                    objects=[("pod", name)], operator=False), pytrace=False)
+                pytest.fail(
+                    f"pod {name} failed:\n{log[-4000:]}\n"
+                    + self.diag.report(objects=[("pod", name)], operator=False),
+                    pytrace=False,
+                )
             return log
         finally:
             self.kubectl.delete("pod", name, self.namespace)
@@ -323,21 +338,29 @@ class E2E:
             obj = self.kubectl.get("pod", name, self.namespace) or {}
             return condition(obj, "Ready").get("status") == "True" and obj
 
-        return wait_for(f"pod {name} Ready", ready, timeout=timeout, interval=2,
-                        diagnose=lambda: self.diag.report(objects=[("pod", name)], operator=False))
+        return wait_for(
+            f"pod {name} Ready",
+            ready,
+            timeout=timeout,
+            interval=2,
+            diagnose=lambda: self.diag.report(objects=[("pod", name)], operator=False),
+        )
 
     def operator_pods(self) -> list[dict[str, Any]]:
         return self.kubectl.list(
-            "pods", OPERATOR_NAMESPACE, "app.kubernetes.io/component=operator,"
-            f"app.kubernetes.io/instance={self.release}",
+            "pods",
+            OPERATOR_NAMESPACE,
+            f"app.kubernetes.io/component=operator,app.kubernetes.io/instance={self.release}",
         )
 
 
 def _image_on_node(node: dict[str, Any], image: str) -> bool | None:
     """True/False, or None when the node's image list is truncated (50 entries)."""
     ref = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
-    names = [n for img in (node.get("status") or {}).get("images") or [] for n in img.get("names") or []]
-    if any(n == ref or n == image or n.endswith("/" + image) for n in names):
+    names = [
+        n for img in (node.get("status") or {}).get("images") or [] for n in img.get("names") or []
+    ]
+    if any(n in (ref, image) or n.endswith("/" + image) for n in names):
         return True
     return None if len((node.get("status") or {}).get("images") or []) >= 50 else False
 
@@ -376,16 +399,25 @@ def e2e() -> Iterator[E2E]:
     helm = Helm(kubeconfig)
     res = kubectl.run("get", "nodes", "-o", "json", check=False, timeout=30)
     if not res.ok:
-        pytest.fail(f"the cluster of KUBECONFIG={kubeconfig} does not answer:\n{res.describe()}",
-                    pytrace=False)
+        pytest.fail(
+            f"the cluster of KUBECONFIG={kubeconfig} does not answer:\n{res.describe()}",
+            pytrace=False,
+        )
     import json
 
     nodes = json.loads(res.stdout).get("items") or []
-    ready = [n for n in nodes if condition(n, "Ready").get("status") == "True"
-             and not (n.get("spec") or {}).get("unschedulable")]
+    ready = [
+        n
+        for n in nodes
+        if condition(n, "Ready").get("status") == "True"
+        and not (n.get("spec") or {}).get("unschedulable")
+    ]
     if not ready:
-        pytest.fail("no Ready, schedulable node in the cluster:\n"
-                    + kubectl.run("get", "nodes", "-o", "wide", check=False).stdout, pytrace=False)
+        pytest.fail(
+            "no Ready, schedulable node in the cluster:\n"
+            + kubectl.run("get", "nodes", "-o", "wide", check=False).stdout,
+            pytrace=False,
+        )
     operator_image = os.environ.get("KERASOP_E2E_OPERATOR_IMAGE", DEFAULT_OPERATOR_IMAGE)
     runtime_image = os.environ.get("KERASOP_E2E_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE)
     problems = []
@@ -407,7 +439,9 @@ def e2e() -> Iterator[E2E]:
         == "true"
         for sc in classes
     ):
-        pytest.fail("the cluster has no default StorageClass (PVCs would stay Pending)", pytrace=False)
+        pytest.fail(
+            "the cluster has no default StorageClass (PVCs would stay Pending)", pytrace=False
+        )
     existing = {c["metadata"]["name"] for c in kubectl.list("crd")}
     release = os.environ.get("KERASOP_E2E_RELEASE", "kerasop")
     env = E2E(
@@ -443,26 +477,38 @@ def operator(e2e: E2E) -> Iterator[E2E]:
     rt_repo, rt_tag = _split_image(e2e.runtime_image)
     try:
         helm.run(
-            "install", e2e.release, str(CHART),
-            "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-            "--set", f"operator.image.repository={op_repo}",
-            "--set", f"operator.image.tag={op_tag}",
-            "--set", "operator.image.pullPolicy=IfNotPresent",
-            "--set", f"runtime.image.repository={rt_repo}",
-            "--set", f"runtime.image.tag={rt_tag}",
-            "--set", "runtime.image.pullPolicy=IfNotPresent",
-            "--set", "operator.logFormat=text",
-            "--wait", "--timeout", "5m",
+            "install",
+            e2e.release,
+            str(CHART),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            f"operator.image.repository={op_repo}",
+            "--set",
+            f"operator.image.tag={op_tag}",
+            "--set",
+            "operator.image.pullPolicy=IfNotPresent",
+            "--set",
+            f"runtime.image.repository={rt_repo}",
+            "--set",
+            f"runtime.image.tag={rt_tag}",
+            "--set",
+            "runtime.image.pullPolicy=IfNotPresent",
+            "--set",
+            "operator.logFormat=text",
+            "--wait",
+            "--timeout",
+            "5m",
             timeout=420,
         )
         for crd in CRDS:
             k.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
         wait_for(
             "the operator pod to run",
-            lambda: any(
-                condition(p, "Ready").get("status") == "True" for p in e2e.operator_pods()
-            ),
-            interval=2, timeout=180,
+            lambda: any(condition(p, "Ready").get("status") == "True" for p in e2e.operator_pods()),
+            interval=2,
+            timeout=180,
             diagnose=lambda: Diagnostics(k, OPERATOR_NAMESPACE, OPERATOR_NAMESPACE).report(),
         )
     except BaseException:
@@ -478,16 +524,40 @@ def operator(e2e: E2E) -> Iterator[E2E]:
 def _uninstall(e2e: E2E) -> None:
     k = e2e.kubectl
     if not e2e.uninstalled:
-        e2e.helm.run("uninstall", e2e.release, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "3m",
-                     check=False)
+        e2e.helm.run(
+            "uninstall",
+            e2e.release,
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--wait",
+            "--timeout",
+            "3m",
+            check=False,
+        )
         e2e.uninstalled = True
     if e2e.created_operator_namespace:
-        k.run("delete", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "--wait=true",
-              "--timeout=180s", check=False, timeout=240)
+        k.run(
+            "delete",
+            "namespace",
+            OPERATOR_NAMESPACE,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=180s",
+            check=False,
+            timeout=240,
+        )
     for crd in CRDS:
         if crd not in e2e.preexisting_crds:
-            k.run("delete", "crd", crd, "--ignore-not-found", "--wait=true", "--timeout=120s",
-                  check=False, timeout=180)
+            k.run(
+                "delete",
+                "crd",
+                crd,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+                check=False,
+                timeout=180,
+            )
 
 
 @pytest.fixture(scope="session")
@@ -497,10 +567,16 @@ def namespace(operator: E2E) -> Iterator[E2E]:
     k = e2e.kubectl
     k.run("create", "namespace", e2e.namespace)
     # Every pod the operator (and the suite) creates must pass Pod Security `restricted`.
-    k.run("label", "namespace", e2e.namespace, f"{LABEL_PART_OF}=kerasop-e2e",
-          "pod-security.kubernetes.io/enforce=restricted")
-    k.run("create", "configmap", SCRIPTS, "-n", e2e.namespace,
-          f"--from-file={E2E_DIR / 'incluster'}")
+    k.run(
+        "label",
+        "namespace",
+        e2e.namespace,
+        f"{LABEL_PART_OF}=kerasop-e2e",
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
+    k.run(
+        "create", "configmap", SCRIPTS, "-n", e2e.namespace, f"--from-file={E2E_DIR / 'incluster'}"
+    )
     yield e2e
     if e2e.keep:
         print(f"\nKERASOP_E2E_KEEP=1: kept namespace {e2e.namespace} and release {e2e.release}")
@@ -512,15 +588,41 @@ def _delete_namespace(e2e: E2E) -> None:
     """Delete the kerasop resources first (their finalizers need the operator), then the rest."""
     k, ns = e2e.kubectl, e2e.namespace
     for kind in ("kerasmodelservices", "kerastrainingjobs"):
-        k.run("delete", kind, "--all", "-n", ns, "--wait=true", "--timeout=120s", check=False,
-              timeout=180)
+        k.run(
+            "delete",
+            kind,
+            "--all",
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=120s",
+            check=False,
+            timeout=180,
+        )
     for kind in ("kerasmodelservices", "kerastrainingjobs"):
         # If the operator is gone (or broken), its finalizers would keep the namespace forever.
         for obj in k.list(kind, ns) if _served(k, kind) else []:
-            k.run("patch", kind, obj["metadata"]["name"], "-n", ns, "--type=merge",
-                  "-p", '{"metadata":{"finalizers":null}}', check=False)
-    k.run("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=300s",
-          check=False, timeout=360)
+            k.run(
+                "patch",
+                kind,
+                obj["metadata"]["name"],
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+    k.run(
+        "delete",
+        "namespace",
+        ns,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=300s",
+        check=False,
+        timeout=360,
+    )
 
 
 def _served(k: Kubectl, kind: str) -> bool:
@@ -541,7 +643,10 @@ def data(namespace: E2E) -> E2E:
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
             "metadata": {"name": DATA_CLAIM, "labels": {LABEL_PART_OF: "kerasop-e2e"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
         },
         e2e.namespace,
     )
@@ -553,8 +658,12 @@ def data(namespace: E2E) -> E2E:
         "wc -l /data/dense/train.csv /data/images/data.csv"
     )
     log = e2e.run_pod(
-        runtime_pod("e2e-data-gen", e2e.runtime_image, ["sh", "-c", script],
-                    claims={"/data": (DATA_CLAIM, False)}),
+        runtime_pod(
+            "e2e-data-gen",
+            e2e.runtime_image,
+            ["sh", "-c", script],
+            claims={"/data": (DATA_CLAIM, False)},
+        ),
         timeout=600,
     )
     assert "dense/train.csv" in log and "images/data.csv" in log, log
@@ -640,7 +749,7 @@ def exec_json(e2e: E2E, *command: str, timeout: float = 300) -> dict[str, Any]:
     res = e2e.kubectl.exec(TOOLBOX, e2e.namespace, *command, timeout=timeout, check=False)
     for line in reversed(res.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise E2EError(f"no RESULT line from {' '.join(command)}:\n{res.describe()}")
 
 
@@ -651,17 +760,43 @@ class LoadGen:
     ``max_seconds``.
     """
 
-    def __init__(self, e2e: E2E, host: str, model: str, *, tag: str, concurrency: int = 2,
-                 interval: float = 0.05, max_seconds: float = 900) -> None:
+    def __init__(
+        self,
+        e2e: E2E,
+        host: str,
+        model: str,
+        *,
+        tag: str,
+        concurrency: int = 2,
+        interval: float = 0.05,
+        max_seconds: float = 900,
+    ) -> None:
         self.e2e = e2e
         self.stop_file = f"/tmp/loadgen-stop-{tag}"
         self.max_seconds = max_seconds
         e2e.kubectl.exec(TOOLBOX, e2e.namespace, "rm", "-f", self.stop_file)
         self.proc = e2e.kubectl.popen(
-            "exec", TOOLBOX, "-n", e2e.namespace, "--", "python", "/scripts/loadgen.py",
-            "--host", host, "--model", model, "--csv", "/data/dense/train.csv",
-            "--concurrency", str(concurrency), "--interval", str(interval),
-            "--max-seconds", str(max_seconds), "--stop-file", self.stop_file,
+            "exec",
+            TOOLBOX,
+            "-n",
+            e2e.namespace,
+            "--",
+            "python",
+            "/scripts/loadgen.py",
+            "--host",
+            host,
+            "--model",
+            model,
+            "--csv",
+            "/data/dense/train.csv",
+            "--concurrency",
+            str(concurrency),
+            "--interval",
+            str(interval),
+            "--max-seconds",
+            str(max_seconds),
+            "--stop-file",
+            self.stop_file,
         )
         self.t0 = time.monotonic()
 
@@ -676,11 +811,13 @@ class LoadGen:
             out, err = self.proc.communicate(timeout=10)
         for line in reversed(out.splitlines()):
             if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT "):])
+                result = json.loads(line[len("RESULT ") :])
                 result["progress"] = err.strip().splitlines()[-12:]
                 return result
-        raise E2EError(f"the load generator gave no RESULT (exit {self.proc.returncode}):\n"
-                       f"{out[-2000:]}\n{err[-3000:]}")
+        raise E2EError(
+            f"the load generator gave no RESULT (exit {self.proc.returncode}):\n"
+            f"{out[-2000:]}\n{err[-3000:]}"
+        )
 
     def __enter__(self) -> LoadGen:
         return self
@@ -690,5 +827,5 @@ class LoadGen:
             self.e2e.kubectl.exec(TOOLBOX, self.e2e.namespace, "touch", self.stop_file, check=False)
             try:
                 self.proc.communicate(timeout=60)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.proc.kill()

@@ -125,7 +125,9 @@ class Kubectl:
                 env=self.env(),
             )
         except subprocess.TimeoutExpired as exc:
-            res = Result(argv, -1, _text(exc.stdout), _text(exc.stderr) + f"\n(timed out after {timeout}s)")
+            res = Result(
+                argv, -1, _text(exc.stdout), _text(exc.stderr) + f"\n(timed out after {timeout}s)"
+            )
             if check:
                 raise E2EError(res.describe()) from None
             return res
@@ -172,7 +174,9 @@ class Kubectl:
             args += ["-l", selector]
         return self.json(*args).get("items") or []
 
-    def apply(self, docs: dict[str, Any] | Iterable[dict[str, Any]], namespace: str | None = None) -> str:
+    def apply(
+        self, docs: dict[str, Any] | Iterable[dict[str, Any]], namespace: str | None = None
+    ) -> str:
         items = [docs] if isinstance(docs, dict) else list(docs)
         text = yaml.safe_dump_all(items, sort_keys=False)
         args = ["apply", "-f", "-"]
@@ -186,15 +190,28 @@ class Kubectl:
             args += ["-n", namespace]
         return self.run(*args, input=json.dumps(doc)).stdout
 
-    def delete(self, kind: str, name: str, namespace: str | None = None, *extra: str,
-               wait: bool = False, timeout: float = 120) -> Result:
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *extra: str,
+        wait: bool = False,
+        timeout: float = 120,
+    ) -> Result:
         args = ["delete", kind, name, "--ignore-not-found", f"--wait={'true' if wait else 'false'}"]
         if namespace:
             args += ["-n", namespace]
         return self.run(*args, *extra, timeout=timeout)
 
-    def logs(self, pod: str, namespace: str, container: str | None = None, tail: int | None = None,
-             previous: bool = False) -> str:
+    def logs(
+        self,
+        pod: str,
+        namespace: str,
+        container: str | None = None,
+        tail: int | None = None,
+        previous: bool = False,
+    ) -> str:
         args = ["logs", pod, "-n", namespace]
         if container:
             args += ["-c", container]
@@ -205,8 +222,9 @@ class Kubectl:
         res = self.run(*args, check=False, timeout=60)
         return res.stdout if res.ok else f"(no logs: {res.stderr.strip()[:300]})"
 
-    def exec(self, pod: str, namespace: str, *command: str, timeout: float = 300,
-             check: bool = True) -> Result:
+    def exec(
+        self, pod: str, namespace: str, *command: str, timeout: float = 300, check: bool = True
+    ) -> Result:
         return self.run("exec", pod, "-n", namespace, "--", *command, timeout=timeout, check=check)
 
 
@@ -220,7 +238,9 @@ class Helm:
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            res = Result(argv, -1, _text(exc.stdout), _text(exc.stderr) + f"\n(timed out after {timeout}s)")
+            res = Result(
+                argv, -1, _text(exc.stdout), _text(exc.stderr) + f"\n(timed out after {timeout}s)"
+            )
         else:
             res = Result(argv, proc.returncode, proc.stdout, proc.stderr)
         if check and not res.ok:
@@ -266,7 +286,9 @@ class Diagnostics:
         except E2EError as exc:
             return str(exc)
         out = []
-        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))[-max_pods:]:
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))[
+            -max_pods:
+        ]:
             name = pod["metadata"]["name"]
             out.append(f"--- logs of pod {name} (last {tail} lines) ---")
             out.append(self.kubectl.logs(name, self.namespace, tail=tail).rstrip())
@@ -274,8 +296,15 @@ class Diagnostics:
 
     def operator_logs(self, tail: int = 40) -> str:
         res = self.kubectl.run(
-            "logs", "-n", self.operator_namespace, "-l", "app.kubernetes.io/component=operator",
-            f"--tail={tail}", "--all-containers", "--prefix", check=False,
+            "logs",
+            "-n",
+            self.operator_namespace,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            f"--tail={tail}",
+            "--all-containers",
+            "--prefix",
+            check=False,
         )
         return (res.stdout or res.stderr).rstrip()
 
@@ -286,8 +315,13 @@ class Diagnostics:
         shown = {k: obj.get(k) for k in ("spec", "status") if k in obj}
         return f"{kind} {name}:\n" + yaml.safe_dump(shown, sort_keys=False, width=120)
 
-    def report(self, *, objects: Iterable[tuple[str, str]] = (), selectors: Iterable[str] = (),
-               operator: bool = True) -> str:
+    def report(
+        self,
+        *,
+        objects: Iterable[tuple[str, str]] = (),
+        selectors: Iterable[str] = (),
+        operator: bool = True,
+    ) -> str:
         parts = []
         for kind, name in objects:
             try:
@@ -333,7 +367,9 @@ def events_in(text: str, kind: str | None = None) -> list[dict[str, Any]]:
 class LogFollower:
     """``kubectl logs -f`` of one pod in a thread: every line until the container ends."""
 
-    def __init__(self, kubectl: Kubectl, pod: str, namespace: str, container: str | None = None) -> None:
+    def __init__(
+        self, kubectl: Kubectl, pod: str, namespace: str, container: str | None = None
+    ) -> None:
         args = ["logs", "-f", pod, "-n", namespace]
         if container:
             args += ["-c", container]
@@ -391,7 +427,9 @@ def runtime_pod(
     mounts, volumes = [], []
     for i, (path, (claim, ro)) in enumerate(sorted((claims or {}).items())):
         mounts.append({"name": f"vol{i}", "mountPath": path, "readOnly": ro})
-        volumes.append({"name": f"vol{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}})
+        volumes.append(
+            {"name": f"vol{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}
+        )
     if scripts_configmap:
         mounts.append({"name": "scripts", "mountPath": "/scripts", "readOnly": True})
         volumes.append({"name": "scripts", "configMap": {"name": scripts_configmap}})

@@ -59,7 +59,10 @@ def test_a_article_dense_job_succeeds_and_writes_model(
     # The version directory on the volume, seen from a pod that mounts the claim.
     vdir = f"/models/{DENSE}/{version}"
     listing = e2e.kubectl.exec(
-        TOOLBOX, e2e.namespace, "sh", "-c",
+        TOOLBOX,
+        e2e.namespace,
+        "sh",
+        "-c",
         f"ls -1A {vdir}; echo ---; ls -1A {vdir}/variables; echo ---; ls -1A /models/{DENSE}",
     ).stdout
     top, variables, model_root = (part.split() for part in listing.split("---"))
@@ -70,7 +73,8 @@ def test_a_article_dense_job_succeeds_and_writes_model(
         f"exactly one version directory expected in /models/{DENSE}: {model_root}"
     )
     assert [d for d in model_root if not d.isdigit()] == [], (
-        f"no staging (.staging-*) or checkpoint directory may be left: {model_root}")
+        f"no staging (.staging-*) or checkpoint directory may be left: {model_root}"
+    )
 
     md = json.loads(e2e.kubectl.exec(TOOLBOX, e2e.namespace, "cat", f"{vdir}/metadata.json").stdout)
     assert md["name"] == DENSE, md
@@ -81,9 +85,14 @@ def test_a_article_dense_job_succeeds_and_writes_model(
     assert md["metrics"] == pytest.approx(final), (md["metrics"], final)
 
     events = e2e.kubectl.run(
-        "get", "events", "-n", e2e.namespace,
-        "--field-selector", f"involvedObject.kind=KerasTrainingJob,involvedObject.name={DENSE}",
-        "-o", "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
+        "get",
+        "events",
+        "-n",
+        e2e.namespace,
+        "--field-selector",
+        f"involvedObject.kind=KerasTrainingJob,involvedObject.name={DENSE}",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
     ).stdout.split()
     assert "Succeeded" in events, f"no Succeeded Event for the job: {events}"
     phase("assertions")

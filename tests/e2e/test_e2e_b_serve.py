@@ -29,8 +29,12 @@ def test_b_service_ready_and_both_protocols_match_local_keras(
     assert st.get("modelName") == DENSE, shown
     assert st.get("readyReplicas") == 1 and st.get("ready") == "1/1", shown
     assert st.get("url") == f"http://{DENSE}.{e2e.namespace}.svc.cluster.local", shown
-    for ctype, want in (("Ready", "True"), ("ModelAvailable", "True"), ("Progressing", "False"),
-                        ("Degraded", "False")):
+    for ctype, want in (
+        ("Ready", "True"),
+        ("ModelAvailable", "True"),
+        ("Progressing", "False"),
+        ("Degraded", "False"),
+    ):
         assert condition(dense_service, ctype).get("status") == want, f"{ctype}:\n{shown}"
 
     dep = e2e.kubectl.get("deployment", f"{DENSE}-server", e2e.namespace)
@@ -41,9 +45,19 @@ def test_b_service_ready_and_both_protocols_match_local_keras(
     assert svc is not None and [p["port"] for p in svc["spec"]["ports"]] == [80], svc
 
     out = exec_json(
-        e2e, "python", "/scripts/predict_check.py", "--host", DENSE, "--model", DENSE,
-        "--model-dir", f"/models/{DENSE}/{version}", "--csv", "/data/dense/train.csv",
-        "--rows", "8",
+        e2e,
+        "python",
+        "/scripts/predict_check.py",
+        "--host",
+        DENSE,
+        "--model",
+        DENSE,
+        "--model-dir",
+        f"/models/{DENSE}/{version}",
+        "--csv",
+        "/data/dense/train.csv",
+        "--rows",
+        "8",
     )
     phase("predictions (pod: v1, v1 columnar, v2, local keras)")
     shown = json.dumps({k: v for k, v in out.items() if k != "metadata"}, indent=1)
@@ -51,7 +65,9 @@ def test_b_service_ready_and_both_protocols_match_local_keras(
     assert out["v2_status"] == 200, shown
     assert len(out["local"]) == 8, shown  # the reference: model.keras run by Keras in a pod
     assert out["max_diff_v1"] is not None and out["max_diff_v1"] <= TOLERANCE, shown
-    assert out["max_diff_v1_columnar"] is not None and out["max_diff_v1_columnar"] <= TOLERANCE, shown
+    assert out["max_diff_v1_columnar"] is not None and out["max_diff_v1_columnar"] <= TOLERANCE, (
+        shown
+    )
     assert out["max_diff_v2"] is not None and out["max_diff_v2"] <= TOLERANCE, shown
     assert out["v2_model_version"] == str(version), shown
     assert out["v2_output_shape"] == [8, 1], shown

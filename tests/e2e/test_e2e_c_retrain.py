@@ -44,19 +44,31 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
     with LoadGen(e2e, NAME, NAME, tag="retrain") as load:
         time.sleep(5)
         # Re-run: the job's spec is immutable, so a new run is a new object of the same name.
-        k.run("delete", "kerastrainingjob", NAME, "-n", ns, "--wait=true", "--timeout=120s",
-              timeout=180)
+        k.run(
+            "delete",
+            "kerastrainingjob",
+            NAME,
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=120s",
+            timeout=180,
+        )
         wait_for(
             "the old trainer Job to be garbage-collected",
             lambda: k.get("job.batch", f"{NAME}-trainer", ns) is None,
-            interval=2, timeout=120,
+            interval=2,
+            timeout=120,
             diagnose=e2e.job_diagnose(NAME),
         )
         svc = e2e.service(NAME)
         assert svc["status"].get("servingVersion") == old, (
-            "deleting the job must not change what is served", svc["status"])
+            "deleting the job must not change what is served",
+            svc["status"],
+        )
         assert k.get("deployment", f"{NAME}-server", ns) is not None, (
-            "the server Deployment must survive the deletion of the job it follows")
+            "the server Deployment must survive the deletion of the job it follows"
+        )
         phase("old job deleted (service keeps serving)")
 
         k.apply(retrain_job(), ns)
@@ -71,24 +83,33 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
         # during its preStop window: new connections reach it until the endpoints drop it.
         rolled_at = time.monotonic() - load.t0
         dep = k.get("deployment", f"{NAME}-server", ns)
-        drain = dep["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        drain = dep["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"][
+            "seconds"
+        ]
         phase("service rolled forward")
         time.sleep(drain + 5)  # traffic past the drain window: only the new version may answer
         result = load.stop()
 
     shown = json.dumps(result, indent=1)
-    phase.note(f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed,"
-               f" versions seen {json.dumps(result['versions'])}")
+    phase.note(
+        f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed,"
+        f" versions seen {json.dumps(result['versions'])}"
+    )
     assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
-    assert result["failed"] == 0, f"{result['failed']} of {result['total']} requests failed:\n{shown}"
+    assert result["failed"] == 0, (
+        f"{result['failed']} of {result['total']} requests failed:\n{shown}"
+    )
     versions = result["versions"]
     assert str(old) in versions and str(new) in versions, (
-        f"the clients must have seen version {old} and then {new}:\n{shown}")
+        f"the clients must have seen version {old} and then {new}:\n{shown}"
+    )
     assert versions[str(old)]["last"] <= rolled_at + drain, (
         f"version {old} still answered after the rollout to {new} had finished and its pod had"
-        f" drained (t={rolled_at:.1f}s + {drain}s):\n{shown}")
+        f" drained (t={rolled_at:.1f}s + {drain}s):\n{shown}"
+    )
     assert versions[str(new)]["last"] - versions[str(old)]["last"] >= 3, (
-        f"too little traffic after the rollout to show that only version {new} answers:\n{shown}")
+        f"too little traffic after the rollout to show that only version {new} answers:\n{shown}"
+    )
     dep = e2e.kubectl.get("deployment", f"{NAME}-server", ns)
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
     assert annotations.get("kerasop.io/model-version") == str(new), annotations
@@ -97,8 +118,13 @@ def test_c_retrain_rolls_service_forward_without_failed_requests(
     listing = k.exec(f"deployment/{NAME}-server", ns, "ls", "-1", f"/models/{NAME}").stdout.split()
     assert {"1", "2"} <= set(listing), f"both versions must stay on the volume: {listing}"
     reasons = k.run(
-        "get", "events", "-n", ns,
-        "--field-selector", f"involvedObject.kind=KerasModelService,involvedObject.name={NAME}",
-        "-o", "jsonpath={range .items[*]}{.reason}:{.message}{'\\n'}{end}",
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        f"involvedObject.kind=KerasModelService,involvedObject.name={NAME}",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}:{.message}{'\\n'}{end}",
     ).stdout
     assert f"version {new}" in reasons, f"no Event about serving version {new}:\n{reasons}"

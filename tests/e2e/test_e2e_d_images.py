@@ -18,7 +18,9 @@ from e2ekit import load_example, runtime_pod
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 NAME = "vgg16-shapes"
-IMAGES = [f"/data/images/images/{shape}_{i:03d}.png" for shape in ("circle", "square") for i in (0, 1)]
+IMAGES = [
+    f"/data/images/images/{shape}_{i:03d}.png" for shape in ("circle", "square") for i in (0, 1)
+]
 TOLERANCE = 1e-4  # ONNX Runtime (the server's engine) vs Keras, float32 through VGG16
 
 
@@ -41,17 +43,31 @@ def test_d_image_transfer_learning_trains_and_serves_b64(data: E2E, phase) -> No
     phase("service Ready")
     assert ready["status"]["servingVersion"] == 1
 
-    command = ["python", "/scripts/image_predict.py", "--host", NAME, "--model", NAME,
-               "--model-dir", f"/models/{NAME}/1"]
+    command = [
+        "python",
+        "/scripts/image_predict.py",
+        "--host",
+        NAME,
+        "--model",
+        NAME,
+        "--model-dir",
+        f"/models/{NAME}/1",
+    ]
     for image in IMAGES:
         command += ["--image", image]
     log = e2e.run_pod(
-        runtime_pod("e2e-image-check", e2e.runtime_image, command,
-                    claims={"/data": (DATA_CLAIM, True), "/models": (st["modelClaimName"], True)},
-                    scripts_configmap=SCRIPTS),
+        runtime_pod(
+            "e2e-image-check",
+            e2e.runtime_image,
+            command,
+            claims={"/data": (DATA_CLAIM, True), "/models": (st["modelClaimName"], True)},
+            scripts_configmap=SCRIPTS,
+        ),
         timeout=600,
     )
-    out = json.loads(next(line for line in reversed(log.splitlines()) if line.startswith("RESULT "))[7:])
+    out = json.loads(
+        next(line for line in reversed(log.splitlines()) if line.startswith("RESULT "))[7:]
+    )
     phase("b64 predictions (v1 + v2) and local Keras")
     shown = json.dumps(out, indent=1)[:4000]
     local = out["local"]
@@ -64,5 +80,5 @@ def test_d_image_transfer_learning_trains_and_serves_b64(data: E2E, phase) -> No
     assert v2["shape"] == [len(IMAGES), 1], shown
     assert max(abs(a - b) for a, b in zip(v2["data"], local, strict=True)) <= TOLERANCE, shown
     assert out["v2"]["model_version"] == "1", shown
-    code, md = out["v1_metadata"]
+    code, _md = out["v1_metadata"]
     assert code == 200, shown

@@ -35,7 +35,9 @@ def test_e_two_workers_both_train(data: E2E, phase) -> None:
     assert st.get("modelVersion") == 1, shown
 
     job = k.get("job.batch", f"{NAME}-trainer", ns)
-    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2, job["spec"]
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2, job[
+        "spec"
+    ]
     headless = k.get("service", f"{NAME}-workers", ns)
     assert headless is not None and headless["spec"]["clusterIP"] == "None", headless
 

@@ -33,34 +33,50 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
     e2e = data
     k, ns = e2e.kubectl, e2e.namespace
     if not metrics_api_available(e2e):
-        pytest.fail("no metrics.k8s.io in this cluster: start the local one with "
-                    "KERASOP_METRICS_SERVER=1 cluster/up.sh (make e2e does), or install "
-                    "metrics-server", pytrace=False)
+        pytest.fail(
+            "no metrics.k8s.io in this cluster: start the local one with "
+            "KERASOP_METRICS_SERVER=1 cluster/up.sh (make e2e does), or install "
+            "metrics-server",
+            pytrace=False,
+        )
     svc = load_example("dense-classifier.yaml")["KerasModelService"]
     svc["metadata"] = {"name": NAME}
     # A small CPU request, so that the load generator's requests push utilization past 50%.
     svc["spec"]["resources"] = {"cpu": "200m", "memory": "1Gi"}
-    svc["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": MAX_REPLICAS,
-                                  "targetCPUUtilization": 50}
+    svc["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": MAX_REPLICAS,
+        "targetCPUUtilization": 50,
+    }
     k.apply(svc, ns)
     try:
         e2e.wait_service_ready(NAME, replicas=1, timeout=600)
         hpa = wait_for(
             f"HPA {NAME} to read the pods' CPU",
-            lambda: (h := k.get("horizontalpodautoscaler", NAME, ns))
-            and (h.get("status") or {}).get("currentMetrics") and h,
-            timeout=180, interval=5,
+            lambda: (
+                (h := k.get("horizontalpodautoscaler", NAME, ns))
+                and (h.get("status") or {}).get("currentMetrics")
+                and h
+            ),
+            timeout=180,
+            interval=5,
         )
         assert hpa["spec"]["scaleTargetRef"]["name"] == f"{NAME}-server", hpa
         phase("service ready, HPA reading metrics")
 
-        with LoadGen(e2e, NAME, DENSE, tag="hpa", concurrency=4, interval=0.0,
-                     max_seconds=900) as load:
+        with LoadGen(
+            e2e, NAME, DENSE, tag="hpa", concurrency=4, interval=0.0, max_seconds=900
+        ) as load:
             scaled = wait_for(
                 f"{NAME}-server to scale above 1 replica under load",
-                lambda: (d := k.get("deployment", f"{NAME}-server", ns))
-                and (d.get("status") or {}).get("readyReplicas", 0) >= 2 and d,
-                timeout=420, interval=5, diagnose=e2e.service_diagnose(NAME),
+                lambda: (
+                    (d := k.get("deployment", f"{NAME}-server", ns))
+                    and (d.get("status") or {}).get("readyReplicas", 0) >= 2
+                    and d
+                ),
+                timeout=420,
+                interval=5,
+                diagnose=e2e.service_diagnose(NAME),
             )
             up = load.stop()
         phase(f"scaled up to {scaled['status']['readyReplicas']} ready replicas")
@@ -71,18 +87,33 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
 
         # A light load while the HPA scales back in (after its 5 min stabilization window):
         # server pods drain before they stop, so no request fails on the way down either.
-        with LoadGen(e2e, NAME, DENSE, tag="hpa-down", concurrency=1, interval=0.5,
-                     max_seconds=900) as load:
+        with LoadGen(
+            e2e, NAME, DENSE, tag="hpa-down", concurrency=1, interval=0.5, max_seconds=900
+        ) as load:
             wait_for(
                 f"{NAME}-server to scale back to 1 replica",
-                lambda: (d := k.get("deployment", f"{NAME}-server", ns))
-                and d["spec"].get("replicas") == 1 and (d.get("status") or {}).get("replicas") == 1,
-                timeout=720, interval=10, diagnose=e2e.service_diagnose(NAME),
+                lambda: (
+                    (d := k.get("deployment", f"{NAME}-server", ns))
+                    and d["spec"].get("replicas") == 1
+                    and (d.get("status") or {}).get("replicas") == 1
+                ),
+                timeout=720,
+                interval=10,
+                diagnose=e2e.service_diagnose(NAME),
             )
             down = load.stop()
         phase("scaled back down to 1 replica")
         shown = json.dumps({k_: v for k_, v in down.items() if k_ != "latencies"}, indent=1)
         assert down["total"] > 0 and down["failed"] == 0, shown
     finally:
-        k.run("delete", "kerasmodelservice", NAME, "-n", ns, "--wait=true", "--timeout=120s",
-              check=False, timeout=180)
+        k.run(
+            "delete",
+            "kerasmodelservice",
+            NAME,
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=120s",
+            check=False,
+            timeout=180,
+        )

@@ -27,8 +27,16 @@ def _patch_gpus(e2e: E2E, op: str) -> None:
         {"op": op, "path": f"/status/{field}/{GPU_PATH}", **({"value": "1"} if op == "add" else {})}
         for field in ("capacity", "allocatable")
     ]
-    e2e.kubectl.run("patch", "node", e2e.node, "--subresource=status", "--type=json",
-                    "-p", json.dumps(patch), check=op == "add")
+    e2e.kubectl.run(
+        "patch",
+        "node",
+        e2e.node,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+        check=op == "add",
+    )
 
 
 def _allocatable(e2e: E2E) -> str | None:
@@ -52,12 +60,21 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
     hostname = node["metadata"]["labels"].get("kubernetes.io/hostname", e2e.node)
     _patch_gpus(e2e, "add")
     try:
-        wait_for(f"node {e2e.node} to advertise {GPU}: 1", lambda: _allocatable(e2e) == "1",
-                 interval=2, timeout=60)
+        wait_for(
+            f"node {e2e.node} to advertise {GPU}: 1",
+            lambda: _allocatable(e2e) == "1",
+            interval=2,
+            timeout=60,
+        )
         phase("fake GPU advertised")
         jobs = [
-            new_job(name, epochs=4, batch_size=8, resources={"gpus": 1},
-                    scheduling={"nodeSelector": {"kubernetes.io/hostname": hostname}})
+            new_job(
+                name,
+                epochs=4,
+                batch_size=8,
+                resources={"gpus": 1},
+                scheduling={"nodeSelector": {"kubernetes.io/hostname": hostname}},
+            )
             for name in JOBS
         ]
         k.apply(jobs, ns)
@@ -74,7 +91,10 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
             return cond.get("reason") == "Unschedulable" and (running[0], waiting[0])
 
         first, second = wait_for(
-            "one GPU job scheduled and the other Unschedulable", one_runs_one_waits, interval=2, timeout=300,
+            "one GPU job scheduled and the other Unschedulable",
+            one_runs_one_waits,
+            interval=2,
+            timeout=300,
             diagnose=lambda: e2e.diag.report(objects=[("kerastrainingjob", j) for j in JOBS]),
         )
         pod = _pod(e2e, first)
@@ -88,15 +108,23 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
             running = condition(obj, "Running")
             if (obj.get("status") or {}).get("phase") != "Pending":
                 return None
-            return running.get("reason") == "Unschedulable" and GPU in (running.get("message") or "") and obj
+            return (
+                running.get("reason") == "Unschedulable"
+                and GPU in (running.get("message") or "")
+                and obj
+            )
 
         waiting = wait_for(
             f"KerasTrainingJob {second} Pending with reason Unschedulable ({GPU}) in its status",
-            pending_with_reason, interval=2, timeout=120,
+            pending_with_reason,
+            interval=2,
+            timeout=120,
             diagnose=lambda: e2e.diag.report(objects=[("kerastrainingjob", second)]),
             fail_if=lambda _: (
                 f"{second} got scheduled (after {first} finished) before its status ever said"
-                " Unschedulable" if _scheduled(_pod(e2e, second)) else None
+                " Unschedulable"
+                if _scheduled(_pod(e2e, second))
+                else None
             ),
         )
         phase(f"{second} Pending/Unschedulable while {first} runs")
@@ -114,10 +142,16 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
         p1, p2 = _pod(e2e, first), _pod(e2e, second)
         finished = p1["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
         scheduled = condition(p2, "PodScheduled")["lastTransitionTime"]
-        assert scheduled >= finished, f"{second} scheduled at {scheduled}, {first} finished {finished}"
+        assert scheduled >= finished, (
+            f"{second} scheduled at {scheduled}, {first} finished {finished}"
+        )
         for done in (done_first, done_second):
             assert done["status"].get("modelVersion") == 1, done["status"]
     finally:
         _patch_gpus(e2e, "remove")
-        wait_for(f"node {e2e.node} to stop advertising {GPU}", lambda: _allocatable(e2e) is None,
-                 interval=2, timeout=60)
+        wait_for(
+            f"node {e2e.node} to stop advertising {GPU}",
+            lambda: _allocatable(e2e) is None,
+            interval=2,
+            timeout=60,
+        )

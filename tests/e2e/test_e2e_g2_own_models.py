@@ -38,8 +38,12 @@ def own_data(data: E2E) -> E2E:
         'mkdir -p /data/script; printf "%s" "$TRAIN_PY" > /data/script/train.py; '
         "ls /data/own-models /data/own-models/code /data/script /data/mixed"
     )
-    pod = runtime_pod("e2e-own-data", e2e.runtime_image, ["sh", "-c", script],
-                      claims={"/data": (DATA_CLAIM, False)})
+    pod = runtime_pod(
+        "e2e-own-data",
+        e2e.runtime_image,
+        ["sh", "-c", script],
+        claims={"/data": (DATA_CLAIM, False)},
+    )
     pod["spec"]["containers"][0]["env"] = [
         {"name": "TRAIN_PY", "value": (REPO / REPO_SCRIPT).read_text()}
     ]
@@ -68,17 +72,29 @@ def _served_equals_local(e2e: E2E, example: str, name: str, job: dict) -> None:
 def _check_in_pod(e2e: E2E, name: str, version: int, claim: str) -> dict:
     """predict_check.py in a pod with this model's store volume (each job has its own PVC)."""
     pod = runtime_pod(
-        f"e2e-check-{name}", e2e.runtime_image,
-        ["python", "/scripts/predict_check.py", "--host", name, "--model", name,
-         "--model-dir", f"/models/{name}/{version}", "--csv", "/data/dense/train.csv",
-         "--rows", "4"],
+        f"e2e-check-{name}",
+        e2e.runtime_image,
+        [
+            "python",
+            "/scripts/predict_check.py",
+            "--host",
+            name,
+            "--model",
+            name,
+            "--model-dir",
+            f"/models/{name}/{version}",
+            "--csv",
+            "/data/dense/train.csv",
+            "--rows",
+            "4",
+        ],
         claims={"/data": (DATA_CLAIM, True), "/models": (claim, True)},
         scripts_configmap=SCRIPTS,
     )
     log = e2e.run_pod(pod, timeout=600)
     for line in reversed(log.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise AssertionError(f"no RESULT line:\n{log[-3000:]}")
 
 
@@ -118,7 +134,9 @@ def test_i4_mixed_table_trains_and_regression_is_served(own_data: E2E, phase) ->
     value = e2e.wait_job_phase("lifetime-value", "Succeeded", timeout=1200)
     assert "mae" in value["status"]["metrics"], value["status"]
     phase("mixed table jobs Succeeded")
-    for svc in [d for d in load_example_all("mixed-table.yaml") if d["kind"] == "KerasModelService"]:
+    for svc in [
+        d for d in load_example_all("mixed-table.yaml") if d["kind"] == "KerasModelService"
+    ]:
         e2e.kubectl.apply(svc, e2e.namespace)
     e2e.wait_service_ready("lifetime-value", version=value["status"]["modelVersion"], timeout=600)
     # string inputs, no model.onnx: the server's Keras engine serves it

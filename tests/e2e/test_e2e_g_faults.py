@@ -18,7 +18,14 @@ import time
 
 import pytest
 from conftest import DENSE, E2E, OPERATOR_NAMESPACE, LoadGen, new_job
-from e2ekit import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, LogFollower, condition, events_in, wait_for
+from e2ekit import (
+    LABEL_MODEL_SERVICE,
+    LABEL_TRAINING_JOB,
+    LogFollower,
+    condition,
+    events_in,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -41,8 +48,13 @@ def _running_trainer(e2e: E2E, name: str, exclude: set[str] = frozenset()) -> di
                 return pod
         return None
 
-    return wait_for(f"a running trainer pod of {name}", probe, timeout=600, interval=1,
-                    diagnose=e2e.job_diagnose(name))
+    return wait_for(
+        f"a running trainer pod of {name}",
+        probe,
+        timeout=600,
+        interval=1,
+        diagnose=e2e.job_diagnose(name),
+    )
 
 
 def test_g1_trainer_pod_deleted_resumes_from_checkpoint(data: E2E, phase) -> None:
@@ -59,17 +71,25 @@ def test_g1_trainer_pod_deleted_resumes_from_checkpoint(data: E2E, phase) -> Non
         return epochs and max(epochs) >= 2
 
     wait_for(
-        f"epoch 2 in the log of {pod_name}", two_epochs, timeout=600, interval=0.5,
+        f"epoch 2 in the log of {pod_name}",
+        two_epochs,
+        timeout=600,
+        interval=0.5,
         diagnose=lambda: follower.text()[-3000:] + "\n" + e2e.job_diagnose(name)(),
-        fail_if=lambda _: "the trainer finished before it could be interrupted (make epochs slower)"
-        if follower.proc.poll() is not None else None,
+        fail_if=lambda _: (
+            "the trainer finished before it could be interrupted (make epochs slower)"
+            if follower.proc.poll() is not None
+            else None
+        ),
     )
     k.delete("pod", pod_name, ns)
     phase("trainer pod deleted at epoch >= 2")
     before = follower.finish(timeout=120)
     done_epochs = [e["epoch"] for e in events_in(before, "epoch")]
     last = max(done_epochs)
-    assert last < SLOW_EPOCHS, f"the first pod finished all epochs ({done_epochs}): nothing to resume"
+    assert last < SLOW_EPOCHS, (
+        f"the first pod finished all epochs ({done_epochs}): nothing to resume"
+    )
 
     new_pod = _running_trainer(e2e, name, exclude={pod_name})
     done = e2e.wait_job_phase(name, "Succeeded", timeout=900)
@@ -80,10 +100,12 @@ def test_g1_trainer_pod_deleted_resumes_from_checkpoint(data: E2E, phase) -> Non
     resumed = starts[-1]["resumedFromEpoch"]
     assert last <= resumed <= last + 1, (
         f"the first pod logged epochs {done_epochs}; the new pod resumed from epoch {resumed}"
-        " (at most the epoch in progress may be lost)")
+        " (at most the epoch in progress may be lost)"
+    )
     epochs_after = [e["epoch"] for e in events_in(log, "epoch")]
     assert epochs_after and min(epochs_after) == resumed + 1 and max(epochs_after) == SLOW_EPOCHS, (
-        epochs_after)
+        epochs_after
+    )
     phase.note(f"first pod logged epochs up to {last}; the new pod resumed from epoch {resumed}")
     st = done["status"]
     assert st.get("epoch") == SLOW_EPOCHS and st.get("modelVersion") == 1, st
@@ -112,36 +134,47 @@ def test_g2_operator_pod_deleted_mid_job_no_duplicates(data: E2E, phase) -> None
     while True:
         if not new_operator_ready:
             new_operator_ready = any(
-                p["metadata"]["name"] not in old_ops and condition(p, "Ready").get("status") == "True"
+                p["metadata"]["name"] not in old_ops
+                and condition(p, "Ready").get("status") == "True"
                 for p in e2e.operator_pods()
             )
             if new_operator_ready:
                 running_at_takeover = [
-                    p["metadata"]["name"] for p in _trainer_pods(e2e, name)
-                    if "running" in ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
+                    p["metadata"]["name"]
+                    for p in _trainer_pods(e2e, name)
+                    if "running"
+                    in ((p["status"].get("containerStatuses") or [{}])[0].get("state") or {})
                 ]
         pods_seen |= {p["metadata"]["name"] for p in _trainer_pods(e2e, name)}
-        jobs_seen |= {j["metadata"]["uid"] for j in k.list("jobs", ns, f"{LABEL_TRAINING_JOB}={name}")}
+        jobs_seen |= {
+            j["metadata"]["uid"] for j in k.list("jobs", ns, f"{LABEL_TRAINING_JOB}={name}")
+        }
         obj = e2e.job(name) or {}
         phase_now = (obj.get("status") or {}).get("phase")
         if phase_now in ("Succeeded", "Failed") and new_operator_ready:
             break
         if time.monotonic() > deadline:
-            pytest.fail(f"job {name} did not finish after the operator restart (phase {phase_now},"
-                        f" new operator ready: {new_operator_ready})\n" + e2e.job_diagnose(name)(),
-                        pytrace=False)
+            pytest.fail(
+                f"job {name} did not finish after the operator restart (phase {phase_now},"
+                f" new operator ready: {new_operator_ready})\n" + e2e.job_diagnose(name)(),
+                pytrace=False,
+            )
         time.sleep(1)
     phase("new operator ready, job finished")
     phase.note(f"trainer pods seen: {sorted(pods_seen)}; trainer Jobs seen: {len(jobs_seen)}")
     assert running_at_takeover, (
         "the trainer had finished before the new operator was ready: nothing was taken over"
-        " (make the epochs slower)")
+        " (make the epochs slower)"
+    )
     assert phase_now == "Succeeded", json.dumps(obj.get("status"), indent=1)
     assert len(pods_seen) == 1, f"duplicate trainer pods: {sorted(pods_seen)}"
     assert jobs_seen == {job_uid}, f"the trainer Job was replaced: {jobs_seen} (was {job_uid})"
     assert obj["status"].get("modelVersion") == 1, obj["status"]
-    restarts = sum(cs.get("restartCount", 0) for p in e2e.operator_pods()
-                   for cs in p["status"].get("containerStatuses") or [])
+    restarts = sum(
+        cs.get("restartCount", 0)
+        for p in e2e.operator_pods()
+        for cs in p["status"].get("containerStatuses") or []
+    )
     assert restarts == 0, "the new operator pod restarted"
 
 
@@ -166,16 +199,25 @@ def test_g3_bad_csv_fails_with_reason_and_no_crash_loop(data: E2E, phase) -> Non
     # nothing restarts: a crash loop shows a second pod or a restart within its first back-off.
     job = wait_for(
         f"Job {name}-trainer Failed",
-        lambda: (j := k.get("job.batch", f"{name}-trainer", ns)) and any(
-            c["type"] == "Failed" and c["status"] == "True" for c in (j.get("status") or {}).get(
-                "conditions") or []) and j,
-        interval=2, timeout=120, diagnose=e2e.job_diagnose(name),
+        lambda: (
+            (j := k.get("job.batch", f"{name}-trainer", ns))
+            and any(
+                c["type"] == "Failed" and c["status"] == "True"
+                for c in (j.get("status") or {}).get("conditions") or []
+            )
+            and j
+        ),
+        interval=2,
+        timeout=120,
+        diagnose=e2e.job_diagnose(name),
     )
     assert (job["status"].get("failed"), job["status"].get("active", 0)) == (1, 0), job["status"]
     watch_until = time.monotonic() + 12  # > the kubelet's first restart back-off (10 s)
     while time.monotonic() < watch_until:
         pods = _trainer_pods(e2e, name)
-        assert len(pods) == 1, f"retried a permanent failure: {[p['metadata']['name'] for p in pods]}"
+        assert len(pods) == 1, (
+            f"retried a permanent failure: {[p['metadata']['name'] for p in pods]}"
+        )
         cs = pods[0]["status"]["containerStatuses"][0]
         assert cs.get("restartCount", 0) == 0 and cs["state"]["terminated"]["exitCode"] == 3, cs
         assert e2e.job(name)["status"]["phase"] == "Failed"
@@ -188,11 +230,22 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_job: dict, toolbox: s
     k, ns = e2e.kubectl, e2e.namespace
     name = "dense-podkill"  # a service of its own (two replicas) for the trained dense model
     st = dense_job["status"]
-    k.apply({
-        "apiVersion": "kerasop.io/v1alpha1", "kind": "KerasModelService", "metadata": {"name": name},
-        "spec": {"model": {"name": DENSE, "claimName": st["modelClaimName"],
-                           "version": st["modelVersion"]}, "replicas": 2},
-    }, ns)
+    k.apply(
+        {
+            "apiVersion": "kerasop.io/v1alpha1",
+            "kind": "KerasModelService",
+            "metadata": {"name": name},
+            "spec": {
+                "model": {
+                    "name": DENSE,
+                    "claimName": st["modelClaimName"],
+                    "version": st["modelVersion"],
+                },
+                "replicas": 2,
+            },
+        },
+        ns,
+    )
     e2e.wait_service_ready(name, replicas=2, timeout=600)
     assert k.get("poddisruptionbudget", name, ns) is not None, "2 replicas: a PDB is expected"
     phase("2 ready server pods")
@@ -205,17 +258,31 @@ def test_g4_server_pod_deleted_under_load(data: E2E, dense_job: dict, toolbox: s
 
         def replaced():
             pods = k.list("pods", ns, selector)
-            fresh = [p for p in pods if p["metadata"]["name"] not in before
-                     and condition(p, "Ready").get("status") == "True"]
-            return fresh and len([p for p in pods if condition(p, "Ready").get("status") == "True"]) >= 2
+            fresh = [
+                p
+                for p in pods
+                if p["metadata"]["name"] not in before
+                and condition(p, "Ready").get("status") == "True"
+            ]
+            return (
+                fresh
+                and len([p for p in pods if condition(p, "Ready").get("status") == "True"]) >= 2
+            )
 
-        wait_for("a replacement server pod Ready", replaced, interval=2, timeout=300,
-                 diagnose=e2e.service_diagnose(name))
+        wait_for(
+            "a replacement server pod Ready",
+            replaced,
+            interval=2,
+            timeout=300,
+            diagnose=e2e.service_diagnose(name),
+        )
         phase("victim replaced under load")
         time.sleep(5)
         result = load.stop()
     shown = json.dumps(result, indent=1)
-    phase.note(f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed")
+    phase.note(
+        f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed"
+    )
     assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
     # Draining gives zero: the preStop hook keeps the victim serving until the endpoints
     # drop it, and SIGTERM lets it finish what it holds (as in scenario c's rollout).

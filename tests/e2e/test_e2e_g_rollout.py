@@ -80,30 +80,57 @@ def rollout_status(e2e: E2E) -> dict:
 
 def wait_outcome(e2e: E2E, version: int, outcome: str, timeout: float = 900) -> dict:
     def probe():
-        entry = next((h for h in rollout_status(e2e).get("history") or []
-                      if h["version"] == version), None)
+        entry = next(
+            (h for h in rollout_status(e2e).get("history") or [] if h["version"] == version), None
+        )
         return entry if entry and entry.get("outcome") == outcome else None
 
-    return wait_for(f"version {version} {outcome}", probe, timeout=timeout, interval=3,
-                    diagnose=e2e.service_diagnose(MODEL))
+    return wait_for(
+        f"version {version} {outcome}",
+        probe,
+        timeout=timeout,
+        interval=3,
+        diagnose=e2e.service_diagnose(MODEL),
+    )
 
 
 def events(e2e: E2E) -> str:
     return e2e.kubectl.run(
-        "get", "events", "-n", e2e.namespace, "--field-selector",
+        "get",
+        "events",
+        "-n",
+        e2e.namespace,
+        "--field-selector",
         f"involvedObject.kind=KerasModelService,involvedObject.name={MODEL}",
-        "-o", "jsonpath={range .items[*]}{.reason}:{.message}{'\\n'}{end}",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}:{.message}{'\\n'}{end}",
     ).stdout
 
 
 def test_rollout_gate_rollback_shadow_promote(data: E2E, toolbox: str, phase) -> None:
     e2e = data
     k, ns = e2e.kubectl, e2e.namespace
-    k.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": STORE},
-             "spec": {"accessModes": ["ReadWriteOnce"],
-                      "resources": {"requests": {"storage": "1Gi"}}}}, ns)
-    log = e2e.run_pod(runtime_pod("rollout-data", e2e.runtime_image, ["python", "-c", PREPARE],
-                                  claims={"/data": (DATA_CLAIM, False)}), timeout=300)
+    k.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": STORE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        ns,
+    )
+    log = e2e.run_pod(
+        runtime_pod(
+            "rollout-data",
+            e2e.runtime_image,
+            ["python", "-c", PREPARE],
+            claims={"/data": (DATA_CLAIM, False)},
+        ),
+        timeout=300,
+    )
     assert "prepared" in log, log
 
     v1 = train(e2e, job("rollout-v1"))
@@ -156,8 +183,13 @@ def test_rollout_gate_rollback_shadow_promote(data: E2E, toolbox: str, phase) ->
             message = rollout_status(e2e).get("rollout", {}).get("message", "")
             return message if "agreement" in message else None
 
-        agreement = wait_for("a shadow agreement figure", shadow_figure, timeout=600, interval=2,
-                             diagnose=e2e.service_diagnose(MODEL))
+        agreement = wait_for(
+            "a shadow agreement figure",
+            shadow_figure,
+            timeout=600,
+            interval=2,
+            diagnose=e2e.service_diagnose(MODEL),
+        )
         wait_outcome(e2e, v4, "Promoted", timeout=900)
         e2e.wait_service_ready(MODEL, version=v4, timeout=300)
         time.sleep(5)
@@ -167,5 +199,9 @@ def test_rollout_gate_rollback_shadow_promote(data: E2E, toolbox: str, phase) ->
     assert {str(v1), str(v4)} <= set(result["versions"]), shown
     history = rollout_status(e2e)["history"]
     assert [(h["version"], h["outcome"]) for h in history] == [
-        (v1, "Promoted"), (v2, "Refused"), (v3, "RolledBack"), (v4, "Promoted")], history
+        (v1, "Promoted"),
+        (v2, "Refused"),
+        (v3, "RolledBack"),
+        (v4, "Promoted"),
+    ], history
     phase.note(f"r3: shadow said '{agreement}'; version {v4} promoted")

@@ -15,7 +15,9 @@ from e2ekit import CRDS, LABEL_PART_OF, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-CHILD_KINDS = "deployments,replicasets,services,jobs.batch,pods,poddisruptionbudgets,horizontalpodautoscalers"
+CHILD_KINDS = (
+    "deployments,replicasets,services,jobs.batch,pods,poddisruptionbudgets,horizontalpodautoscalers"
+)
 KEPT_KINDS = {"PersistentVolumeClaim", "Event"}
 
 
@@ -30,9 +32,13 @@ def _operator_children(e2e: E2E) -> list[str]:
 
 def _store_listing(e2e: E2E) -> list[str]:
     """Every file of every version of the dense model on its volume (relative paths)."""
-    out = e2e.kubectl.exec(TOOLBOX, e2e.namespace, "sh", "-c",
-                           f"cd /models && find {DENSE} -path '*/.checkpoints' -prune -o -type f -print"
-                           " | sort").stdout
+    out = e2e.kubectl.exec(
+        TOOLBOX,
+        e2e.namespace,
+        "sh",
+        "-c",
+        f"cd /models && find {DENSE} -path '*/.checkpoints' -prune -o -type f -print | sort",
+    ).stdout
     return out.split()
 
 
@@ -40,9 +46,11 @@ def _leftovers(e2e: E2E) -> list[str]:
     """What the release or the operator left: everything in kerasop-system and the test
     namespace not made by the tests themselves, and cluster-wide RBAC of the chart."""
     k = e2e.kubectl
-    kinds = ("deployments,replicasets,statefulsets,daemonsets,pods,services,serviceaccounts,"
-             "configmaps,secrets,roles,rolebindings,jobs.batch,cronjobs,poddisruptionbudgets,"
-             "horizontalpodautoscalers,networkpolicies,persistentvolumeclaims,leases")
+    kinds = (
+        "deployments,replicasets,statefulsets,daemonsets,pods,services,serviceaccounts,"
+        "configmaps,secrets,roles,rolebindings,jobs.batch,cronjobs,poddisruptionbudgets,"
+        "horizontalpodautoscalers,networkpolicies,persistentvolumeclaims,leases"
+    )
     found = []
     for ns in (OPERATOR_NAMESPACE, e2e.namespace):
         for item in k.list(kinds, ns):
@@ -61,9 +69,11 @@ def _leftovers(e2e: E2E) -> list[str]:
     for item in k.list("clusterroles,clusterrolebindings"):
         meta = item["metadata"]
         labels = meta.get("labels") or {}
-        if labels.get("app.kubernetes.io/instance") == e2e.release or labels.get(
-            LABEL_PART_OF
-        ) == "keras-operator" or "keras-operator" in meta["name"]:
+        if (
+            labels.get("app.kubernetes.io/instance") == e2e.release
+            or labels.get(LABEL_PART_OF) == "keras-operator"
+            or "keras-operator" in meta["name"]
+        ):
             found.append(f"cluster: {item['kind']}/{meta['name']}")
     for item in k.list("mutatingwebhookconfigurations,validatingwebhookconfigurations"):
         if "kerasop" in item["metadata"]["name"]:
@@ -82,11 +92,23 @@ def test_h_delete_resources_then_uninstall_leaves_models_and_crds(
     store_before = _store_listing(e2e)
     assert f"{DENSE}/1/model.keras" in store_before, store_before
 
-    k.run("delete", "kerasmodelservices,kerastrainingjobs", "--all", "-n", ns, "--wait=true",
-          "--timeout=180s", timeout=240)
-    wait_for("the operator's children to be garbage-collected", lambda: not _operator_children(e2e),
-             interval=2, timeout=240, diagnose=lambda: "left: " + ", ".join(_operator_children(e2e)) + "\n"
-             + e2e.diag.report())
+    k.run(
+        "delete",
+        "kerasmodelservices,kerastrainingjobs",
+        "--all",
+        "-n",
+        ns,
+        "--wait=true",
+        "--timeout=180s",
+        timeout=240,
+    )
+    wait_for(
+        "the operator's children to be garbage-collected",
+        lambda: not _operator_children(e2e),
+        interval=2,
+        timeout=240,
+        diagnose=lambda: "left: " + ", ".join(_operator_children(e2e)) + "\n" + e2e.diag.report(),
+    )
     phase("jobs and services deleted, children gone")
     claims_after = {p["metadata"]["name"] for p in k.list("pvc", ns)}
     assert claims_after == claims_before, f"volumes went away: {claims_before - claims_after}"
@@ -94,19 +116,27 @@ def test_h_delete_resources_then_uninstall_leaves_models_and_crds(
         assert pvc["status"]["phase"] == "Bound", pvc["status"]
     store_after = _store_listing(e2e)
     assert store_after == store_before, (
-        f"the model volume changed: before {store_before}, after {store_after}")
+        f"the model volume changed: before {store_before}, after {store_after}"
+    )
     versions = sorted({f.split("/")[1] for f in store_after})
-    phase.note(f"kept claims {sorted(claims_after)}; {DENSE} versions {versions} intact"
-               f" ({len(store_after)} files)")
+    phase.note(
+        f"kept claims {sorted(claims_after)}; {DENSE} versions {versions} intact"
+        f" ({len(store_after)} files)"
+    )
 
-    e2e.helm.run("uninstall", e2e.release, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "3m",
-                 timeout=240)
+    e2e.helm.run(
+        "uninstall", e2e.release, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "3m", timeout=240
+    )
     e2e.uninstalled = True
     wait_for("the operator pods to go", lambda: not e2e.operator_pods(), interval=2, timeout=180)
     phase("helm uninstall")
-    left = wait_for("nothing but CRDs and volumes to remain", lambda: not _leftovers(e2e),
-                    timeout=30, interval=5,
-                    diagnose=lambda: "leftovers:\n  " + "\n  ".join(_leftovers(e2e)))
+    left = wait_for(
+        "nothing but CRDs and volumes to remain",
+        lambda: not _leftovers(e2e),
+        timeout=30,
+        interval=5,
+        diagnose=lambda: "leftovers:\n  " + "\n  ".join(_leftovers(e2e)),
+    )
     assert left
     for crd in CRDS:
         assert k.get("crd", crd) is not None, f"CRD {crd} must survive helm uninstall"

@@ -15,7 +15,6 @@ from typing import Any
 
 from kerasop_operator import kube as k
 from kerasop_operator.kube import ApiError
-
 from tests.support import sample
 
 NOW = "2026-11-26T10:00:00Z"
@@ -208,9 +207,12 @@ def _drop(target: dict[str, Any], before: dict[str, Any], now: dict[str, Any]) -
     for key, value in before.items():
         if key not in now:
             target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(now[key], dict):
-            if isinstance(target.get(key), dict):
-                _drop(target[key], value, now[key])
+        elif (
+            isinstance(value, dict)
+            and isinstance(now[key], dict)
+            and isinstance(target.get(key), dict)
+        ):
+            _drop(target[key], value, now[key])
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:

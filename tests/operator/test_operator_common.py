@@ -106,8 +106,9 @@ def test_operator_never_imports_tensorflow():
 
 
 def test_handlers_registered_without_results():
-    import kerasop_operator.handlers as h
     import kopf
+
+    import kerasop_operator.handlers as h
 
     registry = kopf.get_default_registry()
     h.register_progress_timer(registry, 10.0)
@@ -121,7 +122,10 @@ def test_handlers_registered_without_results():
         "service-create",
         "service-update",
     } <= ids
-    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {"progress", "rollout"}
+    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {
+        "progress",
+        "rollout",
+    }
     # every handler returns None: kopf would otherwise store results in status
     for fn in (
         h.training_job_changed,
@@ -147,8 +151,9 @@ def test_config_from_env(monkeypatch):
 
 
 def test_image_pull_policy_reaches_both_pod_kinds():
-    from kerasop_operator import serving, training
     from opfactories import model_service, training_job
+
+    from kerasop_operator import serving, training
 
     job = training.desired_children(
         training_job(), default_image="i", image_pull_policy="Always"

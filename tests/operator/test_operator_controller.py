@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import kopf
 import pytest
+from opfactories import event_line, model_service, pod, terminated, training_job
+
 from kerasop_operator import apply, handlers
 from kerasop_operator import kube as k
 from kerasop_operator.controller import Config, Controller, ReconcileError, _apply_failure
 from kerasop_operator.kube import ApiError
-from opfactories import event_line, model_service, pod, terminated, training_job
 
 
 @pytest.fixture
@@ -268,7 +269,14 @@ def test_status_sync_reads_termination_message_and_logs(fake, ctl, events):
             state=terminated(0, done, "Completed"),
         )
     )
-    fake.edit("Job", "ml", "mnist-trainer", lambda o: o.update(status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}))
+    fake.edit(
+        "Job",
+        "ml",
+        "mnist-trainer",
+        lambda o: o.update(
+            status={"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        ),
+    )
     ctl.sync_training_status("ml", "mnist")
     st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
     assert (st["phase"], st["modelVersion"], st["finalMetrics"]) == (
@@ -296,7 +304,7 @@ def test_service_waits_for_model_then_follows_versions(fake, ctl, events):
     assert fake.find("Service", "ml", "mnist") is not None
     st = fake.find("KerasModelService", "ml", "mnist")["status"]
     assert st["phase"] == "Pending"
-    assert [c for c in st["conditions"] if c["type"] == "Ready"][0]["reason"] == "WaitingForModel"
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["reason"] == "WaitingForModel"
 
     # the job produces version 1: services following it are reconciled
     live_job = fake.edit(
@@ -366,7 +374,7 @@ def test_service_keeps_serving_when_job_is_deleted(fake, ctl):
     assert dep_after["metadata"]["resourceVersion"] == dep_before["metadata"]["resourceVersion"]
     assert dep_after == dep_before
     st = fake.find("KerasModelService", "ml", "mnist")["status"]
-    model = [c for c in st["conditions"] if c["type"] == "ModelAvailable"][0]
+    model = next(c for c in st["conditions"] if c["type"] == "ModelAvailable")
     assert (model["status"], model["reason"]) == ("False", "TrainingJobNotFound")
 
 
@@ -407,36 +415,56 @@ def test_rollout_gates_canaries_and_resumes_after_a_restart(fake, events, monkey
     now = [1000.0]
     monkeypatch.setattr(controller, "clock", lambda: now[0])
     job = training_job()
-    job["status"] = {"phase": "Succeeded", "modelName": "mnist", "modelVersion": 1,
-                     "finalMetrics": {"accuracy": 0.95, "loss": 0.2}}
+    job["status"] = {
+        "phase": "Succeeded",
+        "modelName": "mnist",
+        "modelVersion": 1,
+        "finalMetrics": {"accuracy": 0.95, "loss": 0.2},
+    }
     fake.put(job)
-    fake.put(model_service(rollout={
-        "gate": {"min": {"val_accuracy": 0.9}},
-        "canary": {"steps": [10, 50, 100], "dwellSeconds": 30, "minRequests": 0},  # no pods here
-    }))
+    fake.put(
+        model_service(
+            rollout={
+                "gate": {"min": {"val_accuracy": 0.9}},
+                "canary": {
+                    "steps": [10, 50, 100],
+                    "dwellSeconds": 30,
+                    "minRequests": 0,
+                },  # no pods here
+            }
+        )
+    )
     ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
 
     def plan():
         return json.loads(fake.find("ConfigMap", "ml", "mnist-rollout")["data"]["rollout.json"])
 
     def release(version, accuracy):
-        live = fake.edit("KerasTrainingJob", "ml", "mnist", lambda o: o["status"].update(
-            modelVersion=version, finalMetrics={"accuracy": accuracy}))
+        live = fake.edit(
+            "KerasTrainingJob",
+            "ml",
+            "mnist",
+            lambda o: o["status"].update(modelVersion=version, finalMetrics={"accuracy": accuracy}),
+        )
         ctl.training_job_seen(live)
 
     ctl.reconcile_service("ml", "mnist")
     assert plan() == {"stable": 1, "candidate": None, "weight": 0, "shadow": False}
     container = fake.find("Deployment", "ml", "mnist-server")["spec"]["template"]["spec"][
-        "containers"][0]
+        "containers"
+    ][0]
     assert "--version" not in container["args"]
     assert container["args"][container["args"].index("--rollout-file") + 1] == (
-        "/etc/kerasop/rollout/rollout.json")
+        "/etc/kerasop/rollout/rollout.json"
+    )
 
     release(2, 0.5)  # worse: refused, version 1 keeps serving
     assert plan()["stable"] == 1 and plan()["candidate"] is None
     st = fake.find("KerasModelService", "ml", "mnist")["status"]
     assert st["rollout"]["state"] == "Refused"
-    assert st["history"][1]["outcome"] == "Refused" and "0.5 < min 0.9" in st["history"][1]["reason"]
+    assert (
+        st["history"][1]["outcome"] == "Refused" and "0.5 < min 0.9" in st["history"][1]["reason"]
+    )
     assert ("Warning", "Refused") in [e[:2] for e in events]
 
     release(3, 0.96)
@@ -453,12 +481,19 @@ def test_rollout_gates_canaries_and_resumes_after_a_restart(fake, events, monkey
     assert plan()["weight"] == 50
     assert fake.find("Deployment", "ml", "mnist-server")["spec"] == deployment_before  # no restart
 
-    fake.edit("KerasModelService", "ml", "mnist", lambda o: o["metadata"].update(
-        annotations={"kerasop.io/rollout": "promote=3"}))
+    fake.edit(
+        "KerasModelService",
+        "ml",
+        "mnist",
+        lambda o: o["metadata"].update(annotations={"kerasop.io/rollout": "promote=3"}),
+    )
     ctl.reconcile_service("ml", "mnist")
     ctl.reconcile_service("ml", "mnist")  # again: nothing is promoted twice
     assert plan() == {"stable": 3, "candidate": None, "weight": 0, "shadow": False}
     history = fake.find("KerasModelService", "ml", "mnist")["status"]["history"]
     assert [(e["version"], e["outcome"]) for e in history] == [
-        (1, "Promoted"), (2, "Refused"), (3, "Promoted")]
+        (1, "Promoted"),
+        (2, "Refused"),
+        (3, "Promoted"),
+    ]
     assert [e[1] for e in events if e[1] == "Promoted"] == ["Promoted", "Promoted"]

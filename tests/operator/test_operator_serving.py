@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from opfactories import LATER, NOW, model_service, training_job
+
+from kerasop.spec import SpecError
+from kerasop.status import KerasModelServiceStatus
 from kerasop_operator import serving
 from kerasop_operator.conditions import find
 from kerasop_operator.serving import (
@@ -12,10 +16,6 @@ from kerasop_operator.serving import (
     resolve_model,
     service_status,
 )
-from opfactories import LATER, NOW, model_service, training_job
-
-from kerasop.spec import SpecError
-from kerasop.status import KerasModelServiceStatus
 
 
 def job_with(version=None, **status):

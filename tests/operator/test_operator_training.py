@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from kerasop_operator import training
-from kerasop_operator.conditions import find
-from kerasop_operator.training import ObservedTraining, desired_children, training_status
 from opfactories import LATER, NOW, event_line, k8s_job, pod, terminated, training_job
 
 from kerasop.spec import SpecError
 from kerasop.status import KerasTrainingJobStatus
+from kerasop_operator import training
+from kerasop_operator.conditions import find
+from kerasop_operator.training import ObservedTraining, desired_children, training_status
 
 
 def env_of(job: dict) -> dict[str, str]:
@@ -39,10 +39,20 @@ def test_script_job_runs_the_trainer_entry_point_with_the_same_environment():
     assert c["image"] == "me/trainer:1" and c["command"] == ["kerasop-train"]
     env, builtin_env = env_of(job), env_of(builtin)
     assert set(env) == set(builtin_env)
-    for name in ("KERASOP_NUM_WORKERS", "KERASOP_COORDINATOR", "KERASOP_WORKER_INDEX",
-                 "KERASOP_JOB_ID", "KERASOP_DATA_ROOT", "KERASOP_STORE_ROOT", "KERAS_BACKEND"):
+    for name in (
+        "KERASOP_NUM_WORKERS",
+        "KERASOP_COORDINATOR",
+        "KERASOP_WORKER_INDEX",
+        "KERASOP_JOB_ID",
+        "KERASOP_DATA_ROOT",
+        "KERASOP_STORE_ROOT",
+        "KERAS_BACKEND",
+    ):
         assert env[name] == builtin_env[name], name
-    assert json.loads(env["KERASOP_SPEC"])["spec"]["script"]["command"] == ["python", "/app/train.py"]
+    assert json.loads(env["KERASOP_SPEC"])["spec"]["script"]["command"] == [
+        "python",
+        "/app/train.py",
+    ]
     assert c["volumeMounts"] == container_of(builtin)["volumeMounts"]
 
 

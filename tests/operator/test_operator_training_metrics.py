@@ -3,8 +3,9 @@ KerasTrainingJobFailed alert), read back from the operator's real Prometheus reg
 
 from __future__ import annotations
 
-from kerasop_operator import metrics
 from prometheus_client import REGISTRY
+
+from kerasop_operator import metrics
 
 
 def value(metric_name: str, **labels: str) -> float | None:

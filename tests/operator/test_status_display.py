@@ -3,11 +3,11 @@ and where TensorBoard logs are (status.display, status.tensorboardPath)."""
 
 from __future__ import annotations
 
-from kerasop_operator.common import status_patch
-from kerasop_operator.training import ObservedTraining, training_status
 from opfactories import LATER, NOW, event_line, k8s_job, pod, terminated, training_job
 
 from kerasop.status import KerasTrainingJobStatus, metrics_display
+from kerasop_operator.common import status_patch
+from kerasop_operator.training import ObservedTraining, training_status
 
 
 def status_of(body, **observed):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import keras
 import pytest
-from kerasop_server.runner import BackgroundServer
 from serverkit import (
     DENSE,
     IMAGES,
@@ -23,6 +22,8 @@ from serverkit import (
     running_server,
     write_version,
 )
+
+from kerasop_server.runner import BackgroundServer
 
 # --------------------------------------------------------------------------
 # Session fixtures (built once: exports and model loads cost seconds)

@@ -19,10 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-from kerasop_server.config import ServerConfig
-from kerasop_server.runner import BackgroundServer
 
 from kerasop.store import ModelStore
+from kerasop_server.config import ServerConfig
+from kerasop_server.runner import BackgroundServer
 
 DENSE = "dense-classifier"
 IMAGES = "shapes"

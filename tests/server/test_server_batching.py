@@ -10,8 +10,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-from kerasop_server.batching import Batcher, BatcherClosed, ModelError
 from serverkit import DENSE, batch_histogram, rows, running_server
+
+from kerasop_server.batching import Batcher, BatcherClosed, ModelError
 
 # --------------------------------------------------------------------------
 # The Batcher (a numpy function stands in for the model: the merging logic

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from kerasop_server.main import parse_args
 from serverkit import DENSE, free_port, rows
 
 from kerasop.spec import ServerSpec
+from kerasop_server.main import parse_args
 
 
 def test_defaults_follow_the_server_spec(monkeypatch) -> None:

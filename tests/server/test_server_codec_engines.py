@@ -9,12 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from kerasop_server.engines import EngineError, load_engine
-from kerasop_server.errors import ClientError
-from kerasop_server.images import MAX_IMAGE_PIXELS, b64decode, decode_image, fit_pixels
-from kerasop_server.protocol.v1 import parse_v1_predict
-from kerasop_server.protocol.v2 import parse_v2_infer
-from kerasop_server.signature import ImageTarget, Signature
 from serverkit import (
     DENSE,
     FEATURES,
@@ -28,6 +22,13 @@ from serverkit import (
     rows,
     write_version,
 )
+
+from kerasop_server.engines import EngineError, load_engine
+from kerasop_server.errors import ClientError
+from kerasop_server.images import MAX_IMAGE_PIXELS, b64decode, decode_image, fit_pixels
+from kerasop_server.protocol.v1 import parse_v1_predict
+from kerasop_server.protocol.v2 import parse_v2_infer
+from kerasop_server.signature import ImageTarget, Signature
 
 
 def sig_for(metadata, input_shape, output_shape=(1,)):

@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (the table of cases reads best one case per line)
 """Malformed requests: each answered 4xx with {"error": ...}; the server keeps serving.
 
 One model failure (an engine that raises on a sentinel input) is a 500 with

@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
-from kerasop_server.config import ServerConfig
-from kerasop_server.runner import BackgroundServer
 from serverkit import DENSE, FEATURES, dense_metadata, dense_model, rows, write_version
 
-from kerasop_cli import main as cli
 from kerasop.local_rollout import LocalRollout, format_history, history_rows
 from kerasop.spec import RolloutSpec
+from kerasop_cli import main as cli
+from kerasop_server.config import ServerConfig
+from kerasop_server.runner import BackgroundServer
 
 
 def metadata(accuracy: float, job: str) -> dict:
@@ -29,21 +29,33 @@ def metadata(accuracy: float, job: str) -> dict:
 def test_local_gate_canary_promote_and_history(tmp_path: Path, capsys) -> None:
     store, plan = tmp_path / "models", tmp_path / "rollout" / "svc.json"
     write_version(store, DENSE, dense_model(seed=1), metadata(0.95, "first"))
-    policy = RolloutSpec.model_validate({
-        "gate": {"min": {"val_accuracy": 0.9}, "maxRegression": {"val_accuracy": 0.02}},
-        "canary": {"steps": [50, 100], "dwellSeconds": 1, "maxErrorRate": 0.0},
-    })
+    policy = RolloutSpec.model_validate(
+        {
+            "gate": {"min": {"val_accuracy": 0.9}, "maxRegression": {"val_accuracy": 0.02}},
+            "canary": {"steps": [50, 100], "dwellSeconds": 1, "maxErrorRate": 0.0},
+        }
+    )
     log = io.StringIO()
-    config = ServerConfig(store_root=store, model=DENSE, host="127.0.0.1", port=0,
-                          poll_seconds=0.1, rollout_file=plan)
+    config = ServerConfig(
+        store_root=store, model=DENSE, host="127.0.0.1", port=0, poll_seconds=0.1, rollout_file=plan
+    )
     with BackgroundServer(config) as server:
-        loop = LocalRollout(policy, store, DENSE, plan, f"{server.url}/metrics",
-                            interval=0.2, out=log)
+        loop = LocalRollout(
+            policy, store, DENSE, plan, f"{server.url}/metrics", interval=0.2, out=log
+        )
         loop.start()
         server.wait_ready()
         x = rows(1, seed=9)
-        body = {"inputs": [{"name": "input", "shape": [1, FEATURES], "datatype": "FP32",
-                            "data": x.ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, FEATURES],
+                    "datatype": "FP32",
+                    "data": x.ravel().tolist(),
+                }
+            ]
+        }
 
         def wait_for(check, what: str) -> list[str]:
             versions: list[str] = []
@@ -74,7 +86,10 @@ def test_local_gate_canary_promote_and_history(tmp_path: Path, capsys) -> None:
 
     rows_ = history_rows(store, DENSE, plan.with_suffix(".status.json"))
     assert [(r["version"], r["outcome"], r["job"]) for r in rows_] == [
-        (1, "Promoted", "first"), (2, "Refused", "shuffled"), (3, "Promoted", "better")]
+        (1, "Promoted", "first"),
+        (2, "Refused", "shuffled"),
+        (3, "Promoted", "better"),
+    ]
     assert "accuracy=0.95" in format_history(rows_)
     # the CLI command reads the same files
     code = cli.main(["history", DENSE, "--store", str(store), "--service", "svc"])

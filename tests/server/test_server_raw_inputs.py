@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from kerasop_trainer import sample_data
-from kerasop_trainer.train import run
 from serverkit import running_server
 
 from kerasop.spec import KerasTrainingJob
+from kerasop_trainer import sample_data
+from kerasop_trainer.train import run
 
 # Not the CSV's order: requests follow metadata.json's input.columns (the CSV order).
 TABLE_COLUMNS = ["age", "city", "monthly_spend", "plan"]

@@ -15,10 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from kerasop.rollout import VersionCounters, parse_server_metrics
-from kerasop_server.config import ServerConfig
-from kerasop_server.engines import load_engine
-from kerasop_server.runner import BackgroundServer
 from serverkit import (
     DENSE,
     FEATURES,
@@ -29,6 +25,11 @@ from serverkit import (
     running_server,
     write_version,
 )
+
+from kerasop.rollout import VersionCounters, parse_server_metrics
+from kerasop_server.config import ServerConfig
+from kerasop_server.engines import load_engine
+from kerasop_server.runner import BackgroundServer
 
 M1, M2 = dense_model(seed=1), dense_model(seed=1, bias=3.0)
 
@@ -88,11 +89,17 @@ def set_plan(server, **plan) -> None:
     manager = server.manager
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        loaded = manager.current is not None and manager.current.version == plan["stable"] and (
-            (manager.candidate.version if manager.candidate else None) == plan.get("candidate")
+        loaded = (
+            manager.current is not None
+            and manager.current.version == plan["stable"]
+            and (
+                (manager.candidate.version if manager.candidate else None) == plan.get("candidate")
+            )
         )
-        if loaded and manager.split.weight == plan.get("weight", 0) and manager.shadowing == bool(
-            plan.get("shadow")
+        if (
+            loaded
+            and manager.split.weight == plan.get("weight", 0)
+            and manager.shadowing == bool(plan.get("shadow"))
         ):
             return
         time.sleep(0.05)
@@ -101,8 +108,16 @@ def set_plan(server, **plan) -> None:
 
 def v2_infer(client: httpx.Client, x: np.ndarray, version: int | None = None) -> httpx.Response:
     path = f"/v2/models/{DENSE}" + (f"/versions/{version}" if version else "") + "/infer"
-    body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                        "data": x.ravel().tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "data": x.ravel().tolist(),
+            }
+        ]
+    }
     return client.post(path, json=body)
 
 
@@ -144,7 +159,9 @@ def test_explicit_version_routes_reach_either_version(server):
         status = client.get(f"/v1/models/{DENSE}/versions/2").json()
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
         assert client.get(f"/v2/models/{DENSE}/versions/2/ready").json()["ready"] is True
-        missing = client.post(f"/v1/models/{DENSE}/versions/3:predict", json={"instances": x.tolist()})
+        missing = client.post(
+            f"/v1/models/{DENSE}/versions/3:predict", json={"instances": x.tolist()}
+        )
         assert missing.status_code == 404 and "serving version 1 and 2" in missing.json()["error"]
         # weight 0: every unversioned request goes to stable
         assert {v2_infer(client, x).json()["model_version"] for _ in range(20)} == {"1"}
@@ -209,8 +226,14 @@ def test_requests_a_candidate_cannot_take_count_as_its_errors(server):
 def test_a_plan_without_stable_serves_nothing(store, tmp_path):
     plan_file = tmp_path / "rollout.json"
     plan_file.write_text(json.dumps({"stable": None}))
-    config = ServerConfig(store_root=store, model=DENSE, host="127.0.0.1", port=0,
-                          poll_seconds=0.1, rollout_file=plan_file)
+    config = ServerConfig(
+        store_root=store,
+        model=DENSE,
+        host="127.0.0.1",
+        port=0,
+        poll_seconds=0.1,
+        rollout_file=plan_file,
+    )
     srv = BackgroundServer(config).start(wait_ready=False)
     try:
         time.sleep(1.0)

@@ -68,7 +68,11 @@ def run(pol, state, history=(), *, latest, meta, c=None, now, pinned=None, manua
 
 def test_gate_floor_ceiling_and_regression():
     g = GateSpec.model_validate(
-        {"min": {"val_accuracy": 0.9}, "max": {"val_loss": 0.5}, "maxRegression": {"val_accuracy": 0.02}}
+        {
+            "min": {"val_accuracy": 0.9},
+            "max": {"val_loss": 0.5},
+            "maxRegression": {"val_accuracy": 0.02},
+        }
     )
     assert gate(g, GOOD, None) is None
     assert gate(g, OK, GOOD) is None  # 0.01 worse: within the margin
@@ -108,8 +112,14 @@ def test_first_version_serves_then_gate_refuses_a_worse_one_and_stable_keeps_ser
 
 def test_pinning_a_refused_version_serves_it():
     pol = policy(gate={"min": {"accuracy": 0.9}})
-    d = run(pol, RolloutState(stable=1), [{"version": 1, "outcome": "Promoted"}],
-            latest=2, meta={1: GOOD, 2: WORSE}, now=0)
+    d = run(
+        pol,
+        RolloutState(stable=1),
+        [{"version": 1, "outcome": "Promoted"}],
+        latest=2,
+        meta={1: GOOD, 2: WORSE},
+        now=0,
+    )
     assert d.state.stable == 1
     d = run(pol, d.state, d.history, latest=2, meta={1: GOOD, 2: WORSE}, now=5, pinned=2)
     assert d.state.stable == 2 and d.history[-1]["outcome"] == "Promoted"
@@ -140,8 +150,15 @@ def test_good_canary_walks_its_steps_and_is_promoted_once():
 def test_canary_error_rate_breach_rolls_back_to_stable():
     pol = policy(canary={"steps": [10, 100], "dwellSeconds": 60, "maxErrorRate": 0.01})
     d = run(pol, RolloutState(stable=1), latest=2, meta={1: GOOD, 2: OK}, c=counters(2, 0), now=0)
-    d = run(pol, d.state, d.history, latest=2, meta={1: GOOD, 2: OK},
-            c=counters(2, 200, errors=20), now=5)
+    d = run(
+        pol,
+        d.state,
+        d.history,
+        latest=2,
+        meta={1: GOOD, 2: OK},
+        c=counters(2, 200, errors=20),
+        now=5,
+    )
     assert d.state.stable == 1 and d.state.phase == "Stable" and d.state.summary == "RolledBack"
     assert routing(d.state)["candidate"] is None
     assert "error rate 0.100 > maxErrorRate 0.01" in d.history[-1]["reason"]
@@ -151,8 +168,9 @@ def test_canary_error_rate_breach_rolls_back_to_stable():
 def test_canary_p99_limits_absolute_and_relative_to_stable():
     pol = policy(canary={"steps": [50, 100], "dwellSeconds": 60, "maxP99Ms": 100})
     d = run(pol, RolloutState(stable=1), latest=2, meta={1: GOOD, 2: OK}, now=0)
-    d2 = run(pol, d.state, d.history, latest=2, meta={1: GOOD, 2: OK},
-             c=counters(2, 100, slow=5), now=5)
+    d2 = run(
+        pol, d.state, d.history, latest=2, meta={1: GOOD, 2: OK}, c=counters(2, 100, slow=5), now=5
+    )
     assert "p99 1000 ms > maxP99Ms 100" in d2.history[-1]["reason"]
 
     pol = policy(canary={"steps": [50, 100], "dwellSeconds": 60, "maxP99Ratio": 2})
@@ -215,20 +233,43 @@ def test_unpinning_rolls_out_the_latest_promoted_version_again():
 
 
 def test_shadow_refuses_low_agreement_and_passes_high_agreement_into_canary():
-    pol = policy(shadow={"durationSeconds": 30, "minRequests": 10, "minAgreement": 0.9},
-                 canary={"steps": [100], "dwellSeconds": 10})
+    pol = policy(
+        shadow={"durationSeconds": 30, "minRequests": 10, "minAgreement": 0.9},
+        canary={"steps": [100], "dwellSeconds": 10},
+    )
     meta = {1: GOOD, 2: OK}
     d = run(pol, RolloutState(stable=1), latest=2, meta=meta, now=0)
     assert d.state.summary == "Shadow"
     assert routing(d.state) == {"stable": 1, "candidate": 2, "weight": 0, "shadow": True}
-    low = run(pol, d.state, d.history, latest=2, meta=meta,
-              c=counters(2, 0, compared=100, agreed=50), now=31)
+    low = run(
+        pol,
+        d.state,
+        d.history,
+        latest=2,
+        meta=meta,
+        c=counters(2, 0, compared=100, agreed=50),
+        now=31,
+    )
     assert low.state.summary == "Refused" and "agreement 0.500" in low.history[-1]["reason"]
-    early = run(pol, d.state, d.history, latest=2, meta=meta,
-                c=counters(2, 0, compared=100, agreed=99), now=10)
+    early = run(
+        pol,
+        d.state,
+        d.history,
+        latest=2,
+        meta=meta,
+        c=counters(2, 0, compared=100, agreed=99),
+        now=10,
+    )
     assert early.state.phase == "Shadow" and "agreement 0.990" in early.state.message
-    high = run(pol, d.state, d.history, latest=2, meta=meta,
-               c=counters(2, 0, compared=100, agreed=99), now=31)
+    high = run(
+        pol,
+        d.state,
+        d.history,
+        latest=2,
+        meta=meta,
+        c=counters(2, 0, compared=100, agreed=99),
+        now=31,
+    )
     assert high.state.summary == "Canary 100%"
 
 
@@ -259,8 +300,11 @@ def test_manual_promote_and_abort_by_spec_and_annotation():
 
 
 def test_job_metadata_feeds_gate_and_history():
-    job = {"metadata": {"name": "dense"}, "spec": JOB_SPEC,
-           "status": {"modelVersion": 2, "finalMetrics": {"accuracy": 0.5}, "dataFingerprint": "f"}}
+    job = {
+        "metadata": {"name": "dense"},
+        "spec": JOB_SPEC,
+        "status": {"modelVersion": 2, "finalMetrics": {"accuracy": 0.5}, "dataFingerprint": "f"},
+    }
     meta = rollout.job_metadata(job)
     history = [{"version": 1, "outcome": "Promoted", "metrics": {"accuracy": 0.95}}]
     known = rollout.known_metadata(history, 2, meta)
@@ -268,15 +312,16 @@ def test_job_metadata_feeds_gate_and_history():
     d = run(pol, RolloutState(stable=1), history, latest=2, meta=known, now=0)
     assert d.state.summary == "Refused"
     entry = d.history[-1]
-    assert entry["job"] == "dense" and entry["dataFingerprint"] == "f" and len(entry["specHash"]) == 16
+    assert (
+        entry["job"] == "dense" and entry["dataFingerprint"] == "f" and len(entry["specHash"]) == 16
+    )
 
 
 def test_restart_mid_canary_resumes_from_status_and_promotes_once():
     pol = policy(canary={"steps": [10, 50, 100], "dwellSeconds": 30})
     meta = {1: GOOD, 2: OK}
     old_version = counters(7, 1000)  # a version served long ago, still in the pods' registry
-    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, c=counters(2, 0) | old_version,
-            now=0)
+    d = run(pol, RolloutState(stable=1), latest=2, meta=meta, c=counters(2, 0) | old_version, now=0)
     d = run(pol, d.state, d.history, latest=2, meta=meta, c=counters(2, 100) | old_version, now=31)
     assert d.state.weight == 50
     assert set(d.state.baseline) == {2}  # only stable and candidate are kept

@@ -53,19 +53,37 @@ def test_layer_kwargs_are_snake_case_and_sparse():
     [
         ({"model": {"layers": [{"type": "Dense"}]}}, "Dense needs units"),
         ({"model": {"layers": [{"type": "Conv2D", "filters": 3}]}}, "kernelSize"),
-        ({"model": {}}, "set exactly one of model.layers, model.transfer, model.file and model.builder"),
-        ({"model": {"layers": [{"type": "Dense", "units": 1}], "file": {"path": "n.keras"}}},
-         "exactly one of model.layers"),
-        ({"model": {"layers": [{"type": "Dense", "units": 1}], "codePath": "code"}},
-         "codePath applies only to model.file and model.builder"),
+        (
+            {"model": {}},
+            "set exactly one of model.layers, model.transfer, model.file and model.builder",
+        ),
+        (
+            {"model": {"layers": [{"type": "Dense", "units": 1}], "file": {"path": "n.keras"}}},
+            "exactly one of model.layers",
+        ),
+        (
+            {"model": {"layers": [{"type": "Dense", "units": 1}], "codePath": "code"}},
+            "codePath applies only to model.file and model.builder",
+        ),
         ({"model": {"builder": {"module": "my-models.cnn"}}}, "spec.model.builder.module"),
         ({"model": {"file": {"path": "n.keras", "imports": ["a b"]}}}, "imports"),
-        ({"data": {"format": "npz", "path": "x", "categoricalColumns": ["c"]}},
-         "categoricalColumns applies only to the csv format"),
+        (
+            {"data": {"format": "npz", "path": "x", "categoricalColumns": ["c"]}},
+            "categoricalColumns applies only to the csv format",
+        ),
         ({"training": {"backend": "torch"}}, "spec.training.backend"),
-        ({"model": {"layers": [{"type": "Dense", "units": 1}]},
-          "data": {"format": "csv", "path": "x", "validationPath": "v", "validationSplit": 0.2}},
-         "at most one of validationPath and validationSplit"),
+        (
+            {
+                "model": {"layers": [{"type": "Dense", "units": 1}]},
+                "data": {
+                    "format": "csv",
+                    "path": "x",
+                    "validationPath": "v",
+                    "validationSplit": 0.2,
+                },
+            },
+            "at most one of validationPath and validationSplit",
+        ),
         ({"data": {"format": "parquet", "path": "x"}}, "spec.data.format"),
         ({"training": {"epochs": 0}}, "spec.training.epochs"),
         ({"training": {"learningRate": 0}}, "spec.training.learningRate"),
@@ -91,8 +109,10 @@ def test_invalid_jobs_are_rejected_with_the_field(overrides, message):
         ({"model": {"trainingJob": "a", "name": "m", "claimName": "c"}}, "either trainingJob"),
         ({"model": {"trainingJob": "a", "name": "m"}}, "either trainingJob"),
         ({"model": {"name": "m"}}, "either trainingJob"),
-        ({"model": {"trainingJob": "a"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
-         "minReplicas must be <= maxReplicas"),
+        (
+            {"model": {"trainingJob": "a"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
+            "minReplicas must be <= maxReplicas",
+        ),
     ],
 )
 def test_invalid_services_are_rejected(spec, message):

@@ -46,9 +46,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = REPO_ROOT / "cluster"
@@ -150,28 +150,52 @@ def make_pki(d: Path, extra_ips: tuple[str, ...] = ()) -> None:
     d.mkdir(parents=True, exist_ok=True)
 
     def eckey(out: str) -> None:
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-out", out, cwd=d)
+        _openssl(
+            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", out, cwd=d
+        )
 
     for ca in ("ca", "front-proxy-ca"):
         eckey(f"{ca}.key")
-        _openssl("req", "-x509", "-new", "-nodes", "-key", f"{ca}.key", "-sha256", "-days", "3650",
-                 "-subj", f"/CN=kerasop-test-{ca}", "-out", f"{ca}.crt", cwd=d)
+        _openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-key",
+            f"{ca}.key",
+            "-sha256",
+            "-days",
+            "3650",
+            "-subj",
+            f"/CN=kerasop-test-{ca}",
+            "-out",
+            f"{ca}.crt",
+            cwd=d,
+        )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
-    sans = ",".join([
-        "IP:127.0.0.1", f"IP:{SERVICE_IP}", *(f"IP:{ip}" for ip in extra_ips if ip != "127.0.0.1"),
-        "DNS:localhost", "DNS:kubernetes",
-        "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-        "DNS:kubernetes.default.svc.cluster.local",
-    ])
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            f"IP:{SERVICE_IP}",
+            *(f"IP:{ip}" for ip in extra_ips if ip != "127.0.0.1"),
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
     client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
     certs = {
         # name: (subject, extensions, signing CA)
-        "apiserver": ("/CN=kube-apiserver",
-                      f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
-                      "keyUsage=critical,digitalSignature\n", "ca"),
+        "apiserver": (
+            "/CN=kube-apiserver",
+            f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+            "keyUsage=critical,digitalSignature\n",
+            "ca",
+        ),
         "admin": ("/O=system:masters/CN=kerasop-admin", client_ext, "ca"),
         "controller-manager": ("/CN=system:kube-controller-manager", client_ext, "ca"),
         "front-proxy-client": ("/CN=front-proxy-client", client_ext, "front-proxy-ca"),
@@ -179,10 +203,28 @@ def make_pki(d: Path, extra_ips: tuple[str, ...] = ()) -> None:
     for name, (subject, ext, ca) in certs.items():
         (d / f"{name}.ext").write_text(ext)
         eckey(f"{name}.key")
-        _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                 "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
-                 "-out", f"{name}.crt", cwd=d)
+        _openssl(
+            "req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=d
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            f"{ca}.crt",
+            "-CAkey",
+            f"{ca}.key",
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-sha256",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=d,
+        )
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> None:
@@ -240,17 +282,23 @@ class KubeCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """Run kubectl against this cluster; returns CompletedProcess (text stdout/stderr)."""
         if self._kubectl is None:
             self._kubectl = kubectl_binary()
         proc = subprocess.run(
             [str(self._kubectl), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, timeout=timeout,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+            raise subprocess.CalledProcessError(
+                proc.returncode, proc.args, proc.stdout, proc.stderr
+            )
         return proc
 
     def logs(self, name: str, tail: int = 50) -> str:
@@ -261,7 +309,7 @@ class KubeCluster:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> "KubeCluster":
+    def start(self) -> KubeCluster:
         # Resolve binaries first (may build kube-apiserver: minutes on a cold cache).
         apiserver = k8s_binary("kube-apiserver")
         cm = k8s_binary("kube-controller-manager") if self.with_controller_manager else None
@@ -291,15 +339,34 @@ class KubeCluster:
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        self._spawn("etcd", [
-            str(etcd), "--name", "kerasop",
-            "--data-dir", str(w / "etcd"),
-            "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"kerasop={peer_url}", "--initial-cluster-state", "new",
-            "--logger", "zap", "--log-level", "warn",
-            "--quota-backend-bytes", str(4 * 1024**3),
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(etcd),
+                "--name",
+                "kerasop",
+                "--data-dir",
+                str(w / "etcd"),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"kerasop={peer_url}",
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ],
+        )
         self._wait("etcd", lambda: _http_ok(f"{self.etcd_url}/health"), 30)
 
         # kube-apiserver -------------------------------------------------------------------
@@ -308,77 +375,109 @@ class KubeCluster:
         self.server = f"https://{host}:{port}"
         self.token = uuid.uuid4().hex
         tokens = w / "tokens.csv"
-        tokens.write_text(f'{self.token},kerasop-admin-token,kerasop-admin-token,"system:masters"\n')
-        self._spawn("kube-apiserver", [
-            str(apiserver),
-            f"--etcd-servers={self.etcd_url}",
-            f"--bind-address={self.bind_address}",
-            f"--advertise-address={self.advertise_address}",
-            f"--secure-port={port}",
-            f"--cert-dir={w / 'apiserver-certs'}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--token-auth-file={tokens}",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # Front proxy (aggregated APIs) and the requestheader CA that controllers read.
-            f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
-            "--profiling=false",
-            "--v=1",
-        ])
+        tokens.write_text(
+            f'{self.token},kerasop-admin-token,kerasop-admin-token,"system:masters"\n'
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(apiserver),
+                f"--etcd-servers={self.etcd_url}",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.advertise_address}",
+                f"--secure-port={port}",
+                f"--cert-dir={w / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--token-auth-file={tokens}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # Front proxy (aggregated APIs) and the requestheader CA that controllers read.
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        self._wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ctx),
-                   self.startup_timeout)
+        self._wait(
+            "kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", ctx), self.startup_timeout
+        )
 
         self.kubeconfig = w / "admin.kubeconfig"
-        write_kubeconfig(self.kubeconfig, self.server, self.ca_file,
-                         pki / "admin.crt", pki / "admin.key", "kerasop-admin")
+        write_kubeconfig(
+            self.kubeconfig,
+            self.server,
+            self.ca_file,
+            pki / "admin.crt",
+            pki / "admin.key",
+            "kerasop-admin",
+        )
 
         # kube-controller-manager (optional) ------------------------------------------------
         if cm is not None:
             cm_kc = w / "controller-manager.kubeconfig"
-            write_kubeconfig(cm_kc, self.server, self.ca_file, pki / "controller-manager.crt",
-                             pki / "controller-manager.key", "system:kube-controller-manager")
+            write_kubeconfig(
+                cm_kc,
+                self.server,
+                self.ca_file,
+                pki / "controller-manager.crt",
+                pki / "controller-manager.key",
+                "system:kube-controller-manager",
+            )
             cm_port = free_port()
-            self._spawn("kube-controller-manager", [
-                str(cm),
-                f"--kubeconfig={cm_kc}",
-                f"--authentication-kubeconfig={cm_kc}",
-                f"--authorization-kubeconfig={cm_kc}",
-                "--bind-address=127.0.0.1", f"--secure-port={cm_port}",
-                f"--cert-dir={w / 'cm-certs'}",
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-                f"--cluster-signing-key-file={pki / 'ca.key'}",
-                "--use-service-account-credentials=true",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--leader-elect=false",
-                "--controllers=*",
-                "--v=1",
-            ])
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    str(cm),
+                    f"--kubeconfig={cm_kc}",
+                    f"--authentication-kubeconfig={cm_kc}",
+                    f"--authorization-kubeconfig={cm_kc}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={cm_port}",
+                    f"--cert-dir={w / 'cm-certs'}",
+                    f"--service-account-private-key-file={pki / 'sa.key'}",
+                    f"--root-ca-file={pki / 'ca.crt'}",
+                    f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                    f"--cluster-signing-key-file={pki / 'ca.key'}",
+                    "--use-service-account-credentials=true",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--leader-elect=false",
+                    "--controllers=*",
+                    "--v=1",
+                ],
+            )
             cm_ctx = ssl.create_default_context()
             cm_ctx.check_hostname = False
             cm_ctx.verify_mode = ssl.CERT_NONE
-            self._wait("kube-controller-manager",
-                       lambda: _http_ok(f"https://127.0.0.1:{cm_port}/healthz", cm_ctx), 60)
+            self._wait(
+                "kube-controller-manager",
+                lambda: _http_ok(f"https://127.0.0.1:{cm_port}/healthz", cm_ctx),
+                60,
+            )
             # The serviceaccount controller creates "default" in each namespace; wait for it so
             # that pods can be created right away.
-            self._wait("kube-controller-manager",
-                       lambda: self.kubectl("-n", "default", "get", "serviceaccount", "default",
-                                            check=False).returncode == 0, 60)
+            self._wait(
+                "kube-controller-manager",
+                lambda: (
+                    self.kubectl(
+                        "-n", "default", "get", "serviceaccount", "default", check=False
+                    ).returncode
+                    == 0
+                ),
+                60,
+            )
 
     def stop(self) -> None:
         # Reverse start order, one at a time, so the apiserver never outlives etcd.
@@ -405,8 +504,13 @@ class KubeCluster:
     def _spawn(self, name: str, cmd: list[str]) -> None:
         log = self.workdir / f"{name}.log"
         with open(log, "wb") as f:
-            popen = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                cmd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._procs.append(_Proc(name, popen, log))
 
     def _wait(self, name: str, probe, timeout: float) -> None:
@@ -415,7 +519,8 @@ class KubeCluster:
         while time.monotonic() < deadline:
             if proc.popen.poll() is not None:
                 raise KubeStartError(
-                    f"{name} exited with {proc.popen.returncode}:\n{self.logs(name)}")
+                    f"{name} exited with {proc.popen.returncode}:\n{self.logs(name)}"
+                )
             try:
                 if probe():
                     return
@@ -434,13 +539,20 @@ def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def kube_cluster(*, with_controller_manager: bool = False, startup_timeout: float = 180.0,
-                 bind_address: str = "127.0.0.1",
-                 advertise_address: str | None = None) -> Iterator[KubeCluster]:
+def kube_cluster(
+    *,
+    with_controller_manager: bool = False,
+    startup_timeout: float = 180.0,
+    bind_address: str = "127.0.0.1",
+    advertise_address: str | None = None,
+) -> Iterator[KubeCluster]:
     """Start etcd + kube-apiserver (+ controller-manager); yield a KubeCluster; tear down."""
-    cluster = KubeCluster(with_controller_manager=with_controller_manager,
-                          startup_timeout=startup_timeout, bind_address=bind_address,
-                          advertise_address=advertise_address)
+    cluster = KubeCluster(
+        with_controller_manager=with_controller_manager,
+        startup_timeout=startup_timeout,
+        bind_address=bind_address,
+        advertise_address=advertise_address,
+    )
     cluster.start()
     try:
         yield cluster

@@ -59,6 +59,6 @@ def _fail(
     if diagnose is not None:
         try:
             parts.append(diagnose())
-        except Exception as dexc:  # noqa: BLE001 - diagnostics must not hide the failure
+        except Exception as dexc:
             parts.append(f"(diagnostics failed: {dexc})")
     pytest.fail("\n".join(parts), pytrace=False)

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasop_trainer import sample_data  # noqa: E402 - after the log level is set
+from kerasop_trainer import sample_data
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kerasop_trainer import sample_data
-from kerasop_trainer.data import load_data
-from kerasop_trainer.errors import TrainerError
 
 from kerasop.events import EXIT_BAD_DATA, EXIT_MODEL_MISMATCH
 from kerasop.spec import DataSpec
+from kerasop_trainer import sample_data
+from kerasop_trainer.data import load_data
+from kerasop_trainer.errors import TrainerError
 
 
 def spec(**kw) -> DataSpec:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kerasop_trainer.lineage import data_fingerprint, lineage
-
 from kerasop.spec import KerasTrainingJob
+from kerasop_trainer.lineage import data_fingerprint, lineage
 
 
 def job(path: str, validation: str | None = None) -> KerasTrainingJob:
     data = {"format": "csv", "path": path} | ({"validationPath": validation} if validation else {})
     return KerasTrainingJob.model_validate(
-        {"metadata": {"name": "j"}, "spec": {"data": data, "model": {"layers": [
-            {"type": "Dense", "units": 1, "activation": "sigmoid"}]}}}
+        {
+            "metadata": {"name": "j"},
+            "spec": {
+                "data": data,
+                "model": {"layers": [{"type": "Dense", "units": 1, "activation": "sigmoid"}]},
+            },
+        }
     )
 
 
@@ -39,7 +43,10 @@ def test_fingerprint_follows_the_bytes_and_names_of_the_data(tmp_path: Path):
 def test_lineage_covers_validation_data_and_spec(tmp_path: Path):
     (tmp_path / "t.csv").write_text("f,label\n1,0\n")
     (tmp_path / "v.csv").write_text("f,label\n1,1\n")
-    plain, with_val = lineage(job("t.csv"), "uid-1", tmp_path), lineage(job("t.csv", "v.csv"), "u", tmp_path)
+    plain, with_val = (
+        lineage(job("t.csv"), "uid-1", tmp_path),
+        lineage(job("t.csv", "v.csv"), "u", tmp_path),
+    )
     assert plain["job"] == "j" and plain["jobId"] == "uid-1"
     assert plain["dataFingerprint"] != with_val["dataFingerprint"]
     assert plain["specHash"] != with_val["specHash"] and len(plain["specHash"]) == 16

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kerasop_trainer.main import run_cli
-from kerasop_trainer.train import run
-from trainerkit import Events, assert_store_clean, make_job, decoded
+from trainerkit import Events, assert_store_clean, decoded, make_job
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_MODEL, EXIT_MODEL_MISMATCH, EXIT_USER_CODE
 from kerasop.store import ModelStore
+from kerasop_trainer.main import run_cli
+from kerasop_trainer.train import run
 
 BLOBS = {"format": "npz", "path": "blobs.npz", "validationSplit": 0.25}  # 12 features, 3 classes
 
@@ -136,8 +136,9 @@ def test_model_file_keeps_its_compile_settings_and_weights(kind, code_root, tmp_
         model = mycode.build((12,), 3, units=6)
     model.compile(
         optimizer=keras.optimizers.RMSprop(0.01),
-        loss="sparse_categorical_crossentropy" if kind != "sequential" else
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss="sparse_categorical_crossentropy"
+        if kind != "sequential"
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     (code_root / "models").mkdir()
@@ -195,7 +196,12 @@ def test_builder_from_code_path_trains_resumes_and_publishes(code_root, tmp_path
             "builder": {"module": "mycode", "function": "build", "args": {"units": 12}},
             "codePath": "code",
         },
-        {"epochs": 5, "batchSize": 16, "loss": "sparse_categorical_crossentropy", "learningRate": 0.02},
+        {
+            "epochs": 5,
+            "batchSize": 16,
+            "loss": "sparse_categorical_crossentropy",
+            "learningRate": 0.02,
+        },
     )
     done = _trains_resumes_and_publishes(job, code_root, tmp_path / "store", "b1")
     assert done["metrics"]["accuracy"] >= 0.9, done
@@ -207,8 +213,9 @@ def test_builder_from_code_path_trains_resumes_and_publishes(code_root, tmp_path
 
 def _fails(root: Path, tmp_path: Path, model: dict, training: dict | None = None):
     """Run the trainer CLI; return (exit code, failed event); the store must stay clean."""
-    job = make_job("broken", BLOBS, model, {"loss": "sparse_categorical_crossentropy",
-                                            **(training or {})})
+    job = make_job(
+        "broken", BLOBS, model, {"loss": "sparse_categorical_crossentropy", **(training or {})}
+    )
     spec = tmp_path / "job.json"
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
     store = tmp_path / "store"
@@ -216,8 +223,18 @@ def _fails(root: Path, tmp_path: Path, model: dict, training: dict | None = None
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = run_cli(
-            ["--spec", str(spec), "--data-root", str(root), "--store-root", str(store),
-             "--job-id", "x", "--termination-log", str(out)]
+            [
+                "--spec",
+                str(spec),
+                "--data-root",
+                str(root),
+                "--store-root",
+                str(store),
+                "--job-id",
+                "x",
+                "--termination-log",
+                str(out),
+            ]
         )
     failed = events.last_events(buf.getvalue().splitlines()).failed.model_dump(by_alias=True)
     assert json.loads(out.read_text())["reason"] == failed["reason"]
@@ -263,7 +280,9 @@ def test_bad_models_and_code_fail_with_their_own_reasons(code_root, tmp_path):
     assert (code, failed["reason"]) == (EXIT_USER_CODE, "UserCodeError")
     assert "has no function nope" in failed["message"]
     code, failed = _fails(
-        code_root, tmp_path, {**builder, "builder": {"module": "mycode", "function": "build_raises"}}
+        code_root,
+        tmp_path,
+        {**builder, "builder": {"module": "mycode", "function": "build_raises"}},
     )
     assert (code, failed["reason"]) == (EXIT_USER_CODE, "UserCodeError")
     assert "ZeroDivisionError" in failed["message"] and "mycode.py" in failed["message"]

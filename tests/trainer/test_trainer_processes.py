@@ -10,11 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
-from kerasop_trainer.train import run
 from trainerkit import DENSE_MODEL, Events, free_port, make_job
 
 from kerasop import events
 from kerasop.store import ModelStore
+from kerasop_trainer.train import run
 
 DEADLINE_S = 240
 EPOCHS = 16  # short epochs; enough that the kills land well before the end

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-from kerasop_trainer import sample_data
 from PIL import Image
+
+from kerasop_trainer import sample_data
 
 
 def test_dense_csv_is_deterministic_and_shaped(tmp_path):

@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from kerasop_trainer.main import run_cli
 from trainerkit import assert_store_clean, decoded
 
 from kerasop import events
 from kerasop.events import EXIT_USER_CODE
 from kerasop.spec import KerasTrainingJob
 from kerasop.store import ModelStore
+from kerasop_trainer.main import run_cli
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "script" / "train.py"
 DEADLINE_S = 300
@@ -64,8 +64,9 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
     # 1. SIGTERM (pod deletion) after epoch 3: the script is stopped, its checkpoint stays
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
     timer = threading.Timer(DEADLINE_S, proc.kill)
     timer.start()
     seen = []
@@ -88,7 +89,9 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epoch3["metrics"])
     assert proc.returncode == 143 and seen[-1]["reason"] == "Terminated", seen[-3:]
     assert ModelStore(store).versions("scripted") == []
-    state = json.loads((ModelStore(store).checkpoint_dir("scripted", "s1") / "state.json").read_text())
+    state = json.loads(
+        (ModelStore(store).checkpoint_dir("scripted", "s1") / "state.json").read_text()
+    )
     assert state["epoch"] >= 3
 
     # 2. the restarted job continues from the checkpoint and publishes
@@ -119,20 +122,25 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
 
     # 3. served like any other version
     import keras
+
     from kerasop_server.config import ServerConfig
     from kerasop_server.runner import BackgroundServer
 
     x = np.loadtxt(data_root / "small.csv", delimiter=",", skiprows=1, max_rows=3)[:, :32]
     expected = keras.saving.load_model(vdir / "model.keras").predict(x, verbose=0)
-    server = BackgroundServer(ServerConfig(store_root=store, model="scripted", host="127.0.0.1",
-                                           port=0))
+    server = BackgroundServer(
+        ServerConfig(store_root=store, model="scripted", host="127.0.0.1", port=0)
+    )
     server.start(timeout=120)
     try:
         r = httpx.post(f"{server.url}/v1/models/scripted:predict", json={"instances": x.tolist()})
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(np.array(r.json()["predictions"]), expected, atol=1e-5)
-        body = {"inputs": [{"name": "input", "shape": [3, 32], "datatype": "FP32",
-                            "data": x.ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [3, 32], "datatype": "FP32", "data": x.ravel().tolist()}
+            ]
+        }
         r = httpx.post(f"{server.url}/v2/models/scripted/infer", json=body)
         assert r.status_code == 200, r.text
         got_v2 = np.array(r.json()["outputs"][0]["data"]).reshape(3, 1)

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from trainerkit import DENSE_MODEL, Events, decoded, make_job
+
+from kerasop.spec import DataSpec
+from kerasop.store import ModelStore
 from kerasop_trainer import sample_data
 from kerasop_trainer.data import load_data
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.train import run
-from trainerkit import DENSE_MODEL, Events, make_job, decoded
-
-from kerasop.spec import DataSpec
-from kerasop.store import ModelStore
 
 DENSE_16 = {
     "layers": [
@@ -106,8 +106,10 @@ def test_default_standardization_matches_a_logistic_regression_baseline(tables, 
         )
         done = run(job, tables, tmp_path / "store", f"bc-{normalize}", emit=Events())
         accuracy[normalize] = done["metrics"]["accuracy"]
-    print(f"breast cancer validation accuracy: sklearn {baseline_accuracy:.3f}, "
-          f"kerasop default {accuracy[True]:.3f}, normalize=false {accuracy[False]:.3f}")
+    print(
+        f"breast cancer validation accuracy: sklearn {baseline_accuracy:.3f}, "
+        f"kerasop default {accuracy[True]:.3f}, normalize=false {accuracy[False]:.3f}"
+    )
     assert baseline_accuracy >= 0.95
     assert accuracy[True] >= baseline_accuracy - 0.03, (accuracy, baseline_accuracy)
     assert accuracy[True] - accuracy[False] >= 0.05, accuracy
@@ -152,7 +154,9 @@ def test_scaled_table_needs_standardization(tables, tmp_path):
 
 def test_column_kinds_follow_the_stated_rule(tables, tmp_path):
     data = load_data(
-        DataSpec(format="csv", path="mixed.csv", labelColumn="churn", featureColumns=MIXED_FEATURES),
+        DataSpec(
+            format="csv", path="mixed.csv", labelColumn="churn", featureColumns=MIXED_FEATURES
+        ),
         tables,
         "binary_crossentropy",
     )
@@ -351,7 +355,9 @@ def test_text_classifier_takes_raw_strings(layers, tmp_path):
 
     model = keras.saving.load_model(vdir / "model.keras")
     p = model.predict(
-        tf.constant([["What a lovely, friendly and clean hotel!"], ["Rude staff, cold dirty room."]]),
+        tf.constant(
+            [["What a lovely, friendly and clean hotel!"], ["Rude staff, cold dirty room."]]
+        ),
         verbose=0,
     )
     assert p[0, 0] > 0.5 > p[1, 0], p
@@ -379,13 +385,22 @@ def test_preprocessing_models_resume_from_their_checkpoint(kind, tables, tmp_pat
     if kind == "text":
         sample_data.write_text_csv(tmp_path / "reviews.csv", rows=300)
         root = tmp_path
-        data = {"format": "text", "path": "reviews.csv", "validationSplit": 0.2,
-                "text": {"maxTokens": 60, "sequenceLength": 16}}
+        data = {
+            "format": "text",
+            "path": "reviews.csv",
+            "validationSplit": 0.2,
+            "text": {"maxTokens": 60, "sequenceLength": 16},
+        }
         layers = TEXT_MODELS["embedding-pooling"]
     else:
         root = tables
-        data = {"format": "csv", "path": "mixed.csv", "labelColumn": "churn",
-                "featureColumns": MIXED_FEATURES, "validationSplit": 0.2}
+        data = {
+            "format": "csv",
+            "path": "mixed.csv",
+            "labelColumn": "churn",
+            "featureColumns": MIXED_FEATURES,
+            "validationSplit": 0.2,
+        }
         layers = DENSE_16["layers"]
     job = make_job("resumed", data, {"layers": layers}, {"epochs": 4, "learningRate": 0.01})
     store = tmp_path / "store"

@@ -9,9 +9,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kerasop_trainer.train import run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trainerkit import Events, free_port, make_job
+
+from kerasop_trainer.train import run
 
 CSV = {"format": "csv", "path": "small.csv", "labelColumn": "label", "validationSplit": 0.25}
 

@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from kerasop_trainer import sample_data
-from kerasop_trainer.errors import TrainerError
-from kerasop_trainer.main import run_cli, termination_message
-from kerasop_trainer.train import run
 from trainerkit import Events, assert_store_clean, make_job, small_cnn
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_MODEL_MISMATCH
 from kerasop.store import ModelStore
+from kerasop_trainer import sample_data
+from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.main import run_cli, termination_message
+from kerasop_trainer.train import run
 
 
 def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
@@ -148,7 +148,7 @@ def test_regression(tmp_path, store):
     rng = np.random.default_rng(0)
     x = rng.random((120, 3))
     y = x @ np.array([1.0, -2.0, 0.5])
-    rows = "\n".join(",".join(f"{v:.4f}" for v in (*r, t)) for r, t in zip(x, y))
+    rows = "\n".join(",".join(f"{v:.4f}" for v in (*r, t)) for r, t in zip(x, y, strict=False))
     (tmp_path / "r.csv").write_text("a,b,c,target\n" + rows + "\n")
     job = make_job(
         "reg",
@@ -170,10 +170,10 @@ def test_regression(tmp_path, store):
 def test_mixed_precision_keeps_the_output_layer_float32(data_root):
     """What a GPU run does (the trainer enables it only when a GPU is visible)."""
     import keras
-    from kerasop_trainer.data import load_data
-    from kerasop_trainer.model import build_model, compile_model
 
     from kerasop.spec import DataSpec, ModelSpec, TrainingSpec
+    from kerasop_trainer.data import load_data
+    from kerasop_trainer.model import build_model, compile_model
 
     data = load_data(
         DataSpec(format="npz", path="blobs.npz"), data_root, "sparse_categorical_crossentropy"
@@ -389,7 +389,9 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
         str(log),
     ]
     assert run_cli(argv) == EXIT_BAD_DATA
-    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(
+        by_alias=True
+    )
     assert failed["exitCode"] == EXIT_BAD_DATA and failed["reason"] == "BadData"
     assert "column 'b' is not numeric" in failed["message"]
     assert json.loads(log.read_text()) == failed
@@ -397,7 +399,9 @@ def test_cli_exit_codes_failed_event_and_termination_log(tmp_path, store, capsys
 
     spec.write_text(spec.read_text().replace("format: csv", "format: parquet"))
     assert run_cli(argv) == EXIT_BAD_SPEC
-    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(by_alias=True)
+    failed = events.last_events(capsys.readouterr().out.splitlines()).failed.model_dump(
+        by_alias=True
+    )
     assert failed["reason"] == "InvalidSpec" and "spec.data.format" in failed["message"]
 
 

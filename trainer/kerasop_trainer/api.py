@@ -114,7 +114,7 @@ def resume(build: Callable[[], Any]) -> tuple[Any, int]:
         try:
             model = keras.saving.load_model(state["path"])
             initial_epoch = min(state["epoch"], current.spec.training.epochs)
-        except Exception as exc:  # noqa: BLE001 - unreadable checkpoint: start over
+        except Exception as exc:
             train.note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
     if model is None:
         model = build()
@@ -205,8 +205,8 @@ def _describe(
         input_meta["featureNames"] = list(feature_names)
     if output_kind is None:
         activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
-        output_kind = "multiclass" if units > 1 else (
-            "binary" if activation == "sigmoid" else "regression"
+        output_kind = (
+            "multiclass" if units > 1 else ("binary" if activation == "sigmoid" else "regression")
         )
     output_meta: dict[str, Any] = {"kind": output_kind, "shape": [units]}
     if class_names is not None:

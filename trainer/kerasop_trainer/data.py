@@ -305,7 +305,7 @@ def load_data(
 
 
 # TextVectorization's default standardization: lower case, these characters removed.
-_PUNCTUATION = re.compile("[" + re.escape('!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\'') + "]")
+_PUNCTUATION = re.compile("[" + re.escape("!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'") + "]")
 
 
 def text_vocabulary(texts: np.ndarray, max_tokens: int) -> list[str]:
@@ -425,9 +425,7 @@ def _column(header: list[str], name: str, path: Path, what: str) -> int:
         ) from None
 
 
-def _read_csv(
-    spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None
-) -> _Raw:
+def _read_csv(spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None) -> _Raw:
     """A table; ``categorical`` (the training file's) fixes the column kinds of validation."""
     header, rows, lines = _read_table(path, role)
     label_idx = _column(header, spec.label_column, path, "label")
@@ -478,9 +476,7 @@ def _read_text_csv(spec: DataSpec, path: Path, role: str) -> _Raw:
             f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
             EXIT_BAD_DATA,
         )
-    return _Raw(
-        kind="text", shape=(1,), labels=labels, where=str(path), text=table[:, text_idx]
-    )
+    return _Raw(kind="text", shape=(1,), labels=labels, where=str(path), text=table[:, text_idx])
 
 
 def _categorical_columns(
@@ -576,7 +572,7 @@ def _read_npz(spec: DataSpec, path: Path, role: str) -> _Raw:
                 EXIT_BAD_DATA,
             ) from None
         raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
-    except Exception as exc:  # noqa: BLE001 - zipfile.BadZipFile, OSError, EOFError ...
+    except Exception as exc:
         raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
 
     if x.shape[:1] != y.shape[:1] or x.ndim == 0 or y.ndim == 0:
@@ -714,7 +710,7 @@ def _check_image(path: Path) -> str | None:
         return "is a folder, not an image"
     except UnidentifiedImageError:
         return "not a readable image (unknown or corrupt format)"
-    except Exception as exc:  # noqa: BLE001 - truncated / corrupt data found by verify()
+    except Exception as exc:
         return f"corrupt image ({exc})"
     if fmt not in DECODABLE_FORMATS:
         return f"format {fmt} is not supported (use {', '.join(DECODABLE_FORMATS)})"

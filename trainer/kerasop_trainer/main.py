@@ -93,7 +93,7 @@ def load_job(spec_file: str | None) -> KerasTrainingJob:
         docs = load_documents(text)
     except SpecError as exc:
         raise TrainerError(f"{source}: {exc}", EXIT_BAD_SPEC) from None
-    except Exception as exc:  # noqa: BLE001 - YAML syntax errors
+    except Exception as exc:
         raise TrainerError(f"{source} is not valid YAML/JSON: {exc}", EXIT_BAD_SPEC) from None
     jobs = [d for d in docs if isinstance(d, KerasTrainingJob)]
     if not jobs:
@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
         )
     except KeyboardInterrupt:
         return _fail(termination_log, EXIT_INTERNAL, "Interrupted", "interrupted")
-    except Exception as exc:  # noqa: BLE001 - report anything else as an internal error
+    except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         return _fail(
             termination_log,

@@ -192,7 +192,9 @@ def standardize_layer(data: LoadedData, name: str | None = "standardize"):
     assert data.feature_mean is not None and data.feature_variance is not None
     std = np.sqrt(np.maximum(np.asarray(data.feature_variance, dtype="float64"), 1e-7))
     mean = np.asarray(data.feature_mean, dtype="float64")
-    return keras.layers.Rescaling(scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name=name)
+    return keras.layers.Rescaling(
+        scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name=name
+    )
 
 
 def table_inputs(data: LoadedData):
@@ -259,7 +261,7 @@ def _layer_fits(where: str, layer_spec: LayerSpec, input_text: str) -> Iterator[
         yield
     except TrainerError:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+    except Exception as exc:
         raise TrainerError(
             f"{where} ({layer_spec.type}) does not fit its input of shape "
             f"{input_text}: {_first_line(exc)}",
@@ -353,7 +355,7 @@ def _build_transfer(spec: TransferSpec, data: LoadedData, data_root: Path, mixed
     if weights_file is not None:
         try:
             base.load_weights(str(weights_file))
-        except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+        except Exception as exc:
             raise TrainerError(
                 f"weights file {weights_file} does not fit {spec.application} "
                 f"(include_top=False): {_first_line(exc)}",

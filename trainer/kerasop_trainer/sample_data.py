@@ -259,8 +259,9 @@ def write_own_models(root: str | os.PathLike[str], features: int = 784) -> Path:
 
     keras.utils.set_random_seed(0)
     model = module.build((features,), 2, width=16, blocks=1)
-    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.003), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     tmp = root / ".net.tmp.keras"
     model.save(tmp)
     os.replace(tmp, root / "net.keras")
@@ -269,8 +270,26 @@ def write_own_models(root: str | os.PathLike[str], features: int = 784) -> Path:
 
 _GOOD = ("great", "lovely", "excellent", "friendly", "fast", "delicious", "clean", "perfect")
 _BAD = ("awful", "rude", "slow", "cold", "dirty", "broken", "terrible", "noisy")
-_NEUTRAL = ("the", "food", "room", "staff", "service", "was", "and", "very", "our", "view",
-            "night", "table", "we", "it", "a", "at", "hotel", "dinner")
+_NEUTRAL = (
+    "the",
+    "food",
+    "room",
+    "staff",
+    "service",
+    "was",
+    "and",
+    "very",
+    "our",
+    "view",
+    "night",
+    "table",
+    "we",
+    "it",
+    "a",
+    "at",
+    "hotel",
+    "dinner",
+)
 
 
 def write_text_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0) -> Path:

@@ -22,6 +22,7 @@ training rows, and only worker 0 writes checkpoints and the version.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -156,7 +157,7 @@ def _import_keras(backend: str, workers: WorkerConfig):
             import tensorflow as tf
 
             tf.config.set_visible_devices([], "GPU")
-        except Exception as exc:  # noqa: BLE001 - already initialised, or no TF GPU support
+        except Exception as exc:
             note(f"could not hide GPUs from TensorFlow: {exc}")
     return keras, actual
 
@@ -171,7 +172,7 @@ def _has_gpu(backend: str) -> bool:
             import jax
 
             return any(d.platform == "gpu" for d in jax.devices())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return False
 
@@ -186,7 +187,7 @@ def _init_distribution(keras, workers: WorkerConfig) -> None:
             num_processes=workers.count,
             process_id=workers.index,
         )
-    except Exception as exc:  # noqa: BLE001 - reported as a TrainerError
+    except Exception as exc:
         raise TrainerError(
             f"worker {workers.index}/{workers.count} could not join the coordinator "
             f"{workers.coordinator}: {exc}",
@@ -273,10 +274,8 @@ class Checkpoints:
         if not self.chief:
             return
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             self.dir.parent.rmdir()  # .checkpoints/, when no other job has one
-        except OSError:
-            pass
 
 
 def _fsync(path: Path) -> None:
@@ -529,7 +528,7 @@ def build_or_resume(
     if state and initial_epoch > 0:
         try:
             model = keras.saving.load_model(state["path"])
-        except Exception as exc:  # noqa: BLE001 - unreadable checkpoint: start over
+        except Exception as exc:
             if workers.count > 1:
                 raise TrainerError(
                     f"cannot load checkpoint {state['path']}: {exc}", EXIT_INTERNAL
@@ -775,7 +774,9 @@ def write_version(model, directory: Path, metadata: dict[str, Any], backend: str
         _export_with_tensorflow(keras_file, directory)
     if backend == "tensorflow":
         write_onnx(model, directory)
-    _write_json_atomic(directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict())
+    _write_json_atomic(
+        directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict()
+    )
 
 
 def write_onnx(model, directory: Path) -> None:

@@ -83,7 +83,7 @@ def import_module(name: str, what: str):
         raise _user_error(
             f"{what}: importing {name} failed", exc, EXIT_USER_CODE, "UserCodeError"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any error in the user's module
+    except Exception as exc:
         raise _user_error(
             f"{what}: importing {name} failed", exc, EXIT_USER_CODE, "UserCodeError"
         ) from None
@@ -130,7 +130,7 @@ def load_model_file(spec: ModelFileSpec, data: LoadedData, data_root: Path):
         )
     try:
         model = keras.saving.load_model(path)
-    except Exception as exc:  # noqa: BLE001 - unknown classes, corrupt weights, ...
+    except Exception as exc:
         raise _user_error(
             f"model file {path} does not load (custom classes must be registered with "
             "keras.saving.register_keras_serializable in a module listed in "
@@ -165,7 +165,7 @@ def call_builder(spec: BuilderSpec, data: LoadedData):
     num_classes = len(labels.class_names) if labels.class_names is not None else None
     try:
         model = function(input_shape=tuple(data.input_shape), num_classes=num_classes, **spec.args)
-    except Exception as exc:  # noqa: BLE001 - the user's code raised
+    except Exception as exc:
         raise _user_error(f"{what} raised", exc, EXIT_USER_CODE, "UserCodeError") from None
     if not isinstance(model, keras.Model):
         raise TrainerError(
@@ -191,7 +191,7 @@ def check_fits(model, data: LoadedData, what: str) -> None:
         batch = data.features(sample)
     try:
         out = model(batch, training=False)
-    except Exception as exc:  # noqa: BLE001 - shape or dtype mismatch
+    except Exception as exc:
         raise _user_error(
             f"{what} does not take the data's input (shape {list(data.input_shape)}, "
             f"{data.input_kind})",

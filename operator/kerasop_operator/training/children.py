@@ -309,8 +309,6 @@ def service_account(name: str, namespace: str | None, component: str) -> dict[st
     }
 
 
-
-
 def template_drift(live_job: dict[str, Any], desired_job: dict[str, Any]) -> bool:
     """True if the live Job was made from a different (immutable) template."""
     live = ((live_job.get("metadata") or {}).get("annotations") or {}).get(ANN_TEMPLATE_HASH)

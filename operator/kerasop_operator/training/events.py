@@ -7,7 +7,8 @@ from typing import Any
 
 def _job_missing(st: dict[str, Any]) -> bool:
     return any(
-        c.get("type") == "Created" and c.get("status") == "False" for c in st.get("conditions") or []
+        c.get("type") == "Created" and c.get("status") == "False"
+        for c in st.get("conditions") or []
     )
 
 

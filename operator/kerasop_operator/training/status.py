@@ -280,5 +280,3 @@ def _progress_message(st: KerasTrainingJobStatus) -> str:
             msg += " " + " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         return msg
     return "training"
-
-

@@ -13,14 +13,18 @@ import time
 from typing import Any
 
 
-def call(host: str, port: int, method: str, path: str, body: Any = None,
-         timeout: float = 15.0) -> tuple[int, Any]:
+def call(
+    host: str, port: int, method: str, path: str, body: Any = None, timeout: float = 15.0
+) -> tuple[int, Any]:
     """One request on a fresh connection; returns (status, parsed JSON or text)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Connection": "close"} if payload else {
-            "Connection": "close"}
+        headers = (
+            {"Content-Type": "application/json", "Connection": "close"}
+            if payload
+            else {"Connection": "close"}
+        )
         conn.request(method, path, body=payload, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
@@ -52,12 +56,17 @@ def v1_body(rows: list[list[float]]) -> dict[str, Any]:
 
 def v2_body(rows: list[list[float]], name: str = "input") -> dict[str, Any]:
     flat = [v for row in rows for v in row]
-    return {"inputs": [{"name": name, "shape": [len(rows), len(rows[0])], "datatype": "FP32",
-                        "data": flat}]}
+    return {
+        "inputs": [
+            {"name": name, "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": flat}
+        ]
+    }
 
 
 def v1_values(resp: Any) -> list[float]:
-    return [float(v) for row in resp["predictions"] for v in (row if isinstance(row, list) else [row])]
+    return [
+        float(v) for row in resp["predictions"] for v in (row if isinstance(row, list) else [row])
+    ]
 
 
 def v2_values(resp: Any) -> list[float]:

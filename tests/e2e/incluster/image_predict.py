@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, wait_ready  # noqa: E402
+from httpkit import call, wait_ready
 
 
 def local_predictions(model_dir: str, images: list[str]) -> list[float]:
@@ -30,10 +30,15 @@ def local_predictions(model_dir: str, images: list[str]) -> list[float]:
         shape = json.load(fh)["input"]["image"]
     batch = []
     for path in images:
-        pixels = tf.io.decode_image(tf.io.read_file(path), channels=shape["channels"],
-                                    expand_animations=False)
-        pixels = tf.image.resize(tf.cast(pixels, tf.float32), [shape["height"], shape["width"]],
-                                 method="bilinear", antialias=True)
+        pixels = tf.io.decode_image(
+            tf.io.read_file(path), channels=shape["channels"], expand_animations=False
+        )
+        pixels = tf.image.resize(
+            tf.cast(pixels, tf.float32),
+            [shape["height"], shape["width"]],
+            method="bilinear",
+            antialias=True,
+        )
         batch.append(pixels.numpy())
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
     return [float(v) for v in np.ravel(model.predict(np.stack(batch), verbose=0))]
@@ -53,11 +58,17 @@ def main() -> int:
             encoded.append(base64.b64encode(fh.read()).decode())
     wait_ready(args.host, args.port, args.model)
     out: dict = {}
-    s, v1 = call(args.host, args.port, "POST", f"/v1/models/{args.model}:predict",
-                 {"instances": [{"b64": b} for b in encoded]})
+    s, v1 = call(
+        args.host,
+        args.port,
+        "POST",
+        f"/v1/models/{args.model}:predict",
+        {"instances": [{"b64": b} for b in encoded]},
+    )
     out["v1_status"], out["v1"] = s, v1
-    body = {"inputs": [{"name": "input", "shape": [len(encoded)], "datatype": "BYTES",
-                        "data": encoded}]}
+    body = {
+        "inputs": [{"name": "input", "shape": [len(encoded)], "datatype": "BYTES", "data": encoded}]
+    }
     s, v2 = call(args.host, args.port, "POST", f"/v2/models/{args.model}/infer", body)
     out["v2_status"], out["v2"] = s, v2
     out["v1_metadata"] = call(args.host, args.port, "GET", f"/v1/models/{args.model}/metadata")

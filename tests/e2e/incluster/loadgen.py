@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, csv_rows, v1_body, v1_values, v2_body, v2_values  # noqa: E402
+from httpkit import call, csv_rows, v1_body, v1_values, v2_body, v2_values
 
 
 class Stats:
@@ -34,8 +34,9 @@ class Stats:
         self.latencies: list[float] = []
         self.t0 = time.monotonic()
 
-    def record(self, ok: bool, latency: float, error: str | None = None,
-               version: str | None = None) -> None:
+    def record(
+        self, ok: bool, latency: float, error: str | None = None, version: str | None = None
+    ) -> None:
         now = round(time.monotonic() - self.t0, 2)
         with self.lock:
             self.total += 1
@@ -60,18 +61,36 @@ def worker(i: int, args, rows, stats: Stats, stop: threading.Event) -> None:
         t = time.monotonic()
         try:
             if protocol == "v1":
-                s, resp = call(args.host, args.port, "POST", f"/v1/models/{args.model}:predict",
-                               v1_body(rows), timeout=args.timeout)
+                s, resp = call(
+                    args.host,
+                    args.port,
+                    "POST",
+                    f"/v1/models/{args.model}:predict",
+                    v1_body(rows),
+                    timeout=args.timeout,
+                )
                 good = s == 200 and len(v1_values(resp)) == len(rows)
-                stats.record(good, time.monotonic() - t, None if good else f"v1 {s} {str(resp)[:200]}")
+                stats.record(
+                    good, time.monotonic() - t, None if good else f"v1 {s} {str(resp)[:200]}"
+                )
             else:
-                s, resp = call(args.host, args.port, "POST", f"/v2/models/{args.model}/infer",
-                               v2_body(rows), timeout=args.timeout)
+                s, resp = call(
+                    args.host,
+                    args.port,
+                    "POST",
+                    f"/v2/models/{args.model}/infer",
+                    v2_body(rows),
+                    timeout=args.timeout,
+                )
                 good = s == 200 and len(v2_values(resp)) == len(rows)
                 version = resp.get("model_version") if good else None
-                stats.record(good, time.monotonic() - t, None if good else f"v2 {s} {str(resp)[:200]}",
-                             version)
-        except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
+                stats.record(
+                    good,
+                    time.monotonic() - t,
+                    None if good else f"v2 {s} {str(resp)[:200]}",
+                    version,
+                )
+        except Exception as exc:
             stats.record(False, time.monotonic() - t, f"{protocol} {type(exc).__name__}: {exc}")
         if args.interval:
             stop.wait(args.interval)
@@ -94,12 +113,17 @@ def main() -> int:
     rows = csv_rows(args.csv, args.rows)
     stats = Stats()
     stop = threading.Event()
-    threads = [threading.Thread(target=worker, args=(i, args, rows, stats, stop), daemon=True)
-               for i in range(args.concurrency)]
+    threads = [
+        threading.Thread(target=worker, args=(i, args, rows, stats, stop), daemon=True)
+        for i in range(args.concurrency)
+    ]
     for t in threads:
         t.start()
-    print(f"loadgen started: {args.concurrency} workers -> {args.host}:{args.port}", file=sys.stderr,
-          flush=True)
+    print(
+        f"loadgen started: {args.concurrency} workers -> {args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
     next_report = time.monotonic() + 5
     deadline = time.monotonic() + args.max_seconds
     stopped_by = "max-seconds"
@@ -111,9 +135,12 @@ def main() -> int:
         if time.monotonic() >= next_report:
             next_report += 5
             with stats.lock:
-                print(f"t={time.monotonic() - stats.t0:.0f}s total={stats.total} failed={stats.failed} "
-                      f"versions={ {k: v['count'] for k, v in stats.versions.items()} }",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"t={time.monotonic() - stats.t0:.0f}s total={stats.total} failed={stats.failed} "
+                    f"versions={ {k: v['count'] for k, v in stats.versions.items()} }",
+                    file=sys.stderr,
+                    flush=True,
+                )
     stop.set()
     for t in threads:
         t.join(args.timeout + 5)

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, csv_rows, v1_body, v1_values, v2_body, v2_values, wait_ready  # noqa: E402
+from httpkit import call, csv_rows, v1_body, v1_values, v2_body, v2_values, wait_ready
 
 
 def main() -> int:
@@ -42,7 +42,8 @@ def main() -> int:
     out["v1_columnar_status"] = s
     out["v1_columnar"] = (
         [float(v) for r in v1c["outputs"] for v in (r if isinstance(r, list) else [r])]
-        if s == 200 else v1c
+        if s == 200
+        else v1c
     )
     s, v2 = call(args.host, args.port, "POST", f"/v2/models/{args.model}/infer", v2_body(rows))
     out["v2_status"] = s
@@ -50,17 +51,24 @@ def main() -> int:
     out["v2_model_version"] = v2.get("model_version") if isinstance(v2, dict) else None
     out["v2_output_shape"] = v2["outputs"][0]["shape"] if s == 200 else None
     out["v1_model_status"] = call(args.host, args.port, "GET", f"/v1/models/{args.model}")
-    out["v1_metadata_status"] = call(args.host, args.port, "GET",
-                                     f"/v1/models/{args.model}/metadata")[0]
+    out["v1_metadata_status"] = call(
+        args.host, args.port, "GET", f"/v1/models/{args.model}/metadata"
+    )[0]
     out["v2_ready_status"] = call(args.host, args.port, "GET", "/v2/health/ready")[0]
-    out["v2_model_ready_status"] = call(args.host, args.port, "GET",
-                                        f"/v2/models/{args.model}/ready")[0]
-    s, bad = call(args.host, args.port, "POST", f"/v1/models/{args.model}:predict",
-                  {"instances": [[1.0, 2.0]]})
+    out["v2_model_ready_status"] = call(
+        args.host, args.port, "GET", f"/v2/models/{args.model}/ready"
+    )[0]
+    s, bad = call(
+        args.host,
+        args.port,
+        "POST",
+        f"/v1/models/{args.model}:predict",
+        {"instances": [[1.0, 2.0]]},
+    )
     out["bad_input"] = [s, bad]
 
-    import numpy as np
     import keras
+    import numpy as np
 
     model = keras.saving.load_model(os.path.join(args.model_dir, "model.keras"))
     local = model.predict(np.asarray(rows, dtype="float32"), verbose=0)
@@ -71,7 +79,7 @@ def main() -> int:
     def diff(other):
         if not isinstance(other, list) or len(other) != len(out["local"]):
             return None
-        return max(abs(a - b) for a, b in zip(other, out["local"]))
+        return max(abs(a - b) for a, b in zip(other, out["local"], strict=False))
 
     out["max_diff_v1"] = diff(out["v1"])
     out["max_diff_v1_columnar"] = diff(out["v1_columnar"])
