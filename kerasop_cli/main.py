@@ -321,7 +321,8 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         raise CliError("TensorBoard is not installed: pip install tensorboard")
     print(f"TensorBoard on {logdir}: http://127.0.0.1:{args.port}", flush=True)
     argv = ["--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call([sys.executable, "-m", "tensorboard.main", *argv])
+    # exec, not a child process: stopping this command stops TensorBoard too
+    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", *argv])
 
 
 def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
