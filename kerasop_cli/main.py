@@ -22,6 +22,7 @@ import csv
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -321,8 +322,10 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
         raise CliError("TensorBoard is not installed: pip install tensorboard")
     print(f"TensorBoard on {logdir}: http://127.0.0.1:{args.port}", flush=True)
     argv = ["--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(args.port)]
-    # exec, not a child process: stopping this command stops TensorBoard too
-    os.execv(sys.executable, [sys.executable, "-m", "tensorboard.main", *argv])
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", *argv])
+    # stopping this command stops TensorBoard too (Ctrl-C reaches both already)
+    signal.signal(signal.SIGTERM, lambda *_: board.terminate())
+    return board.wait()
 
 
 def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
