@@ -46,7 +46,7 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
     svc["spec"]["autoscaling"] = {
         "minReplicas": 1,
         "maxReplicas": MAX_REPLICAS,
-        "targetCPUUtilization": 50,
+        "targetCpuUtilization": 50,
     }
     k.apply(svc, ns)
     try:

@@ -62,14 +62,30 @@ def _served_equals_local(e2e: E2E, example: str, name: str, job: dict) -> None:
     version = job["status"]["modelVersion"]
     e2e.kubectl.apply(load_example(example)["KerasModelService"], e2e.namespace)
     e2e.wait_service_ready(name, version=version, timeout=600)
-    out = _check_in_pod(e2e, name, version, job["status"]["modelClaimName"])
+    out = _check_in_pod(e2e, name, version, job["status"]["modelClaimName"], _user_code(job))
     shown = json.dumps({k: v for k, v in out.items() if k != "metadata"}, indent=1)
     assert out["v1_status"] == 200 and out["v2_status"] == 200, shown
     assert out["max_diff_v1"] is not None and out["max_diff_v1"] <= TOLERANCE, shown
     assert out["max_diff_v2"] is not None and out["max_diff_v2"] <= TOLERANCE, shown
 
 
-def _check_in_pod(e2e: E2E, name: str, version: int, claim: str) -> dict:
+def _user_code(job: dict) -> list[str]:
+    """predict_check.py's arguments to import the user's module, as the trainer did."""
+    model = job["spec"].get("model") or {}
+    if not model.get("codePath"):
+        return []
+    modules = (model.get("file") or {}).get("imports") or []
+    if model.get("builder"):
+        modules = [model["builder"]["module"]]
+    args = ["--code-path", f"/data/{model['codePath']}"]
+    for module in modules:
+        args += ["--import", module]
+    return args
+
+
+def _check_in_pod(
+    e2e: E2E, name: str, version: int, claim: str, extra: list[str] | None = None
+) -> dict:
     """predict_check.py in a pod with this model's store volume (each job has its own PVC)."""
     pod = runtime_pod(
         f"e2e-check-{name}",
@@ -87,6 +103,7 @@ def _check_in_pod(e2e: E2E, name: str, version: int, claim: str) -> dict:
             "/data/dense/train.csv",
             "--rows",
             "4",
+            *(extra or []),
         ],
         claims={"/data": (DATA_CLAIM, True), "/models": (claim, True)},
         scripts_configmap=SCRIPTS,
@@ -127,7 +144,7 @@ def test_i4_mixed_table_trains_and_regression_is_served(own_data: E2E, phase) ->
     e2e = own_data
     docs = [d for d in load_example_all("mixed-table.yaml") if d["kind"] == "KerasTrainingJob"]
     for job in docs:
-        job["spec"]["training"]["epochs"] = 5
+        job["spec"]["training"]["epochs"] = 20
         e2e.kubectl.apply(job, e2e.namespace)
     churn = e2e.wait_job_phase("churn", "Succeeded", timeout=1200)
     assert churn["status"]["metrics"]["accuracy"] >= 0.75, churn["status"]

@@ -165,10 +165,18 @@ def test_rollout_gate_rollback_shadow_promote(data: E2E, toolbox: str, phase) ->
     assert rollout_status(e2e)["rollout"]["state"] == "RolledBack"
     assert set(result["versions"]) == {str(v1)}, f"only version {v1} may have answered:\n{shown}"
     assert result["failed"] > 0, f"the broken canary never got a request:\n{shown}"
-    with LoadGen(e2e, MODEL, MODEL, tag="after-rollback") as load:
-        time.sleep(20)
-        after = load.stop()
-    assert after["failed"] == 0 and after["total"] >= 50, json.dumps(after, indent=1)
+    # The plan reaches the server pods through a ConfigMap volume, which the kubelet
+    # refreshes on its sync period (up to about a minute): then nothing fails any more.
+    windows: list[dict] = []
+
+    def clean_window():
+        with LoadGen(e2e, MODEL, MODEL, tag=f"after-rollback-{len(windows)}") as load:
+            time.sleep(10)
+            windows.append(load.stop())
+        return windows[-1]["failed"] == 0 and windows[-1]["total"] >= 25
+
+    wait_for("no failed request once the rollback reached the pods", clean_window, timeout=240)
+    phase.note(f"rollback reached the pods after {len(windows)} window(s) of 10 s")
     phase(f"r2: version {v3} rolled back: {rolled['reason']}")
 
     # r3: a good retrain, shadow then canary, promoted with zero failures

@@ -28,6 +28,9 @@ def main() -> int:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--csv", required=True)
     p.add_argument("--rows", type=int, default=5)
+    # a model with the user's own classes: their module, as the trainer imported it
+    p.add_argument("--code-path", help="folder added to sys.path before loading the model")
+    p.add_argument("--import", dest="imports", action="append", default=[])
     args = p.parse_args()
 
     rows = csv_rows(args.csv, args.rows)
@@ -67,9 +70,15 @@ def main() -> int:
     )
     out["bad_input"] = [s, bad]
 
+    import importlib
+
     import keras
     import numpy as np
 
+    if args.code_path:
+        sys.path.insert(0, args.code_path)
+    for module in args.imports:
+        importlib.import_module(module)
     model = keras.saving.load_model(os.path.join(args.model_dir, "model.keras"))
     local = model.predict(np.asarray(rows, dtype="float32"), verbose=0)
     out["local"] = [float(v) for v in np.ravel(local)]
