@@ -23,15 +23,13 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serving_load import load, merge, start_server, wait_ready, write_store
+from serving_load import load, merge, start_server, stop_servers, wait_ready, write_store
 
 PLANS = {
     "single": {"stable": 1},
@@ -89,14 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             results = [(label, merge(parts[label], duration)) for label, _, _ in servers]
             shadow = shadow_counts(servers[2][2])
         finally:
-            for _, proc, _ in servers:
-                proc.send_signal(signal.SIGTERM)
-            for _, proc, _ in servers:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_servers([proc for _, proc, _ in servers])
     print(
         f"\nmodel {args.model}, engine {args.engine}, {concurrency} clients, {duration:.0f} s"
         f" in {rounds} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"

@@ -231,6 +231,18 @@ def batch_stats(text: str) -> tuple[float, float]:
     return count, total
 
 
+def stop_servers(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every server, then wait for each (killed after 30 s)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=("dense", "cnn"), default="dense")
@@ -299,14 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             for engine, label, _, _ in servers:
                 results.append((engine, label, merge(parts[(engine, label)], duration)))
         finally:
-            for _, _, proc, _ in servers:
-                proc.send_signal(signal.SIGTERM)
-            for _, _, proc, _ in servers:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_servers([proc for _, _, proc, _ in servers])
     print(
         f"\nmodel {args.model}, protocol {args.protocol}, payload {args.payload},"
         f" {concurrency} clients, {duration:.0f} s,"
