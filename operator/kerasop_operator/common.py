@@ -39,6 +39,7 @@ LABEL_MODEL_CLAIM = "kerasop.io/model-claim"
 ANN_TEMPLATE_HASH = "kerasop.io/template-hash"
 ANN_MODEL_NAME = "kerasop.io/model-name"
 ANN_MODEL_VERSION = "kerasop.io/model-version"
+ANN_ROLLOUT_PLAN = "kerasop.io/rollout-plan"  # on server pods: digest of the plan last delivered
 
 # Mount points: the contract with the trainer and the server (docs/CONTRACTS.md).
 DATA_ROOT = "/data"

@@ -344,6 +344,7 @@ class Controller:
             apply.ensure_applied(self.kube, children.service)
             if children.rollout_config is not None:
                 apply.ensure_applied(self.kube, children.rollout_config)
+                self._deliver_plan(namespace, name, children.rollout_config)
             elif children.deployment is not None:  # spec.rollout removed
                 apply.ensure_absent(
                     self.kube, kube.CONFIG_MAP, namespace, serving.rollout_config_name(name), uid
@@ -410,6 +411,17 @@ class Controller:
             for event in decision.events:
                 self.post_event(body, *event)
             return decision.state
+
+    def _deliver_plan(self, namespace: str, name: str, rollout_config: dict[str, Any]) -> None:
+        """Annotate the server pods that have not seen this plan (see ``plan_nudges``)."""
+        pods = self.kube.list(kube.POD, namespace, label_selector=serving.selector_string(name))
+        for pod_name, patch in serving.plan_nudges(rollout_config, pods).items():
+            try:
+                self.kube.merge_patch(kube.POD, namespace, pod_name, patch)
+            except (
+                ApiError
+            ) as exc:  # gone, or no `patch pods` right: the kubelet's resync still delivers it
+                logger.info("rollout plan nudge of pod %s/%s: %s", namespace, pod_name, exc)
 
     def _server_counters(self, namespace: str, name: str) -> rollout.Counters:
         """Per-version counters summed over the ready server pods' /metrics."""

@@ -27,7 +27,7 @@ EXPECTED_OPERATOR_RULES = {
     ("kerasop.io", "kerastrainingjobs/finalizers"): {"update"},
     ("kerasop.io", "kerasmodelservices/finalizers"): {"update"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch", "delete"},
+    ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("", "pods/log"): {"get"},
     ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "delete"},

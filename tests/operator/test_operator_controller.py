@@ -5,6 +5,8 @@ The same flows run against a real kube-apiserver in tests/component/.
 
 from __future__ import annotations
 
+import json
+
 import kopf
 import pytest
 from opfactories import event_line, model_service, pod, terminated, training_job
@@ -497,3 +499,47 @@ def test_rollout_gates_canaries_and_resumes_after_a_restart(fake, events, monkey
         (3, "Promoted"),
     ]
     assert [e[1] for e in events if e[1] == "Promoted"] == ["Promoted", "Promoted"]
+
+
+def test_a_new_rollout_plan_is_delivered_to_the_server_pods_at_once(fake, events):
+    """Each server pod is annotated with the plan's digest once per plan: the kubelet
+    rewrites a mounted ConfigMap at once when its pod changes (else within a minute)."""
+    job = training_job()
+    job["status"] = {"phase": "Succeeded", "modelName": "mnist", "modelVersion": 1}
+    fake.put(job)
+    fake.put(model_service(rollout={"canary": {"steps": [50, 100], "dwellSeconds": 30}}))
+    labels = {"kerasop.io/model-service": "mnist", "app.kubernetes.io/component": "server"}
+    for name in ("mnist-server-a", "mnist-server-b"):
+        fake.put({"kind": "Pod", "metadata": {"name": name, "namespace": "ml", "labels": labels}})
+    fake.put({"kind": "Pod", "metadata": {"name": "other", "namespace": "ml", "labels": {}}})
+    ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: events.append(e))
+
+    def nudges():
+        return sorted(w[2] for w in fake.writes if w[:2] == ("patch", "Pod"))
+
+    def digests():
+        return {
+            (fake.find("Pod", "ml", name)["metadata"].get("annotations") or {}).get(
+                "kerasop.io/rollout-plan"
+            )
+            for name in ("mnist-server-a", "mnist-server-b")
+        }
+
+    ctl.reconcile_service("ml", "mnist")
+    assert nudges() == ["mnist-server-a", "mnist-server-b"]
+    first = digests()
+    assert len(first) == 1 and None not in first
+    assert "annotations" not in fake.find("Pod", "ml", "other")["metadata"]
+
+    ctl.reconcile_service("ml", "mnist")  # same plan: no pod is touched again
+    assert nudges() == ["mnist-server-a", "mnist-server-b"]
+
+    live = fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o["status"].update(modelVersion=2)
+    )
+    ctl.training_job_seen(live)  # version 2 becomes the canary: a new plan
+    plan = json.loads(fake.find("ConfigMap", "ml", "mnist-rollout")["data"]["rollout.json"])
+    assert plan["candidate"] == 2
+    assert nudges() == ["mnist-server-a", "mnist-server-a", "mnist-server-b", "mnist-server-b"]
+    second = digests()
+    assert len(second) == 1 and second != first

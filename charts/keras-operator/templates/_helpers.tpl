@@ -79,10 +79,11 @@ Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Progress is read from trainer pod logs; stuck pods are deleted.
+# Progress is read from trainer pod logs; stuck pods are deleted; server pods are
+# annotated when their rollout plan changes (the kubelet then refreshes the mounted plan).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]

@@ -15,10 +15,12 @@ Children of a service ``<svc>`` in its namespace:
 - ``policy/v1 PodDisruptionBudget <svc>`` (minAvailable 1) when more than one
   server pod is wanted;
 - ``v1 ConfigMap <svc>-rollout`` with spec.rollout: the rollout plan (rollout.py)
-  the server pods poll, so canary steps and promotions need no pod restart.
+  the server pods poll, so canary steps and promotions need no pod restart; the
+  server pods are annotated with the plan's digest when it changes (``plan_nudges``),
+  which makes the kubelet deliver it at once.
 """
 
-from .children import ServingChildren, desired_children
+from .children import ServingChildren, desired_children, plan_nudges
 from .events import phase_event
 from .model import ModelRef, Waiting, resolve_model
 from .names import (
@@ -47,6 +49,7 @@ __all__ = [
     "desired_children",
     "parse",
     "phase_event",
+    "plan_nudges",
     "resolve_model",
     "rollout_config_name",
     "selector_string",

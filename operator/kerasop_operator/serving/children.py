@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from kerasop.spec import KerasModelService, SpecError
 from ..common import (
     ANN_MODEL_NAME,
     ANN_MODEL_VERSION,
+    ANN_ROLLOUT_PLAN,
     LABEL_MODEL_CLAIM,
     STORE_ROOT,
     child_metadata,
@@ -81,6 +83,26 @@ def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = Fals
         str(server.max_request_bytes),
     ]
     return args
+
+
+def plan_nudges(
+    rollout_config: dict[str, Any], pods: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Pod name -> annotation patch for the server pods that have not seen this plan yet.
+
+    The kubelet rewrites a mounted ConfigMap only when it syncs the pod: about a minute
+    after the change on its own, at once when the pod itself changes. Annotating each pod
+    with the plan's digest is that change, so a rollback reaches the pods in seconds.
+    """
+    text = json.dumps(rollout_config["data"], sort_keys=True).encode()
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    patch = {"metadata": {"annotations": {ANN_ROLLOUT_PLAN: digest}}}
+    return {
+        pod["metadata"]["name"]: patch
+        for pod in pods
+        if (pod["metadata"].get("annotations") or {}).get(ANN_ROLLOUT_PLAN) != digest
+        and not pod["metadata"].get("deletionTimestamp")
+    }
 
 
 def desired_children(
