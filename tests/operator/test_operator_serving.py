@@ -210,6 +210,53 @@ def test_hpa_owns_replicas():
         model_service(autoscaling={"minReplicas": 2, "maxReplicas": 4}), REF, default_image="img"
     )
     assert out.pdb is not None
+    assert out.hpa["spec"]["metrics"] == [CPU_70]  # no target named: CPU at 70 %
+
+
+CPU_70 = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+}
+IN_FLIGHT_4 = {
+    "type": "Pods",
+    "pods": {
+        "metric": {"name": "kerasop_server_requests_in_flight"},
+        "target": {"type": "AverageValue", "averageValue": "4"},
+    },
+}
+
+
+def hpa_metrics_for(**targets):
+    auto = {"minReplicas": 1, "maxReplicas": 5, **targets}
+    out = desired_children(model_service(autoscaling=auto), REF, default_image="img")
+    return out.hpa["spec"]["metrics"]
+
+
+def test_hpa_on_in_flight_requests_only():
+    assert hpa_metrics_for(targetInFlightRequests=4) == [IN_FLIGHT_4]
+
+
+def test_hpa_on_cpu_and_in_flight_requests():
+    metrics = hpa_metrics_for(targetCpuUtilization=70, targetInFlightRequests=4)
+    assert metrics == [CPU_70, IN_FLIGHT_4]  # the HPA scales to the larger of the two
+
+
+def test_in_flight_metric_is_the_servers_gauge():
+    # The operator does not import the server: the name is written twice, checked here.
+    from kerasop_operator.serving.names import IN_FLIGHT_METRIC
+    from kerasop_server.metrics import Metrics
+
+    gauges = {f.name for f in Metrics("m").registry.collect() if f.type == "gauge"}
+    assert IN_FLIGHT_METRIC in gauges
+
+
+def test_in_flight_target_is_validated():
+    with pytest.raises(SpecError, match="targetInFlightRequests"):
+        desired_children(
+            model_service(autoscaling={"maxReplicas": 3, "targetInFlightRequests": 0}),
+            REF,
+            default_image="img",
+        )
 
 
 def test_gpus_resources_and_scheduling():

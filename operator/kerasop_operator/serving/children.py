@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kerasop.spec import KerasModelService, SpecError
+from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
 
 from ..common import (
     ANN_MODEL_NAME,
@@ -35,6 +35,7 @@ from .names import (
     COMPONENT,
     CONTAINER,
     DEFAULT_SERVICE_ACCOUNT,
+    IN_FLIGHT_METRIC,
     LIVE_PATH,
     PORT,
     PRESTOP_SECONDS,
@@ -81,6 +82,37 @@ def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = Fals
         str(server.max_request_bytes),
     ]
     return args
+
+
+def hpa_metrics(auto: AutoscalingSpec) -> list[dict[str, Any]]:
+    """The HPA's metrics: CPU and/or in-flight requests per pod (the HPA takes the max)."""
+    metrics: list[dict[str, Any]] = []
+    cpu = auto.cpu_target()
+    if cpu is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": cpu},
+                },
+            }
+        )
+    if auto.target_in_flight_requests is not None:
+        # Served by a custom-metrics adapter from the servers' gauge (docs/serving.md).
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": IN_FLIGHT_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": str(auto.target_in_flight_requests),
+                    },
+                },
+            }
+        )
+    return metrics
 
 
 def desired_children(
@@ -269,18 +301,7 @@ def desired_children(
                 },
                 "minReplicas": auto.min_replicas,
                 "maxReplicas": auto.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": auto.target_cpu_utilization,
-                            },
-                        },
-                    }
-                ],
+                "metrics": hpa_metrics(auto),
             },
         }
 
