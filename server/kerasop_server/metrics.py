@@ -154,13 +154,14 @@ class Metrics:
             registry=registry,
         )
         self.model_version.labels(model).set(0)
-        self.in_flight.labels(model).set(0)
+        self._in_flight_now = self.in_flight.labels(model)  # the one series, looked up once
+        self._in_flight_now.set(0)
         self.model_ready.labels(model).set(0)
         self.rollout_weight.labels(model).set(0)
 
     def in_flight_request(self) -> AbstractContextManager[None]:
         """Counts one prediction request while the ``with`` block runs."""
-        return self.in_flight.labels(self.model).track_inprogress()
+        return self._in_flight_now.track_inprogress()
 
     def observe_batch(self, rows: int, seconds: float, wait: float) -> None:
         self.batch_size.labels(self.model).observe(rows)
