@@ -63,9 +63,9 @@ lint: setup
 	$(VENV)/bin/mypy
 
 # Container images, built with no registry (docs/docker.md), saved as tars
-# for loading into the cluster's node.
+# for loading into the cluster's node (serving: the slim model-server image).
 images:
-	bash scripts/images.sh save
+	bash scripts/images.sh save runtime operator serving
 
 # A real single-node Kubernetes from upstream components (cluster/node/README.md).
 cluster-up:
@@ -79,7 +79,7 @@ cluster-smoke: cluster-up
 # (CLUSTER=kind: uses your current kind cluster, see docs/e2e.md).
 e2e: setup images
 ifeq ($(CLUSTER),kind)
-	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0
+	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0 kerasop-serving:0.1.0
 	$(PY) -m pytest -m e2e tests/e2e -ra
 else
 	KERASOP_METRICS_SERVER=1 bash cluster/up.sh

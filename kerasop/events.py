@@ -99,6 +99,7 @@ class DoneEvent(_Event):
     metrics: Metrics = Field(default_factory=dict)
     epochs_run: int | None = None
     data_fingerprint: str | None = None  # lineage: sha256 over the training data files
+    model_formats: list[str] | None = None  # kerasop.store.model_formats of the version
 
 
 class FailedEvent(_Event):

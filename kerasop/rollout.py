@@ -311,6 +311,9 @@ def history_entry(version: int, metadata: Mapping[str, Any], now: str) -> dict[s
     }
     if metrics:
         entry["metrics"] = metrics
+    formats = metadata.get("modelFormats")
+    if isinstance(formats, list) and formats:  # which image can serve it
+        entry["modelFormats"] = [str(f) for f in formats][:8]
     return entry
 
 
@@ -375,7 +378,11 @@ def job_metadata(job: Mapping[str, Any]) -> dict[str, Any]:
         "specHash": digest,
         "dataFingerprint": st.get("dataFingerprint"),
     }
-    return {"metrics": st.get("finalMetrics") or {}, "lineage": lineage}
+    return {
+        "metrics": st.get("finalMetrics") or {},
+        "lineage": lineage,
+        "modelFormats": st.get("modelFormats"),
+    }
 
 
 def known_metadata(

@@ -708,6 +708,9 @@ class ServedModelSpec(SpecModel):
         return self
 
 
+DEFAULT_TARGET_CPU_UTILIZATION = 70
+
+
 class AutoscalingSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -719,13 +722,37 @@ class AutoscalingSpec(SpecModel):
 
     min_replicas: int = Field(1, ge=1, le=1000, description="Fewest server pods.")
     max_replicas: int = Field(..., ge=1, le=1000, description="Most server pods.")
-    target_cpu_utilization: int = Field(70, ge=1, le=100, description="Percent of request.")
+    target_cpu_utilization: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=(
+            "Average CPU use, in percent of the pods' CPU request "
+            f"({DEFAULT_TARGET_CPU_UTILIZATION} when no target is set)."
+        ),
+    )
+    target_in_flight_requests: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description=(
+            "Average prediction requests in flight per pod (the servers' "
+            "kerasop_server_requests_in_flight gauge; needs a custom-metrics adapter). "
+            "With both targets the HPA follows whichever wants more pods."
+        ),
+    )
 
     @model_validator(mode="after")
     def _range(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
         return self
+
+    def cpu_target(self) -> int | None:
+        """The CPU target the HPA gets: the default one when no target at all is set."""
+        if self.target_cpu_utilization is None and self.target_in_flight_requests is None:
+            return DEFAULT_TARGET_CPU_UTILIZATION
+        return self.target_cpu_utilization
 
 
 class ServerSpec(SpecModel):
@@ -889,7 +916,8 @@ class KerasModelServiceSpec(SpecModel):
         default_factory=ResourcesSpec, description="CPU, memory and GPUs of each server pod."
     )
     autoscaling: AutoscalingSpec | None = Field(
-        None, description="A HorizontalPodAutoscaler on CPU (replaces replicas)."
+        None,
+        description="A HorizontalPodAutoscaler on CPU and/or requests in flight (replaces replicas).",
     )
     server: ServerSpec = Field(default_factory=ServerSpec, description="Model server settings.")
     scheduling: PodSpecOverrides = Field(

@@ -161,6 +161,12 @@ class KerasTrainingJobStatus(StatusModel):
         None, description="<modelName>/<version> relative to the model volume."
     )
     model_claim_name: str | None = Field(None, description="PVC holding the model store.")
+    model_formats: list[str] | None = Field(
+        None,
+        max_length=8,
+        description="What the version holds: keras, savedmodel, onnx (with onnx the operator"
+        " serves it from the slim serving image).",
+    )
     data_fingerprint: str | None = Field(
         None, max_length=80, description="sha256 over the training data files (lineage)."
     )
@@ -217,6 +223,9 @@ class VersionHistoryEntry(StatusModel):
     job: str | None = Field(None, description="Training job that wrote it.")
     spec_hash: str | None = Field(None, description="Hash of the training job spec.")
     data_fingerprint: str | None = Field(None, description="sha256 over the training data files.")
+    model_formats: list[str] | None = Field(
+        None, max_length=8, description="What the version holds: keras, savedmodel, onnx."
+    )
     metrics: dict[str, float] | None = Field(None, description="Final validation metrics.")
     outcome: str | None = Field(None, description="Promoted, Refused or RolledBack.")
     reason: str | None = Field(None, description="Why.")

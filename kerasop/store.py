@@ -31,8 +31,19 @@ from pydantic.alias_generators import to_camel
 METADATA_FILE = "metadata.json"
 KERAS_FILE = "model.keras"
 ONNX_FILE = "model.onnx"
+SAVED_MODEL_FILE = "saved_model.pb"
 STAGING_PREFIX = ".staging-"
 CHECKPOINTS_DIR = ".checkpoints"
+
+
+def model_formats(directory: Path) -> list[str]:
+    """What a version directory holds: ``keras``, ``savedmodel``, ``onnx``.
+
+    The trainer reports it (``done`` event, job status): the operator, which never reads
+    the volume, serves versions with ``onnx`` from the slim serving image.
+    """
+    files = {"keras": KERAS_FILE, "savedmodel": SAVED_MODEL_FILE, "onnx": ONNX_FILE}
+    return [fmt for fmt, name in files.items() if (directory / name).is_file()]
 
 
 class _Camel(BaseModel):

@@ -330,6 +330,7 @@ class Controller:
                 body,
                 model,
                 default_image=self.config.runtime_image,
+                serving_image=self.config.serving_image,
                 image_pull_policy=self.config.image_pull_policy,
                 claim_access_modes=modes,
                 rollout_plan=plan,

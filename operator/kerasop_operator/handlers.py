@@ -71,8 +71,9 @@ def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
 def startup(memo: Any, **_: Any) -> None:
     config = _controller(memo).config
     logger.info(
-        "kerasop operator started (runtime image %r, progress interval %ss)",
+        "kerasop operator started (runtime image %r, serving image %r, progress interval %ss)",
         config.runtime_image,
+        config.serving_image or config.runtime_image,
         config.progress_interval,
     )
 

@@ -20,6 +20,7 @@ ENVIRONMENT = {
     "log_format": "KERASOP_LOG_FORMAT",
     "log_level": "KERASOP_LOG_LEVEL",
     "runtime_image": "KERASOP_RUNTIME_IMAGE",
+    "serving_image": "KERASOP_SERVING_IMAGE",
     "image_pull_policy": "KERASOP_RUNTIME_IMAGE_PULL_POLICY",
     "cluster_domain": "KERASOP_CLUSTER_DOMAIN",
     "progress_interval": "KERASOP_PROGRESS_INTERVAL",
@@ -40,6 +41,7 @@ class Config(BaseModel):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     runtime_image: str = ""  # default trainer/server image
+    serving_image: str = ""  # slim server image (ONNX Runtime only); empty: the runtime image
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
     progress_interval: float = 10.0  # seconds between progress reads of an active job

@@ -6,11 +6,12 @@ model itself is ``500 {"error": "..."}``; the server keeps serving either way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from aiohttp import web
 
@@ -42,6 +43,7 @@ ENDPOINT: Any = web.RequestKey("endpoint", str) if hasattr(web, "RequestKey") el
 SERVER_NAME = "kerasop-server"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+P = ParamSpec("P")
 
 
 def create_app(
@@ -167,6 +169,19 @@ def _route_name(request: web.Request) -> str:
     return name or "unmatched"
 
 
+def counted_in_flight(
+    handler: Callable[Concatenate[web.Request, P], Awaitable[web.Response]],
+) -> Callable[Concatenate[web.Request, P], Awaitable[web.Response]]:
+    """A prediction handler counted in the in-flight gauge (an HPA may scale on it)."""
+
+    @functools.wraps(handler)
+    async def counted(request: web.Request, *args: P.args, **kwargs: P.kwargs) -> web.Response:
+        with request.app[METRICS].in_flight_request():
+            return await handler(request, *args, **kwargs)
+
+    return counted
+
+
 # --------------------------------------------------------------------------
 # Health, metrics, server metadata
 # --------------------------------------------------------------------------
@@ -251,6 +266,7 @@ async def v2_model_ready(request: web.Request) -> web.Response:
     return json_response({"name": manager.name, "version": str(served.version), "ready": True})
 
 
+@counted_in_flight
 async def v2_infer(request: web.Request) -> web.Response:
     manager = _check_model(request, request.match_info["model"])
     version = _version(manager, request.match_info.get("version"))
@@ -338,6 +354,7 @@ def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
     raise ClientError(f"version {version} of model '{manager.name}' not found", 404)
 
 
+@counted_in_flight
 async def _v1_predict(
     request: web.Request, manager: ModelManager, version: int | None
 ) -> web.Response:

@@ -3,6 +3,8 @@ live in one process, as they do in the tests)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -52,6 +54,13 @@ class Metrics:
             "Time from request to response, by endpoint.",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Per pod by the scrape's pod label: what an HPA on in-flight requests reads.
+        self.in_flight = Gauge(
+            "kerasop_server_requests_in_flight",
+            "Prediction requests being read, queued or computed right now.",
+            ["model"],
             registry=registry,
         )
         self.batch_size = Histogram(
@@ -145,8 +154,14 @@ class Metrics:
             registry=registry,
         )
         self.model_version.labels(model).set(0)
+        self._in_flight_now = self.in_flight.labels(model)  # the one series, looked up once
+        self._in_flight_now.set(0)
         self.model_ready.labels(model).set(0)
         self.rollout_weight.labels(model).set(0)
+
+    def in_flight_request(self) -> AbstractContextManager[None]:
+        """Counts one prediction request while the ``with`` block runs."""
+        return self._in_flight_now.track_inprogress()
 
     def observe_batch(self, rows: int, seconds: float, wait: float) -> None:
         self.batch_size.labels(self.model).observe(rows)

@@ -203,6 +203,7 @@ def test_operator_deployment(helm):
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["KERASOP_RUNTIME_IMAGE"] == "kerasop-runtime:0.1.0"
     assert env["KERASOP_RUNTIME_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert env["KERASOP_SERVING_IMAGE"] == ""  # off: the runtime image serves every version
     assert env["KERASOP_METRICS_PORT"] == "9090" and env["KERASOP_HEALTH_PORT"] == "8080"
     assert env["KERASOP_LOG_FORMAT"] == "json" and env["KERASOP_LOG_LEVEL"] == "info"
     assert env["KERASOP_WATCH_NAMESPACES"] == ""
@@ -267,6 +268,29 @@ def test_values_are_wired(helm):
     ]
 
 
+def test_serving_image_value_reaches_the_operator(helm):
+    def env_of(*set_args):
+        c = one(helm.objects(*set_args), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in c["env"]}
+
+    assert env_of("runtime.servingImage.repository=kerasop-serving")["KERASOP_SERVING_IMAGE"] == (
+        "kerasop-serving:0.1.0"  # the chart's appVersion, like the runtime image
+    )
+    env = env_of("runtime.servingImage.repository=reg.local/sv", "runtime.servingImage.tag=1.2")
+    assert env["KERASOP_SERVING_IMAGE"] == "reg.local/sv:1.2"
+    notes = helm.run(
+        "install",
+        "x",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "ns",
+        "--set",
+        "runtime.servingImage.repository=reg.local/sv",
+    ).stdout
+    assert "Serving image (model servers whose versions all have model.onnx): reg.local/sv" in notes
+
+
 def test_chart_crds_are_the_generated_ones(helm):
     from kerasop import crds as crdschema
 
@@ -279,3 +303,4 @@ def test_notes_render(helm):
     proc = helm.run("install", "x", str(CHART), "--dry-run=client", "-n", "ns")
     assert "kubectl get keras" in proc.stdout
     assert "kerasop-trainer" in proc.stdout
+    assert "Serving image" not in proc.stdout  # off by default

@@ -569,7 +569,12 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
             "pinned",
             namespace,
             model={"name": "digits", "claimName": "store", "version": 4},
-            autoscaling={"minReplicas": 1, "maxReplicas": 3},
+            autoscaling={
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "targetCpuUtilization": 60,
+                "targetInFlightRequests": 4,
+            },
         ),
     )
     dep = wait_for("Deployment", lambda: api.get(k.DEPLOYMENT, namespace, "pinned-server"))
@@ -577,6 +582,13 @@ def test_service_pinned_with_autoscaling(cluster, api, operator, namespace):
     assert (
         hpa["spec"]["scaleTargetRef"]["name"] == "pinned-server" and hpa["spec"]["maxReplicas"] == 3
     )
+    # both targets, as the API server validated and stored them
+    cpu, in_flight = hpa["spec"]["metrics"]
+    assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    assert in_flight["pods"] == {
+        "metric": {"name": "kerasop_server_requests_in_flight"},
+        "target": {"type": "AverageValue", "averageValue": "4"},
+    }
     assert api.get(k.PDB, namespace, "pinned") is None
     # The HPA owns replicas: the operator's apply leaves them out (the API server defaults
     # an omitted count to 1, so the value alone cannot tell)...

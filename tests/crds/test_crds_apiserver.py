@@ -334,6 +334,11 @@ INVALID = [
         ["spec.autoscaling.maxReplicas", "Required value"],
     ),
     (
+        "autoscaling-in-flight-zero",
+        edit(service, _set("autoscaling", {"maxReplicas": 3, "targetInFlightRequests": 0})),
+        ["spec.autoscaling.targetInFlightRequests", "greater than or equal to 1"],
+    ),
+    (
         "negative-replicas",
         edit(service, _set("replicas", -1)),
         ["spec.replicas", "greater than or equal to 0"],
@@ -513,6 +518,7 @@ def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
         model_name="dense",
         model_version=2,
         model_path="dense/2",
+        model_formats=["keras", "savedmodel", "onnx"],  # the operator's image choice reads it
         workers=status.WorkersStatus(desired=1, active=1, succeeded=0, failed=0),
         failure=status.FailureStatus(reason="BadData", exit_code=3, message="m", log_tail="t"),
         conditions=[

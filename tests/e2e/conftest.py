@@ -23,7 +23,9 @@ keeps everything for debugging.
 
 Environment: ``KUBECONFIG`` (required), ``KERASOP_E2E_OPERATOR_IMAGE`` /
 ``KERASOP_E2E_RUNTIME_IMAGE`` (default ``kerasop-operator:0.1.0`` /
-``kerasop-runtime:0.1.0``), ``KERASOP_E2E_RELEASE`` (default ``kerasop``),
+``kerasop-runtime:0.1.0``), ``KERASOP_E2E_SERVING_IMAGE`` (default ``kerasop-serving:0.1.0``;
+the chart's ``runtime.servingImage`` when it is on every node, empty: off),
+``KERASOP_E2E_RELEASE`` (default ``kerasop``),
 ``KERASOP_E2E_KEEP``, ``KUBECTL`` / ``HELM`` (binaries; default: cluster/get-tools.sh's).
 """
 
@@ -58,6 +60,7 @@ CHART = REPO / "charts" / "keras-operator"
 OPERATOR_NAMESPACE = "kerasop-system"
 DEFAULT_OPERATOR_IMAGE = "kerasop-operator:0.1.0"
 DEFAULT_RUNTIME_IMAGE = "kerasop-runtime:0.1.0"
+DEFAULT_SERVING_IMAGE = "kerasop-serving:0.1.0"
 DATA_CLAIM = "training-data"
 SCRIPTS = "e2e-scripts"
 TOOLBOX = "e2e-tools"
@@ -218,6 +221,7 @@ class E2E:
     operator_image: str
     runtime_image: str
     node: str
+    serving_image: str = ""  # the slim server image, "" when the chart's value is off
     keep: bool = False
     created_operator_namespace: bool = False
     preexisting_crds: set[str] = field(default_factory=set)
@@ -374,6 +378,18 @@ def _pick_node(nodes: list[dict[str, Any]]) -> str:
     return nodes[0]["metadata"]["name"]
 
 
+def _serving_image_values(image: str) -> list[str]:
+    if not image:
+        return []
+    repo, tag = _split_image(image)
+    return [
+        "--set",
+        f"runtime.servingImage.repository={repo}",
+        "--set",
+        f"runtime.servingImage.tag={tag}",
+    ]
+
+
 def _split_image(image: str) -> tuple[str, str]:
     repo, _, tag = image.rpartition(":")
     if not repo or "/" in tag:
@@ -425,6 +441,10 @@ def e2e() -> Iterator[E2E]:
         for image in (operator_image, runtime_image):
             if _image_on_node(node, image) is False:
                 problems.append(f"image {image} is not on node {node['metadata']['name']}")
+    serving_image = os.environ.get("KERASOP_E2E_SERVING_IMAGE", DEFAULT_SERVING_IMAGE)
+    if serving_image and any(_image_on_node(node, serving_image) is False for node in ready):
+        print(f"e2e: {serving_image} is not on every node: servers use the runtime image")
+        serving_image = ""
     if problems:
         pytest.fail(
             "\n".join(problems)
@@ -451,6 +471,7 @@ def e2e() -> Iterator[E2E]:
         release=release,
         operator_image=operator_image,
         runtime_image=runtime_image,
+        serving_image=serving_image,
         node=_pick_node(ready),
         keep=os.environ.get("KERASOP_E2E_KEEP") == "1",
         preexisting_crds={c for c in CRDS if c in existing},
@@ -495,6 +516,7 @@ def operator(e2e: E2E) -> Iterator[E2E]:
             f"runtime.image.tag={rt_tag}",
             "--set",
             "runtime.image.pullPolicy=IfNotPresent",
+            *_serving_image_values(e2e.serving_image),
             "--set",
             "operator.logFormat=text",
             "--wait",

@@ -39,6 +39,10 @@ def test_b_service_ready_and_both_protocols_match_local_keras(
 
     dep = e2e.kubectl.get("deployment", f"{DENSE}-server", e2e.namespace)
     assert dep is not None, "no Deployment dense-classifier-server"
+    # the dense model converts to ONNX: with a serving image, the slim one serves it
+    assert "onnx" in dense_job["status"]["modelFormats"], dense_job["status"]
+    (server,) = dep["spec"]["template"]["spec"]["containers"]
+    assert server["image"] == (e2e.serving_image or e2e.runtime_image), server["image"]
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
     assert annotations.get("kerasop.io/model-version") == str(version), annotations
     svc = e2e.kubectl.get("service", DENSE, e2e.namespace)

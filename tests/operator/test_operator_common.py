@@ -142,7 +142,9 @@ def test_config_from_env(monkeypatch):
     monkeypatch.setenv("KERASOP_RUNTIME_IMAGE", "reg/runtime:2")
     monkeypatch.setenv("KERASOP_RUNTIME_IMAGE_PULL_POLICY", "Always")
     monkeypatch.setenv("KERASOP_CLUSTER_DOMAIN", "corp.local")
+    monkeypatch.setenv("KERASOP_SERVING_IMAGE", "reg/serving:2")
     cfg = Config.from_env()
+    assert cfg.serving_image == "reg/serving:2"
     assert (cfg.runtime_image, cfg.image_pull_policy, cfg.cluster_domain) == (
         "reg/runtime:2",
         "Always",

@@ -337,6 +337,34 @@ def test_service_waits_for_model_then_follows_versions(fake, ctl, events):
     assert len(fake.kinds("Deployment")) == 1
 
 
+def test_service_image_follows_what_the_trainer_exported(fake, events):
+    ctl = Controller(
+        fake,
+        Config(runtime_image="runtime:1", serving_image="serving:1"),
+        lambda body, *e: events.append(e),
+    )
+    job = training_job()
+    job["status"] = {"modelVersion": 1, "modelName": "mnist", "modelFormats": ["keras", "onnx"]}
+    fake.put(job)
+    fake.put(model_service())
+    ctl.reconcile_service("ml", "mnist")
+
+    def image():
+        dep = fake.find("Deployment", "ml", "mnist-server")
+        return dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    assert image() == "serving:1"
+    # version 2 has no model.onnx (e.g. string inputs): the Keras image rolls out with it
+    live_job = fake.edit(
+        "KerasTrainingJob",
+        "ml",
+        "mnist",
+        lambda o: o["status"].update(modelVersion=2, modelFormats=["keras", "savedmodel"]),
+    )
+    ctl.training_job_seen(live_job)
+    assert image() == "runtime:1"
+
+
 def test_service_reconcile_is_idempotent_and_cleans_up(fake, ctl):
     fake.put(
         model_service(

@@ -210,6 +210,53 @@ def test_hpa_owns_replicas():
         model_service(autoscaling={"minReplicas": 2, "maxReplicas": 4}), REF, default_image="img"
     )
     assert out.pdb is not None
+    assert out.hpa["spec"]["metrics"] == [CPU_70]  # no target named: CPU at 70 %
+
+
+CPU_70 = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+}
+IN_FLIGHT_4 = {
+    "type": "Pods",
+    "pods": {
+        "metric": {"name": "kerasop_server_requests_in_flight"},
+        "target": {"type": "AverageValue", "averageValue": "4"},
+    },
+}
+
+
+def hpa_metrics_for(**targets):
+    auto = {"minReplicas": 1, "maxReplicas": 5, **targets}
+    out = desired_children(model_service(autoscaling=auto), REF, default_image="img")
+    return out.hpa["spec"]["metrics"]
+
+
+def test_hpa_on_in_flight_requests_only():
+    assert hpa_metrics_for(targetInFlightRequests=4) == [IN_FLIGHT_4]
+
+
+def test_hpa_on_cpu_and_in_flight_requests():
+    metrics = hpa_metrics_for(targetCpuUtilization=70, targetInFlightRequests=4)
+    assert metrics == [CPU_70, IN_FLIGHT_4]  # the HPA scales to the larger of the two
+
+
+def test_in_flight_metric_is_the_servers_gauge():
+    # The operator does not import the server: the name is written twice, checked here.
+    from kerasop_operator.serving.names import IN_FLIGHT_METRIC
+    from kerasop_server.metrics import Metrics
+
+    gauges = {f.name for f in Metrics("m").registry.collect() if f.type == "gauge"}
+    assert IN_FLIGHT_METRIC in gauges
+
+
+def test_in_flight_target_is_validated():
+    with pytest.raises(SpecError, match="targetInFlightRequests"):
+        desired_children(
+            model_service(autoscaling={"maxReplicas": 3, "targetInFlightRequests": 0}),
+            REF,
+            default_image="img",
+        )
 
 
 def test_gpus_resources_and_scheduling():
@@ -472,3 +519,83 @@ def test_status_is_stable():
     body = model_service()
     body["status"] = st_of(body, REF, deployment())
     assert st_of(body, REF, deployment(), now=LATER) == body["status"]
+
+
+# ============================================================================================
+# server image: the slim serving image when every loaded version has model.onnx
+
+RUNTIME, SLIM = "kerasop-runtime:1", "kerasop-serving:1"
+
+
+def image_for(svc, job, plan=None, serving_image=SLIM):
+    model = resolve_model(svc, job)
+    out = desired_children(
+        svc, model, default_image=RUNTIME, serving_image=serving_image, rollout_plan=plan
+    )
+    return server_container(out.deployment)["image"]
+
+
+def test_version_with_onnx_gets_the_serving_image():
+    job = job_with(3, modelFormats=["keras", "savedmodel", "onnx"])
+    assert resolve_model(model_service(), job).onnx_versions == {3}
+    assert image_for(model_service(), job) == SLIM
+
+
+def test_version_without_onnx_gets_the_runtime_image():
+    # e.g. a table with string columns: Keras only
+    assert image_for(model_service(), job_with(3, modelFormats=["keras", "savedmodel"])) == RUNTIME
+    # a trainer that did not report formats: unknown, so the image that serves everything
+    assert image_for(model_service(), job_with(3)) == RUNTIME
+
+
+def test_pinned_older_version_is_unknown_so_runtime_image():
+    svc = model_service(model={"trainingJob": "mnist", "version": 2})
+    assert image_for(svc, job_with(3, modelFormats=["keras", "onnx"])) == RUNTIME
+
+
+def test_claim_model_is_unknown_so_runtime_image():
+    svc = model_service(model={"name": "digits", "claimName": "store", "version": 4})
+    assert image_for(svc, None) == RUNTIME
+
+
+def test_without_a_serving_image_setting_the_runtime_image_serves_all():
+    job = job_with(3, modelFormats=["keras", "onnx"])
+    assert image_for(model_service(), job, serving_image="") == RUNTIME
+
+
+def test_spec_image_always_wins():
+    svc = model_service(image="mine:2")
+    assert image_for(svc, job_with(3, modelFormats=["keras", "onnx"])) == "mine:2"
+    assert image_for(svc, job_with(3)) == "mine:2"
+
+
+def rollout_service(history):
+    svc = model_service(rollout={"canary": {"steps": [10, 100]}})
+    svc["status"] = {"history": history}
+    return svc
+
+
+def test_rollout_needs_onnx_in_stable_and_candidate():
+    onnx = ["keras", "onnx"]
+    job = job_with(4, modelFormats=onnx)
+    plan = {"stable": 3, "candidate": 4, "weight": 10, "shadow": False}
+    # stable 3's formats come from the service's history
+    assert image_for(rollout_service([{"version": 3, "modelFormats": onnx}]), job, plan) == SLIM
+    assert image_for(rollout_service([{"version": 3, "modelFormats": ["keras"]}]), job, plan) == (
+        RUNTIME
+    )
+    # candidate 4 without model.onnx: the pods must be able to load it too
+    job = job_with(4, modelFormats=["keras"])
+    assert image_for(rollout_service([{"version": 3, "modelFormats": onnx}]), job, plan) == RUNTIME
+    # nothing promoted yet: the pods will load whatever passes, unknown
+    empty = {"stable": None, "candidate": None, "weight": 0, "shadow": False}
+    assert image_for(rollout_service([]), job_with(4, modelFormats=onnx), empty) == RUNTIME
+
+
+def test_history_keeps_the_formats_the_job_reported():
+    from kerasop import rollout
+
+    job = training_job()
+    job["status"] = {"modelVersion": 2, "modelFormats": ["keras", "onnx"]}
+    entry = rollout.history_entry(2, rollout.job_metadata(job), NOW)
+    assert entry["modelFormats"] == ["keras", "onnx"]

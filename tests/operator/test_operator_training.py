@@ -485,6 +485,7 @@ def test_status_succeeded_from_termination_message():
         metrics={"loss": 0.1, "accuracy": 0.97},
         epochsRun=5,
         dataFingerprint="sha256:" + "ab" * 32,
+        modelFormats=["keras", "savedmodel", "onnx"],
     )
     job = k8s_job(
         succeeded=1,
@@ -505,6 +506,7 @@ def test_status_succeeded_from_termination_message():
     assert st["modelPath"] == "mnist/2"
     assert st["finalMetrics"] == {"loss": 0.1, "accuracy": 0.97}
     assert st["dataFingerprint"] == "sha256:" + "ab" * 32
+    assert st["modelFormats"] == ["keras", "savedmodel", "onnx"]  # picks the serving image
     assert st["epoch"] == 5 and st["progress"] == "5/5"
     assert st["completionTime"] == LATER
     assert "failure" not in st

@@ -111,6 +111,7 @@ def test_script_reports_resumes_publishes_and_is_served(tmp_path, data_root, sto
     assert {"saved_model.pb", "model.keras", "model.onnx", "metadata.json"} <= {
         p.name for p in vdir.iterdir()
     }
+    assert done["modelFormats"] == ["keras", "savedmodel", "onnx"]
     meta = json.loads((vdir / "metadata.json").read_text())
     assert meta["input"] == {
         "kind": "tabular", "shape": [32], "dtype": "float32",

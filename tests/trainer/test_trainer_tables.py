@@ -242,6 +242,9 @@ def test_mixed_table_trains_and_takes_raw_strings(tables, tmp_path):
     assert [c["column"] for c in meta["input"]["categorical"]] == ["city", "plan"]
     assert meta["output"]["classNames"] == ["no", "yes"]
     assert not (vdir / "model.onnx").exists()  # string inputs: the Keras engine serves it
+    # what the operator reads to pick the image: the runtime one here, the slim one there
+    assert done["modelFormats"] == ["keras", "savedmodel"]
+    assert numbers["modelFormats"] == ["keras", "savedmodel", "onnx"]
 
     model = keras.saving.load_model(vdir / "model.keras")
     rows = {

@@ -35,7 +35,7 @@ from typing import Any
 from kerasop import events
 from kerasop.events import EXIT_BAD_SPEC
 from kerasop.spec import KerasTrainingJob
-from kerasop.store import ModelStore
+from kerasop.store import ModelStore, model_formats
 from kerasop_trainer import train
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.lineage import lineage
@@ -181,6 +181,8 @@ def publish(
         "epochsRun": ran,
         "dataFingerprint": metadata["lineage"]["dataFingerprint"],
     }
+    if path is not None:
+        done["modelFormats"] = model_formats(Path(path))
     _emit(events.encode("done", **done))
     return {"kerasop": "done", **done}
 

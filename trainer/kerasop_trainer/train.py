@@ -43,7 +43,14 @@ from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
 from kerasop.export import ExportError, convert_to_onnx
 from kerasop.spec import KerasTrainingJob, TrainingSpec
-from kerasop.store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelMetadata, ModelStore
+from kerasop.store import (
+    KERAS_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    ModelMetadata,
+    ModelStore,
+    model_formats,
+)
 from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.lineage import lineage
@@ -411,6 +418,8 @@ def run(
         "epochsRun": epochs_run,
         "dataFingerprint": metadata["lineage"]["dataFingerprint"],
     }
+    if version_path is not None:
+        done["modelFormats"] = model_formats(Path(version_path))
     if workers.count > 1:
         done["workerIndex"] = workers.index
     emit(events.encode("done", **{k: v for k, v in done.items() if k != "kerasop"}))

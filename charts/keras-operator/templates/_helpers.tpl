@@ -53,6 +53,13 @@ app.kubernetes.io/part-of: keras-operator
 {{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
 {{- end -}}
 
+{{/* The slim serving image, or "" (the operator then uses the runtime image for servers). */}}
+{{- define "kerasop.servingImage" -}}
+{{- with .Values.runtime.servingImage.repository -}}
+{{- printf "%s:%s" . (default $.Chart.AppVersion $.Values.runtime.servingImage.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Namespaces that get a Role, a RoleBinding and the runtime ServiceAccount (namespaced mode). */}}
 {{- define "kerasop.watchNamespaces" -}}
 {{- join "," (uniq .Values.watchNamespaces) -}}

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kerasop.spec import KerasModelService, SpecError
+from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
 
 from ..common import (
     ANN_MODEL_NAME,
@@ -37,6 +37,7 @@ from .names import (
     COMPONENT,
     CONTAINER,
     DEFAULT_SERVICE_ACCOUNT,
+    IN_FLIGHT_METRIC,
     LIVE_PATH,
     PORT,
     PRESTOP_SECONDS,
@@ -105,17 +106,78 @@ def plan_nudges(
     }
 
 
+def hpa_metrics(auto: AutoscalingSpec) -> list[dict[str, Any]]:
+    """The HPA's metrics: CPU and/or in-flight requests per pod (the HPA takes the max)."""
+    metrics: list[dict[str, Any]] = []
+    cpu = auto.cpu_target()
+    if cpu is not None:
+        metrics.append(
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": cpu},
+                },
+            }
+        )
+    if auto.target_in_flight_requests is not None:
+        # Served by a custom-metrics adapter from the servers' gauge (docs/serving.md).
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": IN_FLIGHT_METRIC},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": str(auto.target_in_flight_requests),
+                    },
+                },
+            }
+        )
+    return metrics
+
+
+def loaded_versions(model: ModelRef, rollout_plan: dict[str, Any] | None) -> list[int]:
+    """The versions the server pods load: the plan's stable and candidate, or the pinned one.
+
+    Empty when the pods pick a version themselves (the latest, or nothing promoted yet).
+    """
+    if rollout_plan is not None:
+        return [v for v in (rollout_plan.get("stable"), rollout_plan.get("candidate")) if v]
+    return [model.version] if model.version is not None else []
+
+
+def server_image(
+    spec_image: str | None,
+    model: ModelRef,
+    rollout_plan: dict[str, Any] | None,
+    *,
+    runtime_image: str,
+    serving_image: str,
+) -> str:
+    """``spec.image``; else the slim serving image (ONNX Runtime only) when every version
+    the pods load is known to hold model.onnx; else the runtime image (Keras/TensorFlow)."""
+    if spec_image:
+        return spec_image
+    versions = loaded_versions(model, rollout_plan)
+    if serving_image and versions and all(v in model.onnx_versions for v in versions):
+        return serving_image
+    return runtime_image
+
+
 def desired_children(
     body: dict[str, Any],
     model: ModelRef | Waiting,
     *,
     default_image: str,
+    serving_image: str = "",
     image_pull_policy: str = "IfNotPresent",
     claim_access_modes: list[str] | None = None,
     rollout_plan: dict[str, Any] | None = None,
 ) -> ServingChildren:
     """Every child the service needs; the Deployment/HPA/PDB only once a model is known.
 
+    ``default_image`` is the runtime image; ``serving_image`` the slim one (``""``: none).
     ``rollout_plan`` (``rollout.routing(state)``, with spec.rollout): written into the
     rollout ConfigMap the server pods poll.
     """
@@ -152,7 +214,13 @@ def desired_children(
             "data": {ROLLOUT_KEY: json.dumps(rollout_plan, sort_keys=True)},
         }
 
-    image = spec.image or default_image
+    image = server_image(
+        spec.image,
+        model,
+        rollout_plan if rollout else None,
+        runtime_image=default_image,
+        serving_image=serving_image,
+    )
     if not image:
         raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
     modes = claim_access_modes or []
@@ -291,18 +359,7 @@ def desired_children(
                 },
                 "minReplicas": auto.min_replicas,
                 "maxReplicas": auto.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": auto.target_cpu_utilization,
-                            },
-                        },
-                    }
-                ],
+                "metrics": hpa_metrics(auto),
             },
         }
 

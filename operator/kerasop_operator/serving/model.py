@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ class ModelRef:
     claim_name: str
     version: int | None  # None = the latest, picked up by the server itself
     source: str  # human-readable origin, for messages
+    # Versions known (from the trainer's report) to hold model.onnx: the slim image serves them.
+    onnx_versions: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -64,4 +67,26 @@ def resolve_model(
             "WaitingForModel",
             f"KerasTrainingJob {model.training_job} has no model version yet (phase {phase}{detail})",
         )
-    return ModelRef(name, claim, int(version), f"KerasTrainingJob {model.training_job}")
+    history = (body.get("status") or {}).get("history") or []
+    return ModelRef(
+        name,
+        claim,
+        int(version),
+        f"KerasTrainingJob {model.training_job}",
+        onnx_versions(history, jstatus),
+    )
+
+
+def onnx_versions(
+    history: Iterable[Mapping[str, Any]], job_status: Mapping[str, Any]
+) -> frozenset[int]:
+    """Versions the trainer reported with ``onnx`` among their formats.
+
+    The job's status describes its latest version; the service's rollout history keeps
+    what it saw of older ones.
+    """
+    known = {int(e["version"]) for e in history if "onnx" in (e.get("modelFormats") or [])}
+    latest = job_status.get("modelVersion")
+    if latest and "onnx" in (job_status.get("modelFormats") or []):
+        known.add(int(latest))
+    return frozenset(known)

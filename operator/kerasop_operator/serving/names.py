@@ -28,6 +28,8 @@ LIVE_PATH = "/healthz"
 ROLLOUT_VOLUME = "rollout"
 ROLLOUT_DIR = "/etc/kerasop/rollout"
 ROLLOUT_KEY = "rollout.json"
+# The servers' gauge an HPA scales on (as a custom metric of the same name).
+IN_FLIGHT_METRIC = "kerasop_server_requests_in_flight"
 
 
 def deployment_name(svc_name: str) -> str:

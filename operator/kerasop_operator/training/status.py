@@ -93,6 +93,7 @@ def training_status(
                 "modelVersion",
                 "modelPath",
                 "modelClaimName",
+                "modelFormats",
                 "tensorboardPath",
                 "failure",
             )
@@ -192,6 +193,8 @@ def training_status(
                 st.epoch = done.epochs_run
             if done.data_fingerprint:  # lineage, for the service's version history
                 st.data_fingerprint = done.data_fingerprint[:80]
+            # Describes this done's version only (an older trainer reports none).
+            st.model_formats = done.model_formats
     if phase == "Failed" and job is not None:
         st.failure = failure_info(job, pods, observed.log_lines)
 
