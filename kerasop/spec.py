@@ -216,6 +216,9 @@ LayerType = Literal[
     "GlobalAveragePooling1D",
     "GlobalMaxPooling1D",
     "Normalization",
+    "StringLookup",
+    "CategoryEncoding",
+    "Input",
 ]
 
 Activation = Literal[
@@ -280,6 +283,24 @@ class LayerSpec(SpecModel):
     )
     cell: Literal["LSTM", "GRU"] | None = Field(
         None, description="Bidirectional: the recurrent layer."
+    )
+    num_oov_indices: int | None = Field(
+        None, ge=1, le=1024, description="StringLookup: slots for values not seen in training."
+    )
+    num_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="CategoryEncoding: number of integer ids (default: the text vocabulary's size + 2).",
+    )
+    output_mode: Literal["one_hot", "multi_hot", "count"] | None = Field(
+        None, description="CategoryEncoding: one_hot, multi_hot (default) or count."
+    )
+    shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="Input (first layer only): the input shape per example, checked against the data.",
     )
 
     @model_validator(mode="after")
