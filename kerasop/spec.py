@@ -152,8 +152,9 @@ class DataSpec(SpecModel):
     normalize: bool = Field(
         True,
         description=(
-            "Tables (csv, npz rows) with model.layers: standardize the numeric features inside"
-            " the model (a Normalization layer with the training data's mean and variance)."
+            "Tables (csv, npz rows): standardize the numeric features inside the model with"
+            " the training data's mean and variance (model.layers; builder and model-file"
+            " models on tables without categorical columns get it in front of them)."
         ),
     )
     image_column: str = Field(
