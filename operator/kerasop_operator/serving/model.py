@@ -13,6 +13,15 @@ from .names import parse
 
 
 @dataclass(frozen=True)
+class UserCodeRef:
+    """The training job's ``model.codePath`` folder on its data claim: the server pods
+    mount it read-only so the Keras engine can import the user's registered classes."""
+
+    claim_name: str
+    path: str
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A resolved model: what the server pods will load."""
 
@@ -20,6 +29,7 @@ class ModelRef:
     claim_name: str
     version: int | None  # None = the latest, picked up by the server itself
     source: str  # human-readable origin, for messages
+    code: UserCodeRef | None = None
 
 
 @dataclass(frozen=True)
@@ -64,4 +74,7 @@ def resolve_model(
             "WaitingForModel",
             f"KerasTrainingJob {model.training_job} has no model version yet (phase {phase}{detail})",
         )
-    return ModelRef(name, claim, int(version), f"KerasTrainingJob {model.training_job}")
+    code = None
+    if job.spec.model is not None and job.spec.model.code_path and job.spec.data.volume:
+        code = UserCodeRef(job.spec.data.volume.claim_name, job.spec.model.code_path)
+    return ModelRef(name, claim, int(version), f"KerasTrainingJob {model.training_job}", code)
