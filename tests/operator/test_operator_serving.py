@@ -87,7 +87,8 @@ def test_user_code_of_the_job_is_mounted_read_only():
     assert {"name": "PYTHONPATH", "value": "/user-code"} in c["env"]
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/user-code")
     assert mount["subPath"] == "own/code" and mount["readOnly"] is True
-    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    volumes = dep["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == mount["name"])
     assert volume["persistentVolumeClaim"] == {"claimName": "data", "readOnly": True}
 
     plain = desired_children(model_service(), REF, default_image="img").deployment

@@ -145,7 +145,9 @@ def test_builder_model_gets_standardized_rows_and_serves_raw_ones(tables, tmp_pa
         )
         done = run(job, tables, tmp_path / "store", f"s-{normalize}", emit=Events())
         accuracy[normalize] = done["metrics"]["accuracy"]
-    print(f"scaled table, builder model: standardized {accuracy[True]:.3f}, raw {accuracy[False]:.3f}")
+    print(
+        f"scaled table, builder model: standardized {accuracy[True]:.3f}, raw {accuracy[False]:.3f}"
+    )
     assert accuracy[True] >= 0.88 and accuracy[True] - accuracy[False] >= 0.2, accuracy
 
     version = tmp_path / "store" / "scaled" / "1"  # the normalize: true run
@@ -176,10 +178,14 @@ def test_model_file_keeps_its_compile_settings_behind_the_front(tables, tmp_path
     inputs = keras.Input((30,))
     hidden = keras.layers.Dense(16, activation="relu")(inputs)
     net = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
-    net.compile(optimizer=keras.optimizers.RMSprop(0.005), loss="binary_crossentropy", metrics=["accuracy"])
+    net.compile(
+        optimizer=keras.optimizers.RMSprop(0.005), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     net.save(tables / "net.keras")
 
-    job = make_job("filed", SCALED, {"file": {"path": "net.keras"}}, {"epochs": 20, "batchSize": 16})
+    job = make_job(
+        "filed", SCALED, {"file": {"path": "net.keras"}}, {"epochs": 20, "batchSize": 16}
+    )
     done = run(job, tables, tmp_path / "store", "f1", emit=Events())
     assert done["metrics"]["accuracy"] >= 0.88, done
     published = Path(done["modelPath"]) / "model.keras"

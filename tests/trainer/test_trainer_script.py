@@ -254,23 +254,29 @@ def test_two_script_workers_get_the_worker_environment_and_worker0_publishes(
         KERASOP_NUM_WORKERS="2",
         KERASOP_COORDINATOR=f"127.0.0.1:{free_port()}",
     )
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable, "-m", "kerasop_trainer.main",
-                *_argv(spec, data_root, store, "m1", tmp_path / f"log{i}"),
-            ],
-            stdout=subprocess.PIPE, stderr=open(tmp_path / f"err{i}", "wb"), text=True,
-            env={**env, "KERASOP_WORKER_INDEX": str(i)},
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    timers = [threading.Timer(DEADLINE_S, p.kill) for p in procs]
-    for t in timers:
-        t.start()
-    outputs = [p.communicate()[0] for p in procs]
-    for t in timers:
-        t.cancel()
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(open(tmp_path / f"err{i}", "wb")) for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kerasop_trainer.main",
+                    *_argv(spec, data_root, store, "m1", tmp_path / f"log{i}"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=logs[i],
+                text=True,
+                env={**env, "KERASOP_WORKER_INDEX": str(i)},
+            )
+            for i in range(2)
+        ]
+        timers = [threading.Timer(DEADLINE_S, p.kill) for p in procs]
+        for t in timers:
+            t.start()
+        outputs = [p.communicate()[0] for p in procs]
+        for t in timers:
+            t.cancel()
     errors = [(tmp_path / f"err{i}").read_text()[-3000:] for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], errors
 

@@ -63,9 +63,7 @@ def _forget_user_code(root: Path) -> None:
     sys.path[:] = [p for p in sys.path if p != str((root / "code").absolute())]
 
 
-def test_keras_engine_imports_the_recorded_user_code_and_serves_both_protocols(
-    code_root, tmp_path
-):
+def test_keras_engine_imports_the_recorded_user_code_and_serves_both_protocols(code_root, tmp_path):
     import keras
 
     from kerasop_server.config import ServerConfig
@@ -108,7 +106,11 @@ def test_keras_engine_imports_the_recorded_user_code_and_serves_both_protocols(
         r = httpx.post(f"{server.url}/v1/models/custom:predict", json={"instances": x.tolist()})
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(np.array(r.json()["predictions"]), expected, atol=1e-5)
-        body = {"inputs": [{"name": "input", "shape": [5, 12], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {"name": "input", "shape": [5, 12], "datatype": "FP32", "data": x.ravel().tolist()}
+            ]
+        }
         r = httpx.post(f"{server.url}/v2/models/custom/infer", json=body)
         assert r.status_code == 200, r.text
         got = np.array(r.json()["outputs"][0]["data"]).reshape(expected.shape)

@@ -105,8 +105,7 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
     kwargs = spec.keras_kwargs()
     if spec.type in INPUT_LAYERS:
         raise TrainerError(
-            f"{where} ({spec.type}) can only start model.layers (Input first, then "
-            "StringLookup)",
+            f"{where} ({spec.type}) can only start model.layers (Input first, then StringLookup)",
             EXIT_BAD_SPEC,
         )
     unexpected = sorted(set(kwargs) - LAYER_ARGS[spec.type])

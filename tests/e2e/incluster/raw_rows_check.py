@@ -45,7 +45,9 @@ def main() -> int:
     wait_ready(args.host, args.port, args.model)
     out: dict = {"rows": rows, "columns": columns}
 
-    s, v1 = call(args.host, args.port, "POST", f"/v1/models/{args.model}:predict", {"instances": rows})
+    s, v1 = call(
+        args.host, args.port, "POST", f"/v1/models/{args.model}:predict", {"instances": rows}
+    )
     out["v1_status"], out["v1"] = s, (v1_values(v1) if s == 200 else v1)
     v2_inputs = [
         {
