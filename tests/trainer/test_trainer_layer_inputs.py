@@ -115,9 +115,7 @@ LAST = OUTPUT[-1]
     [
         (SCALED, [{"type": "Input", "shape": [4]}, LAST], EXIT_MODEL_MISMATCH, "gives (batch, 30)"),
         (SCALED, [{"type": "StringLookup"}, LAST], EXIT_MODEL_MISMATCH, "categorical (string)"),
-        (MIXED, [{"type": "Dense", "units": 4}, {"type": "Input"}, LAST], EXIT_BAD_SPEC, "only"),
         (SCALED, [{"type": "CategoryEncoding"}, LAST], EXIT_BAD_SPEC, "needs numTokens"),
-        (SCALED, [{"type": "Input"}], EXIT_BAD_SPEC, "only input layers"),
     ],
 )
 def test_input_layers_in_the_wrong_place_fail_clearly(tables, tmp_path, data, layers, code, text):

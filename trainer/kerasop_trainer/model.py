@@ -63,9 +63,8 @@ LAYER_ARGS: dict[str, frozenset[str]] = {
     "CategoryEncoding": frozenset({"num_tokens", "output_mode"}),
     "Input": frozenset({"shape"}),
 }
-# Layer types that describe the model's raw input rather than transform a tensor: only
-# at the start of model.layers (Input first, then StringLookup).
-INPUT_LAYERS = ("Input", "StringLookup")
+# Input and StringLookup describe the model's raw input rather than transform a tensor:
+# the spec allows them only at the start of model.layers (input_layers handles them).
 
 # ImageNet channel means (BGR) of the "caffe" preprocessing (VGG16, ResNet50).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -103,11 +102,6 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
     import keras
 
     kwargs = spec.keras_kwargs()
-    if spec.type in INPUT_LAYERS:
-        raise TrainerError(
-            f"{where} ({spec.type}) can only start model.layers (Input first, then StringLookup)",
-            EXIT_BAD_SPEC,
-        )
     unexpected = sorted(set(kwargs) - LAYER_ARGS[spec.type])
     if unexpected:
         raise TrainerError(
@@ -239,11 +233,7 @@ def input_layers(layers: list[LayerSpec], data: LoadedData) -> tuple[int, LayerS
 def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
     import keras
 
-    first, lookup = input_layers(layers, data)
-    if first == len(layers):
-        raise TrainerError(
-            "model.layers has only input layers; it needs an output layer", EXIT_BAD_SPEC
-        )
+    first, lookup = input_layers(layers, data)  # the spec checked their places
     if data.categorical_columns or data.input_kind == "text":
         return _build_functional_stack(layers, first, lookup, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
