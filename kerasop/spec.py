@@ -152,8 +152,9 @@ class DataSpec(SpecModel):
     normalize: bool = Field(
         True,
         description=(
-            "Tables (csv, npz rows) with model.layers: standardize the numeric features inside"
-            " the model (a Normalization layer with the training data's mean and variance)."
+            "Tables (csv, npz rows): standardize the numeric features inside the model with"
+            " the training data's mean and variance (model.layers; builder and model-file"
+            " models on tables without categorical columns get it in front of them)."
         ),
     )
     image_column: str = Field(
@@ -216,6 +217,9 @@ LayerType = Literal[
     "GlobalAveragePooling1D",
     "GlobalMaxPooling1D",
     "Normalization",
+    "StringLookup",
+    "CategoryEncoding",
+    "Input",
 ]
 
 Activation = Literal[
@@ -281,6 +285,24 @@ class LayerSpec(SpecModel):
     cell: Literal["LSTM", "GRU"] | None = Field(
         None, description="Bidirectional: the recurrent layer."
     )
+    num_oov_indices: int | None = Field(
+        None, ge=1, le=1024, description="StringLookup: slots for values not seen in training."
+    )
+    num_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="CategoryEncoding: number of integer ids (default: the text vocabulary's size + 2).",
+    )
+    output_mode: Literal["one_hot", "multi_hot", "count"] | None = Field(
+        None, description="CategoryEncoding: one_hot, multi_hot (default) or count."
+    )
+    shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="Input (first layer only): the input shape per example, checked against the data.",
+    )
 
     @model_validator(mode="after")
     def _required_args(self) -> LayerSpec:
@@ -300,6 +322,8 @@ def _snake(camel: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in camel)
 
 
+HEAD_NO_INPUT = "transfer.head takes no Input or StringLookup: the input is the base's"
+
 Application = Literal["VGG16", "ResNet50", "MobileNetV2", "EfficientNetB0"]
 
 
@@ -313,7 +337,12 @@ class TransferSpec(SpecModel):
                     "(self.weights == 'file') == has(self.weightsPath)",
                     "weightsPath is required when weights is 'file', and only then",
                     ".weightsPath",
-                )
+                ),
+                cel(
+                    "!has(self.head) || self.head.all(l, !(l.type in ['Input', 'StringLookup']))",
+                    HEAD_NO_INPUT,
+                    ".head",
+                ),
             ]
         }
     )
@@ -348,6 +377,8 @@ class TransferSpec(SpecModel):
     def _weights_path(self) -> TransferSpec:
         if (self.weights == "file") != (self.weights_path is not None):
             raise ValueError("weightsPath is required when weights is 'file', and only then")
+        if any(layer.type in ("Input", "StringLookup") for layer in self.head):
+            raise ValueError(HEAD_NO_INPUT)
         return self
 
 
@@ -390,6 +421,9 @@ class BuilderSpec(SpecModel):
 
 
 MODEL_SOURCES = ("layers", "transfer", "file", "builder")
+INPUT_FIRST = "Input can only be the first of model.layers"
+LOOKUP_FIRST = "StringLookup can only start model.layers (after Input, once)"
+OUTPUT_LAST = "model.layers needs an output layer after Input and StringLookup"
 
 
 class ModelSpec(SpecModel):
@@ -407,6 +441,27 @@ class ModelSpec(SpecModel):
                     "!has(self.codePath) || has(self.file) || has(self.builder)",
                     "codePath applies only to model.file and model.builder",
                     ".codePath",
+                ),
+                cel(
+                    "!has(self.layers) || !self.layers.exists(l, l.type == 'Input') ||"
+                    " (self.layers[0].type == 'Input' &&"
+                    " self.layers.filter(l, l.type == 'Input').size() == 1)",
+                    INPUT_FIRST,
+                    ".layers",
+                ),
+                cel(
+                    "!has(self.layers) || !self.layers.exists(l, l.type == 'StringLookup') ||"
+                    " (self.layers.filter(l, l.type == 'StringLookup').size() == 1 &&"
+                    " (self.layers[0].type == 'StringLookup' || (size(self.layers) > 1 &&"
+                    " self.layers[0].type == 'Input' && self.layers[1].type == 'StringLookup')))",
+                    LOOKUP_FIRST,
+                    ".layers",
+                ),
+                cel(
+                    "!has(self.layers) ||"
+                    " !(self.layers[size(self.layers) - 1].type in ['Input', 'StringLookup'])",
+                    OUTPUT_LAST,
+                    ".layers",
                 ),
             ]
         }
@@ -439,6 +494,19 @@ class ModelSpec(SpecModel):
             )
         if self.code_path is not None and self.file is None and self.builder is None:
             raise ValueError("codePath applies only to model.file and model.builder")
+        if self.layers is not None:
+            types = [layer.type for layer in self.layers]
+            if "Input" in types and (types[0] != "Input" or types.count("Input") > 1):
+                raise ValueError(INPUT_FIRST)
+            lookup_at = 1 if types[0] == "Input" else 0
+            if "StringLookup" in types and (
+                types.count("StringLookup") > 1
+                or len(types) <= lookup_at
+                or types[lookup_at] != "StringLookup"
+            ):
+                raise ValueError(LOOKUP_FIRST)
+            if types[-1] in ("Input", "StringLookup"):
+                raise ValueError(OUTPUT_LAST)
         return self
 
 

@@ -69,6 +69,13 @@ class TensorMetadata(_Camel):
     class_names: list[str] | None = None
 
 
+class UserCodeMetadata(_Camel):
+    """The user's modules a version's ``model.keras`` needs (registered custom classes)."""
+
+    modules: list[str] = Field(default_factory=list)
+    code_path: str | None = None  # the job's model.codePath, relative to its data volume
+
+
 class ModelMetadata(_Camel):
     """``metadata.json`` of a model version (docs/model-store.md); every field optional
     so that a version written by an older trainer still loads."""
@@ -82,6 +89,7 @@ class ModelMetadata(_Camel):
     spec: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     saved_model_signature: str | None = None
+    user_code: UserCodeMetadata | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON object as written to disk."""

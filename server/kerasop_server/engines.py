@@ -27,6 +27,7 @@ named inputs.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -186,6 +187,7 @@ def _load_keras_model(version_dir: Path, threads: int = 0, *, raw: bool = False)
 
     if threads > 0 and keras.backend.backend() == "tensorflow":
         _set_tf_threads(threads)
+    import_user_code(version_dir)
     try:
         model = keras.saving.load_model(file, compile=False)
     except Exception as exc:
@@ -196,6 +198,33 @@ def _load_keras_model(version_dir: Path, threads: int = 0, *, raw: bool = False)
             f" {len(model.inputs)} and {len(model.outputs)}"
         )
     return model
+
+
+def import_user_code(version_dir: Path) -> list[str]:
+    """Import the user's modules that ``metadata.json`` ``userCode`` names; return them.
+
+    They register the custom classes ``model.keras`` holds. Nothing is imported unless
+    the version's metadata (written by the trainer from the job's ``model.builder`` /
+    ``model.file.imports``) names it; the modules come from the server's Python path:
+    the job's ``codePath`` mounted read-only by the operator (``PYTHONPATH``), or the
+    user's own serving image.
+    """
+    if not (version_dir / METADATA_FILE).is_file():
+        return []
+    user_code = read_metadata(version_dir).user_code
+    if user_code is None:
+        return []
+    for module in user_code.modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            where = f" (the job's codePath {user_code.code_path})" if user_code.code_path else ""
+            raise EngineError(
+                f"{version_dir / KERAS_FILE} needs the user's module {module}{where}, which"
+                f" does not import here: {type(exc).__name__}: {exc}"
+            ) from exc
+        log.info("imported the user's module %s for %s", module, version_dir)
+    return list(user_code.modules)
 
 
 def _shape_of(tensor: Any) -> tuple[int | None, ...]:

@@ -219,6 +219,26 @@ INVALID = [
         ["spec.training.backend", "Unsupported value"],
     ),
     (
+        "input-not-first",
+        edit(dense_job, _set("model.layers.1", {"type": "Input"})),
+        ["spec.model.layers", "Input can only be the first of model.layers"],
+    ),
+    (
+        "string-lookup-after-dense",
+        edit(dense_job, _set("model.layers.1", {"type": "StringLookup"})),
+        ["spec.model.layers", "StringLookup can only start model.layers"],
+    ),
+    (
+        "only-input-layers",
+        edit(dense_job, _set("model.layers", [{"type": "Input"}, {"type": "StringLookup"}])),
+        ["spec.model.layers", "model.layers needs an output layer"],
+    ),
+    (
+        "input-in-transfer-head",
+        edit(transfer_job, _set("model.transfer.head", [{"type": "Input"}])),
+        ["spec.model.transfer.head", "transfer.head takes no Input or StringLookup"],
+    ),
+    (
         "dense-without-units",
         edit(dense_job, _del("model.layers.0.units")),
         ["spec.model.layers[0]", "Dense needs units"],

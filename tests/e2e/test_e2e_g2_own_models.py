@@ -8,7 +8,9 @@ i2 examples/builder.yaml: builder code from codePath, trained, published, served
 i3 examples/script-mode.yaml: the user's own script (examples/script/train.py, on the data
    volume, run in the runtime image) reports epochs into status, publishes, is served;
 i4 examples/mixed-table.yaml: a table with string columns trains (categorical columns in
-   metadata) and is served (Keras engine), and so is its numeric regression sibling;
+   metadata) and is served (Keras engine): raw CSV rows (strings for city and plan) over v1
+   and v2 equal the same model.keras loaded in a pod; its numeric regression sibling is
+   served too;
 i5 a builder that raises: Failed with UserCodeError and the user's traceback in
    status.failure, one pod, no restarts, no version.
 """
@@ -157,7 +159,45 @@ def test_i4_mixed_table_trains_and_regression_is_served(own_data: E2E, phase) ->
         e2e.kubectl.apply(svc, e2e.namespace)
     e2e.wait_service_ready("lifetime-value", version=value["status"]["modelVersion"], timeout=600)
     # string inputs, no model.onnx: the server's Keras engine serves it
-    e2e.wait_service_ready("churn", version=churn["status"]["modelVersion"], timeout=600)
+    version = churn["status"]["modelVersion"]
+    e2e.wait_service_ready("churn", version=version, timeout=600)
+    phase("mixed table services ready")
+    out = _raw_rows_in_pod(e2e, "churn", version, churn["status"]["modelClaimName"])
+    shown = json.dumps(out, indent=1)
+    assert out["v1_status"] == 200 and out["v2_status"] == 200, shown
+    assert all(isinstance(row[2], str) for row in out["rows"]), shown  # city as a string
+    assert out["max_diff_v1"] is not None and out["max_diff_v1"] <= TOLERANCE, shown
+    assert out["max_diff_v2"] is not None and out["max_diff_v2"] <= TOLERANCE, shown
+
+
+def _raw_rows_in_pod(e2e: E2E, name: str, version: int, claim: str) -> dict:
+    """raw_rows_check.py in a pod: raw CSV rows (strings for city and plan) over v1 and v2,
+    against the same model.keras loaded in the pod."""
+    pod = runtime_pod(
+        f"e2e-raw-{name}",
+        e2e.runtime_image,
+        [
+            "python",
+            "/scripts/raw_rows_check.py",
+            "--host",
+            name,
+            "--model",
+            name,
+            "--model-dir",
+            f"/models/{name}/{version}",
+            "--csv",
+            "/data/mixed/train.csv",
+            "--rows",
+            "4",
+        ],
+        claims={"/data": (DATA_CLAIM, True), "/models": (claim, True)},
+        scripts_configmap=SCRIPTS,
+    )
+    log = e2e.run_pod(pod, timeout=600)
+    for line in reversed(log.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise AssertionError(f"no RESULT line:\n{log[-3000:]}")
 
 
 def load_example_all(name: str) -> list[dict]:

@@ -72,6 +72,30 @@ def test_resolve_name_and_claim():
     assert resolve_model(svc, None).version == 4
 
 
+def test_user_code_of_the_job_is_mounted_read_only():
+    """A builder job's codePath on its data claim: the server pods mount it read-only and
+    put it on PYTHONPATH (the server imports only what metadata.json userCode names)."""
+    job = training_job(
+        data={"format": "npz", "path": "x.npz", "volume": {"claimName": "data"}},
+        model={"builder": {"module": "nets"}, "codePath": "own/code"},
+    )
+    job["status"] = {"modelVersion": 2}
+    ref = resolve_model(model_service(), job)
+    assert ref.code == serving.model.UserCodeRef("data", "own/code")
+    dep = desired_children(model_service(), ref, default_image="img").deployment
+    c = server_container(dep)
+    assert {"name": "PYTHONPATH", "value": "/user-code"} in c["env"]
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/user-code")
+    assert mount["subPath"] == "own/code" and mount["readOnly"] is True
+    volumes = dep["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"] == {"claimName": "data", "readOnly": True}
+
+    plain = desired_children(model_service(), REF, default_image="img").deployment
+    assert "PYTHONPATH" not in {e["name"] for e in server_container(plain)["env"]}
+    assert all(m["mountPath"] != "/user-code" for m in server_container(plain)["volumeMounts"])
+
+
 def test_resolve_rejects_invalid_spec():
     with pytest.raises(SpecError):
         resolve_model(model_service(model={"name": "b"}), None)

@@ -202,3 +202,96 @@ def test_example_script_runs_with_kerasop_train(tmp_path, data_root):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert ModelStore(tmp_path / "store").versions("local-script") == [1]
+
+
+WORKER_SCRIPT = '''
+"""A data-parallel script: joins the other workers, trains on its share of the rows."""
+import keras
+import numpy as np
+
+from kerasop_trainer import api
+
+place = api.join_workers()
+table = np.loadtxt(api.data_root() / "small.csv", delimiter=",", skiprows=1, dtype="float32")
+x, y = table[:, :-1], table[:, -1]
+cut = 300
+mine = np.arange(cut)[place.index :: place.count]  # this worker's share
+
+
+def build():
+    inputs = keras.Input((x.shape[1],))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden))
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+model, initial_epoch = api.resume(build)
+model.fit(
+    x[mine], y[mine], epochs=api.epochs(), initial_epoch=initial_epoch,
+    batch_size=32 // place.count, callbacks=[api.callback(initial_epoch)], verbose=0,
+)
+print(f"worker {place.index}/{place.count} trained {len(mine)} rows", flush=True)
+api.publish(model, model.evaluate(x[cut:], y[cut:], return_dict=True, verbose=0))
+'''
+
+
+def test_two_script_workers_get_the_worker_environment_and_worker0_publishes(
+    tmp_path, data_root, store
+):
+    """Two script processes with the pods' worker environment (as the operator sets it):
+    each joins the coordinator, trains its half, and only worker 0 writes the version."""
+    from trainerkit import free_port
+
+    script = tmp_path / "workers.py"
+    script.write_text(WORKER_SCRIPT)
+    job = _job("multi-script", [sys.executable, str(script)], epochs=2)
+    job.spec.workers = 2
+    spec = _spec_file(tmp_path, job)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_BACKEND="jax",
+        KERASOP_NUM_WORKERS="2",
+        KERASOP_COORDINATOR=f"127.0.0.1:{free_port()}",
+    )
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(open(tmp_path / f"err{i}", "wb")) for i in range(2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kerasop_trainer.main",
+                    *_argv(spec, data_root, store, "m1", tmp_path / f"log{i}"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=logs[i],
+                text=True,
+                env={**env, "KERASOP_WORKER_INDEX": str(i)},
+            )
+            for i in range(2)
+        ]
+        timers = [threading.Timer(DEADLINE_S, p.kill) for p in procs]
+        for t in timers:
+            t.start()
+        outputs = [p.communicate()[0] for p in procs]
+        for t in timers:
+            t.cancel()
+    errors = [(tmp_path / f"err{i}").read_text()[-3000:] for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], errors
+
+    for i, out in enumerate(outputs):
+        assert f"worker {i}/2 trained 150 rows" in out, out
+    last = [events.last_events(out.splitlines()) for out in outputs]
+    starts = [e.start.model_dump(by_alias=True) for e in last]
+    assert [(s["workerIndex"], s["workers"], s["backend"]) for s in starts] == [
+        (0, 2, "jax"),
+        (1, 2, "jax"),
+    ]
+    done = [e.done.model_dump(by_alias=True) for e in last]
+    assert done[0]["modelVersion"] == 1 and done[1]["modelVersion"] is None
+    assert ModelStore(store).versions("multi-script") == [1]
+    meta = ModelStore(store).metadata("multi-script", 1).to_json_dict()
+    assert meta["spec"]["workers"] == 2 and meta["epochsRun"] == 2
+    assert not ModelStore(store).checkpoint_dir("multi-script", "m1").exists()

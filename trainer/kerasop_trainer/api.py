@@ -83,6 +83,22 @@ def workers() -> train.WorkerConfig:
     return train.WorkerConfig.from_env()
 
 
+def join_workers() -> train.WorkerConfig:
+    """Join the job's other workers as the built-in trainer does; return this worker's place.
+
+    With several workers (``spec.workers``; the pods get ``KERAS_BACKEND=jax``) this
+    connects to the coordinator and sets Keras' ``DataParallel`` distribution; each
+    worker then feeds its own share of the rows with a batch of ``batchSize / workers``.
+    Call it before building the model. A single worker: nothing to join.
+    """
+    import keras
+
+    place = workers()
+    if place.count > 1:
+        train._init_distribution(keras, place)
+    return place
+
+
 def epochs() -> int:
     """``spec.training.epochs``."""
     return job().spec.training.epochs

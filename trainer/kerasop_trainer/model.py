@@ -59,7 +59,12 @@ LAYER_ARGS: dict[str, frozenset[str]] = {
     "GlobalAveragePooling1D": frozenset(),
     "GlobalMaxPooling1D": frozenset(),
     "Normalization": frozenset(),
+    "StringLookup": frozenset({"num_oov_indices"}),
+    "CategoryEncoding": frozenset({"num_tokens", "output_mode"}),
+    "Input": frozenset({"shape"}),
 }
+# Input and StringLookup describe the model's raw input rather than transform a tensor:
+# the spec allows them only at the start of model.layers (input_layers handles them).
 
 # ImageNet channel means (BGR) of the "caffe" preprocessing (VGG16, ResNet50).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -118,6 +123,15 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
                 EXIT_BAD_SPEC,
             )
         kwargs["input_dim"] = len(data.text_vocabulary) + 2  # padding and unknown words
+    if spec.type == "CategoryEncoding":
+        if "num_tokens" not in kwargs:
+            if data is None or data.text_vocabulary is None:
+                raise TrainerError(
+                    f"{where} (CategoryEncoding) needs numTokens unless the data format is text",
+                    EXIT_BAD_SPEC,
+                )
+            kwargs["num_tokens"] = len(data.text_vocabulary) + 2  # padding and unknown words
+        kwargs.setdefault("output_mode", "multi_hot")
     if spec.type == "Bidirectional":
         recurrent = getattr(keras.layers, kwargs.pop("cell"))(**kwargs)
         return keras.layers.Bidirectional(recurrent, **extra)
@@ -144,9 +158,41 @@ def build_model(
     from kerasop_trainer import usermodel
 
     if spec.file is not None:
-        return usermodel.load_model_file(spec.file, data, Path(data_root))
-    assert spec.builder is not None
-    return usermodel.call_builder(spec.builder, data)
+        model = usermodel.load_model_file(spec.file, data, Path(data_root))
+    else:
+        assert spec.builder is not None
+        model = usermodel.call_builder(spec.builder, data)
+    return standardized_front(model, data, name)
+
+
+STANDARDIZE_LAYER = "standardize"
+
+
+def standardized_front(model, data: LoadedData, name: str = "model"):
+    """The user's model behind the table's standardization, on numeric tables.
+
+    So a model file or builder model gets standardized features like ``model.layers``
+    does, and the saved model still takes raw rows. Left as it is (and
+    ``data.standardize`` cleared, so the metadata tells the truth) when ``normalize`` is
+    off, the table has categorical columns (the model gets the raw dict), or the data is
+    not a table. A model that already has the trainer's ``standardize`` layer (a version
+    this trainer published, fine-tuned) is not standardized twice.
+    """
+    import keras
+
+    if not data.standardize or data.categorical_columns:
+        data.standardize = False
+        return model
+    if any(layer.name == STANDARDIZE_LAYER for layer in model.layers):
+        _note("the model already standardizes its input (a published version): kept as it is")
+        return model
+    inputs = keras.Input(shape=data.input_shape, name="inputs")
+    outputs = model(standardize_layer(data)(inputs))
+    front = keras.Model(inputs, outputs, name=_keras_name(name))
+    compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if compile_config:
+        front.compile_from_config(compile_config)  # a model file's own settings
+    return front
 
 
 # --------------------------------------------------------------------------
@@ -154,17 +200,48 @@ def build_model(
 # --------------------------------------------------------------------------
 
 
+def input_layers(layers: list[LayerSpec], data: LoadedData) -> tuple[int, LayerSpec | None]:
+    """Check the leading ``Input`` and ``StringLookup`` layers against the data.
+
+    Returns ``(how many layers they are, the StringLookup or None)``. ``Input`` only
+    states the shape the data has (a mismatch fails the job); ``StringLookup`` sets how
+    the categorical columns are looked up.
+    """
+    count = 0
+    lookup = None
+    if layers and layers[0].type == "Input":
+        shape = layers[0].shape
+        if shape is not None and tuple(shape) != tuple(data.input_shape):
+            raise TrainerError(
+                f"model.layers[0] (Input) has shape {_shape((None, *shape))}, but the "
+                f"{data.input_kind} data gives {_shape((None, *data.input_shape))}",
+                EXIT_MODEL_MISMATCH,
+            )
+        count = 1
+    if len(layers) > count and layers[count].type == "StringLookup":
+        if not data.categorical_columns:
+            raise TrainerError(
+                f"model.layers[{count}] (StringLookup) needs a table with categorical "
+                "(string) columns",
+                EXIT_MODEL_MISMATCH,
+            )
+        lookup = layers[count]
+        count += 1
+    return count, lookup
+
+
 def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
     import keras
 
+    first, lookup = input_layers(layers, data)  # the spec checked their places
     if data.categorical_columns or data.input_kind == "text":
-        return _build_functional_stack(layers, data, mixed, name)
+        return _build_functional_stack(layers, first, lookup, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
     if data.standardize and not any(layer.type == "Normalization" for layer in layers):
         model.add(standardize_layer(data))
     before: tuple = (None, *data.input_shape)
-    for i, layer_spec in enumerate(layers):
+    for i, layer_spec in enumerate(layers[first:], start=first):
         where = f"model.layers[{i}]"
         last = i == len(layers) - 1
         # The output layer computes in float32 under mixed precision (stable loss).
@@ -177,7 +254,7 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     return model
 
 
-def standardize_layer(data: LoadedData, name: str | None = "standardize"):
+def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER):
     """Per-feature standardization ``(x - mean) / std`` with the training data's statistics.
 
     The statistics come from the whole training split (computed before sharding), so
@@ -197,12 +274,13 @@ def standardize_layer(data: LoadedData, name: str | None = "standardize"):
     )
 
 
-def table_inputs(data: LoadedData):
+def table_inputs(data: LoadedData, num_oov_indices: int = 1):
     """Inputs of a table with categorical columns and the features they become.
 
     ``features`` (float32, the numeric columns, standardized unless ``normalize: false``)
     and one string input per categorical column (``StringLookup``, one-hot; values not
-    seen in training share one extra slot). Returns ``(inputs dict, concatenated tensor)``.
+    seen in training share ``num_oov_indices`` extra slots, by hash). Returns
+    ``(inputs dict, concatenated tensor)``.
     """
     import keras
 
@@ -217,7 +295,10 @@ def table_inputs(data: LoadedData):
         raw = keras.Input(shape=(1,), dtype="string", name=name)
         inputs[name] = raw
         lookup = keras.layers.StringLookup(
-            vocabulary=vocabulary, output_mode="one_hot", name=f"{name}_lookup"
+            vocabulary=vocabulary,
+            num_oov_indices=num_oov_indices,
+            output_mode="one_hot",
+            name=f"{name}_lookup",
         )
         parts.append(lookup(raw))
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="table")(parts)
@@ -238,12 +319,23 @@ def text_inputs(data: LoadedData):
     return inputs, vectorize(inputs)
 
 
-def _build_functional_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+def _build_functional_stack(
+    layers: list[LayerSpec],
+    first: int,
+    lookup: LayerSpec | None,
+    data: LoadedData,
+    mixed: bool,
+    name: str,
+):
     """Layers after a preprocessing head with named or string inputs (tables, text)."""
     import keras
 
-    inputs, x = text_inputs(data) if data.input_kind == "text" else table_inputs(data)
-    for i, layer_spec in enumerate(layers):
+    if data.input_kind == "text":
+        inputs, x = text_inputs(data)
+    else:
+        oov = lookup.num_oov_indices if lookup is not None else None
+        inputs, x = table_inputs(data, num_oov_indices=oov or 1)
+    for i, layer_spec in enumerate(layers[first:], start=first):
         where = f"model.layers[{i}]"
         extra = {"dtype": "float32"} if (mixed and i == len(layers) - 1) else {}
         layer = make_layer(layer_spec, where, data, **extra)

@@ -630,7 +630,7 @@ def version_metadata(
     epochs_run: int,
 ) -> dict[str, Any]:
     """The version's ``metadata.json`` (docs/CONTRACTS.md)."""
-    return {
+    metadata = {
         "name": job.model_name,
         "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "input": input_meta,
@@ -641,6 +641,28 @@ def version_metadata(
         "versions": _versions(keras),
         "savedModelSignature": SAVED_MODEL_SIGNATURE,
     }
+    user_code = user_code_metadata(job)
+    if user_code is not None:
+        metadata["userCode"] = user_code
+    return metadata
+
+
+def user_code_metadata(job: KerasTrainingJob) -> dict[str, Any] | None:
+    """The user's modules that ``model.keras`` may need to load (its registered classes).
+
+    The server's Keras engine imports exactly these, and only because this says so.
+    """
+    model = job.spec.model
+    if model is None or (model.builder is None and model.file is None):
+        return None
+    modules = [model.builder.module] if model.builder is not None else []
+    modules += model.file.imports if model.file is not None else []
+    if not modules:
+        return None
+    out: dict[str, Any] = {"modules": modules}
+    if model.code_path is not None:
+        out["codePath"] = model.code_path
+    return out
 
 
 def publish(

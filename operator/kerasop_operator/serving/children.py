@@ -64,6 +64,11 @@ class ServingChildren:
     rollout_config: dict[str, Any] | None = None  # with spec.rollout
 
 
+# The training job's codePath (on its data claim), for models with the user's classes.
+USER_CODE_VOLUME = "user-code"
+USER_CODE_ROOT = "/user-code"
+
+
 def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
     server = svc.spec.server
     args = ["--store-root", STORE_ROOT, "--model", model.name]
@@ -237,6 +242,8 @@ def desired_children(
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            # the job's codePath: the engine imports what metadata.json userCode names
+            *([{"name": "PYTHONPATH", "value": USER_CODE_ROOT}] if model.code else []),
         ],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {
@@ -269,6 +276,18 @@ def desired_children(
                 if rollout
                 else []
             ),
+            *(
+                [
+                    {
+                        "name": USER_CODE_VOLUME,
+                        "mountPath": USER_CODE_ROOT,
+                        "subPath": model.code.path,
+                        "readOnly": True,
+                    }
+                ]
+                if model.code
+                else []
+            ),
         ],
         "securityContext": container_security_context(),
     }
@@ -289,6 +308,19 @@ def desired_children(
             *(
                 [{"name": ROLLOUT_VOLUME, "configMap": {"name": rollout_config_name(name)}}]
                 if rollout
+                else []
+            ),
+            *(
+                [
+                    {
+                        "name": USER_CODE_VOLUME,
+                        "persistentVolumeClaim": {
+                            "claimName": model.code.claim_name,
+                            "readOnly": True,
+                        },
+                    }
+                ]
+                if model.code
                 else []
             ),
         ],

@@ -14,6 +14,15 @@ from .names import parse
 
 
 @dataclass(frozen=True)
+class UserCodeRef:
+    """The training job's ``model.codePath`` folder on its data claim: the server pods
+    mount it read-only so the Keras engine can import the user's registered classes."""
+
+    claim_name: str
+    path: str
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A resolved model: what the server pods will load."""
 
@@ -23,6 +32,7 @@ class ModelRef:
     source: str  # human-readable origin, for messages
     # Versions known (from the trainer's report) to hold model.onnx: the slim image serves them.
     onnx_versions: frozenset[int] = frozenset()
+    code: UserCodeRef | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ def resolve_model(
             "WaitingForModel",
             f"KerasTrainingJob {model.training_job} has no model version yet (phase {phase}{detail})",
         )
+    code = None
+    if job.spec.model is not None and job.spec.model.code_path and job.spec.data.volume:
+        code = UserCodeRef(job.spec.data.volume.claim_name, job.spec.model.code_path)
     history = (body.get("status") or {}).get("history") or []
     return ModelRef(
         name,
@@ -74,6 +87,7 @@ def resolve_model(
         int(version),
         f"KerasTrainingJob {model.training_job}",
         onnx_versions(history, jstatus),
+        code,
     )
 
 
