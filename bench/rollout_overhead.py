@@ -1,18 +1,20 @@
-"""What a rollout costs the live path: one version vs a 50% canary split vs shadowing.
+"""What a rollout costs the live path: one version vs a canary split vs shadowing.
 
     python bench/rollout_overhead.py [--model dense|cnn] [--concurrency 16] [--duration 6]
-                                     [--rounds 3] [--engine onnx]
+                                     [--rounds 3] [--engine onnx] [--weight 10]
 
 Writes two versions of a random-weight model into a temporary store and starts
 three ``kerasop-serve`` subprocesses (127.0.0.1, free ports), each with a
 rollout file:
 
   single   {"stable": 1}                                  one version loaded
-  split    {"stable": 1, "candidate": 2, "weight": 50}    half the requests on each
+  split    {"stable": 1, "candidate": 2, "weight": W}     W% of the requests on v2
   shadow   {"stable": 1, "candidate": 2, "shadow": true}  every request copied to v2
 
 The closed-loop load of ``serving_load.py`` visits them in interleaved rounds
-(v1 protocol, one row per request). Reports throughput, p50/p99, errors, and for
+(v1 protocol, one row per request). Reports throughput, p50/p99, errors, the
+server's CPU time per request (its ``process_cpu_seconds_total`` over the
+requests answered: less sensitive to a busy machine than wall time), and for
 shadow how many copies were compared and how many were dropped by the bounded
 queue (dropping is what keeps the live path from waiting on the shadow).
 """
@@ -31,23 +33,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from serving_load import load, merge, start_server, stop_servers, wait_ready, write_store
 
-PLANS = {
-    "single": {"stable": 1},
-    "split": {"stable": 1, "candidate": 2, "weight": 50},
-    "shadow": {"stable": 1, "candidate": 2, "shadow": True},
-}
+
+def plans(weight: int) -> dict[str, dict[str, object]]:
+    return {
+        "single": {"stable": 1},
+        "split": {"stable": 1, "candidate": 2, "weight": weight},
+        "shadow": {"stable": 1, "candidate": 2, "shadow": True},
+    }
 
 
-def shadow_counts(url: str) -> dict[str, float]:
+def samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def shadow_counts(url: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "kerasop_server_shadow_comparisons_total":
-                out[sample.labels["result"]] = out.get(sample.labels["result"], 0) + sample.value
+    for labels, value in samples(url, "kerasop_server_shadow_comparisons_total"):
+        out[labels["result"]] = out.get(labels["result"], 0) + value
     return out
+
+
+def cpu_and_answers(url: str) -> tuple[float, float]:
+    """CPU time (user + system) the server process has used, and predictions it answered."""
+    cpu = sum(value for _, value in samples(url, "process_cpu_seconds_total"))
+    answered = sum(
+        value
+        for labels, value in samples(url, "kerasop_server_requests_total")
+        if labels["endpoint"] == "v1_predict"
+    )
+    return cpu, answered
+
+
+def measured(url: str, path: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    """One round of load, with the server CPU it cost and the requests it answered
+    (both counted by the server, warm-up included)."""
+    cpu_before, answered_before = cpu_and_answers(url)
+    result = asyncio.run(load(url, path, body, concurrency, seconds))
+    cpu_after, answered_after = cpu_and_answers(url)
+    result["cpu"], result["answered"] = cpu_after - cpu_before, answered_after - answered_before
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=6.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--engine", default="onnx")
+    p.add_argument("--weight", type=int, default=10, help="percent to the candidate in split")
     args = p.parse_args(argv)
     concurrency = max(1, min(args.concurrency, 256))
     duration = max(1.0, min(args.duration, 60.0))
     rounds = max(1, min(args.rounds, 20))
+    weight = max(1, min(args.weight, 100))
     servers = []
     with tempfile.TemporaryDirectory(prefix="kerasop-rollout-") as tmp:
         store = Path(tmp) / "store"
@@ -68,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         write_store(store, args.model)  # version 2: the same network and weights (all agree)
         path, body = f"/v1/models/{model}:predict", json.dumps({"instances": [row]}).encode()
         try:
-            for label, plan in PLANS.items():
+            for label, plan in plans(weight).items():
                 plan_file = Path(tmp) / f"{label}.json"
                 plan_file.write_text(json.dumps(plan))
                 proc, url = start_server(
@@ -79,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(wait_ready(url, proc))
             asyncio.run(asyncio.sleep(3))  # the candidates load after stable is ready
             parts: dict[str, list[dict[str, float]]] = {}
+            cpu_ms: dict[str, float] = {}
             for round_ in range(rounds):
                 for label, _, url in servers:
-                    r = asyncio.run(load(url, path, body, concurrency, duration / rounds))
+                    r = measured(url, path, body, concurrency, duration / rounds)
                     parts.setdefault(label, []).append(r)
                     print(f"  round {round_ + 1}: {label}: {r['rps']:.0f} req/s", file=sys.stderr)
+            for label, _, _ in servers:
+                answered = sum(p["answered"] for p in parts[label])
+                cpu_ms[label] = 1000 * sum(p["cpu"] for p in parts[label]) / answered
             results = [(label, merge(parts[label], duration)) for label, _, _ in servers]
             shadow = shadow_counts(servers[2][2])
         finally:
@@ -93,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         f" in {rounds} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
     base = results[0][1]
-    print("| config | requests | errors | req/s | vs single | p50 ms | p99 ms | vs single |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| config | requests | errors | req/s | vs single | p50 ms | p99 ms | vs single"
+        " | server CPU ms/request | vs single |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in results:
+        name = f"split {weight}%" if label == "split" else label
         print(
-            f"| {label} | {r['requests']} | {r['errors']} | {r['rps']:.0f}"
+            f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f}"
             f" | {100 * (r['rps'] / base['rps'] - 1):+.0f}% | {r['p50']:.1f} | {r['p99']:.1f}"
-            f" | {100 * (r['p99'] / base['p99'] - 1):+.0f}% |"
+            f" | {100 * (r['p99'] / base['p99'] - 1):+.0f}% | {cpu_ms[label]:.3f}"
+            f" | {100 * (cpu_ms[label] / cpu_ms['single'] - 1):+.0f}% |"
         )
     compared = shadow.get("agree", 0) + shadow.get("disagree", 0)
     print(
