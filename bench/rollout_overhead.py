@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def shadow_counts(url: str) -> dict[str, float]:
     for labels, value in samples(url, "kerasop_server_shadow_comparisons_total"):
         out[labels["result"]] = out.get(labels["result"], 0) + value
     return out
+
+
+def wait_candidate(url: str, label: str, timeout: float = 180) -> None:
+    """Wait until the server has loaded version 2 beside stable (it loads after stable)."""
+    deadline = time.monotonic() + timeout
+    while not any(v == 2 for _, v in samples(url, "kerasop_server_candidate_version")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{label}: the candidate did not load")
+        time.sleep(0.2)
 
 
 def cpu_and_answers(url: str) -> tuple[float, float]:
@@ -111,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append((label, proc, url))
             for _, proc, url in servers:
                 asyncio.run(wait_ready(url, proc))
-            asyncio.run(asyncio.sleep(3))  # the candidates load after stable is ready
+            for label, _, url in servers[1:]:
+                wait_candidate(url, label)
             parts: dict[str, list[dict[str, float]]] = {}
             cpu_ms: dict[str, float] = {}
             for round_ in range(rounds):
