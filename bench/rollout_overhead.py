@@ -2,6 +2,7 @@
 
     python bench/rollout_overhead.py [--model dense|cnn] [--concurrency 16] [--duration 6]
                                      [--rounds 3] [--engine onnx] [--weight 10]
+                                     [--compare-with OTHER_CHECKOUT]
 
 Writes two versions of a random-weight model into a temporary store and starts
 three ``kerasop-serve`` subprocesses (127.0.0.1, free ports), each with a
@@ -17,6 +18,10 @@ server's CPU time per request (its ``process_cpu_seconds_total`` over the
 requests answered: less sensitive to a busy machine than wall time), and for
 shadow how many copies were compared and how many were dropped by the bounded
 queue (dropping is what keeps the live path from waiting on the shadow).
+
+``--compare-with DIR`` also runs the three configurations with the server code
+of another checkout (e.g. ``git worktree add /tmp/old <commit>``) in the same
+interleaved rounds: a before/after on a shared machine, within one run.
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serving_load import load, merge, start_server, stop_servers, wait_ready, write_store
+from serving_load import (
+    REPO,
+    load,
+    merge,
+    start_server,
+    stop_servers,
+    wait_ready,
+    write_store,
+)
 
 
 def plans(weight: int) -> dict[str, dict[str, object]]:
@@ -100,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--engine", default="onnx")
     p.add_argument("--weight", type=int, default=10, help="percent to the candidate in split")
+    p.add_argument("--compare-with", type=Path, help="another checkout to run side by side")
     args = p.parse_args(argv)
     concurrency = max(1, min(args.concurrency, 256))
     duration = max(1.0, min(args.duration, 60.0))
@@ -112,17 +126,23 @@ def main(argv: list[str] | None = None) -> int:
         write_store(store, args.model)  # version 2: the same network and weights (all agree)
         path, body = f"/v1/models/{model}:predict", json.dumps({"instances": [row]}).encode()
         try:
-            for label, plan in plans(weight).items():
-                plan_file = Path(tmp) / f"{label}.json"
-                plan_file.write_text(json.dumps(plan))
-                proc, url = start_server(
-                    store, model, args.engine, ["--rollout-file", str(plan_file)]
-                )
-                servers.append((label, proc, url))
+            checkouts = [("", REPO)]
+            if args.compare_with is not None:
+                checkouts.insert(0, (f"{args.compare_with.name} ", args.compare_with.resolve()))
+            for prefix, repo in checkouts:
+                for config, plan in plans(weight).items():
+                    label = prefix + config
+                    plan_file = Path(tmp) / f"{len(servers)}.json"
+                    plan_file.write_text(json.dumps(plan))
+                    proc, url = start_server(
+                        store, model, args.engine, ["--rollout-file", str(plan_file)], repo
+                    )
+                    servers.append((label, proc, url))
             for _, proc, url in servers:
                 asyncio.run(wait_ready(url, proc))
-            for label, _, url in servers[1:]:
-                wait_candidate(url, label)
+            for label, _, url in servers:
+                if not label.endswith("single"):
+                    wait_candidate(url, label)
             parts: dict[str, list[dict[str, float]]] = {}
             cpu_ms: dict[str, float] = {}
             for round_ in range(rounds):
@@ -134,26 +154,28 @@ def main(argv: list[str] | None = None) -> int:
                 answered = sum(p["answered"] for p in parts[label])
                 cpu_ms[label] = 1000 * sum(p["cpu"] for p in parts[label]) / answered
             results = [(label, merge(parts[label], duration)) for label, _, _ in servers]
-            shadow = shadow_counts(servers[2][2])
+            shadow = shadow_counts(servers[-1][2])
         finally:
             stop_servers([proc for _, proc, _ in servers])
     print(
         f"\nmodel {args.model}, engine {args.engine}, {concurrency} clients, {duration:.0f} s"
         f" in {rounds} rounds, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
-    base = results[0][1]
+    by_label = dict(results)
     print(
         "| config | requests | errors | req/s | vs single | p50 ms | p99 ms | vs single"
         " | server CPU ms/request | vs single |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in results:
-        name = f"split {weight}%" if label == "split" else label
+        single = label.rsplit(" ", 1)[0] + " single" if " " in label else "single"
+        base, base_cpu = by_label[single], cpu_ms[single]  # the same checkout's one version
+        name = label.replace("split", f"split {weight}%")
         print(
             f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f}"
             f" | {100 * (r['rps'] / base['rps'] - 1):+.0f}% | {r['p50']:.1f} | {r['p99']:.1f}"
             f" | {100 * (r['p99'] / base['p99'] - 1):+.0f}% | {cpu_ms[label]:.3f}"
-            f" | {100 * (cpu_ms[label] / cpu_ms['single'] - 1):+.0f}% |"
+            f" | {100 * (cpu_ms[label] / base_cpu - 1):+.0f}% |"
         )
     compared = shadow.get("agree", 0) + shadow.get("disagree", 0)
     print(
