@@ -15,7 +15,8 @@ rollout file:
 The closed-loop load of ``serving_load.py`` visits them in interleaved rounds
 (v1 protocol, one row per request). Reports throughput, p50/p99, errors, the
 server's CPU time per request (its ``process_cpu_seconds_total`` over the
-requests answered: less sensitive to a busy machine than wall time), and for
+requests answered: less sensitive to a busy machine than wall time), the model
+calls per 100 requests (fewer rows per call cost more CPU per request), and for
 shadow how many copies were compared and how many were dropped by the bounded
 queue (dropping is what keeps the live path from waiting on the shadow).
 
@@ -84,24 +85,28 @@ def wait_candidate(url: str, label: str, timeout: float = 180) -> None:
         time.sleep(0.2)
 
 
-def cpu_and_answers(url: str) -> tuple[float, float]:
-    """CPU time (user + system) the server process has used, and predictions it answered."""
+def cpu_answers_calls(url: str) -> tuple[float, float, float]:
+    """CPU time (user + system) the server process has used, predictions it answered,
+    and model calls it made (live and shadow)."""
     cpu = sum(value for _, value in samples(url, "process_cpu_seconds_total"))
     answered = sum(
         value
         for labels, value in samples(url, "kerasop_server_requests_total")
         if labels["endpoint"] == "v1_predict"
     )
-    return cpu, answered
+    calls = sum(value for _, value in samples(url, "kerasop_server_batch_size_count"))
+    return cpu, answered, calls
 
 
 def measured(url: str, path: str, body: bytes, concurrency: int, seconds: float) -> dict:
     """One round of load, with the server CPU it cost and the requests it answered
     (both counted by the server, warm-up included)."""
-    cpu_before, answered_before = cpu_and_answers(url)
+    before = cpu_answers_calls(url)
     result = asyncio.run(load(url, path, body, concurrency, seconds))
-    cpu_after, answered_after = cpu_and_answers(url)
-    result["cpu"], result["answered"] = cpu_after - cpu_before, answered_after - answered_before
+    after = cpu_answers_calls(url)
+    result["cpu"], result["answered"], result["model_calls"] = (
+        b - a for a, b in zip(before, after, strict=True)
+    )
     return result
 
 
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     wait_candidate(url, label)
             parts: dict[str, list[dict[str, float]]] = {}
             cpu_ms: dict[str, float] = {}
+            calls_per_100: dict[str, float] = {}
             for round_ in range(rounds):
                 for label, _, url in servers:
                     r = measured(url, path, body, concurrency, duration / rounds)
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, _, _ in servers:
                 answered = sum(p["answered"] for p in parts[label])
                 cpu_ms[label] = 1000 * sum(p["cpu"] for p in parts[label]) / answered
+                calls_per_100[label] = 100 * sum(p["model_calls"] for p in parts[label]) / answered
             results = [(label, merge(parts[label], duration)) for label, _, _ in servers]
             shadow = shadow_counts(servers[-1][2])
         finally:
@@ -164,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     by_label = dict(results)
     print(
         "| config | requests | errors | req/s | vs single | p50 ms | p99 ms | vs single"
-        " | server CPU ms/request | vs single |"
+        " | server CPU ms/request | vs single | model calls per 100 requests |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in results:
         single = label.rsplit(" ", 1)[0] + " single" if " " in label else "single"
         base, base_cpu = by_label[single], cpu_ms[single]  # the same checkout's one version
@@ -175,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {r['requests']} | {r['errors']} | {r['rps']:.0f}"
             f" | {100 * (r['rps'] / base['rps'] - 1):+.0f}% | {r['p50']:.1f} | {r['p99']:.1f}"
             f" | {100 * (r['p99'] / base['p99'] - 1):+.0f}% | {cpu_ms[label]:.3f}"
-            f" | {100 * (cpu_ms[label] / base_cpu - 1):+.0f}% |"
+            f" | {100 * (cpu_ms[label] / base_cpu - 1):+.0f}% | {calls_per_100[label]:.0f} |"
         )
     compared = shadow.get("agree", 0) + shadow.get("disagree", 0)
     print(
