@@ -514,7 +514,10 @@ class ModelManager:
             for _, batch, answer in current:
                 by_shape.setdefault(batch.shape[1:], []).append((batch, answer))
             for group in by_shape.values():
-                await self._shadow_compare(candidate, group)
+                try:
+                    await self._shadow_compare(candidate, group)
+                except Exception:  # a comparison bug must not end the shadow for good
+                    log.exception("comparing shadow answers of version %d", candidate.version)
 
     async def _shadow_compare(
         self, candidate: ServedModel, copies: list[tuple[np.ndarray, np.ndarray]]
