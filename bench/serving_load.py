@@ -92,8 +92,9 @@ def free_port() -> int:
 
 
 def start_server(
-    store: Path, model: str, engine: str, extra: list[str]
+    store: Path, model: str, engine: str, extra: list[str], repo: Path = REPO
 ) -> tuple[subprocess.Popen, str]:
+    """A ``kerasop-serve`` subprocess running the code of checkout ``repo``."""
     port = free_port()
     argv = [
         sys.executable,
@@ -113,7 +114,7 @@ def start_server(
         "WARNING",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "server"), str(repo)])}
     proc = subprocess.Popen(argv, env=env)
     return proc, f"http://{HOST}:{port}"
 

@@ -270,7 +270,7 @@ async def v2_model_ready(request: web.Request) -> web.Response:
 async def v2_infer(request: web.Request) -> web.Response:
     manager = _check_model(request, request.match_info["model"])
     version = _version(manager, request.match_info.get("version"))
-    served = manager.get(version)  # 404/503 before reading a body that cannot be served
+    served = manager.route(version)  # 404/503 before reading a body that cannot be served
     with served.batcher.arriving():
         body = await request.read()
         binary: bytes | None = None
@@ -281,7 +281,7 @@ async def v2_infer(request: web.Request) -> web.Response:
             body, binary = body[: int(header)], body[int(header) :]
         payload = parse_json(body)
     served, parsed, out = await manager.predict(
-        version, lambda sig: parse_v2_infer(payload, sig, binary), lambda r: r.batch
+        served, version, lambda sig: parse_v2_infer(payload, sig, binary), lambda r: r.batch
     )
     answer, header_length = encode_v2_infer_response(
         manager.name, served.version, served.signature, out, parsed
@@ -358,9 +358,10 @@ def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
 async def _v1_predict(
     request: web.Request, manager: ModelManager, version: int | None
 ) -> web.Response:
-    with manager.get(version).batcher.arriving():
+    served = manager.route(version)
+    with served.batcher.arriving():
         payload = parse_json(await request.read())
     _, parsed, out = await manager.predict(
-        version, lambda sig: parse_v1_predict(payload, sig), lambda r: r.batch
+        served, version, lambda sig: parse_v1_predict(payload, sig), lambda r: r.batch
     )
     return json_response(v1_predict_response(out, parsed.columnar))

@@ -15,6 +15,8 @@ a fast model is not held back by a window it does not need.
 A model that answers in well under a millisecond (the last call's time per
 row times the rows, below ``INLINE_SECONDS``) runs on the event loop itself:
 the hand-off to the inference thread and back costs more than such a call.
+Work submitted as ``background`` (shadow copies) always runs on the inference
+thread: it must never hold up the event loop that answers live requests.
 
 - A request is never split: one with more rows than ``max_batch_size`` runs
   as a batch of its own. ``max_batch_size=1`` therefore turns merging off.
@@ -51,6 +53,7 @@ class BatcherClosed(RuntimeError):
 class _Item:
     batch: np.ndarray
     future: asyncio.Future[np.ndarray]
+    background: bool = False
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -97,12 +100,13 @@ class Batcher:
         finally:
             self._arriving -= 1
 
-    async def submit(self, batch: np.ndarray) -> np.ndarray:
-        """Queue ``batch`` (rows along axis 0); returns the model's rows for it."""
+    async def submit(self, batch: np.ndarray, *, background: bool = False) -> np.ndarray:
+        """Queue ``batch`` (rows along axis 0); returns the model's rows for it.
+        ``background``: never run it on the event loop (see the module notes)."""
         if self._closed:
             raise BatcherClosed("the model version is being unloaded")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(batch, future))
+        self._queue.put_nowait(_Item(batch, future, background))
         return await future
 
     @property
@@ -174,7 +178,7 @@ class Batcher:
         started = time.perf_counter()
         wait = started - min(i.queued_at for i in items)
         try:
-            if self._inline(rows):
+            if self._inline(rows) and not any(i.background for i in items):
                 out = self._timed_predict(batch)
             else:
                 out = await loop.run_in_executor(self._executor, self._timed_predict, batch)

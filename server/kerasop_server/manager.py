@@ -32,7 +32,14 @@ from .config import ServerConfig
 from .engines import Engine, load_engine
 from .errors import ClientError
 from .metrics import Metrics
-from .routing import SHADOW_QUEUE_SIZE, RolloutPlan, WeightedSplit, agrees, read_plan
+from .routing import (
+    SHADOW_QUEUE_SIZE,
+    RolloutPlan,
+    WeightedSplit,
+    read_plan,
+    requests_agree,
+    rows_agree,
+)
 from .signature import Signature
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,29 @@ class NotReady(ClientError):
         super().__init__(message, status=503)
 
 
+@dataclass(frozen=True)
+class VersionSeries:
+    """A version's per-version metric series, looked up once at load (``labels()`` on
+    every request takes a lock and builds a key)."""
+
+    answered: Any
+    failed: Any
+    latency: Any
+
+    @classmethod
+    def of(cls, metrics: Metrics, version: int) -> VersionSeries:
+        label = str(version)
+        return cls(
+            metrics.version_requests.labels(label, "ok"),
+            metrics.version_requests.labels(label, "error"),
+            metrics.version_latency.labels(label),
+        )
+
+    def observe(self, ok: bool, seconds: float) -> None:
+        (self.answered if ok else self.failed).inc()
+        self.latency.observe(seconds)
+
+
 @dataclass(eq=False)
 class ServedModel:
     """One loaded, warmed-up version with its own batcher and inference thread."""
@@ -72,13 +102,14 @@ class ServedModel:
     batcher: Batcher
     executor: concurrent.futures.ThreadPoolExecutor
     load_seconds: float
+    series: VersionSeries
     loaded_at: float = field(default_factory=time.time)
     active: int = 0  # requests holding this version
 
-    async def predict(self, batch: np.ndarray) -> np.ndarray:
+    async def predict(self, batch: np.ndarray, *, background: bool = False) -> np.ndarray:
         self.active += 1
         try:
-            return await self.batcher.submit(batch)
+            return await self.batcher.submit(batch, background=background)
         finally:
             self.active -= 1
 
@@ -301,6 +332,7 @@ class ModelManager:
             batcher=batcher,
             executor=executor,
             load_seconds=seconds,
+            series=VersionSeries.of(self.metrics, version),
         )
         self._failures.pop(version, None)
         self.metrics.model_loads.labels(self.name, "ok").inc()
@@ -395,8 +427,11 @@ class ModelManager:
             status=404,
         )
 
-    def _route(self, version: int | None) -> ServedModel:
-        """Who answers: the named version, else the weighted split between stable and candidate."""
+    def route(self, version: int | None) -> ServedModel:
+        """Who answers a request: the named version, else the weighted split between
+        stable and candidate. Called once per request as it arrives, before its body
+        is read, so that the batcher of the version that will answer is told it is
+        coming (``Batcher.arriving``) and no other batcher waits for it."""
         candidate = self.candidate
         if (
             version is None
@@ -409,25 +444,25 @@ class ModelManager:
 
     async def predict(
         self,
+        served: ServedModel,
         version: int | None,
         parse: Callable[[Signature], Any],
         rows: Callable[[Any], np.ndarray],
     ) -> tuple[ServedModel, Any, np.ndarray]:
-        """Parse a request against the served signature and run it.
+        """Parse a request against the signature of ``served`` (from :meth:`route`)
+        and run it there.
 
         Returns the version that answered, the parsed request and the output
-        rows. If the version is unloaded between lookup and queueing (it
-        cannot be, as nothing awaits in between; this is a safety net) the
-        request is retried once on the new version.
+        rows. If ``served`` was unloaded while the body was read, an
+        unversioned request is routed again, once.
         """
         for attempt in (1, 2):
-            served = self._route(version)
             try:
                 request = parse(served.signature)
             except ClientError:
                 if version is None and served is self.candidate:
                     # Stable takes this request; the candidate does not: the candidate's fault.
-                    self.metrics.observe_version(served.version, False, 0.0)
+                    served.series.observe(False, 0.0)
                 raise
             batch = rows(request)
             started = time.perf_counter()
@@ -438,11 +473,12 @@ class ModelManager:
                     raise NotReady(
                         f"model '{self.name}' version {served.version} was unloaded"
                     ) from None
+                served = self.route(version)
                 continue
             except Exception:
-                self.metrics.observe_version(served.version, False, time.perf_counter() - started)
+                served.series.observe(False, time.perf_counter() - started)
                 raise
-            self.metrics.observe_version(served.version, True, time.perf_counter() - started)
+            served.series.observe(True, time.perf_counter() - started)
             if self.shadowing and version is None and served is self.current:
                 self._offer_shadow(batch, out)
             return served, request, out
@@ -461,29 +497,52 @@ class ModelManager:
             self.metrics.shadow.labels(str(candidate.version), "dropped").inc()
 
     async def _shadow_worker(self) -> None:
-        """Take what is queued (up to a batch) and run it at once: the candidate's batcher
-        merges the copies into few model calls, as it does for live requests."""
+        """Take what is queued (up to a batch of rows) and run it as one model call on
+        the candidate's inference thread; copies queued meanwhile wait (or are dropped)."""
+        queue = self._shadow_queue
         while True:
-            items = [await self._shadow_queue.get()]
-            while len(items) < self.config.max_batch_size and not self._shadow_queue.empty():
-                items.append(self._shadow_queue.get_nowait())
-            await asyncio.gather(*(self._shadow_one(*item) for item in items))
+            copies = [await queue.get()]
+            rows = len(copies[0][1])
+            while rows < self.config.max_batch_size and not queue.empty():
+                copies.append(queue.get_nowait())
+                rows += len(copies[-1][1])
+            candidate = self.candidate
+            current = [c for c in copies if c[0] is candidate]  # else the rollout moved on
+            if candidate is None or not current:
+                continue
+            by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+            for _, batch, answer in current:
+                by_shape.setdefault(batch.shape[1:], []).append((batch, answer))
+            for group in by_shape.values():
+                try:
+                    await self._shadow_compare(candidate, group)
+                except Exception:  # a comparison bug must not end the shadow for good
+                    log.exception("comparing shadow answers of version %d", candidate.version)
 
-    async def _shadow_one(
-        self, candidate: ServedModel, batch: np.ndarray, answer: np.ndarray
+    async def _shadow_compare(
+        self, candidate: ServedModel, copies: list[tuple[np.ndarray, np.ndarray]]
     ) -> None:
-        if candidate is not self.candidate:
-            return  # the rollout moved on
+        """One model call on the candidate for ``copies`` (same row shape), then one
+        vectorised comparison with stable's answers."""
         label = str(candidate.version)
         started = time.perf_counter()
         try:
-            shadow_answer = await candidate.predict(batch)
+            batch = copies[0][0] if len(copies) == 1 else np.concatenate([b for b, _ in copies])
+            shadow_answer = await candidate.predict(batch, background=True)
+            answer = np.concatenate([a for _, a in copies])
         except Exception as exc:
-            self.metrics.shadow.labels(label, "error").inc()
+            self.metrics.shadow.labels(label, "error").inc(len(copies))
             log.debug("shadow prediction on version %s failed: %s", label, exc)
             return
-        self.metrics.shadow_latency.labels(label).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        latency = self.metrics.shadow_latency.labels(label)
+        for _ in copies:
+            latency.observe(seconds)
         kind = (candidate.metadata.get("output") or {}).get("kind")
         tolerance = self.plan.tolerance if self.plan is not None else 0.0
-        same = agrees(answer, shadow_answer, kind, tolerance)
-        self.metrics.shadow.labels(label, "agree" if same else "disagree").inc()
+        same = requests_agree(
+            rows_agree(answer, shadow_answer, kind, tolerance), [len(b) for b, _ in copies]
+        )
+        agreed = int(same.sum())
+        self.metrics.shadow.labels(label, "agree").inc(agreed)
+        self.metrics.shadow.labels(label, "disagree").inc(len(copies) - agreed)

@@ -175,11 +175,6 @@ class Metrics:
         self.engine.clear()
         self.engine.labels(self.model, engine).set(1)
 
-    def observe_version(self, version: int, ok: bool, seconds: float) -> None:
-        label = str(version)
-        self.version_requests.labels(label, "ok" if ok else "error").inc()
-        self.version_latency.labels(label).observe(seconds)
-
     def set_rollout(self, candidate: int | None, weight: int, shadow: bool) -> None:
         self.rollout_weight.labels(self.model).set(weight if candidate else 0)
         self.candidate_version.clear()

@@ -11,7 +11,9 @@ file the server polls (in a pod: a ConfigMap volume)::
   (exact with one replica, and per pod with several).
 - ``shadow``: the candidate gets a copy of every request stable answered, in
   a background task fed by a bounded queue (a full queue drops the copy, so the
-  live path never waits for the shadow); its answer is only compared.
+  live path never waits for the shadow); its answer is only compared. The
+  task merges the queued copies into one model call on the candidate's
+  inference thread (never on the event loop) and compares them in one go.
 """
 
 from __future__ import annotations
@@ -97,15 +99,24 @@ class WeightedSplit:
         return False
 
 
-def agrees(
+def rows_agree(
     stable: np.ndarray, shadow: np.ndarray, output_kind: str | None, tolerance: float
-) -> bool:
-    """Whether the shadow's answer agrees with stable's, for every row of the request."""
+) -> np.ndarray:
+    """For each row, whether the shadow's answer agrees with stable's (one vectorised
+    comparison for a whole batch of shadow copies)."""
     a, b = np.asarray(stable, dtype=np.float64), np.asarray(shadow, dtype=np.float64)
     if a.shape != b.shape:
-        return False
+        return np.zeros(len(a), dtype=bool)
     if output_kind == "multiclass" or (output_kind is None and a.ndim == 2 and a.shape[1] > 1):
-        return bool(np.array_equal(a.argmax(axis=-1), b.argmax(axis=-1)))
-    if output_kind == "binary":
-        return bool(np.array_equal(a > 0.5, b > 0.5))
-    return bool(np.all(np.abs(a - b) <= tolerance))
+        same = a.argmax(axis=-1) == b.argmax(axis=-1)
+    elif output_kind == "binary":
+        same = (a > 0.5) == (b > 0.5)
+    else:
+        same = np.abs(a - b) <= tolerance
+    return same.reshape(len(a), -1).all(axis=1)
+
+
+def requests_agree(row_agreement: np.ndarray, request_rows: list[int]) -> np.ndarray:
+    """For each request (``request_rows`` rows each, in order), whether all its rows agree."""
+    starts = np.cumsum([0, *request_rows[:-1]])
+    return np.logical_and.reduceat(row_agreement, starts)

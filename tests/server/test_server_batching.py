@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from serverkit import DENSE, batch_histogram, rows, running_server
 
+from kerasop_server import batching
 from kerasop_server.batching import Batcher, BatcherClosed, ModelError
 
 # --------------------------------------------------------------------------
@@ -139,6 +140,34 @@ def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread() -> None:
     fast = threads_of(0.0)
     assert fast[0].startswith("infer") and fast[1:] == [threading.current_thread().name] * 2
     assert all(n.startswith("infer") for n in threads_of(0.005))
+
+
+def test_background_work_never_runs_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shadow copies (background) go to the inference thread even when the model is fast
+    enough to run inline, and so does a batch that merges them with a live request."""
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)  # "fast", even on a busy machine
+    names: list[str] = []
+
+    def predict(x):
+        names.append(threading.current_thread().name)
+        return x
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
+            b = Batcher(predict, max_batch_size=4, timeout=0, executor=pool)
+            b.start()
+            await b.submit(np.ones((1, 1)))  # measured: fast, later live calls run inline
+            await b.submit(np.ones((1, 1)))
+            await b.submit(np.ones((1, 1)), background=True)
+            await asyncio.gather(
+                b.submit(np.ones((1, 1)), background=True), b.submit(np.ones((1, 1)))
+            )
+            await b.close()
+
+    asyncio.run(main())
+    loop_thread = threading.current_thread().name
+    assert names[1] == loop_thread  # the fast path is on
+    assert names[2].startswith("infer") and names[3].startswith("infer") and len(names) == 4
 
 
 def test_model_error_fails_only_its_batch() -> None:

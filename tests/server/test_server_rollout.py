@@ -2,12 +2,14 @@
 explicit version routes, shadow agreement, promote and rollback without a restart.
 
 Everything over real HTTP; version 3 is a canary whose model fails on some inputs
-(its engine raises for rows whose first feature is above 0.5).
+(its engine raises for rows whose first feature is above 0.5); version 5's model
+holds every call while the test keeps ``HOLD_V5`` clear (a shadow that cannot keep up).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,23 +31,30 @@ from serverkit import (
 from kerasop.rollout import VersionCounters, parse_server_metrics
 from kerasop_server.config import ServerConfig
 from kerasop_server.engines import load_engine
+from kerasop_server.routing import SHADOW_QUEUE_SIZE
 from kerasop_server.runner import BackgroundServer
 
 M1, M2 = dense_model(seed=1), dense_model(seed=1, bias=3.0)
+MODEL_THREADS: defaultdict[str, list[str]] = defaultdict(list)  # version -> thread of each call
+HOLD_V5 = threading.Event()
+HOLD_V5.set()
 
 
 def failing_engine(kind: str, version_dir, *, threads: int = 0):
-    """The real engine; version 3's fails on rows whose first feature is > 0.5."""
+    """The real engine, recording the thread of each call; version 3's fails on rows
+    whose first feature is > 0.5, version 5's waits while HOLD_V5 is clear."""
     engine = load_engine(kind, version_dir, threads=threads)
-    if Path(version_dir).name == "3":
-        real = engine.predict
+    version, real = Path(version_dir).name, engine.predict
 
-        def predict(batch: np.ndarray) -> np.ndarray:
-            if (batch[:, 0] > 0.5).any():
-                raise ValueError("version 3 cannot take feature 0 above 0.5")
-            return real(batch)
+    def predict(batch: np.ndarray) -> np.ndarray:
+        MODEL_THREADS[version].append(threading.current_thread().name)
+        if version == "3" and (batch[:, 0] > 0.5).any():
+            raise ValueError("version 3 cannot take feature 0 above 0.5")
+        if version == "5":
+            HOLD_V5.wait(timeout=60)
+        return real(batch)
 
-        engine.predict = predict  # type: ignore[method-assign]
+    engine.predict = predict  # type: ignore[method-assign]
     return engine
 
 
@@ -67,6 +76,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     narrow = dense_metadata()
     narrow["input"] = {"kind": "tabular", "shape": [10], "dtype": "float32"}
     write_version(root, DENSE, narrow_model(), narrow)  # version 4
+    write_version(root, DENSE, M1, dense_metadata())  # version 5 (held while HOLD_V5 is clear)
     return root
 
 
@@ -167,9 +177,33 @@ def test_explicit_version_routes_reach_either_version(server):
         assert {v2_infer(client, x).json()["model_version"] for _ in range(20)} == {"1"}
 
 
+def test_a_request_is_announced_to_the_batcher_of_the_version_that_answers(server):
+    """The split is decided when a request arrives, so only the answering version's
+    batcher waits for its body (the other one must not hold a batch open for it)."""
+    set_plan(server, stable=1, candidate=2, weight=100)
+    stable, candidate = server.manager.current.batcher, server.manager.candidate.batcher
+    x = rows(1, seed=9)
+    body = json.dumps({"instances": x.tolist()}).encode()
+    seen: list[tuple[int, int]] = []
+
+    def slow_body():
+        yield body[:100]
+        time.sleep(0.3)  # the server is reading the body now
+        seen.append((stable._arriving, candidate._arriving))
+        yield body[100:]
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post(f"/v1/models/{DENSE}:predict", content=slow_body())
+    assert r.status_code == 200
+    assert abs(r.json()["predictions"][0][0] - float(M2.predict(x, verbose=0)[0, 0])) < 1e-5
+    assert seen == [(0, 1)]
+    set_plan(server, stable=1)
+
+
 def test_shadow_compares_off_the_live_path(server):
     set_plan(server, stable=1, candidate=2, shadow=True)
     before = counters(server)[2]
+    calls_before = len(MODEL_THREADS["2"])
     xs = rows(60, seed=5)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         answered = [v2_infer(client, xs[i : i + 1]).json()["model_version"] for i in range(60)]
@@ -185,6 +219,43 @@ def test_shadow_compares_off_the_live_path(server):
     agreed = now.shadow_agreed - before.shadow_agreed
     assert compared == 60 and agreed == expected
     assert 0 < expected < 60  # the two versions disagree on some rows: a real comparison
+    # the shadow's model calls ran on the candidate's inference thread, never on the event loop
+    shadow_threads = MODEL_THREADS["2"][calls_before:]
+    assert shadow_threads and all(t.startswith("infer-v2") for t in shadow_threads)
+
+
+def test_a_shadow_that_cannot_keep_up_drops_copies_and_never_delays_live_answers(server):
+    set_plan(server, stable=1, candidate=5, shadow=True)
+
+    def shadow_results() -> dict[str, float]:
+        text = httpx.get(f"{server.url}/metrics").text
+        samples = metric_samples(text, "kerasop_server_shadow_comparisons_total")
+        return {dict(k)["result"]: v for k, v in samples.items() if dict(k)["version"] == "5"}
+
+    before = shadow_results()
+    x, sent = rows(1, seed=10), 200
+    HOLD_V5.clear()  # the candidate's model now takes no call until released
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            answered = [v2_infer(client, x) for _ in range(sent)]
+        assert [r.status_code for r in answered] == [200] * sent  # stable answered every one
+        assert {r.json()["model_version"] for r in answered} == {"1"}
+        held = shadow_results()
+        dropped = held.get("dropped", 0) - before.get("dropped", 0)
+        # at most one call's worth of copies is held by the model, the queue holds the rest
+        assert sent - SHADOW_QUEUE_SIZE - server.config.max_batch_size <= dropped
+        assert dropped <= sent - SHADOW_QUEUE_SIZE
+    finally:
+        HOLD_V5.set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        after = shadow_results()
+        done = sum(after.get(k, 0) - before.get(k, 0) for k in ("agree", "disagree", "dropped"))
+        if done >= sent:
+            break
+        time.sleep(0.05)
+    assert done == sent and after.get("disagree", 0) == before.get("disagree", 0)
+    set_plan(server, stable=1)
 
 
 def test_failing_canary_errors_are_its_own_and_rollback_unloads_it(server):
