@@ -116,7 +116,12 @@ def test_window_waits_for_a_request_on_its_way_in() -> None:
     np.testing.assert_array_equal(first, np.zeros((1, 1)))
 
 
-def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread() -> None:
+def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wide threshold, so that a busy machine cannot make the instant model look slow.
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 0.05)
+
     def threads_of(delay: float) -> list[str]:
         names: list[str] = []
 
@@ -139,7 +144,7 @@ def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread() -> None:
     # The first call measures the model on the inference thread; fast calls then stay inline.
     fast = threads_of(0.0)
     assert fast[0].startswith("infer") and fast[1:] == [threading.current_thread().name] * 2
-    assert all(n.startswith("infer") for n in threads_of(0.005))
+    assert all(n.startswith("infer") for n in threads_of(0.1))
 
 
 def test_background_work_never_runs_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
