@@ -25,8 +25,7 @@ from tests.support.kube import KubeCluster, kube_cluster
 def cluster() -> Iterator[KubeCluster]:
     with kube_cluster() as c:
         c.kubectl("apply", "-f", str(REPO / "crds"))
-        for crd in ("kerastrainingjobs.kerasop.io", "kerasmodelservices.kerasop.io"):
-            c.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        c.wait_for_crds(("kerastrainingjobs.kerasop.io", "kerasmodelservices.kerasop.io"))
         yield c
 
 

@@ -296,10 +296,33 @@ class KubeCluster:
             timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise subprocess.CalledProcessError(
+            error = subprocess.CalledProcessError(
                 proc.returncode, proc.args, proc.stdout, proc.stderr
             )
+            error.add_note(f"kubectl said: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise error
         return proc
+
+    def wait_for_crds(self, names: tuple[str, ...], timeout: float = 180) -> None:
+        """Established, and served by discovery (kubectl explain/create need both).
+
+        Generous: on a loaded machine a fresh apiserver takes a while to serve new CRDs.
+        """
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            *[f"crd/{n}" for n in names],
+            f"--timeout={int(timeout)}s",
+            timeout=timeout + 30,
+        )
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.kubectl("api-resources", "-o", "name", check=False).stdout
+            if all(n in out for n in names):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"CRDs not discoverable after {timeout}s: {out!r}")
 
     def logs(self, name: str, tail: int = 50) -> str:
         for p in self._procs:
