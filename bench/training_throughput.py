@@ -327,8 +327,14 @@ def plot(results: list[dict[str, Any]], target: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no plot")
         return False
-    metrics = [("wall_s", "wall s"), ("peak_rss_mb", "peak RSS MB"), ("fit_samples_per_s", "fit rows/s")]
-    fig, axes = plt.subplots(len(results), len(metrics), figsize=(12, 3.2 * len(results)), squeeze=False)
+    metrics = [
+        ("wall_s", "wall s"),
+        ("peak_rss_mb", "peak RSS MB"),
+        ("fit_samples_per_s", "fit rows/s"),
+    ]
+    fig, axes = plt.subplots(
+        len(results), len(metrics), figsize=(12, 3.2 * len(results)), squeeze=False
+    )
     for i, case in enumerate(results):
         for j, (key, label) in enumerate(metrics):
             ax = axes[i][j]
@@ -342,14 +348,18 @@ def plot(results: list[dict[str, Any]], target: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--cases", default="csv,images")
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--images", type=int, default=2_000)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--growth", type=int, default=4, help="one more run with this much data (1: off)")
+    p.add_argument(
+        "--growth", type=int, default=4, help="one more run with this much data (1: off)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)
     if args.quick:

@@ -179,11 +179,20 @@ class LoadedData:
             ds = ds.map(
                 image_decoder(self.image), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
             )
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         else:
-            ds = tf.data.Dataset.from_tensor_slices((self.features(split), split.y))
+            # In memory: shuffle row numbers and gather a whole batch at once, as Keras
+            # does for arrays (slicing row by row costs more than a small model's step).
+            tensors = tf.nest.map_structure(tf.convert_to_tensor, (self.features(split), split.y))
+            ds = tf.data.Dataset.range(n)
             if shuffle:
                 ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
+                lambda rows: tf.nest.map_structure(lambda t: tf.gather(t, rows), tensors),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     # ------------------------------------------------------------------ metadata
 
@@ -480,6 +489,16 @@ def _read_csv(spec: DataSpec, path: Path, role: str, categorical: list[str] | No
     )
 
 
+# How _read_numeric_csv reads a CSV as the csv module does: a header line, quotes, no comments.
+_LOADTXT: dict[str, Any] = {
+    "delimiter": ",",
+    "skiprows": 1,
+    "comments": None,
+    "quotechar": '"',
+    "encoding": "utf-8-sig",
+}
+
+
 def _read_numeric_csv(spec: DataSpec, path: Path) -> _Raw | None:
     """An all-numeric table parsed by NumPy's C reader straight into float32, or None.
 
@@ -505,15 +524,14 @@ def _read_numeric_csv(spec: DataSpec, path: Path) -> _Raw | None:
         feature_idx = [i for i in range(len(header)) if i != label_idx]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # "input contained no data" -> the Python reader
+            warnings.simplefilter("ignore", UserWarning)  # "no data", "blank line skipped"
             # No usecols: NumPy then rejects a row whose field count differs.
-            table = np.loadtxt(
-                path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2,
-                comments=None, quotechar='"', encoding="utf-8-sig",
-            )  # fmt: skip
-    except (ValueError, UserWarning, UnicodeDecodeError):
+            table = np.loadtxt(path, dtype=np.float32, ndmin=2, **_LOADTXT)
+    except (ValueError, UnicodeDecodeError):
         return None
-    if table.shape[1] != len(header) or not np.isfinite(table).all():
+    if table.shape != (table.shape[0], len(header)) or not len(table):
+        return None
+    if not np.isfinite(table).all():
         return None
     all_columns = feature_idx == [i for i in range(len(header)) if i != label_idx]
     x = np.delete(table, label_idx, axis=1) if all_columns else table[:, feature_idx]
@@ -525,12 +543,10 @@ def _read_numeric_csv(spec: DataSpec, path: Path) -> _Raw | None:
     if np.all(label_values == np.round(label_values)) and np.abs(label_values).max() < 2**24:
         labels = label_values.astype(np.int64)
     else:  # fractional: the label strings as written, as the Python reader gives them
-        labels = np.char.strip(
-            np.loadtxt(
-                path, delimiter=",", skiprows=1, dtype=str, usecols=[label_idx],
-                comments=None, quotechar='"', encoding="utf-8-sig",
-            )  # fmt: skip
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            raw = np.loadtxt(path, dtype=str, usecols=[label_idx], ndmin=1, **_LOADTXT)
+        labels = np.char.strip(raw)
     names = [header[i] for i in feature_idx]
     return _Raw(
         kind="tabular",
