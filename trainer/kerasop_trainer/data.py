@@ -245,11 +245,17 @@ def image_decoder(image: ImageSpec):
         raw = tf.io.read_file(path)
         pixels = tf.io.decode_image(raw, channels=channels, expand_animations=False)
         pixels.set_shape([None, None, channels])
+        pixels = tf.cast(pixels, tf.float32)
         # antialias=True: a triangle filter scaled to the size ratio, as Pillow's BILINEAR
-        # (which the model server uses) does when shrinking.
-        pixels = tf.image.resize(
-            tf.cast(pixels, tf.float32), size, method="bilinear", antialias=True
+        # (which the model server uses) does when shrinking. An image already at the size
+        # skips it (resizing to the same size returns the pixels unchanged, ~2 ms later).
+        same_size = tf.reduce_all(tf.shape(pixels)[:2] == size)
+        pixels = tf.cond(
+            same_size,
+            lambda: pixels,
+            lambda: tf.image.resize(pixels, size, method="bilinear", antialias=True),
         )
+        pixels.set_shape([image.height, image.width, channels])
         return pixels, y
 
     return load
