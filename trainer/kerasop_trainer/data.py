@@ -2,7 +2,8 @@
 
 Five formats (``spec.data.format``):
 
-- ``csv``: feature columns and a label column (loaded into memory). A feature column is
+- ``csv``: feature columns and a label column (loaded into memory as float32; an
+  all-numeric table is parsed by NumPy's C reader). A feature column is
   *categorical* when it is listed in ``data.categoricalColumns`` or when more than half of
   its training values are not numbers; every other column is numeric, and a value in it
   that is not a number fails the job (a typo or a missing-value marker, not a category).
