@@ -90,6 +90,35 @@ def test_regression_labels(tmp_path):
         load_data(spec(format="csv", path="bad.csv"), tmp_path, "mean_absolute_error")
 
 
+def test_numeric_csv_fast_reader_matches_the_python_reader(tmp_path, monkeypatch):
+    """All-numeric tables go through NumPy's C reader; what comes out is the same."""
+    from kerasop_trainer import data as data_module
+
+    text = 'a,"b",c,label\n 1.5 ,2,"3",1\n4,-5e-1,6,0\n\n7,8,9,1\n1,1,1,0\n'
+    cases = [(write(tmp_path / "t.csv", text), "binary_crossentropy")]
+    cases.append(
+        (write(tmp_path / "r.csv", text.replace(",1\n4", ",0.25\n4")), "mean_squared_error")
+    )
+    for path, loss in cases:
+        fast = load_data(spec(format="csv", path=path.name, validationSplit=0.25), tmp_path, loss)
+        assert data_module._read_numeric_csv(spec(format="csv", path=path.name), path) is not None
+        with monkeypatch.context() as m:
+            m.setattr(data_module, "_read_numeric_csv", lambda spec, path: None)
+            slow = load_data(
+                spec(format="csv", path=path.name, validationSplit=0.25), tmp_path, loss
+            )
+        for split in ("train", "validation"):
+            a, b = getattr(fast, split), getattr(slow, split)
+            assert a.x.dtype == b.x.dtype == np.float32 and np.array_equal(a.x, b.x)
+            assert a.y.dtype == b.y.dtype and np.array_equal(a.y, b.y)
+        assert fast.labels == slow.labels and fast.feature_names == slow.feature_names
+        assert np.allclose(fast.feature_mean, slow.feature_mean)
+        assert np.allclose(fast.feature_variance, slow.feature_variance)
+    # A row with an extra field is not silently accepted by the fast reader.
+    write(tmp_path / "x.csv", "a,b,label\n1,2,0\n3,4,1,9\n")
+    assert "line 3 has 4 fields" in _bad(tmp_path, {"format": "csv", "path": "x.csv"})
+
+
 # ---------------------------------------------------------------- npz and images
 
 

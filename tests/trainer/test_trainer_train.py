@@ -411,3 +411,22 @@ def test_termination_message_is_bounded():
     assert len(text.encode()) <= events.TERMINATION_MESSAGE_LIMIT
     parsed = json.loads(text)
     assert parsed["exitCode"] == 3 and parsed["message"].endswith("...")
+
+
+def test_finished_marks_the_last_epochs_checkpoint_without_saving_it_again(tmp_path):
+    """After fit the last epoch's checkpoint is marked finished, not written a second time."""
+    import keras
+
+    from kerasop_trainer.train import Checkpoints
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    checkpoints.save(model, 3)
+    written = (tmp_path / "ckpt" / "epoch-00003.keras").stat().st_mtime_ns
+    assert checkpoints.latest()["finished"] is False
+    checkpoints.mark_finished(3)
+    latest = checkpoints.latest()
+    assert latest["epoch"] == 3 and latest["finished"] is True
+    assert latest["path"].stat().st_mtime_ns == written
+    checkpoints.mark_finished(4)  # not the checkpoint on disk: nothing changes
+    assert checkpoints.latest()["epoch"] == 3

@@ -277,6 +277,16 @@ class Checkpoints:
             if old.name != name and old.name.startswith(("epoch-", ".tmp-")):
                 old.unlink(missing_ok=True)
 
+    def mark_finished(self, epoch: int) -> None:
+        """Record that training ended with the checkpoint of ``epoch`` (saved by :meth:`save`)."""
+        latest = self.latest() if self.chief else None
+        if latest is None or latest["epoch"] != epoch:
+            return
+        _write_json_atomic(
+            self.dir / CHECKPOINT_STATE,
+            {"epoch": epoch, "file": latest["path"].name, "finished": True},
+        )
+
     def clear(self) -> None:
         if not self.chief:
             return
@@ -597,8 +607,11 @@ def fit(
             initial_epoch=initial_epoch,
             callbacks=callbacks,
         )
-        # Final state (early stopping may have restored the best weights).
-        checkpoints.save(model, progress.last_epoch, finished=True)
+        es = training.early_stopping
+        if es is not None and es.restore_best_weights:  # the weights may be an older epoch's
+            checkpoints.save(model, progress.last_epoch, finished=True)
+        else:  # the last epoch's checkpoint already holds these weights
+            checkpoints.mark_finished(progress.last_epoch)
     return progress.last_epoch
 
 
