@@ -306,23 +306,31 @@ class KubeCluster:
     def wait_for_crds(self, names: tuple[str, ...], timeout: float = 180) -> None:
         """Established, and served by discovery (kubectl explain/create need both).
 
-        Generous: on a loaded machine a fresh apiserver takes a while to serve new CRDs.
+        Polled rather than ``kubectl wait``: that fails at once ("accessor error") on a
+        CRD whose status has no conditions yet, which a loaded machine shows.
         """
-        self.kubectl(
-            "wait",
-            "--for=condition=Established",
-            *[f"crd/{n}" for n in names],
-            f"--timeout={int(timeout)}s",
-            timeout=timeout + 30,
-        )
+        established = '{.status.conditions[?(@.type=="Established")].status}'
         deadline = time.monotonic() + timeout
+        pending = list(names)
         out = ""
         while time.monotonic() < deadline:
-            out = self.kubectl("api-resources", "-o", "name", check=False).stdout
-            if all(n in out for n in names):
-                return
+            pending = [
+                n
+                for n in pending
+                if self.kubectl(
+                    "get", "crd", n, "-o", f"jsonpath={established}", check=False
+                ).stdout.strip()
+                != "True"
+            ]
+            if not pending:
+                out = self.kubectl("api-resources", "-o", "name", check=False).stdout
+                if all(n in out for n in names):
+                    return
             time.sleep(0.5)
-        raise AssertionError(f"CRDs not discoverable after {timeout}s: {out!r}")
+        raise AssertionError(
+            f"CRDs not established and discoverable after {timeout}s: "
+            f"not established {pending}, discovery {out!r}"
+        )
 
     def logs(self, name: str, tail: int = 50) -> str:
         for p in self._procs:
