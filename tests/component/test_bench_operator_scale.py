@@ -44,6 +44,11 @@ def test_operator_scale_small_run(cluster: KubeCluster, api: Kube, tmp_path) -> 
         assert row["rss_mb_peak"] > 0, row
     assert jobs["phases"] == {"Suspended": 12}, jobs
     assert sum(services["phases"].values()) == 4, services
+    # Jobs reconciled at once each added their reference to the shared trainer service
+    # account, none lost (no garbage collector here: the references outlive the jobs).
+    account = api.get(k.SERVICE_ACCOUNT, "scale-smoke", "kerasop-trainer")
+    assert account is not None
+    assert len(account["metadata"]["ownerReferences"]) == 12, account["metadata"]
     # The script cleaned up after itself: its objects are gone (their finalizers removed).
     assert api.list(k.TRAINING_JOB, "scale-smoke") == []
     assert api.list(k.MODEL_SERVICE, "scale-smoke") == []

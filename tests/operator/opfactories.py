@@ -189,6 +189,9 @@ class FakeKube:
         live = self.objects.get(key)
         if live is None:
             raise ApiError(404, "NotFound", "not found")
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and expected != live["metadata"]["resourceVersion"]:
+            raise ApiError(409, "Conflict", "the object has been modified")  # a precondition
         new = copy.deepcopy(live)
         _merge(new, patch)
         return self._write(f"patch{'/' + subresource if subresource else ''}", key, new)
