@@ -203,7 +203,7 @@ class LocalOperator:
 
         assert self.proc is not None
         try:
-            rss = psutil.Process(self.proc.pid).memory_info().rss
+            rss = int(psutil.Process(self.proc.pid).memory_info().rss)
         except psutil.Error:
             return None
         self.rss_peak = max(self.rss_peak, rss)
@@ -255,7 +255,9 @@ class ClusterOperator:
     def metrics(self) -> dict[str, float]:
         total: dict[str, float] = {}
         for pod in self.pods():
-            path = f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{self.metrics_port}/proxy/metrics"
+            path = (
+                f"/api/v1/namespaces/{self.namespace}/pods/{pod}:{self.metrics_port}/proxy/metrics"
+            )
             for name, value in parse_metrics(self.kubectl("get", "--raw", path)).items():
                 total[name] = total.get(name, 0.0) + value
         return total
@@ -380,7 +382,9 @@ def measure_kind(
         if rss is not None:
             rss_samples.append(rss)
         if time.monotonic() >= next_report:
-            print(f"  {watch.count()}/{len(docs)} with a status after {time.monotonic() - t0:.0f} s")
+            print(
+                f"  {watch.count()}/{len(docs)} with a status after {time.monotonic() - t0:.0f} s"
+            )
             next_report += 10
         time.sleep(0.5)
     with watch.lock:
@@ -413,9 +417,7 @@ def measure_kind(
         "status_writes": int(delta("kerasop_status_writes_total")),
         "child_writes": int(delta("kerasop_child_writes_total")),
         "rss_mb_last": round(rss, 1) if rss is not None else None,
-        "rss_mb_peak": (
-            round(max(rss_samples + [rss]), 1) if rss is not None else None
-        ),
+        "rss_mb_peak": (round(max([*rss_samples, rss]), 1) if rss is not None else None),
     }
 
 
@@ -485,7 +487,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "meta": {
             "operator": operator.where,
-            "server": config.get().cluster.server,
+            "server": str(client.config.cluster.server),
             "namespace": namespace,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
@@ -507,7 +509,12 @@ def print_table(result: dict[str, Any]) -> None:
     print(" ".join(f"{title:>{w}}" for title, _, w in cols))
     for row in result["kinds"]:
         cells = [row.get(key) for _, key, _ in cols]
-        print(" ".join(f"{'n/a' if v is None else v!s:>{w}}" for v, (_, _, w) in zip(cells, cols)))
+        print(
+            " ".join(
+                f"{'n/a' if v is None else v!s:>{w}}"
+                for v, (_, _, w) in zip(cells, cols, strict=True)
+            )
+        )
 
 
 def plot(result: dict[str, Any], target: Path) -> bool:
@@ -546,7 +553,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--services", type=int, default=200, help="KerasModelServices to create")
     p.add_argument("--operator", choices=["local", "cluster"], default="local")
     p.add_argument("--operator-namespace", default="kerasop-system", help="with --operator cluster")
-    p.add_argument("--operator-metrics-port", type=int, default=9090, help="with --operator cluster")
+    p.add_argument(
+        "--operator-metrics-port", type=int, default=9090, help="with --operator cluster"
+    )
     p.add_argument("--runtime-image", default="kerasop-runtime:0.1.0", help="the local operator's")
     p.add_argument("--namespace", help="namespace to create (default kerasop-scale-<pid>)")
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for each kind")

@@ -116,7 +116,12 @@ def ensure_shared(
         # The list replaces the stored one: many owners' reconciles run at once (a thousand
         # jobs created together), so the write is conditional on the version read, and a
         # conflict re-reads and retries instead of dropping another owner's reference.
-        patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "ownerReferences": [*refs, ref]}}
+        patch = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "ownerReferences": [*refs, ref],
+            }
+        }
         try:
             patched = kube.merge_patch(kind_of(live), meta.get("namespace"), meta["name"], patch)
         except ApiError as exc:

@@ -30,10 +30,20 @@ def test_pod_startup_dry_run_manifests_pass_server_side_dry_run(
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == ["Job", "KerasModelService", "KerasTrainingJob", "PersistentVolumeClaim", "Pod"]
     names = {d["metadata"]["name"] for d in docs}
-    assert {"startup-job-1", "plain-job-1", "startup-svc-1", "plain-server-1", "startup-cnn"} <= names
+    assert {
+        "startup-job-1",
+        "plain-job-1",
+        "startup-svc-1",
+        "plain-server-1",
+        "startup-cnn",
+    } <= names
     # No controller-manager here: the "default" ServiceAccount pods need is made by hand.
     api.create(
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}}
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": namespace},
+        }
     )
     applied = cluster.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=done.stdout, check=False

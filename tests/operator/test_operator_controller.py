@@ -374,7 +374,9 @@ def test_jobs_first_seen_without_a_model_do_not_list_the_services(fake, ctl, mon
         assert ctl.training_job_seen(fake.put(training_job(f"job-{i}"))) == []
     assert ctl.training_job_seen(fake.put(training_job())) == []  # "mnist", followed
     assert "KerasModelService" not in listed
-    live = fake.edit("KerasTrainingJob", "ml", "mnist", lambda o: o.update(status={"modelVersion": 1}))
+    live = fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o.update(status={"modelVersion": 1})
+    )
     assert ctl.training_job_seen(live) == ["mnist"]
 
 
