@@ -13,6 +13,9 @@ Against the cluster of ``$KUBECONFIG``, in a namespace the script creates and de
    jobs have no model yet, so each service waits for one and says so in its status).
    Same measurement.
 
+3. With ``--operator local``: the operator restarted, seconds until it has resumed every
+   object (``--no-restart`` skips it).
+
 Per kind: seconds to create them all, seconds until every one has a status, the
 per-object delay (its create answered -> its status seen) p50/p99, and the reconcile
 errors in that window (``kerasop_reconcile_errors_total`` of the operator's /metrics,
@@ -150,7 +153,7 @@ class LocalOperator:
                 p for p in (str(REPO / "operator"), os.environ.get("PYTHONPATH")) if p
             ),
         }
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:  # a restart appends
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kerasop_operator.main"],
                 env=env,
@@ -425,6 +428,47 @@ def measure_kind(
 # the run
 
 
+def measure_restart(operator: LocalOperator, objects: int, timeout: float) -> dict[str, Any]:
+    """Restart the operator: seconds until it has resumed every object (each one reconciled
+    again, none in flight), with its reconciles, errors and memory meanwhile."""
+    operator.stop()
+    mark = operator.log_mark()
+    operator.rss_peak = 0
+    print(f"restart: resuming {objects} objects ...", flush=True)
+    t0 = time.monotonic()
+    operator.start()
+    deadline, settled_at, m = t0 + timeout, None, {}
+    while time.monotonic() < deadline:
+        operator.rss_mb()
+        m = operator.metrics()
+        started = m.get("kerasop_reconcile_total", 0.0)
+        finished = m.get("kerasop_reconcile_duration_seconds_count", 0.0)
+        if started >= objects and started == finished:
+            settled_at = settled_at or time.monotonic()
+            if time.monotonic() - settled_at >= 2:  # nothing new started meanwhile
+                break
+        else:
+            settled_at = None
+        time.sleep(0.5)
+    reconciles = m.get("kerasop_reconcile_total", 0.0)
+    return {
+        "kind": "restart (resume all)",
+        "objects": objects,
+        "settled_s": round(settled_at - t0, 2) if settled_at else None,
+        "reconciles": int(reconciles),
+        "reconcile_mean_ms": (
+            round(1000 * m.get("kerasop_reconcile_duration_seconds_sum", 0.0) / reconciles, 1)
+            if reconciles
+            else None
+        ),
+        "reconcile_errors": int(m.get("kerasop_reconcile_errors_total", 0.0)),
+        "error_log_lines": operator.errors_logged_since(mark),
+        "status_writes": int(m.get("kerasop_status_writes_total", 0.0)),
+        "child_writes": int(m.get("kerasop_child_writes_total", 0.0)),
+        "rss_mb_peak": round(operator.rss_peak_mb() or 0, 1) or None,
+    }
+
+
 def cleanup(api: Kube, client: lightkube.Client, namespace: str, wait: float) -> None:
     """Delete the objects (the operator removes its finalizers), then the namespace."""
     for kind in (k.MODEL_SERVICE, k.TRAINING_JOB):
@@ -459,6 +503,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     results: list[dict[str, Any]] = []
+    restart: dict[str, Any] | None = None
     try:
         operator.start()
         jobs = [training_job(f"job-{i}", namespace) for i in range(args.jobs)]
@@ -476,6 +521,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     api, client, operator, k.MODEL_SERVICE, services, namespace, args.timeout
                 )
             )
+        if isinstance(operator, LocalOperator) and not args.no_restart:
+            restart = measure_restart(operator, args.jobs + args.services, args.timeout)
         print("cleaning up ...", flush=True)
         cleanup(api, client, namespace, wait=args.timeout)
     finally:
@@ -494,6 +541,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
         "kinds": results,
+        "restart": restart,
     }
 
 
@@ -514,6 +562,13 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{'n/a' if v is None else v!s:>{w}}"
                 for v, (_, _, w) in zip(cells, cols, strict=True)
             )
+        )
+    r = result.get("restart")
+    if r:
+        print(
+            f"restart: {r['objects']} objects resumed in {r['settled_s']} s ({r['reconciles']}"
+            f" reconciles, mean {r['reconcile_mean_ms']} ms, {r['reconcile_errors']} errors,"
+            f" {r['error_log_lines']} error lines, RSS peak {r['rss_mb_peak']} MB)"
         )
 
 
@@ -560,6 +615,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--namespace", help="namespace to create (default kerasop-scale-<pid>)")
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for each kind")
     p.add_argument("--quick", action="store_true", help="20 jobs, 5 services")
+    p.add_argument(
+        "--no-restart", action="store_true", help="skip the restart (local operator only)"
+    )
     p.add_argument("--keep-logs", action="store_true", help="keep the local operator's log")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """Smoke run of bench/operator_scale.py against the component apiserver: tiny sizes, no thresholds.
 
 The script starts its own operator process (``--operator local``), creates the
-objects, waits until each has a status, and cleans up; the numbers it writes must
+objects, waits until each has a status, restarts the operator, and cleans up; the numbers it writes must
 say that every object got a status, without a reconcile error.
 """
 
@@ -42,6 +42,9 @@ def test_operator_scale_small_run(cluster: KubeCluster, api: Kube, tmp_path) -> 
         assert row["reconciles"] >= row["objects"], row
         assert 0 < row["delay_p50_s"] <= row["delay_p99_s"] <= row["all_status_s"], row
         assert row["rss_mb_peak"] > 0, row
+    restart = result["restart"]  # the operator restarted: every object resumed, no error
+    assert restart["settled_s"] is not None and restart["reconciles"] >= 16, restart
+    assert restart["reconcile_errors"] == 0 and restart["error_log_lines"] == 0, restart
     assert jobs["phases"] == {"Suspended": 12}, jobs
     assert sum(services["phases"].values()) == 4, services
     # Jobs reconciled at once each added their reference to the shared trainer service
