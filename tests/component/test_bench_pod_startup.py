@@ -50,3 +50,35 @@ def test_pod_startup_dry_run_manifests_pass_server_side_dry_run(
     )
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("(server dry run)") == len(docs), applied.stdout
+
+
+def test_pod_startup_reads_times_from_the_api_objects() -> None:
+    """The times come from the pods' own fields (to the second), not from polling."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pod_startup", REPO / "bench" / "pod_startup.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pod = {
+        "metadata": {"creationTimestamp": "2026-11-29T10:00:00Z"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": "2026-11-29T10:00:00Z",
+                },
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-29T10:00:03Z"},
+            ],
+            "containerStatuses": [{"state": {"running": {"startedAt": "2026-11-29T10:00:02Z"}}}],
+        },
+    }
+    created = bench.ts(pod["metadata"]["creationTimestamp"])
+    assert bench.ready_at(pod) - created == 3
+    assert bench.container_started(pod) - created == 2
+    waiting = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "Pulling"}}}]}}
+    assert bench.container_started(waiting) is None and bench.ready_at(waiting) is None
+    assert bench.summary([1.0, 2.0, 3.0, 10.0]) == {
+        "n": 4, "mean_s": 4.0, "p50_s": 2.5, "p99_s": 10.0, "values": [1.0, 2.0, 3.0, 10.0]
+    }  # fmt: skip
