@@ -418,7 +418,7 @@ def test_shared_service_account_is_owned_by_each_user_once(fake):
 
 def test_shared_service_account_keeps_a_reference_added_concurrently(fake, monkeypatch):
     """Another owner's reconcile adds its reference between our read and our write: the
-    conditional write conflicts, is retried on a fresh read, and both references stay."""
+    reference is merged into the stored list (not the list we read), both stay."""
     from kerasop_operator.common import common_labels
 
     desired = _service_account(**common_labels("trainer"))
