@@ -2,7 +2,7 @@
 
     python bench/operator_scale.py [--jobs 1000] [--services 200] [--operator local|cluster]
                                    [--runtime-image kerasop-runtime:0.1.0] [--timeout 900]
-                                   [--out bench/results] [--quick]
+                                   [--no-restart] [--out bench/results] [--quick]
 
 Against the cluster of ``$KUBECONFIG``, in a namespace the script creates and deletes.
 
@@ -12,7 +12,6 @@ Against the cluster of ``$KUBECONFIG``, in a namespace the script creates and de
 2. M KerasModelServices following those jobs (``model.trainingJob``: job i mod N; the
    jobs have no model yet, so each service waits for one and says so in its status).
    Same measurement.
-
 3. With ``--operator local``: the operator restarted, seconds until it has resumed every
    object (``--no-restart`` skips it).
 
@@ -59,11 +58,10 @@ from typing import Any
 import lightkube
 from lightkube.config.kubeconfig import KubeConfig
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "operator"))  # run from a checkout without the package installed
+from kerasop_operator import kube as k
+from kerasop_operator.kube import Kube
 
-from kerasop_operator import kube as k  # noqa: E402
-from kerasop_operator.kube import Kube  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 API_VERSION = "kerasop.io/v1alpha1"
 CREATE_THREADS = 16
@@ -149,9 +147,6 @@ class LocalOperator:
             "KERASOP_METRICS_PORT": str(self.metrics_port),
             "KERASOP_HEALTH_PORT": str(self.health_port),
             "KERASOP_LOG_FORMAT": "json",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO / "operator"), os.environ.get("PYTHONPATH")) if p
-            ),
         }
         with open(self.log_path, "ab") as log:  # a restart appends
             self.proc = subprocess.Popen(
