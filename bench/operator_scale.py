@@ -518,6 +518,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         if isinstance(operator, LocalOperator) and not args.no_restart:
             restart = measure_restart(operator, args.jobs + args.services, args.timeout)
+        result = {
+            "meta": {
+                "operator": operator.where,
+                "server": str(client.config.cluster.server),
+                "namespace": namespace,
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            "kinds": results,
+            "restart": restart,
+        }
+        publish(result, args)  # before the clean-up, which takes a while at 1000 objects
         print("cleaning up ...", flush=True)
         cleanup(api, client, namespace, wait=args.timeout)
     finally:
@@ -526,18 +539,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(logdir, ignore_errors=True)
         elif args.operator == "local":
             print(f"operator log: {logdir / 'operator.log'}")
-    return {
-        "meta": {
-            "operator": operator.where,
-            "server": str(client.config.cluster.server),
-            "namespace": namespace,
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-        "kinds": results,
-        "restart": restart,
-    }
+    return result
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -621,15 +623,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
+def publish(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """The table on stdout, the JSON and the plot under ``args.out``."""
     print_table(result)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "operator_scale_quick" if args.quick else "operator_scale"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     plotted = plot(result, args.out / f"{stem}.png")
     print(f"\nwrote {args.out / (stem + '.json')}" + (f" and {stem}.png" if plotted else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
     complete = all(r["with_status"] == r["objects"] for r in result["kinds"])
     return 0 if complete else 1
 
