@@ -114,6 +114,9 @@ def parse_metrics(text: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
+            if sample.name == "kerasop_reconcile_total":  # also by trigger
+                name = f"{sample.name}:{sample.labels.get('trigger')}"
+                out[name] = out.get(name, 0.0) + sample.value
     return out
 
 
@@ -410,6 +413,11 @@ def measure_kind(
         "phases": {p: list(phases.values()).count(p) for p in sorted(set(phases.values()))},
         "reconciles": int(reconciles),
         "reconcile_mean_ms": round(1000 * duration_sum / reconciles, 1) if reconciles else None,
+        "reconciles_by_trigger": {
+            name.split(":", 1)[1]: int(delta(name))
+            for name in sorted(metrics_after)
+            if name.startswith("kerasop_reconcile_total:") and delta(name)
+        },
         "reconcile_errors": int(delta("kerasop_reconcile_errors_total")),
         "error_log_lines": operator.errors_logged_since(mark),
         "status_writes": int(delta("kerasop_status_writes_total")),
