@@ -114,8 +114,8 @@ def parse_metrics(text: str) -> dict[str, float]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             out[sample.name] = out.get(sample.name, 0.0) + sample.value
-            if sample.name == "kerasop_reconcile_total":  # also by trigger
-                name = f"{sample.name}:{sample.labels.get('trigger')}"
+            if sample.name == "kerasop_reconcile_total":  # also by kind and trigger
+                name = f"{sample.name}:{sample.labels.get('kind')}/{sample.labels.get('trigger')}"
                 out[name] = out.get(name, 0.0) + sample.value
     return out
 
