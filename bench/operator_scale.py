@@ -479,9 +479,12 @@ def cleanup(api: Kube, client: lightkube.Client, namespace: str, wait: float) ->
             client.deletecollection(kind.res, namespace=namespace)
         except lightkube.ApiError as exc:
             print(f"  cleanup of {kind.kind}: {exc}")
-    deadline = time.monotonic() + wait
+    deadline, left = time.monotonic() + wait, -1
     while time.monotonic() < deadline:
-        left = sum(len(api.list(kind, namespace)) for kind in (k.MODEL_SERVICE, k.TRAINING_JOB))
+        try:
+            left = sum(len(api.list(kind, namespace)) for kind in (k.MODEL_SERVICE, k.TRAINING_JOB))
+        except Exception as exc:  # a busy API server dropping one list: ask again
+            print(f"  (listing what is left: {type(exc).__name__})")
         if left == 0:
             break
         time.sleep(1)
