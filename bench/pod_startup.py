@@ -470,7 +470,8 @@ def plot(result: dict[str, Any], target: Path) -> bool:
     fig, axes = plt.subplots(1, len(parts), figsize=(5 * len(parts), 3.6), squeeze=False)
     for ax, part in zip(axes[0], parts, strict=True):
         rows = result[part]
-        ax.boxplot([r["values"] for r in rows.values()], labels=list(rows), vert=True)
+        ax.boxplot([r["values"] for r in rows.values()])
+        ax.set_xticks(range(1, len(rows) + 1), list(rows))
         ax.set_ylabel("seconds")
         ax.set_title(part)
         ax.tick_params(axis="x", labelsize=7, rotation=15)
