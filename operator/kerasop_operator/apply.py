@@ -109,10 +109,9 @@ def ensure_shared(
     refs = meta.get("ownerReferences") or []
     if action == "created" or not ours or any(r.get("uid") == ref["uid"] for r in refs):
         return action, live
-    patched = kube.merge_patch(
-        kind_of(live), meta.get("namespace"), meta["name"],
-        {"metadata": {"ownerReferences": [*refs, ref]}},
-    )  # fmt: skip
+    # Merged on the server: many owners' reconciles run at once (a thousand jobs created
+    # together) and a read-modify-write of the list dropped references of the others.
+    patched = kube.add_owner_reference(kind_of(live), meta.get("namespace"), meta["name"], ref)
     metrics.CHILD_WRITES.labels(kind=kind_of(live).kind, action="patched").inc()
     return "patched", patched
 

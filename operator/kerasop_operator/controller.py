@@ -287,7 +287,13 @@ class Controller:
         )
         if key in self._seen_models and self._seen_models[key] == fingerprint:
             return []
+        first_sight = key not in self._seen_models
         self._seen_models[key] = fingerprint
+        if first_sight and fingerprint == (None, None, None):
+            # No model yet: its followers wait for one, as their own reconciles found. Listing
+            # the namespace's services for each such job made a start-up with N jobs and M
+            # services cost N lists of M objects.
+            return []
         if deleted:
             self._seen_models.pop(key, None)
         names = self.services_following(*key)

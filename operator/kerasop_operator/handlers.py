@@ -57,6 +57,10 @@ def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # kopf waits this long for its own annotation patch to come back through the watch
+    # before it processes a newer event; with a backlog (a thousand objects created at once)
+    # the default 5 s ran out and create handlers ran a second time on a stale body.
+    settings.persistence.consistency_timeout = 60
     settings.posting.loggers = False  # only the explicit kopf.event() calls become Events
     settings.execution.max_workers = config.max_workers
     settings.watching.server_timeout = config.watch_timeout

@@ -144,6 +144,9 @@ class Client(Protocol):
         *,
         subresource: str | None = None,
     ) -> dict[str, Any]: ...
+    def add_owner_reference(
+        self, kind: Kind, namespace: str | None, name: str, ref: dict[str, Any]
+    ) -> dict[str, Any]: ...
     def delete(self, kind: Kind, namespace: str | None, name: str) -> bool: ...
     def pod_log(self, namespace: str, name: str, *, container: str) -> str | None: ...
 
@@ -235,6 +238,28 @@ class Kube:
         try:
             return _dict(
                 self.client.patch(res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+            )
+        except lightkube.ApiError as exc:
+            raise ApiError.from_lightkube(exc) from None
+
+    def add_owner_reference(
+        self, kind: Kind, namespace: str | None, name: str, ref: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Add ``ref`` to an object's owner references, merged by uid on the server.
+
+        A strategic merge patch: the API server merges the list, so the many owners of a
+        shared object (a thousand jobs created at once) neither conflict nor overwrite
+        each other's references, and none has to send the whole list.
+        """
+        try:
+            return _dict(
+                self.client.patch(
+                    kind.res,
+                    name,
+                    {"metadata": {"ownerReferences": [ref]}},
+                    namespace=namespace,
+                    patch_type=PatchType.STRATEGIC,
+                )
             )
         except lightkube.ApiError as exc:
             raise ApiError.from_lightkube(exc) from None

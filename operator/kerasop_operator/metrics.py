@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -60,26 +61,34 @@ TRAINING_PHASE = Gauge(
     "1 for the phase a training job is in, 0 for the others.",
     ["namespace", "name", "phase"],
 )
-_TRAINING_GAUGES = (TRAINING_EPOCH, TRAINING_EPOCHS, TRAINING_METRIC, TRAINING_PHASE)
+# The series each job has set, so that its update removes exactly those: Gauge.remove_by_labels
+# scans every series of the gauge, which made each event cost O(jobs) (10 ms at 1000 jobs).
+_job_series: dict[tuple[str, str], list[tuple[Gauge, tuple[str, ...]]]] = {}
+_job_series_lock = threading.Lock()
 
 
 def observe_training_job(body: dict[str, Any], *, deleted: bool = False) -> None:
     """Set the training gauges from a job's status; drop its series when it is deleted."""
     meta = body.get("metadata") or {}
-    key = {"namespace": meta.get("namespace") or "", "name": meta.get("name") or ""}
-    for gauge in _TRAINING_GAUGES:  # series of metrics a job no longer reports go too
-        gauge.remove_by_labels(key)
-    if deleted:
-        return
-    st = body.get("status") or {}
-    for gauge, field in ((TRAINING_EPOCH, "epoch"), (TRAINING_EPOCHS, "epochs")):
-        if isinstance(st.get(field), int):
-            gauge.labels(**key).set(st[field])
-    for metric, value in (st.get("metrics") or {}).items():
-        if isinstance(value, int | float):
-            TRAINING_METRIC.labels(**key, metric=metric).set(value)
-    for phase in TRAINING_PHASES:
-        TRAINING_PHASE.labels(**key, phase=phase).set(1 if st.get("phase") == phase else 0)
+    key = (meta.get("namespace") or "", meta.get("name") or "")
+    series: list[tuple[Gauge, tuple[str, ...], float]] = []
+    if not deleted:
+        st = body.get("status") or {}
+        for gauge, field in ((TRAINING_EPOCH, "epoch"), (TRAINING_EPOCHS, "epochs")):
+            if isinstance(st.get(field), int):
+                series.append((gauge, key, st[field]))
+        for metric, value in (st.get("metrics") or {}).items():
+            if isinstance(value, int | float):
+                series.append((TRAINING_METRIC, (*key, metric), value))
+        for phase in TRAINING_PHASES:
+            series.append((TRAINING_PHASE, (*key, phase), 1 if st.get("phase") == phase else 0))
+    with _job_series_lock:
+        for gauge, labels in _job_series.pop(key, []):  # metrics no longer reported go too
+            gauge.remove(*labels)
+        for gauge, labels, value in series:
+            gauge.labels(*labels).set(value)
+        if series:
+            _job_series[key] = [(gauge, labels) for gauge, labels, _ in series]
 
 
 @contextlib.contextmanager

@@ -193,6 +193,17 @@ class FakeKube:
         _merge(new, patch)
         return self._write(f"patch{'/' + subresource if subresource else ''}", key, new)
 
+    def add_owner_reference(self, kind, namespace, name, ref):
+        """The strategic merge patch: merged into the stored list by uid."""
+        key = (kind.kind, namespace, name)
+        live = self.objects.get(key)
+        if live is None:
+            raise ApiError(404, "NotFound", "not found")
+        new = copy.deepcopy(live)
+        refs = new["metadata"].setdefault("ownerReferences", [])
+        refs[:] = [r for r in refs if r.get("uid") != ref["uid"]] + [ref]
+        return self._write("patch", key, new)
+
     def delete(self, kind, namespace, name) -> bool:
         self.writes.append(("delete", kind.kind, name))
         self.applied.pop((kind.kind, namespace, name), None)

@@ -391,6 +391,25 @@ def test_service_reconcile_is_idempotent_and_cleans_up(fake, ctl):
     assert fake.find("Deployment", "ml", "mnist-server")["spec"]["replicas"] == 1
 
 
+def test_jobs_first_seen_without_a_model_do_not_list_the_services(fake, ctl, monkeypatch):
+    """At start-up every job is seen once: those with no model yet have nothing to roll
+    forward, so they cost no list of the namespace's services (N jobs x M services)."""
+    fake.put(model_service())
+    listed = []
+    real_list = fake.list
+    monkeypatch.setattr(
+        fake, "list", lambda kind, *a, **kw: listed.append(kind.kind) or real_list(kind, *a, **kw)
+    )
+    for i in range(5):
+        assert ctl.training_job_seen(fake.put(training_job(f"job-{i}"))) == []
+    assert ctl.training_job_seen(fake.put(training_job())) == []  # "mnist", followed
+    assert "KerasModelService" not in listed
+    live = fake.edit(
+        "KerasTrainingJob", "ml", "mnist", lambda o: o.update(status={"modelVersion": 1})
+    )
+    assert ctl.training_job_seen(live) == ["mnist"]
+
+
 def test_service_keeps_serving_when_job_is_deleted(fake, ctl):
     job = training_job()
     job["status"] = {"modelVersion": 3}
@@ -425,6 +444,24 @@ def test_shared_service_account_is_owned_by_each_user_once(fake):
     refs = fake.find("ServiceAccount", "ml", "kerasop-trainer")["metadata"]["ownerReferences"]
     assert [r["uid"] for r in refs] == [first["metadata"]["uid"], second["metadata"]["uid"]]
     assert not any(r["controller"] or r["blockOwnerDeletion"] for r in refs)
+
+
+def test_shared_service_account_keeps_a_reference_added_concurrently(fake, monkeypatch):
+    """Another owner's reconcile adds its reference between our read and our write: the
+    reference is merged into the stored list (not the list we read), both stay."""
+    from kerasop_operator.common import common_labels
+
+    desired = _service_account(**common_labels("trainer"))
+    first, second, third = (fake.put(training_job(n)) for n in ("a", "b", "c"))
+    apply.ensure_shared(fake, desired, first)
+    stale = fake.find("ServiceAccount", "ml", "kerasop-trainer")
+    apply.ensure_shared(fake, desired, second)  # lands after `stale` was read
+    reads = iter([stale])
+    real_get = fake.get
+    monkeypatch.setattr(fake, "get", lambda *a: next(reads, None) or real_get(*a))
+    assert apply.ensure_shared(fake, desired, third)[0] == "patched"
+    refs = fake.find("ServiceAccount", "ml", "kerasop-trainer")["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in refs] == [o["metadata"]["uid"] for o in (first, second, third)]
 
 
 def test_service_account_of_another_tool_is_left_alone(fake):
