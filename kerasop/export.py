@@ -39,4 +39,23 @@ def convert_to_onnx(model: Any) -> bytes:
                 model.export(str(target), format="onnx", verbose=False)
         except Exception as exc:
             raise ExportError(f"ONNX export failed: {exc}") from exc
-        return target.read_bytes()
+        graph = target.read_bytes()
+    _check_servable(graph)
+    return graph
+
+
+def _check_servable(graph: bytes) -> None:
+    """The server runs graphs of one input and one output (kerasop_server.engines); refuse
+    others here, so that no version claims a ``model.onnx`` the server cannot load (it would
+    then be sent to the slim, ONNX-only image). Keras exports an adapted ``Normalization``
+    layer's statistics as extra graph inputs, for example."""
+    import onnx
+
+    g = onnx.load_model_from_string(graph).graph
+    initializers = {t.name for t in g.initializer}
+    inputs = [i.name for i in g.input if i.name not in initializers]
+    if len(inputs) != 1 or len(g.output) != 1:
+        raise ExportError(
+            f"the ONNX graph has {len(inputs)} inputs ({', '.join(inputs)}) and"
+            f" {len(g.output)} outputs; the server needs one of each"
+        )
