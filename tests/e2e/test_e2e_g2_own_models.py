@@ -86,27 +86,25 @@ def _user_code(job: dict) -> list[str]:
 
 
 def _check_in_pod(
-    e2e: E2E, name: str, version: int, claim: str, extra: list[str] | None = None
+    e2e: E2E,
+    name: str,
+    version: int,
+    claim: str,
+    extra: list[str] | None = None,
+    *,
+    script: str = "predict_check.py",
+    csv: str = "/data/dense/train.csv",
 ) -> dict:
-    """predict_check.py in a pod with this model's store volume (each job has its own PVC)."""
+    """A check script (tests/e2e/incluster) in a pod with this model's store volume (each job
+    has its own PVC): it calls the service and compares with model.keras; its RESULT line."""
+    argv = [
+        "python", f"/scripts/{script}", "--host", name, "--model", name,
+        "--model-dir", f"/models/{name}/{version}", "--csv", csv, "--rows", "4", *(extra or []),
+    ]  # fmt: skip
     pod = runtime_pod(
-        f"e2e-check-{name}",
+        f"e2e-{script.removesuffix('.py').replace('_', '-')}-{name}",
         e2e.runtime_image,
-        [
-            "python",
-            "/scripts/predict_check.py",
-            "--host",
-            name,
-            "--model",
-            name,
-            "--model-dir",
-            f"/models/{name}/{version}",
-            "--csv",
-            "/data/dense/train.csv",
-            "--rows",
-            "4",
-            *(extra or []),
-        ],
+        argv,
         claims={"/data": (DATA_CLAIM, True), "/models": (claim, True)},
         scripts_configmap=SCRIPTS,
     )
@@ -162,42 +160,20 @@ def test_i4_mixed_table_trains_and_regression_is_served(own_data: E2E, phase) ->
     version = churn["status"]["modelVersion"]
     e2e.wait_service_ready("churn", version=version, timeout=600)
     phase("mixed table services ready")
-    out = _raw_rows_in_pod(e2e, "churn", version, churn["status"]["modelClaimName"])
+    # raw CSV rows (strings for city and plan) over v1 and v2, against model.keras in the pod
+    out = _check_in_pod(
+        e2e,
+        "churn",
+        version,
+        churn["status"]["modelClaimName"],
+        script="raw_rows_check.py",
+        csv="/data/mixed/train.csv",
+    )
     shown = json.dumps(out, indent=1)
     assert out["v1_status"] == 200 and out["v2_status"] == 200, shown
     assert all(isinstance(row[2], str) for row in out["rows"]), shown  # city as a string
     assert out["max_diff_v1"] is not None and out["max_diff_v1"] <= TOLERANCE, shown
     assert out["max_diff_v2"] is not None and out["max_diff_v2"] <= TOLERANCE, shown
-
-
-def _raw_rows_in_pod(e2e: E2E, name: str, version: int, claim: str) -> dict:
-    """raw_rows_check.py in a pod: raw CSV rows (strings for city and plan) over v1 and v2,
-    against the same model.keras loaded in the pod."""
-    pod = runtime_pod(
-        f"e2e-raw-{name}",
-        e2e.runtime_image,
-        [
-            "python",
-            "/scripts/raw_rows_check.py",
-            "--host",
-            name,
-            "--model",
-            name,
-            "--model-dir",
-            f"/models/{name}/{version}",
-            "--csv",
-            "/data/mixed/train.csv",
-            "--rows",
-            "4",
-        ],
-        claims={"/data": (DATA_CLAIM, True), "/models": (claim, True)},
-        scripts_configmap=SCRIPTS,
-    )
-    log = e2e.run_pod(pod, timeout=600)
-    for line in reversed(log.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise AssertionError(f"no RESULT line:\n{log[-3000:]}")
 
 
 def load_example_all(name: str) -> list[dict]:
