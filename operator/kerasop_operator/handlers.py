@@ -6,6 +6,7 @@ Triggers:
 
 - KerasTrainingJob created/changed/found at start-up -> full reconcile;
 - its trainer Job changes (pods start, finish, fail) -> status refresh
+  (and a trainer pod that cannot start -- unschedulable, image pull -> status refresh);
   (a deleted Job -> full reconcile, which recreates it unless the job finished);
 - every ``progress_interval`` s (settings.py) while Pending/Running -> status refresh
   with the trainer's log tail (epoch, metrics);
@@ -31,8 +32,8 @@ import kopf
 from kerasop.spec import GROUP, VERSION
 
 from . import kube as kube_kinds
-from . import metrics
-from .common import LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
+from . import metrics, training
+from .common import LABEL_MANAGED_BY, LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
 from .controller import Controller, ReconcileError
 from .kube import ApiError, Kube
 from .serving import KIND as SERVICE_KIND
@@ -224,6 +225,39 @@ def trainer_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
             ctl.sync_training_status(namespace, parent)
 
     _child_event(JOB_KIND, "job", "Job", type, body, memo, refresh)
+
+
+def _trainer_pod_stuck(body: Any, **_: Any) -> bool:
+    return (body.get("status") or {}).get("phase") == "Pending" and bool(
+        training.pod_stuck_detail(dict(body))
+    )
+
+
+@kopf.on.event(
+    "v1",
+    "pods",
+    labels={LABEL_TRAINING_JOB: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER},
+    when=_trainer_pod_stuck,
+)
+def trainer_pod_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    """A trainer pod cannot start (unschedulable, image pull): say why in its job's status
+    now, not at the next progress tick (a short job may hold the only GPU for less)."""
+    meta = body.get("metadata") or {}
+    namespace = meta.get("namespace")
+    owner: dict[str, Any] = next(
+        (r for r in meta.get("ownerReferences") or [] if r.get("controller")), {}
+    )
+    if type == "DELETED" or namespace is None or owner.get("kind") != "Job":
+        return
+    ctl = _controller(memo)
+    try:
+        trainer = ctl.kube.get(kube_kinds.JOB, namespace, owner["name"])
+        parent = trainer and _owner_name(trainer, JOB_KIND)
+        if parent:
+            with metrics.reconcile(JOB_KIND, "pod-stuck"):
+                ctl.sync_training_status(namespace, parent)
+    except (ApiError, ReconcileError, OSError) as exc:
+        logger.warning("refresh after trainer pod %s failed: %s", meta.get("name"), exc)
 
 
 @kopf.on.event(GROUP, VERSION, JOBS)

@@ -228,6 +228,45 @@ def test_training_job_runs_and_succeeds(cluster, api, operator, namespace):
     assert set(body["status"]) <= allowed
 
 
+def test_unschedulable_trainer_pod_reported_from_its_own_event(cluster, api, operator, namespace):
+    apply_yaml(cluster, job_yaml("gpu", namespace))
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "gpu"))
+    pod = start_trainer_pod(api, job)
+    before = operator.metric_sum("kerasop_reconcile_total", trigger="pod-stuck")
+    message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    api.merge_patch(
+        k.POD,
+        namespace,
+        pod["metadata"]["name"],
+        {
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": message,
+                    }
+                ],
+            }
+        },
+        subresource="status",
+    )
+    body = wait_for(
+        "Unschedulable in the job's status",
+        lambda: (
+            cond(b := cr(api, k.TRAINING_JOB, namespace, "gpu"), "Running").get("reason")
+            == "Unschedulable"
+            and b
+        ),
+    )
+    assert body["status"]["phase"] == "Pending"
+    assert cond(body, "Running")["message"] == message
+    # the pod's own event refreshed the status (not only the progress timer)
+    assert operator.metric_sum("kerasop_reconcile_total", trigger="pod-stuck") > before
+
+
 def test_training_job_permanent_failure(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("bad", namespace))
     job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "bad"))

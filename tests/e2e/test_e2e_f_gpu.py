@@ -70,7 +70,8 @@ def test_f_one_gpu_two_jobs_second_waits_unschedulable(data: E2E, phase) -> None
         jobs = [
             new_job(
                 name,
-                epochs=4,
+                # long enough that the waiting job's status is seen while the first one runs
+                epochs=10,
                 batch_size=8,
                 resources={"gpus": 1},
                 scheduling={"nodeSelector": {"kubernetes.io/hostname": hostname}},

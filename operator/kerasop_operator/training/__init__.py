@@ -39,7 +39,7 @@ from .names import (
     trainer_job_name,
 )
 from .observed import job_pods, worker0_pod
-from .status import ObservedTraining, training_status
+from .status import ObservedTraining, pod_stuck_detail, training_status
 
 __all__ = [
     "CONTAINER",
@@ -57,6 +57,7 @@ __all__ = [
     "job_pods",
     "parse",
     "phase_event",
+    "pod_stuck_detail",
     "progress_from_log",
     "service_account",
     "template_drift",

@@ -45,16 +45,23 @@ class ObservedTraining:
     apply_error: str | None = None  # the API server refused a child (e.g. a bad podTemplate)
 
 
+def pod_stuck_detail(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """Why this trainer pod cannot start (image pull, scheduling) as (reason, message), or None."""
+    waiting = trainer_state(pod).get("waiting") or {}
+    if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
+        return waiting["reason"], waiting.get("message") or waiting["reason"]
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond.get("reason") or "Unschedulable", cond.get("message") or ""
+    return None
+
+
 def _pending_detail(pods: list[dict[str, Any]]) -> tuple[str, str]:
     """Why trainer pods are not running yet (image pulls, scheduling), as (reason, message)."""
     for pod in pods:
-        status = pod.get("status") or {}
-        waiting = trainer_state(pod).get("waiting") or {}
-        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
-            return waiting["reason"], waiting.get("message") or waiting["reason"]
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return cond.get("reason") or "Unschedulable", cond.get("message") or ""
+        detail = pod_stuck_detail(pod)
+        if detail:
+            return detail
     if pods:
         return "PodsStarting", "trainer pods are starting"
     return "PodsPending", "waiting for the Job controller to create trainer pods"
