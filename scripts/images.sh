@@ -335,7 +335,8 @@ build_image() { # runtime|operator
         docker image prune -f --filter "label=org.opencontainers.image.title=${tag%%:*}" >/dev/null
         docker images --filter dangling=true --format '{{.CreatedAt}}\t{{.ID}}' \
             --filter "label=io.kerasop.stage=$name-$(image_variant "$name")-$PIP_SOURCE" |
-            sort -r | tail -n +2 | cut -f2 | xargs -r docker rmi >/dev/null
+            sort -r | tail -n +2 | cut -f2 | xargs -r docker rmi >/dev/null 2>&1 ||
+            log "kept an old stage image still used by a stopped container (docker container prune)"
     fi
     verify_image "$name" "$tag"
 }
