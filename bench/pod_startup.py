@@ -315,6 +315,18 @@ def time_objects(
     cleanup: Callable[[Kubectl, dict[str, Any]], None],
 ) -> dict[str, list[float]]:
     """Apply each doc (``parallel`` at a time), ``measure`` it, ``cleanup`` it."""
+    results = time_objects_each(kc, docs, parallel, measure, cleanup)
+    return {key: [r[key] for r in results] for key in results[0]} if results else {}
+
+
+def time_objects_each(
+    kc: Kubectl,
+    docs: list[dict[str, Any]],
+    parallel: int,
+    measure: Callable[[Kubectl, dict[str, Any]], dict[str, float]],
+    cleanup: Callable[[Kubectl, dict[str, Any]], None],
+) -> list[dict[str, float]]:
+    """What ``measure`` returned for each doc, in the order of ``docs``."""
 
     def one(doc: dict[str, Any]) -> dict[str, float]:
         kc.apply(doc)
@@ -324,8 +336,7 @@ def time_objects(
             cleanup(kc, doc)
 
     with ThreadPoolExecutor(parallel) as pool:
-        results = list(pool.map(one, docs))
-    return {key: [r[key] for r in results] for key in results[0]} if results else {}
+        return list(pool.map(one, docs))
 
 
 def created_at(kc: Kubectl, kind: str, name: str) -> float:
@@ -347,15 +358,28 @@ def first_pod(
 
 
 def measure_training_job(kc: Kubectl, doc: dict[str, Any]) -> dict[str, float]:
+    """Created -> trainer running, split at the moment the operator's batch/v1 Job appeared."""
     name = doc["metadata"]["name"]
     pod = first_pod(kc, f"{LABEL_TRAINING_JOB}={name}", container_started)
-    return {"created_to_running": container_started(pod) - created_at(kc, "kerastrainingjob", name)}  # type: ignore[operator]
+    started, created = container_started(pod), created_at(kc, "kerastrainingjob", name)
+    job_created = created_at(kc, "job", f"{name}-trainer")
+    return {
+        "created_to_running": started - created,  # type: ignore[operator]
+        "operator": job_created - created,
+        "job_to_running": started - job_created,  # type: ignore[operator]
+    }
 
 
 def measure_plain_job(kc: Kubectl, doc: dict[str, Any]) -> dict[str, float]:
     name = doc["metadata"]["name"]
     pod = first_pod(kc, f"job-name={name}", container_started)
     return {"created_to_running": container_started(pod) - created_at(kc, "job", name)}  # type: ignore[operator]
+
+
+def measure_any_job(kc: Kubectl, doc: dict[str, Any]) -> dict[str, float]:
+    if doc["kind"] == "KerasTrainingJob":
+        return measure_training_job(kc, doc)
+    return measure_plain_job(kc, doc)
 
 
 def measure_service(kc: Kubectl, doc: dict[str, Any]) -> dict[str, float]:
@@ -417,15 +441,23 @@ def run(args: argparse.Namespace, steps: dict[str, list[dict[str, Any]]]) -> dic
         run_to_completion(kc, steps["warm-up"][0], args.timeout)
         if "train" in steps:
             print(
-                f"train: {len(steps['train'])} KerasTrainingJobs, then plain Jobs ...", flush=True
+                f"train: {len(steps['train'])} KerasTrainingJobs and as many plain Jobs,"
+                " alternating ...",
+                flush=True,
             )
-            jobs = time_objects(kc, steps["train"], args.parallel, measure_training_job, delete_doc)
-            plain = time_objects(
-                kc, steps["train-baseline"], args.parallel, measure_plain_job, delete_doc
-            )
+            # Alternating, so both see the same load (pods starting, pods being deleted).
+            mixed = [
+                d
+                for pair in zip(steps["train"], steps["train-baseline"], strict=True)
+                for d in pair
+            ]
+            results = time_objects_each(kc, mixed, args.parallel, measure_any_job, delete_doc)
+            jobs, plain = results[0::2], results[1::2]
             out["train"] = {
-                "kerastrainingjob": summary(jobs["created_to_running"]),
-                "plain_job": summary(plain["created_to_running"]),
+                "kerastrainingjob": summary([r["created_to_running"] for r in jobs]),
+                "kerastrainingjob_until_its_job": summary([r["operator"] for r in jobs]),
+                "kerastrainingjob_job_to_running": summary([r["job_to_running"] for r in jobs]),
+                "plain_job": summary([r["created_to_running"] for r in plain]),
             }
         if "serve" in steps:
             print("serve: sample data and the CNN ...", flush=True)

@@ -218,6 +218,13 @@ def training_job_progress(name: str, namespace: str | None, memo: Any, **_: Any)
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TRAINING_JOB: kopf.PRESENT})
 def trainer_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    if type == "ADDED":
+        # Only the operator creates trainer Jobs, and the reconcile that did wrote the status
+        # from it: a refresh here would repeat it (1000 jobs applied at once: ~1000 queued
+        # refreshes that delayed every other object's first reconcile). At start-up kopf lists
+        # (type None), which does refresh.
+        return
+
     def refresh(ctl: Controller, namespace: str, parent: str) -> None:
         if type == "DELETED":
             ctl.reconcile_training(namespace, parent)
