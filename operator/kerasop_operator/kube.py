@@ -3,19 +3,24 @@
 lightkube does the work (kubeconfig or in-cluster service account, HTTP,
 server-side apply under a field manager); this module only keeps the
 reconcile code and its builders on plain dicts, exactly as the API server
-returns them, and turns lightkube's errors into one small ``ApiError``.
+returns them, and turns lightkube's errors into one small ``ApiError``: an error
+status of the API server, or no answer at all (a timeout, a refused or dropped
+connection), which the handlers retry like any other failed API call.
 The operator's handlers run in kopf's thread pool and call this client.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import lightkube
 from lightkube import codecs
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core import generic_client
 from lightkube.core.resource import NamespacedResource, api_info
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources import apps_v1, autoscaling_v2, batch_v1, core_v1, policy_v1
@@ -26,6 +31,10 @@ from kerasop.spec import GROUP, VERSION
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "kerasop-operator"
+
+# What lightkube's HTTP client raises when no answer came (timeout, connection refused or
+# dropped); the client is httpx2 from lightkube 1.0 on, httpx before.
+TransportError: type[Exception] = generic_client.httpx.TransportError  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -92,10 +101,11 @@ def kind_of(obj: dict[str, Any]) -> Kind:
 
 
 class ApiError(Exception):
-    """An error status from the API server (``status`` is the HTTP code)."""
+    """A failed API call: the API server's error status (``status`` is the HTTP code), or
+    ``status`` 0 when no answer came (``reason`` then names the transport error)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
+        super().__init__(f"{status} {reason}: {message}" if status else f"{reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
@@ -104,6 +114,16 @@ class ApiError(Exception):
     def from_lightkube(cls, exc: lightkube.ApiError) -> ApiError:
         st = exc.status
         return cls(int(st.code or exc.response.status_code), st.reason or "", st.message or "")
+
+    @classmethod
+    def from_transport(cls, exc: Any) -> ApiError:
+        """No answer from the API server (e.g. ``ReadTimeout``), with the request it was for."""
+        try:
+            what = f" to {exc.request.method} {exc.request.url}"
+        except RuntimeError:  # raised without its request
+            what = ""
+        detail = str(exc) or "no detail"
+        return cls(0, type(exc).__name__, f"no answer from the API server{what}: {detail}")
 
     @property
     def not_found(self) -> bool:
@@ -115,7 +135,18 @@ class ApiError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.status in (409, 429) or self.status >= 500
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+@contextmanager
+def _api_errors() -> Iterator[None]:
+    """lightkube's and its HTTP client's errors raised as ``ApiError``."""
+    try:
+        yield
+    except lightkube.ApiError as exc:
+        raise ApiError.from_lightkube(exc) from None
+    except TransportError as exc:
+        raise ApiError.from_transport(exc) from None
 
 
 def _dict(obj: Any, kind: Kind | None = None) -> dict[str, Any]:
@@ -168,11 +199,12 @@ class Kube:
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return _dict(self.client.get(kind.res, name, namespace=namespace))
-        except lightkube.ApiError as exc:
-            if exc.status.code == 404:
+            with _api_errors():
+                return _dict(self.client.get(kind.res, name, namespace=namespace))
+        except ApiError as exc:
+            if exc.not_found:
                 return None
-            raise ApiError.from_lightkube(exc) from None
+            raise
 
     def list(
         self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None
@@ -181,27 +213,24 @@ class Kube:
             dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else None
         )
         ns = namespace if namespace or not kind.namespaced else lightkube.ALL_NS
-        try:
+        with _api_errors():
             return [_dict(o, kind) for o in self.client.list(kind.res, namespace=ns, labels=labels)]
-        except lightkube.ApiError as exc:
-            raise ApiError.from_lightkube(exc) from None
 
     def served(self, kind: Kind, namespace: str | None = None) -> bool:
         """Whether the API server serves ``kind`` (False: its CRD is not installed)."""
         ns = namespace or lightkube.ALL_NS
         try:
-            next(iter(self.client.list(kind.res, namespace=ns, chunk_size=1)), None)
-        except lightkube.ApiError as exc:
-            if exc.status.code == 404:
+            with _api_errors():
+                next(iter(self.client.list(kind.res, namespace=ns, chunk_size=1)), None)
+        except ApiError as exc:
+            if exc.not_found:
                 return False
-            raise ApiError.from_lightkube(exc) from None
+            raise
         return True
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with _api_errors():
             return _dict(self.client.create(codecs.from_dict(obj)))
-        except lightkube.ApiError as exc:
-            raise ApiError.from_lightkube(exc) from None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, forced: the operator owns exactly the fields it sends.
@@ -210,7 +239,7 @@ class Kube:
         ``resourceVersion`` stays the same).
         """
         meta = obj["metadata"]
-        try:
+        with _api_errors():
             return _dict(
                 self.client.patch(
                     kind_of(obj).res,
@@ -222,8 +251,6 @@ class Kube:
                     force=True,
                 )
             )
-        except lightkube.ApiError as exc:
-            raise ApiError.from_lightkube(exc) from None
 
     def merge_patch(
         self,
@@ -235,12 +262,10 @@ class Kube:
         subresource: str | None = None,
     ) -> dict[str, Any]:
         res = kind.res if subresource is None else getattr(kind.res, subresource.capitalize())
-        try:
+        with _api_errors():
             return _dict(
                 self.client.patch(res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
             )
-        except lightkube.ApiError as exc:
-            raise ApiError.from_lightkube(exc) from None
 
     def add_owner_reference(
         self, kind: Kind, namespace: str | None, name: str, ref: dict[str, Any]
@@ -251,7 +276,7 @@ class Kube:
         shared object (a thousand jobs created at once) neither conflict nor overwrite
         each other's references, and none has to send the whole list.
         """
-        try:
+        with _api_errors():
             return _dict(
                 self.client.patch(
                     kind.res,
@@ -261,17 +286,18 @@ class Kube:
                     patch_type=PatchType.STRATEGIC,
                 )
             )
-        except lightkube.ApiError as exc:
-            raise ApiError.from_lightkube(exc) from None
 
     def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         try:
-            self.client.delete(kind.res, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+            with _api_errors():
+                self.client.delete(
+                    kind.res, name, namespace=namespace, cascade=CascadeType.BACKGROUND
+                )
             return True
-        except lightkube.ApiError as exc:
-            if exc.status.code == 404:
+        except ApiError as exc:
+            if exc.not_found:
                 return False
-            raise ApiError.from_lightkube(exc) from None
+            raise
 
     def pod_log(
         self,
