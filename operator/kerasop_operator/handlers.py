@@ -62,6 +62,13 @@ def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
     # before it processes a newer event; with a backlog (a thousand objects created at once)
     # the default 5 s ran out and create handlers ran a second time on a stale body.
     settings.persistence.consistency_timeout = 60
+    # Memory at scale: kopf runs one worker per object with events. A thousand objects
+    # created at once all waited for the handler threads together, each holding its body
+    # and kopf's diff of it (213 MB at 1000 jobs, docs/performance.md). Now four times as many
+    # objects as handler threads are processed at once, the others wait as raw events, and a
+    # worker frees its place half a second after its object's last event (kopf: 5 s).
+    settings.queueing.worker_limit = 4 * config.max_workers
+    settings.queueing.idle_timeout = 0.5
     settings.posting.loggers = False  # only the explicit kopf.event() calls become Events
     settings.execution.max_workers = config.max_workers
     settings.watching.server_timeout = config.watch_timeout

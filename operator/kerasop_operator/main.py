@@ -101,13 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     handlers.register_rollout_timer(registry, config.rollout_interval)
     settings = kopf.OperatorSettings()
     handlers.configure_settings(settings, config)
-    # Memory at scale: kopf runs one worker per object with events. A thousand objects
-    # created at once all waited for the handler threads together, each holding its body
-    # and kopf's diff of it (213 MB at 1000 jobs, docs/performance.md). Now four times as many
-    # objects as handler threads are processed at once, the others wait as raw events, and a
-    # worker frees its place half a second after its object's last event (kopf: 5 s).
-    settings.queueing.worker_limit = 4 * config.max_workers
-    settings.queueing.idle_timeout = 0.5
     controller = Controller(kube, config, handlers.post_event)
 
     if config.metrics_port:
