@@ -110,7 +110,7 @@ def _trains_resumes_and_publishes(job, root: Path, store: Path, job_id: str) -> 
     assert [e["epoch"] for e in ev.of("epoch")] == list(range(3, job.spec.training.epochs + 1))
     assert done["modelVersion"] == 1 and done["epochsRun"] == job.spec.training.epochs
     vdir = Path(done["modelPath"])
-    assert {"saved_model.pb", "model.keras", "metadata.json"} <= {p.name for p in vdir.iterdir()}
+    assert {"model.keras", "metadata.json"} <= {p.name for p in vdir.iterdir()}
     return done
 
 

@@ -22,6 +22,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
         "dense",
         {"format": "csv", "path": "dense.csv", "validationSplit": 0.2},
         training={"epochs": 5, "batchSize": 32},
+        output={"formats": ["savedmodel", "onnx"]},
     )
     ev = Events()
     done = run(job, data_root, store, "job-a", emit=ev)
@@ -35,9 +36,10 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
 
     vdir = store / "dense" / "1"
     assert done["modelPath"] == str(vdir)
-    assert {"saved_model.pb", "variables", "model.keras", "metadata.json"} <= {
+    assert {"saved_model.pb", "variables", "model.keras", "model.onnx", "metadata.json"} <= {
         p.name for p in vdir.iterdir()
     }
+    assert done["modelFormats"] == ["keras", "savedmodel", "onnx"]
     assert (vdir / "variables" / "variables.index").exists()
     meta = json.loads((vdir / "metadata.json").read_text())
     assert set(meta) == {
@@ -76,7 +78,7 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
         np.asarray(saved.serve(tf.constant(x))), reloaded.predict(x, verbose=0), atol=1e-5
     )
 
-    # a second run publishes version 2, version 1 untouched
+    # a second run publishes version 2, version 1 untouched; by default without a SavedModel
     job2 = make_job(
         "dense",
         {"format": "csv", "path": "dense.csv", "validationSplit": 0.2},
@@ -86,6 +88,10 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
     assert done2["modelVersion"] == 2 and ModelStore(store).versions("dense") == [1, 2]
     assert ModelStore(store).metadata("dense", 1).to_json_dict()["epochsRun"] == 5
     assert sorted(p.name for p in (store / "dense").iterdir()) == ["1", "2"]
+    assert done2["modelFormats"] == ["keras", "onnx"]
+    v2 = store / "dense" / "2"
+    assert sorted(p.name for p in v2.iterdir()) == ["metadata.json", "model.keras", "model.onnx"]
+    assert "savedModelSignature" not in json.loads((v2 / "metadata.json").read_text())
 
 
 @pytest.mark.parametrize(

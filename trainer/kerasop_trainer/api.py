@@ -15,8 +15,9 @@ built-in trainer offers. Use it from the script the job runs::
 - :func:`resume` loads this job's latest checkpoint (the job identity is
   ``KERASOP_JOB_ID``: a restarted pod continues where the last one stopped) and prints the
   ``start`` event;
-- :func:`publish` writes ``model.keras``, the SavedModel, ``model.onnx`` where the model
-  converts, and ``metadata.json`` as the next version, atomically, with the built-in
+- :func:`publish` writes ``model.keras``, the exports ``spec.output.formats`` asks for
+  (``model.onnx`` where the model converts, by default; the SavedModel) and
+  ``metadata.json`` as the next version, atomically, with the built-in
   trainer's own code, clears the checkpoints and prints the ``done`` event.
 
 Several workers get the built-in trainer's environment (``KERASOP_NUM_WORKERS``,
@@ -186,7 +187,13 @@ def publish(
     metadata["lineage"] = lineage(current, job_id(), data_root())
     store = ModelStore(store_root())
     version, path = train.publish(
-        model, store, current.model_name, metadata, keras.backend.backend(), place
+        model,
+        store,
+        current.model_name,
+        metadata,
+        keras.backend.backend(),
+        place,
+        current.spec.output.formats,
     )
     checkpoints().clear()
     done = {

@@ -10,7 +10,8 @@
 4. fits, printing one ``epoch`` event per epoch (after that epoch's checkpoint is on
    disk, so a killed trainer loses at most the epoch in progress),
 5. evaluates on the validation data (the training data when there is none),
-6. publishes ``saved_model.pb``+``variables/``, ``model.keras`` and ``metadata.json``
+6. publishes ``model.keras``, the exports ``spec.output.formats`` asks for
+   (``model.onnx`` by default, ``saved_model.pb``+``variables/``) and ``metadata.json``
    as the next version through :meth:`kerasop.store.ModelStore.new_version`
    (atomic: nothing half-written ever appears), deletes the checkpoints, and
    prints the ``done`` event.
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -416,7 +417,9 @@ def run(
         keras, job, data.input_metadata(), data.output_metadata(), metrics, epochs_run
     )
     metadata["lineage"] = lineage(job, job_id, data_root)
-    version, version_path = publish(model, store, job.model_name, metadata, backend, workers)
+    version, version_path = publish(
+        model, store, job.model_name, metadata, backend, workers, job.spec.output.formats
+    )
     checkpoints.clear()
 
     done: dict[str, Any] = {
@@ -652,8 +655,9 @@ def version_metadata(
         "epochsRun": epochs_run,
         "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "versions": _versions(keras),
-        "savedModelSignature": SAVED_MODEL_SIGNATURE,
     }
+    if "savedmodel" in job.spec.output.formats:
+        metadata["savedModelSignature"] = SAVED_MODEL_SIGNATURE
     user_code = user_code_metadata(job)
     if user_code is not None:
         metadata["userCode"] = user_code
@@ -685,13 +689,14 @@ def publish(
     metadata: dict[str, Any],
     backend: str,
     workers: WorkerConfig,
+    formats: Sequence[str],
 ) -> tuple[int | None, str | None]:
     """Write the next version atomically (chief only); ``(version, path)`` or ``(None, None)``."""
     version: int | None = None
     version_path: str | None = None
     if workers.is_chief:
         with store.new_version(model_name) as pending:
-            write_version(model, pending.path, metadata, backend)
+            write_version(model, pending.path, metadata, backend, formats)
         version = pending.version
         assert version is not None
         version_path = str(store.version_dir(model_name, version))
@@ -799,24 +804,29 @@ def _versions(keras) -> dict[str, str]:
     }
 
 
-def write_version(model, directory: Path, metadata: dict[str, Any], backend: str) -> None:
-    """``model.keras``, the SavedModel (``saved_model.pb``, ``variables/``), ``metadata.json``.
+def write_version(
+    model, directory: Path, metadata: dict[str, Any], backend: str, formats: Sequence[str]
+) -> None:
+    """``model.keras``, the ``formats`` asked for (``savedmodel``: ``saved_model.pb`` and
+    ``variables/``; ``onnx``: ``model.onnx``), then ``metadata.json``.
 
     ``model.keras`` is written first: under a multi-process distribution saving reads
     the variables collectively, and the other workers join exactly that step
-    (:func:`join_collective_save`).
+    (:func:`join_collective_save`). Each export traces the model once, which is why
+    only the ones asked for are written.
     """
     keras_file = directory / KERAS_FILE
     model.save(keras_file)
-    try:
-        model.export(str(directory), format="tf_saved_model", verbose=False)
-    except Exception as exc:
-        if backend == "tensorflow":
-            raise
-        # Some backends cannot export natively: export from model.keras under TF.
-        note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
-        _export_with_tensorflow(keras_file, directory)
-    if backend == "tensorflow":
+    if "savedmodel" in formats:
+        try:
+            model.export(str(directory), format="tf_saved_model", verbose=False)
+        except Exception as exc:
+            if backend == "tensorflow":
+                raise
+            # Some backends cannot export natively: export from model.keras under TF.
+            note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
+            _export_with_tensorflow(keras_file, directory)
+    if "onnx" in formats and backend == "tensorflow":
         write_onnx(model, directory)
     _write_json_atomic(
         directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict()
