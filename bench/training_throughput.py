@@ -13,7 +13,8 @@ Cases (the data is generated under a temporary folder):
 
 Runners, each run a separate process (peak RSS is that process's ru_maxrss):
   kerasop  ``kerasop train -f job.yaml`` (local mode, as the README shows), publishing
-           the version (model.keras, SavedModel, model.onnx) as it always does.
+           the version as a user's job does by default (model.keras, model.onnx,
+           metadata.json; checkpoints every 60 s and after the last epoch).
   script   what a user writes instead: ``np.loadtxt`` (csv) or
            ``keras.utils.image_dataset_from_directory`` (images), a ``Normalization``
            layer adapted on the features (csv; the trainer standardizes too), the same
@@ -22,7 +23,8 @@ Runners, each run a separate process (peak RSS is that process's ru_maxrss):
 Runs are interleaved (kerasop, script, kerasop, ...) ``--repeats`` times; the table shows
 medians. Fit samples/s: training rows x (epochs - 1) / time between the first and last
 epoch line on the child's stdout (the first epoch also traces the graph), read the same
-way for both runners. ``--growth 4`` adds one run of each runner with 4x the data, for
+way for both runners; "exit after last epoch" is the wall time from the last epoch line to the
+child's exit (publishing, saving, interpreter shutdown). ``--growth 4`` adds one run of each runner with 4x the data, for
 the peak RSS at that size.
 
 Results: a table on stdout, bench/results/training_throughput.json and .png

@@ -552,6 +552,16 @@ class TrainingSpec(SpecModel):
     backend: Literal["tensorflow", "jax"] = Field(
         "tensorflow", description="KERAS_BACKEND for the trainer (jax is used for several workers)."
     )
+    checkpoint_interval_seconds: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description=(
+            "Save the resume checkpoint after an epoch only when this many seconds have passed"
+            " since the last one (0: after every epoch); the last epoch is always saved. A"
+            " restarted trainer loses at most this much training plus the epoch in progress."
+        ),
+    )
     tensorboard: bool = Field(
         False,
         description=(

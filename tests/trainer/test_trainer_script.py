@@ -37,7 +37,8 @@ def _job(name: str, command: list[str], epochs: int = 12) -> KerasTrainingJob:
             "spec": {
                 "data": {"format": "csv", "path": "small.csv"},
                 "script": {"command": command},
-                "training": {"epochs": epochs},
+                # a checkpoint after every epoch: the tests stop and resume the scripts
+                "training": {"epochs": epochs, "checkpointIntervalSeconds": 0},
             },
         }
     )

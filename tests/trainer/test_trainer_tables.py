@@ -405,7 +405,8 @@ def test_preprocessing_models_resume_from_their_checkpoint(kind, tables, tmp_pat
             "validationSplit": 0.2,
         }
         layers = DENSE_16["layers"]
-    job = make_job("resumed", data, {"layers": layers}, {"epochs": 4, "learningRate": 0.01})
+    training = {"epochs": 4, "learningRate": 0.01, "checkpointIntervalSeconds": 0}
+    job = make_job("resumed", data, {"layers": layers}, training)
     store = tmp_path / "store"
     with pytest.raises(Interrupted):
         run(job, root, store, "r1", emit=StopAfterEpoch(2))
