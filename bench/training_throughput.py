@@ -13,7 +13,8 @@ Cases (the data is generated under a temporary folder):
 
 Runners, each run a separate process (peak RSS is that process's ru_maxrss):
   kerasop  ``kerasop train -f job.yaml`` (local mode, as the README shows), publishing
-           the version (model.keras, SavedModel, model.onnx) as it always does.
+           the version as a user's job does by default (model.keras, model.onnx,
+           metadata.json; checkpoints every 60 s and after the last epoch).
   script   what a user writes instead: ``np.loadtxt`` (csv) or
            ``keras.utils.image_dataset_from_directory`` (images), a ``Normalization``
            layer adapted on the features (csv; the trainer standardizes too), the same
@@ -22,7 +23,8 @@ Runners, each run a separate process (peak RSS is that process's ru_maxrss):
 Runs are interleaved (kerasop, script, kerasop, ...) ``--repeats`` times; the table shows
 medians. Fit samples/s: training rows x (epochs - 1) / time between the first and last
 epoch line on the child's stdout (the first epoch also traces the graph), read the same
-way for both runners. ``--growth 4`` adds one run of each runner with 4x the data, for
+way for both runners; "exit after last epoch" is the wall time from the last epoch line to the
+child's exit (publishing, saving, interpreter shutdown). ``--growth 4`` adds one run of each runner with 4x the data, for
 the peak RSS at that size.
 
 Results: a table on stdout, bench/results/training_throughput.json and .png
@@ -188,7 +190,12 @@ def run_child(argv: list[str], env: dict[str, str], timeout: float) -> dict[str,
             + "\n".join(lines[-20:])
             + err[-3000:]
         )
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "epoch_at_s": epoch_times}
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "epoch_at_s": epoch_times,
+        "after_last_epoch_s": wall - epoch_times[-1] if epoch_times else None,
+    }
 
 
 def fit_rate(run: dict[str, Any], train_rows: int) -> float | None:
@@ -251,7 +258,8 @@ def bench_case(
             print(
                 f"  {runner:8} run {repeat + 1}: {result['wall_s']:.1f} s, "
                 f"{result['peak_rss_mb']:.0f} MB, first epoch line at "
-                f"{result['epoch_at_s'][0] if result['epoch_at_s'] else float('nan'):.1f} s",
+                f"{result['epoch_at_s'][0] if result['epoch_at_s'] else float('nan'):.1f} s, "
+                f"exit {result['after_last_epoch_s'] or float('nan'):.1f} s after the last",
                 flush=True,
             )
     summary = {runner: summarize(results) for runner, results in runs.items()}
@@ -277,6 +285,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float | None]:
         "peak_rss_mb": median("peak_rss_mb"),
         "fit_samples_per_s": median("fit_samples_per_s"),
         "first_epoch_at_s": statistics.median(first) if first else None,
+        "after_last_epoch_s": median("after_last_epoch_s"),
     }
 
 
@@ -288,17 +297,22 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print("\n| case | runner | wall s | peak RSS MB | fit samples/s | first epoch at s |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "\n| case | runner | wall s | peak RSS MB | fit samples/s | first epoch at s "
+        "| exit after last epoch s |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+
+    def number(value: float | None, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
     for case in results:
         for runner, m in case["median"].items():
-            rate = m["fit_samples_per_s"]
             print(
                 f"| {case['case']} ({case['size']}) | {runner} | {m['wall_s']:.1f} | "
-                f"{m['peak_rss_mb']:.0f} | {rate:.0f} | {m['first_epoch_at_s']:.1f} |"
-                if rate is not None
-                else f"| {case['case']} ({case['size']}) | {runner} | {m['wall_s']:.1f} | "
-                f"{m['peak_rss_mb']:.0f} | n/a | n/a |"
+                f"{m['peak_rss_mb']:.0f} | {number(m['fit_samples_per_s'], '.0f')} | "
+                f"{number(m['first_epoch_at_s'], '.1f')} | "
+                f"{number(m.get('after_last_epoch_s'), '.1f')} |"
             )
     print("\nkerasop against the script (goals: wall <= 1.1x, RSS <= 1.2x, fit >= 0.95x):")
     for case in results:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -552,6 +552,16 @@ class TrainingSpec(SpecModel):
     backend: Literal["tensorflow", "jax"] = Field(
         "tensorflow", description="KERAS_BACKEND for the trainer (jax is used for several workers)."
     )
+    checkpoint_interval_seconds: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description=(
+            "Save the resume checkpoint after an epoch only when this many seconds have passed"
+            " since the last one (0: after every epoch); the last epoch is always saved. A"
+            " restarted trainer loses at most this much training plus the epoch in progress."
+        ),
+    )
     tensorboard: bool = Field(
         False,
         description=(
@@ -605,6 +615,9 @@ class StorageSpec(SpecModel):
         return self
 
 
+ExportFormat = Literal["savedmodel", "onnx"]
+
+
 class OutputSpec(SpecModel):
     model_name: str | None = Field(
         None,
@@ -612,10 +625,30 @@ class OutputSpec(SpecModel):
         max_length=63,
         description="Name in the model store (default: the job's name).",
     )
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["onnx"],  # type: ignore[arg-type]
+        max_length=2,
+        description=(
+            "Exports written beside model.keras (always written): onnx (model.onnx where the"
+            " model converts; served by the slim image without TensorFlow) and savedmodel (saved_model.pb + variables/"
+            " for TF Serving or KServe; costs one more trace of the model). [] writes only"
+            " model.keras, served by the runtime image. status.modelFormats says what a"
+            " version holds."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
     storage: StorageSpec = Field(
         default_factory=lambda: StorageSpec(size="1Gi"),
         description="The volume holding <modelName>/<version>/.",
     )
+
+    @field_validator("formats")
+    @classmethod
+    def _each_format_once(cls, formats: list[str]) -> list[str]:
+        twice = sorted({f for f in formats if formats.count(f) > 1})
+        if twice:  # the API server's set-typed list says the same
+            raise ValueError(f"Duplicate value: {', '.join(twice)} (list each format once)")
+        return formats
 
 
 class ResourcesSpec(SpecModel):

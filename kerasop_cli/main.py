@@ -193,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     docs = read_resources(args.file)
     job = pick(docs, KerasTrainingJob, args.name)
     os.environ.setdefault("KERAS_BACKEND", job.spec.training.backend)
+    from kerasop_trainer.main import freeze_for_exit
     from kerasop_trainer.train import TrainerError, run
 
     display = console.TrainingDisplay()
@@ -223,6 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return exc.exit_code
     finally:
         display.close()
+    freeze_for_exit()  # the process ends now: skip collecting TensorFlow's objects
     return 0
 
 

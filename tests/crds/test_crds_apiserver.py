@@ -309,6 +309,16 @@ INVALID = [
         ["spec.output.storage.size", "should match"],
     ),
     (
+        "output-format-twice",
+        edit(dense_job, _set("output.formats", ["onnx", "onnx"])),
+        ["spec.output.formats[1]", "Duplicate value"],
+    ),
+    (
+        "unknown-output-format",
+        edit(dense_job, _set("output.formats", ["torchscript"])),
+        ["spec.output.formats[0]", "Unsupported value", "torchscript"],
+    ),
+    (
         "zero-workers",
         edit(dense_job, _set("workers", 0)),
         ["spec.workers", "greater than or equal to 1"],
@@ -456,6 +466,7 @@ def test_defaults_filled_by_server(crd_cluster):
     assert s["training"]["epochs"] == 5 and s["training"]["optimizer"] == "adam"
     assert s["training"]["metrics"] == ["accuracy"]
     assert s["output"]["storage"] == {"size": "1Gi", "accessMode": "ReadWriteOnce", "retain": True}
+    assert s["output"]["formats"] == ["onnx"]  # the SavedModel is asked for, not default
     assert s["workers"] == 1 and s["backoffLimit"] == 3 and s["suspend"] is False
 
 

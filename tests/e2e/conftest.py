@@ -701,9 +701,11 @@ DENSE_EPOCHS = 3
 
 
 def dense_job_manifest() -> dict[str, Any]:
-    """examples/dense-classifier.yaml's job, epochs reduced (a copy; the file is untouched)."""
+    """examples/dense-classifier.yaml's job, epochs reduced and the SavedModel asked for (a
+    copy; the file is untouched): scenario a checks the SavedModel beside model.onnx."""
     job = load_example("dense-classifier.yaml")["KerasTrainingJob"]
     job["spec"]["training"]["epochs"] = DENSE_EPOCHS
+    job["spec"]["output"]["formats"] = ["savedmodel", "onnx"]
     return job
 
 

@@ -66,8 +66,9 @@ def test_a_article_dense_job_succeeds_and_writes_model(
         f"ls -1A {vdir}; echo ---; ls -1A {vdir}/variables; echo ---; ls -1A /models/{DENSE}",
     ).stdout
     top, variables, model_root = (part.split() for part in listing.split("---"))
-    for name in ("saved_model.pb", "variables", "model.keras", "metadata.json"):
+    for name in ("saved_model.pb", "variables", "model.keras", "model.onnx", "metadata.json"):
         assert name in top, f"{vdir} lacks {name}: {top}"
+    assert st.get("modelFormats") == ["keras", "savedmodel", "onnx"], shown  # output.formats
     assert any(v.startswith("variables.index") for v in variables), variables
     assert [d for d in model_root if d.isdigit()] == ["1"], (
         f"exactly one version directory expected in /models/{DENSE}: {model_root}"

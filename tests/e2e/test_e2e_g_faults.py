@@ -61,7 +61,9 @@ def test_g1_trainer_pod_deleted_resumes_from_checkpoint(data: E2E, phase) -> Non
     e2e = data
     name = "dense-resume"
     k, ns = e2e.kubectl, e2e.namespace
-    k.apply(new_job(name, epochs=SLOW_EPOCHS, batch_size=SLOW_BATCH), ns)
+    job = new_job(name, epochs=SLOW_EPOCHS, batch_size=SLOW_BATCH)
+    job["spec"]["training"]["checkpointIntervalSeconds"] = 0  # a checkpoint after every epoch
+    k.apply(job, ns)
     pod = _running_trainer(e2e, name)
     pod_name = pod["metadata"]["name"]
     follower = LogFollower(k, pod_name, ns, container="trainer")

@@ -32,3 +32,4 @@ def test_training_throughput_quick_run(tmp_path) -> None:
         assert run["wall_s"] > 0 and run["peak_rss_mb"] > 100, run
         assert len(run["epoch_at_s"]) == 2, run  # --quick trains 2 epochs
         assert run["fit_samples_per_s"] > 0
+        assert 0 < run["after_last_epoch_s"] < run["wall_s"] - run["epoch_at_s"][0], run

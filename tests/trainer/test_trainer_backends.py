@@ -21,6 +21,7 @@ def test_jax_single_worker_trains_and_publishes(tmp_path, data_root, store):
         {"format": "csv", "path": "small.csv", "validationSplit": 0.2},
         DENSE_MODEL,
         {"epochs": 3, "batchSize": 16, "backend": "jax", "learningRate": 0.01},
+        output={"formats": ["savedmodel"]},
     )
     spec = tmp_path / "job.json"
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
@@ -39,6 +40,7 @@ def test_jax_single_worker_trains_and_publishes(tmp_path, data_root, store):
 
     vdir = ModelStore(store).version_dir("jaxed", 1)
     assert {"saved_model.pb", "model.keras", "metadata.json"} <= {p.name for p in vdir.iterdir()}
+    assert got["done"]["modelFormats"] == ["keras", "savedmodel"]
     # the SavedModel (exported under TensorFlow from model.keras) computes what Keras does
     import keras
     import tensorflow as tf

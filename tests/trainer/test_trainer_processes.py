@@ -93,7 +93,7 @@ def test_killed_trainer_resumes_from_its_last_epoch(tmp_path, data_root, store):
         "resume",
         {"format": "csv", "path": "small.csv", "validationSplit": 0.2},
         DENSE_MODEL,
-        {"epochs": EPOCHS, "batchSize": 16},
+        {"epochs": EPOCHS, "batchSize": 16, "checkpointIntervalSeconds": 0},  # every epoch
     )
     spec = _write_spec(tmp_path / "job.json", job)
     model_store = ModelStore(store)

@@ -11,21 +11,31 @@ from trainerkit import Events, assert_store_clean, make_job, small_cnn
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_MODEL_MISMATCH
 from kerasop.store import ModelStore
-from kerasop_trainer import sample_data
+from kerasop_trainer import sample_data, train
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.main import run_cli, termination_message
 from kerasop_trainer.train import run
 
 
-def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
+def test_dense_csv_reaches_090_and_publishes_versions(data_root, store, monkeypatch):
     job = make_job(
         "dense",
         {"format": "csv", "path": "dense.csv", "validationSplit": 0.2},
         training={"epochs": 5, "batchSize": 32},
+        output={"formats": ["savedmodel", "onnx"]},
+    )
+    evaluations: list[object] = []
+    evaluate = train._evaluate
+    monkeypatch.setattr(
+        train, "_evaluate", lambda model, ds: evaluations.append(ds) or evaluate(model, ds)
     )
     ev = Events()
     done = run(job, data_root, store, "job-a", emit=ev)
 
+    # the final metrics are the last epoch's validation pass: no second evaluation
+    last = ev.of("epoch")[-1]["metrics"]
+    assert done["metrics"] == {"loss": last["val_loss"], "accuracy": last["val_accuracy"]}
+    assert evaluations == []
     # the article's network learns the sample data
     assert done["metrics"]["accuracy"] >= 0.9, done
     assert done["modelVersion"] == 1 and done["epochsRun"] == 5
@@ -35,9 +45,10 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
 
     vdir = store / "dense" / "1"
     assert done["modelPath"] == str(vdir)
-    assert {"saved_model.pb", "variables", "model.keras", "metadata.json"} <= {
+    assert {"saved_model.pb", "variables", "model.keras", "model.onnx", "metadata.json"} <= {
         p.name for p in vdir.iterdir()
     }
+    assert done["modelFormats"] == ["keras", "savedmodel", "onnx"]
     assert (vdir / "variables" / "variables.index").exists()
     meta = json.loads((vdir / "metadata.json").read_text())
     assert set(meta) == {
@@ -76,16 +87,21 @@ def test_dense_csv_reaches_090_and_publishes_versions(data_root, store):
         np.asarray(saved.serve(tf.constant(x))), reloaded.predict(x, verbose=0), atol=1e-5
     )
 
-    # a second run publishes version 2, version 1 untouched
+    # a second run publishes version 2, version 1 untouched; by default without a SavedModel
     job2 = make_job(
         "dense",
         {"format": "csv", "path": "dense.csv", "validationSplit": 0.2},
         training={"epochs": 2, "earlyStopping": {"monitor": "val_loss", "patience": 1}},
     )
     done2 = run(job2, data_root, store, "job-b", emit=Events())
+    assert len(evaluations) == 1  # early stopping restored the best epoch: measured again
     assert done2["modelVersion"] == 2 and ModelStore(store).versions("dense") == [1, 2]
     assert ModelStore(store).metadata("dense", 1).to_json_dict()["epochsRun"] == 5
     assert sorted(p.name for p in (store / "dense").iterdir()) == ["1", "2"]
+    assert done2["modelFormats"] == ["keras", "onnx"]
+    v2 = store / "dense" / "2"
+    assert sorted(p.name for p in v2.iterdir()) == ["metadata.json", "model.keras", "model.onnx"]
+    assert "savedModelSignature" not in json.loads((v2 / "metadata.json").read_text())
 
 
 @pytest.mark.parametrize(
@@ -430,3 +446,27 @@ def test_finished_marks_the_last_epochs_checkpoint_without_saving_it_again(tmp_p
     assert latest["path"].stat().st_mtime_ns == written
     checkpoints.mark_finished(4)  # not the checkpoint on disk: nothing changes
     assert checkpoints.latest()["epoch"] == 3
+
+
+@pytest.mark.parametrize(("interval", "saved"), [(None, [None, None, 3]), (0, [1, 2, 3])])
+def test_checkpoints_wait_for_their_interval_but_the_last_epoch_is_saved(
+    interval, saved, data_root, store
+):
+    """Short epochs are not saved until checkpointIntervalSeconds (default 60 s) have
+    passed, except the last one, which is on disk before its epoch event; 0: every epoch."""
+    training = {"epochs": 3, "batchSize": 16}
+    if interval is not None:
+        training["checkpointIntervalSeconds"] = interval
+    job = make_job("spaced", {"format": "csv", "path": "small.csv"}, training=training)
+    assert job.spec.training.checkpoint_interval_seconds == (60 if interval is None else 0)
+    state = ModelStore(store).checkpoint_dir("spaced", "s1") / "state.json"
+    on_disk: list[int | None] = []
+
+    def emit(line: str) -> None:
+        event = events.decode(line)
+        if event is not None and event.kerasop == "epoch":
+            on_disk.append(json.loads(state.read_text())["epoch"] if state.exists() else None)
+
+    done = run(job, data_root, store, "s1", emit=emit)
+    assert on_disk == saved
+    assert done["epochsRun"] == 3 and not state.exists()  # cleared once published

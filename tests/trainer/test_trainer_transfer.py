@@ -58,6 +58,7 @@ def test_vgg16_random_weights_grey_images(data_root, store):
             }
         },
         {"epochs": 1, "batchSize": 16, "loss": "sparse_categorical_crossentropy"},
+        output={"formats": ["savedmodel"]},  # _predict_both checks the SavedModel
     )
     done = run(job, data_root, store, "j", emit=Events())
     meta = ModelStore(store).metadata("vgg-none", done["modelVersion"]).to_json_dict()
@@ -99,6 +100,7 @@ def test_vgg16_weights_from_file_frozen_except_fine_tuned_top(data_root, store, 
             }
         },
         {"epochs": 1, "batchSize": 8, "seed": 7},
+        output={"formats": ["savedmodel"]},  # _predict_both checks the SavedModel
     )
     done = run(job, tmp_path / "data", store, "j", emit=Events())
     assert done["modelVersion"] == 1

@@ -7,16 +7,18 @@ built-in trainer offers. Use it from the script the job runs::
     job = api.job()                                    # the KerasTrainingJob being run
     model, initial_epoch = api.resume(build_my_model)  # this job's checkpoint, or a new model
     model.fit(x, y, epochs=api.epochs(), initial_epoch=initial_epoch,
-              callbacks=[api.callback(initial_epoch)])  # checkpoint + progress per epoch
+              callbacks=[api.callback(initial_epoch)])  # progress per epoch, checkpoints
     api.publish(model, model.evaluate(xv, yv, return_dict=True))  # the next model version
 
-- :func:`callback` checkpoints after each epoch and then prints the same ``epoch`` event
-  the built-in trainer prints, so the job's status shows the epoch and metrics;
+- :func:`callback` checkpoints as the built-in trainer does (the last epoch, others when
+  ``training.checkpointIntervalSeconds`` have passed) and then prints the same ``epoch``
+  event, so the job's status shows the epoch and metrics;
 - :func:`resume` loads this job's latest checkpoint (the job identity is
   ``KERASOP_JOB_ID``: a restarted pod continues where the last one stopped) and prints the
   ``start`` event;
-- :func:`publish` writes ``model.keras``, the SavedModel, ``model.onnx`` where the model
-  converts, and ``metadata.json`` as the next version, atomically, with the built-in
+- :func:`publish` writes ``model.keras``, the exports ``spec.output.formats`` asks for
+  (``model.onnx`` where the model converts, by default; the SavedModel) and
+  ``metadata.json`` as the next version, atomically, with the built-in
   trainer's own code, clears the checkpoints and prints the ``done`` event.
 
 Several workers get the built-in trainer's environment (``KERASOP_NUM_WORKERS``,
@@ -108,7 +110,13 @@ def checkpoints() -> train.Checkpoints:
     """This job's checkpoints (``<store>/<model>/.checkpoints/<job id>/``)."""
     current = job()
     directory = ModelStore(store_root()).checkpoint_dir(current.model_name, job_id())
-    return train.Checkpoints(directory, chief=workers().is_chief)
+    place = workers()
+    return train.Checkpoints(
+        directory,
+        chief=place.is_chief,
+        interval_s=current.spec.training.checkpoint_interval_seconds,
+        workers=place.count,
+    )
 
 
 def _emit(line: str) -> None:
@@ -152,7 +160,9 @@ def resume(build: Callable[[], Any]) -> tuple[Any, int]:
 
 
 def callback(initial_epoch: int = 0):
-    """A Keras callback: after each epoch, save the checkpoint, then print the ``epoch`` event."""
+    """A Keras callback: after each epoch, save the checkpoint when it is due (the last epoch,
+    or ``training.checkpointIntervalSeconds`` since the last one), then print the ``epoch``
+    event."""
     import keras
 
     return train.progress_callback(
@@ -186,7 +196,13 @@ def publish(
     metadata["lineage"] = lineage(current, job_id(), data_root())
     store = ModelStore(store_root())
     version, path = train.publish(
-        model, store, current.model_name, metadata, keras.backend.backend(), place
+        model,
+        store,
+        current.model_name,
+        metadata,
+        keras.backend.backend(),
+        place,
+        current.spec.output.formats,
     )
     checkpoints().clear()
     done = {

@@ -11,6 +11,7 @@ until the spec has been read, so ``KERAS_BACKEND`` can follow ``spec.training.ba
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -208,9 +209,26 @@ def _fail(termination_log: str | None, code: int, reason: str, message: str) -> 
     return code
 
 
+def freeze_for_exit() -> None:
+    """Spare the interpreter's garbage collections at exit; call it just before a
+    successful run exits.
+
+    While Python tears its modules down it collects garbage several times, and with
+    TensorFlow and Keras loaded each pass walks millions of objects: 1 s on an idle
+    2-core machine, 4-7 s on a busy one (measured after a trained run). Frozen objects
+    are skipped; the operating system takes the memory back. Objects are still freed by
+    reference counting (files close) and atexit handlers still run. Only after success:
+    a run stopped mid-epoch (SIGTERM) exits the ordinary way.
+    """
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``kerasop-train``."""
-    sys.exit(run_cli(argv))
+    code = run_cli(argv)
+    if code == EXIT_OK:
+        freeze_for_exit()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,15 @@
 2. reads and checks the data (fails fast, before any training),
 3. builds and compiles the model, or resumes it from this job's latest per-epoch
    checkpoint (``<store>/<model>/.checkpoints/<job-id>/``),
-4. fits, printing one ``epoch`` event per epoch (after that epoch's checkpoint is on
-   disk, so a killed trainer loses at most the epoch in progress),
-5. evaluates on the validation data (the training data when there is none),
-6. publishes ``saved_model.pb``+``variables/``, ``model.keras`` and ``metadata.json``
+4. fits, printing one ``epoch`` event per epoch; an epoch is checkpointed (before its
+   event) when ``training.checkpointIntervalSeconds`` have passed since the last
+   checkpoint, and the last epoch always, so a killed trainer loses at most that
+   interval plus the epoch in progress,
+5. takes the final metrics from the last epoch's validation pass when it measured the
+   final weights (else evaluates on the validation data, the training data when there
+   is none),
+6. publishes ``model.keras``, the exports ``spec.output.formats`` asks for
+   (``model.onnx`` by default, ``saved_model.pb``+``variables/``) and ``metadata.json``
    as the next version through :meth:`kerasop.store.ModelStore.new_version`
    (atomic: nothing half-written ever appears), deletes the checkpoints, and
    prints the ``done`` event.
@@ -31,9 +36,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,7 +233,7 @@ def _barrier(name: str) -> None:
 
 
 class Checkpoints:
-    """Per-epoch checkpoints of one job: ``epoch-NNNNN.keras`` + ``state.json``.
+    """Epoch checkpoints of one job: ``epoch-NNNNN.keras`` + ``state.json``.
 
     Each file is written under a temporary name and renamed into place, and
     ``state.json`` (which names the file to resume from) is replaced only after
@@ -235,11 +241,29 @@ class Checkpoints:
     Only the chief writes; other workers still run ``model.save`` into a
     temporary folder because, under a multi-process distribution, reading the
     variables is a collective operation every process must join.
+
+    ``interval_s``: :meth:`due` once that many seconds have passed since the last save
+    (or since this object was made): a save (``model.save`` + fsync) per short epoch
+    costs a few percent of the training time.
     """
 
-    def __init__(self, directory: Path, chief: bool = True) -> None:
+    def __init__(
+        self, directory: Path, chief: bool = True, interval_s: float = 0, workers: int = 1
+    ) -> None:
         self.dir = directory
         self.chief = chief
+        self.interval_s = interval_s
+        self.workers = workers
+        self.saved_epoch: int | None = None  # saved (or marked) by this process
+        self._saved_at = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether to save the epoch that just ended. With several workers worker 0's
+        clock decides for all of them: they must join the same saves."""
+        due = time.monotonic() - self._saved_at >= self.interval_s
+        if self.workers > 1:
+            due = bool(_allgather_ints([int(due)])[0][0])
+        return due
 
     def latest(self) -> dict[str, Any] | None:
         state_file = self.dir / CHECKPOINT_STATE
@@ -258,8 +282,10 @@ class Checkpoints:
         return {"epoch": epoch, "path": path, "finished": bool(state.get("finished", False))}
 
     def save(self, model, epoch: int, finished: bool = False) -> None:
+        self.saved_epoch = epoch
         if not self.chief:
             join_collective_save(model)
+            self._saved_at = time.monotonic()
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:05d}.keras"
@@ -276,6 +302,7 @@ class Checkpoints:
         for old in self.dir.iterdir():
             if old.name != name and old.name.startswith(("epoch-", ".tmp-")):
                 old.unlink(missing_ok=True)
+        self._saved_at = time.monotonic()
 
     def mark_finished(self, epoch: int) -> None:
         """Record that training ended with the checkpoint of ``epoch`` (saved by :meth:`save`)."""
@@ -368,7 +395,12 @@ def run(
     keras, backend, mixed = start_keras(backend, training, workers, prepared.seed)
 
     store = ModelStore(store_root)
-    checkpoints = Checkpoints(store.checkpoint_dir(job.model_name, job_id), chief=workers.is_chief)
+    checkpoints = Checkpoints(
+        store.checkpoint_dir(job.model_name, job_id),
+        chief=workers.is_chief,
+        interval_s=training.checkpoint_interval_seconds,
+        workers=workers.count,
+    )
     model, metric_names, initial_epoch, finished = build_or_resume(
         keras, job, prepared.data, data_root, checkpoints, workers, mixed
     )
@@ -398,7 +430,7 @@ def run(
         extra_callbacks.append(optional_callbacks.tensorboard(keras, tensorboard_dir))
     if on_batch is not None:
         extra_callbacks.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
-    epochs_run = fit(
+    epochs_run, last_validation = fit(
         keras,
         model,
         job,
@@ -411,12 +443,14 @@ def run(
         emit,
         extra_callbacks,
     )
-    metrics = evaluate(model, prepared)
+    metrics = last_validation if last_validation is not None else evaluate(model, prepared)
     metadata = version_metadata(
         keras, job, data.input_metadata(), data.output_metadata(), metrics, epochs_run
     )
     metadata["lineage"] = lineage(job, job_id, data_root)
-    version, version_path = publish(model, store, job.model_name, metadata, backend, workers)
+    version, version_path = publish(
+        model, store, job.model_name, metadata, backend, workers, job.spec.output.formats
+    )
     checkpoints.clear()
 
     done: dict[str, Any] = {
@@ -569,10 +603,14 @@ def fit(
     monitor: str | None,
     emit: Callable[[str], None],
     extra_callbacks: list[Any] | None = None,
-) -> int:
-    """Fit from ``initial_epoch``; return the number of epochs run in all.
+) -> tuple[int, dict[str, float] | None]:
+    """Fit from ``initial_epoch``; return the number of epochs run in all and the last
+    epoch's validation metrics when they describe the final weights (else None).
 
-    ``extra_callbacks`` (TensorBoard, a progress bar) run after the progress reporter."""
+    Keras measures the validation data after every epoch: with the last epoch's weights
+    kept (no early stopping restoring an older epoch) that is the final evaluation, and
+    running it again would only cost time. ``extra_callbacks`` (TensorBoard, a progress
+    bar) run after the progress reporter."""
     training = job.spec.training
     data = prepared.data
     train_ds = data.dataset(
@@ -598,6 +636,7 @@ def fit(
     callbacks.append(progress)
     callbacks.extend(extra_callbacks or [])
 
+    last_validation = None
     if initial_epoch < training.epochs and not finished:
         _fit(
             model,
@@ -608,11 +647,24 @@ def fit(
             callbacks=callbacks,
         )
         es = training.early_stopping
-        if es is not None and es.restore_best_weights:  # the weights may be an older epoch's
+        restored = es is not None and es.restore_best_weights  # maybe an older epoch's weights
+        if restored or checkpoints.saved_epoch != progress.last_epoch:
             checkpoints.save(model, progress.last_epoch, finished=True)
         else:  # the last epoch's checkpoint already holds these weights
             checkpoints.mark_finished(progress.last_epoch)
-    return progress.last_epoch
+        if not restored:
+            last_validation = validation_metrics(progress.last_logs)
+    return progress.last_epoch, last_validation
+
+
+def validation_metrics(logs: dict[str, Any]) -> dict[str, float] | None:
+    """An epoch's ``val_*`` metrics without the prefix; None when it had no validation."""
+    found = {
+        key.removeprefix("val_"): value
+        for key, value in float_metrics(logs).items()
+        if key.startswith("val_")
+    }
+    return found or None
 
 
 def _validation_dataset(prepared: Prepared):
@@ -652,8 +704,9 @@ def version_metadata(
         "epochsRun": epochs_run,
         "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "versions": _versions(keras),
-        "savedModelSignature": SAVED_MODEL_SIGNATURE,
     }
+    if "savedmodel" in job.spec.output.formats:
+        metadata["savedModelSignature"] = SAVED_MODEL_SIGNATURE
     user_code = user_code_metadata(job)
     if user_code is not None:
         metadata["userCode"] = user_code
@@ -685,13 +738,14 @@ def publish(
     metadata: dict[str, Any],
     backend: str,
     workers: WorkerConfig,
+    formats: Sequence[str],
 ) -> tuple[int | None, str | None]:
     """Write the next version atomically (chief only); ``(version, path)`` or ``(None, None)``."""
     version: int | None = None
     version_path: str | None = None
     if workers.is_chief:
         with store.new_version(model_name) as pending:
-            write_version(model, pending.path, metadata, backend)
+            write_version(model, pending.path, metadata, backend, formats)
         version = pending.version
         assert version is not None
         version_path = str(store.version_dir(model_name, version))
@@ -708,16 +762,20 @@ def publish(
 
 
 def progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initial_epoch: int):
-    """Keras callback: checkpoint, then print the ``epoch`` event (in that order)."""
+    """Keras callback: checkpoint (the last epoch, or when :meth:`Checkpoints.due`), then
+    print the ``epoch`` event (in that order)."""
 
     class Progress(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.last_epoch = initial_epoch
+            self.last_logs: dict[str, Any] = {}
 
         def on_epoch_end(self, epoch, logs=None):
             self.last_epoch = epoch + 1
-            checkpoints.save(self.model, epoch + 1)
+            self.last_logs = dict(logs or {})
+            if epoch + 1 == epochs or checkpoints.due():
+                checkpoints.save(self.model, epoch + 1)
             emit(
                 events.encode(
                     "epoch", epoch=epoch + 1, epochs=epochs, metrics=float_metrics(logs or {})
@@ -799,24 +857,29 @@ def _versions(keras) -> dict[str, str]:
     }
 
 
-def write_version(model, directory: Path, metadata: dict[str, Any], backend: str) -> None:
-    """``model.keras``, the SavedModel (``saved_model.pb``, ``variables/``), ``metadata.json``.
+def write_version(
+    model, directory: Path, metadata: dict[str, Any], backend: str, formats: Sequence[str]
+) -> None:
+    """``model.keras``, the ``formats`` asked for (``savedmodel``: ``saved_model.pb`` and
+    ``variables/``; ``onnx``: ``model.onnx``), then ``metadata.json``.
 
     ``model.keras`` is written first: under a multi-process distribution saving reads
     the variables collectively, and the other workers join exactly that step
-    (:func:`join_collective_save`).
+    (:func:`join_collective_save`). Each export traces the model once, which is why
+    only the ones asked for are written.
     """
     keras_file = directory / KERAS_FILE
     model.save(keras_file)
-    try:
-        model.export(str(directory), format="tf_saved_model", verbose=False)
-    except Exception as exc:
-        if backend == "tensorflow":
-            raise
-        # Some backends cannot export natively: export from model.keras under TF.
-        note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
-        _export_with_tensorflow(keras_file, directory)
-    if backend == "tensorflow":
+    if "savedmodel" in formats:
+        try:
+            model.export(str(directory), format="tf_saved_model", verbose=False)
+        except Exception as exc:
+            if backend == "tensorflow":
+                raise
+            # Some backends cannot export natively: export from model.keras under TF.
+            note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
+            _export_with_tensorflow(keras_file, directory)
+    if "onnx" in formats and backend == "tensorflow":
         write_onnx(model, directory)
     _write_json_atomic(
         directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict()
