@@ -228,6 +228,14 @@ def main(argv: list[str] | None = None) -> None:
     code = run_cli(argv)
     if code == EXIT_OK:
         freeze_for_exit()
+    elif code == EXIT_TERMINATED:
+        # Stopped mid-epoch: TensorFlow's input threads may still be running, and tearing
+        # the interpreter down under them aborted the process now and then ("free(): invalid
+        # next size", exit -6 instead of 143). The staging folder is already removed and the
+        # failed event written; leave without the teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
