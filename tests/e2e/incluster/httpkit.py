@@ -6,6 +6,7 @@ they are not collected by pytest.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import http.client
 import json
@@ -85,3 +86,13 @@ def wait_ready(host: str, port: int, model: str, timeout: float = 120.0) -> None
         if time.monotonic() > deadline:
             raise SystemExit(f"model {model} not ready at {host}:{port} after {timeout}s")
         time.sleep(1)
+
+
+def server_parser() -> argparse.ArgumentParser:
+    """The arguments every check script takes: where the server is, which model it serves."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=80)
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-dir", required=True)
+    return p

@@ -10,7 +10,6 @@ server's decoder, and run through model.keras from the version directory.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -18,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, wait_ready
+from httpkit import call, server_parser, wait_ready
 
 
 def local_predictions(model_dir: str, images: list[str]) -> list[float]:
@@ -45,11 +44,7 @@ def local_predictions(model_dir: str, images: list[str]) -> list[float]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, default=80)
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
+    p = server_parser()
     p.add_argument("--image", action="append", required=True)
     args = p.parse_args()
     encoded = []

@@ -10,22 +10,26 @@ the model status/metadata answers and the largest differences.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, csv_rows, v1_body, v1_values, v2_body, v2_values, wait_ready
+from httpkit import (
+    call,
+    csv_rows,
+    server_parser,
+    v1_body,
+    v1_values,
+    v2_body,
+    v2_values,
+    wait_ready,
+)
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, default=80)
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
+    p = server_parser()
     p.add_argument("--csv", required=True)
     p.add_argument("--rows", type=int, default=5)
     # a model with the user's own classes: their module, as the trainer imported it

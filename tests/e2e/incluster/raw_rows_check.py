@@ -12,7 +12,6 @@ largest differences from local ``model.predict``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -20,15 +19,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from httpkit import call, v1_values, v2_values, wait_ready
+from httpkit import call, server_parser, v1_values, v2_values, wait_ready
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, default=80)
-    p.add_argument("--model", required=True)
-    p.add_argument("--model-dir", required=True)
+    p = server_parser()
     p.add_argument("--csv", required=True)
     p.add_argument("--rows", type=int, default=4)
     args = p.parse_args()
