@@ -313,20 +313,9 @@ def time_objects(
     parallel: int,
     measure: Callable[[Kubectl, dict[str, Any]], dict[str, float]],
     cleanup: Callable[[Kubectl, dict[str, Any]], None],
-) -> dict[str, list[float]]:
-    """Apply each doc (``parallel`` at a time), ``measure`` it, ``cleanup`` it."""
-    results = time_objects_each(kc, docs, parallel, measure, cleanup)
-    return {key: [r[key] for r in results] for key in results[0]} if results else {}
-
-
-def time_objects_each(
-    kc: Kubectl,
-    docs: list[dict[str, Any]],
-    parallel: int,
-    measure: Callable[[Kubectl, dict[str, Any]], dict[str, float]],
-    cleanup: Callable[[Kubectl, dict[str, Any]], None],
 ) -> list[dict[str, float]]:
-    """What ``measure`` returned for each doc, in the order of ``docs``."""
+    """Apply each doc (``parallel`` at a time), ``measure`` it, ``cleanup`` it: what
+    ``measure`` returned for each doc, in the order of ``docs``."""
 
     def one(doc: dict[str, Any]) -> dict[str, float]:
         kc.apply(doc)
@@ -451,7 +440,7 @@ def run(args: argparse.Namespace, steps: dict[str, list[dict[str, Any]]]) -> dic
                 for pair in zip(steps["train"], steps["train-baseline"], strict=True)
                 for d in pair
             ]
-            results = time_objects_each(kc, mixed, args.parallel, measure_any_job, delete_doc)
+            results = time_objects(kc, mixed, args.parallel, measure_any_job, delete_doc)
             jobs, plain = results[0::2], results[1::2]
             out["train"] = {
                 "kerastrainingjob": summary([r["created_to_running"] for r in jobs]),
@@ -466,9 +455,11 @@ def run(args: argparse.Namespace, steps: dict[str, list[dict[str, Any]]]) -> dic
             services = time_objects(kc, steps["serve"], 1, measure_service, delete_doc)
             plain = time_objects(kc, steps["serve-baseline"], 1, measure_plain_pod, delete_doc)
             out["serve"] = {
-                "service_created_to_ready": summary(services["created_to_ready"]),
-                "server_pod_created_to_ready": summary(services["pod_created_to_ready"]),
-                "plain_pod_created_to_ready": summary(plain["pod_created_to_ready"]),
+                "service_created_to_ready": summary([r["created_to_ready"] for r in services]),
+                "server_pod_created_to_ready": summary(
+                    [r["pod_created_to_ready"] for r in services]
+                ),
+                "plain_pod_created_to_ready": summary([r["pod_created_to_ready"] for r in plain]),
             }
     finally:
         kc.run("delete", "namespace", namespace, "--wait=false")
