@@ -71,7 +71,12 @@ Metrics = Annotated[dict[str, float], BeforeValidator(_numbers_only)]
 class _Event(BaseModel):
     """camelCase on the wire; fields a reader does not know are kept, not refused."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        protected_namespaces=(),  # fields named model_* (model_formats) are ours
+    )
 
 
 class StartEvent(_Event):

@@ -40,7 +40,12 @@ LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.
 class StatusModel(BaseModel):
     """Base: camelCase on the wire; unknown fields ignored when reading a status back."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        protected_namespaces=(),  # fields named model_* (model_formats) are ours
+    )
 
     def to_status(self) -> dict[str, Any]:
         """The JSON-ready dict to patch into ``.status``."""
