@@ -17,6 +17,10 @@ Triggers:
 - every ``rollout_interval`` s (settings.py) while a shadow or canary runs -> full
   reconcile (the rollout step reads the server pods' per-version metrics).
 
+The two periodic triggers are not kopf timers (those need a finalizer, added in a round trip
+of its own before the first reconcile): the watch events say which objects are active and
+periodic.py runs them (``periodic_work``, started with the operator).
+
 No handler returns a value (kopf would store it in ``status``); status is
 written explicitly by the controller through the status subresource.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
 import kopf
@@ -36,6 +41,7 @@ from . import metrics, training
 from .common import LABEL_MANAGED_BY, LABEL_MODEL_SERVICE, LABEL_TRAINING_JOB, MANAGER
 from .controller import Controller, ReconcileError
 from .kube import ApiError, Kube
+from .periodic import Periodic
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES
 from .settings import Config
@@ -82,12 +88,20 @@ def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
 @kopf.on.startup()
 def startup(memo: Any, **_: Any) -> None:
     config = _controller(memo).config
+    for work in ("progress", "rollout"):
+        getattr(memo, work).start()
     logger.info(
         "kerasop operator started (runtime image %r, serving image %r, progress interval %ss)",
         config.runtime_image,
         config.serving_image or config.runtime_image,
         config.progress_interval,
     )
+
+
+@kopf.on.cleanup()
+def cleanup(memo: Any, **_: Any) -> None:
+    for work in ("progress", "rollout"):
+        getattr(memo, work).stop()
 
 
 def missing_crds(kube: Kube, namespaces: Sequence[str]) -> list[str]:
@@ -200,22 +214,8 @@ def training_job_changed(
         )
 
 
-def register_progress_timer(registry: kopf.OperatorRegistry, interval: float) -> None:
-    """The progress timer (its interval is a setting, so it is registered at start-up)."""
-    kopf.timer(
-        GROUP,
-        VERSION,
-        JOBS,
-        interval=interval,
-        initial_delay=interval,
-        when=_training_active,
-        id="progress",
-        registry=registry,
-    )(training_job_progress)
-
-
-def training_job_progress(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    ctl, namespace = _controller(memo), _namespace(namespace)
+def training_job_progress(ctl: Controller, namespace: str, name: str) -> None:
+    """Periodic, while the job is Pending or Running: status with the trainer's log tail."""
     try:
         with metrics.reconcile(JOB_KIND, "progress"):
             ctl.sync_training_status(namespace, name, read_logs=True)
@@ -277,6 +277,7 @@ def trainer_pod_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, JOBS)
 def training_job_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
     """Follow model versions: services pinned to a job's output roll forward."""
+    _track(memo, "progress", type, body, _training_active(body))
     metrics.observe_training_job(dict(body), deleted=type == "DELETED")
     ctl = _controller(memo)
     try:
@@ -316,27 +317,46 @@ def _rollout_active(body: Any, **_: Any) -> bool:
     return ((body.get("status") or {}).get("rollout") or {}).get("phase") in ("Shadow", "Canary")
 
 
-def register_rollout_timer(registry: kopf.OperatorRegistry, interval: float) -> None:
-    """The rollout timer (its interval is a setting, so it is registered at start-up)."""
-    kopf.timer(
-        GROUP,
-        VERSION,
-        SERVICES,
-        interval=interval,
-        when=_rollout_active,
-        id="rollout",
-        registry=registry,
-    )(model_service_rollout)
-
-
-def model_service_rollout(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """Shadow/canary in progress: read the server pods' metrics, step, maybe roll back."""
-    ctl, namespace = _controller(memo), _namespace(namespace)
+def model_service_rollout(ctl: Controller, namespace: str, name: str) -> None:
+    """Periodic, while a shadow or canary runs: read the server pods' metrics, step, maybe
+    roll back."""
     try:
         with metrics.reconcile(SERVICE_KIND, "rollout"):
             ctl.reconcile_service(namespace, name)
     except (ApiError, ReconcileError, OSError) as exc:
-        raise _retry(exc, ctl.config.retry_delay) from exc
+        logger.warning("rollout step of %s/%s failed: %s", namespace, name, exc)
+
+
+def periodic_work(ctl: Controller) -> dict[str, Periodic]:
+    """The periodic work, by its name in kopf's memo (``main`` puts it there)."""
+    config = ctl.config
+    return {
+        "progress": Periodic(
+            "progress",
+            config.progress_interval,
+            partial(training_job_progress, ctl),
+            config.max_workers,
+        ),
+        "rollout": Periodic(
+            "rollout",
+            config.rollout_interval,
+            partial(model_service_rollout, ctl),
+            config.max_workers,
+        ),
+    }
+
+
+def _track(memo: Any, work: str, type: str | None, body: Any, active: bool) -> None:
+    """Keep ``memo.<work>`` told whether this object needs its periodic work."""
+    periodic: Periodic | None = getattr(memo, work, None)
+    meta = body.get("metadata") or {}
+    if periodic is not None and meta.get("namespace") and meta.get("name"):
+        periodic.track(meta["namespace"], meta["name"], active and type != "DELETED")
+
+
+@kopf.on.event(GROUP, VERSION, SERVICES)
+def model_service_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    _track(memo, "rollout", type, body, _rollout_active(body))
 
 
 def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:

@@ -96,9 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    registry = kopf.get_default_registry()
-    handlers.register_progress_timer(registry, config.progress_interval)
-    handlers.register_rollout_timer(registry, config.rollout_interval)
     settings = kopf.OperatorSettings()
     handlers.configure_settings(settings, config)
     controller = Controller(kube, config, handlers.post_event)
@@ -112,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     log.info("watching %s", ", ".join(namespaces) if namespaces else "all namespaces")
     kopf.run(
-        registry=registry,
+        registry=kopf.get_default_registry(),
         settings=settings,
-        memo=kopf.Memo(controller=controller),
+        memo=kopf.Memo(controller=controller, **handlers.periodic_work(controller)),
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -111,8 +111,6 @@ def test_handlers_registered_without_results():
     import kerasop_operator.handlers as h
 
     registry = kopf.get_default_registry()
-    h.register_progress_timer(registry, 10.0)
-    h.register_rollout_timer(registry, 10.0)
     ids = {handler.id for handler in registry._changing.get_all_handlers()}
     assert {
         "job-resume",
@@ -122,18 +120,56 @@ def test_handlers_registered_without_results():
         "service-create",
         "service-update",
     } <= ids
-    assert {handler.id for handler in registry._spawning.get_all_handlers()} == {
-        "progress",
-        "rollout",
-    }
+    # No timers or daemons: they would make kopf add a finalizer, in a round trip of its own,
+    # before the first reconcile of every new object (periodic.py does that work instead).
+    assert not registry._spawning.get_all_handlers()
     # every handler returns None: kopf would otherwise store results in status
     for fn in (
         h.training_job_changed,
         h.model_service_changed,
-        h.training_job_progress,
-        h.model_service_rollout,
+        h.training_job_event,
+        h.model_service_event,
     ):
         assert fn.__annotations__.get("return") in (None, "None")
+
+
+def test_periodic_work_follows_the_watch_events():
+    """What the handlers tell periodic.py: active jobs and running rollouts only."""
+    import kopf
+
+    import kerasop_operator.handlers as h
+    from kerasop_operator.periodic import Periodic
+
+    memo = kopf.Memo(
+        progress=Periodic("progress", 10, lambda ns, n: None, 1),
+        rollout=Periodic("rollout", 10, lambda ns, n: None, 1),
+    )
+
+    def job(name, phase=None, suspend=False):
+        return {
+            "metadata": {"namespace": "ns", "name": name},
+            "spec": {"suspend": suspend},
+            "status": {"phase": phase} if phase else {},
+        }
+
+    for body in (job("new"), job("running", "Running"), job("done", "Succeeded")):
+        h._track(memo, "progress", "ADDED", body, h._training_active(body))
+    h._track(memo, "progress", "MODIFIED", job("paused", suspend=True), False)
+    assert memo.progress.tracked() == [("ns", "new"), ("ns", "running")]
+    body = job("running", "Succeeded")
+    h._track(memo, "progress", "MODIFIED", body, h._training_active(body))
+    h._track(memo, "progress", "DELETED", job("new"), True)
+    assert memo.progress.tracked() == []
+
+    canary = {
+        "metadata": {"namespace": "ns", "name": "s"},
+        "status": {"rollout": {"phase": "Canary"}},
+    }
+    h._track(memo, "rollout", "ADDED", canary, h._rollout_active(canary))
+    assert memo.rollout.tracked() == [("ns", "s")]
+    canary["status"]["rollout"]["phase"] = "Promoted"
+    h._track(memo, "rollout", "MODIFIED", canary, h._rollout_active(canary))
+    assert memo.rollout.tracked() == []
 
 
 def test_config_from_env(monkeypatch):
