@@ -54,15 +54,25 @@ def test_no_network_policies_by_default(helm):
     assert not [o for o in helm.objects() if o["kind"] == "NetworkPolicy"]
 
 
-def test_operator_may_only_reach_the_api_server(helm):
+def test_operator_may_only_reach_the_api_server_and_the_servers_metrics(helm):
+    from kerasop_operator import serving
+
     objs = helm.objects(*ENABLED)
     operator_pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
     policy = policies(helm)[("kerasop-system", "kerasop-keras-operator")]
     assert selects(policy, operator_pod["metadata"]["labels"])
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    (egress,) = policy["spec"]["egress"]
-    assert egress["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
-    assert {p["port"] for p in egress["ports"]} == {443, 6443}
+    api_server, servers = policy["spec"]["egress"]
+    assert api_server["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert {p["port"] for p in api_server["ports"]} == {443, 6443}
+    # The rollout scrapes http://<server pod>:PORT/metrics (Controller._server_counters).
+    (peer,) = servers["to"]
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+    assert (
+        server_pod_template()["metadata"]["labels"].items()
+        >= peer["podSelector"]["matchLabels"].items()
+    )
+    assert servers["ports"] == [{"port": serving.PORT, "protocol": "TCP"}]
     (ingress,) = policy["spec"]["ingress"]
     assert ingress["ports"] == [{"port": 9090, "protocol": "TCP"}]
 
@@ -70,6 +80,12 @@ def test_operator_may_only_reach_the_api_server(helm):
 def test_servers_take_calls_on_their_port_from_allowed_namespaces_only(helm):
     template = server_pod_template()
     found = policies(helm, "networkPolicy.servers.allowedNamespaces={monitoring}")
+    objs = helm.objects(*ENABLED)
+    operator_pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
+    operator_labels = found[("kerasop-system", "kerasop-keras-operator")]["spec"]["podSelector"][
+        "matchLabels"
+    ]
+    assert operator_labels.items() <= operator_pod["metadata"]["labels"].items()
     for ns in ("team-a", "team-b"):
         policy = found[(ns, "kerasop-keras-operator-model-servers")]
         assert selects(policy, template["metadata"]["labels"])
@@ -78,8 +94,12 @@ def test_servers_take_calls_on_their_port_from_allowed_namespaces_only(helm):
         (rule,) = policy["spec"]["ingress"]
         ports = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
         assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+        operator = {"namespaceSelector": {"matchLabels": {
+                        "kubernetes.io/metadata.name": "kerasop-system"}},
+                    "podSelector": {"matchLabels": operator_labels}}  # fmt: skip
         assert rule["from"] == [
             {"podSelector": {}},
+            operator,
             {"namespaceSelector": {"matchExpressions": [
                 {"key": "kubernetes.io/metadata.name", "operator": "In",
                  "values": ["monitoring"]}]}},
