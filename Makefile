@@ -82,7 +82,7 @@ ifeq ($(CLUSTER),kind)
 	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0 kerasop-serving:0.1.0
 	$(PY) -m pytest -m e2e tests/e2e -ra
 else
-	KERASOP_METRICS_SERVER=1 bash cluster/up.sh
+	KERASOP_METRICS_SERVER=1 KERASOP_NETWORK_POLICY=1 bash cluster/up.sh
 	bash cluster/load-images.sh
 	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
 endif

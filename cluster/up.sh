@@ -165,6 +165,13 @@ if [[ "$METRICS_SERVER" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" metrics-serv
   log "WARNING: building metrics-server failed (logs/build.log); continuing without it"
   METRICS_SERVER=0
 fi
+# Optional too: NetworkPolicy enforcement (kube-network-policies); without it the policy
+# scenario fails saying so.
+NETWORK_POLICY="${KERASOP_NETWORK_POLICY:-0}"
+if [[ "$NETWORK_POLICY" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" network-policies 2>>"$DIR/logs/build.log" >/dev/null; then
+  log "WARNING: building network-policies failed (logs/build.log); continuing without it"
+  NETWORK_POLICY=0
+fi
 NODE_BIN="$CACHE/node/bin"
 step_end
 
@@ -574,6 +581,20 @@ if [[ "$METRICS_SERVER" == 1 ]]; then
      || ! kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout="${TIMEOUT}s" >>"$DIR/logs/addons.log" 2>&1; then
     kubectl -n kube-system logs deploy/metrics-server --tail=30 >&2 || true
     log "WARNING: metrics-server (apiservice v1beta1.metrics.k8s.io) is not available (logs/addons.log)"
+  fi
+  step_end
+fi
+
+# Optional (KERASOP_NETWORK_POLICY=1): NetworkPolicy enforcement (the bridge plugin has none).
+if [[ "$NETWORK_POLICY" == 1 ]]; then
+  step_begin network-policies
+  np_version="${KERASOP_NETWORK_POLICIES_VERSION:-v0.8.0}"
+  put "$DIR/config/network-policies.yaml" < <(sed -e "s#__NETWORK_POLICIES_IMAGE__#kerasop/network-policies:${np_version#v}#g" \
+    "$NODE_SRC/manifests/network-policies.yaml")
+  if ! kubectl apply -f "$DIR/config/network-policies.yaml" >>"$DIR/logs/addons.log" 2>&1 \
+     || ! kubectl -n kube-system rollout status ds/network-policies --timeout="${TIMEOUT}s" >>"$DIR/logs/addons.log" 2>&1; then
+    kubectl -n kube-system logs ds/network-policies --tail=30 >&2 || true
+    log "WARNING: network-policies is not running (logs/addons.log)"
   fi
   step_end
 fi

@@ -1,0 +1,116 @@
+"""Scenario g3: the chart's NetworkPolicy set, enforced.
+
+The policies are rendered from the chart for this namespace (``networkPolicy.enabled``, the
+API server's endpoint from its EndpointSlice) and applied for the length of the scenario:
+
+- a model server takes connections from its own namespace and from an allowed one, and none
+  from another namespace;
+- the operator, under its own policy, still opens connections to the API server and to the
+  servers' port (rollouts read their /metrics), and to nothing else.
+
+Needs a CNI or agent that enforces NetworkPolicy: the local cluster runs kube-network-policies
+(the SIG Network implementation, built from its Go module) when started with
+``KERASOP_NETWORK_POLICY=1 cluster/up.sh`` (``make e2e`` does). Without enforcement the denied
+connection gets through and the scenario fails saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import CHART, DENSE, E2E, OPERATOR_NAMESPACE, TOOLBOX
+from e2ekit import LABEL_MODEL_SERVICE, runtime_pod, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+# Opens a TCP connection to each HOST:PORT argument; one line per target, OPEN or BLOCKED.
+PROBE = (
+    "import socket, sys\n"
+    "for target in sys.argv[1:]:\n"
+    "    host, port = target.rsplit(':', 1)\n"
+    "    try:\n"
+    "        socket.create_connection((host, int(port)), timeout=3).close(); print(target, 'OPEN')\n"
+    "    except OSError as exc:\n"
+    "        print(target, 'BLOCKED', type(exc).__name__)\n"
+)
+
+
+def _states(output: str) -> dict[str, str]:
+    return {parts[0]: parts[1] for line in output.splitlines() if len(parts := line.split()) >= 2}
+
+
+def probe_from_namespace(e2e: E2E, namespace: str, *targets: str) -> dict[str, str]:
+    """Connect to ``targets`` from a fresh pod in ``namespace``."""
+    other = dataclasses.replace(e2e, namespace=namespace)
+    pod = runtime_pod("np-probe", e2e.runtime_image, ["python", "-c", PROBE, *targets])
+    return _states(other.run_pod(pod, timeout=180))
+
+
+def probe_from_pod(e2e: E2E, pod: str, namespace: str, *targets: str) -> dict[str, str]:
+    res = e2e.kubectl.exec(pod, namespace, "python3", "-c", PROBE, *targets, timeout=60)
+    return _states(res.stdout)
+
+
+def test_g3_network_policies_allow_only_the_documented_traffic(
+    data: E2E, dense_service: dict, toolbox: str, phase
+) -> None:
+    e2e = data
+    k, ns = e2e.kubectl, e2e.namespace
+    allowed, denied = f"{ns}-np-allowed", f"{ns}-np-denied"
+
+    slices = k.list("endpointslices", "default", "kubernetes.io/service-name=kubernetes")
+    api_ips = sorted({a for s in slices for ep in s["endpoints"] for a in ep["addresses"]})
+    api_ports = sorted({p["port"] for s in slices for p in s.get("ports") or []})
+    assert api_ips and api_ports, slices
+    rendered = e2e.helm.run(
+        "template", e2e.release, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+        "--show-only", "templates/networkpolicy.yaml",
+        "--set", "networkPolicy.enabled=true",
+        "--set", "networkPolicy.apiServer.cidrs={" + ",".join(f"{ip}/32" for ip in api_ips) + "}",
+        "--set", "networkPolicy.apiServer.ports={" + ",".join(map(str, api_ports)) + "}",
+        "--set", f"networkPolicy.namespaces={{{ns}}}",
+        "--set", f"networkPolicy.servers.allowedNamespaces={{{allowed}}}",
+    ).stdout  # fmt: skip
+    assert rendered.count("kind: NetworkPolicy") == 3, rendered
+
+    server_ip = k.get("service", DENSE, ns)["spec"]["clusterIP"]
+    server = f"{server_ip}:8080"
+    server_pod_ip = k.list("pods", ns, f"{LABEL_MODEL_SERVICE}={DENSE}")[0]["status"]["podIP"]
+    dns_pod_ip = k.list("pods", "kube-system", "k8s-app=kube-dns")[0]["status"]["podIP"]
+    (operator_pod,) = [p["metadata"]["name"] for p in e2e.operator_pods()]
+
+    for name in (allowed, denied):
+        k.run("create", "namespace", name)
+    try:
+        k.run("apply", "-f", "-", input=rendered)
+        phase("policies applied")
+
+        # Enforcement starts a moment after the apply: wait until the denied namespace is
+        # refused, then everything else is checked once.
+        def refused() -> bool:
+            got = probe_from_namespace(e2e, denied, server)
+            return got.get(server) == "BLOCKED"
+
+        wait_for(
+            f"a connection from namespace {denied} to the model server to be refused"
+            " (is NetworkPolicy enforced? the local cluster needs KERASOP_NETWORK_POLICY=1)",
+            refused,
+            timeout=180,
+            interval=2,
+        )
+        phase("denied namespace refused")
+        assert probe_from_namespace(e2e, allowed, server) == {server: "OPEN"}
+        assert probe_from_pod(e2e, TOOLBOX, ns, server) == {server: "OPEN"}
+        phase("own and allowed namespaces served")
+
+        api = f"{api_ips[0]}:{api_ports[0]}"
+        metrics = f"{server_pod_ip}:8080"
+        dns = f"{dns_pod_ip}:53"
+        got = probe_from_pod(e2e, operator_pod, OPERATOR_NAMESPACE, api, metrics, dns)
+        assert got == {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"}, got
+        phase("operator: API server and servers' port only")
+    finally:
+        k.run("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
+        for name in (allowed, denied):
+            k.run("delete", "namespace", name, "--wait=false", check=False)
