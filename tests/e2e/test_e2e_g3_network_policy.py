@@ -6,7 +6,9 @@ API server's endpoint from its EndpointSlice) and applied for the length of the 
 - a model server takes connections from its own namespace and from an allowed one, and none
   from another namespace;
 - the operator, under its own policy, still opens connections to the API server and to the
-  servers' port (rollouts read their /metrics), and to nothing else.
+  servers' port (rollouts read their /metrics), and to nothing else;
+- two trainer workers, which may reach only each other and the cluster DNS, still train one
+  model together (the coordinator's address comes from DNS, the collectives go pod to pod).
 
 Needs a CNI or agent that enforces NetworkPolicy: the local cluster runs kube-network-policies
 (the SIG Network implementation, built from its Go module) when started with
@@ -19,10 +21,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import CHART, DENSE, E2E, OPERATOR_NAMESPACE, TOOLBOX
+from conftest import CHART, DENSE, E2E, OPERATOR_NAMESPACE, TOOLBOX, new_job
 from e2ekit import LABEL_MODEL_SERVICE, runtime_pod, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+
+WORKERS = "np-workers"
 
 # Opens a TCP connection to each HOST:PORT argument; one line per target, OPEN or BLOCKED.
 PROBE = (
@@ -110,7 +114,13 @@ def test_g3_network_policies_allow_only_the_documented_traffic(
         got = probe_from_pod(e2e, operator_pod, OPERATOR_NAMESPACE, api, metrics, dns)
         assert got == {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"}, got
         phase("operator: API server and servers' port only")
+
+        k.apply(new_job(WORKERS, epochs=1, workers=2), ns)
+        done = e2e.wait_job_phase(WORKERS, "Succeeded", timeout=900)
+        assert done["status"]["workers"]["succeeded"] == 2, done["status"]
+        phase("2-worker job trained under the trainers' policy")
     finally:
+        k.run("delete", "kerastrainingjob", WORKERS, "-n", ns, "--ignore-not-found", check=False)
         k.run("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
         for name in (allowed, denied):
             k.run("delete", "namespace", name, "--wait=false", check=False)
