@@ -1,4 +1,4 @@
-"""Scenario g3: the chart's NetworkPolicy set, enforced.
+"""Scenario b2: the chart's NetworkPolicy set, enforced.
 
 The policies are rendered from the chart for this namespace (``networkPolicy.enabled``, the
 API server's endpoint from its EndpointSlice) and applied for the length of the scenario:
@@ -56,7 +56,7 @@ def probe_from_pod(e2e: E2E, pod: str, namespace: str, *targets: str) -> dict[st
     return _states(res.stdout)
 
 
-def test_g3_network_policies_allow_only_the_documented_traffic(
+def test_b2_network_policies_allow_only_the_documented_traffic(
     data: E2E, dense_service: dict, toolbox: str, phase
 ) -> None:
     e2e = data
