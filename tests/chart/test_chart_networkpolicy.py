@@ -1,8 +1,8 @@
 """The chart's NetworkPolicy set: rendered objects select the pods the operator really
 creates and allow only the documented traffic; the API server accepts them.
 
-No CNI here enforces NetworkPolicy (the local cluster uses the bridge plugin), so traffic is
-not tested: docs/network-policy.md says so.
+Traffic under the policies (enforced by kube-network-policies on the local cluster) is e2e
+scenario b2's (tests/e2e/test_e2e_b2_network_policy.py).
 """
 
 from __future__ import annotations
