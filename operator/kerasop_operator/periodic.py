@@ -80,6 +80,8 @@ class Periodic:
         return due
 
     def start(self) -> None:
+        if self._thread is not None:  # kopf retries a start-up handler that failed
+            return
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=self.name)
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
