@@ -50,7 +50,10 @@ if [[ -S "$CONTAINERD_SOCK" ]] && is_running containerd; then
   fi
 fi
 
-# 3. kube-proxy, then its rules.
+# 3. kube-router (NetworkPolicy, optional: its chains and ipsets go in step 8), kube-proxy, then
+#    kube-proxy's rules.
+[[ -f "$DIR/run/kube-router.pid" ]] && log "stopping kube-router"
+stop_proc kube-router 10
 [[ -f "$DIR/run/kube-proxy.pid" ]] && log "stopping kube-proxy"
 stop_proc kube-proxy 10
 KPROXY="$CACHE/k8s/$K8S_VERSION/bin/kube-proxy"
@@ -108,7 +111,7 @@ for c in kube-apiserver etcd; do
 done
 # shellcheck disable=SC2046
 kill_all "leftover components" $(procs_of etcd kube-apiserver kube-controller-manager kube-scheduler \
-  kubelet kube-proxy containerd containerd-shim-runc-v2 kerasop-hostpath-provisioner)
+  kubelet kube-proxy kube-router containerd containerd-shim-runc-v2 kerasop-hostpath-provisioner)
 # shellcheck disable=SC2046
 kill_all "leftover containers" $(cgroup_pids)
 
@@ -159,6 +162,10 @@ drop_chains() {
   for chain in "${chains[@]}"; do ipt -t "$table" -X "$chain"; done
 }
 for table in filter nat mangle; do drop_chains "$table" '^KUBE-'; done
+# kube-router's ipsets (KUBE-SRC-*, KUBE-DST-*, ...), unused once its chains are gone.
+if command -v ipset >/dev/null; then
+  for set in $(ipset list -n 2>/dev/null | grep '^KUBE-'); do ipset destroy "$set" 2>/dev/null || true; done
+fi
 # portmap: per-pod CNI-DN-* chains that point at our pod subnet, then the shared CNI-HOSTPORT-*
 # chains once no pod of any CNI network uses them any more.
 prefix="${NODE_POD_CIDR%.*}."

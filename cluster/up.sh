@@ -165,11 +165,15 @@ if [[ "$METRICS_SERVER" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" metrics-serv
   log "WARNING: building metrics-server failed (logs/build.log); continuing without it"
   METRICS_SERVER=0
 fi
-# Optional too: NetworkPolicy enforcement (kube-network-policies); without it the policy
-# scenario fails saying so.
+# Optional too: NetworkPolicy enforcement (kube-router's firewall, which needs ipset);
+# without it the policy scenario fails saying so.
 NETWORK_POLICY="${KERASOP_NETWORK_POLICY:-0}"
-if [[ "$NETWORK_POLICY" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" network-policies 2>>"$DIR/logs/build.log" >/dev/null; then
-  log "WARNING: building network-policies failed (logs/build.log); continuing without it"
+if [[ "$NETWORK_POLICY" == 1 ]] && ! command -v ipset >/dev/null; then
+  log "WARNING: no ipset (apt-get install ipset); continuing without NetworkPolicy enforcement"
+  NETWORK_POLICY=0
+fi
+if [[ "$NETWORK_POLICY" == 1 ]] && ! bash "$NODE_SRC/build-node.sh" kube-router 2>>"$DIR/logs/build.log" >/dev/null; then
+  log "WARNING: building kube-router failed (logs/build.log); continuing without it"
   NETWORK_POLICY=0
 fi
 NODE_BIN="$CACHE/node/bin"
@@ -227,6 +231,7 @@ cert kube-proxy "/CN=system:kube-proxy" client
 cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" client
 cert kubelet-server "/CN=$NODE_NAME" server "DNS:$NODE_NAME,DNS:localhost,IP:$NODE_IP,IP:127.0.0.1"
 cert hostpath-provisioner "/CN=kerasop:hostpath-provisioner" client
+cert kube-router "/CN=kerasop:kube-router" client
 # The aggregation layer's client (API server -> extension API servers such as metrics-server).
 cert front-proxy-client "/CN=front-proxy-client" client "" front-proxy-ca
 
@@ -257,7 +262,7 @@ EOF
   mv "$tmp" "$file"
 }
 kubeconfig "$DIR/kubeconfig" admin
-for who in kube-controller-manager kube-scheduler kube-proxy kubelet-client; do
+for who in kube-controller-manager kube-scheduler kube-proxy kubelet-client kube-router; do
   kubeconfig "$DIR/kubeconfigs/$who.kubeconfig" "$who"
 done
 step_end
@@ -585,23 +590,27 @@ if [[ "$METRICS_SERVER" == 1 ]]; then
   step_end
 fi
 
-# Optional (KERASOP_NETWORK_POLICY=1): NetworkPolicy enforcement (the bridge plugin has none).
-if [[ "$NETWORK_POLICY" == 1 ]]; then
-  step_begin network-policies
-  np_version="${KERASOP_NETWORK_POLICIES_VERSION:-v0.8.0}"
-  put "$DIR/config/network-policies.yaml" < <(sed -e "s#__NETWORK_POLICIES_IMAGE__#kerasop/network-policies:${np_version#v}#g" \
-    "$NODE_SRC/manifests/network-policies.yaml")
-  if ! kubectl apply -f "$DIR/config/network-policies.yaml" >>"$DIR/logs/addons.log" 2>&1 \
-     || ! kubectl -n kube-system rollout status ds/network-policies --timeout="${TIMEOUT}s" >>"$DIR/logs/addons.log" 2>&1; then
-    kubectl -n kube-system logs ds/network-policies --tail=30 >&2 || true
-    log "WARNING: network-policies is not running (logs/addons.log)"
-  fi
-  step_end
-fi
-
 # --- done ------------------------------------------------------------------------------------
 
 forward_chain_first
+
+# Optional (KERASOP_NETWORK_POLICY=1): NetworkPolicy enforcement (the bridge plugin has none).
+# kube-router's firewall: iptables chains and ipsets per pod, in the FORWARD path that bridged
+# pod traffic takes (br_netfilter). kube-network-policies, the nftables implementation, cannot
+# run on kernels without the nftables queue expression (CONFIG_NFT_QUEUE), such as this VM's.
+# Started after our FORWARD chain was put first: kube-router puts its own jump above it (and
+# keeps it there), so that it sees pod-to-pod traffic before our chain accepts it; it then
+# accepts the traffic the policies allow itself (cluster/node/README.md, isolation).
+if [[ "$NETWORK_POLICY" == 1 ]]; then
+  step_begin kube-router
+  kubectl apply -f "$NODE_SRC/manifests/kube-router-rbac.yaml" >>"$DIR/logs/addons.log" 2>&1 \
+    || { log_tail addons; fail "" "applying kube-router-rbac.yaml"; }
+  start_proc kube-router "$NODE_BIN/kube-router" --run-firewall=true --run-router=false \
+    --run-service-proxy=false --enable-cni=false --hostname-override="$NODE_NAME" \
+    --kubeconfig="$DIR/kubeconfigs/kube-router.kubeconfig" --health-port=0 --metrics-port=0 --v=1 || true
+  wait_until kube-router "kube-router's first policy sync" grep -q "sync iptables took" "$DIR/logs/kube-router.log"
+  step_end
+fi
 
 {
   echo "cluster up in $((SECONDS - T_START))s (state: $DIR)"

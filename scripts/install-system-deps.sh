@@ -4,7 +4,8 @@
 #   etcd-server                          component tier (real kube-apiserver + etcd)
 #   docker.io docker-compose debootstrap docker tier (images from a local Debian root)
 #   containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
-#   iproute2 curl gcc libc6-dev          e2e tier (the local single-node cluster, cluster/up.sh)
+#   iproute2 curl gcc libc6-dev ipset    e2e tier (the local single-node cluster, cluster/up.sh;
+#                                        ipset: kube-router's NetworkPolicy enforcement)
 #   python3-venv make openssl lua5.1     set-up, certificates, Argo CD health check test
 #
 # Idempotent: packages already installed are skipped, and with all of them present
@@ -17,7 +18,7 @@ PACKAGES=(
   etcd-server
   docker.io docker-compose debootstrap
   containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
-  iproute2 curl gcc libc6-dev
+  iproute2 curl gcc libc6-dev ipset
 )
 
 missing=()

@@ -7,15 +7,16 @@
 # Host binaries (in ${KERASOP_CACHE}/node/bin):
 #   provisioner  kerasop-hostpath-provisioner (provisioner/main.go)
 #   crictl       crictl from the Go module sigs.k8s.io/cri-tools (down.sh uses it to stop pods)
-# Optional images (built only when named, or by up.sh with KERASOP_METRICS_SERVER=1 or
+# Optional (built only when named, or by up.sh with KERASOP_METRICS_SERVER=1 or
 # KERASOP_NETWORK_POLICY=1):
-#   metrics-server    kerasop/metrics-server:<ver>    from the Go module sigs.k8s.io/metrics-server
-#   network-policies  kerasop/network-policies:<ver>  from sigs.k8s.io/kube-network-policies
+#   metrics-server  kerasop/metrics-server:<ver>  image, from the Go module sigs.k8s.io/metrics-server
+#   kube-router     host binary (NetworkPolicy enforcement only), from
+#                   github.com/cloudnativelabs/kube-router/v2
 #
-# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl|metrics-server|network-policies ...]
+# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl|metrics-server|kube-router ...]
 #        (default: all but the optional ones)
 # Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_CRICTL_VERSION,
-#              KERASOP_METRICS_SERVER_VERSION, KERASOP_NETWORK_POLICIES_VERSION, GO,
+#              KERASOP_METRICS_SERVER_VERSION, KERASOP_KUBE_ROUTER_VERSION, GO,
 #              KERASOP_NODE_FORCE=1 (rebuild everything).
 # Idempotent: an output is rebuilt only when missing, forced, or older than its sources.
 # Prints the images directory on the last line of stdout.
@@ -26,7 +27,7 @@ CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
 COREDNS_VERSION="${KERASOP_COREDNS_VERSION:-v1.14.7}"
 CRICTL_VERSION="${KERASOP_CRICTL_VERSION:-v1.34.0}"
 METRICS_SERVER_VERSION="${KERASOP_METRICS_SERVER_VERSION:-v0.8.0}"
-NETWORK_POLICIES_VERSION="${KERASOP_NETWORK_POLICIES_VERSION:-v0.8.0}"
+KUBE_ROUTER_VERSION="${KERASOP_KUBE_ROUTER_VERSION:-v2.1.0}"
 OUT="$CACHE/node"
 BIN="$OUT/bin"
 IMAGES="$OUT/images"
@@ -125,17 +126,15 @@ build_metrics_server() {
   log "metrics-server: built in $((SECONDS - t0))s"
 }
 
-build_network_policies() {
-  local tar="$IMAGES/network-policies-$NETWORK_POLICIES_VERSION.tar"
-  if fresh "$tar" "$HERE/mkimage.py"; then log "network-policies: up to date"; return; fi
+build_kube_router() {
+  local dst="$BIN/kube-router-$KUBE_ROUTER_VERSION"
+  if [[ -x "$dst" && "${KERASOP_NODE_FORCE:-0}" != 1 ]]; then log "kube-router: up to date"; return; fi
   local t0=$SECONDS
-  # The module's main package is its cmd/ directory (go install names the binary "cmd").
-  GOBIN="$BIN/.network-policies-build" CGO_ENABLED=0 "$GO" install -trimpath -ldflags="-s -w" \
-    "sigs.k8s.io/kube-network-policies/cmd@$NETWORK_POLICIES_VERSION"
-  mv "$BIN/.network-policies-build/cmd" "$BIN/network-policies"; rmdir "$BIN/.network-policies-build"
-  python3 "$HERE/mkimage.py" "$tar" "kerasop/network-policies:${NETWORK_POLICIES_VERSION#v}" \
-    --add "$BIN/network-policies:/network-policies:755" --entrypoint /network-policies >&2
-  log "network-policies: built in $((SECONDS - t0))s"
+  GOBIN="$BIN/.kube-router-build" CGO_ENABLED=0 "$GO" install -trimpath -ldflags="-s -w" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  mv "$BIN/.kube-router-build/kube-router" "$dst"; rmdir "$BIN/.kube-router-build"
+  ln -sfn "${dst##*/}" "$BIN/kube-router"
+  log "kube-router: built in $((SECONDS - t0))s"
 }
 
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause probe coredns provisioner crictl)
@@ -143,7 +142,7 @@ for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;; probe) build_probe ;; coredns) build_coredns ;;
     provisioner) build_provisioner ;; crictl) build_crictl ;; metrics-server) build_metrics_server ;;
-    network-policies) build_network_policies ;;
+    kube-router) build_kube_router ;;
     *) echo "unknown image: $t" >&2; exit 2 ;;
   esac
 done

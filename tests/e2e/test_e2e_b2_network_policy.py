@@ -10,8 +10,8 @@ API server's endpoint from its EndpointSlice) and applied for the length of the 
 - two trainer workers, which may reach only each other and the cluster DNS, still train one
   model together (the coordinator's address comes from DNS, the collectives go pod to pod).
 
-Needs a CNI or agent that enforces NetworkPolicy: the local cluster runs kube-network-policies
-(the SIG Network implementation, built from its Go module) when started with
+Needs a CNI or agent that enforces NetworkPolicy: the local cluster runs kube-router's firewall
+(built from its Go module) when started with
 ``KERASOP_NETWORK_POLICY=1 cluster/up.sh`` (``make e2e`` does). Without enforcement the denied
 connection gets through and the scenario fails saying so.
 """
@@ -27,6 +27,7 @@ from e2ekit import LABEL_MODEL_SERVICE, runtime_pod, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 WORKERS = "np-workers"
+CLIENT = "np-client"
 
 # Opens a TCP connection to each HOST:PORT argument; one line per target, OPEN or BLOCKED.
 PROBE = (
@@ -44,11 +45,24 @@ def _states(output: str) -> dict[str, str]:
     return {parts[0]: parts[1] for line in output.splitlines() if len(parts := line.split()) >= 2}
 
 
-def probe_from_namespace(e2e: E2E, namespace: str, *targets: str) -> dict[str, str]:
-    """Connect to ``targets`` from a fresh pod in ``namespace``."""
+def start_client(e2e: E2E, namespace: str) -> None:
+    """A long-running pod in ``namespace`` to connect from. Policy agents learn a new pod's
+    address a moment after it starts, so a pod that connects at once may be refused even
+    from an allowed namespace: the probes run from a pod that is already there."""
     other = dataclasses.replace(e2e, namespace=namespace)
-    pod = runtime_pod("np-probe", e2e.runtime_image, ["python", "-c", PROBE, *targets])
-    return _states(other.run_pod(pod, timeout=180))
+    pod = runtime_pod(CLIENT, e2e.runtime_image, ["/usr/bin/tini", "--", "sleep", "infinity"])
+    e2e.kubectl.create(pod, namespace)
+    other.wait_pod_ready(CLIENT)
+
+
+def until(e2e: E2E, what: str, pod: str, namespace: str, target: str, state: str) -> None:
+    """Probe ``target`` from ``pod`` until it is ``state`` (policies apply asynchronously)."""
+    wait_for(
+        what,
+        lambda: probe_from_pod(e2e, pod, namespace, target).get(target) == state,
+        timeout=120,
+        interval=2,
+    )
 
 
 def probe_from_pod(e2e: E2E, pod: str, namespace: str, *targets: str) -> dict[str, str]:
@@ -78,8 +92,8 @@ def test_b2_network_policies_allow_only_the_documented_traffic(
     ).stdout  # fmt: skip
     assert rendered.count("kind: NetworkPolicy") == 3, rendered
 
-    server_ip = k.get("service", DENSE, ns)["spec"]["clusterIP"]
-    server = f"{server_ip}:8080"
+    service = k.get("service", DENSE, ns)["spec"]
+    server = f"{service['clusterIP']}:{service['ports'][0]['port']}"
     server_pod_ip = k.list("pods", ns, f"{LABEL_MODEL_SERVICE}={DENSE}")[0]["status"]["podIP"]
     dns_pod_ip = k.list("pods", "kube-system", "k8s-app=kube-dns")[0]["status"]["podIP"]
     (operator_pod,) = [p["metadata"]["name"] for p in e2e.operator_pods()]
@@ -87,32 +101,46 @@ def test_b2_network_policies_allow_only_the_documented_traffic(
     for name in (allowed, denied):
         k.run("create", "namespace", name)
     try:
+        for name in (allowed, denied):
+            start_client(e2e, name)
+        # Before the policies, the server takes the denied namespace's connection too: the
+        # refusal below is the policy's doing, not a wrong address.
+        until(e2e, f"the server to accept {denied} (no policy yet)", CLIENT, denied, server, "OPEN")
+        phase("client pods running, server reachable from both")
         k.run("apply", "-f", "-", input=rendered)
         phase("policies applied")
 
-        # Enforcement starts a moment after the apply: wait until the denied namespace is
-        # refused, then everything else is checked once.
-        def refused() -> bool:
-            got = probe_from_namespace(e2e, denied, server)
-            return got.get(server) == "BLOCKED"
-
-        wait_for(
+        until(
+            e2e,
             f"a connection from namespace {denied} to the model server to be refused"
             " (is NetworkPolicy enforced? the local cluster needs KERASOP_NETWORK_POLICY=1)",
-            refused,
-            timeout=180,
-            interval=2,
+            CLIENT,
+            denied,
+            server,
+            "BLOCKED",
         )
         phase("denied namespace refused")
-        assert probe_from_namespace(e2e, allowed, server) == {server: "OPEN"}
+        until(e2e, f"the server to accept {allowed}", CLIENT, allowed, server, "OPEN")
         assert probe_from_pod(e2e, TOOLBOX, ns, server) == {server: "OPEN"}
         phase("own and allowed namespaces served")
 
         api = f"{api_ips[0]}:{api_ports[0]}"
         metrics = f"{server_pod_ip}:8080"
         dns = f"{dns_pod_ip}:53"
-        got = probe_from_pod(e2e, operator_pod, OPERATOR_NAMESPACE, api, metrics, dns)
-        assert got == {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"}, got
+        wanted = {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"}
+        seen: list[dict[str, str]] = []
+        wait_for(
+            f"the operator to reach only the API server and the servers' port: {wanted}",
+            lambda: (
+                seen.append(
+                    probe_from_pod(e2e, operator_pod, OPERATOR_NAMESPACE, api, metrics, dns)
+                )
+                or seen[-1] == wanted
+            ),
+            timeout=120,
+            interval=2,
+            diagnose=lambda: f"last probe: {seen[-1] if seen else None}",
+        )
         phase("operator: API server and servers' port only")
 
         k.apply(new_job(WORKERS, epochs=1, workers=2), ns)
