@@ -88,8 +88,8 @@ def configure_settings(settings: kopf.OperatorSettings, config: Config) -> None:
 @kopf.on.startup()
 def startup(memo: Any, **_: Any) -> None:
     config = _controller(memo).config
-    for work in ("progress", "rollout"):
-        getattr(memo, work).start()
+    for periodic in memo.periodic.values():
+        periodic.start()
     logger.info(
         "kerasop operator started (runtime image %r, serving image %r, progress interval %ss)",
         config.runtime_image,
@@ -100,8 +100,8 @@ def startup(memo: Any, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def cleanup(memo: Any, **_: Any) -> None:
-    for work in ("progress", "rollout"):
-        getattr(memo, work).stop()
+    for periodic in memo.periodic.values():
+        periodic.stop()
 
 
 def missing_crds(kube: Kube, namespaces: Sequence[str]) -> list[str]:
@@ -328,27 +328,21 @@ def model_service_rollout(ctl: Controller, namespace: str, name: str) -> None:
 
 
 def periodic_work(ctl: Controller) -> dict[str, Periodic]:
-    """The periodic work, by its name in kopf's memo (``main`` puts it there)."""
+    """The periodic work by name (``main`` puts it into kopf's memo as ``periodic``)."""
     config = ctl.config
+    work = {
+        "progress": (config.progress_interval, training_job_progress),
+        "rollout": (config.rollout_interval, model_service_rollout),
+    }
     return {
-        "progress": Periodic(
-            "progress",
-            config.progress_interval,
-            partial(training_job_progress, ctl),
-            config.max_workers,
-        ),
-        "rollout": Periodic(
-            "rollout",
-            config.rollout_interval,
-            partial(model_service_rollout, ctl),
-            config.max_workers,
-        ),
+        name: Periodic(name, interval, partial(fn, ctl), config.max_workers)
+        for name, (interval, fn) in work.items()
     }
 
 
 def _track(memo: Any, work: str, type: str | None, body: Any, active: bool) -> None:
-    """Keep ``memo.<work>`` told whether this object needs its periodic work."""
-    periodic: Periodic | None = getattr(memo, work, None)
+    """Keep ``memo.periodic[work]`` told whether this object needs its periodic work."""
+    periodic = getattr(memo, "periodic", {}).get(work)
     meta = body.get("metadata") or {}
     if periodic is not None and meta.get("namespace") and meta.get("name"):
         periodic.track(meta["namespace"], meta["name"], active and type != "DELETED")

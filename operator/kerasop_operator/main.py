@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     kopf.run(
         registry=kopf.get_default_registry(),
         settings=settings,
-        memo=kopf.Memo(controller=controller, **handlers.periodic_work(controller)),
+        memo=kopf.Memo(controller=controller, periodic=handlers.periodic_work(controller)),
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,

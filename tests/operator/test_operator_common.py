@@ -140,10 +140,9 @@ def test_periodic_work_follows_the_watch_events():
     import kerasop_operator.handlers as h
     from kerasop_operator.periodic import Periodic
 
-    memo = kopf.Memo(
-        progress=Periodic("progress", 10, lambda ns, n: None, 1),
-        rollout=Periodic("rollout", 10, lambda ns, n: None, 1),
-    )
+    progress = Periodic("progress", 10, lambda ns, n: None, 1)
+    rollout = Periodic("rollout", 10, lambda ns, n: None, 1)
+    memo = kopf.Memo(periodic={"progress": progress, "rollout": rollout})
 
     def job(name, phase=None, suspend=False):
         return {
@@ -155,21 +154,21 @@ def test_periodic_work_follows_the_watch_events():
     for body in (job("new"), job("running", "Running"), job("done", "Succeeded")):
         h._track(memo, "progress", "ADDED", body, h._training_active(body))
     h._track(memo, "progress", "MODIFIED", job("paused", suspend=True), False)
-    assert memo.progress.tracked() == [("ns", "new"), ("ns", "running")]
+    assert progress.tracked() == [("ns", "new"), ("ns", "running")]
     body = job("running", "Succeeded")
     h._track(memo, "progress", "MODIFIED", body, h._training_active(body))
     h._track(memo, "progress", "DELETED", job("new"), True)
-    assert memo.progress.tracked() == []
+    assert progress.tracked() == []
 
     canary = {
         "metadata": {"namespace": "ns", "name": "s"},
         "status": {"rollout": {"phase": "Canary"}},
     }
     h._track(memo, "rollout", "ADDED", canary, h._rollout_active(canary))
-    assert memo.rollout.tracked() == [("ns", "s")]
+    assert rollout.tracked() == [("ns", "s")]
     canary["status"]["rollout"]["phase"] = "Promoted"
     h._track(memo, "rollout", "MODIFIED", canary, h._rollout_active(canary))
-    assert memo.rollout.tracked() == []
+    assert rollout.tracked() == []
 
 
 def test_config_from_env(monkeypatch):
