@@ -55,13 +55,16 @@ def start_client(e2e: E2E, namespace: str) -> None:
     other.wait_pod_ready(CLIENT)
 
 
-def until(e2e: E2E, what: str, pod: str, namespace: str, target: str, state: str) -> None:
-    """Probe ``target`` from ``pod`` until it is ``state`` (policies apply asynchronously)."""
+def until(e2e: E2E, what: str, pod: str, namespace: str, wanted: dict[str, str]) -> None:
+    """Probe from ``pod`` until each target is in its ``wanted`` state (policies apply
+    asynchronously); a timeout shows the last probe."""
+    seen: list[dict[str, str]] = []
     wait_for(
-        what,
-        lambda: probe_from_pod(e2e, pod, namespace, target).get(target) == state,
+        f"{what}: {wanted}",
+        lambda: seen.append(probe_from_pod(e2e, pod, namespace, *wanted)) or seen[-1] == wanted,
         timeout=120,
         interval=2,
+        diagnose=lambda: f"last probe: {seen[-1] if seen else None}",
     )
 
 
@@ -105,7 +108,9 @@ def test_b2_network_policies_allow_only_the_documented_traffic(
             start_client(e2e, name)
         # Before the policies, the server takes the denied namespace's connection too: the
         # refusal below is the policy's doing, not a wrong address.
-        until(e2e, f"the server to accept {denied} (no policy yet)", CLIENT, denied, server, "OPEN")
+        until(
+            e2e, f"the server to accept {denied} (no policy yet)", CLIENT, denied, {server: "OPEN"}
+        )
         phase("client pods running, server reachable from both")
         k.run("apply", "-f", "-", input=rendered)
         phase("policies applied")
@@ -116,30 +121,22 @@ def test_b2_network_policies_allow_only_the_documented_traffic(
             " (is NetworkPolicy enforced? the local cluster needs KERASOP_NETWORK_POLICY=1)",
             CLIENT,
             denied,
-            server,
-            "BLOCKED",
+            {server: "BLOCKED"},
         )
         phase("denied namespace refused")
-        until(e2e, f"the server to accept {allowed}", CLIENT, allowed, server, "OPEN")
+        until(e2e, f"the server to accept {allowed}", CLIENT, allowed, {server: "OPEN"})
         assert probe_from_pod(e2e, TOOLBOX, ns, server) == {server: "OPEN"}
         phase("own and allowed namespaces served")
 
         api = f"{api_ips[0]}:{api_ports[0]}"
         metrics = f"{server_pod_ip}:8080"
         dns = f"{dns_pod_ip}:53"
-        wanted = {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"}
-        seen: list[dict[str, str]] = []
-        wait_for(
-            f"the operator to reach only the API server and the servers' port: {wanted}",
-            lambda: (
-                seen.append(
-                    probe_from_pod(e2e, operator_pod, OPERATOR_NAMESPACE, api, metrics, dns)
-                )
-                or seen[-1] == wanted
-            ),
-            timeout=120,
-            interval=2,
-            diagnose=lambda: f"last probe: {seen[-1] if seen else None}",
+        until(
+            e2e,
+            "the operator to reach only the API server and the servers' port",
+            operator_pod,
+            OPERATOR_NAMESPACE,
+            {api: "OPEN", metrics: "OPEN", dns: "BLOCKED"},
         )
         phase("operator: API server and servers' port only")
 
