@@ -271,6 +271,11 @@ step_end
 
 step_begin network
 ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge || fail "" "cannot create bridge $BRIDGE"
+# A fixed MAC: a bridge whose address was not set takes the lowest MAC of its ports, so
+# deleting that pod changed the gateway's MAC under every other pod, whose ARP entries then
+# sent to a MAC that no longer existed: seconds of lost packets (timeouts, "No route to
+# host") to Services and DNS. The CNI bridge plugin pins it the same way when it creates one.
+ip link set "$BRIDGE" address "$BRIDGE_MAC"
 [[ "$(ip -4 addr show dev "$BRIDGE")" == *" $NODE_IP/24 "* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 # Service IPs are virtual (kube-proxy DNATs them); route the range to the bridge so a packet to

@@ -14,6 +14,7 @@ NODE_NAME="${KERASOP_NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}"
 # Addresses. Everything listens on loopback or on NODE_IP, the address of the cluster's own
 # bridge; nothing listens on the machine's real interfaces.
 BRIDGE=kerasop0
+BRIDGE_MAC=02:6b:65:72:61:73  # fixed, locally administered (see up.sh)
 NODE_IP=10.88.0.1
 NODE_POD_CIDR=10.88.0.0/24      # the bridge's subnet = the node's podCIDR
 CLUSTER_CIDR=10.88.0.0/16       # kube-controller-manager hands out /24s of this
