@@ -144,3 +144,10 @@ def test_scratch_files_go_with_the_data(tmp_path, monkeypatch):
 
     gc.collect()
     assert not folder.exists()
+
+
+def test_unwritable_scratch_folder_is_named(tmp_path, monkeypatch):
+    write_table(tmp_path / "t.csv")
+    monkeypatch.setattr(data_module.tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(TrainerError, match=r"cannot write the CSV's scratch copy under .*missing"):
+        load(tmp_path)

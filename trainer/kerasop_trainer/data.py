@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kerasop.events import EXIT_BAD_DATA, EXIT_MODEL_MISMATCH
+from kerasop.events import EXIT_BAD_DATA, EXIT_INTERNAL, EXIT_MODEL_MISMATCH
 from kerasop.spec import DataSpec, ImageSpec
 from kerasop_trainer.errors import TrainerError
 
@@ -135,6 +135,14 @@ STREAM_BLOCK_BYTES = 2 << 20
 SHUFFLE_WINDOW_ROWS = 4096
 
 
+def _scratch_error(exc: OSError) -> TrainerError:
+    return TrainerError(
+        f"cannot write the CSV's scratch copy under {tempfile.gettempdir()} ({exc}); set "
+        "TMPDIR to a writable folder with room for about the CSV's size",
+        EXIT_INTERNAL,
+    )
+
+
 class CsvStream:
     """The float32 feature rows of an all-numeric CSV, as block files in a scratch folder.
 
@@ -153,7 +161,10 @@ class CsvStream:
     """
 
     def __init__(self, n_features: int) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="kerasop-csv-"))
+        try:
+            self.folder = Path(tempfile.mkdtemp(prefix="kerasop-csv-"))
+        except OSError as exc:
+            raise _scratch_error(exc) from None
         self.n_features = n_features
         self.starts: list[int] = [0]
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.folder), True)
@@ -176,7 +187,11 @@ class CsvStream:
     def append(self, x: np.ndarray) -> None:
         """Write the next block of rows (rows x ``n_features``)."""
         assert x.ndim == 2 and x.shape[1] == self.n_features
-        np.ascontiguousarray(x, dtype="<f4").tofile(self.block_path(self.blocks))
+        try:
+            np.ascontiguousarray(x, dtype="<f4").tofile(self.block_path(self.blocks))
+        except OSError as exc:
+            self.close()
+            raise _scratch_error(exc) from None
         self.starts.append(self.rows + len(x))
 
     def read_block(self, block: int) -> np.ndarray:
