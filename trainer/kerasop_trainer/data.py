@@ -353,7 +353,12 @@ class LoadedData:
         seed: int = 0,
         drop_remainder: bool = False,
     ) -> Any:
-        """A batched ``tf.data.Dataset`` of ``(features, label)`` for ``split``."""
+        """A batched ``tf.data.Dataset`` of ``(features, label)`` for ``split``.
+
+        ``shuffle``: a new order every epoch. In memory and for images, over all rows; a
+        streamed CSV shuffles the order of its block files and the rows within windows of
+        ``SHUFFLE_WINDOW_ROWS`` (4,096) rows (:meth:`CsvStream.dataset`).
+        """
         import tensorflow as tf
 
         n = len(split)
