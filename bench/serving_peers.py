@@ -4,10 +4,11 @@
                                   [--protocols v2-json,v2-binary,v1]
                                   [--servers kerasop,kserve,mlserver,naive]
                                   [--duration 2] [--rounds 2] [--out bench/results]
+                                  [--kerasop-args "--max-batch-size 8"]
 
 Servers, all on 127.0.0.1, all running the same model with one inference thread:
   kerasop   this project's server (``kerasop-serve --engine onnx --threads 1``, defaults
-            otherwise: batches of <= 32 rows)
+            otherwise: batches of <= 32 rows; ``--kerasop-args`` adds server options)
   kserve    KServe's ModelServer with a custom ``kserve.Model`` running the same
             ``model.onnx`` with ONNX Runtime (bench/peers/kserve_onnx.py)
   mlserver  MLServer with a custom runtime running ``model.onnx`` with ONNX Runtime,
@@ -50,6 +51,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -287,7 +289,9 @@ def peer_python(peer: str) -> Path | None:
     return python if python.is_file() else None
 
 
-def make_server(name: str, store: Path, case: ModelCase, workdir: Path) -> Server:
+def make_server(
+    name: str, store: Path, case: ModelCase, workdir: Path, kerasop_args: list[str]
+) -> Server:
     vdir = store / case.name / "1"
     port = free_port()
     if name == "kerasop":
@@ -295,6 +299,7 @@ def make_server(name: str, store: Path, case: ModelCase, workdir: Path) -> Serve
             sys.executable, "-m", "kerasop_server.main", "--store-root", str(store),
             "--model", case.name, "--host", HOST, "--port", str(port), "--engine", "onnx",
             "--threads", "1", "--poll-seconds", "3600", "--log-level", "WARNING",
+            *kerasop_args,
         ]  # fmt: skip
         path = os.pathsep.join([str(REPO / "server"), str(REPO)])
         return Server(name, argv, port, case.name, env={"PYTHONPATH": path})
@@ -511,7 +516,10 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
     result: dict[str, Any] = {"model": case.name, "shape": list(case.shape), "cells": []}
     with tempfile.TemporaryDirectory(prefix="kerasop-peers-") as tmp_text:
         tmp = Path(tmp_text)
-        servers = [make_server(name, store, case, tmp) for name in args.servers]
+        servers = [
+            make_server(name, store, case, tmp, shlex.split(args.kerasop_args))
+            for name in args.servers
+        ]
         try:
             for server in servers:
                 server.start(tmp)
@@ -730,6 +738,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the naive server answers one request at a time: more clients only queue (default 8)",
     )  # fmt: skip
     p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument(
+        "--kerasop-args", default="", help='more kerasop-serve options, e.g. "--max-batch-size 8"'
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument(
         "--tables-from", type=Path, default=None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -390,6 +391,7 @@ class ModelManager:
         except BaseException:
             engine.close()
             raise
+        freeze_long_lived()
         return engine, signature, metadata
 
     async def _retire(self, old: ServedModel) -> None:
@@ -546,3 +548,15 @@ class ModelManager:
         agreed = int(same.sum())
         self.metrics.shadow.labels(label, "agree").inc(agreed)
         self.metrics.shadow.labels(label, "disagree").inc(len(copies) - agreed)
+
+
+def freeze_long_lived() -> None:
+    """Keep what exists once a version is loaded (modules, engines, signatures) out of the
+    garbage collector's full passes. Under load those passes walked every object the process
+    holds: 27 of them, up to 170 ms each, in a 40 s run of the dense model at 5,000 req/s,
+    which was its p99 at concurrency 32 (81-124 ms; 8-11 ms frozen). Unfreezing and
+    collecting first frees the cycles of versions unloaded since the last load.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

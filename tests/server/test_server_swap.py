@@ -7,6 +7,7 @@ outputs to version 2's, and (per client) never go back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import time
 from pathlib import Path
@@ -191,3 +192,18 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
     finally:
         server.stop()
+
+
+def test_loaded_version_is_kept_out_of_full_collections(tmp_path: Path) -> None:
+    """Once a version is loaded, what the process holds is frozen (``gc.freeze``): the
+    collector's full passes, which walked all of it every few seconds under load, see only
+    what came later. Frozen objects are not listed by ``gc.get_objects()``."""
+    write_version(tmp_path, DENSE, dense_model(), dense_metadata())
+    gc.unfreeze()
+    before_load = [object()]  # a tracked container, alive before the server starts
+    try:
+        with running_server(tmp_path, DENSE):
+            assert gc.get_freeze_count() > 0
+            assert not any(o is before_load for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
