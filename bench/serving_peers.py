@@ -516,10 +516,7 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
     result: dict[str, Any] = {"model": case.name, "shape": list(case.shape), "cells": []}
     with tempfile.TemporaryDirectory(prefix="kerasop-peers-") as tmp_text:
         tmp = Path(tmp_text)
-        servers = [
-            make_server(name, store, case, tmp, shlex.split(args.kerasop_args))
-            for name in args.servers
-        ]
+        servers = [make_server(name, store, case, tmp, args.kerasop_args) for name in args.servers]
         try:
             for server in servers:
                 server.start(tmp)
@@ -739,8 +736,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument(
-        "--kerasop-args", default="", help='more kerasop-serve options, e.g. "--max-batch-size 8"'
-    )
+        "--kerasop-args", default=[], type=shlex.split,
+        help='more kerasop-serve options, e.g. "--max-batch-size 8"',
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     p.add_argument(
         "--tables-from", type=Path, default=None,

@@ -25,6 +25,10 @@ def policies(helm, *extra: str) -> dict[tuple[str, str], dict]:
     }
 
 
+def operator_pod_template(helm) -> dict:
+    return next(o for o in helm.objects(*ENABLED) if o["kind"] == "Deployment")["spec"]["template"]
+
+
 def server_pod_template() -> dict:
     from kerasop_operator import serving
 
@@ -57,8 +61,7 @@ def test_no_network_policies_by_default(helm):
 def test_operator_may_only_reach_the_api_server_and_the_servers_metrics(helm):
     from kerasop_operator import serving
 
-    objs = helm.objects(*ENABLED)
-    operator_pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
+    operator_pod = operator_pod_template(helm)
     policy = policies(helm)[("kerasop-system", "kerasop-keras-operator")]
     assert selects(policy, operator_pod["metadata"]["labels"])
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -80,8 +83,7 @@ def test_operator_may_only_reach_the_api_server_and_the_servers_metrics(helm):
 def test_servers_take_calls_on_their_port_from_allowed_namespaces_only(helm):
     template = server_pod_template()
     found = policies(helm, "networkPolicy.servers.allowedNamespaces={monitoring}")
-    objs = helm.objects(*ENABLED)
-    operator_pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
+    operator_pod = operator_pod_template(helm)
     operator_labels = found[("kerasop-system", "kerasop-keras-operator")]["spec"]["podSelector"][
         "matchLabels"
     ]
