@@ -37,6 +37,8 @@ bench/peers/post.lua) when installed, else a Python aiohttp client (slower: it
 takes CPU from the servers; the output says which). Cells run in interleaved
 rounds (every server at one protocol and concurrency, then the next), so noise
 from the machine hits every server alike; the table shows the median round.
+While one server is measured the others are paused (SIGSTOP to their process
+groups), so their idle wake-ups take no CPU from it.
 CPU seconds per 1000 requests count the server's whole process tree (the ceiling: its
 thread's CPU per 1000 rows, which noise from other jobs on the machine does not inflate).
 
@@ -48,11 +50,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -61,6 +65,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,13 +279,19 @@ class Server:
             time.sleep(0.3)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s (log: {self.log})")
 
-    def stop(self) -> None:
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the server's whole process group (its workers too)."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        self.signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
 
@@ -333,6 +344,22 @@ def make_server(
     (folder / "model-settings.json").write_text(json.dumps(model_settings))
     argv = [str(python.parent / "mlserver"), "start", str(folder)]
     return Server(name, argv, port, case.name, cwd=folder, env={"PYTHONPATH": str(folder)})
+
+
+@contextlib.contextmanager
+def alone(servers: list[Server], measured: Server | None) -> Iterator[None]:
+    """Pause every server but ``measured`` (SIGSTOP to its process group) while the
+    block runs. Idle servers are not idle: timers, metrics, worker heartbeats and the
+    collector wake them, and on a 2-core machine each wake-up delays the measured
+    server's requests (its tail latency). ``measured=None`` pauses all (the ceiling)."""
+    others = [s for s in servers if s is not measured]
+    for server in others:
+        server.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for server in others:
+            server.signal(signal.SIGCONT)
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -537,16 +564,18 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                 return run_python_client(url, body, concurrency, seconds)
 
             for server in servers:  # warm-up: connections, allocators, lazy imports
-                for protocol in bodies:
-                    if server.protocols[protocol] == "ok":
-                        cell(server, protocol, 4, args.warmup)
+                with alone(servers, server):
+                    for protocol in bodies:
+                        if server.protocols[protocol] == "ok":
+                            cell(server, protocol, 4, args.warmup)
             samples: dict[tuple[str, str, int], list[tuple[Sample, float]]] = {}
             ceilings: dict[int, list[dict[str, float]]] = {}
             for round_no in range(args.rounds):
                 for concurrency in args.concurrency:  # the engine alone, in the same rounds
-                    ceilings.setdefault(concurrency, []).append(
-                        ceiling(session, case.shape, concurrency, args.duration)
-                    )
+                    with alone(servers, None):
+                        ceilings.setdefault(concurrency, []).append(
+                            ceiling(session, case.shape, concurrency, args.duration)
+                        )
                 for protocol in bodies:
                     for concurrency in args.concurrency:
                         shift = round_no % len(servers)
@@ -556,9 +585,10 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                             assert server.proc is not None
                             if server.name == "naive" and concurrency > args.naive_max_concurrency:
                                 continue
-                            cpu = tree_cpu_seconds(server.proc.pid)
-                            sample = cell(server, protocol, concurrency, args.duration)
-                            cpu = drain(server.proc.pid) - cpu
+                            with alone(servers, server):
+                                cpu = tree_cpu_seconds(server.proc.pid)
+                                sample = cell(server, protocol, concurrency, args.duration)
+                                cpu = drain(server.proc.pid) - cpu
                             key = (server.name, protocol, concurrency)
                             samples.setdefault(key, []).append((sample, cpu))
                     print(f"  {case.name}: round {round_no + 1} {protocol} done", flush=True)

@@ -12,6 +12,7 @@ import yaml
 from opcomponent import REPO
 
 from kerasop_operator.kube import Kube
+from tests.support.bench import load
 from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.component
@@ -54,12 +55,7 @@ def test_pod_startup_dry_run_manifests_pass_server_side_dry_run(
 
 def test_pod_startup_reads_times_from_the_api_objects() -> None:
     """The times come from the pods' own fields (to the second), not from polling."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pod_startup", REPO / "bench" / "pod_startup.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load("pod_startup")
     pod = {
         "metadata": {"creationTimestamp": "2026-11-29T10:00:00Z"},
         "status": {

@@ -12,9 +12,57 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.support.bench import load
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def _settled(pids: dict[str, int], want: dict[str, str]) -> dict[str, str]:
+    """The processes' states once they match ``want`` (a signal lands within
+    milliseconds), or as they are after 2 s."""
+    for _ in range(40):
+        states = {name: _state(pid) for name, pid in pids.items()}
+        if states == want:
+            break
+        time.sleep(0.05)
+    return states
+
+
+def test_servers_not_measured_are_paused_with_their_children(tmp_path) -> None:
+    bench = load("serving_peers")
+    # Each "server" is a shell with a child, as MLServer has workers.
+    servers = [bench.Server(name, ["sh", "-c", "sleep 60 & wait"], 0, "m") for name in "abc"]
+    for server in servers:
+        server.start(tmp_path)
+    try:
+        pids = {}
+        for server in servers:
+            children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+            for _ in range(100):
+                if children.read_text().split():
+                    break
+                time.sleep(0.05)
+            pids[server.name] = server.proc.pid
+            pids[server.name + "-child"] = int(children.read_text().split()[0])
+        running = dict.fromkeys(pids, "S")
+        with bench.alone(servers, servers[1]):
+            paused = {name: "S" if name.startswith("b") else "T" for name in pids}
+            assert _settled(pids, paused) == paused
+        assert _settled(pids, running) == running
+        with bench.alone(servers, None):
+            assert _settled(pids, dict.fromkeys(pids, "T")) == dict.fromkeys(pids, "T")
+    finally:
+        for server in servers:
+            server.stop()  # resumes a paused server first, or SIGTERM would wait
+    assert all(s.proc.returncode is not None for s in servers)
 
 
 def test_serving_peers_quick_run(tmp_path) -> None:
