@@ -3,7 +3,7 @@
     python bench/serving_peers.py [--quick] [--models dense,cnn] [--concurrency 1,8,32,64]
                                   [--protocols v2-json,v2-binary,v1]
                                   [--servers kerasop,kserve,mlserver,naive]
-                                  [--duration 2] [--rounds 2] [--out bench/results]
+                                  [--duration 2] [--rounds 3] [--out bench/results]
                                   [--kerasop-args "--max-batch-size 8"]
 
 Servers, all on 127.0.0.1, all running the same model with one inference thread:
@@ -757,7 +757,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--duration", type=int, default=None, help="s per cell per round (max 30)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
     p.add_argument("--warmup", type=int, default=None, help="s per server and protocol")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     p.add_argument(
@@ -780,7 +780,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         int(c) for c in (args.concurrency or ("1,8" if quick else "1,8,32,64")).split(",")
     ]
     args.duration = max(1, min(30, args.duration or (1 if quick else 2)))
-    args.rounds = max(1, min(10, args.rounds or (1 if quick else 2)))
+    args.rounds = max(1, min(10, args.rounds or (1 if quick else 3)))
     args.warmup = args.warmup if args.warmup is not None else 1
     args.protocols = [x for x in args.protocols.split(",") if x]
     args.servers = [x for x in args.servers.split(",") if x]
