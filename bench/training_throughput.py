@@ -380,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.images, args.epochs, args.repeats = 200, 40, 2, 1
         args.growth = min(args.growth, 2)
     sizes = {"csv": args.rows, "images": args.images}
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    # The caller's PYTHONPATH first (a checkout's trainer/ over an installed one), then REPO.
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + [str(REPO)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": os.pathsep.join(path)}
     with tempfile.TemporaryDirectory(prefix="kerasop-bench-train-") as tmp:
         results = [
             bench_case(name, sizes[name], args, env, Path(tmp)) for name in args.cases.split(",")

@@ -30,17 +30,10 @@ from kerasop.events import (
 )
 from kerasop.spec import KerasTrainingJob, SpecError, load_documents
 from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.termination import Terminated, on_sigterm
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's code for "killed by SIGTERM"
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (pod deletion, preemption): unwind so nothing half-written stays."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,8 +145,8 @@ def run_cli(argv: list[str] | None = None) -> int:
     previous = None
     if threading.current_thread() is threading.main_thread():
         # Kubernetes sends SIGTERM first: raise it as an exception so the model
-        # store's staging directory is removed on the way out.
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        # store's staging directory is removed on the way out (termination.py).
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return _run(args, termination_log)
     finally:

@@ -58,6 +58,7 @@ from kerasop.store import (
     model_formats,
 )
 from kerasop_trainer import callbacks as optional_callbacks
+from kerasop_trainer import termination
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.lineage import lineage
 
@@ -639,6 +640,7 @@ def fit(
     last_validation = None
     if initial_epoch < training.epochs and not finished:
         _fit(
+            keras,
             model,
             train_ds,
             validation_data=_validation_dataset(prepared),
@@ -807,9 +809,16 @@ def _early_stopping_monitor(
     return es.monitor
 
 
-def _fit(model, train_ds, **kwargs) -> None:
+def _fit(keras, model, train_ds, callbacks: list[Any], **kwargs) -> None:
     try:
-        model.fit(train_ds, verbose=0, shuffle=False, **kwargs)
+        with termination.between_batches(keras) as stop_on_sigterm:
+            model.fit(
+                train_ds,
+                verbose=0,
+                shuffle=False,
+                callbacks=[*callbacks, stop_on_sigterm],
+                **kwargs,
+            )
     except TrainerError:
         raise
     except Exception as exc:
