@@ -483,25 +483,11 @@ def load_data(
     labels, y_train, y_val = _encode_labels(
         train_raw, val_raw, loss, check_classes=val_raw is not None
     )
-    train = Split(
-        y=y_train,
-        x=train_raw.x,
-        paths=train_raw.paths,
-        cat=train_raw.cat,
-        text=train_raw.text,
-        stream=train_raw.stream,
-    )
+    train = train_raw.split(y_train)
     validation = None
     if val_raw is not None:
         assert y_val is not None
-        validation = Split(
-            y=y_val,
-            x=val_raw.x,
-            paths=val_raw.paths,
-            cat=val_raw.cat,
-            text=val_raw.text,
-            stream=val_raw.stream,
-        )
+        validation = val_raw.split(y_val)
     elif spec.validation_split is not None:
         n = len(train)
         n_val = _split_size(n, spec.validation_split)
@@ -607,6 +593,12 @@ class _Raw:
     categorical: list[str] = field(default_factory=list)  # their names
     text: np.ndarray | None = None  # text: the texts
     stream: CsvStream | None = None  # csv: the streamed features (x is then None)
+
+    def split(self, y: np.ndarray) -> Split:
+        """These examples with their encoded labels ``y``."""
+        return Split(
+            y=y, x=self.x, paths=self.paths, cat=self.cat, text=self.text, stream=self.stream
+        )
 
 
 def _read(spec: DataSpec, path: Path, role: str, categorical: list[str] | None = None) -> _Raw:
