@@ -177,6 +177,14 @@ class Body:
     data: bytes
     content_type: str = "application/json"
     header_length: int | None = None  # binary extension: length of the JSON part
+    method: str = "POST"
+
+
+# The floor: GET of this project's readiness endpoint (no body, no model), at the same
+# concurrency as the cells. Its tail is the HTTP path and the machine alone: no server
+# can have a better p99/p50 on this machine.
+FLOOR = "floor"
+FLOOR_BODY = Body("/v2/health/ready", b"", "", method="GET")
 
 
 def request_bodies(row: np.ndarray) -> dict[str, Body]:
@@ -418,6 +426,7 @@ def run_wrk(url: str, body: Body, concurrency: int, seconds: int, tmp: Path) -> 
         **os.environ,
         "BODY_FILE": str(body_file),
         "CONTENT_TYPE": body.content_type,
+        "METHOD": body.method,
         "HEADER_LENGTH": "" if body.header_length is None else str(body.header_length),
     }
     argv = [
@@ -442,7 +451,7 @@ def run_wrk(url: str, body: Body, concurrency: int, seconds: int, tmp: Path) -> 
 def run_python_client(url: str, body: Body, concurrency: int, seconds: int) -> Sample:
     import aiohttp
 
-    headers = {"Content-Type": body.content_type}
+    headers = {"Content-Type": body.content_type} if body.content_type else {}
     if body.header_length is not None:
         headers[BINARY_HEADER] = str(body.header_length)
     latencies: list[float] = []
@@ -453,7 +462,9 @@ def run_python_client(url: str, body: Body, concurrency: int, seconds: int) -> S
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                async with session.post(url, data=body.data, headers=headers) as r:
+                async with session.request(
+                    body.method, url, data=body.data or None, headers=headers
+                ) as r:
                     await r.read()
                     ok = r.status == 200
             except aiohttp.ClientError:
@@ -551,13 +562,15 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                 server.wait_ready(args.startup_timeout)
             check_answers(servers, bodies, expected)
             result["support"] = {s.name: dict(s.protocols) for s in servers}
+            if "kerasop" in result["support"]:
+                result["support"]["kerasop"][FLOOR] = "ok"
             for s in servers:
                 bad = {p: why for p, why in s.protocols.items() if why != "ok"}
                 if bad:
                     print(f"  {case.name}: {s.name} left out for {bad}", flush=True)
 
             def cell(server: Server, protocol: str, concurrency: int, seconds: int) -> Sample:
-                body = bodies[protocol]
+                body = FLOOR_BODY if protocol == FLOOR else bodies[protocol]
                 url = server.url + body.path.format(model=server.model)
                 if use_wrk:
                     return run_wrk(url, body, concurrency, seconds, tmp)
@@ -570,11 +583,20 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                             cell(server, protocol, 4, args.warmup)
             samples: dict[tuple[str, str, int], list[tuple[Sample, float]]] = {}
             ceilings: dict[int, list[dict[str, float]]] = {}
+            ours = next((s for s in servers if s.name == "kerasop"), None)
             for round_no in range(args.rounds):
                 for concurrency in args.concurrency:  # the engine alone, in the same rounds
                     with alone(servers, None):
                         ceilings.setdefault(concurrency, []).append(
                             ceiling(session, case.shape, concurrency, args.duration)
+                        )
+                    if ours is not None and ours.proc is not None:
+                        with alone(servers, ours):
+                            cpu = tree_cpu_seconds(ours.proc.pid)
+                            sample = cell(ours, FLOOR, concurrency, args.duration)
+                            cpu = drain(ours.proc.pid) - cpu
+                        samples.setdefault((ours.name, FLOOR, concurrency), []).append(
+                            (sample, cpu)
                         )
                 for protocol in bodies:
                     for concurrency in args.concurrency:
@@ -657,7 +679,7 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         print("|---|---:|---:|---:|---:|---:|")
         ceilings = {c["concurrency"]: c["rps"] for c in cells if c["server"] == "ceiling"}
         for c in sorted(cells, key=lambda c: (c["protocol"], c["concurrency"])):
-            if c["server"] != "kerasop":
+            if c["server"] != "kerasop" or c["protocol"] == FLOOR:
                 continue
             peers = [
                 p for p in cells

@@ -1,10 +1,13 @@
 -- wrk script of bench/serving_peers.py: POST one request body read from a file
--- (BODY_FILE, binary-safe) and print the summary as one JSON line.
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
+-- (BODY_FILE, binary-safe), or a bare GET (METHOD=GET, the floor cell), and print the
+-- summary as one JSON line.
+wrk.method = os.getenv("METHOD") or "POST"
+if wrk.method == "POST" then
+  local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE")
+end
 local header_length = os.getenv("HEADER_LENGTH")
 if header_length ~= nil and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length

@@ -77,10 +77,12 @@ def test_serving_peers_quick_run(tmp_path) -> None:
     assert "this server against the best peer" in done.stdout
     result = json.loads((out / "serving_peers_quick.json").read_text())
     (model,) = result["models"]
-    assert model["support"]["kerasop"] == {"v2-json": "ok", "v2-binary": "ok", "v1": "ok"}
+    assert model["support"]["kerasop"] == {
+        "v2-json": "ok", "v2-binary": "ok", "v1": "ok", "floor": "ok"
+    }  # fmt: skip
     assert model["support"]["naive"]["v2-json"] == "ok" and model["support"]["naive"]["v1"] == "ok"
     cells = {(c["server"], c["protocol"], c["concurrency"]): c for c in model["cells"]}
-    for protocol in ("v2-json", "v2-binary", "v1"):
+    for protocol in ("v2-json", "v2-binary", "v1", "floor"):  # floor: GET of /v2/health/ready
         for concurrency in (1, 4):
             cell = cells[("kerasop", protocol, concurrency)]
             assert cell["requests"] > 0 and cell["errors"] == 0, cell
