@@ -113,7 +113,10 @@ class DataSpec(SpecModel):
             "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
             " CSV of image paths (relative to the CSV) and labels. imageFolder: one subfolder"
             " per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
-            " column."
+            " column. An all-numeric csv is streamed: the trainer keeps a float32 copy (about"
+            " the file's size) in its /tmp, an emptyDir on the node's ephemeral storage, and"
+            " only the labels in memory; other tables are loaded into memory; images are read"
+            " per batch."
         ),
     )
     path: str = Field(
