@@ -51,3 +51,24 @@ def test_jax_single_worker_trains_and_publishes(tmp_path, data_root, store):
     saved = tf.saved_model.load(str(vdir))
     served = saved.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_tensorflow_runs_do_not_load_jax_until_asked() -> None:
+    """TensorFlow imports JAX (a second XLA runtime, ~100 MB) when it is installed; the
+    trainer hides it during that import, and code that wants JAX later still gets it."""
+    code = (
+        "import sys\n"
+        "from kerasop_trainer.train import import_tensorflow_without_jax\n"
+        "import_tensorflow_without_jax()\n"
+        "import keras\n"
+        "print(keras.backend.backend(), 'jaxlib' in sys.modules)\n"
+        "import jax.numpy as jnp\n"
+        "print(int(jnp.arange(3).sum()), 'jaxlib' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[:2] == ["tensorflow False", "3 True"], result.stdout

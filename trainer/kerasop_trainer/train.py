@@ -152,6 +152,8 @@ def _import_keras(backend: str, workers: WorkerConfig):
             EXIT_BAD_SPEC,
             reason="BackendUnavailable",
         )
+    if backend != "jax":
+        import_tensorflow_without_jax()
     import keras
 
     actual = keras.backend.backend()
@@ -174,6 +176,23 @@ def _import_keras(backend: str, workers: WorkerConfig):
         except Exception as exc:
             note(f"could not hide GPUs from TensorFlow: {exc}")
     return keras, actual
+
+
+def import_tensorflow_without_jax() -> None:
+    """Import TensorFlow with JAX hidden from it, when JAX is not loaded yet.
+
+    TensorFlow imports JAX when it is installed (``tensorflow/lite/python/util.py``, for
+    TFLite's JAX converter, which the trainer never uses), and with it a second XLA runtime:
+    about 100 MB of RSS and part of the start-up, for nothing when Keras runs on TensorFlow.
+    JAX is hidden only during this import: code that imports it later still gets it.
+    """
+    if "tensorflow" in sys.modules or "jax" in sys.modules:
+        return
+    sys.modules["jax"] = None  # type: ignore[assignment]  # "import jax" -> ImportError
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        del sys.modules["jax"]
 
 
 def _has_gpu(backend: str) -> bool:
