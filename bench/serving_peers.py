@@ -293,14 +293,15 @@ class Server:
             os.killpg(self.proc.pid, sig)
 
     def stop(self) -> None:
+        if self.proc is None:
+            return
         self.signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait()
 
 
 def peer_python(peer: str) -> Path | None:
@@ -569,6 +570,9 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                 if bad:
                     print(f"  {case.name}: {s.name} left out for {bad}", flush=True)
 
+            samples: dict[tuple[str, str, int], list[tuple[Sample, float]]] = {}
+            ceilings: dict[int, list[dict[str, float]]] = {}
+
             def cell(server: Server, protocol: str, concurrency: int, seconds: int) -> Sample:
                 body = FLOOR_BODY if protocol == FLOOR else bodies[protocol]
                 url = server.url + body.path.format(model=server.model)
@@ -576,13 +580,20 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                     return run_wrk(url, body, concurrency, seconds, tmp)
                 return run_python_client(url, body, concurrency, seconds)
 
+            def measure(server: Server, protocol: str, concurrency: int) -> None:
+                """One cell with the others paused, and the server's CPU until it is idle."""
+                assert server.proc is not None
+                with alone(servers, server):
+                    cpu = tree_cpu_seconds(server.proc.pid)
+                    sample = cell(server, protocol, concurrency, args.duration)
+                    cpu = drain(server.proc.pid) - cpu
+                samples.setdefault((server.name, protocol, concurrency), []).append((sample, cpu))
+
             for server in servers:  # warm-up: connections, allocators, lazy imports
                 with alone(servers, server):
                     for protocol in bodies:
                         if server.protocols[protocol] == "ok":
                             cell(server, protocol, 4, args.warmup)
-            samples: dict[tuple[str, str, int], list[tuple[Sample, float]]] = {}
-            ceilings: dict[int, list[dict[str, float]]] = {}
             ours = next((s for s in servers if s.name == "kerasop"), None)
             for round_no in range(args.rounds):
                 for concurrency in args.concurrency:  # the engine alone, in the same rounds
@@ -590,29 +601,17 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
                         ceilings.setdefault(concurrency, []).append(
                             ceiling(session, case.shape, concurrency, args.duration)
                         )
-                    if ours is not None and ours.proc is not None:
-                        with alone(servers, ours):
-                            cpu = tree_cpu_seconds(ours.proc.pid)
-                            sample = cell(ours, FLOOR, concurrency, args.duration)
-                            cpu = drain(ours.proc.pid) - cpu
-                        samples.setdefault((ours.name, FLOOR, concurrency), []).append(
-                            (sample, cpu)
-                        )
+                    if ours is not None:
+                        measure(ours, FLOOR, concurrency)
                 for protocol in bodies:
                     for concurrency in args.concurrency:
                         shift = round_no % len(servers)
                         for server in servers[shift:] + servers[:shift]:
                             if server.protocols[protocol] != "ok":
                                 continue
-                            assert server.proc is not None
                             if server.name == "naive" and concurrency > args.naive_max_concurrency:
                                 continue
-                            with alone(servers, server):
-                                cpu = tree_cpu_seconds(server.proc.pid)
-                                sample = cell(server, protocol, concurrency, args.duration)
-                                cpu = drain(server.proc.pid) - cpu
-                            key = (server.name, protocol, concurrency)
-                            samples.setdefault(key, []).append((sample, cpu))
+                            measure(server, protocol, concurrency)
                     print(f"  {case.name}: round {round_no + 1} {protocol} done", flush=True)
         finally:
             for server in servers:
