@@ -455,12 +455,12 @@ def step(
             else f"canary version {s.candidate} at {s.weight}%"
         )
 
-    def after_shadow() -> None:
+    def after_shadow(shadowed: bool) -> None:
         if policy is not None and policy.canary is not None:
             enter("Canary", 0)
             events.append(("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests"))
         else:
-            finish("Promoted", "passed the gate and the shadow phase", "Normal", True)
+            finish("Promoted", promotion_reason(policy, shadowed), "Normal", True)
 
     # A pinned version is served as is: no gate, no canary (a person decided).
     if pinned is not None:
@@ -505,7 +505,7 @@ def step(
             enter("Shadow")
             events.append(("Normal", "Shadow", f"version {s.candidate} shadows live requests"))
         else:
-            after_shadow()
+            after_shadow(shadowed=False)
         return Decision(s, history, events)
 
     if s.candidate is None:
@@ -538,7 +538,7 @@ def step(
     if s.phase == "Shadow":
         shadow = policy.shadow if policy is not None else None
         if shadow is None:  # the policy changed under us: go on without it
-            after_shadow()
+            after_shadow(shadowed=False)
             return Decision(s, history, events)
         agreement = window.agreement()
         s.message = f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared" + (
@@ -566,7 +566,7 @@ def step(
                     False,
                 )
             else:
-                after_shadow()
+                after_shadow(shadowed=True)
         return Decision(s, history, events)
 
     if s.phase == "Canary":
@@ -591,6 +591,16 @@ def step(
             else:
                 finish("Promoted", "walked through every canary step", "Normal", True)
     return Decision(s, history, events)
+
+
+def promotion_reason(policy: RolloutSpec | None, shadowed: bool) -> str:
+    """Why a version is promoted without a canary, naming only the checks that ran."""
+    passed = (["the gate"] if policy is not None and policy.gate is not None else []) + (
+        ["the shadow phase"] if shadowed else []
+    )
+    if passed:
+        return "passed " + " and ".join(passed)
+    return "no gate, shadow or canary is configured"
 
 
 def canary_breach(

@@ -12,11 +12,12 @@ rule in ``x-kubernetes-validations`` (so the API server rejects it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 
 GROUP = "kerasop.io"
 VERSION = "v1alpha1"
@@ -25,11 +26,15 @@ API_VERSION: Final = "kerasop.io/v1alpha1"  # GROUP/VERSION, a literal for the a
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+def cel(
+    rule: str, message: str, field_path: str | None = None, message_expression: str | None = None
+) -> JsonDict:
     """One CEL validation rule for ``x-kubernetes-validations``."""
     out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
+    if message_expression:
+        out["messageExpression"] = message_expression
     return out
 
 
@@ -229,19 +234,76 @@ Activation = Literal[
     "linear", "relu", "sigmoid", "softmax", "tanh", "elu", "selu", "gelu", "swish", "softplus"
 ]
 
-# Which arguments each layer type requires; mirrored by the CEL rules below.
-REQUIRED_LAYER_ARGS: dict[str, tuple[str, ...]] = {
-    "Dense": ("units",),
-    "Dropout": ("rate",),
-    "Conv2D": ("filters", "kernelSize"),
-    "Rescaling": ("scale",),
-    "Resizing": ("height", "width"),
-    "Embedding": ("outputDim",),
-    "LSTM": ("units",),
-    "GRU": ("units",),
-    "Bidirectional": ("units", "cell"),
-    "Conv1D": ("filters", "kernelSize"),
+
+@dataclass(frozen=True)
+class LayerArgs:
+    """The spec arguments (camelCase) one layer type requires and those it may also take."""
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return frozenset(self.required + self.optional)
+
+
+# The one layer table: the pydantic validator, the CEL rules of the CRD and the trainer's
+# layer factory all read it, so the API server rejects what the trainer would.
+LAYER_ARGS: Final[dict[str, LayerArgs]] = {
+    "Dense": LayerArgs(("units",), ("activation",)),
+    "Dropout": LayerArgs(("rate",)),
+    "Conv2D": LayerArgs(("filters", "kernelSize"), ("strides", "padding", "activation")),
+    "MaxPooling2D": LayerArgs((), ("poolSize", "strides", "padding")),
+    "AveragePooling2D": LayerArgs((), ("poolSize", "strides", "padding")),
+    "Flatten": LayerArgs(),
+    "BatchNormalization": LayerArgs(),
+    "GlobalAveragePooling2D": LayerArgs(),
+    "GlobalMaxPooling2D": LayerArgs(),
+    "Rescaling": LayerArgs(("scale",), ("offset",)),
+    "Resizing": LayerArgs(("height", "width")),
+    "Embedding": LayerArgs(("outputDim",), ("inputDim", "maskZero")),
+    "LSTM": LayerArgs(("units",), ("returnSequences",)),
+    "GRU": LayerArgs(("units",), ("returnSequences",)),
+    "Bidirectional": LayerArgs(("units", "cell"), ("returnSequences",)),
+    "Conv1D": LayerArgs(("filters", "kernelSize"), ("strides", "padding", "activation")),
+    "MaxPooling1D": LayerArgs((), ("poolSize", "strides", "padding")),
+    "GlobalAveragePooling1D": LayerArgs(),
+    "GlobalMaxPooling1D": LayerArgs(),
+    "Normalization": LayerArgs(),
+    "StringLookup": LayerArgs((), ("numOovIndices",)),
+    "CategoryEncoding": LayerArgs((), ("numTokens", "outputMode")),
+    "Input": LayerArgs((), ("shape",)),
 }
+
+
+def _layers_taking(arg: str) -> list[str]:
+    return [layer for layer, args in LAYER_ARGS.items() if arg in args.allowed]
+
+
+def _not_taken(layer: str, arg: str) -> str:
+    return f"{layer} does not take {arg} ({arg} is for {', '.join(_layers_taking(arg))})"
+
+
+def _layer_rules() -> list[JsonValue]:
+    """CEL rules from LAYER_ARGS: required arguments per type, then one rule per argument."""
+    required: list[JsonValue] = [
+        cel(
+            f"self.type != '{layer}' || " + " && ".join(f"has(self.{a})" for a in args.required),
+            f"{layer} needs " + " and ".join(args.required),
+        )
+        for layer, args in LAYER_ARGS.items()
+        if args.required
+    ]
+    arguments = sorted({a for args in LAYER_ARGS.values() for a in args.allowed})
+    taken_only_by: list[JsonValue] = [
+        cel(
+            f"!has(self.{arg}) || self.type in {_layers_taking(arg)!r}",
+            _not_taken("this layer", arg),
+            message_expression=f"self.type + '{_not_taken('', arg)}'",
+        )
+        for arg in arguments
+    ]
+    return required + taken_only_by
 
 
 class LayerSpec(SpecModel):
@@ -249,13 +311,7 @@ class LayerSpec(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    f"self.type != '{layer}' || " + " && ".join(f"has(self.{a})" for a in args),
-                    f"{layer} needs " + " and ".join(args),
-                )
-                for layer, args in REQUIRED_LAYER_ARGS.items()
-            ]
+            "x-kubernetes-validations": _layer_rules(),
         }
     )
 
@@ -308,12 +364,15 @@ class LayerSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _required_args(self) -> LayerSpec:
-        missing = [
-            a for a in REQUIRED_LAYER_ARGS.get(self.type, ()) if getattr(self, _snake(a)) is None
-        ]
+    def _layer_args(self) -> LayerSpec:
+        args = LAYER_ARGS[self.type]
+        missing = [a for a in args.required if getattr(self, _snake(a)) is None]
         if missing:
             raise ValueError(f"{self.type} needs {' and '.join(missing)}")
+        given = set(self.model_dump(exclude={"type"}, exclude_none=True, by_alias=True))
+        unexpected = sorted(given - args.allowed)
+        if unexpected:
+            raise ValueError("; ".join(_not_taken(self.type, a) for a in unexpected))
         return self
 
     def keras_kwargs(self) -> dict[str, Any]:

@@ -209,7 +209,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if job.spec.script is not None:  # the user's own script, as in a pod
             from kerasop_trainer.script import run_script
 
-            run_script(job, Path(args.data_dir), Path(args.store), job_id, emit=show)
+            run_script(
+                job, Path(args.data_dir), Path(args.store), job_id, emit=show, python_first=True
+            )
         else:
             run(
                 job,

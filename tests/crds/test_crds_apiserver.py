@@ -244,6 +244,22 @@ INVALID = [
         ["spec.model.layers[0]", "Dense needs units"],
     ),
     (
+        "dense-with-pool-size",
+        edit(dense_job, _set("model.layers.0.poolSize", 2)),
+        [
+            "spec.model.layers[0]",
+            "Dense does not take poolSize (poolSize is for MaxPooling2D, AveragePooling2D, MaxPooling1D)",
+        ],
+    ),
+    (
+        "head-layer-argument-of-another-layer",
+        edit(
+            transfer_job,
+            _set("model.transfer.head", [{"type": "Dropout", "rate": 0.2, "units": 3}]),
+        ),
+        ["spec.model.transfer.head[0]", "Dropout does not take units (units is for Dense, LSTM"],
+    ),
+    (
         "conv-without-kernel",
         edit(dense_job, _set("model.layers.0", {"type": "Conv2D", "filters": 8})),
         ["spec.model.layers[0]", "Conv2D needs filters and kernelSize"],

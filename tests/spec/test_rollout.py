@@ -342,6 +342,27 @@ def test_restart_mid_canary_resumes_from_status_and_promotes_once():
 def test_no_policy_promotes_at_once():
     d = run(None, RolloutState(stable=1), latest=2, meta={1: GOOD, 2: WORSE}, now=0)
     assert d.state.stable == 2 and d.history[-1]["outcome"] == "Promoted"
+    assert d.history[-1]["reason"] == "no gate, shadow or canary is configured"
+
+
+def test_promotion_history_names_only_the_checks_that_ran():
+    meta = {1: GOOD, 2: OK}
+    gate_only = run(policy(gate={"min": {"accuracy": 0.9}}), RolloutState(stable=1), latest=2,
+                    meta=meta, now=0)  # fmt: skip
+    assert gate_only.history[-1]["reason"] == "passed the gate"
+    assert "shadow" not in gate_only.events[-1][2]
+
+    shadow_only = policy(shadow={"durationSeconds": 30})
+    d = run(shadow_only, RolloutState(stable=1), latest=2, meta=meta, now=0)
+    d = run(shadow_only, d.state, d.history, latest=2, meta=meta,
+            c=counters(2, 0, compared=10, agreed=10), now=31)  # fmt: skip
+    assert d.state.stable == 2 and d.history[-1]["reason"] == "passed the shadow phase"
+
+    both = policy(gate={"min": {"accuracy": 0.9}}, shadow={"durationSeconds": 30})
+    d = run(both, RolloutState(stable=1), latest=2, meta=meta, now=0)
+    d = run(both, d.state, d.history, latest=2, meta=meta,
+            c=counters(2, 0, compared=10, agreed=10), now=31)  # fmt: skip
+    assert d.history[-1]["reason"] == "passed the gate and the shadow phase"
 
 
 @pytest.mark.parametrize("steps", [[50, 10, 100], [10, 50], [10, 10, 100], [0, 100]])

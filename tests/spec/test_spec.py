@@ -1,13 +1,16 @@
 """The spec models accept the examples and reject bad resources with a field path."""
 
+import typing
 from pathlib import Path
 
 import pytest
 
 from kerasop.spec import (
+    LAYER_ARGS,
     KerasModelService,
     KerasTrainingJob,
     LayerSpec,
+    LayerType,
     SpecError,
     load_documents,
 )
@@ -43,6 +46,13 @@ def test_defaults_follow_the_article():
     assert parsed.model_name == "j"
 
 
+def test_layer_table_covers_every_layer_type_and_argument():
+    assert set(LAYER_ARGS) == set(typing.get_args(LayerType))
+    arguments = {a for args in LAYER_ARGS.values() for a in args.allowed}
+    fields = {f.alias for name, f in LayerSpec.model_fields.items() if name != "type"}
+    assert arguments == fields
+
+
 def test_layer_kwargs_are_snake_case_and_sparse():
     layer = LayerSpec.model_validate({"type": "Conv2D", "filters": 8, "kernelSize": 3})
     assert layer.keras_kwargs() == {"filters": 8, "kernel_size": 3}
@@ -53,6 +63,14 @@ def test_layer_kwargs_are_snake_case_and_sparse():
     [
         ({"model": {"layers": [{"type": "Dense"}]}}, "Dense needs units"),
         ({"model": {"layers": [{"type": "Conv2D", "filters": 3}]}}, "kernelSize"),
+        (
+            {"model": {"layers": [{"type": "Dense", "units": 1, "poolSize": 2}]}},
+            "Dense does not take poolSize (poolSize is for MaxPooling2D",
+        ),
+        (
+            {"model": {"layers": [{"type": "Flatten", "units": 1, "rate": 0.1}]}},
+            "Flatten does not take rate (rate is for Dropout); Flatten does not take units",
+        ),
         (
             {"model": {}},
             "set exactly one of model.layers, model.transfer, model.file and model.builder",

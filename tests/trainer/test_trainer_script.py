@@ -189,19 +189,27 @@ def test_script_failures_are_user_code_errors(case, expected, tmp_path, store):
 
 
 def test_example_script_runs_with_kerasop_train(tmp_path, data_root):
-    """`kerasop train -f` runs a script job the way a pod does (relative command path)."""
+    """`kerasop train -f` runs a script job the way a pod does (relative command path), and
+    `python` in the command is the interpreter running kerasop, not the first one on PATH
+    (a venv that is not activated, a pipx install)."""
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(data_root / "small.csv", data / "small.csv")
     shutil.copy(EXAMPLE, data / "train.py")
-    job = _job("local-script", [sys.executable, "train.py"], epochs=2)
+    job = _job("local-script", ["python", "train.py"], epochs=2)
     spec = tmp_path / "job.yaml"
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    elsewhere = tmp_path / "other-python"  # what PATH finds first: not this venv's Python
+    elsewhere.mkdir()
+    impostor = elsewhere / "python"
+    impostor.write_text("#!/bin/sh\necho 'not the Python running kerasop' >&2\nexit 3\n")
+    impostor.chmod(0o755)
+    kerasop = Path(sys.executable).with_name("kerasop")  # this venv's console script
     result = subprocess.run(
-        [sys.executable, "-m", "kerasop_cli.main", "train", "-f", str(spec),
+        [str(kerasop), "train", "-f", str(spec),
          "--data-dir", str(data), "--store", str(tmp_path / "store")],
         capture_output=True, text=True, timeout=DEADLINE_S, check=False,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PATH=f"{elsewhere}:/usr/bin:/bin"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert ModelStore(tmp_path / "store").versions("local-script") == [1]

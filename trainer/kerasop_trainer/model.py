@@ -37,32 +37,6 @@ from kerasop.spec import LayerSpec, ModelSpec, TrainingSpec, TransferSpec
 from kerasop_trainer.data import NUMERIC_INPUT, LoadedData
 from kerasop_trainer.errors import TrainerError
 
-# Constructor arguments each layer type accepts (snake_case, as LayerSpec.keras_kwargs()).
-LAYER_ARGS: dict[str, frozenset[str]] = {
-    "Dense": frozenset({"units", "activation"}),
-    "Dropout": frozenset({"rate"}),
-    "Conv2D": frozenset({"filters", "kernel_size", "strides", "padding", "activation"}),
-    "MaxPooling2D": frozenset({"pool_size", "strides", "padding"}),
-    "AveragePooling2D": frozenset({"pool_size", "strides", "padding"}),
-    "Flatten": frozenset(),
-    "BatchNormalization": frozenset(),
-    "GlobalAveragePooling2D": frozenset(),
-    "GlobalMaxPooling2D": frozenset(),
-    "Rescaling": frozenset({"scale", "offset"}),
-    "Resizing": frozenset({"height", "width"}),
-    "Embedding": frozenset({"output_dim", "input_dim", "mask_zero"}),
-    "LSTM": frozenset({"units", "return_sequences"}),
-    "GRU": frozenset({"units", "return_sequences"}),
-    "Bidirectional": frozenset({"units", "cell", "return_sequences"}),
-    "Conv1D": frozenset({"filters", "kernel_size", "strides", "padding", "activation"}),
-    "MaxPooling1D": frozenset({"pool_size", "strides", "padding"}),
-    "GlobalAveragePooling1D": frozenset(),
-    "GlobalMaxPooling1D": frozenset(),
-    "Normalization": frozenset(),
-    "StringLookup": frozenset({"num_oov_indices"}),
-    "CategoryEncoding": frozenset({"num_tokens", "output_mode"}),
-    "Input": frozenset({"shape"}),
-}
 # Input and StringLookup describe the model's raw input rather than transform a tensor:
 # the spec allows them only at the start of model.layers (input_layers handles them).
 
@@ -88,11 +62,6 @@ _OPTIMIZERS = {
 _CLASSIFICATION_METRICS = {"accuracy", "auc", "precision", "recall"}
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
-
-
 def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **extra: Any):
     """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated).
 
@@ -101,13 +70,7 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
     """
     import keras
 
-    kwargs = spec.keras_kwargs()
-    unexpected = sorted(set(kwargs) - LAYER_ARGS[spec.type])
-    if unexpected:
-        raise TrainerError(
-            f"{where} ({spec.type}) does not take {', '.join(_camel(a) for a in unexpected)}",
-            EXIT_BAD_SPEC,
-        )
+    kwargs = spec.keras_kwargs()  # checked against kerasop.spec.LAYER_ARGS when parsed
     if spec.type == "Normalization":
         if data is None or data.feature_mean is None:
             raise TrainerError(

@@ -37,12 +37,26 @@ STOP_GRACE_S = 20
 
 
 def script_environment(
-    job: KerasTrainingJob, data_root: Path, store_root: Path, job_id: str
+    job: KerasTrainingJob,
+    data_root: Path,
+    store_root: Path,
+    job_id: str,
+    python_first: bool = False,
 ) -> dict[str, str]:
-    """The environment of the script: this process's, plus what the API reads."""
+    """The environment of the script: this process's, plus what the API reads.
+
+    ``python_first`` puts the folder of the Python running this process first on ``PATH``,
+    so ``python``/``python3`` in the command (and in anything the script starts) is the
+    interpreter that has kerasop and its dependencies, even from a venv that was not
+    activated or a pipx install. In a pod the image's ``PATH`` already says which.
+    """
     spec = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+    path = os.environ.get("PATH", os.defpath)
+    if python_first:
+        path = os.pathsep.join([str(Path(sys.executable).parent), path])
     return dict(
         os.environ,
+        PATH=path,
         KERASOP_SPEC=json.dumps(spec, separators=(",", ":")),
         KERASOP_JOB_ID=job_id,
         KERASOP_DATA_ROOT=str(data_root.absolute()),
@@ -57,8 +71,12 @@ def run_script(
     store_root: Path,
     job_id: str,
     emit: Callable[[str], None],
+    python_first: bool = False,
 ) -> dict[str, Any]:
-    """Run the script to the end; return its ``done`` event or raise ``TrainerError``."""
+    """Run the script to the end; return its ``done`` event or raise ``TrainerError``.
+
+    ``python_first``: see :func:`script_environment` (``kerasop train`` sets it).
+    """
     assert job.spec.script is not None
     command = list(job.spec.script.command)
     cwd = data_root if data_root.is_dir() else None
@@ -70,7 +88,7 @@ def run_script(
             text=True,
             errors="replace",
             cwd=cwd,
-            env=script_environment(job, data_root, store_root, job_id),
+            env=script_environment(job, data_root, store_root, job_id, python_first),
         )
     except OSError as exc:
         raise TrainerError(
