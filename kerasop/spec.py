@@ -1074,7 +1074,16 @@ class KerasModelServiceSpec(SpecModel):
     """A served model: which version, how many replicas, how requests are batched."""
 
     model: ServedModelSpec = Field(..., description="The model to serve.")
-    replicas: int = Field(1, ge=0, le=1000, description="Server pods (ignored with autoscaling).")
+    replicas: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description=(
+            "Server pods (ignored with autoscaling). One is a single point of failure (a kubelet"
+            " restart drops its endpoint for a moment): 2 or more, spread over nodes, for"
+            " anything users call."
+        ),
+    )
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="CPU, memory and GPUs of each server pod."
     )

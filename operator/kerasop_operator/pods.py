@@ -95,6 +95,23 @@ def colocation_affinity(claim_name: str) -> dict[str, Any]:
     }
 
 
+def spread_over_nodes(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """Prefer one replica per node, so a node's failure, drain or kubelet restart (which
+    resets every readiness probe on that node) leaves the other replicas serving.
+
+    ``ScheduleAnyway``: a cordoned or full node must not block a rollout or a drain.
+    """
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": HOSTNAME_TOPOLOGY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": dict(selector)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
+
+
 def needs_colocation(access_modes: Sequence[str] | None) -> bool:
     """True when every pod sharing the claim must run on one node."""
     modes = set(access_modes or [])

@@ -208,6 +208,24 @@ def test_pdb_when_more_than_one_replica():
     assert out.pdb["apiVersion"] == "policy/v1"
 
 
+def test_replicas_spread_over_nodes_unless_pinned_to_one():
+    def spread(out):
+        return out.deployment["spec"]["template"]["spec"].get("topologySpreadConstraints")
+
+    [rule] = spread(desired_children(model_service(replicas=2), REF, default_image="img"))
+    assert rule["topologyKey"] == "kubernetes.io/hostname" and rule["maxSkew"] == 1
+    assert rule["whenUnsatisfiable"] == "ScheduleAnyway"  # never blocks a drain or a rollout
+    assert rule["labelSelector"]["matchLabels"]["kerasop.io/model-service"] == "mnist"
+    assert rule["matchLabelKeys"] == ["pod-template-hash"]  # each ReplicaSet spreads its own
+    autoscaled = model_service(autoscaling={"minReplicas": 1, "maxReplicas": 3})
+    assert spread(desired_children(autoscaled, REF, default_image="img")) == [rule]
+    assert spread(desired_children(model_service(), REF, default_image="img")) is None
+    rwo = desired_children(
+        model_service(replicas=2), REF, default_image="img", claim_access_modes=["ReadWriteOnce"]
+    )
+    assert spread(rwo) is None  # an RWO claim pins every replica to its node
+
+
 def test_hpa_owns_replicas():
     out = desired_children(
         model_service(

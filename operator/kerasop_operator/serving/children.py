@@ -28,6 +28,7 @@ from ..pods import (
     container_security_context,
     needs_colocation,
     pod_security_context,
+    spread_over_nodes,
     tmp_mount,
     tmp_volume,
 )
@@ -328,6 +329,9 @@ def desired_children(
             ),
         ],
     }
+    most = spec.autoscaling.max_replicas if spec.autoscaling is not None else spec.replicas
+    if most > 1 and not colocate:
+        pod_spec["topologySpreadConstraints"] = spread_over_nodes(selector_labels(name))
     apply_scheduling(
         pod_spec,
         spec.scheduling,
