@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
@@ -37,6 +38,22 @@ ANN_ROLLOUT_ACTION = "kerasop.io/rollout"
 LOWER_IS_BETTER = ("loss", "error", "mae", "mse")
 
 Event = tuple[str, str, str]  # (type, reason, message)
+
+
+class Phase(StrEnum):
+    """Where a rollout is: one version serves, or a candidate shadows or takes a share."""
+
+    STABLE = "Stable"
+    SHADOW = "Shadow"
+    CANARY = "Canary"
+
+
+class Outcome(StrEnum):
+    """How a version's rollout ended, as the history and the Events say it."""
+
+    PROMOTED = "Promoted"
+    REFUSED = "Refused"  # by the gate or the shadow phase
+    ROLLED_BACK = "RolledBack"  # a canary limit, an abort or a pin
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,29 +232,29 @@ def parse_server_metrics(texts: Iterable[str]) -> Counters:
 class RolloutState:
     """``status.rollout``: enough to resume after a restart."""
 
-    phase: str = "Stable"  # Stable | Shadow | Canary
+    phase: Phase = Phase.STABLE
     stable: int | None = None
     candidate: int | None = None
     step: int = 0  # index into canary.steps
     weight: int = 0  # percent of requests to the candidate
     phase_started: float = 0.0  # unix seconds: when the current step/shadow began
     baseline: Counters = field(default_factory=dict)  # counters at phase_started
-    last: str = ""  # outcome of the last rollout: Promoted | Refused | RolledBack
+    last: Outcome | None = None  # of the last rollout
     message: str = ""
 
     @property
     def summary(self) -> str:
         """The printer column: ``Canary 10%``, ``Shadow``, ``RolledBack``, ``Stable``."""
-        if self.phase == "Canary":
+        if self.phase is Phase.CANARY:
             return f"Canary {self.weight}%"
-        if self.phase == "Shadow":
+        if self.phase is Phase.SHADOW:
             return "Shadow"
-        return self.last if self.last in ("Refused", "RolledBack") else "Stable"
+        return str(self.last) if self.last in (Outcome.REFUSED, Outcome.ROLLED_BACK) else "Stable"
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "state": self.summary,
-            "phase": self.phase,
+            "phase": str(self.phase),
             "step": self.step,
             "weight": self.weight,
             "phaseStarted": self.phase_started,
@@ -246,7 +263,7 @@ class RolloutState:
         for key, value in (
             ("stable", self.stable),
             ("candidate", self.candidate),
-            ("last", self.last),
+            ("last", str(self.last) if self.last else None),
             ("message", self.message),
         ):
             if value not in (None, ""):
@@ -257,7 +274,7 @@ class RolloutState:
     def from_status(cls, d: Mapping[str, Any] | None) -> RolloutState:
         d = d or {}
         return cls(
-            phase=d.get("phase") or "Stable",
+            phase=Phase(d.get("phase") or Phase.STABLE),
             stable=d.get("stable"),
             candidate=d.get("candidate"),
             step=int(d.get("step") or 0),
@@ -266,7 +283,7 @@ class RolloutState:
             baseline={
                 int(v): VersionCounters.from_dict(c) for v, c in (d.get("baseline") or {}).items()
             },
-            last=d.get("last") or "",
+            last=Outcome(d["last"]) if d.get("last") else None,
             message=d.get("message") or "",
         )
 
@@ -275,9 +292,9 @@ def routing(state: RolloutState) -> dict[str, Any]:
     """What the server pods do: the contract of the server's rollout file."""
     return {
         "stable": state.stable,
-        "candidate": state.candidate if state.phase in ("Shadow", "Canary") else None,
-        "weight": state.weight if state.phase == "Canary" else 0,
-        "shadow": state.phase == "Shadow",
+        "candidate": state.candidate if state.phase is not Phase.STABLE else None,
+        "weight": state.weight if state.phase is Phase.CANARY else 0,
+        "shadow": state.phase is Phase.SHADOW,
     }
 
 
@@ -320,7 +337,7 @@ def history_entry(version: int, metadata: Mapping[str, Any], now: str) -> dict[s
 def record(
     history: list[dict[str, Any]],
     version: int,
-    outcome: str,
+    outcome: Outcome,
     reason: str,
     now: str,
     metadata: Mapping[str, Any] | None = None,
@@ -331,7 +348,7 @@ def record(
     if entry is None:
         entry = history_entry(version, metadata or {}, now)
         out.append(entry)
-    entry.update(outcome=outcome, reason=reason[:1024], at=now)
+    entry.update(outcome=str(outcome), reason=reason[:1024], at=now)
     out.sort(key=lambda e: e["version"])
     return out[-HISTORY_LIMIT:]
 
@@ -404,6 +421,215 @@ class Decision:
     events: list[Event]
 
 
+class _Reconcile:
+    """One pass of the state machine over a copy of the state: one method per situation.
+
+    ``finish`` is the only way a candidate leaves ``Shadow``/``Canary``, and the only
+    place ``stable`` moves to a rolled-out version: a promotion happens there, once.
+    """
+
+    def __init__(
+        self,
+        policy: RolloutSpec | None,
+        state: RolloutState,
+        history: list[dict[str, Any]],
+        metadata: Mapping[int, Mapping[str, Any]],
+        counters: Counters,
+        now: float,
+        now_text: str,
+    ) -> None:
+        self.policy = policy
+        self.s = RolloutState(**{**state.__dict__, "baseline": dict(state.baseline)})
+        self.history = history
+        self.metadata = metadata
+        self.counters = counters
+        self.now, self.now_text = now, now_text
+        self.events: list[Event] = []
+
+    def decision(self) -> Decision:
+        return Decision(self.s, self.history, self.events)
+
+    def meta(self, version: int | None) -> Mapping[str, Any]:
+        return self.metadata.get(version, {}) if version is not None else {}
+
+    def record(self, version: int, outcome: Outcome, reason: str) -> None:
+        self.history = record(
+            self.history, version, outcome, reason, self.now_text, self.meta(version)
+        )
+
+    def finish(self, outcome: Outcome, reason: str) -> None:
+        s = self.s
+        assert s.candidate is not None
+        version = s.candidate
+        self.record(version, outcome, reason)
+        promoted = outcome is Outcome.PROMOTED
+        if promoted:
+            s.stable = version
+        self.events.append(
+            (
+                "Normal" if promoted else "Warning",
+                str(outcome),
+                f"version {version} {outcome.lower()}: {reason}"
+                + (f"; serving version {s.stable}" if s.stable is not None else ""),
+            )
+        )
+        s.phase, s.candidate, s.step, s.weight = Phase.STABLE, None, 0, 0
+        s.baseline, s.phase_started, s.last, s.message = {}, self.now, outcome, reason
+
+    def enter(self, phase: Phase, step_index: int = 0) -> None:
+        s, canary = self.s, self.policy.canary if self.policy else None
+        s.phase, s.step, s.phase_started = phase, step_index, self.now
+        s.weight = canary.steps[step_index] if phase is Phase.CANARY and canary else 0
+        s.baseline = {v: c for v, c in self.counters.items() if v in (s.stable, s.candidate)}
+        s.message = (
+            f"shadowing version {s.candidate}"
+            if phase is Phase.SHADOW
+            else f"canary version {s.candidate} at {s.weight}%"
+        )
+
+    def after_shadow(self, shadowed: bool) -> None:
+        if self.policy is not None and self.policy.canary is not None:
+            self.enter(Phase.CANARY, 0)
+            self.events.append(
+                ("Normal", "Canary", f"version {self.s.candidate}: {self.s.weight}% of requests")
+            )
+        else:
+            self.finish(Outcome.PROMOTED, promotion_reason(self.policy, shadowed))
+
+    def pin(self, pinned: int) -> None:
+        """A pinned version is served as is: no gate, no canary (a person decided)."""
+        s = self.s
+        if s.candidate is not None and s.candidate != pinned:
+            self.finish(Outcome.ROLLED_BACK, f"version {pinned} was pinned")
+        if s.stable != pinned:
+            self.record(pinned, Outcome.PROMOTED, "pinned in spec.model.version")
+            self.events.append(("Normal", "Promoted", f"version {pinned} pinned"))
+            s.stable, s.phase, s.candidate, s.weight = pinned, Phase.STABLE, None, 0
+            s.last = Outcome.PROMOTED
+
+    def first_version(self, latest: int) -> None:
+        """Nothing to compare with: it serves (the gate's floors still apply)."""
+        s = self.s
+        reason = gate(self.policy.gate if self.policy else None, self.meta(latest), None)
+        if reason is None:
+            self.record(latest, Outcome.PROMOTED, "first version")
+            s.stable, s.last, s.message = latest, Outcome.PROMOTED, f"serving version {latest}"
+            self.events.append(("Normal", "Promoted", f"version {latest} is the first version"))
+        elif outcome_of(self.history, latest) != Outcome.REFUSED:
+            self.record(latest, Outcome.REFUSED, reason)
+            s.last, s.message = Outcome.REFUSED, f"version {latest}: {reason}"
+            self.events.append(
+                ("Warning", "Refused", f"version {latest} refused by the gate: {reason}")
+            )
+
+    def is_new(self, latest: int | None) -> bool:
+        """A newer version than stable that has not been rolled out yet.
+
+        Refused and rolled-back versions are never retried by themselves (a promoted one
+        is, after a pin to an older version was removed).
+        """
+        s = self.s
+        return (
+            s.candidate is None
+            and latest is not None
+            and s.stable is not None
+            and latest > s.stable
+            and outcome_of(self.history, latest) in (None, Outcome.PROMOTED)
+        )
+
+    def start(self, latest: int) -> None:
+        """Gate the new version, then shadow, canary or promote it."""
+        s = self.s
+        s.candidate = latest
+        reason = gate(
+            self.policy.gate if self.policy else None, self.meta(latest), self.meta(s.stable)
+        )
+        if reason is not None:
+            self.finish(Outcome.REFUSED, f"gate: {reason}")
+        elif self.policy is not None and self.policy.shadow is not None:
+            self.enter(Phase.SHADOW)
+            self.events.append(("Normal", "Shadow", f"version {latest} shadows live requests"))
+        else:
+            self.after_shadow(shadowed=False)
+
+    def window(self) -> tuple[VersionCounters, float]:
+        """The candidate's counters since the phase began, and the seconds it has run.
+
+        The pods pick up a new plan some time after it is written (a ConfigMap volume: up
+        to about a minute): until the candidate has answered something in this phase, the
+        dwell has not begun.
+        """
+        s = self.s
+        assert s.candidate is not None
+        window = self.counters.get(s.candidate, VersionCounters()).since(
+            s.baseline.get(s.candidate)
+        )
+        shadow = self.policy.shadow if self.policy is not None else None
+        canary = self.policy.canary if self.policy is not None else None
+        untouched = (
+            (s.phase == Phase.SHADOW and shadow is not None and shadow.min_requests > 0
+             and window.shadow_compared + window.shadow_errors == 0)
+            or (s.phase == Phase.CANARY and canary is not None and canary.min_requests > 0
+                and window.requests == 0)
+        )  # fmt: skip
+        if untouched:
+            s.phase_started = self.now
+        return window, self.now - s.phase_started
+
+    def shadow(self, window: VersionCounters, elapsed: float) -> None:
+        s = self.s
+        shadow = self.policy.shadow if self.policy is not None else None
+        if shadow is None:  # the policy changed under us: go on without it
+            self.after_shadow(shadowed=False)
+            return
+        agreement = window.agreement()
+        s.message = f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared" + (
+            f", agreement {agreement:.3f}" if agreement is not None else ""
+        )
+        tried = window.shadow_compared + window.shadow_errors
+        if tried and window.shadow_errors / tried > shadow.max_error_rate:
+            self.finish(
+                Outcome.REFUSED,
+                f"shadow errors {int(window.shadow_errors)} of {int(tried)} copies"
+                f" > maxErrorRate {shadow.max_error_rate:g}",
+            )
+        elif elapsed >= shadow.duration_seconds and window.shadow_compared >= shadow.min_requests:
+            if (
+                shadow.min_agreement is not None
+                and agreement is not None
+                and agreement < shadow.min_agreement
+            ):
+                self.finish(
+                    Outcome.REFUSED,
+                    f"shadow agreement {agreement:.3f} < minAgreement {shadow.min_agreement:g}",
+                )
+            else:
+                self.after_shadow(shadowed=True)
+
+    def canary(self, window: VersionCounters, elapsed: float) -> None:
+        s = self.s
+        canary = self.policy.canary if self.policy is not None else None
+        if canary is None:
+            self.finish(Outcome.PROMOTED, "the canary policy was removed")
+            return
+        breach = canary_breach(canary, window, self.counters, s)
+        if breach is not None:
+            self.finish(Outcome.ROLLED_BACK, breach)
+            return
+        s.message = (
+            f"canary version {s.candidate} at {s.weight}%: {int(window.requests)} requests,"
+            f" {int(window.errors)} errors"
+        )
+        if elapsed >= canary.dwell_seconds and window.requests >= canary.min_requests:
+            if s.step + 1 < len(canary.steps):
+                self.enter(Phase.CANARY, s.step + 1)
+                self.events.append(
+                    ("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests")
+                )
+            else:
+                self.finish(Outcome.PROMOTED, "walked through every canary step")
+
+
 def step(
     policy: RolloutSpec | None,
     state: RolloutState,
@@ -419,178 +645,26 @@ def step(
 ) -> Decision:
     """One reconcile of the rollout: pure, idempotent for the same inputs."""
     manual = manual or Manual()
-    s = RolloutState(**{**state.__dict__, "baseline": dict(state.baseline)})
-    events: list[Event] = []
-
-    def meta(v: int | None) -> Mapping[str, Any]:
-        return metadata.get(v, {}) if v is not None else {}
-
-    def finish(outcome: str, reason: str, etype: str, promote: bool) -> None:
-        nonlocal history
-        assert s.candidate is not None
-        version = s.candidate
-        history = record(history, version, outcome, reason, now_text, meta(version))
-        if promote:
-            s.stable = version
-        events.append(
-            (
-                etype,
-                outcome,
-                f"version {version} {outcome.lower()}: {reason}"
-                + (f"; serving version {s.stable}" if s.stable is not None else ""),
-            )
-        )
-        s.phase, s.candidate, s.step, s.weight = "Stable", None, 0, 0
-        s.baseline, s.phase_started, s.last, s.message = {}, now, outcome, reason
-
-    def enter(phase: str, step_index: int = 0) -> None:
-        s.phase, s.step, s.phase_started = phase, step_index, now
-        s.weight = (
-            policy.canary.steps[step_index] if phase == "Canary" and policy and policy.canary else 0
-        )
-        s.baseline = {v: c for v, c in counters.items() if v in (s.stable, s.candidate)}
-        s.message = (
-            f"shadowing version {s.candidate}"
-            if phase == "Shadow"
-            else f"canary version {s.candidate} at {s.weight}%"
-        )
-
-    def after_shadow(shadowed: bool) -> None:
-        if policy is not None and policy.canary is not None:
-            enter("Canary", 0)
-            events.append(("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests"))
-        else:
-            finish("Promoted", promotion_reason(policy, shadowed), "Normal", True)
-
-    # A pinned version is served as is: no gate, no canary (a person decided).
+    r = _Reconcile(policy, state, history, metadata, counters, now, now_text)
+    s = r.s
     if pinned is not None:
-        if s.candidate is not None and s.candidate != pinned:
-            finish("RolledBack", f"version {pinned} was pinned", "Warning", False)
-        if s.stable != pinned:
-            history = record(
-                history, pinned, "Promoted", "pinned in spec.model.version", now_text, meta(pinned)
-            )
-            events.append(("Normal", "Promoted", f"version {pinned} pinned"))
-            s.stable, s.phase, s.candidate, s.weight, s.last = pinned, "Stable", None, 0, "Promoted"
-        return Decision(s, history, events)
-
-    # First version ever: nothing to compare with, it serves (the gate's floors still apply).
-    if s.stable is None and s.candidate is None and latest is not None:
-        reason = gate(policy.gate if policy else None, meta(latest), None)
-        if reason is None:
-            history = record(history, latest, "Promoted", "first version", now_text, meta(latest))
-            s.stable, s.last, s.message = latest, "Promoted", f"serving version {latest}"
-            events.append(("Normal", "Promoted", f"version {latest} is the first version"))
-        elif outcome_of(history, latest) != "Refused":
-            history = record(history, latest, "Refused", reason, now_text, meta(latest))
-            s.last, s.message = "Refused", f"version {latest}: {reason}"
-            events.append(("Warning", "Refused", f"version {latest} refused by the gate: {reason}"))
-        return Decision(s, history, events)
-
-    # A newer version appeared: gate it, then shadow / canary / promote.
-    if (
-        s.candidate is None
-        and latest is not None
-        and s.stable is not None
-        and latest > s.stable
-        # refused and rolled-back versions are never retried by themselves (a promoted one
-        # is, after a pin to an older version was removed)
-        and outcome_of(history, latest) in (None, "Promoted")
-    ):
-        s.candidate = latest
-        reason = gate(policy.gate if policy else None, meta(latest), meta(s.stable))
-        if reason is not None:
-            finish("Refused", f"gate: {reason}", "Warning", False)
-        elif policy is not None and policy.shadow is not None:
-            enter("Shadow")
-            events.append(("Normal", "Shadow", f"version {s.candidate} shadows live requests"))
-        else:
-            after_shadow(shadowed=False)
-        return Decision(s, history, events)
-
-    if s.candidate is None:
-        return Decision(s, history, events)
-
-    # Manual control first.
-    if manual.wants("abort", s.candidate):
-        finish("RolledBack", "aborted by a person", "Warning", False)
-        return Decision(s, history, events)
-    if manual.wants("promote", s.candidate):
-        finish("Promoted", "promoted by a person", "Normal", True)
-        return Decision(s, history, events)
-
-    window = counters.get(s.candidate, VersionCounters()).since(s.baseline.get(s.candidate))
-    # The pods pick up a new plan some time after it is written (a ConfigMap volume: up to
-    # about a minute): until the candidate has answered something at this step, the dwell
-    # has not begun.
-    shadow_policy = policy.shadow if policy is not None else None
-    canary_policy = policy.canary if policy is not None else None
-    untouched = (
-        (s.phase == "Shadow" and shadow_policy is not None and shadow_policy.min_requests > 0
-         and window.shadow_compared + window.shadow_errors == 0)
-        or (s.phase == "Canary" and canary_policy is not None and canary_policy.min_requests > 0
-            and window.requests == 0)
-    )  # fmt: skip
-    if untouched:
-        s.phase_started = now
-    elapsed = now - s.phase_started
-
-    if s.phase == "Shadow":
-        shadow = policy.shadow if policy is not None else None
-        if shadow is None:  # the policy changed under us: go on without it
-            after_shadow(shadowed=False)
-            return Decision(s, history, events)
-        agreement = window.agreement()
-        s.message = f"shadowing version {s.candidate}: {int(window.shadow_compared)} compared" + (
-            f", agreement {agreement:.3f}" if agreement is not None else ""
-        )
-        tried = window.shadow_compared + window.shadow_errors
-        if tried and window.shadow_errors / tried > shadow.max_error_rate:
-            finish(
-                "Refused",
-                f"shadow errors {int(window.shadow_errors)} of {int(tried)} copies"
-                f" > maxErrorRate {shadow.max_error_rate:g}",
-                "Warning",
-                False,
-            )
-        elif elapsed >= shadow.duration_seconds and window.shadow_compared >= shadow.min_requests:
-            if (
-                shadow.min_agreement is not None
-                and agreement is not None
-                and agreement < shadow.min_agreement
-            ):
-                finish(
-                    "Refused",
-                    f"shadow agreement {agreement:.3f} < minAgreement {shadow.min_agreement:g}",
-                    "Warning",
-                    False,
-                )
-            else:
-                after_shadow(shadowed=True)
-        return Decision(s, history, events)
-
-    if s.phase == "Canary":
-        canary = policy.canary if policy is not None else None
-        if canary is None:
-            finish("Promoted", "the canary policy was removed", "Normal", True)
-            return Decision(s, history, events)
-        breach = canary_breach(canary, window, counters, s)
-        if breach is not None:
-            finish("RolledBack", breach, "Warning", False)
-            return Decision(s, history, events)
-        s.message = (
-            f"canary version {s.candidate} at {s.weight}%: {int(window.requests)} requests,"
-            f" {int(window.errors)} errors"
-        )
-        if elapsed >= canary.dwell_seconds and window.requests >= canary.min_requests:
-            if s.step + 1 < len(canary.steps):
-                enter("Canary", s.step + 1)
-                events.append(
-                    ("Normal", "Canary", f"version {s.candidate}: {s.weight}% of requests")
-                )
-            else:
-                finish("Promoted", "walked through every canary step", "Normal", True)
-    return Decision(s, history, events)
+        r.pin(pinned)
+    elif s.stable is None and s.candidate is None and latest is not None:
+        r.first_version(latest)
+    elif r.is_new(latest):
+        assert latest is not None
+        r.start(latest)
+    elif s.candidate is None:
+        pass
+    elif manual.wants("abort", s.candidate):  # a person's instruction comes first
+        r.finish(Outcome.ROLLED_BACK, "aborted by a person")
+    elif manual.wants("promote", s.candidate):
+        r.finish(Outcome.PROMOTED, "promoted by a person")
+    elif s.phase == Phase.SHADOW:
+        r.shadow(*r.window())
+    elif s.phase == Phase.CANARY:
+        r.canary(*r.window())
+    return r.decision()
 
 
 def promotion_reason(policy: RolloutSpec | None, shadowed: bool) -> str:
