@@ -67,6 +67,25 @@ def _pending_detail(pods: list[dict[str, Any]]) -> tuple[str, str]:
     return "PodsPending", "waiting for the Job controller to create trainer pods"
 
 
+# Status fields a new observation keeps from the old status unless it replaces them.
+_CARRIED_OVER = (
+    "startTime",
+    "completionTime",
+    "epoch",
+    "epochs",
+    "metrics",
+    "finalMetrics",
+    "dataFingerprint",
+    "modelName",
+    "modelVersion",
+    "modelPath",
+    "modelClaimName",
+    "modelFormats",
+    "tensorboardPath",
+    "failure",
+)
+
+
 def training_status(
     body: dict[str, Any],
     observed: ObservedTraining,
@@ -83,129 +102,37 @@ def training_status(
     old = body.get("status") or {}
     generation = meta.get("generation")
     name = meta.get("name", "")
-    workers_desired = int(spec.get("workers") or 1)
 
     st = KerasTrainingJobStatus.model_validate(
-        {
-            k: old[k]
-            for k in (
-                "startTime",
-                "completionTime",
-                "epoch",
-                "epochs",
-                "metrics",
-                "finalMetrics",
-                "dataFingerprint",
-                "modelName",
-                "modelVersion",
-                "modelPath",
-                "modelClaimName",
-                "modelFormats",
-                "tensorboardPath",
-                "failure",
-            )
-            if old.get(k) is not None
-        }
+        {k: old[k] for k in _CARRIED_OVER if old.get(k) is not None}
     )
     st.observed_generation = generation
     storage = (spec.get("output") or {}).get("storage") or {}
     st.model_claim_name = storage.get("claimName") or models_claim_name(name)
-    if st.epochs is None and not observed.spec_error:
+    if observed.spec_error:
+        return _invalid_spec_status(st, observed.spec_error, old, now, generation)
+    if st.epochs is None:
         with contextlib.suppress(SpecError):
             st.epochs = parse(body).spec.training.epochs
 
-    if observed.spec_error:
-        st.phase = "Failed"
-        st.failure = FailureStatus(reason="InvalidSpec", message=observed.spec_error)
-        st.completion_time = st.completion_time or now
-        st.conditions = status_conditions(
-            old.get("conditions"),
-            [
-                Cond.of("Created", False, "InvalidSpec", observed.spec_error),
-                Cond.of("Running", False, "InvalidSpec", "the spec is invalid"),
-                Cond.of("Succeeded", False, "InvalidSpec", "the spec is invalid"),
-                Cond.of("Failed", True, "InvalidSpec", observed.spec_error),
-                Cond.of("Suspended", False, "InvalidSpec", ""),
-            ],
-            now=now,
-            generation=generation,
-        )
-        return st.to_status()
-
     job = observed.job
     pods = job_pods(job, observed.pods)
-    jstatus = (job or {}).get("status") or {}
-    jconds = job_conditions(job)
-    w0 = worker0_pod(pods)
-    old_phase = old.get("phase")
-
-    # ---- phase ------------------------------------------------------------------------------
-    phase: TrainingPhase
-    if job is None:
-        # A finished job whose Job was cleaned up (ttlSecondsAfterFinished) keeps its result.
-        phase = old_phase if old_phase in TERMINAL_PHASES else "Pending"
-    elif "Complete" in jconds or "SuccessCriteriaMet" in jconds:
-        phase = "Succeeded"
-    elif "Failed" in jconds or "FailureTarget" in jconds:
-        phase = "Failed"
-    elif spec.get("suspend") or (job.get("spec") or {}).get("suspend"):
-        phase = "Suspended"
-    elif any(pod_running(p) for p in pods) or int(jstatus.get("ready") or 0) > 0:
-        phase = "Running"
-    else:
-        phase = "Pending"
-    st.phase = phase
-
-    # ---- workers ----------------------------------------------------------------------------
+    st.phase = _phase(spec, job, pods, old.get("phase"))
     if job is not None:
+        jstatus = job.get("status") or {}
         st.workers = WorkersStatus(
-            desired=workers_desired,
+            desired=int(spec.get("workers") or 1),
             active=int(jstatus.get("active") or 0),
             succeeded=int(jstatus.get("succeeded") or 0),
             failed=int(jstatus.get("failed") or 0),
         )
-
-    # ---- times ------------------------------------------------------------------------------
-    if job is not None and jstatus.get("startTime") and not st.start_time:
-        st.start_time = jstatus["startTime"]
-    if phase == "Running" and not st.start_time:
-        st.start_time = now
-    if phase == "Succeeded" and job is not None:
-        done_at = jstatus.get("completionTime") or (jconds.get("Complete") or {}).get(
-            "lastTransitionTime"
-        )
-        st.completion_time = st.completion_time or done_at or now
-    if phase == "Failed" and job is not None:
-        done_at = (jconds.get("Failed") or jconds.get("FailureTarget") or {}).get(
-            "lastTransitionTime"
-        )
-        st.completion_time = st.completion_time or done_at or now
-
-    # ---- progress ---------------------------------------------------------------------------
+        _set_times(st, job, now)
     st = st.model_copy(update=progress_from_log(observed.log_lines))
-
-    # ---- result -----------------------------------------------------------------------------
-    if phase == "Succeeded" and job is not None:
-        term = termination(w0) or {}
-        done = ev.decode(term.get("message") or "")
-        if not isinstance(done, ev.DoneEvent):
-            done = ev.last_events(observed.log_lines or []).done
-        if done is not None:
-            st.model_name = done.model_name or st.model_name
-            if done.model_version is not None and done.model_version >= 1:
-                st.model_version = done.model_version
-            st.model_path = store_path(done, st.model_name, st.model_version) or st.model_path
-            st.final_metrics = finite_metrics(done.metrics) or st.final_metrics
-            if done.epochs_run is not None:
-                st.epoch = done.epochs_run
-            if done.data_fingerprint:  # lineage, for the service's version history
-                st.data_fingerprint = done.data_fingerprint[:80]
-            # Describes this done's version only (an older trainer reports none).
-            st.model_formats = done.model_formats
-    if phase == "Failed" and job is not None:
+    if job is not None and st.phase == "Succeeded":
+        _set_result(st, worker0_pod(pods), observed.log_lines)
+    if job is not None and st.phase == "Failed":
         st.failure = failure_info(job, pods, observed.log_lines)
-
-    if phase != "Failed":
+    if st.phase != "Failed":
         st.failure = None
     if st.epochs is not None:
         st.progress = progress(st.epoch, st.epochs)
@@ -213,73 +140,165 @@ def training_status(
     if display:
         st.display = MetricsDisplay.model_validate(display)
 
-    # ---- conditions -------------------------------------------------------------------------
-    jname = trainer_job_name(name)
-    if job is None:
-        created = (
-            Cond.of("Created", True, "JobCleanedUp", f"Job {jname} was removed after it finished")
-            if phase in TERMINAL_PHASES
-            else Cond.of("Created", False, "Creating", f"creating Job {jname}")
-        )
-    else:
-        created = Cond.of("Created", True, "JobCreated", f"Job {jname} created")
-    if observed.apply_error:
-        created = Cond.of("Created", job is not None, "ApplyFailed", observed.apply_error)
-
-    if phase == "Running":
-        running = Cond.of("Running", True, "TrainerRunning", _progress_message(st))
-    elif phase == "Pending":
-        reason, message = _pending_detail(pods) if job is not None else ("Creating", "")
-        running = Cond.of("Running", False, reason, message)
-    elif phase == "Suspended":
-        running = Cond.of("Running", False, "Suspended", "the job is suspended")
-    elif phase == "Succeeded":
-        running = Cond.of("Running", False, "Completed", "training finished")
-    else:
-        running = Cond.of("Running", False, "Failed", "training failed")
-
-    if phase == "Succeeded":
-        if st.model_version:
-            succeeded = Cond.of(
-                "Succeeded",
-                True,
-                "ModelWritten",
-                f"model {st.model_name} version {st.model_version} written"
-                + (f" to claim {st.model_claim_name}" if st.model_claim_name else ""),
-            )
-        else:
-            succeeded = Cond.of(
-                "Succeeded", True, "Completed", "the trainer finished but reported no model version"
-            )
-    else:
-        succeeded = Cond.of(
-            "Succeeded", False, "NotCompleted" if phase != "Failed" else "Failed", ""
-        )
-
-    if phase == "Failed":
-        fail = st.failure or FailureStatus()
-        failed = Cond.of("Failed", True, fail.reason or "TrainerError", fail.message or "")
-    else:
-        failed = Cond.of("Failed", False, "NoFailure", "")
-
-    suspended = (
-        Cond.of(
-            "Suspended",
-            True,
-            "JobSuspended",
-            "trainer pods are stopped until spec.suspend is false",
-        )
-        if phase == "Suspended"
-        else Cond.of("Suspended", False, "NotSuspended", "")
-    )
-
     st.conditions = status_conditions(
         old.get("conditions"),
-        [created, running, succeeded, failed, suspended],
+        [
+            _created(trainer_job_name(name), st.phase, job, observed.apply_error),
+            _running(st, job, pods),
+            _succeeded(st),
+            _failed(st),
+            _suspended(st.phase),
+        ],
         now=now,
         generation=generation,
     )
     return st.to_status()
+
+
+def _invalid_spec_status(
+    st: KerasTrainingJobStatus, error: str, old: dict[str, Any], now: str, generation: Any
+) -> dict[str, Any]:
+    st.phase = "Failed"
+    st.failure = FailureStatus(reason="InvalidSpec", message=error)
+    st.completion_time = st.completion_time or now
+    st.conditions = status_conditions(
+        old.get("conditions"),
+        [
+            Cond.of("Created", False, "InvalidSpec", error),
+            Cond.of("Running", False, "InvalidSpec", "the spec is invalid"),
+            Cond.of("Succeeded", False, "InvalidSpec", "the spec is invalid"),
+            Cond.of("Failed", True, "InvalidSpec", error),
+            Cond.of("Suspended", False, "InvalidSpec", ""),
+        ],
+        now=now,
+        generation=generation,
+    )
+    return st.to_status()
+
+
+def _phase(
+    spec: dict[str, Any],
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    old_phase: Any,
+) -> TrainingPhase:
+    if job is None:
+        # A finished job whose Job was cleaned up (ttlSecondsAfterFinished) keeps its result.
+        return old_phase if old_phase in TERMINAL_PHASES else "Pending"
+    jconds = job_conditions(job)
+    if "Complete" in jconds or "SuccessCriteriaMet" in jconds:
+        return "Succeeded"
+    if "Failed" in jconds or "FailureTarget" in jconds:
+        return "Failed"
+    if spec.get("suspend") or (job.get("spec") or {}).get("suspend"):
+        return "Suspended"
+    ready = int((job.get("status") or {}).get("ready") or 0)
+    if any(pod_running(p) for p in pods) or ready > 0:
+        return "Running"
+    return "Pending"
+
+
+def _set_times(st: KerasTrainingJobStatus, job: dict[str, Any], now: str) -> None:
+    jstatus = job.get("status") or {}
+    jconds = job_conditions(job)
+    if jstatus.get("startTime") and not st.start_time:
+        st.start_time = jstatus["startTime"]
+    if st.phase == "Running" and not st.start_time:
+        st.start_time = now
+    if st.phase == "Succeeded":
+        done_at = jstatus.get("completionTime") or (jconds.get("Complete") or {}).get(
+            "lastTransitionTime"
+        )
+        st.completion_time = st.completion_time or done_at or now
+    if st.phase == "Failed":
+        done_at = (jconds.get("Failed") or jconds.get("FailureTarget") or {}).get(
+            "lastTransitionTime"
+        )
+        st.completion_time = st.completion_time or done_at or now
+
+
+def _set_result(
+    st: KerasTrainingJobStatus, worker0: dict[str, Any] | None, log_lines: list[str] | None
+) -> None:
+    """The version and final metrics of a finished job: worker 0's termination message,
+    else the ``done`` event in its log."""
+    term = termination(worker0) or {}
+    done = ev.decode(term.get("message") or "")
+    if not isinstance(done, ev.DoneEvent):
+        done = ev.last_events(log_lines or []).done
+    if done is None:
+        return
+    st.model_name = done.model_name or st.model_name
+    if done.model_version is not None and done.model_version >= 1:
+        st.model_version = done.model_version
+    st.model_path = store_path(done, st.model_name, st.model_version) or st.model_path
+    st.final_metrics = finite_metrics(done.metrics) or st.final_metrics
+    if done.epochs_run is not None:
+        st.epoch = done.epochs_run
+    if done.data_fingerprint:  # lineage, for the service's version history
+        st.data_fingerprint = done.data_fingerprint[:80]
+    # Describes this done's version only (an older trainer reports none).
+    st.model_formats = done.model_formats
+
+
+def _created(
+    jname: str, phase: TrainingPhase | None, job: dict[str, Any] | None, apply_error: str | None
+) -> Cond:
+    if apply_error:
+        return Cond.of("Created", job is not None, "ApplyFailed", apply_error)
+    if job is not None:
+        return Cond.of("Created", True, "JobCreated", f"Job {jname} created")
+    if phase in TERMINAL_PHASES:
+        return Cond.of(
+            "Created", True, "JobCleanedUp", f"Job {jname} was removed after it finished"
+        )
+    return Cond.of("Created", False, "Creating", f"creating Job {jname}")
+
+
+def _running(
+    st: KerasTrainingJobStatus, job: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> Cond:
+    if st.phase == "Running":
+        return Cond.of("Running", True, "TrainerRunning", _progress_message(st))
+    if st.phase == "Pending":
+        reason, message = _pending_detail(pods) if job is not None else ("Creating", "")
+        return Cond.of("Running", False, reason, message)
+    if st.phase == "Suspended":
+        return Cond.of("Running", False, "Suspended", "the job is suspended")
+    if st.phase == "Succeeded":
+        return Cond.of("Running", False, "Completed", "training finished")
+    return Cond.of("Running", False, "Failed", "training failed")
+
+
+def _succeeded(st: KerasTrainingJobStatus) -> Cond:
+    if st.phase != "Succeeded":
+        return Cond.of("Succeeded", False, "Failed" if st.phase == "Failed" else "NotCompleted", "")
+    if not st.model_version:
+        return Cond.of(
+            "Succeeded", True, "Completed", "the trainer finished but reported no model version"
+        )
+    return Cond.of(
+        "Succeeded",
+        True,
+        "ModelWritten",
+        f"model {st.model_name} version {st.model_version} written"
+        + (f" to claim {st.model_claim_name}" if st.model_claim_name else ""),
+    )
+
+
+def _failed(st: KerasTrainingJobStatus) -> Cond:
+    if st.phase != "Failed":
+        return Cond.of("Failed", False, "NoFailure", "")
+    fail = st.failure or FailureStatus()
+    return Cond.of("Failed", True, fail.reason or "TrainerError", fail.message or "")
+
+
+def _suspended(phase: TrainingPhase | None) -> Cond:
+    if phase != "Suspended":
+        return Cond.of("Suspended", False, "NotSuspended", "")
+    return Cond.of(
+        "Suspended", True, "JobSuspended", "trainer pods are stopped until spec.suspend is false"
+    )
 
 
 def _progress_message(st: KerasTrainingJobStatus) -> str:
