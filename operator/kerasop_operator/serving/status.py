@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kerasop.spec import SpecError
@@ -49,151 +50,172 @@ def service_status(
     if isinstance(model, SpecError):
         st.phase, st.replicas, st.ready_replicas, st.ready = "Failed", 0, 0, ready(0, 0)
         msg = str(model)
-        st.conditions = status_conditions(
-            old.get("conditions"),
-            [
-                Cond.of("Ready", False, "InvalidSpec", msg),
-                Cond.of("Progressing", False, "InvalidSpec", msg),
-                Cond.of("Degraded", True, "InvalidSpec", msg),
-                Cond.of("ModelAvailable", False, "InvalidSpec", msg),
-            ],
-            now=now,
-            generation=generation,
-        )
-        return st.to_status()
-
+        conds = [
+            Cond.of("Ready", False, "InvalidSpec", msg),
+            Cond.of("Progressing", False, "InvalidSpec", msg),
+            Cond.of("Degraded", True, "InvalidSpec", msg),
+            Cond.of("ModelAvailable", False, "InvalidSpec", msg),
+        ]
+    elif deployment is None:
+        st.replicas, st.ready_replicas, st.ready, st.phase = 0, 0, ready(0, 0), "Pending"
+        conds = [*_before_deployment(model, apply_error), _model_available(model)]
+    else:
+        view = _Rollout.of(deployment)
+        st.replicas, st.ready_replicas = view.current, view.ready
+        st.ready = ready(view.ready, view.desired)
+        target = template_version(deployment)
+        if st.rollout is not None and st.rollout.stable is not None:
+            target = st.rollout.stable  # the rollout plan names the stable version; no pod restart
+        if view.complete and view.desired > 0:
+            st.serving_version = target  # None = serving "latest": the server picks it
+        target_text = f"version {target}" if target is not None else "the latest version"
+        st.phase = view.phase()
+        conds = [
+            view.ready_condition(st.serving_version),
+            view.progressing_condition(target_text),
+            view.degraded_condition(apply_error),
+            _model_available(model),
+        ]
     if isinstance(model, ModelRef):
         st.model_name = model.name
-        model_cond = Cond.of(
-            "ModelAvailable",
-            True,
-            "VersionResolved",
-            f"model {model.name} version {model.version if model.version is not None else 'latest'}"
-            f" on claim {model.claim_name} ({model.source})",
-        )
-    else:
-        model_cond = Cond.of("ModelAvailable", False, model.reason, model.message)
+    st.conditions = status_conditions(old.get("conditions"), conds, now=now, generation=generation)
+    return st.to_status()
 
-    if deployment is None:
-        st.replicas, st.ready_replicas, st.ready, st.phase = 0, 0, ready(0, 0), "Pending"
-        if isinstance(model, Waiting):
-            conds = [
-                Cond.of("Ready", False, model.reason, model.message),
-                Cond.of("Progressing", False, model.reason, model.message),
-                Cond.of("Degraded", False, "AsExpected", ""),
-            ]
-        else:
-            conds = [
-                Cond.of("Ready", False, "Creating", "creating the server Deployment"),
-                Cond.of("Progressing", True, "Creating", "creating the server Deployment"),
-                Cond.of(
-                    "Degraded",
-                    bool(apply_error),
-                    "ApplyFailed" if apply_error else "AsExpected",
-                    apply_error or "",
-                ),
-            ]
-        st.conditions = status_conditions(
-            old.get("conditions"), [*conds, model_cond], now=now, generation=generation
-        )
-        return st.to_status()
 
-    dspec = deployment.get("spec") or {}
-    dstat = deployment.get("status") or {}
-    desired = int(dspec.get("replicas", 1) or 0)
-    current = int(dstat.get("replicas") or 0)
-    ready_n = int(dstat.get("readyReplicas") or 0)
-    available = int(dstat.get("availableReplicas") or 0)
-    updated = int(dstat.get("updatedReplicas") or 0)
-    st.replicas, st.ready_replicas, st.ready = current, ready_n, ready(ready_n, desired)
-
-    complete = rollout_complete(deployment)
-    target = template_version(deployment)
-    if st.rollout is not None and st.rollout.stable is not None:
-        target = st.rollout.stable  # the rollout plan names the stable version; no pod restart
-    if complete and desired > 0:
-        st.serving_version = target  # None = serving "latest": the server picks it
-    dconds = deployment_conditions(deployment)
-    progressing = dconds.get("Progressing") or {}
-    failure = dconds.get("ReplicaFailure") or {}
-    deadline = (
-        progressing.get("status") == "False"
-        and progressing.get("reason") == "ProgressDeadlineExceeded"
+def _model_available(model: ModelRef | Waiting) -> Cond:
+    if isinstance(model, Waiting):
+        return Cond.of("ModelAvailable", False, model.reason, model.message)
+    return Cond.of(
+        "ModelAvailable",
+        True,
+        "VersionResolved",
+        f"model {model.name} version {model.version if model.version is not None else 'latest'}"
+        f" on claim {model.claim_name} ({model.source})",
     )
-    replica_failure = failure.get("status") == "True"
 
-    target_text = f"version {target}" if target is not None else "the latest version"
-    if desired == 0:
-        ready_cond = Cond.of("Ready", False, "ScaledToZero", "spec.replicas is 0")
-    elif available > 0:
-        ready_cond = Cond.of(
+
+def _before_deployment(model: ModelRef | Waiting, apply_error: str | None) -> list[Cond]:
+    """Conditions while there is no Deployment: waiting for a model, or creating it."""
+    if isinstance(model, Waiting):
+        return [
+            Cond.of("Ready", False, model.reason, model.message),
+            Cond.of("Progressing", False, model.reason, model.message),
+            Cond.of("Degraded", False, "AsExpected", ""),
+        ]
+    return [
+        Cond.of("Ready", False, "Creating", "creating the server Deployment"),
+        Cond.of("Progressing", True, "Creating", "creating the server Deployment"),
+        Cond.of(
+            "Degraded",
+            bool(apply_error),
+            "ApplyFailed" if apply_error else "AsExpected",
+            apply_error or "",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    """What the server Deployment says of its rollout."""
+
+    desired: int
+    current: int
+    ready: int
+    available: int
+    updated: int
+    complete: bool
+    progressing: dict[str, Any]  # the Deployment's Progressing condition
+    failure: dict[str, Any]  # its ReplicaFailure condition
+
+    @classmethod
+    def of(cls, deployment: dict[str, Any]) -> _Rollout:
+        dspec = deployment.get("spec") or {}
+        dstat = deployment.get("status") or {}
+        dconds = deployment_conditions(deployment)
+        return cls(
+            desired=int(dspec.get("replicas", 1) or 0),
+            current=int(dstat.get("replicas") or 0),
+            ready=int(dstat.get("readyReplicas") or 0),
+            available=int(dstat.get("availableReplicas") or 0),
+            updated=int(dstat.get("updatedReplicas") or 0),
+            complete=rollout_complete(deployment),
+            progressing=dconds.get("Progressing") or {},
+            failure=dconds.get("ReplicaFailure") or {},
+        )
+
+    @property
+    def deadline_exceeded(self) -> bool:
+        return (
+            self.progressing.get("status") == "False"
+            and self.progressing.get("reason") == "ProgressDeadlineExceeded"
+        )
+
+    @property
+    def replica_failure(self) -> bool:
+        return self.failure.get("status") == "True"
+
+    def phase(self) -> ServicePhase:
+        if self.deadline_exceeded or self.replica_failure:
+            return "Failed" if self.available == 0 else "Progressing"
+        if self.complete and self.available >= self.desired and self.desired > 0:
+            return "Ready"
+        return "Progressing" if self.available > 0 else "Pending"
+
+    def ready_condition(self, serving_version: int | None) -> Cond:
+        if self.desired == 0:
+            return Cond.of("Ready", False, "ScaledToZero", "spec.replicas is 0")
+        if self.available == 0:
+            return Cond.of(
+                "Ready", False, "NoServerAvailable", f"0 of {self.desired} server pods available"
+            )
+        return Cond.of(
             "Ready",
             True,
             "ServerAvailable",
-            f"{available} of {desired} server pods available"
-            + (f", serving version {st.serving_version}" if st.serving_version else ""),
-        )
-    else:
-        ready_cond = Cond.of(
-            "Ready", False, "NoServerAvailable", f"0 of {desired} server pods available"
+            f"{self.available} of {self.desired} server pods available"
+            + (f", serving version {serving_version}" if serving_version else ""),
         )
 
-    if complete:
-        progressing_cond = Cond.of(
-            "Progressing", False, "RolloutComplete", f"serving {target_text}"
-        )
-    elif deadline:
-        progressing_cond = Cond.of(
-            "Progressing", False, "ProgressDeadlineExceeded", progressing.get("message") or ""
-        )
-    else:
-        progressing_cond = Cond.of(
+    def progressing_condition(self, target_text: str) -> Cond:
+        if self.complete:
+            return Cond.of("Progressing", False, "RolloutComplete", f"serving {target_text}")
+        if self.deadline_exceeded:
+            return Cond.of(
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                self.progressing.get("message") or "",
+            )
+        return Cond.of(
             "Progressing",
             True,
             "RollingOut",
-            f"rolling out {target_text}: {updated} of {desired} pods updated, {available} available",
+            f"rolling out {target_text}: {self.updated} of {self.desired} pods updated,"
+            f" {self.available} available",
         )
 
-    if deadline:
-        degraded_cond = Cond.of(
-            "Degraded",
-            True,
-            "ProgressDeadlineExceeded",
-            progressing.get("message") or "rollout stuck",
-        )
-    elif replica_failure:
-        degraded_cond = Cond.of(
-            "Degraded",
-            True,
-            failure.get("reason") or "ReplicaFailure",
-            failure.get("message") or "",
-        )
-    elif complete and desired > 0 and available < desired:
-        degraded_cond = Cond.of(
-            "Degraded",
-            True,
-            "ReplicasUnavailable",
-            f"{available} of {desired} server pods available",
-        )
-    else:
-        degraded_cond = Cond.of("Degraded", False, "AsExpected", "")
-    if apply_error:
-        degraded_cond = Cond.of("Degraded", True, "ApplyFailed", apply_error)
-
-    phase: ServicePhase
-    if deadline or replica_failure:
-        phase = "Failed" if available == 0 else "Progressing"
-    elif complete and available >= desired and desired > 0:
-        phase = "Ready"
-    elif available > 0:
-        phase = "Progressing"
-    else:
-        phase = "Pending"
-    st.phase = phase
-    st.conditions = status_conditions(
-        old.get("conditions"),
-        [ready_cond, progressing_cond, degraded_cond, model_cond],
-        now=now,
-        generation=generation,
-    )
-    return st.to_status()
+    def degraded_condition(self, apply_error: str | None) -> Cond:
+        if apply_error:
+            return Cond.of("Degraded", True, "ApplyFailed", apply_error)
+        if self.deadline_exceeded:
+            return Cond.of(
+                "Degraded",
+                True,
+                "ProgressDeadlineExceeded",
+                self.progressing.get("message") or "rollout stuck",
+            )
+        if self.replica_failure:
+            return Cond.of(
+                "Degraded",
+                True,
+                self.failure.get("reason") or "ReplicaFailure",
+                self.failure.get("message") or "",
+            )
+        if self.complete and self.desired > 0 and self.available < self.desired:
+            return Cond.of(
+                "Degraded",
+                True,
+                "ReplicasUnavailable",
+                f"{self.available} of {self.desired} server pods available",
+            )
+        return Cond.of("Degraded", False, "AsExpected", "")
