@@ -22,7 +22,8 @@ Five formats (``spec.data.format``):
 - ``text``: a CSV with a text column and a label column. The vocabulary (the training
   split's ``data.text.maxTokens`` most frequent words, lower-cased, punctuation removed,
   split on whitespace: what ``TextVectorization`` does) goes into the model, which takes
-  the raw strings.
+  the raw strings. Without ``data.text.sequenceLength`` the texts are cut or padded to a
+  length fitted to the training split (:func:`fitted_sequence_length`).
 
 Images are never loaded all at once: only their paths are kept, every file's header is
 checked with Pillow up front (so a corrupt file fails the job before training starts),
@@ -302,6 +303,7 @@ class LoadedData:
     # Text: the TextVectorization settings.
     text_vocabulary: list[str] | None = None
     sequence_length: int = 0
+    sequence_length_fitted: bool = False  # data.text.sequenceLength unset: fitted to the data
     text_column: str | None = None
 
     def input_name(self, column: str) -> str:
@@ -407,6 +409,7 @@ class LoadedData:
             out["text"] = {
                 "column": self.text_column,
                 "sequenceLength": self.sequence_length,
+                "sequenceLengthFitted": self.sequence_length_fitted,
                 "vocabularySize": len(self.text_vocabulary or []),
             }
         if self.input_kind == "tabular" and self.feature_names is not None:
@@ -513,7 +516,11 @@ def load_data(
         settings = spec.text_or_default()
         assert data.train.text is not None
         data.text_vocabulary = text_vocabulary(data.train.text, settings.max_tokens)
-        data.sequence_length = settings.sequence_length
+        if settings.sequence_length is None:
+            data.sequence_length = fitted_sequence_length(data.train.text)
+            data.sequence_length_fitted = True
+        else:
+            data.sequence_length = settings.sequence_length
         data.text_column = spec.text_column
     return data
 
@@ -529,6 +536,24 @@ def text_vocabulary(texts: np.ndarray, max_tokens: int) -> list[str]:
         counts.update(_PUNCTUATION.sub("", text.lower()).split())
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [word for word, _ in ranked[: max_tokens - 2]]
+
+
+# A fitted sequence length covers this share of the training texts whole, and is at most
+# FITTED_SEQUENCE_CAP tokens (texts are cut there; longer documents want an explicit one).
+FITTED_SEQUENCE_PERCENTILE = 95
+FITTED_SEQUENCE_CAP = 512
+
+
+def fitted_sequence_length(texts: np.ndarray) -> int:
+    """Tokens per text when ``data.text.sequenceLength`` is not set.
+
+    A fixed length far above the texts' own pads most of every sequence: a model that
+    does not skip the padding (an unmasked average) then learns mostly from padding.
+    Fitting the length to the training split keeps the padding to what the texts need.
+    """
+    words = [len(_PUNCTUATION.sub("", text.lower()).split()) for text in texts.tolist()]
+    length = int(np.ceil(np.percentile(words, FITTED_SEQUENCE_PERCENTILE)))
+    return min(max(length, 1), FITTED_SEQUENCE_CAP)
 
 
 def _table_statistics(data: LoadedData, normalize: bool) -> None:
