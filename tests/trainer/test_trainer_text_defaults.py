@@ -17,7 +17,8 @@ import pytest
 from trainerkit import Events, make_job
 
 from kerasop.spec import DataSpec
-from kerasop_trainer.data import FITTED_SEQUENCE_CAP, load_data
+from kerasop_trainer.data import load_data
+from kerasop_trainer.data.readers.text import FITTED_SEQUENCE_CAP
 from kerasop_trainer.train import run
 
 GOOD = ("great", "lovely", "excellent", "friendly", "clean", "perfect")
