@@ -65,8 +65,15 @@ class TextSpec(SpecModel):
     max_tokens: int = Field(
         10_000, ge=10, le=1_000_000, description="Vocabulary size: the most frequent words."
     )
-    sequence_length: int = Field(
-        128, ge=1, le=100_000, description="Tokens per text (longer are cut, shorter padded)."
+    sequence_length: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Tokens per text (longer are cut, shorter padded). Default: fitted to the "
+            "training split, the 95th percentile of its texts' word counts, at most 512 "
+            "(metadata.json: input.text.sequenceLength, sequenceLengthFitted)."
+        ),
     )
 
 
@@ -337,7 +344,15 @@ class LayerSpec(SpecModel):
         le=10_000_000,
         description="Embedding: vocabulary size (default: the text format's vocabulary).",
     )
-    mask_zero: bool | None = Field(None, description="Embedding: padding (0) is masked.")
+    mask_zero: bool | None = Field(
+        None,
+        description=(
+            "Embedding: padding (0) is masked, so layers that honour the mask "
+            "(GlobalAveragePooling1D, LSTM, GRU, Bidirectional) skip it; Conv1D, Flatten "
+            "and GlobalMaxPooling1D ignore it (Keras warns). Default: true on the text "
+            "format (its word ids pad with 0), false otherwise."
+        ),
+    )
     return_sequences: bool | None = Field(
         None, description="LSTM, GRU, Bidirectional: output every step, not only the last."
     )

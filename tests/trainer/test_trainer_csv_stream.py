@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from kerasop.spec import DataSpec
-from kerasop_trainer import data as data_module
 from kerasop_trainer.data import load_data
+from kerasop_trainer.data.readers import csv_stream
 from kerasop_trainer.errors import TrainerError
 
 ROWS, FEATURES = 500, 6
@@ -19,8 +19,8 @@ ROWS, FEATURES = 500, 6
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     # 64 lines per block (the minimum), windows of 100 rows: many of both.
-    monkeypatch.setattr(data_module, "STREAM_BLOCK_BYTES", 1)
-    monkeypatch.setattr(data_module, "SHUFFLE_WINDOW_ROWS", 100)
+    monkeypatch.setattr(csv_stream, "STREAM_BLOCK_BYTES", 1)
+    monkeypatch.setattr(csv_stream, "SHUFFLE_WINDOW_ROWS", 100)
 
 
 def write_table(path, rows: int = ROWS, seed: int = 0):
@@ -134,7 +134,7 @@ def test_scratch_files_go_with_the_data(tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(data_module.tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.setattr(csv_stream.tempfile, "tempdir", None)  # re-read TMPDIR
     write_table(tmp_path / "t.csv")
     d = load(tmp_path, validationSplit=0.2)
     folder = d.train.stream.folder
@@ -148,6 +148,6 @@ def test_scratch_files_go_with_the_data(tmp_path, monkeypatch):
 
 def test_unwritable_scratch_folder_is_named(tmp_path, monkeypatch):
     write_table(tmp_path / "t.csv")
-    monkeypatch.setattr(data_module.tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(csv_stream.tempfile, "tempdir", str(tmp_path / "missing"))
     with pytest.raises(TrainerError, match=r"cannot write the CSV's scratch copy under .*missing"):
         load(tmp_path)

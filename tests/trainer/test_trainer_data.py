@@ -8,7 +8,7 @@ import pytest
 from kerasop.events import EXIT_BAD_DATA, EXIT_MODEL_MISMATCH
 from kerasop.spec import DataSpec
 from kerasop_trainer import sample_data
-from kerasop_trainer.data import load_data
+from kerasop_trainer.data import ImageFileSplit, load_data
 from kerasop_trainer.errors import TrainerError
 
 
@@ -92,7 +92,7 @@ def test_regression_labels(tmp_path):
 
 def test_numeric_csv_fast_reader_matches_the_python_reader(tmp_path, monkeypatch):
     """All-numeric tables go through NumPy's C reader; what comes out is the same."""
-    from kerasop_trainer import data as data_module
+    from kerasop_trainer.data.readers import csv_stream
 
     text = 'a,"b",c,label\n 1.5 ,2,"3",1\n4,-5e-1,6,0\n\n7,8,9,1\n1,1,1,0\n'
     cases = [(write(tmp_path / "t.csv", text), "binary_crossentropy")]
@@ -101,9 +101,9 @@ def test_numeric_csv_fast_reader_matches_the_python_reader(tmp_path, monkeypatch
     )
     for path, loss in cases:
         fast = load_data(spec(format="csv", path=path.name, validationSplit=0.25), tmp_path, loss)
-        assert data_module._read_numeric_csv(spec(format="csv", path=path.name), path) is not None
+        assert csv_stream.read_numeric_csv(spec(format="csv", path=path.name), path) is not None
         with monkeypatch.context() as m:
-            m.setattr(data_module, "_read_numeric_csv", lambda spec, path: None)
+            m.setattr(csv_stream, "read_numeric_csv", lambda spec, path: None)
             slow = load_data(
                 spec(format="csv", path=path.name, validationSplit=0.25), tmp_path, loss
             )
@@ -144,7 +144,7 @@ def test_image_csv_streams_paths(data_root):
         data_root,
         "binary_crossentropy",
     )
-    assert d.train.x is None and d.train.paths is not None  # nothing decoded up front
+    assert isinstance(d.train, ImageFileSplit)  # paths: nothing decoded up front
     assert d.input_shape == (16, 20, 3) and d.labels.class_names == ["circle", "square"]
     batch_x, _ = next(iter(d.dataset(d.train, 4)))
     assert tuple(batch_x.shape) == (4, 16, 20, 3) and batch_x.dtype.name == "float32"

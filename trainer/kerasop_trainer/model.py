@@ -86,6 +86,10 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
                 EXIT_BAD_SPEC,
             )
         kwargs["input_dim"] = len(data.text_vocabulary) + 2  # padding and unknown words
+    if spec.type == "Embedding" and data is not None and data.input_kind == "text":
+        # TextVectorization pads with id 0: masked, the pooling and recurrent layers skip it
+        # instead of averaging or reading padding. An explicit maskZero is kept.
+        kwargs.setdefault("mask_zero", True)
     if spec.type == "CategoryEncoding":
         if "num_tokens" not in kwargs:
             if data is None or data.text_vocabulary is None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_MODEL, EXIT_MODEL_MISMATCH, EXIT_USER_CODE
 from kerasop.spec import BuilderSpec, ModelFileSpec
-from kerasop_trainer.data import LoadedData
+from kerasop_trainer.data import ImageFileSplit, LoadedData
 from kerasop_trainer.errors import TrainerError
 
 TRACEBACK_FRAMES = 6  # of the user's traceback kept in the failure message
@@ -185,7 +185,7 @@ def call_builder(spec: BuilderSpec, data: LoadedData):
 def check_fits(model, data: LoadedData, what: str) -> None:
     """Run two training rows through ``model`` and check the output against the labels."""
     sample = data.train.take(np.arange(min(2, len(data.train))))
-    if sample.paths is not None:  # images: decode the two files like the dataset does
+    if isinstance(sample, ImageFileSplit):  # images: decode the two files like the dataset does
         batch = next(iter(data.dataset(sample, len(sample))))[0]
     else:
         batch = data.features(sample)

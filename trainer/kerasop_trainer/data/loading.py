@@ -1,0 +1,93 @@
+"""Reading ``spec.data``: the training and validation reads, labels encoded, the
+validation split taken, then what the model learns from the training split."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kerasop.events import EXIT_BAD_DATA
+from kerasop.spec import DataSpec
+from kerasop_trainer.data import statistics
+from kerasop_trainer.data.labels import encode_labels
+from kerasop_trainer.data.loaded import LoadedData
+from kerasop_trainer.data.readers import read
+from kerasop_trainer.data.readers import text as text_reader
+from kerasop_trainer.data.splits import Raw
+from kerasop_trainer.errors import TrainerError
+
+
+def load_data(
+    spec: DataSpec, data_root: str | os.PathLike[str], loss: str, seed: int = 0
+) -> LoadedData:
+    """Read and check ``spec``'s training and validation data (paths under ``data_root``)."""
+    root = Path(data_root)
+    train_raw = read(spec, root / spec.path, "training")
+    val_raw = None
+    if spec.validation_path is not None:
+        val_raw = read(spec, root / spec.validation_path, "validation", train_raw)
+        _check_same_input(train_raw, val_raw)
+    elif spec.validation_split is not None:
+        _split_size(len(train_raw.labels), spec.validation_split)  # fail before label checks
+
+    labels, y_train, y_val = encode_labels(
+        train_raw, val_raw, loss, check_classes=val_raw is not None
+    )
+    train = train_raw.examples.with_labels(y_train)
+    validation = None
+    if val_raw is not None:
+        assert y_val is not None
+        validation = val_raw.examples.with_labels(y_val)
+    elif spec.validation_split is not None:
+        n = len(train)
+        n_val = _split_size(n, spec.validation_split)
+        order = np.random.default_rng(seed).permutation(n)
+        validation = train.take(np.sort(order[:n_val]))
+        train = train.take(np.sort(order[n_val:]))
+
+    data = LoadedData(
+        input_kind=train_raw.kind,
+        input_shape=train_raw.shape,
+        labels=labels,
+        train=train,
+        validation=validation,
+        feature_names=train_raw.feature_names,
+        image=train_raw.image,
+        categorical_columns=list(train_raw.categorical),
+    )
+
+    if data.input_kind == "tabular":
+        statistics.fit_table(data, spec.normalize)
+    if data.input_kind == "text":
+        text_reader.fit(data, spec)
+    return data
+
+
+def _split_size(n: int, fraction: float) -> int:
+    n_val = round(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise TrainerError(
+            f"validationSplit {fraction} of {n} rows leaves {n - n_val} training and "
+            f"{n_val} validation rows; both need at least one",
+            EXIT_BAD_DATA,
+        )
+    return n_val
+
+
+def _check_same_input(train: Raw, val: Raw) -> None:
+    if train.shape != val.shape:
+        raise TrainerError(
+            f"validation data {val.where} has input shape {val.shape}, "
+            f"the training data {train.shape}",
+            EXIT_BAD_DATA,
+        )
+    if train.feature_names is not None and train.feature_names != val.feature_names:
+        missing = [c for c in train.feature_names if c not in (val.feature_names or [])]
+        detail = f" (missing: {', '.join(missing[:10])})" if missing else " (different order)"
+        raise TrainerError(
+            f"validation data {val.where} has different feature columns than the training "
+            f"data{detail}",
+            EXIT_BAD_DATA,
+        )

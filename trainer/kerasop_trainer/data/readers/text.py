@@ -1,0 +1,90 @@
+"""``text``: a CSV with a text column and a label column.
+
+The vocabulary (the training split's ``data.text.maxTokens`` most frequent words,
+lower-cased, punctuation removed, split on whitespace: what ``TextVectorization`` does)
+goes into the model, which takes the raw strings. Without ``data.text.sequenceLength`` the
+texts are cut or padded to a length fitted to the training split
+(:func:`fitted_sequence_length`).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kerasop.events import EXIT_BAD_DATA
+from kerasop.spec import DataSpec
+from kerasop_trainer.data.readers.common import column, read_table
+from kerasop_trainer.data.splits import Raw, TextSplit
+from kerasop_trainer.errors import TrainerError
+
+if TYPE_CHECKING:
+    from kerasop_trainer.data.loaded import LoadedData
+
+
+def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> Raw:
+    header, rows, lines = read_table(path, role)
+    text_idx = column(header, spec.text_column, path, "text")
+    label_idx = column(header, spec.label_column, path, "label")
+    table = np.array(rows, dtype=str)
+    labels = np.char.strip(table[:, label_idx])
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise TrainerError(
+            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
+            EXIT_BAD_DATA,
+        )
+    return Raw(
+        kind="text",
+        shape=(1,),
+        examples=TextSplit(y=labels, text=table[:, text_idx]),
+        where=str(path),
+    )
+
+
+# TextVectorization's default standardization: lower case, these characters removed.
+_PUNCTUATION = re.compile("[" + re.escape("!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~'") + "]")
+
+
+def text_vocabulary(texts: np.ndarray, max_tokens: int) -> list[str]:
+    """The ``max_tokens - 2`` most frequent words (two slots: padding and unknown words)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts.tolist():
+        counts.update(_PUNCTUATION.sub("", text.lower()).split())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [word for word, _ in ranked[: max_tokens - 2]]
+
+
+# A fitted sequence length covers this share of the training texts whole, and is at most
+# FITTED_SEQUENCE_CAP tokens (texts are cut there; longer documents want an explicit one).
+FITTED_SEQUENCE_PERCENTILE = 95
+FITTED_SEQUENCE_CAP = 512
+
+
+def fitted_sequence_length(texts: np.ndarray) -> int:
+    """Tokens per text when ``data.text.sequenceLength`` is not set.
+
+    A fixed length far above the texts' own pads most of every sequence: a model that
+    does not skip the padding (an unmasked average) then learns mostly from padding.
+    Fitting the length to the training split keeps the padding to what the texts need.
+    """
+    words = [len(_PUNCTUATION.sub("", text.lower()).split()) for text in texts.tolist()]
+    length = int(np.ceil(np.percentile(words, FITTED_SEQUENCE_PERCENTILE)))
+    return min(max(length, 1), FITTED_SEQUENCE_CAP)
+
+
+def fit(data: LoadedData, spec: DataSpec) -> None:
+    """The model's ``TextVectorization`` settings, from the training split."""
+    settings = spec.text_or_default()
+    assert isinstance(data.train, TextSplit)
+    data.text_vocabulary = text_vocabulary(data.train.text, settings.max_tokens)
+    if settings.sequence_length is None:
+        data.sequence_length = fitted_sequence_length(data.train.text)
+        data.sequence_length_fitted = True
+    else:
+        data.sequence_length = settings.sequence_length
+    data.text_column = spec.text_column
