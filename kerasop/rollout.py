@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kerasop.metric_direction import lower_is_better
 from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
 
 HISTORY_LIMIT = 50
@@ -34,7 +35,6 @@ HISTORY_LIMIT = 50
 # candidate version, so a forgotten annotation never acts on a later version). The
 # operator never rewrites the spec or this annotation.
 ANN_ROLLOUT_ACTION = "kerasop.io/rollout"
-LOWER_IS_BETTER = ("loss", "error", "mae", "mse")
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -50,10 +50,6 @@ def metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
         if isinstance(value, int | float) and math.isfinite(value):
             return float(value)
     return None
-
-
-def lower_is_better(name: str) -> bool:
-    return any(word in name for word in LOWER_IS_BETTER)
 
 
 def gate(
