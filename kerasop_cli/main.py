@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import console, events
+from kerasop.contracts import SERVER_PORT
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
 
 DEFAULT_WORKDIR = Path(".kerasop")
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="show TensorFlow's start-up logs")  # fmt: skip
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
-    serving.add_argument("--port", type=int, default=8080)
+    serving.add_argument("--port", type=int, default=SERVER_PORT)
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("predict", parents=[with_file], help="send a prediction request")
-    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--url", default=f"http://127.0.0.1:{SERVER_PORT}")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="take rows from this CSV (label dropped)")
     source.add_argument("--instances", help="JSON list of instances")

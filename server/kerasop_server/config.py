@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kerasop.contracts import SERVER_PORT
 from kerasop.spec import ServerSpec
 
 _SPEC = ServerSpec()
@@ -20,7 +21,7 @@ class ServerConfig:
     model: str
     version: int | None = None  # pinned version; None follows the latest
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: int = SERVER_PORT
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES

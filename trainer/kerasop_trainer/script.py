@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
 from kerasop.events import EXIT_USER_CODE
 from kerasop.spec import KerasTrainingJob
 from kerasop_trainer.errors import TrainerError
@@ -41,14 +41,14 @@ def script_environment(
 ) -> dict[str, str]:
     """The environment of the script: this process's, plus what the API reads."""
     spec = job.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dict(
-        os.environ,
-        KERASOP_SPEC=json.dumps(spec, separators=(",", ":")),
-        KERASOP_JOB_ID=job_id,
-        KERASOP_DATA_ROOT=str(data_root.absolute()),
-        KERASOP_STORE_ROOT=str(store_root.absolute()),
-        PYTHONUNBUFFERED="1",
-    )
+    return {
+        **os.environ,
+        contracts.ENV_SPEC: json.dumps(spec, separators=(",", ":")),
+        contracts.ENV_JOB_ID: job_id,
+        contracts.ENV_DATA_ROOT: str(data_root.absolute()),
+        contracts.ENV_STORE_ROOT: str(store_root.absolute()),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def run_script(

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
 from kerasop.export import ExportError, convert_to_onnx
 from kerasop.metric_direction import lower_is_better
@@ -99,20 +99,20 @@ class WorkerConfig:
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerConfig:
         env = os.environ if environ is None else environ
         try:
-            count = int(env.get("KERASOP_NUM_WORKERS") or 1)
-            raw_index = env.get("KERASOP_WORKER_INDEX") or env.get("JOB_COMPLETION_INDEX") or 0
+            count = int(env.get(contracts.ENV_NUM_WORKERS) or 1)
+            raw_index = env.get(contracts.ENV_WORKER_INDEX) or env.get("JOB_COMPLETION_INDEX") or 0
             index = int(raw_index)
         except ValueError as exc:
             raise TrainerError(f"bad worker environment: {exc}", EXIT_BAD_SPEC) from None
         if count < 1 or not 0 <= index < count:
             raise TrainerError(
-                f"worker index {index} is outside 0..{count - 1} (KERASOP_NUM_WORKERS={count})",
+                f"worker index {index} is outside 0..{count - 1} ({contracts.ENV_NUM_WORKERS}={count})",
                 EXIT_BAD_SPEC,
             )
-        coordinator = env.get("KERASOP_COORDINATOR") or None
+        coordinator = env.get(contracts.ENV_COORDINATOR) or None
         if count > 1 and not coordinator:
             raise TrainerError(
-                "KERASOP_COORDINATOR (host:port of worker 0) is required with several workers",
+                f"{contracts.ENV_COORDINATOR} (host:port of worker 0) is required with several workers",
                 EXIT_BAD_SPEC,
             )
         return cls(count=count, index=index, coordinator=coordinator)

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kerasop.contracts import STORE_ROOT
 from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
 
 from ..common import (
@@ -14,7 +15,6 @@ from ..common import (
     ANN_MODEL_VERSION,
     ANN_ROLLOUT_PLAN,
     LABEL_MODEL_CLAIM,
-    STORE_ROOT,
     child_metadata,
     label_value,
     owner_reference,
