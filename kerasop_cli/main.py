@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import console, events
-from kerasop.contracts import SERVER_PORT
+from kerasop.contracts import SERVER_PORT, server_flags
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
 
 DEFAULT_WORKDIR = Path(".kerasop")
@@ -232,13 +232,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
     service = pick(docs, KerasModelService, args.name)
     model, version = served_model(docs, service)
-    server = service.spec.server
     argv = [
         "--store-root", str(args.store), "--model", model,
         "--host", args.host, "--port", str(args.port),
-        "--max-batch-size", str(server.max_batch_size),
-        "--batch-timeout-ms", str(server.batch_timeout_ms),
-        "--max-request-bytes", str(server.max_request_bytes),
+        *server_flags(service.spec.server),
     ]  # fmt: skip
     if version is not None and service.spec.rollout is None:  # with a rollout, the plan pins
         argv += ["--version", str(version)]

@@ -20,9 +20,6 @@ from collections.abc import Sequence
 from kerasop import contracts
 
 from .config import (
-    DEFAULT_BATCH_TIMEOUT_MS,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_REQUEST_BYTES,
     SERVER_PORT,
     ServerConfig,
 )
@@ -34,13 +31,6 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -74,24 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"env {contracts.ENV_PORT}, default {contracts.SERVER_PORT}",
     )
-    p.add_argument(
-        "--max-batch-size",
-        type=_positive_int,
-        default=DEFAULT_MAX_BATCH_SIZE,
-        help="dynamic batching: most rows per model call (1 = no merging)",
-    )
-    p.add_argument(
-        "--batch-timeout-ms",
-        type=_non_negative_float,
-        default=DEFAULT_BATCH_TIMEOUT_MS,
-        help="dynamic batching: longest wait for more requests to fill a batch",
-    )
-    p.add_argument(
-        "--max-request-bytes",
-        type=_positive_int,
-        default=DEFAULT_MAX_REQUEST_BYTES,
-        help="larger request bodies are refused with 413",
-    )
+    contracts.add_server_flags(p)  # --max-batch-size, --batch-timeout-ms, --max-request-bytes
     p.add_argument(
         "--poll-seconds",
         type=float,
@@ -142,9 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             version=version,
             host=args.host,
             port=port,
-            max_batch_size=args.max_batch_size,
-            batch_timeout_ms=args.batch_timeout_ms,
-            max_request_bytes=args.max_request_bytes,
+            **contracts.server_flag_values(args),
             poll_seconds=args.poll_seconds,
             engine=args.engine,
             threads=args.threads,

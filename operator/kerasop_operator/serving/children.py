@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kerasop.contracts import STORE_ROOT
+from kerasop.contracts import STORE_ROOT, server_flags
 from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
 
 from ..common import (
@@ -70,25 +70,12 @@ USER_CODE_ROOT = "/user-code"
 
 
 def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
-    server = svc.spec.server
     args = ["--store-root", STORE_ROOT, "--model", model.name]
     if rollout:  # the plan names the versions; changing it restarts no pod
         args += ["--rollout-file", f"{ROLLOUT_DIR}/{ROLLOUT_KEY}"]
     elif model.version is not None:
         args += ["--version", str(model.version)]
-    args += [
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(PORT),
-        "--max-batch-size",
-        str(server.max_batch_size),
-        "--batch-timeout-ms",
-        f"{server.batch_timeout_ms:g}",
-        "--max-request-bytes",
-        str(server.max_request_bytes),
-    ]
-    return args
+    return [*args, "--host", "0.0.0.0", "--port", str(PORT), *server_flags(svc.spec.server)]
 
 
 def plan_nudges(
