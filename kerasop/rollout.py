@@ -28,6 +28,7 @@ from typing import Any
 
 from kerasop.metric_direction import lower_is_better
 from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
+from kerasop.status import VersionCounters, bucket_key
 
 HISTORY_LIMIT = 50
 
@@ -95,76 +96,6 @@ def gate(
 # per-version counters read from the server pods
 
 
-@dataclass
-class VersionCounters:
-    """Cumulative counters of one version (summed over pods)."""
-
-    requests: float = 0.0
-    errors: float = 0.0
-    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
-    shadow_compared: float = 0.0
-    shadow_agreed: float = 0.0
-    shadow_errors: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "buckets": {_le_text(le): n for le, n in sorted(self.buckets.items())},
-            "shadowCompared": self.shadow_compared,
-            "shadowAgreed": self.shadow_agreed,
-            "shadowErrors": self.shadow_errors,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VersionCounters:
-        return cls(
-            requests=float(d.get("requests", 0)),
-            errors=float(d.get("errors", 0)),
-            buckets={float(k): float(v) for k, v in (d.get("buckets") or {}).items()},
-            shadow_compared=float(d.get("shadowCompared", 0)),
-            shadow_agreed=float(d.get("shadowAgreed", 0)),
-            shadow_errors=float(d.get("shadowErrors", 0)),
-        )
-
-    def since(self, base: VersionCounters | None) -> VersionCounters:
-        """The window since ``base``; a counter that went down (pod restarted) counts from 0."""
-        if base is None:
-            return self
-
-        def delta(now: float, before: float) -> float:
-            return now - before if now >= before else now
-
-        return VersionCounters(
-            requests=delta(self.requests, base.requests),
-            errors=delta(self.errors, base.errors),
-            buckets={le: delta(n, base.buckets.get(le, 0.0)) for le, n in self.buckets.items()},
-            shadow_compared=delta(self.shadow_compared, base.shadow_compared),
-            shadow_agreed=delta(self.shadow_agreed, base.shadow_agreed),
-            shadow_errors=delta(self.shadow_errors, base.shadow_errors),
-        )
-
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    def p99_ms(self) -> float | None:
-        """Upper bound of the bucket holding the 99th percentile (None without data)."""
-        total = self.buckets.get(math.inf, 0.0)
-        if total <= 0:
-            return None
-        for le in sorted(self.buckets):
-            if self.buckets[le] >= 0.99 * total:
-                return le * 1000 if math.isfinite(le) else math.inf
-        return None
-
-    def agreement(self) -> float | None:
-        return self.shadow_agreed / self.shadow_compared if self.shadow_compared else None
-
-
-def _le_text(le: float) -> str:
-    return "+Inf" if math.isinf(le) else repr(le)
-
-
 Counters = dict[int, VersionCounters]
 
 # Metric names of server/kerasop_server/metrics.py (the contract with the server).
@@ -184,14 +115,16 @@ def parse_server_metrics(texts: Iterable[str]) -> Counters:
                 version_text = sample.labels.get("version", "")
                 if not version_text.isdigit():
                     continue
-                c = out.setdefault(int(version_text), VersionCounters())
+                c = out.setdefault(int(version_text), VersionCounters(buckets={}))
                 if sample.name == f"{M_REQUESTS}_total":
                     c.requests += sample.value
                     if sample.labels.get("outcome") == "error":
                         c.errors += sample.value
                 elif sample.name == f"{M_LATENCY}_bucket":
-                    le = float(sample.labels["le"])
-                    c.buckets[le] = c.buckets.get(le, 0.0) + sample.value
+                    le = bucket_key(float(sample.labels["le"]))
+                    buckets = c.buckets if c.buckets is not None else {}
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+                    c.buckets = buckets
                 elif sample.name == f"{M_SHADOW}_total":
                     result = sample.labels.get("result")
                     if result != "dropped":
@@ -237,7 +170,7 @@ class RolloutState:
             "step": self.step,
             "weight": self.weight,
             "phaseStarted": self.phase_started,
-            "baseline": {str(v): c.to_dict() for v, c in self.baseline.items()},
+            "baseline": {str(v): c.to_status() for v, c in self.baseline.items()},
         }
         for key, value in (
             ("stable", self.stable),
@@ -260,7 +193,8 @@ class RolloutState:
             weight=int(d.get("weight") or 0),
             phase_started=float(d.get("phaseStarted") or 0.0),
             baseline={
-                int(v): VersionCounters.from_dict(c) for v, c in (d.get("baseline") or {}).items()
+                int(v): VersionCounters.model_validate(c)
+                for v, c in (d.get("baseline") or {}).items()
             },
             last=d.get("last") or "",
             message=d.get("message") or "",
