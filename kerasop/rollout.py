@@ -15,7 +15,7 @@ candidate takes ``weight`` percent). Outcomes in the history: ``Promoted``,
 
 The server pods get ``routing(state)`` (stable, candidate, weight, shadow) and
 split requests in-process (exact with one replica); they report per-version
-counters that ``parse_server_metrics`` reads. Used by the operator and by the
+counters that ``kerasop.server_metrics`` reads. Used by the operator and by the
 local ``kerasop serve``; no Kubernetes here.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from kerasop.metric_direction import lower_is_better
 from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
-from kerasop.status import VersionCounters, bucket_key
+from kerasop.status import VersionCounters
 
 HISTORY_LIMIT = 50
 
@@ -97,44 +97,6 @@ def gate(
 
 
 Counters = dict[int, VersionCounters]
-
-# Metric names of server/kerasop_server/metrics.py (the contract with the server).
-M_REQUESTS = "kerasop_server_version_requests"
-M_LATENCY = "kerasop_server_version_request_duration_seconds"
-M_SHADOW = "kerasop_server_shadow_comparisons"
-
-
-def parse_server_metrics(texts: Iterable[str]) -> Counters:
-    """Sum the per-version counters of every pod's ``/metrics`` text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: Counters = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                version_text = sample.labels.get("version", "")
-                if not version_text.isdigit():
-                    continue
-                c = out.setdefault(int(version_text), VersionCounters(buckets={}))
-                if sample.name == f"{M_REQUESTS}_total":
-                    c.requests += sample.value
-                    if sample.labels.get("outcome") == "error":
-                        c.errors += sample.value
-                elif sample.name == f"{M_LATENCY}_bucket":
-                    le = bucket_key(float(sample.labels["le"]))
-                    buckets = c.buckets if c.buckets is not None else {}
-                    buckets[le] = buckets.get(le, 0.0) + sample.value
-                    c.buckets = buckets
-                elif sample.name == f"{M_SHADOW}_total":
-                    result = sample.labels.get("result")
-                    if result != "dropped":
-                        c.shadow_compared += sample.value if result != "error" else 0.0
-                    if result == "agree":
-                        c.shadow_agreed += sample.value
-                    elif result == "error":
-                        c.shadow_errors += sample.value
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # state

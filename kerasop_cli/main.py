@@ -32,9 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kerasop import console, events
+from kerasop import events
 from kerasop.contracts import SERVER_PORT, server_flags
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
+from kerasop_cli import console
 
 DEFAULT_WORKDIR = Path(".kerasop")
 # examples/ ships inside the package (kerasop_cli/examples links to it; pyproject.toml), so the
@@ -255,7 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = pick(docs, KerasModelService, args.name)
     if service.spec.rollout is None:
         return serve_main(argv) or 0
-    from kerasop.local_rollout import LocalRollout
+    from kerasop_cli.local_rollout import LocalRollout
 
     model, pinned = served_model(docs, service)
     plan = rollout_file(args, service.metadata.name)
@@ -272,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from kerasop.local_rollout import format_history, history_rows
+    from kerasop_cli.local_rollout import format_history, history_rows
 
     rows = history_rows(args.store, args.model, rollout_file(args, args.service or args.model)
                         .with_suffix(".status.json"))  # fmt: skip

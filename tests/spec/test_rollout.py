@@ -13,10 +13,10 @@ from kerasop.rollout import (
     RolloutState,
     VersionCounters,
     gate,
-    parse_server_metrics,
     routing,
     step,
 )
+from kerasop.server_metrics import parse_server_metrics, samples
 from kerasop.spec import GateSpec, RolloutSpec
 
 JOB_SPEC = {
@@ -381,3 +381,16 @@ def test_parse_server_metrics_sums_pods():
     assert (two.shadow_compared, two.shadow_agreed, two.shadow_errors) == (100, 80, 2)
     assert two.agreement() == 0.8
     assert VersionCounters.model_validate(two.to_status()) == two
+
+
+def test_metric_samples_unescape_labels_and_ignore_timestamps():
+    text = (
+        '# HELP x_total a "quoted" help\n'
+        'x_total{path="a\\\\b",msg="say \\"hi\\"\\n",brace="}"} 3 1700000000000\n'
+        "\n"
+        "up NaN\n"
+    )
+    (name, labels, value), (bare, no_labels, nan) = samples(text)
+    assert (name, value) == ("x_total", 3.0)
+    assert labels == {"path": "a\\b", "msg": 'say "hi"\n', "brace": "}"}
+    assert (bare, no_labels, math.isnan(nan)) == ("up", {}, True)

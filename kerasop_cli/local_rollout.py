@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kerasop import rollout
+from kerasop.server_metrics import parse_server_metrics
 from kerasop.spec import RolloutSpec
 from kerasop.status import now_rfc3339
 from kerasop.store import ModelStore, write_json_atomic
@@ -83,7 +84,7 @@ class LocalRollout:
     def _counters(self) -> rollout.Counters:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=3) as response:
-                return rollout.parse_server_metrics([response.read().decode()])
+                return parse_server_metrics([response.read().decode()])
         except OSError:
             return {}  # not up yet
 
