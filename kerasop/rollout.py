@@ -15,7 +15,7 @@ candidate takes ``weight`` percent). Outcomes in the history: ``Promoted``,
 
 The server pods get ``routing(state)`` (stable, candidate, weight, shadow) and
 split requests in-process (exact with one replica); they report per-version
-counters that ``parse_server_metrics`` reads. Used by the operator and by the
+counters that ``kerasop.server_metrics`` reads. Used by the operator and by the
 local ``kerasop serve``; no Kubernetes here.
 """
 
@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kerasop.metric_direction import lower_is_better
 from kerasop.spec import GateSpec, KerasTrainingJobSpec, RolloutSpec, spec_hash
+from kerasop.status import VersionCounters
 
 HISTORY_LIMIT = 50
 
@@ -35,7 +37,6 @@ HISTORY_LIMIT = 50
 # candidate version, so a forgotten annotation never acts on a later version). The
 # operator never rewrites the spec or this annotation.
 ANN_ROLLOUT_ACTION = "kerasop.io/rollout"
-LOWER_IS_BETTER = ("loss", "error", "mae", "mse")
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -67,10 +68,6 @@ def metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
         if isinstance(value, int | float) and math.isfinite(value):
             return float(value)
     return None
-
-
-def lower_is_better(name: str) -> bool:
-    return any(word in name for word in LOWER_IS_BETTER)
 
 
 def gate(
@@ -116,113 +113,7 @@ def gate(
 # per-version counters read from the server pods
 
 
-@dataclass
-class VersionCounters:
-    """Cumulative counters of one version (summed over pods)."""
-
-    requests: float = 0.0
-    errors: float = 0.0
-    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
-    shadow_compared: float = 0.0
-    shadow_agreed: float = 0.0
-    shadow_errors: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "buckets": {_le_text(le): n for le, n in sorted(self.buckets.items())},
-            "shadowCompared": self.shadow_compared,
-            "shadowAgreed": self.shadow_agreed,
-            "shadowErrors": self.shadow_errors,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VersionCounters:
-        return cls(
-            requests=float(d.get("requests", 0)),
-            errors=float(d.get("errors", 0)),
-            buckets={float(k): float(v) for k, v in (d.get("buckets") or {}).items()},
-            shadow_compared=float(d.get("shadowCompared", 0)),
-            shadow_agreed=float(d.get("shadowAgreed", 0)),
-            shadow_errors=float(d.get("shadowErrors", 0)),
-        )
-
-    def since(self, base: VersionCounters | None) -> VersionCounters:
-        """The window since ``base``; a counter that went down (pod restarted) counts from 0."""
-        if base is None:
-            return self
-
-        def delta(now: float, before: float) -> float:
-            return now - before if now >= before else now
-
-        return VersionCounters(
-            requests=delta(self.requests, base.requests),
-            errors=delta(self.errors, base.errors),
-            buckets={le: delta(n, base.buckets.get(le, 0.0)) for le, n in self.buckets.items()},
-            shadow_compared=delta(self.shadow_compared, base.shadow_compared),
-            shadow_agreed=delta(self.shadow_agreed, base.shadow_agreed),
-            shadow_errors=delta(self.shadow_errors, base.shadow_errors),
-        )
-
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    def p99_ms(self) -> float | None:
-        """Upper bound of the bucket holding the 99th percentile (None without data)."""
-        total = self.buckets.get(math.inf, 0.0)
-        if total <= 0:
-            return None
-        for le in sorted(self.buckets):
-            if self.buckets[le] >= 0.99 * total:
-                return le * 1000 if math.isfinite(le) else math.inf
-        return None
-
-    def agreement(self) -> float | None:
-        return self.shadow_agreed / self.shadow_compared if self.shadow_compared else None
-
-
-def _le_text(le: float) -> str:
-    return "+Inf" if math.isinf(le) else repr(le)
-
-
 Counters = dict[int, VersionCounters]
-
-# Metric names of server/kerasop_server/metrics.py (the contract with the server).
-M_REQUESTS = "kerasop_server_version_requests"
-M_LATENCY = "kerasop_server_version_request_duration_seconds"
-M_SHADOW = "kerasop_server_shadow_comparisons"
-
-
-def parse_server_metrics(texts: Iterable[str]) -> Counters:
-    """Sum the per-version counters of every pod's ``/metrics`` text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: Counters = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                version_text = sample.labels.get("version", "")
-                if not version_text.isdigit():
-                    continue
-                c = out.setdefault(int(version_text), VersionCounters())
-                if sample.name == f"{M_REQUESTS}_total":
-                    c.requests += sample.value
-                    if sample.labels.get("outcome") == "error":
-                        c.errors += sample.value
-                elif sample.name == f"{M_LATENCY}_bucket":
-                    le = float(sample.labels["le"])
-                    c.buckets[le] = c.buckets.get(le, 0.0) + sample.value
-                elif sample.name == f"{M_SHADOW}_total":
-                    result = sample.labels.get("result")
-                    if result != "dropped":
-                        c.shadow_compared += sample.value if result != "error" else 0.0
-                    if result == "agree":
-                        c.shadow_agreed += sample.value
-                    elif result == "error":
-                        c.shadow_errors += sample.value
-    return out
-
 
 # --------------------------------------------------------------------------------------------
 # state
@@ -258,7 +149,7 @@ class RolloutState:
             "step": self.step,
             "weight": self.weight,
             "phaseStarted": self.phase_started,
-            "baseline": {str(v): c.to_dict() for v, c in self.baseline.items()},
+            "baseline": {str(v): c.to_status() for v, c in self.baseline.items()},
         }
         for key, value in (
             ("stable", self.stable),
@@ -281,7 +172,8 @@ class RolloutState:
             weight=int(d.get("weight") or 0),
             phase_started=float(d.get("phaseStarted") or 0.0),
             baseline={
-                int(v): VersionCounters.from_dict(c) for v, c in (d.get("baseline") or {}).items()
+                int(v): VersionCounters.model_validate(c)
+                for v, c in (d.get("baseline") or {}).items()
             },
             last=Outcome(d["last"]) if d.get("last") else None,
             message=d.get("message") or "",

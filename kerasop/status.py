@@ -15,6 +15,7 @@ describes. GitOps tools read health from ``conditions`` (``Ready``,
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -179,6 +180,10 @@ class KerasTrainingJobStatus(StatusModel):
     failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
 
 
+# The rollout keeps these in its status as the baseline of a phase and judges the window
+# since then (VersionCounters.since). Bucket keys are the `le` labels as `+Inf` or
+# repr(float) (bucket_key), so a baseline read back from the status matches what a pod
+# reports. (The class docstring is the CRD's description.)
 class VersionCounters(StatusModel):
     """Cumulative server counters of one version, summed over the server pods."""
 
@@ -190,6 +195,46 @@ class VersionCounters(StatusModel):
     shadow_compared: float = Field(0, ge=0, description="Shadow answers compared with stable.")
     shadow_agreed: float = Field(0, ge=0, description="Of which agreed.")
     shadow_errors: float = Field(0, ge=0, description="Shadow requests that failed.")
+
+    def since(self, base: VersionCounters | None) -> VersionCounters:
+        """The window since ``base``; a counter that went down (pod restarted) counts from 0."""
+        if base is None:
+            return self
+
+        def delta(now: float, before: float) -> float:
+            return now - before if now >= before else now
+
+        before = base.buckets or {}
+        return VersionCounters(
+            requests=delta(self.requests, base.requests),
+            errors=delta(self.errors, base.errors),
+            buckets={le: delta(n, before.get(le, 0.0)) for le, n in (self.buckets or {}).items()},
+            shadow_compared=delta(self.shadow_compared, base.shadow_compared),
+            shadow_agreed=delta(self.shadow_agreed, base.shadow_agreed),
+            shadow_errors=delta(self.shadow_errors, base.shadow_errors),
+        )
+
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def p99_ms(self) -> float | None:
+        """Upper bound of the bucket holding the 99th percentile (None without data)."""
+        buckets = {float(le): n for le, n in (self.buckets or {}).items()}
+        total = buckets.get(math.inf, 0.0)
+        if total <= 0:
+            return None
+        for le in sorted(buckets):
+            if buckets[le] >= 0.99 * total:
+                return le * 1000 if math.isfinite(le) else math.inf
+        return None
+
+    def agreement(self) -> float | None:
+        return self.shadow_agreed / self.shadow_compared if self.shadow_compared else None
+
+
+def bucket_key(le: float) -> str:
+    """How a histogram bucket's upper bound keys :attr:`VersionCounters.buckets`."""
+    return "+Inf" if math.isinf(le) else repr(le)
 
 
 class RolloutStatus(StatusModel):

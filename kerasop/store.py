@@ -17,6 +17,7 @@ hidden staging name, then renamed. Versions are never overwritten.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -34,6 +35,33 @@ ONNX_FILE = "model.onnx"
 SAVED_MODEL_FILE = "saved_model.pb"
 STAGING_PREFIX = ".staging-"
 CHECKPOINTS_DIR = ".checkpoints"
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path`` to disk before it is renamed into place: after a node crash a
+    rename must not reveal an empty or torn file. Best effort (some volumes refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON so that readers see the old file or the whole new one.
+
+    Servers poll these files (metadata, rollout plans) while they are being replaced.
+    """
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.json")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def model_formats(directory: Path) -> list[str]:

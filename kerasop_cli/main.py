@@ -32,8 +32,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kerasop import console, events
+from kerasop import events
+from kerasop.contracts import SERVER_PORT, server_flags
 from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
+from kerasop_cli import console
 
 DEFAULT_WORKDIR = Path(".kerasop")
 # examples/ ships inside the package (kerasop_cli/examples links to it; pyproject.toml), so the
@@ -233,13 +235,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
     service = pick(docs, KerasModelService, args.name)
     model, version = served_model(docs, service)
-    server = service.spec.server
     argv = [
         "--store-root", str(args.store), "--model", model,
         "--host", args.host, "--port", str(args.port),
-        "--max-batch-size", str(server.max_batch_size),
-        "--batch-timeout-ms", str(server.batch_timeout_ms),
-        "--max-request-bytes", str(server.max_request_bytes),
+        *server_flags(service.spec.server),
     ]  # fmt: skip
     if version is not None and service.spec.rollout is None:  # with a rollout, the plan pins
         argv += ["--version", str(version)]
@@ -259,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = pick(docs, KerasModelService, args.name)
     if service.spec.rollout is None:
         return serve_main(argv) or 0
-    from kerasop.local_rollout import LocalRollout
+    from kerasop_cli.local_rollout import LocalRollout
 
     model, pinned = served_model(docs, service)
     plan = rollout_file(args, service.metadata.name)
@@ -276,7 +275,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from kerasop.local_rollout import format_history, history_rows
+    from kerasop_cli.local_rollout import format_history, history_rows
 
     rows = history_rows(args.store, args.model, rollout_file(args, args.service or args.model)
                         .with_suffix(".status.json"))  # fmt: skip
@@ -391,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="show TensorFlow's start-up logs")  # fmt: skip
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
-    serving.add_argument("--port", type=int, default=8080)
+    serving.add_argument("--port", type=int, default=SERVER_PORT)
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")
@@ -409,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("predict", parents=[with_file], help="send a prediction request")
-    p.add_argument("--url", default="http://127.0.0.1:8080")
+    p.add_argument("--url", default=f"http://127.0.0.1:{SERVER_PORT}")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="take rows from this CSV (label dropped)")
     source.add_argument("--instances", help="JSON list of instances")

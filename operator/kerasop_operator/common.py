@@ -41,11 +41,6 @@ ANN_MODEL_NAME = "kerasop.io/model-name"
 ANN_MODEL_VERSION = "kerasop.io/model-version"
 ANN_ROLLOUT_PLAN = "kerasop.io/rollout-plan"  # on server pods: digest of the plan last delivered
 
-# Mount points: the contract with the trainer and the server (docs/CONTRACTS.md).
-DATA_ROOT = "/data"
-STORE_ROOT = "/models"
-TERMINATION_LOG = "/dev/termination-log"
-
 RUN_AS_USER = 1000
 GPU_RESOURCE = "nvidia.com/gpu"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"

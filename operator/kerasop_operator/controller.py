@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kerasop import rollout
+from kerasop.server_metrics import parse_server_metrics
 from kerasop.spec import SpecError
 from kerasop.status import now_rfc3339
 
@@ -446,7 +447,7 @@ class Controller:
                     texts.append(response.read().decode())
             except OSError as exc:  # a pod going away: the others still count
                 logger.info("metrics of server pod %s: %s", pod["metadata"]["name"], exc)
-        return rollout.parse_server_metrics(texts)
+        return parse_server_metrics(texts)
 
     def sync_service_status(
         self,

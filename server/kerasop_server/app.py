@@ -21,7 +21,8 @@ from .batching import BatcherClosed, ModelError
 from .config import ServerConfig
 from .engines import load_engine
 from .errors import ClientError
-from .manager import EngineFactory, ModelManager, NotReady
+from .loader import EngineFactory
+from .manager import ModelManager, NotReady
 from .metrics import CONTENT_TYPE, Metrics
 from .protocol.v1 import parse_v1_predict, v1_metadata, v1_predict_response, v1_status
 from .protocol.v2 import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kerasop.contracts import SERVER_PORT
 from kerasop.spec import ServerSpec
 
 _SPEC = ServerSpec()
@@ -20,7 +21,9 @@ class ServerConfig:
     model: str
     version: int | None = None  # pinned version; None follows the latest
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: int = SERVER_PORT
+    # The three ServerSpec fields: their bounds are the spec's, checked by the CRD and by
+    # the server's flags (kerasop.contracts.add_server_flags), not again here.
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
@@ -34,12 +37,6 @@ class ServerConfig:
         self.store_root = Path(self.store_root)
         if self.rollout_file is not None:
             self.rollout_file = Path(self.rollout_file)
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be >= 1")
-        if self.batch_timeout_ms < 0:
-            raise ValueError("batch_timeout_ms must be >= 0")
-        if self.max_request_bytes < 1:
-            raise ValueError("max_request_bytes must be >= 1")
         if self.poll_seconds <= 0:
             raise ValueError("poll_seconds must be > 0")
         if self.version is not None and self.version < 1:

@@ -17,10 +17,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from kerasop import contracts
+
 from .config import (
-    DEFAULT_BATCH_TIMEOUT_MS,
-    DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_REQUEST_BYTES,
+    SERVER_PORT,
     ServerConfig,
 )
 
@@ -34,13 +34,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     return int(value) if value else None
@@ -50,40 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kerasop-serve", description=__doc__.split("\n")[0])
     p.add_argument(
         "--store-root",
-        default=os.environ.get("KERASOP_STORE_ROOT", "/models"),
-        help="model store root (env KERASOP_STORE_ROOT, default /models)",
+        default=os.environ.get(contracts.ENV_STORE_ROOT, contracts.STORE_ROOT),
+        help=f"model store root (env {contracts.ENV_STORE_ROOT}, default {contracts.STORE_ROOT})",
     )
     p.add_argument(
         "--model",
-        default=os.environ.get("KERASOP_MODEL") or None,
-        help="model name in the store (env KERASOP_MODEL)",
+        default=os.environ.get(contracts.ENV_MODEL) or None,
+        help=f"model name in the store (env {contracts.ENV_MODEL})",
     )
     p.add_argument(
         "--version",
         type=_positive_int,
         default=None,
-        help="pin this version (env KERASOP_MODEL_VERSION); default: follow the latest",
+        help=f"pin this version (env {contracts.ENV_MODEL_VERSION}); default: follow the latest",
     )
     p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=None, help="env KERASOP_PORT, default 8080")
     p.add_argument(
-        "--max-batch-size",
-        type=_positive_int,
-        default=DEFAULT_MAX_BATCH_SIZE,
-        help="dynamic batching: most rows per model call (1 = no merging)",
+        "--port",
+        type=int,
+        default=None,
+        help=f"env {contracts.ENV_PORT}, default {contracts.SERVER_PORT}",
     )
-    p.add_argument(
-        "--batch-timeout-ms",
-        type=_non_negative_float,
-        default=DEFAULT_BATCH_TIMEOUT_MS,
-        help="dynamic batching: longest wait for more requests to fill a batch",
-    )
-    p.add_argument(
-        "--max-request-bytes",
-        type=_positive_int,
-        default=DEFAULT_MAX_REQUEST_BYTES,
-        help="larger request bodies are refused with 413",
-    )
+    contracts.add_server_flags(p)  # --max-batch-size, --batch-timeout-ms, --max-request-bytes
     p.add_argument(
         "--poll-seconds",
         type=float,
@@ -93,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         choices=("auto", "keras", "onnx"),
-        default=os.environ.get("KERASOP_ENGINE", "auto"),
+        default=os.environ.get(contracts.ENV_ENGINE, "auto"),
         help="inference engine (auto = ONNX Runtime, Keras if that fails)",
     )
     p.add_argument(
@@ -110,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rollout-file",
-        default=os.environ.get("KERASOP_ROLLOUT_FILE") or None,
-        help="JSON file with stable/candidate/weight/shadow, polled (env KERASOP_ROLLOUT_FILE)",
+        default=os.environ.get(contracts.ENV_ROLLOUT_FILE) or None,
+        help=f"JSON file with stable/candidate/weight/shadow, polled (env {contracts.ENV_ROLLOUT_FILE})",
     )
     p.add_argument("--log-level", default=os.environ.get("KERASOP_LOG_LEVEL", "INFO"))
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -122,19 +103,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.model:
-        parser.error("--model is required (or set KERASOP_MODEL)")
+        parser.error(f"--model is required (or set {contracts.ENV_MODEL})")
     try:
-        version = args.version if args.version is not None else _env_int("KERASOP_MODEL_VERSION")
-        port = args.port if args.port is not None else (_env_int("KERASOP_PORT") or 8080)
+        version = (
+            args.version if args.version is not None else _env_int(contracts.ENV_MODEL_VERSION)
+        )
+        port = args.port if args.port is not None else (_env_int(contracts.ENV_PORT) or SERVER_PORT)
         config = ServerConfig(
             store_root=args.store_root,
             model=args.model,
             version=version,
             host=args.host,
             port=port,
-            max_batch_size=args.max_batch_size,
-            batch_timeout_ms=args.batch_timeout_ms,
-            max_request_bytes=args.max_request_bytes,
+            **contracts.server_flag_values(args),
             poll_seconds=args.poll_seconds,
             engine=args.engine,
             threads=args.threads,

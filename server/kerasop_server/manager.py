@@ -1,15 +1,15 @@
 """Which model version is served, and swapping in new ones without a hiccup.
 
 The manager polls the model store (unless a version is pinned). A new
-version is loaded and warmed up on a loader thread *beside* the one being
+version is loaded and warmed up (loader.py) on a loader thread *beside* the one being
 served, with its own batcher and inference thread; then one assignment makes
 it current. Requests that already hold the old version finish on it; the old
 version is unloaded once it has no request left.
 
 With a rollout file (``--rollout-file``, see routing.py) a second version, the
 candidate, is loaded beside the stable one: it answers ``weight`` percent of
-the requests (canary) or a copy of each (shadow), and explicit version routes
-reach either version.
+the requests (canary) or a copy of each (shadow, shadow.py), and explicit version
+routes reach either version.
 """
 
 from __future__ import annotations
@@ -17,48 +17,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kerasop.store import METADATA_FILE, ModelStore, read_metadata
+from kerasop.store import ModelStore
 
-from .batching import Batcher, BatcherClosed
+from .batching import BatcherClosed
 from .config import ServerConfig
-from .engines import Engine, load_engine
+from .engines import load_engine
 from .errors import ClientError
+from .loader import EngineFactory, ServedModel, load_and_warm_up, serve
 from .metrics import Metrics
-from .routing import (
-    SHADOW_QUEUE_SIZE,
-    RolloutPlan,
-    WeightedSplit,
-    read_plan,
-    requests_agree,
-    rows_agree,
-)
+from .routing import RolloutPlan, WeightedSplit, read_plan
+from .shadow import Shadow
 from .signature import Signature
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[..., Engine]
-
 MAX_BACKOFF_SECONDS = 300.0
 RETIRE_TIMEOUT_SECONDS = 300.0
-METADATA_SUMMARY_KEYS = (
-    "name",
-    "createdAt",
-    "input",
-    "output",
-    "metrics",
-    "epochsRun",
-    "versions",
-    "lineage",
-)
 
 
 class NotReady(ClientError):
@@ -66,71 +47,6 @@ class NotReady(ClientError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=503)
-
-
-@dataclass(frozen=True)
-class VersionSeries:
-    """A version's per-version metric series, looked up once at load (``labels()`` on
-    every request takes a lock and builds a key)."""
-
-    answered: Any
-    failed: Any
-    latency: Any
-
-    @classmethod
-    def of(cls, metrics: Metrics, version: int) -> VersionSeries:
-        label = str(version)
-        return cls(
-            metrics.version_requests.labels(label, "ok"),
-            metrics.version_requests.labels(label, "error"),
-            metrics.version_latency.labels(label),
-        )
-
-    def observe(self, ok: bool, seconds: float) -> None:
-        (self.answered if ok else self.failed).inc()
-        self.latency.observe(seconds)
-
-
-@dataclass(eq=False)
-class ServedModel:
-    """One loaded, warmed-up version with its own batcher and inference thread."""
-
-    name: str
-    version: int
-    metadata: dict[str, Any]
-    engine: Engine
-    signature: Signature
-    batcher: Batcher
-    executor: concurrent.futures.ThreadPoolExecutor
-    load_seconds: float
-    series: VersionSeries
-    loaded_at: float = field(default_factory=time.time)
-    active: int = 0  # requests holding this version
-
-    async def predict(self, batch: np.ndarray, *, background: bool = False) -> np.ndarray:
-        self.active += 1
-        try:
-            return await self.batcher.submit(batch, background=background)
-        finally:
-            self.active -= 1
-
-    def info(self) -> dict[str, Any]:
-        """What metadata endpoints show besides the tensor signature."""
-        summary = {k: self.metadata[k] for k in METADATA_SUMMARY_KEYS if k in self.metadata}
-        return {
-            "engine": self.engine.name,
-            "engineDetail": self.engine.detail,
-            "engineReason": self.engine.reason,
-            "loadSeconds": round(self.load_seconds, 3),
-            "maxBatchSize": self.batcher.max_batch_size,
-            "batchTimeoutMs": self.batcher.timeout * 1000,
-            "metadata": summary,
-        }
-
-    async def close(self) -> None:
-        await self.batcher.close()
-        self.executor.shutdown(wait=False)
-        self.engine.close()
 
 
 class ModelManager:
@@ -148,8 +64,11 @@ class ModelManager:
         self.plan: RolloutPlan | None = None
         self.split = WeightedSplit()
         self.shadowing = False
-        self._shadow_queue: asyncio.Queue[tuple[ServedModel, np.ndarray, np.ndarray]] = (
-            asyncio.Queue(SHADOW_QUEUE_SIZE)
+        self.shadow = Shadow(
+            metrics,
+            config.max_batch_size,
+            candidate=lambda: self.candidate,
+            tolerance=lambda: self.plan.tolerance if self.plan is not None else 0.0,
         )
         self._shadow_task: asyncio.Task[None] | None = None
         self.loading: int | None = None
@@ -174,7 +93,7 @@ class ModelManager:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._watch_task = loop.create_task(self._watch(), name="store-watch")
-        self._shadow_task = loop.create_task(self._shadow_worker(), name="shadow")
+        self._shadow_task = loop.create_task(self.shadow.run(), name="shadow")
 
     async def stop(self) -> None:
         for background in (self._watch_task, self._shadow_task):
@@ -294,8 +213,15 @@ class ModelManager:
         started = time.perf_counter()
         log.info("loading model %s version %d", self.name, version)
         try:
-            engine, signature, metadata = await loop.run_in_executor(
-                self._loader, self._load_blocking, version
+            loaded = await loop.run_in_executor(
+                self._loader,
+                load_and_warm_up,
+                self.store,
+                self.name,
+                version,
+                self._engine_factory,
+                self.config.engine,
+                self.config.threads,
             )
         except Exception as exc:
             count = self._failures.get(version, (0, 0.0))[0] + 1
@@ -315,34 +241,15 @@ class ModelManager:
         finally:
             self.loading = None
         seconds = time.perf_counter() - started
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"infer-v{version}")
-        batcher = Batcher(
-            engine.predict,
-            max_batch_size=self.config.max_batch_size,
-            timeout=self.config.batch_timeout_ms / 1000.0,
-            executor=executor,
-            observe=self.metrics.observe_batch,
-        )
-        batcher.start()
-        served = ServedModel(
-            name=self.name,
-            version=version,
-            metadata=metadata,
-            engine=engine,
-            signature=signature,
-            batcher=batcher,
-            executor=executor,
-            load_seconds=seconds,
-            series=VersionSeries.of(self.metrics, version),
-        )
+        served = serve(self.name, version, loaded, seconds, self.config, self.metrics)
         self._failures.pop(version, None)
         self.metrics.model_loads.labels(self.name, "ok").inc()
         log.info(
             "loaded model %s version %d (engine %s: %s), warmed up in %.2fs",
             self.name,
             version,
-            engine.name,
-            engine.detail,
+            served.engine.name,
+            served.engine.detail,
             seconds,
         )
         return served
@@ -361,38 +268,6 @@ class ModelManager:
         )
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
-
-    def _load_blocking(self, version: int) -> tuple[Engine, Signature, dict[str, Any]]:
-        """Load + warm up (on the loader thread)."""
-        vdir = self.store.version_dir(self.name, version)
-        meta_file = vdir / METADATA_FILE
-        metadata: dict[str, Any] = {}
-        if meta_file.is_file():
-            metadata = read_metadata(vdir).to_json_dict()
-        else:
-            log.warning("%s is missing; taking input and output shapes from the model", meta_file)
-        engine = self._engine_factory(self.config.engine, vdir, threads=self.config.threads)
-        try:
-            signature = Signature.build(
-                metadata,
-                input_shape=engine.input_shape,
-                input_dtype=engine.input_dtype,
-                output_shape=engine.output_shape,
-                output_dtype=engine.output_dtype,
-                engine_input_name=engine.input_name,
-            )
-            row = tuple(1 if d is None else d for d in signature.input_shape)
-            for rows in (1, 2):  # warm-up: the first call allocates and optimises
-                out = np.asarray(engine.predict(np.zeros((rows, *row), signature.input_dtype)))
-                if out.ndim == 0 or out.shape[0] != rows:
-                    raise ValueError(
-                        f"warm-up: the model returned shape {out.shape} for {rows} rows"
-                    )
-        except BaseException:
-            engine.close()
-            raise
-        freeze_long_lived()
-        return engine, signature, metadata
 
     async def _retire(self, old: ServedModel) -> None:
         """Unload ``old`` once the requests holding it are answered."""
@@ -482,81 +357,6 @@ class ModelManager:
                 raise
             served.series.observe(True, time.perf_counter() - started)
             if self.shadowing and version is None and served is self.current:
-                self._offer_shadow(batch, out)
+                self.shadow.offer(batch, out)
             return served, request, out
         raise AssertionError("unreachable")
-
-    # -- shadow ------------------------------------------------------------
-
-    def _offer_shadow(self, batch: np.ndarray, answer: np.ndarray) -> None:
-        """Queue a copy for the candidate; a full queue drops it (the live path never waits)."""
-        candidate = self.candidate
-        if candidate is None:
-            return
-        try:
-            self._shadow_queue.put_nowait((candidate, batch, answer))
-        except asyncio.QueueFull:
-            self.metrics.shadow.labels(str(candidate.version), "dropped").inc()
-
-    async def _shadow_worker(self) -> None:
-        """Take what is queued (up to a batch of rows) and run it as one model call on
-        the candidate's inference thread; copies queued meanwhile wait (or are dropped)."""
-        queue = self._shadow_queue
-        while True:
-            copies = [await queue.get()]
-            rows = len(copies[0][1])
-            while rows < self.config.max_batch_size and not queue.empty():
-                copies.append(queue.get_nowait())
-                rows += len(copies[-1][1])
-            candidate = self.candidate
-            current = [c for c in copies if c[0] is candidate]  # else the rollout moved on
-            if candidate is None or not current:
-                continue
-            by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
-            for _, batch, answer in current:
-                by_shape.setdefault(batch.shape[1:], []).append((batch, answer))
-            for group in by_shape.values():
-                try:
-                    await self._shadow_compare(candidate, group)
-                except Exception:  # a comparison bug must not end the shadow for good
-                    log.exception("comparing shadow answers of version %d", candidate.version)
-
-    async def _shadow_compare(
-        self, candidate: ServedModel, copies: list[tuple[np.ndarray, np.ndarray]]
-    ) -> None:
-        """One model call on the candidate for ``copies`` (same row shape), then one
-        vectorised comparison with stable's answers."""
-        label = str(candidate.version)
-        started = time.perf_counter()
-        try:
-            batch = copies[0][0] if len(copies) == 1 else np.concatenate([b for b, _ in copies])
-            shadow_answer = await candidate.predict(batch, background=True)
-            answer = np.concatenate([a for _, a in copies])
-        except Exception as exc:
-            self.metrics.shadow.labels(label, "error").inc(len(copies))
-            log.debug("shadow prediction on version %s failed: %s", label, exc)
-            return
-        seconds = time.perf_counter() - started
-        latency = self.metrics.shadow_latency.labels(label)
-        for _ in copies:
-            latency.observe(seconds)
-        kind = (candidate.metadata.get("output") or {}).get("kind")
-        tolerance = self.plan.tolerance if self.plan is not None else 0.0
-        same = requests_agree(
-            rows_agree(answer, shadow_answer, kind, tolerance), [len(b) for b, _ in copies]
-        )
-        agreed = int(same.sum())
-        self.metrics.shadow.labels(label, "agree").inc(agreed)
-        self.metrics.shadow.labels(label, "disagree").inc(len(copies) - agreed)
-
-
-def freeze_long_lived() -> None:
-    """Keep what exists once a version is loaded (modules, engines, signatures) out of the
-    garbage collector's full passes. Under load those passes walked every object the process
-    holds: 27 of them, up to 170 ms each, in a 40 s run of the dense model at 5,000 req/s,
-    which was its p99 at concurrency 32 (81-124 ms; 8-11 ms frozen). Unfreezing and
-    collecting first frees the cycles of versions unloaded since the last load.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()

@@ -16,6 +16,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from kerasop.server_metrics import SHADOW_COMPARISONS, VERSION_LATENCY, VERSION_REQUESTS
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
@@ -114,22 +116,22 @@ class Metrics:
             ["model", "engine"],
             registry=registry,
         )
-        # Per version (the canary's evidence, read by the operator: kerasop/rollout.py).
+        # Per version (the canary's evidence, read by the operator and `kerasop serve`: kerasop/server_metrics.py).
         self.version_requests = Counter(
-            "kerasop_server_version_requests",
+            VERSION_REQUESTS,
             "Predictions by the model version that answered and outcome (ok, error).",
             ["version", "outcome"],
             registry=registry,
         )
         self.version_latency = Histogram(
-            "kerasop_server_version_request_duration_seconds",
+            VERSION_LATENCY,
             "Time of a prediction (queue + model call), by the version that answered.",
             ["version"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.shadow = Counter(
-            "kerasop_server_shadow_comparisons",
+            SHADOW_COMPARISONS,
             "Shadow copies by candidate version and result (agree, disagree, error, dropped).",
             ["version", "result"],
             registry=registry,

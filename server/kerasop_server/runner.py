@@ -18,7 +18,8 @@ from aiohttp import web
 from .app import MANAGER, create_app
 from .config import ServerConfig
 from .engines import load_engine
-from .manager import EngineFactory, ModelManager
+from .loader import EngineFactory
+from .manager import ModelManager
 
 
 class BackgroundServer:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kerasop import console
+from kerasop_cli import console
 from kerasop_server.config import ServerConfig
 from kerasop_server.runner import BackgroundServer
 from kerasop_trainer import sample_data

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 from serverkit import DENSE, FEATURES, dense_metadata, dense_model, rows, write_version
 
-from kerasop.local_rollout import LocalRollout, format_history, history_rows
 from kerasop.spec import RolloutSpec
 from kerasop_cli import main as cli
+from kerasop_cli.local_rollout import LocalRollout, format_history, history_rows
 from kerasop_server.config import ServerConfig
 from kerasop_server.runner import BackgroundServer
 

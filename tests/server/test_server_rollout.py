@@ -28,7 +28,8 @@ from serverkit import (
     write_version,
 )
 
-from kerasop.rollout import VersionCounters, parse_server_metrics
+from kerasop.server_metrics import parse_server_metrics
+from kerasop.status import VersionCounters
 from kerasop_server.config import ServerConfig
 from kerasop_server.engines import load_engine
 from kerasop_server.routing import SHADOW_QUEUE_SIZE

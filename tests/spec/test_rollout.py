@@ -13,10 +13,10 @@ from kerasop.rollout import (
     RolloutState,
     VersionCounters,
     gate,
-    parse_server_metrics,
     routing,
     step,
 )
+from kerasop.server_metrics import parse_server_metrics, samples
 from kerasop.spec import GateSpec, RolloutSpec
 
 JOB_SPEC = {
@@ -36,7 +36,7 @@ def policy(**kw) -> RolloutSpec:
 def counters(version: int, requests: int, errors: int = 0, slow: int = 0, **shadow) -> dict:
     """Counters as a server reports them: fast requests in the 10 ms bucket, slow ones at 1 s."""
     fast = requests - slow
-    buckets = {0.01: float(fast), 1.0: float(requests), math.inf: float(requests)}
+    buckets = {"0.01": float(fast), "1.0": float(requests), "+Inf": float(requests)}
     return {
         version: VersionCounters(
             requests=requests,
@@ -397,8 +397,21 @@ def test_parse_server_metrics_sums_pods():
     assert c[1].requests == 180 and c[1].errors == 0
     two = c[2]
     assert (two.requests, two.errors) == (20, 4)
-    assert two.buckets == {0.01: 18, math.inf: 20}
+    assert two.buckets == {"0.01": 18, "+Inf": 20}
     assert two.p99_ms() == math.inf  # 2 of 20 are slower than 10 ms
     assert (two.shadow_compared, two.shadow_agreed, two.shadow_errors) == (100, 80, 2)
     assert two.agreement() == 0.8
-    assert rollout.VersionCounters.from_dict(two.to_dict()) == two
+    assert VersionCounters.model_validate(two.to_status()) == two
+
+
+def test_metric_samples_unescape_labels_and_ignore_timestamps():
+    text = (
+        '# HELP x_total a "quoted" help\n'
+        'x_total{path="a\\\\b",msg="say \\"hi\\"\\n",brace="}"} 3 1700000000000\n'
+        "\n"
+        "up NaN\n"
+    )
+    (name, labels, value), (bare, no_labels, nan) = samples(text)
+    assert (name, value) == ("x_total", 3.0)
+    assert labels == {"path": "a\\b", "msg": 'say "hi"\n', "brace": "}"}
+    assert (bare, no_labels, math.isnan(nan)) == ("up", {}, True)

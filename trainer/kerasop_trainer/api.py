@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
 from kerasop.events import EXIT_BAD_SPEC
 from kerasop.spec import KerasTrainingJob
 from kerasop.store import ModelStore, model_formats
@@ -65,19 +65,19 @@ def job() -> KerasTrainingJob:
 
 def job_id() -> str:
     """The job's identity (``KERASOP_JOB_ID``): the same across restarts of the job."""
-    value = os.environ.get("KERASOP_JOB_ID", "")
+    value = os.environ.get(contracts.ENV_JOB_ID, "")
     train.check_job_id(value)
     return value
 
 
 def data_root() -> Path:
     """The data volume (``KERASOP_DATA_ROOT``, ``/data`` in a pod)."""
-    return Path(os.environ.get("KERASOP_DATA_ROOT", "/data"))
+    return Path(os.environ.get(contracts.ENV_DATA_ROOT, contracts.DATA_ROOT))
 
 
 def store_root() -> Path:
     """The model store volume (``KERASOP_STORE_ROOT``, ``/models`` in a pod)."""
-    return Path(os.environ.get("KERASOP_STORE_ROOT", "/models")).absolute()
+    return Path(os.environ.get(contracts.ENV_STORE_ROOT, contracts.STORE_ROOT)).absolute()
 
 
 def workers() -> train.WorkerConfig:

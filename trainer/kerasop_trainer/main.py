@@ -21,7 +21,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
+from kerasop.contracts import TERMINATION_LOG
 from kerasop.events import (
     EXIT_BAD_SPEC,
     EXIT_INTERNAL,
@@ -32,7 +33,6 @@ from kerasop.spec import KerasTrainingJob, SpecError, load_documents
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.termination import Terminated, on_sigterm
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's code for "killed by SIGTERM"
 
 
@@ -49,23 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data-root",
-        default=env("KERASOP_DATA_ROOT", "/data"),
-        help="folder the spec's data paths are relative to (default /data)",
+        default=env(contracts.ENV_DATA_ROOT, contracts.DATA_ROOT),
+        help=f"folder the spec's data paths are relative to (default {contracts.DATA_ROOT})",
     )
     p.add_argument(
         "--store-root",
-        default=env("KERASOP_STORE_ROOT", "/models"),
-        help="model store root (default /models)",
+        default=env(contracts.ENV_STORE_ROOT, contracts.STORE_ROOT),
+        help=f"model store root (default {contracts.STORE_ROOT})",
     )
     p.add_argument(
         "--job-id",
-        default=env("KERASOP_JOB_ID"),
+        default=env(contracts.ENV_JOB_ID),
         help="stable job identity; a rerun with the same id resumes",
     )
     p.add_argument(
         "--termination-log",
-        default=env("KERASOP_TERMINATION_LOG"),
-        help=f"file for the final event (default {DEFAULT_TERMINATION_LOG} if it exists)",
+        default=env(contracts.ENV_TERMINATION_LOG),
+        help=f"file for the final event (default {TERMINATION_LOG} if it exists)",
     )
     return p
 
@@ -78,9 +78,9 @@ def load_job(spec_file: str | None) -> KerasTrainingJob:
         except OSError as exc:
             raise TrainerError(f"cannot read spec file {spec_file}: {exc}", EXIT_BAD_SPEC) from None
         source = spec_file
-    elif os.environ.get("KERASOP_SPEC"):
-        text = os.environ["KERASOP_SPEC"]
-        source = "$KERASOP_SPEC"
+    elif os.environ.get(contracts.ENV_SPEC):
+        text = os.environ[contracts.ENV_SPEC]
+        source = f"${contracts.ENV_SPEC}"
     else:
         raise TrainerError("no spec: pass --spec FILE or set KERASOP_SPEC", EXIT_BAD_SPEC)
     try:
@@ -129,8 +129,8 @@ def write_termination_log(path: str | None, event: dict[str, Any]) -> None:
 def _termination_log_path(arg: str | None) -> str | None:
     if arg:
         return arg
-    if os.path.exists(DEFAULT_TERMINATION_LOG) and os.access(DEFAULT_TERMINATION_LOG, os.W_OK):
-        return DEFAULT_TERMINATION_LOG
+    if os.path.exists(TERMINATION_LOG) and os.access(TERMINATION_LOG, os.W_OK):
+        return TERMINATION_LOG
     return None
 
 

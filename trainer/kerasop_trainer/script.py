@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
 from kerasop.events import EXIT_USER_CODE
 from kerasop.spec import KerasTrainingJob
 from kerasop_trainer.errors import TrainerError
@@ -54,15 +54,15 @@ def script_environment(
     path = os.environ.get("PATH", os.defpath)
     if python_first:
         path = os.pathsep.join([str(Path(sys.executable).parent), path])
-    return dict(
-        os.environ,
-        PATH=path,
-        KERASOP_SPEC=json.dumps(spec, separators=(",", ":")),
-        KERASOP_JOB_ID=job_id,
-        KERASOP_DATA_ROOT=str(data_root.absolute()),
-        KERASOP_STORE_ROOT=str(store_root.absolute()),
-        PYTHONUNBUFFERED="1",
-    )
+    return {
+        **os.environ,
+        "PATH": path,
+        contracts.ENV_SPEC: json.dumps(spec, separators=(",", ":")),
+        contracts.ENV_JOB_ID: job_id,
+        contracts.ENV_DATA_ROOT: str(data_root.absolute()),
+        contracts.ENV_STORE_ROOT: str(store_root.absolute()),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def run_script(

@@ -41,21 +41,24 @@ import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kerasop import events
+from kerasop import contracts, events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
 from kerasop.export import ExportError, convert_to_onnx
+from kerasop.metric_direction import lower_is_better
 from kerasop.spec import KerasTrainingJob, TrainingSpec
+from kerasop.status import now_rfc3339
 from kerasop.store import (
     KERAS_FILE,
     METADATA_FILE,
     ONNX_FILE,
     ModelMetadata,
     ModelStore,
+    fsync_file,
     model_formats,
+    write_json_atomic,
 )
 from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer import termination
@@ -64,7 +67,6 @@ from kerasop_trainer.lineage import lineage
 
 CHECKPOINT_STATE = "state.json"
 SAVED_MODEL_SIGNATURE = "serve"
-_MAXIMIZED = ("accuracy", "auc", "precision", "recall")
 
 
 def _print_line(line: str) -> None:
@@ -97,20 +99,20 @@ class WorkerConfig:
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerConfig:
         env = os.environ if environ is None else environ
         try:
-            count = int(env.get("KERASOP_NUM_WORKERS") or 1)
-            raw_index = env.get("KERASOP_WORKER_INDEX") or env.get("JOB_COMPLETION_INDEX") or 0
+            count = int(env.get(contracts.ENV_NUM_WORKERS) or 1)
+            raw_index = env.get(contracts.ENV_WORKER_INDEX) or env.get("JOB_COMPLETION_INDEX") or 0
             index = int(raw_index)
         except ValueError as exc:
             raise TrainerError(f"bad worker environment: {exc}", EXIT_BAD_SPEC) from None
         if count < 1 or not 0 <= index < count:
             raise TrainerError(
-                f"worker index {index} is outside 0..{count - 1} (KERASOP_NUM_WORKERS={count})",
+                f"worker index {index} is outside 0..{count - 1} ({contracts.ENV_NUM_WORKERS}={count})",
                 EXIT_BAD_SPEC,
             )
-        coordinator = env.get("KERASOP_COORDINATOR") or None
+        coordinator = env.get(contracts.ENV_COORDINATOR) or None
         if count > 1 and not coordinator:
             raise TrainerError(
-                "KERASOP_COORDINATOR (host:port of worker 0) is required with several workers",
+                f"{contracts.ENV_COORDINATOR} (host:port of worker 0) is required with several workers",
                 EXIT_BAD_SPEC,
             )
         return cls(count=count, index=index, coordinator=coordinator)
@@ -312,11 +314,11 @@ class Checkpoints:
         tmp = self.dir / f".tmp-{uuid.uuid4().hex}.keras"
         try:
             model.save(tmp)
-            _fsync(tmp)
+            fsync_file(tmp)
             os.replace(tmp, self.dir / name)
         finally:
             tmp.unlink(missing_ok=True)
-        _write_json_atomic(
+        write_json_atomic(
             self.dir / CHECKPOINT_STATE, {"epoch": epoch, "file": name, "finished": finished}
         )
         for old in self.dir.iterdir():
@@ -329,7 +331,7 @@ class Checkpoints:
         latest = self.latest() if self.chief else None
         if latest is None or latest["epoch"] != epoch:
             return
-        _write_json_atomic(
+        write_json_atomic(
             self.dir / CHECKPOINT_STATE,
             {"epoch": epoch, "file": latest["path"].name, "finished": True},
         )
@@ -340,27 +342,6 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.dir.parent.rmdir()  # .checkpoints/, when no other job has one
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.json")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------
@@ -650,7 +631,7 @@ def fit(
                 patience=es.patience,
                 min_delta=es.min_delta,
                 restore_best_weights=es.restore_best_weights,
-                mode="max" if monitor.removeprefix("val_") in _MAXIMIZED else "min",
+                mode="min" if lower_is_better(monitor) else "max",
             )
         )
     callbacks.append(progress)
@@ -718,7 +699,7 @@ def version_metadata(
     """The version's ``metadata.json`` (docs/CONTRACTS.md)."""
     metadata = {
         "name": job.model_name,
-        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "createdAt": now_rfc3339(),
         "input": input_meta,
         "output": output_meta,
         "metrics": metrics,
@@ -909,7 +890,7 @@ def write_version(
             _export_with_tensorflow(keras_file, directory)
     if "onnx" in formats and backend == "tensorflow":
         write_onnx(model, directory)
-    _write_json_atomic(
+    write_json_atomic(
         directory / METADATA_FILE, ModelMetadata.model_validate(metadata).to_json_dict()
     )
 

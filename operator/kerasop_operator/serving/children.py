@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kerasop.contracts import STORE_ROOT, server_flags
 from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
 
 from ..common import (
@@ -14,7 +15,6 @@ from ..common import (
     ANN_MODEL_VERSION,
     ANN_ROLLOUT_PLAN,
     LABEL_MODEL_CLAIM,
-    STORE_ROOT,
     child_metadata,
     label_value,
     owner_reference,
@@ -71,25 +71,12 @@ USER_CODE_ROOT = "/user-code"
 
 
 def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
-    server = svc.spec.server
     args = ["--store-root", STORE_ROOT, "--model", model.name]
     if rollout:  # the plan names the versions; changing it restarts no pod
         args += ["--rollout-file", f"{ROLLOUT_DIR}/{ROLLOUT_KEY}"]
     elif model.version is not None:
         args += ["--version", str(model.version)]
-    args += [
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(PORT),
-        "--max-batch-size",
-        str(server.max_batch_size),
-        "--batch-timeout-ms",
-        f"{server.batch_timeout_ms:g}",
-        "--max-request-bytes",
-        str(server.max_request_bytes),
-    ]
-    return args
+    return [*args, "--host", "0.0.0.0", "--port", str(PORT), *server_flags(svc.spec.server)]
 
 
 def plan_nudges(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kerasop.contracts import SERVER_PORT
 from kerasop.spec import KerasModelService
 
 from ..common import (
@@ -20,7 +21,7 @@ PLURAL = "kerasmodelservices"
 CONTAINER = "server"
 COMPONENT = "server"
 PRESTOP_SECONDS = 5  # endpoint removal reaches kube-proxy well within this
-PORT = 8080
+PORT = SERVER_PORT
 SERVICE_PORT = 80
 DEFAULT_SERVICE_ACCOUNT = "kerasop-server"
 READY_PATH = "/v2/health/ready"

@@ -7,16 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kerasop import contracts
 from kerasop import events as ev
+from kerasop.contracts import DATA_ROOT, STORE_ROOT, TERMINATION_LOG
 from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError
 
 from ..common import (
     ANN_TEMPLATE_HASH,
-    DATA_ROOT,
     LABEL_MODEL_CLAIM,
     LABEL_TRAINING_JOB,
-    STORE_ROOT,
-    TERMINATION_LOG,
     child_metadata,
     common_labels,
     label_value,
@@ -121,11 +120,11 @@ def desired_children(
     pod_labels = {**labels, LABEL_MODEL_CLAIM: label_value(claim)}
 
     env: list[dict[str, Any]] = [
-        {"name": "KERASOP_SPEC", "value": trainer_spec_document(body, job)},
-        {"name": "KERASOP_JOB_ID", "value": uid},
-        {"name": "KERASOP_DATA_ROOT", "value": DATA_ROOT},
-        {"name": "KERASOP_STORE_ROOT", "value": STORE_ROOT},
-        {"name": "KERASOP_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": contracts.ENV_SPEC, "value": trainer_spec_document(body, job)},
+        {"name": contracts.ENV_JOB_ID, "value": uid},
+        {"name": contracts.ENV_DATA_ROOT, "value": DATA_ROOT},
+        {"name": contracts.ENV_STORE_ROOT, "value": STORE_ROOT},
+        {"name": contracts.ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
         {"name": "KERAS_BACKEND", "value": "jax" if workers > 1 else spec.training.backend},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -134,11 +133,11 @@ def desired_children(
     if workers > 1:
         coordinator = f"{jname}-0.{workers_service_name(name)}.{namespace}.svc:{COORDINATOR_PORT}"
         env += [
-            {"name": "KERASOP_NUM_WORKERS", "value": str(workers)},
-            {"name": "KERASOP_COORDINATOR", "value": coordinator},
+            {"name": contracts.ENV_NUM_WORKERS, "value": str(workers)},
+            {"name": contracts.ENV_COORDINATOR, "value": coordinator},
             # JOB_COMPLETION_INDEX is set by the Job controller for Indexed Jobs.
             {
-                "name": "KERASOP_WORKER_INDEX",
+                "name": contracts.ENV_WORKER_INDEX,
                 "valueFrom": {
                     "fieldRef": {
                         "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"

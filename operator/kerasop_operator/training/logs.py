@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from kerasop import events as ev
+from kerasop.contracts import STORE_ROOT
 from kerasop.status import LOG_TAIL_LIMIT, FailureStatus
 
-from ..common import (
-    STORE_ROOT,
-)
 from .names import LOG_TAIL_LINES
 from .observed import job_conditions, termination
 

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from kerasop import rollout
+from kerasop.server_metrics import parse_server_metrics
 from kerasop.spec import RolloutSpec
-from kerasop.store import ModelStore
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+from kerasop.status import now_rfc3339
+from kerasop.store import ModelStore, write_json_atomic
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -91,7 +84,7 @@ class LocalRollout:
     def _counters(self) -> rollout.Counters:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=3) as response:
-                return rollout.parse_server_metrics([response.read().decode()])
+                return parse_server_metrics([response.read().decode()])
         except OSError:
             return {}  # not up yet
 
@@ -103,7 +96,6 @@ class LocalRollout:
         metadata = rollout.known_metadata(
             history, latest, self._metadata(latest) if latest is not None else {}
         )
-        now = datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
         decision = rollout.step(
             self.policy,
             state,
@@ -112,10 +104,11 @@ class LocalRollout:
             metadata=metadata,
             counters=self._counters() if state.candidate else {},
             now=time.time(),
-            now_text=now,
+            now_text=now_rfc3339(),
             pinned=self.pinned,
             manual=rollout.Manual.of(self.policy, None),
         )
+        self.plan_file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.status_file, {"rollout": decision.state.to_status(),
                                              "history": decision.history})  # fmt: skip
         write_json_atomic(self.plan_file, rollout.routing(decision.state))
