@@ -178,10 +178,9 @@ def serve(
 
 def freeze_long_lived() -> None:
     """Keep what exists once a version is loaded (modules, engines, signatures) out of the
-    garbage collector's full passes. Under load those passes walked every object the process
-    holds: 27 of them, up to 170 ms each, in a 40 s run of the dense model at 5,000 req/s,
-    which was its p99 at concurrency 32 (81-124 ms; 8-11 ms frozen). Unfreezing and
-    collecting first frees the cycles of versions unloaded since the last load.
+    garbage collector's full passes, which otherwise walk every object the process holds
+    and stall requests under load (docs/performance.md has the p99 figures). Unfreezing
+    and collecting first frees the cycles of versions unloaded since the last load.
     """
     gc.unfreeze()
     gc.collect()

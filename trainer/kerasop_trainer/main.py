@@ -207,9 +207,8 @@ def freeze_for_exit() -> None:
     successful run exits.
 
     While Python tears its modules down it collects garbage several times, and with
-    TensorFlow and Keras loaded each pass walks millions of objects: 1 s on an idle
-    2-core machine, 4-7 s on a busy one (measured after a trained run). Frozen objects
-    are skipped; the operating system takes the memory back. Objects are still freed by
+    TensorFlow and Keras loaded each pass walks millions of objects (seconds per exit).
+    Frozen objects are skipped; the operating system takes the memory back. Objects are still freed by
     reference counting (files close) and atexit handlers still run. Only after success:
     a run stopped mid-epoch (SIGTERM) exits the ordinary way.
     """
@@ -223,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
         freeze_for_exit()
     elif code == EXIT_TERMINATED:
         # Stopped mid-epoch: TensorFlow's input threads may still be running, and tearing
-        # the interpreter down under them aborted the process now and then ("free(): invalid
-        # next size", exit -6 instead of 143). The staging folder is already removed and the
-        # failed event written; leave without the teardown.
+        # the interpreter down under them can abort the process ("free(): invalid next
+        # size"). The staging folder is already removed and the failed event written;
+        # leave without the teardown.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
