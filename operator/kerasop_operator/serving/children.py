@@ -181,19 +181,7 @@ def desired_children(
     owner = owner_reference(body)
     labels = service_labels(name)
 
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": child_metadata(name, namespace, labels, owner),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(name),
-            "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
-            ],
-        },
-    }
-    out = ServingChildren(service=service)
+    out = ServingChildren(service=model_service(name, namespace, labels, owner))
     if not spec.scheduling.service_account_name:
         out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
     if isinstance(model, Waiting):
@@ -217,9 +205,59 @@ def desired_children(
     if not image:
         raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
     modes = claim_access_modes or []
-    colocate = needs_colocation(modes)
     single_pod_volume = "ReadWriteOncePod" in modes
+    container = server_container(svc, model, image, image_pull_policy, rollout=rollout)
+    model_annotations = {
+        ANN_MODEL_NAME: model.name,
+        ANN_MODEL_VERSION: (
+            "rollout" if rollout else str(model.version) if model.version is not None else "latest"
+        ),
+    }
+    template = server_pod_template(
+        svc, model, container, model_annotations, colocate=needs_colocation(modes), rollout=rollout
+    )
+    out.deployment = server_deployment(
+        svc, template, model_annotations, owner, single_pod_volume=single_pod_volume
+    )
+    if spec.autoscaling is not None:
+        out.hpa = server_hpa(name, namespace, labels, owner, spec.autoscaling)
+    wanted = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
+    if wanted > 1 and not single_pod_volume:
+        out.pdb = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": child_metadata(name, namespace, labels, owner),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(name)}},
+        }
+    return out
 
+
+def model_service(
+    name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(name, namespace, labels, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def server_container(
+    svc: KerasModelService,
+    model: ModelRef,
+    image: str,
+    image_pull_policy: str,
+    *,
+    rollout: bool,
+) -> dict[str, Any]:
+    """The model server: its flags, probes, drain delay and read-only mounts."""
     probe_port = "http"
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -235,8 +273,8 @@ def desired_children(
         ],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # Probed every second, so a pod is Ready about a second after its model is loaded
-        # (a 5 s period added up to 5 s to every start); 10 misses in a row before it is
-        # taken out of the Service, so a busy server is not flapped out.
+        # (the period adds to every start); 10 misses in a row before it is taken out of
+        # the Service, so a busy server is not flapped out.
         "readinessProbe": {
             "httpGet": {"path": READY_PATH, "port": probe_port},
             "periodSeconds": 1,
@@ -282,10 +320,24 @@ def desired_children(
         ],
         "securityContext": container_security_context(),
     }
-    resources = container_resources(spec.resources)
+    resources = container_resources(svc.spec.resources)
     if resources:
         container["resources"] = resources
+    return container
 
+
+def server_pod_template(
+    svc: KerasModelService,
+    model: ModelRef,
+    container: dict[str, Any],
+    model_annotations: dict[str, str],
+    *,
+    colocate: bool,
+    rollout: bool,
+) -> dict[str, Any]:
+    """Volumes (model claim read-only, rollout plan, user code), spread, scheduling, override."""
+    spec = svc.spec
+    name = svc.metadata.name
     pod_spec: dict[str, Any] = {
         "securityContext": pod_security_context(),
         "terminationGracePeriodSeconds": 30,
@@ -326,17 +378,11 @@ def desired_children(
         default_service_account=DEFAULT_SERVICE_ACCOUNT,
         extra_affinity=colocation_affinity(model.claim_name) if colocate else None,
     )
-    model_annotations = {
-        ANN_MODEL_NAME: model.name,
-        ANN_MODEL_VERSION: (
-            "rollout" if rollout else str(model.version) if model.version is not None else "latest"
-        ),
-    }
-    template = apply_override(
+    return apply_override(
         {
             "metadata": {
                 "labels": {
-                    **labels,
+                    **service_labels(name),
                     **selector_labels(name),
                     LABEL_MODEL_CLAIM: label_value(model.claim_name),
                 },
@@ -347,12 +393,21 @@ def desired_children(
         spec.scheduling.pod_template,
     )
 
+
+def server_deployment(
+    svc: KerasModelService,
+    template: dict[str, Any],
+    model_annotations: dict[str, str],
+    owner: dict[str, Any],
+    *,
+    single_pod_volume: bool,
+) -> dict[str, Any]:
+    name, namespace = svc.metadata.name, svc.metadata.namespace
     if single_pod_volume:
         # Only one pod may mount a ReadWriteOncePod claim: the old pod must go first.
         strategy: dict[str, Any] = {"type": "Recreate"}
     else:
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-
     dep_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name)},
         "strategy": strategy,
@@ -360,41 +415,37 @@ def desired_children(
         "progressDeadlineSeconds": 600,
         "template": template,
     }
-    if spec.autoscaling is None:
-        dep_spec["replicas"] = spec.replicas  # with an HPA, the HPA owns replicas
-    out.deployment = {
+    if svc.spec.autoscaling is None:
+        dep_spec["replicas"] = svc.spec.replicas  # with an HPA, the HPA owns replicas
+    return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": child_metadata(
-            deployment_name(name), namespace, labels, owner, model_annotations
+            deployment_name(name), namespace, service_labels(name), owner, model_annotations
         ),
         "spec": dep_spec,
     }
 
-    if spec.autoscaling is not None:
-        auto = spec.autoscaling
-        out.hpa = {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": child_metadata(name, namespace, labels, owner),
-            "spec": {
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": deployment_name(name),
-                },
-                "minReplicas": auto.min_replicas,
-                "maxReplicas": auto.max_replicas,
-                "metrics": hpa_metrics(auto),
-            },
-        }
 
-    wanted = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
-    if wanted > 1 and not single_pod_volume:
-        out.pdb = {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": child_metadata(name, namespace, labels, owner),
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(name)}},
-        }
-    return out
+def server_hpa(
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    auto: AutoscalingSpec,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(name, namespace, labels, owner),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(name),
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": hpa_metrics(auto),
+        },
+    }

@@ -103,25 +103,50 @@ def desired_children(
     job = parse(body)
     spec = job.spec
     meta = body["metadata"]
-    name, namespace, uid = meta["name"], meta.get("namespace"), meta.get("uid", "")
+    name, namespace = meta["name"], meta.get("namespace")
     owner = owner_reference(body)
     labels = job_labels(name)
-    jname = trainer_job_name(name)
-    workers = spec.workers
-    storage = spec.output.storage
     claim = claim_name_of(job)
     image = spec.image or default_image
     if not image:
         raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
 
+    storage = spec.output.storage
     access_modes = [storage.access_mode] if storage.size else (claim_access_modes or [])
-    colocate = needs_colocation(access_modes)
+    container = trainer_container(body, job, image, image_pull_policy)
+    template = trainer_pod_template(job, container, claim, colocate=needs_colocation(access_modes))
+    job_spec = trainer_job_spec(job, template)
+    immutable = {k: v for k, v in job_spec.items() if k not in JOB_MUTABLE_FIELDS}
+    k8s_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": child_metadata(
+            trainer_job_name(name),
+            namespace,
+            labels,
+            owner,
+            {ANN_TEMPLATE_HASH: short_hash(immutable, 16)},
+        ),
+        "spec": job_spec,
+    }
 
-    pod_labels = {**labels, LABEL_MODEL_CLAIM: label_value(claim)}
+    out = TrainingChildren(job=k8s_job, claim_name=claim)
+    if spec.workers > 1:
+        out.workers_service = workers_service(name, namespace, labels, owner)
+    if storage.size:
+        out.pvc = model_claim(job, claim, namespace, owner)
+    if not spec.scheduling.service_account_name:
+        out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
+    return out
 
+
+def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, Any]]:
+    """The trainer's environment: its spec and roots, and with workers, where it stands."""
+    spec, meta = job.spec, body["metadata"]
+    workers = spec.workers
     env: list[dict[str, Any]] = [
         {"name": contracts.ENV_SPEC, "value": trainer_spec_document(body, job)},
-        {"name": contracts.ENV_JOB_ID, "value": uid},
+        {"name": contracts.ENV_JOB_ID, "value": meta.get("uid", "")},
         {"name": contracts.ENV_DATA_ROOT, "value": DATA_ROOT},
         {"name": contracts.ENV_STORE_ROOT, "value": STORE_ROOT},
         {"name": contracts.ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
@@ -129,12 +154,12 @@ def desired_children(
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    ports: list[dict[str, Any]] = []
     if workers > 1:
-        coordinator = f"{jname}-0.{workers_service_name(name)}.{namespace}.svc:{COORDINATOR_PORT}"
+        name, namespace = meta["name"], meta.get("namespace")
+        host = f"{trainer_job_name(name)}-0.{workers_service_name(name)}.{namespace}.svc"
         env += [
             {"name": contracts.ENV_NUM_WORKERS, "value": str(workers)},
-            {"name": contracts.ENV_COORDINATOR, "value": coordinator},
+            {"name": contracts.ENV_COORDINATOR, "value": f"{host}:{COORDINATOR_PORT}"},
             # JOB_COMPLETION_INDEX is set by the Job controller for Indexed Jobs.
             {
                 "name": contracts.ENV_WORKER_INDEX,
@@ -145,17 +170,48 @@ def desired_children(
                 },
             },
         ]
-        ports.append({"name": "coordinator", "containerPort": COORDINATOR_PORT})
+    return env
 
+
+def trainer_container(
+    body: dict[str, Any], job: KerasTrainingJob, image: str, image_pull_policy: str
+) -> dict[str, Any]:
+    spec = job.spec
     mounts = [{"name": MODELS_VOLUME, "mountPath": STORE_ROOT}, tmp_mount()]
+    if spec.data.volume is not None:
+        mounts.append(
+            {"name": DATA_VOLUME, "mountPath": DATA_ROOT, "readOnly": spec.data.volume.read_only}
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": ["kerasop-train"],
+        "env": trainer_env(body, job),
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.workers > 1:
+        container["ports"] = [{"name": "coordinator", "containerPort": COORDINATOR_PORT}]
+    resources = container_resources(spec.resources)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def trainer_pod_template(
+    job: KerasTrainingJob, container: dict[str, Any], claim: str, *, colocate: bool
+) -> dict[str, Any]:
+    """The pod template: the model store and data claims, security, scheduling, override."""
+    spec = job.spec
+    name = job.metadata.name
     volumes: list[dict[str, Any]] = [
         {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
         tmp_volume(),
     ]
     if spec.data.volume is not None:
-        mounts.append(
-            {"name": DATA_VOLUME, "mountPath": DATA_ROOT, "readOnly": spec.data.volume.read_only}
-        )
         volumes.append(
             {
                 "name": DATA_VOLUME,
@@ -165,31 +221,13 @@ def desired_children(
                 },
             }
         )
-
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": image,
-        "imagePullPolicy": image_pull_policy,
-        "command": ["kerasop-train"],
-        "env": env,
-        "volumeMounts": mounts,
-        "securityContext": container_security_context(),
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if ports:
-        container["ports"] = ports
-    resources = container_resources(spec.resources)
-    if resources:
-        container["resources"] = resources
-
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
     }
-    if workers > 1:
+    if spec.workers > 1:
         pod_spec["subdomain"] = workers_service_name(name)
     apply_scheduling(
         pod_spec,
@@ -198,19 +236,20 @@ def desired_children(
         default_service_account=DEFAULT_SERVICE_ACCOUNT,
         extra_affinity=colocation_affinity(claim) if colocate else None,
     )
-    template = apply_override(
-        {
-            "metadata": {"labels": pod_labels},
-            "spec": pod_spec,
-        },
-        spec.scheduling.pod_template,
+    pod_labels = {**job_labels(name), LABEL_MODEL_CLAIM: label_value(claim)}
+    return apply_override(
+        {"metadata": {"labels": pod_labels}, "spec": pod_spec}, spec.scheduling.pod_template
     )
 
+
+def trainer_job_spec(job: KerasTrainingJob, template: dict[str, Any]) -> dict[str, Any]:
+    """The batch/v1 Job spec: one Indexed Job for all workers, permanent failures fail it."""
+    spec = job.spec
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "suspend": spec.suspend,
-        "completions": workers,
-        "parallelism": workers,
+        "completions": spec.workers,
+        "parallelism": spec.workers,
         "podFailurePolicy": {
             "rules": [
                 {
@@ -231,71 +270,68 @@ def desired_children(
         },
         "template": template,
     }
-    if workers > 1:
+    if spec.workers > 1:
         job_spec["completionMode"] = "Indexed"
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return job_spec
 
-    immutable = {k: v for k, v in job_spec.items() if k not in JOB_MUTABLE_FIELDS}
-    k8s_job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": child_metadata(
-            jname, namespace, labels, owner, {ANN_TEMPLATE_HASH: short_hash(immutable, 16)}
-        ),
-        "spec": job_spec,
+
+def workers_service(
+    name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The headless Service that gives worker 0 (the coordinator) a stable DNS name."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(workers_service_name(name), namespace, labels, owner),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {
+                LABEL_TRAINING_JOB: label_value(name),
+                "app.kubernetes.io/component": COMPONENT,
+            },
+            "ports": [
+                {
+                    "name": "coordinator",
+                    "port": COORDINATOR_PORT,
+                    "targetPort": COORDINATOR_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
     }
 
-    out = TrainingChildren(job=k8s_job, claim_name=claim)
 
-    if workers > 1:
-        out.workers_service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": child_metadata(workers_service_name(name), namespace, labels, owner),
-            "spec": {
-                "clusterIP": "None",
-                "publishNotReadyAddresses": True,
-                "selector": {
-                    LABEL_TRAINING_JOB: label_value(name),
-                    "app.kubernetes.io/component": COMPONENT,
-                },
-                "ports": [
-                    {
-                        "name": "coordinator",
-                        "port": COORDINATOR_PORT,
-                        "targetPort": COORDINATOR_PORT,
-                        "protocol": "TCP",
-                    }
-                ],
+def model_claim(
+    job: KerasTrainingJob, claim: str, namespace: str | None, owner: dict[str, Any]
+) -> dict[str, Any]:
+    """The model store PVC the operator creates (``storage.size``); owned unless retained."""
+    storage = job.spec.output.storage
+    pvc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim,
+            "namespace": namespace,
+            "labels": {
+                **common_labels("model-store"),
+                LABEL_TRAINING_JOB: label_value(job.metadata.name),
             },
-        }
-
-    if storage.size:
-        pvc: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": claim,
-                "namespace": namespace,
-                "labels": {**common_labels("model-store"), LABEL_TRAINING_JOB: label_value(name)},
-            },
-            "spec": {
-                "accessModes": [storage.access_mode],
-                "resources": {"requests": {"storage": storage.size}},
-            },
-        }
-        if storage.storage_class_name:
-            pvc["spec"]["storageClassName"] = storage.storage_class_name
-        if not storage.retain:
-            pvc["metadata"]["ownerReferences"] = [owner]
-        out.pvc = pvc
-
-    if not spec.scheduling.service_account_name:
-        out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
-    return out
+        },
+        "spec": {
+            "accessModes": [storage.access_mode],
+            "resources": {"requests": {"storage": storage.size}},
+        },
+    }
+    if storage.storage_class_name:
+        pvc["spec"]["storageClassName"] = storage.storage_class_name
+    if not storage.retain:
+        pvc["metadata"]["ownerReferences"] = [owner]
+    return pvc
 
 
 def service_account(name: str, namespace: str | None, component: str) -> dict[str, Any]:
