@@ -183,36 +183,8 @@ def structural(
     if defs is None:
         defs = node.get("$defs", {})
     node = _flatten(node, defs, path or ".")
-    out: dict[str, Any] = {}
     preserve = bool(node.pop(PRESERVE, False))
-
-    if "const" in node:
-        node.setdefault("enum", [node.pop("const")])
-    if node.get("uniqueItems"):
-        # uniqueItems is forbidden in CRDs (quadratic); a set-typed list says the same.
-        node.pop("uniqueItems")
-        node.setdefault("x-kubernetes-list-type", "set")
-    node.pop("uniqueItems", None)
-
-    for key in list(node):
-        if key in _DROPPED_KEYS:
-            continue
-        if key in _SCALAR_KEYS:
-            out[key] = copy.deepcopy(node[key])
-        elif key in ("properties", "items", "additionalProperties"):
-            pass
-        else:
-            raise SchemaError(f"{path or '.'}: unsupported JSON schema key {key!r}")
-
-    # JSON schema draft 2020 -> OpenAPI 3.0 exclusive bounds.
-    for excl, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        value = out.get(excl)
-        if value is not None and not isinstance(value, bool):
-            if bound in out:
-                raise SchemaError(f"{path}: both {bound} and {excl}")
-            out[bound] = value
-            out[excl] = True
-
+    out = _keywords(node, path)
     if "type" not in out and not preserve:
         out["type"] = "object" if "properties" in node else _infer_type(node, path)
     if isinstance(out.get("type"), list):
@@ -220,28 +192,7 @@ def structural(
 
     kind = out.get("type")
     if kind == "object" or (preserve and kind is None):
-        out["type"] = "object"
-        if "properties" in node:
-            out["properties"] = {
-                name: structural(child, defs, f"{path}.{name}")
-                for name, child in node["properties"].items()
-            }
-            if not out["properties"]:
-                del out["properties"]
-        extra = node.get("additionalProperties")
-        if preserve:
-            out[PRESERVE] = True
-        elif isinstance(extra, dict) and extra:
-            if "properties" in out:
-                raise SchemaError(f"{path}: properties and additionalProperties together")
-            out["additionalProperties"] = structural(extra, defs, f"{path}.*")
-        elif extra is True or extra == {}:
-            raise SchemaError(
-                f"{path or '.'}: free-form object; mark the field with"
-                f" json_schema_extra={{{PRESERVE!r}: True}} if that is intended"
-            )
-        elif "properties" not in out:
-            raise SchemaError(f"{path or '.'}: object without properties")
+        _object_children(node, out, defs, path, preserve)
     elif kind == "array":
         items = node.get("items")
         if not isinstance(items, dict):
@@ -254,12 +205,65 @@ def structural(
     elif "properties" in node or "items" in node or "additionalProperties" in node:
         raise SchemaError(f"{path}: {kind} node with children")
 
-    if "required" in out:
-        known = set(out.get("properties", {}))
-        missing = [r for r in out["required"] if r not in known]
-        if missing:
-            raise SchemaError(f"{path}: required but not a property: {missing}")
+    missing = [r for r in out.get("required", []) if r not in out.get("properties", {})]
+    if missing:
+        raise SchemaError(f"{path}: required but not a property: {missing}")
     return _order(out)
+
+
+def _keywords(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """The node's own keywords (no children), translated to what a CRD schema allows."""
+    if "const" in node:
+        node.setdefault("enum", [node.pop("const")])
+    if node.pop("uniqueItems", False):
+        # uniqueItems is forbidden in CRDs (quadratic); a set-typed list says the same.
+        node.setdefault("x-kubernetes-list-type", "set")
+    out: dict[str, Any] = {}
+    for key in list(node):
+        if key in _DROPPED_KEYS:
+            continue
+        if key in _SCALAR_KEYS:
+            out[key] = copy.deepcopy(node[key])
+        elif key not in ("properties", "items", "additionalProperties"):
+            raise SchemaError(f"{path or '.'}: unsupported JSON schema key {key!r}")
+
+    # JSON schema draft 2020 -> OpenAPI 3.0 exclusive bounds.
+    for excl, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = out.get(excl)
+        if value is not None and not isinstance(value, bool):
+            if bound in out:
+                raise SchemaError(f"{path}: both {bound} and {excl}")
+            out[bound] = value
+            out[excl] = True
+    return out
+
+
+def _object_children(
+    node: dict[str, Any], out: dict[str, Any], defs: dict[str, Any], path: str, preserve: bool
+) -> None:
+    """An object's properties, or its map values, or (marked) free-form content."""
+    out["type"] = "object"
+    if "properties" in node:
+        out["properties"] = {
+            name: structural(child, defs, f"{path}.{name}")
+            for name, child in node["properties"].items()
+        }
+        if not out["properties"]:
+            del out["properties"]
+    extra = node.get("additionalProperties")
+    if preserve:
+        out[PRESERVE] = True
+    elif isinstance(extra, dict) and extra:
+        if "properties" in out:
+            raise SchemaError(f"{path}: properties and additionalProperties together")
+        out["additionalProperties"] = structural(extra, defs, f"{path}.*")
+    elif extra is True or extra == {}:
+        raise SchemaError(
+            f"{path or '.'}: free-form object; mark the field with"
+            f" json_schema_extra={{{PRESERVE!r}: True}} if that is intended"
+        )
+    elif "properties" not in out:
+        raise SchemaError(f"{path or '.'}: object without properties")
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
