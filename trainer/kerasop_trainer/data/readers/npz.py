@@ -15,6 +15,19 @@ from kerasop_trainer.errors import TrainerError
 
 
 def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> Raw:
+    x, y = _load_arrays(path, role)
+    x = _checked(x, y, path, role)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim == 2:
+        return Raw(
+            kind="tabular", shape=(x.shape[1],), examples=ArraySplit(y=y, x=x), where=str(path)
+        )
+    return _images(spec, x, y, path)
+
+
+def _load_arrays(path: Path, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``x`` and ``y`` of the archive, or a TrainerError saying what is wrong."""
     if not path.is_file():
         raise TrainerError(f"{role} data file {path} does not exist", EXIT_BAD_DATA)
     if path.stat().st_size == 0:
@@ -46,7 +59,11 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
         raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
     except Exception as exc:
         raise TrainerError(f"{path} is not a readable .npz file: {exc}", EXIT_BAD_DATA) from None
+    return x, y
 
+
+def _checked(x: np.ndarray, y: np.ndarray, path: Path, role: str) -> np.ndarray:
+    """``x`` as float32 once both arrays are known to fit together; raises otherwise."""
     if x.shape[:1] != y.shape[:1] or x.ndim == 0 or y.ndim == 0:
         raise TrainerError(
             f"{path}: x and y must have the same number of rows (x {x.shape}, y {y.shape})",
@@ -64,13 +81,11 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
         raise TrainerError(f"{path}: y must be 1-D (or 2-D one-hot), not {y.shape}", EXIT_BAD_DATA)
     if y.dtype.kind not in "biufU":
         raise TrainerError(f"{path}: y must hold numbers or strings, not {y.dtype}", EXIT_BAD_DATA)
+    return x
 
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim == 2:
-        return Raw(
-            kind="tabular", shape=(x.shape[1],), examples=ArraySplit(y=y, x=x), where=str(path)
-        )
+
+def _images(spec: DataSpec, x: np.ndarray, y: np.ndarray, path: Path) -> Raw:
+    """N x H x W [x C] arrays: images used at their stored size."""
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
