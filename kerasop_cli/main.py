@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kerasop import events
 from kerasop.contracts import SERVER_PORT, server_flags
@@ -72,7 +72,10 @@ def read_resources(path: Path) -> list[KerasTrainingJob | KerasModelService]:
     return docs
 
 
-def pick(docs: list[Any], kind: type, name: str | None = None) -> Any:
+Resource = TypeVar("Resource", KerasTrainingJob, KerasModelService)
+
+
+def pick(docs: list[Any], kind: type[Resource], name: str | None = None) -> Resource:
     """The one document of ``kind`` (named ``name`` if given)."""
     matches = [d for d in docs if isinstance(d, kind) and (name is None or d.metadata.name == name)]
     if len(matches) == 1:
@@ -195,8 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     docs = read_resources(args.file)
     job = pick(docs, KerasTrainingJob, args.name)
     os.environ.setdefault("KERAS_BACKEND", job.spec.training.backend)
+    from kerasop_trainer.errors import TrainerError
     from kerasop_trainer.main import freeze_for_exit
-    from kerasop_trainer.train import TrainerError, run
+    from kerasop_trainer.train import run
 
     display = console.TrainingDisplay()
 
@@ -247,7 +251,8 @@ def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
 
 def rollout_file(args: argparse.Namespace, service: str) -> Path:
     """Where the local rollout plan of ``service`` lives (its status file beside it)."""
-    return args.store.parent / "rollout" / f"{service}.json"
+    store: Path = args.store
+    return store.parent / "rollout" / f"{service}.json"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -291,7 +296,8 @@ def post_json(url: str, body: dict[str, Any] | None, timeout: float = 30.0) -> d
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return json.loads(resp.read())
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
     except urllib.error.HTTPError as exc:
         raise CliError(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')}") from None
     except urllib.error.URLError as exc:
@@ -434,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = hasattr(args, "verbose") and not args.verbose
     try:
         with console.quiet_native_logs() if quiet else contextlib.nullcontext():
-            return args.func(args)
+            code: int = args.func(args)
+            return code
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

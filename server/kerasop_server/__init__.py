@@ -7,12 +7,14 @@ Entry point: ``kerasop-serve`` (:func:`kerasop_server.main.main`). To embed it,
 Heavy imports (TensorFlow, ONNX Runtime) happen when a model is loaded.
 """
 
+from typing import Any
+
 from kerasop import __version__
 
 __all__ = ["BackgroundServer", "ServerConfig", "__version__", "create_app"]
 
 
-def __getattr__(name: str):  # lazy: importing the package stays cheap
+def __getattr__(name: str) -> Any:  # lazy: importing the package stays cheap
     if name == "create_app":
         from .app import create_app
 

@@ -176,7 +176,7 @@ def counted_in_flight(
     """A prediction handler counted in the in-flight gauge (an HPA may scale on it)."""
 
     @functools.wraps(handler)
-    async def counted(request: web.Request, *args: P.args, **kwargs: P.kwargs) -> web.Response:
+    async def counted(request: web.Request, /, *args: P.args, **kwargs: P.kwargs) -> web.Response:
         with request.app[METRICS].in_flight_request():
             return await handler(request, *args, **kwargs)
 

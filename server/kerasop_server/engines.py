@@ -31,6 +31,7 @@ import importlib
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,8 @@ class KerasEngine(Engine):
             self.detail = f"{KERAS_FILE} via predict_on_batch on {backend}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(batch))
+        run: Callable[[np.ndarray], Any] = self._run
+        return np.asarray(run(batch))
 
     def close(self) -> None:
         self.model = None
@@ -374,7 +376,8 @@ class OnnxEngine(Engine):
             self._verify(reference)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self._out], {self._in: batch})[0]
+        out: np.ndarray = self.session.run([self._out], {self._in: batch})[0]
+        return out
 
     def close(self) -> None:
         self.session = None

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from kerasop import contracts
 
 from .config import (
-    SERVER_PORT,
     ServerConfig,
 )
 
@@ -108,7 +107,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         version = (
             args.version if args.version is not None else _env_int(contracts.ENV_MODEL_VERSION)
         )
-        port = args.port if args.port is not None else (_env_int(contracts.ENV_PORT) or SERVER_PORT)
+        port = (
+            args.port
+            if args.port is not None
+            else (_env_int(contracts.ENV_PORT) or contracts.SERVER_PORT)
+        )
         config = ServerConfig(
             store_root=args.store_root,
             model=args.model,

@@ -113,7 +113,8 @@ def rows_agree(
         same = (a > 0.5) == (b > 0.5)
     else:
         same = np.abs(a - b) <= tolerance
-    return same.reshape(len(a), -1).all(axis=1)
+    agreed: np.ndarray = same.reshape(len(a), -1).all(axis=1)
+    return agreed
 
 
 def requests_agree(row_agreement: np.ndarray, request_rows: list[int]) -> np.ndarray:

@@ -329,7 +329,7 @@ def v2_model_metadata(
     def dims(shape: tuple[int | None, ...]) -> list[int]:
         return [-1, *(-1 if d is None else d for d in shape)]
 
-    inputs = [
+    inputs: list[dict[str, Any]] = [
         {
             "name": sig.input_name,
             "datatype": v2_datatype(sig.input_dtype),
