@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from kerasop.events import EXIT_BAD_DATA
 from kerasop_trainer.errors import TrainerError
 
@@ -57,3 +59,16 @@ def column(header: list[str], name: str, path: Path, what: str) -> int:
         raise TrainerError(
             f"{path} has no {what} column '{name}' (columns: {shown})", EXIT_BAD_DATA
         ) from None
+
+
+def labels_of(
+    table: np.ndarray, label_idx: int, label: str, lines: list[int], path: Path
+) -> np.ndarray:
+    """The label column, stripped; an empty label is an error naming its line."""
+    labels = np.char.strip(table[:, label_idx])
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        raise TrainerError(
+            f"{path}: empty label in column '{label}' at line {lines[empty[0]]}", EXIT_BAD_DATA
+        )
+    return labels

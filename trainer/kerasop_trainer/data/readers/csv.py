@@ -16,7 +16,7 @@ import numpy as np
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec
 from kerasop_trainer.data.readers import csv_stream
-from kerasop_trainer.data.readers.common import column, read_table
+from kerasop_trainer.data.readers.common import column, labels_of, read_table
 from kerasop_trainer.data.splits import ArraySplit, Raw
 from kerasop_trainer.errors import TrainerError
 
@@ -46,13 +46,7 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
     cat_idx = [header.index(c) for c in categorical]
     x = _to_float(table[:, [i for i, _ in numeric]], [n for _, n in numeric], lines, path)
     cat = np.char.strip(table[:, cat_idx]) if cat_idx else None
-    labels = np.char.strip(table[:, label_idx])
-    empty = np.flatnonzero(labels == "")
-    if empty.size:
-        raise TrainerError(
-            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
-            EXIT_BAD_DATA,
-        )
+    labels = labels_of(table, label_idx, spec.label_column, lines, path)
     return Raw(
         kind="tabular",
         shape=(len(numeric),),

@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec
-from kerasop_trainer.data.readers.common import column, read_table
+from kerasop_trainer.data.readers.common import column, labels_of, read_table
 from kerasop_trainer.data.splits import Raw, TextSplit
-from kerasop_trainer.errors import TrainerError
 
 if TYPE_CHECKING:
     from kerasop_trainer.data.loaded import LoadedData
@@ -31,13 +29,7 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
     text_idx = column(header, spec.text_column, path, "text")
     label_idx = column(header, spec.label_column, path, "label")
     table = np.array(rows, dtype=str)
-    labels = np.char.strip(table[:, label_idx])
-    empty = np.flatnonzero(labels == "")
-    if empty.size:
-        raise TrainerError(
-            f"{path}: empty label in column '{spec.label_column}' at line {lines[empty[0]]}",
-            EXIT_BAD_DATA,
-        )
+    labels = labels_of(table, label_idx, spec.label_column, lines, path)
     return Raw(
         kind="text",
         shape=(1,),
