@@ -90,6 +90,20 @@ def test_regression_labels(tmp_path):
         load_data(spec(format="csv", path="bad.csv"), tmp_path, "mean_absolute_error")
 
 
+@pytest.mark.parametrize(
+    "fmt, table",
+    [
+        ("csv", "a,city,label\n1,x,yes\n2,y,\n"),
+        ("text", "text,label\ngood film,pos\nbad film, \n"),
+    ],
+)
+def test_an_empty_label_names_its_line(tmp_path, fmt, table):
+    write(tmp_path / "t.csv", table)
+    with pytest.raises(TrainerError, match="empty label in column 'label' at line 3") as err:
+        load_data(spec(format=fmt, path="t.csv"), tmp_path, "binary_crossentropy")
+    assert err.value.exit_code == EXIT_BAD_DATA
+
+
 def test_numeric_csv_fast_reader_matches_the_python_reader(tmp_path, monkeypatch):
     """All-numeric tables go through NumPy's C reader; what comes out is the same."""
     from kerasop_trainer.data.readers import csv_stream
