@@ -159,7 +159,7 @@ def resume(build: Callable[[], Any]) -> tuple[Any, int]:
     return model, initial_epoch
 
 
-def callback(initial_epoch: int = 0):
+def callback(initial_epoch: int = 0) -> Any:
     """A Keras callback: after each epoch, save the checkpoint when it is due (the last epoch,
     or ``training.checkpointIntervalSeconds`` since the last one), then print the ``epoch``
     event."""
@@ -171,7 +171,7 @@ def callback(initial_epoch: int = 0):
 
 
 def publish(
-    model,
+    model: Any,
     metrics: dict[str, Any] | None = None,
     *,
     output_kind: str | None = None,
@@ -220,7 +220,10 @@ def publish(
 
 
 def _describe(
-    model, output_kind: str | None, class_names: list[str] | None, feature_names: list[str] | None
+    model: Any,
+    output_kind: str | None,
+    class_names: list[str] | None,
+    feature_names: list[str] | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """metadata.json's ``input`` and ``output`` from the model's own shapes."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:

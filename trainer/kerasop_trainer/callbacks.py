@@ -20,13 +20,14 @@ BatchHook = Callable[[int, int, int, "int | None", "float | None"], None]
 
 
 def batch_progress(keras: Any, hook: BatchHook, epochs: int) -> Any:
-    class BatchProgress(keras.callbacks.Callback):
+    # keras ships no type information: its Callback is Any to mypy.
+    class BatchProgress(keras.callbacks.Callback):  # type: ignore[misc]
         epoch = 0
 
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epoch = epoch + 1
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             loss = (logs or {}).get("loss")
             hook(
                 self.epoch,

@@ -20,7 +20,7 @@ Keras must already be imported with the right backend when these functions run
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ _OPTIMIZERS = {
 _CLASSIFICATION_METRICS = {"accuracy", "auc", "precision", "recall"}
 
 
-def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **extra: Any):
+def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **extra: Any) -> Any:
     """A Keras layer from one ``LayerSpec`` (a fixed type table; nothing evaluated).
 
     ``data`` fills what the data decides: ``Normalization``'s statistics, ``Embedding``'s
@@ -116,7 +116,7 @@ def build_model(
     data_root: str | Path,
     mixed_precision: bool = False,
     name: str = "model",
-):
+) -> Any:
     """The Keras model for ``spec`` and ``data`` (a file model comes compiled)."""
     if spec.layers is not None:
         return _build_stack(spec.layers, data, mixed_precision, name)
@@ -135,7 +135,7 @@ def build_model(
 STANDARDIZE_LAYER = "standardize"
 
 
-def standardized_front(model, data: LoadedData, name: str = "model"):
+def standardized_front(model: Any, data: LoadedData, name: str = "model") -> Any:
     """The user's model behind the table's standardization, on numeric tables.
 
     So a model file or builder model gets standardized features like ``model.layers``
@@ -197,7 +197,7 @@ def input_layers(layers: list[LayerSpec], data: LoadedData) -> tuple[int, LayerS
     return count, lookup
 
 
-def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str):
+def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: str) -> Any:
     import keras
 
     first, lookup = input_layers(layers, data)  # the spec checked their places
@@ -207,7 +207,7 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
     if data.standardize and not any(layer.type == "Normalization" for layer in layers):
         model.add(standardize_layer(data))
-    before: tuple = (None, *data.input_shape)
+    before: tuple[int | None, ...] = (None, *data.input_shape)
     for i, layer_spec in enumerate(layers[first:], start=first):
         where = f"model.layers[{i}]"
         last = i == len(layers) - 1
@@ -221,7 +221,7 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     return model
 
 
-def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER):
+def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER) -> Any:
     """Per-feature standardization ``(x - mean) / std`` with the training data's statistics.
 
     The statistics come from the whole training split (computed before sharding), so
@@ -241,7 +241,7 @@ def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER):
     )
 
 
-def table_inputs(data: LoadedData, num_oov_indices: int = 1):
+def table_inputs(data: LoadedData, num_oov_indices: int = 1) -> tuple[dict[str, Any], Any]:
     """Inputs of a table with categorical columns and the features they become.
 
     ``features`` (float32, the numeric columns, standardized unless ``normalize: false``)
@@ -272,7 +272,7 @@ def table_inputs(data: LoadedData, num_oov_indices: int = 1):
     return inputs, x
 
 
-def text_inputs(data: LoadedData):
+def text_inputs(data: LoadedData) -> tuple[Any, Any]:
     """The raw string input and ``TextVectorization`` with the training vocabulary."""
     import keras
 
@@ -293,7 +293,7 @@ def _build_functional_stack(
     data: LoadedData,
     mixed: bool,
     name: str,
-):
+) -> Any:
     """Layers after a preprocessing head with named or string inputs (tables, text)."""
     import keras
 
@@ -328,7 +328,7 @@ def _layer_fits(where: str, layer_spec: LayerSpec, input_text: str) -> Iterator[
         ) from None
 
 
-def _check_output(model, data: LoadedData, last: LayerSpec) -> None:
+def _check_output(model: Any, data: LoadedData, last: LayerSpec) -> None:
     out = tuple(model.output_shape)
     labels = data.labels
     where = f"model.layers[-1] ({last.type})"
@@ -369,7 +369,9 @@ def _check_output(model, data: LoadedData, last: LayerSpec) -> None:
 # --------------------------------------------------------------------------
 
 
-def _build_transfer(spec: TransferSpec, data: LoadedData, data_root: Path, mixed: bool, name: str):
+def _build_transfer(
+    spec: TransferSpec, data: LoadedData, data_root: Path, mixed: bool, name: str
+) -> Any:
     import keras
 
     if data.input_kind != "image" or len(data.input_shape) != 3:
@@ -444,7 +446,7 @@ def _build_transfer(spec: TransferSpec, data: LoadedData, data_root: Path, mixed
     return keras.Model(inputs, outputs, name=_keras_name(name))
 
 
-def output_layer(data: LoadedData, dtype: str | None = None):
+def output_layer(data: LoadedData, dtype: str | None = None) -> Any:
     """The output layer the loss asks for: sigmoid(1), softmax(N) or linear."""
     import keras
 
@@ -457,7 +459,7 @@ def output_layer(data: LoadedData, dtype: str | None = None):
     return keras.layers.Dense(labels.units, activation="linear", name="output", **extra)
 
 
-def _freeze(base, fine_tune_layers: int) -> None:
+def _freeze(base: Any, fine_tune_layers: int) -> None:
     import keras
 
     if fine_tune_layers <= 0:
@@ -472,7 +474,7 @@ def _freeze(base, fine_tune_layers: int) -> None:
         layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def application_preprocessing(x, mode: str, application: str):
+def application_preprocessing(x: Any, mode: str, application: str) -> Any:
     """The application's ``preprocess_input`` as serialisable layers (float32)."""
     import keras
 
@@ -508,7 +510,7 @@ def resolve_metrics(training: TrainingSpec, data: LoadedData) -> list[str]:
 
     Regression with the default metrics (``["accuracy"]``) reports ``mae`` instead.
     """
-    names = list(dict.fromkeys(training.metrics))
+    names: list[str] = list(dict.fromkeys(training.metrics))
     if data.labels.kind == "regression":
         wrong = [m for m in names if m in _CLASSIFICATION_METRICS]
         if wrong and "metrics" not in training.model_fields_set:
@@ -533,7 +535,7 @@ def resolve_metrics(training: TrainingSpec, data: LoadedData) -> list[str]:
 COMPILE_FIELDS = frozenset({"optimizer", "learning_rate", "loss", "metrics"})
 
 
-def keeps_own_compile(model, training: TrainingSpec, model_spec: ModelSpec | None) -> bool:
+def keeps_own_compile(model: Any, training: TrainingSpec, model_spec: ModelSpec | None) -> bool:
     """A compiled model file keeps its own settings when the spec sets none of them."""
     return (
         model_spec is not None
@@ -544,7 +546,7 @@ def keeps_own_compile(model, training: TrainingSpec, model_spec: ModelSpec | Non
 
 
 def compile_model(
-    model, training: TrainingSpec, data: LoadedData, model_spec: ModelSpec | None = None
+    model: Any, training: TrainingSpec, data: LoadedData, model_spec: ModelSpec | None = None
 ) -> list[str] | None:
     """Compile with the spec's optimizer, learning rate, loss and metrics.
 
@@ -559,7 +561,7 @@ def compile_model(
         learning_rate=training.learning_rate
     )
     names = resolve_metrics(training, data)
-    factories = {
+    factories: dict[str, Callable[[], Any]] = {
         "accuracy": lambda: "accuracy",
         "auc": lambda: keras.metrics.AUC(name="auc"),
         "precision": lambda: keras.metrics.Precision(name="precision"),
@@ -583,7 +585,7 @@ def label_loss(model_spec: ModelSpec, training: TrainingSpec, data_root: str | P
 # --------------------------------------------------------------------------
 
 
-def _shape(shape: tuple) -> str:
+def _shape(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
 
 

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import PIL.Image
+    import PIL.ImageDraw
 
 # Colours and shapes that make the classes easy to tell apart (index = class index).
 _PALETTE = [
@@ -320,7 +326,9 @@ def write_text_csv(path: str | os.PathLike[str], rows: int = 800, seed: int = 0)
 # --------------------------------------------------------------------------
 
 
-def _images(per_class: int, size: int, classes: Sequence[str], seed: int):
+def _images(
+    per_class: int, size: int, classes: Sequence[str], seed: int
+) -> Iterator[tuple[str, PIL.Image.Image]]:
     """Yield ``(f"{class}_{i:03d}", PIL.Image)`` for every class and index."""
     from PIL import Image, ImageDraw
 
@@ -347,7 +355,9 @@ def _images(per_class: int, size: int, classes: Sequence[str], seed: int):
             yield f"{cls}_{i:03d}", image
 
 
-def _draw(draw, shape: str, box: tuple[int, int, int, int], fill: tuple[int, ...]) -> None:
+def _draw(
+    draw: PIL.ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill: tuple[int, ...]
+) -> None:
     x0, y0, x1, y1 = box
     if shape == "circle":
         draw.ellipse(box, fill=fill)
@@ -369,11 +379,16 @@ class _atomic_text:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.tmp")
 
-    def __enter__(self):
+    def __enter__(self) -> TextIO:
         self.fh = open(self.tmp, "w", newline="", encoding="utf-8")
         return self.fh
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.fh.close()
         if exc_type is None:
             os.replace(self.tmp, self.path)

@@ -144,7 +144,7 @@ def run_script(
     raise TrainerError(message, EXIT_USER_CODE, reason="UserCodeError")
 
 
-def _copy_stderr(proc: subprocess.Popen, tail: collections.deque[str]) -> None:
+def _copy_stderr(proc: subprocess.Popen[str], tail: collections.deque[str]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         sys.stderr.write(line)
@@ -152,7 +152,7 @@ def _copy_stderr(proc: subprocess.Popen, tail: collections.deque[str]) -> None:
     sys.stderr.flush()
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is not None:
         return
     proc.terminate()

@@ -48,11 +48,12 @@ def between_batches(keras: Any) -> Iterator[Any]:
     """Defer SIGTERM inside the block; yields the Keras callback that raises it."""
     global _deferring
 
-    class StopBetweenBatches(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
+    # keras ships no type information: its Callback is Any to mypy.
+    class StopBetweenBatches(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             raise_if_pending()
 
-        def on_test_batch_begin(self, batch, logs=None):
+        def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             raise_if_pending()
 
     _deferring = True

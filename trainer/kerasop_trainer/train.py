@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kerasop import contracts, events
 from kerasop.events import EXIT_BAD_DATA, EXIT_BAD_SPEC, EXIT_INTERNAL, EXIT_USER_CODE
@@ -64,6 +64,9 @@ from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer import termination
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.lineage import lineage
+
+if TYPE_CHECKING:
+    from kerasop_trainer.data import LoadedData
 
 CHECKPOINT_STATE = "state.json"
 SAVED_MODEL_SIGNATURE = "serve"
@@ -147,7 +150,7 @@ def prepare_environment(
             note(f"cannot create the weights cache {cache} ({exc}); using Keras' default")
 
 
-def _import_keras(backend: str, workers: WorkerConfig):
+def _import_keras(backend: str, workers: WorkerConfig) -> tuple[Any, str]:
     if backend == "jax" and importlib.util.find_spec(backend) is None:
         raise TrainerError(
             f"training.backend {backend} is not installed in this trainer image",
@@ -212,10 +215,11 @@ def _has_gpu(backend: str) -> bool:
     return False
 
 
-def _init_distribution(keras, workers: WorkerConfig) -> None:
+def _init_distribution(keras: Any, workers: WorkerConfig) -> None:
     import jax
 
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # jax leaves Config.update unannotated.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # type: ignore[no-untyped-call]
     try:
         keras.distribution.initialize(
             job_addresses=workers.coordinator,
@@ -303,7 +307,7 @@ class Checkpoints:
             return None
         return {"epoch": epoch, "path": path, "finished": bool(state.get("finished", False))}
 
-    def save(self, model, epoch: int, finished: bool = False) -> None:
+    def save(self, model: Any, epoch: int, finished: bool = False) -> None:
         self.saved_epoch = epoch
         if not self.chief:
             join_collective_save(model)
@@ -547,9 +551,9 @@ def start_keras(
 
 
 def build_or_resume(
-    keras,
+    keras: Any,
     job: KerasTrainingJob,
-    data,
+    data: LoadedData,
     data_root: Path,
     checkpoints: Checkpoints,
     workers: WorkerConfig,
@@ -593,8 +597,8 @@ def build_or_resume(
 
 
 def fit(
-    keras,
-    model,
+    keras: Any,
+    model: Any,
     job: KerasTrainingJob,
     prepared: Prepared,
     workers: WorkerConfig,
@@ -624,13 +628,13 @@ def fit(
     progress = progress_callback(keras, emit, training.epochs, checkpoints, initial_epoch)
     callbacks: list[Any] = []
     if training.early_stopping is not None and monitor is not None:
-        es = training.early_stopping
+        stopping = training.early_stopping
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor=monitor,
-                patience=es.patience,
-                min_delta=es.min_delta,
-                restore_best_weights=es.restore_best_weights,
+                patience=stopping.patience,
+                min_delta=stopping.min_delta,
+                restore_best_weights=stopping.restore_best_weights,
                 mode="min" if lower_is_better(monitor) else "max",
             )
         )
@@ -669,14 +673,14 @@ def validation_metrics(logs: dict[str, Any]) -> dict[str, float] | None:
     return found or None
 
 
-def _validation_dataset(prepared: Prepared):
+def _validation_dataset(prepared: Prepared) -> Any:
     data = prepared.data
     if data.validation is None:
         return None
     return data.dataset(data.validation, prepared.local_batch)
 
 
-def evaluate(model, prepared: Prepared) -> dict[str, float]:
+def evaluate(model: Any, prepared: Prepared) -> dict[str, float]:
     """Final metrics on the validation data (the training data when there is none)."""
     eval_ds = _validation_dataset(prepared)
     if eval_ds is None:
@@ -689,7 +693,7 @@ def evaluate(model, prepared: Prepared) -> dict[str, float]:
 
 
 def version_metadata(
-    keras,
+    keras: Any,
     job: KerasTrainingJob,
     input_meta: dict[str, Any],
     output_meta: dict[str, Any],
@@ -734,7 +738,7 @@ def user_code_metadata(job: KerasTrainingJob) -> dict[str, Any] | None:
 
 
 def publish(
-    model,
+    model: Any,
     store: ModelStore,
     model_name: str,
     metadata: dict[str, Any],
@@ -763,17 +767,24 @@ def publish(
 # --------------------------------------------------------------------------
 
 
-def progress_callback(keras, emit, epochs: int, checkpoints: Checkpoints, initial_epoch: int):
+def progress_callback(
+    keras: Any,
+    emit: Callable[[str], None],
+    epochs: int,
+    checkpoints: Checkpoints,
+    initial_epoch: int,
+) -> Any:
     """Keras callback: checkpoint (the last epoch, or when :meth:`Checkpoints.due`), then
     print the ``epoch`` event (in that order)."""
 
-    class Progress(keras.callbacks.Callback):
+    # keras ships no type information: its Callback is Any to mypy.
+    class Progress(keras.callbacks.Callback):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.last_epoch = initial_epoch
             self.last_logs: dict[str, Any] = {}
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.last_epoch = epoch + 1
             self.last_logs = dict(logs or {})
             if epoch + 1 == epochs or checkpoints.due():
@@ -809,7 +820,7 @@ def _early_stopping_monitor(
     return es.monitor
 
 
-def _fit(keras, model, train_ds, callbacks: list[Any], **kwargs) -> None:
+def _fit(keras: Any, model: Any, train_ds: Any, callbacks: list[Any], **kwargs: Any) -> None:
     try:
         with termination.between_batches(keras) as stop_on_sigterm:
             model.fit(
@@ -826,9 +837,10 @@ def _fit(keras, model, train_ds, callbacks: list[Any], **kwargs) -> None:
         raise
 
 
-def _evaluate(model, ds) -> dict[str, Any]:
+def _evaluate(model: Any, ds: Any) -> dict[str, Any]:
     try:
-        return model.evaluate(ds, return_dict=True, verbose=0)
+        metrics: dict[str, Any] = model.evaluate(ds, return_dict=True, verbose=0)
+        return metrics
     except Exception as exc:
         _reraise_data_error(exc)
         raise
@@ -856,7 +868,7 @@ def float_metrics(logs: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _versions(keras) -> dict[str, str]:
+def _versions(keras: Any) -> dict[str, str]:
     import tensorflow as tf
 
     return {
@@ -867,7 +879,7 @@ def _versions(keras) -> dict[str, str]:
 
 
 def write_version(
-    model, directory: Path, metadata: dict[str, Any], backend: str, formats: Sequence[str]
+    model: Any, directory: Path, metadata: dict[str, Any], backend: str, formats: Sequence[str]
 ) -> None:
     """``model.keras``, the ``formats`` asked for (``savedmodel``: ``saved_model.pb`` and
     ``variables/``; ``onnx``: ``model.onnx``), then ``metadata.json``.
@@ -895,7 +907,7 @@ def write_version(
     )
 
 
-def write_onnx(model, directory: Path) -> None:
+def write_onnx(model: Any, directory: Path) -> None:
     """Also write ``model.onnx``: the server then starts in seconds without TensorFlow.
 
     Optional: when the conversion fails the server converts ``model.keras`` at load.
@@ -910,7 +922,7 @@ def write_onnx(model, directory: Path) -> None:
         note(f"no {ONNX_FILE} written ({exc}); the server will convert model.keras")
 
 
-def join_collective_save(model) -> None:
+def join_collective_save(model: Any) -> None:
     """What a non-chief worker does while the chief saves: the same ``model.save``."""
     with tempfile.TemporaryDirectory(prefix="kerasop-worker-") as tmp:
         model.save(Path(tmp) / KERAS_FILE)

@@ -23,6 +23,8 @@ import json
 import traceback
 import zipfile
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +70,7 @@ def _user_error(message: str, exc: BaseException, code: int, reason: str) -> Tra
     return TrainerError(f"{message}\n{traceback_tail(exc)}", code, reason=reason)
 
 
-def import_module(name: str, what: str):
+def import_module(name: str, what: str) -> ModuleType:
     """Import the user's module ``name``; UserCodeError when it is missing or fails."""
     try:
         return importlib.import_module(name)
@@ -111,7 +113,7 @@ def file_loss(path: Path) -> str | None:
     return _LOSS_NAMES.get(loss) if isinstance(loss, str) else None
 
 
-def load_model_file(spec: ModelFileSpec, data: LoadedData, data_root: Path):
+def load_model_file(spec: ModelFileSpec, data: LoadedData, data_root: Path) -> Any:
     """The saved model, with its weights and (if it was compiled) its compile settings."""
     import keras
 
@@ -148,7 +150,7 @@ def load_model_file(spec: ModelFileSpec, data: LoadedData, data_root: Path):
 # --------------------------------------------------------------------------
 
 
-def call_builder(spec: BuilderSpec, data: LoadedData):
+def call_builder(spec: BuilderSpec, data: LoadedData) -> Any:
     """``function(input_shape=..., num_classes=..., **args)`` from the user's module."""
     import keras
 
@@ -182,7 +184,7 @@ def call_builder(spec: BuilderSpec, data: LoadedData):
 # --------------------------------------------------------------------------
 
 
-def check_fits(model, data: LoadedData, what: str) -> None:
+def check_fits(model: Any, data: LoadedData, what: str) -> None:
     """Run two training rows through ``model`` and check the output against the labels."""
     sample = data.train.take(np.arange(min(2, len(data.train))))
     if isinstance(sample, ImageFileSplit):  # images: decode the two files like the dataset does

@@ -84,20 +84,21 @@ def encode_labels(
             )
         labels = Labels("binary", "binary", 1, names)
 
-        def enc(i):
+        def enc(i: np.ndarray) -> np.ndarray:
             return i.astype(np.float32)[:, None]
 
     elif loss == "sparse_categorical_crossentropy":
         labels = Labels("multiclass", "sparse", k, names)
 
-        def enc(i):
+        def enc(i: np.ndarray) -> np.ndarray:
             return i.astype(np.int32)
 
     else:  # categorical_crossentropy
         labels = Labels("multiclass", "onehot", k, names)
 
-        def enc(i):
-            return np.eye(k, dtype=np.float32)[i]
+        def enc(i: np.ndarray) -> np.ndarray:
+            onehot: np.ndarray = np.eye(k, dtype=np.float32)[i]
+            return onehot
 
     return labels, enc(idx_train), (enc(idx_val) if idx_val is not None else None)
 

@@ -5,6 +5,7 @@ TensorFlow is imported only when a pipeline is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -89,14 +90,14 @@ def dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def image_decoder(image: ImageSpec):
+def image_decoder(image: ImageSpec) -> Callable[[Any, Any], tuple[Any, Any]]:
     """``(path, y) -> (float32 HxWxC pixels 0..255, y)``: read, decode, resize (bilinear)."""
     import tensorflow as tf
 
     size = [image.height, image.width]
     channels = image.channels
 
-    def load(path, y):
+    def load(path: Any, y: Any) -> tuple[Any, Any]:
         raw = tf.io.read_file(path)
         pixels = tf.io.decode_image(raw, channels=channels, expand_animations=False)
         pixels.set_shape([None, None, channels])

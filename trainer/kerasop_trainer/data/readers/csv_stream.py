@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ class CsvStream:
         """Remove the scratch files now."""
         self._cleanup()
 
-    def block_path(self, block: int) -> str:
+    def block_path(self, block: int | np.integer[Any]) -> str:
         return str(self.folder / f"{block:07d}.f32")
 
     def append(self, x: np.ndarray) -> None:
@@ -92,7 +93,7 @@ class CsvStream:
     def read_block(self, block: int) -> np.ndarray:
         return np.fromfile(self.block_path(block), dtype="<f4").reshape(-1, self.n_features)
 
-    def _by_block(self, rows: np.ndarray):
+    def _by_block(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """``(block, row numbers within it)`` for the blocks holding sorted ``rows``."""
         cut = np.searchsorted(rows, self.starts)
         for block in range(self.blocks):
@@ -148,7 +149,7 @@ class CsvStream:
         labels = tf.constant(y)
         features = self.n_features
 
-        def read(path, first, last):
+        def read(path: Any, first: Any, last: Any) -> tuple[Any, Any]:
             x = tf.reshape(tf.io.decode_raw(tf.io.read_file(path), tf.float32), [-1, features])
             return tf.gather(x, local[first:last]), labels[first:last]
 
@@ -160,7 +161,7 @@ class CsvStream:
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if shuffle:
 
-            def mix(window, key):
+            def mix(window: tuple[Any, Any], key: Any) -> tuple[Any, Any]:
                 x, yy = window
                 perm = tf.random.experimental.stateless_shuffle(
                     tf.range(tf.shape(x)[0]), seed=tf.stack([key, tf.constant(seed, tf.int64)])
