@@ -98,8 +98,8 @@ def test_every_alert_fires_on_failing_series_and_stays_quiet_on_healthy_ones(
 @pytest.mark.parametrize(
     "values, broken",
     [
-        # A threshold of 50% no longer catches the 10% service.
-        (("monitoring.prometheusRule.serverErrorRatio=0.5",), "KerasModelServiceErrorRate"),
+        # A threshold of 100% no longer catches the 10% service.
+        (("monitoring.prometheusRule.serverErrorRatio=1",), "KerasModelServiceErrorRate"),
         # Held for 30m, the alert is not firing yet at 10m.
         (("monitoring.prometheusRule.for=30m",), "KerasModelServiceErrorRate"),
     ],

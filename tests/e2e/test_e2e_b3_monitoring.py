@@ -16,10 +16,6 @@ so the selectors, ports, paths, honorLabels and relabelings are the chart's own.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +27,13 @@ from e2ekit import wait_for
 
 from tests.support.prometheus import (
     ALL_ON,
+    PrometheusServer,
     alert_names,
-    binaries,
     dashboard_panels,
     grafana_expr,
     prometheus_config,
     rule_groups,
+    running_prometheus,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -48,80 +45,29 @@ RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval is at a 5s scrape interv
 FAILURE_ONLY = ('code=~"5.."', "kerasop_reconcile_errors_total")
 
 
-class Prometheus:
-    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path, objects: list) -> None:
-        self.url, self.proc, self.log = url, proc, log
-        self.objects = objects  # what helm template rendered (monitors, rules)
-
-    def api(self, path: str, **params: str) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=30) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
-        assert data["resultType"] == "vector", data
-        return data["result"]
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def prometheus(operator: E2E, tmp_path: Path) -> Iterator[Prometheus]:
+def prometheus(operator: E2E, tmp_path: Path) -> Iterator[PrometheusServer]:
     """Prometheus on 127.0.0.1 scraping what the chart's monitors select (rules loaded)."""
     e2e = operator
-    bindir = binaries()
     args = [a for s in (*ALL_ON, f"monitoring.serviceMonitor.interval={SCRAPE}",
                         f"monitoring.podMonitor.interval={SCRAPE}") for a in ("--set", s)]  # fmt: skip
     rendered = e2e.helm.run(
         "template", e2e.release, str(CHART), "--namespace", OPERATOR_NAMESPACE, *args
     ).stdout
     objects = [d for d in yaml.safe_load_all(rendered) if d]
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(objects)))
     config = prometheus_config(objects, e2e.kubectl.kubeconfig, "rules.yaml", interval=SCRAPE)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = _free_port()
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(bindir / "prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
-    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log, objects)
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, f"prometheus exited:\n{prom.tail()}"
-            try:
-                with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=5) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_for("prometheus ready", ready, timeout=60, interval=0.5, diagnose=prom.tail)
+    with running_prometheus(tmp_path, config, rule_groups(objects)) as prom:
+        prom.objects = objects
         yield prom
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_b3_prometheus_scrapes_through_the_chart_monitors_and_every_panel_has_data(
-    data: E2E, dense_job: dict, dense_service: dict, toolbox: str, prometheus: Prometheus, phase
+    data: E2E,
+    dense_job: dict,
+    dense_service: dict,
+    toolbox: str,
+    prometheus: PrometheusServer,
+    phase,
 ) -> None:
     e2e, prom = data, prometheus
     version = str(dense_job["status"]["modelVersion"])
@@ -136,7 +82,7 @@ def test_b3_prometheus_scrapes_through_the_chart_monitors_and_every_panel_has_da
 
     # Both monitors discover their targets and the scrapes succeed.
     def targets_up() -> dict[str, dict[str, Any]] | None:
-        active = prom.api("targets", state="active")["activeTargets"]
+        active = prom.targets()
         found: dict[str, dict[str, Any]] = {}
         for t in active:
             if t["health"] != "up":
@@ -153,7 +99,7 @@ def test_b3_prometheus_scrapes_through_the_chart_monitors_and_every_panel_has_da
         return found if len(found) == 2 else None
 
     def targets_report() -> str:
-        active = prom.api("targets", state="active")["activeTargets"]
+        active = prom.targets()
         shown = [
             {k: t.get(k) for k in ("scrapePool", "scrapeUrl", "health", "lastError", "labels")}
             for t in active

@@ -15,11 +15,18 @@ and then applies the monitor's own relabelings), so the selectors, ports, paths,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "keras-operator"
@@ -224,3 +231,74 @@ def prometheus_config(
         "rule_files": [rule_file],
         "scrape_configs": scrape_configs(objects, kubeconfig),
     }
+
+
+# ---- a running Prometheus -----------------------------------------------------------------
+
+
+class PrometheusServer:
+    """A ``prometheus`` process on 127.0.0.1 (a free port) and its HTTP API."""
+
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.url, self.proc, self.log = url, proc, log
+        self.objects: list[dict[str, Any]] = []  # what it was configured from (the caller's)
+
+    def api(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=30) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return data["result"]
+
+    def targets(self) -> list[dict[str, Any]]:
+        return self.api("targets", state="active")["activeTargets"]
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited:\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def running_prometheus(
+    workdir: Path, config: dict[str, Any], rules: dict[str, Any]
+) -> Iterator[PrometheusServer]:
+    """Run ``prometheus`` with ``config`` (its ``rule_files`` naming ``rules.yaml``) in
+    ``workdir`` until the block ends; ready when yielded."""
+    from tests.support.waiting import wait_for
+
+    (workdir / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = workdir / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(binaries() / "prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+        )  # fmt: skip
+    prom = PrometheusServer(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        wait_for("prometheus ready", prom.ready, timeout=60, interval=0.5, diagnose=prom.tail)
+        yield prom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
