@@ -62,7 +62,8 @@ if [[ ! -f "$MODDIR/go.mod" ]]; then
 fi
 
 # Version stamping (what `promtool --version` and the server's build_info report).
-ver="3.${VERSION#v0.3}"   # v0.316.0 -> 3.16.0
+rest="${VERSION#v0.3}"   # v0.316.0 -> 16.0 -> 3.16.0 (v0.300.1 -> 3.0.1)
+ver="3.$((10#${rest%%.*})).${rest#*.}"
 pv=github.com/prometheus/common/version
 ldflags="-s -w -X $pv.Version=$ver -X $pv.Branch=module -X $pv.BuildUser=kerasop"
 ldflags+=" -X $pv.BuildDate=$(date -u +%Y%m%d-%H:%M:%S)"
