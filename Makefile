@@ -27,9 +27,11 @@ demo: setup
 	$(VENV)/bin/kerasop demo
 
 # Tools the component tiers need: kube-apiserver (+ the other control-plane
-# binaries) built from Go modules, etcd from Debian, static helm/kubectl.
+# binaries) built from Go modules, etcd from Debian, static helm/kubectl; promtool and
+# prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules.
 tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
+	bash cluster/build-prometheus.sh
 	bash cluster/get-tools.sh
 
 # Debian packages the component, docker and e2e tiers need (etcd, Docker,
@@ -52,7 +54,7 @@ test: system-deps setup tools
 # helm (fetched and cached by cluster/get-tools.sh on first use) for the chart tests and
 # a Lua 5.1 interpreter (Debian: lua5.1) for the Argo CD health-check tests.
 test-unit: setup
-	$(PY) -m pytest -q -ra -m "not component and not docker and not e2e"
+	$(PY) -m pytest -q -ra -m "not component and not prometheus and not docker and not e2e"
 
 # Static checks: ruff, the layer contracts (import-linter), mypy strict on the core and
 # the operator (configuration in pyproject.toml).

@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "keras-operator"
-DASHBOARD = CHART / "files" / "grafana-dashboard.json"
-ALL_ON = (
-    "monitoring.serviceMonitor.enabled=true",
-    "monitoring.podMonitor.enabled=true",
-    "monitoring.prometheusRule.enabled=true",
-    "monitoring.grafanaDashboard.enabled=true",
-)
+from tests.support.prometheus import ALL_ON, CHART, DASHBOARD, dashboard_queries
+
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 SUFFIXES = {
@@ -71,18 +64,6 @@ def operator_metric_names() -> set[str]:
     import kerasop_operator.handlers  # noqa: F401 - registers everything the operator exports
 
     return exported(REGISTRY.collect())
-
-
-def dashboard_queries() -> list[str]:
-    board = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-    # Grafana's label_values(<series selector>, <label>): the selector is PromQL.
-    exprs += [
-        re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", v["query"]["query"])
-        for v in board["templating"]["list"]
-        if v["type"] == "query"
-    ]
-    return exprs
 
 
 def rule_queries(helm) -> list[str]:
