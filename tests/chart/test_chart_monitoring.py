@@ -150,6 +150,11 @@ def test_service_monitor_scrapes_the_operators_metrics_service(helm):
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
 
+def test_pod_monitor_keeps_the_servers_endpoint_label(helm):
+    (monitor,) = [o for o in helm.objects(*ALL_ON) if o["kind"] == "PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+
+
 def test_service_monitor_needs_the_metrics_service(helm):
     proc = helm.run("template", "r", str(CHART), "--set", "monitoring.serviceMonitor.enabled=true",
                     "--set", "metrics.service.enabled=false", check=False)  # fmt: skip

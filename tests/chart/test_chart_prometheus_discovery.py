@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from tests.support.prometheus import (
     ALL_ON,
@@ -72,6 +72,11 @@ def operator_port() -> Iterator[int]:
 def server_port() -> Iterator[int]:
     registry = CollectorRegistry()
     Gauge("kerasop_server_model_ready", "ready", ["model"], registry=registry).labels("m").set(1)
+    # The real server's request counter: its own `endpoint` label names the API called.
+    requests = Counter(
+        "kerasop_server_requests", "requests", ["endpoint", "code"], registry=registry
+    )
+    requests.labels("v1_predict", "200").inc(3)
     yield from metrics_server(registry)
 
 
@@ -215,6 +220,15 @@ def test_prometheus_scrapes_what_the_chart_monitors_select(
 
         (series,) = wait_for("the operator's gauge scraped", scraped, timeout=30)
         assert series["metric"]["namespace"] == TEAM and series["metric"]["name"] == "bad-data"
+        # The server's own `endpoint` label survives (the dashboard's request panels filter
+        # on it), not the PodMonitor target's port name.
+        (served,) = wait_for(
+            "the server's request counter scraped",
+            lambda: prom.query("kerasop_server_requests_total") or None,
+            timeout=30,
+        )
+        assert served["metric"]["endpoint"] == "v1_predict", served["metric"]
+        assert served["metric"]["model_service"] == "svc", served["metric"]
         # The dashboard's namespace variable lists TEAM (from both targets).
         (ns_query,) = [q for t, q in dashboard_panels() if t == "$namespace"]
         found = wait_for(
