@@ -8,7 +8,7 @@ order. ``take`` selects rows (a validation split, a worker's shard).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 
@@ -21,31 +21,36 @@ InputKind = Literal["tabular", "image", "text"]
 
 
 @dataclass(frozen=True, eq=False)
-class ArraySplit:
-    """Features in memory: a table's numeric columns ``x`` (rows x columns, maybe none)
-    plus its categorical columns as strings, or npz images (N x H x W x C)."""
+class LabelledSplit:
+    """What every split has: its labels, one per example."""
 
     y: np.ndarray
-    x: np.ndarray
-    cat: np.ndarray | None = None  # csv: categorical columns as strings, rows x columns
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def with_labels(self, y: np.ndarray) -> Self:
+        return replace(self, y=y)
+
+
+@dataclass(frozen=True, eq=False)
+class ArraySplit(LabelledSplit):
+    """Features in memory: a table's numeric columns ``x`` (rows x columns, maybe none)
+    plus its categorical columns as strings, or npz images (N x H x W x C)."""
+
+    x: np.ndarray
+    cat: np.ndarray | None = None  # csv: categorical columns as strings, rows x columns
 
     def take(self, index: np.ndarray) -> ArraySplit:
         cat = None if self.cat is None else self.cat[index]
         return ArraySplit(y=self.y[index], x=self.x[index], cat=cat)
 
-    def with_labels(self, y: np.ndarray) -> ArraySplit:
-        return replace(self, y=y)
-
 
 @dataclass(frozen=True, eq=False)
-class StreamedSplit:
+class StreamedSplit(LabelledSplit):
     """Row numbers into a streamed CSV's scratch files: the split holds no features, so
     taking rows only selects row numbers."""
 
-    y: np.ndarray
     stream: CsvStream
     rows: np.ndarray
 
@@ -55,48 +60,28 @@ class StreamedSplit:
         trainer reads batches with :func:`~kerasop_trainer.data.pipeline.dataset`)."""
         return self.stream.read_rows(self.rows)
 
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
     def take(self, index: np.ndarray) -> StreamedSplit:
         return StreamedSplit(y=self.y[index], stream=self.stream, rows=self.rows[index])
 
-    def with_labels(self, y: np.ndarray) -> StreamedSplit:
-        return replace(self, y=y)
-
 
 @dataclass(frozen=True, eq=False)
-class ImageFileSplit:
+class ImageFileSplit(LabelledSplit):
     """Image file paths, decoded per batch by the ``tf.data`` pipeline."""
 
-    y: np.ndarray
     paths: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
 
     def take(self, index: np.ndarray) -> ImageFileSplit:
         return ImageFileSplit(y=self.y[index], paths=self.paths[index])
 
-    def with_labels(self, y: np.ndarray) -> ImageFileSplit:
-        return replace(self, y=y)
-
 
 @dataclass(frozen=True, eq=False)
-class TextSplit:
+class TextSplit(LabelledSplit):
     """One raw string per example; the model's ``TextVectorization`` tokenizes them."""
 
-    y: np.ndarray
     text: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
 
     def take(self, index: np.ndarray) -> TextSplit:
         return TextSplit(y=self.y[index], text=self.text[index])
-
-    def with_labels(self, y: np.ndarray) -> TextSplit:
-        return replace(self, y=y)
 
 
 Split = ArraySplit | StreamedSplit | ImageFileSplit | TextSplit
