@@ -6,7 +6,7 @@
 # go.mod points at ./staging/src/... -- with the published k8s.io/<name> v0.<minor>.<patch> module.
 #
 # Usage: cluster/build-k8s.sh [component ...]
-#   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+#   components: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubeadm
 #   default: kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 #
 # Environment:
@@ -44,7 +44,7 @@ flock 9
 missing=()
 for c in "${COMPONENTS[@]}"; do
   case "$c" in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl) ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kube-proxy|kubectl|kubeadm) ;;
     *) echo "unknown component: $c" >&2; exit 2 ;;
   esac
   if [[ -x "$BIN/$c" && "${KERASOP_K8S_FORCE:-0}" != 1 ]]; then

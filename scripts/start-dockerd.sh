@@ -7,6 +7,10 @@
 # retries with --iptables=false --bridge=none; everything in this project uses
 # host networking, so that fallback loses nothing we need.
 #
+# Where this machine's capability bounding set is short of the full list (this VM lacks
+# CAP_SYS_RESOURCE), privileged containers (kind's nodes) fail in runc; the engine then runs them
+# through cluster/kind/runc-within-bounds, which drops the capabilities the host cannot grant.
+#
 # Environment: DOCKER_HOST (default unix:///var/run/docker.sock),
 #              KERASOP_DOCKERD_LOG (default /var/log/kerasop-dockerd.log),
 #              KERASOP_DOCKERD_ARGS (extra dockerd flags).
@@ -16,6 +20,18 @@ SOCK=${DOCKER_HOST:-unix:///var/run/docker.sock}
 LOG=${KERASOP_DOCKERD_LOG:-/var/log/kerasop-dockerd.log}
 
 ready() { docker -H "$SOCK" info >/dev/null 2>&1; }
+
+# Docker flags for a bounding set short of every capability the kernel knows (none otherwise).
+bounded_runtime_args() {
+    local last mask
+    last=$(cat /proc/sys/kernel/cap_last_cap)
+    mask=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
+    if (( mask != (1 << (last + 1)) - 1 )); then
+        # A copy outside the checkout: the engine outlives it.
+        install -m 0755 "$(dirname "$0")/../cluster/kind/runc-within-bounds" /usr/local/libexec/kerasop-runc
+        echo "--add-runtime kerasop-runc=/usr/local/libexec/kerasop-runc --default-runtime kerasop-runc"
+    fi
+}
 
 wait_ready() { # $1 = pid of the dockerd we started
     for _ in $(seq 1 60); do
@@ -36,7 +52,7 @@ start() { # extra dockerd flags...
     echo "start-dockerd: dockerd --host=$SOCK $* (log: $LOG)" >&2
     # setsid: the engine outlives the shell (or CI step) that started it.
     # shellcheck disable=SC2086
-    setsid dockerd --host="$SOCK" "$@" ${KERASOP_DOCKERD_ARGS:-} >>"$LOG" 2>&1 </dev/null &
+    setsid dockerd --host="$SOCK" "$@" $(bounded_runtime_args) ${KERASOP_DOCKERD_ARGS:-} >>"$LOG" 2>&1 </dev/null &
     wait_ready $!
 }
 

@@ -28,6 +28,8 @@ COREDNS_VERSION="${KERASOP_COREDNS_VERSION:-v1.14.7}"
 CRICTL_VERSION="${KERASOP_CRICTL_VERSION:-v1.34.0}"
 METRICS_SERVER_VERSION="${KERASOP_METRICS_SERVER_VERSION:-v0.8.0}"
 KUBE_ROUTER_VERSION="${KERASOP_KUBE_ROUTER_VERSION:-v2.1.0}"
+ETCD_VERSION="${KERASOP_ETCD_VERSION:-v3.6.5}"
+LOCAL_PATH_VERSION="${KERASOP_LOCAL_PATH_VERSION:-v0.0.30}"
 OUT="$CACHE/node"
 BIN="$OUT/bin"
 IMAGES="$OUT/images"
@@ -137,12 +139,40 @@ build_kube_router() {
   log "kube-router: built in $((SECONDS - t0))s"
 }
 
+# etcd for kubeadm's static pod (kind nodes): its server package under a throw-away main module
+# (the release's own main module carries replace directives, so `go install` of it fails).
+build_etcd() {
+  local tar="$IMAGES/etcd-$ETCD_VERSION.tar"
+  if fresh "$tar" "$HERE/mkimage.py"; then log "etcd: up to date"; return; fi
+  local t0=$SECONDS mod="$OUT/etcd-$ETCD_VERSION"
+  mkdir -p "$mod"
+  printf 'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' >"$mod/main.go"
+  printf 'module kerasop.local/etcd\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$mod/go.mod"
+  (cd "$mod" && "$GO" mod tidy >&2 && CGO_ENABLED=0 "$GO" build -mod=mod -trimpath -ldflags='-s -w' -o "$BIN/etcd" .)
+  python3 "$HERE/mkimage.py" "$tar" "registry.k8s.io/etcd:${ETCD_VERSION#v}-0" \
+    --add "$BIN/etcd:/usr/local/bin/etcd:755" --env PATH=/usr/local/bin:/bin >&2
+  log "etcd: built in $((SECONDS - t0))s"
+}
+
+# Rancher's local-path provisioner, kind's default StorageClass (a directory on the pod's node).
+build_local_path() {
+  local tar="$IMAGES/local-path-provisioner-$LOCAL_PATH_VERSION.tar"
+  if fresh "$tar" "$HERE/mkimage.py"; then log "local-path-provisioner: up to date"; return; fi
+  local t0=$SECONDS
+  GOBIN="$BIN/.local-path-build" CGO_ENABLED=0 "$GO" install -trimpath -ldflags="-s -w" \
+    "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+  mv "$BIN/.local-path-build/local-path-provisioner" "$BIN/local-path-provisioner"; rmdir "$BIN/.local-path-build"
+  python3 "$HERE/mkimage.py" "$tar" "kerasop/local-path-provisioner:${LOCAL_PATH_VERSION#v}" \
+    --add "$BIN/local-path-provisioner:/usr/bin/local-path-provisioner:755" --env PATH=/usr/bin >&2
+  log "local-path-provisioner: built in $((SECONDS - t0))s"
+}
+
 targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause probe coredns provisioner crictl)
 for t in "${targets[@]}"; do
   case "$t" in
     pause) build_pause ;; probe) build_probe ;; coredns) build_coredns ;;
     provisioner) build_provisioner ;; crictl) build_crictl ;; metrics-server) build_metrics_server ;;
-    kube-router) build_kube_router ;;
+    kube-router) build_kube_router ;; etcd) build_etcd ;; local-path-provisioner) build_local_path ;;
     *) echo "unknown image: $t" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Load the project's images (docker-archive tars from scripts/images.sh, in $KERASOP_CACHE/images)
+# into the kind cluster's worker nodes, where the chart's pods run (the control plane is tainted).
+# A tar already loaded into the running cluster and unchanged since is skipped.
+#
+# Usage: cluster/kind/load-images.sh [TAR ...]
+# Environment: KERASOP_CACHE, KERASOP_KIND_NAME (default kerasop).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
+NAME="${KERASOP_KIND_NAME:-kerasop}"
+KIND=$(bash "$HERE/build-kind.sh" | tail -n1)
+log() { echo "[kind-load $(date +%H:%M:%S)] $*" >&2; }
+
+tars=("$@")
+if ((${#tars[@]} == 0)); then
+  shopt -s nullglob
+  tars=("$CACHE"/images/*.tar)
+  shopt -u nullglob
+fi
+workers=$("$KIND" get nodes --name "$NAME" | grep -v control-plane | paste -sd, -)
+cluster_id=$(docker inspect -f '{{.Id}}' "$NAME-control-plane")
+stamps="$CACHE/kind/loaded"
+mkdir -p "$stamps"
+for tar in "${tars[@]}"; do
+  stamp="$stamps/$(basename "$tar").stamp"
+  key="$cluster_id $(stat -c '%s %Y' "$tar")"
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "$key" ]]; then log "$(basename "$tar"): already loaded"; continue; fi
+  t0=$SECONDS
+  "$KIND" load image-archive "$tar" --name "$NAME" --nodes "$workers" >&2
+  echo "$key" >"$stamp"
+  log "$(basename "$tar"): loaded into $workers in $((SECONDS - t0))s"
+done
