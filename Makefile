@@ -8,11 +8,10 @@ export KERASOP_CACHE ?= $(HOME)/.cache/kerasop
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 EXTRAS := operator,runtime,test,lint
 
-CLUSTER ?= local
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds clean images cluster-up cluster-down cluster-smoke e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds clean images cluster-up cluster-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +39,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 # Every tier: unit, component (real kube-apiserver + etcd), docker (compose
-# trains and serves), then e2e on a real single-node cluster. Needs root (the
+# trains and serves), then e2e on a three-node kind cluster. Needs root (the
 # Docker engine and the cluster's node). Static checks first (they take seconds), and the
 # operator's tests once more on the lowest supported dependency versions.
 test: system-deps setup tools
@@ -69,25 +68,18 @@ lint: setup
 images:
 	bash scripts/images.sh save runtime operator serving
 
-# A real single-node Kubernetes from upstream components (cluster/node/README.md).
+# The e2e tier's kind cluster (3 nodes), and its removal.
 cluster-up:
-	bash cluster/up.sh
+	bash cluster/kind/up.sh
 cluster-down:
-	bash cluster/down.sh
-cluster-smoke: cluster-up
-	bash cluster/smoke-test.sh
+	bash cluster/kind/down.sh
 
-# The end-to-end suite: on the local cluster (default) or on kind
-# (CLUSTER=kind: uses your current kind cluster, see docs/e2e.md).
+# The end-to-end suite on kind: one control plane and two workers, node image built here with no
+# registry (cluster/kind/README.md), the project's images loaded into the workers.
 e2e: setup images
-ifeq ($(CLUSTER),kind)
-	kind load docker-image kerasop-runtime:0.1.0 kerasop-operator:0.1.0 kerasop-serving:0.1.0
-	$(PY) -m pytest -m e2e tests/e2e -ra
-else
-	KERASOP_METRICS_SERVER=1 KERASOP_NETWORK_POLICY=1 bash cluster/up.sh
-	bash cluster/load-images.sh
+	bash cluster/kind/up.sh
+	bash cluster/kind/load-images.sh
 	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
-endif
 
 # Images built from a local Debian root; docker compose trains and serves.
 test-docker: setup

@@ -51,6 +51,7 @@ from e2ekit import (
     Helm,
     Kubectl,
     condition,
+    events_in,
     load_example,
     runtime_pod,
     wait_for,
@@ -689,8 +690,32 @@ def data(namespace: E2E) -> E2E:
         timeout=600,
     )
     assert "dense/train.csv" in log and "images/data.csv" in log, log
+    # A node-local volume (kind's "standard" class) pins every pod of the data to its node:
+    # the scenarios that pick a node (f's fake GPU) must pick that one.
+    e2e.node = claim_node(e2e, DATA_CLAIM) or e2e.node
     _session_phase("data PVC filled (kerasop sample-data)", t0)
     return e2e
+
+
+def claim_node(e2e: E2E, claim: str) -> str | None:
+    """The node a claim's volume is bound to by its node affinity (None when it has none)."""
+    k = e2e.kubectl
+    volume = (k.get("pvc", claim, e2e.namespace) or {}).get("spec", {}).get("volumeName")
+    pv = k.get("pv", volume) if volume else None
+    terms = (((pv or {}).get("spec", {}).get("nodeAffinity") or {}).get("required") or {}).get(
+        "nodeSelectorTerms"
+    ) or []
+    hostnames = {
+        value
+        for term in terms
+        for expr in term.get("matchExpressions") or []
+        if expr.get("key") == "kubernetes.io/hostname" and expr.get("operator") == "In"
+        for value in expr.get("values") or []
+    }
+    for node in k.list("nodes"):
+        if node["metadata"]["labels"].get("kubernetes.io/hostname") in hostnames:
+            return node["metadata"]["name"]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -764,6 +789,43 @@ def new_job(
     s["output"] = {"modelName": name, "storage": {"claimName": claim} if claim else {"size": "1Gi"}}
     s.update(spec)
     return base
+
+
+def check_workers_trained_one_model(e2e: E2E, name: str, epochs: int) -> tuple[list[int], int]:
+    """Both pods of a 2-worker job took part and trained one model together: each log has
+    the start event with its own worker index and about half the rows, epochs up to
+    ``epochs``, and the same final (globally reduced) metrics; only worker 0 publishes.
+    Returns the shard sizes and the training rows."""
+    k, ns = e2e.kubectl, e2e.namespace
+    pods = k.list("pods", ns, f"{LABEL_TRAINING_JOB}={name}")
+    by_index: dict[int, list[dict]] = {}
+    for pod in pods:
+        index = int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
+        by_index.setdefault(index, []).append(pod)
+    assert sorted(by_index) == [0, 1], [p["metadata"]["name"] for p in pods]
+    starts, dones = {}, {}
+    for index, group in by_index.items():
+        pod = group[-1]
+        assert pod["status"]["phase"] == "Succeeded", pod["status"]
+        log = k.logs(pod["metadata"]["name"], ns, container="trainer")
+        start = events_in(log, "start")
+        assert start, f"worker {index}: no start event in its log:\n{log[-3000:]}"
+        start = start[-1]
+        assert start["workers"] == 2 and start["workerIndex"] == index, start
+        assert start["backend"] == "jax", start
+        seen = [e["epoch"] for e in events_in(log, "epoch")]
+        assert seen and max(seen) == epochs, f"worker {index} epochs {seen}:\n{log[-3000:]}"
+        starts[index] = start
+        done_events = events_in(log, "done")
+        assert done_events, f"worker {index}: no done event in its log:\n{log[-3000:]}"
+        dones[index] = done_events[-1]
+    shards = [starts[i]["shardSize"] for i in (0, 1)]
+    total = starts[0]["trainRows"]
+    assert all(s > 0 for s in shards) and sum(shards) <= total, (shards, total)
+    assert all(abs(s - total / 2) <= 1 for s in shards), f"uneven shards {shards} of {total}"
+    assert dones[0]["metrics"] == dones[1]["metrics"], f"two models, not one: {dones}"
+    assert dones[0]["modelVersion"] == 1 and dones[1].get("modelVersion") is None, dones
+    return shards, total
 
 
 def exec_json(e2e: E2E, *command: str, timeout: float = 300) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import E2E, new_job
-from e2ekit import LABEL_TRAINING_JOB, events_in
+from conftest import E2E, check_workers_trained_one_model, new_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -41,34 +40,6 @@ def test_e_two_workers_both_train(data: E2E, phase) -> None:
     headless = k.get("service", f"{NAME}-workers", ns)
     assert headless is not None and headless["spec"]["clusterIP"] == "None", headless
 
-    pods = k.list("pods", ns, f"{LABEL_TRAINING_JOB}={NAME}")
-    by_index: dict[int, list[dict]] = {}
-    for pod in pods:
-        index = int(pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"])
-        by_index.setdefault(index, []).append(pod)
-    assert sorted(by_index) == [0, 1], [p["metadata"]["name"] for p in pods]
-
-    starts, dones = {}, {}
-    for index, group in by_index.items():
-        pod = group[-1]
-        assert pod["status"]["phase"] == "Succeeded", pod["status"]
-        log = k.logs(pod["metadata"]["name"], ns, container="trainer")
-        start = events_in(log, "start")
-        assert start, f"worker {index}: no start event in its log:\n{log[-3000:]}"
-        start = start[-1]
-        assert start["workers"] == 2 and start["workerIndex"] == index, start
-        assert start["backend"] == "jax", start
-        epochs = [e["epoch"] for e in events_in(log, "epoch")]
-        assert epochs and max(epochs) == EPOCHS, f"worker {index} epochs {epochs}:\n{log[-3000:]}"
-        starts[index] = start
-        done_events = events_in(log, "done")
-        assert done_events, f"worker {index}: no done event in its log:\n{log[-3000:]}"
-        dones[index] = done_events[-1]
-    shards = [starts[i]["shardSize"] for i in (0, 1)]
-    total = starts[0]["trainRows"]
-    assert all(s > 0 for s in shards) and sum(shards) <= total, (shards, total)
-    assert all(abs(s - total / 2) <= 1 for s in shards), f"uneven shards {shards} of {total}"
-    assert dones[0]["metrics"] == dones[1]["metrics"], f"two models, not one: {dones}"
-    assert dones[0]["modelVersion"] == 1 and dones[1].get("modelVersion") is None, dones
-    phase.note(f"worker shards {shards} of {total} training rows, backend {starts[0]['backend']}")
+    shards, total = check_workers_trained_one_model(e2e, NAME, EPOCHS)
+    phase.note(f"worker shards {shards} of {total} training rows")
     phase("both workers' logs checked")

@@ -1,0 +1,309 @@
+"""Scenario e2: what only a cluster of several nodes shows (kind: a control plane, two workers).
+
+e2a ReadWriteOnce pinning, as docs/operator.md says: every pod using the dense job's claims
+    (trainer, servers, the toolbox) runs on the one node that holds them, and no volume fails
+    to attach there (no Multi-Attach events).
+e2b A two-worker job on shared (ReadWriteMany) storage whose workers are required on different
+    nodes: both train one model together, as in scenario e but across machines.
+e2c Two replicas serving that model from the shared claim land on different nodes (the
+    operator's topology spread), and ``kubectl drain`` of one replica's node under load loses
+    no request; the drained replica comes back on a node that is left.
+e2d A kubelet restart on one replica's node under load (it resets the readiness of every pod
+    on that node, kubernetes#100277) loses no request: the other node's replica serves.
+
+Placement is read from the API (``spec.nodeName``), never inferred from timing. The "shared"
+StorageClass is the kind cluster's stand-in for NFS/CephFS (cluster/kind/manifests/storage.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from conftest import (
+    DENSE,
+    E2E,
+    TOOLBOX,
+    LoadGen,
+    check_workers_trained_one_model,
+    claim_node,
+    new_job,
+)
+from e2ekit import (
+    LABEL_MODEL_SERVICE,
+    LABEL_PART_OF,
+    LABEL_TRAINING_JOB,
+    condition,
+    runtime_pod,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
+
+SHARED_CLASS = "shared"
+SHARED_DATA = "shared-data"
+SPREAD = "dense-spread"
+EPOCHS = 2
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def _workers(e2e: E2E) -> list[str]:
+    """The nodes ordinary pods may run on (Ready, schedulable, no NoSchedule taint)."""
+    names = []
+    for node in e2e.kubectl.list("nodes"):
+        taints = (node.get("spec") or {}).get("taints") or []
+        if (
+            condition(node, "Ready").get("status") == "True"
+            and not node["spec"].get("unschedulable")
+            and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)
+        ):
+            names.append(node["metadata"]["name"])
+    return names
+
+
+@pytest.fixture(scope="module")
+def multinode(data: E2E) -> E2E:
+    workers = _workers(data)
+    assert len(data.kubectl.list("nodes")) >= 3 and len(workers) >= 2, (
+        "scenario e2 needs a cluster with two schedulable workers (make e2e starts kind with"
+        f" three nodes); schedulable: {workers}"
+    )
+    classes = {sc["metadata"]["name"] for sc in data.kubectl.list("storageclass")}
+    assert SHARED_CLASS in classes, f"no {SHARED_CLASS!r} StorageClass (RWX) in {classes}"
+    return data
+
+
+def _node_of(pod: dict[str, Any]) -> str:
+    return pod["spec"].get("nodeName") or ""
+
+
+def test_e2a_rwo_claims_pin_their_pods_to_one_node(
+    multinode: E2E, dense_service: dict, toolbox: str, phase
+) -> None:
+    e2e = multinode
+    k, ns = e2e.kubectl, e2e.namespace
+    job = k.get("kerastrainingjob", DENSE, ns)
+    claims = {"training-data", job["status"]["modelClaimName"]}
+    users = [
+        p
+        for p in k.list("pods", ns)
+        if any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") in claims
+            for v in p["spec"].get("volumes") or []
+        )
+    ]
+    kinds = {
+        "trainer": [p for p in users if LABEL_TRAINING_JOB in p["metadata"]["labels"]],
+        "server": [p for p in users if LABEL_MODEL_SERVICE in p["metadata"]["labels"]],
+        "toolbox": [p for p in users if p["metadata"]["name"] == TOOLBOX],
+    }
+    assert all(kinds.values()), {kind: len(pods) for kind, pods in kinds.items()}
+    placement = {p["metadata"]["name"]: _node_of(p) for p in users}
+    assert len(set(placement.values())) == 1, (
+        f"RWO claims {claims} used on several nodes: {placement}"
+    )
+    held_on = {claim: claim_node(e2e, claim) for claim in claims}
+    assert set(held_on.values()) == set(placement.values()), (held_on, placement)
+    attach = [
+        e
+        for e in k.list("events", ns)
+        if e.get("reason") in ("FailedAttachVolume", "FailedMount")
+        or "Multi-Attach" in (e.get("message") or "")
+    ]
+    assert not attach, [e.get("message") for e in attach]
+    phase.note(
+        f"{len(users)} pods on {next(iter(placement.values()))}, of {len(_workers(e2e))} workers"
+    )
+    phase("RWO pinning checked")
+
+
+@pytest.fixture(scope="module")
+def shared_data(multinode: E2E) -> E2E:
+    """PVC ``shared-data`` (ReadWriteMany, class shared) with the sample dense CSV."""
+    e2e = multinode
+    e2e.kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": SHARED_DATA, "labels": {LABEL_PART_OF: "kerasop-e2e"}},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": SHARED_CLASS,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        e2e.namespace,
+    )
+    log = e2e.run_pod(
+        runtime_pod(
+            "e2e-shared-data-gen",
+            e2e.runtime_image,
+            [
+                "sh",
+                "-c",
+                "kerasop sample-data dense --data-dir /data && wc -l /data/dense/train.csv",
+            ],
+            claims={"/data": (SHARED_DATA, False)},
+        ),
+        timeout=600,
+    )
+    assert "dense/train.csv" in log, log
+    return e2e
+
+
+def test_e2b_two_workers_on_two_nodes_train_one_model(shared_data: E2E, phase) -> None:
+    e2e = shared_data
+    k, ns = e2e.kubectl, e2e.namespace
+    job = new_job(SPREAD, epochs=EPOCHS, workers=2)
+    spec = job["spec"]
+    spec["data"]["volume"] = {"claimName": SHARED_DATA}
+    spec["output"]["storage"] = {
+        "size": "1Gi",
+        "storageClassName": SHARED_CLASS,
+        "accessMode": "ReadWriteMany",
+    }
+    # What a user writes to insist on separate machines: the workers repel each other.
+    spec["scheduling"] = {
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {LABEL_TRAINING_JOB: SPREAD}},
+                        "topologyKey": HOSTNAME,
+                    }
+                ]
+            }
+        }
+    }
+    k.apply(job, ns)
+    done = e2e.wait_job_phase(SPREAD, "Succeeded", timeout=1500)
+    phase("2-worker job on shared storage Succeeded")
+    assert done["status"].get("modelVersion") == 1, json.dumps(done["status"], indent=1)
+    pods = k.list("pods", ns, f"{LABEL_TRAINING_JOB}={SPREAD}")
+    nodes = {p["metadata"]["name"]: _node_of(p) for p in pods}
+    assert len(set(nodes.values())) == 2, f"the workers shared a node: {nodes}"
+    shards, total = check_workers_trained_one_model(e2e, SPREAD, EPOCHS)
+    phase.note(f"workers on {sorted(set(nodes.values()))}, shards {shards} of {total} rows")
+    phase("both workers, two nodes, one model")
+
+
+def test_e2c_replicas_spread_and_a_drain_loses_no_request(
+    shared_data: E2E, toolbox: str, phase
+) -> None:
+    e2e = shared_data
+    k, ns = e2e.kubectl, e2e.namespace
+    assert k.get("kerastrainingjob", SPREAD, ns), "scenario e2c serves the model of e2b"
+    k.apply(
+        {
+            "apiVersion": "kerasop.io/v1alpha1",
+            "kind": "KerasModelService",
+            "metadata": {"name": SPREAD},
+            "spec": {"model": {"trainingJob": SPREAD}, "replicas": 2},
+        },
+        ns,
+    )
+    e2e.wait_service_ready(SPREAD, replicas=2, timeout=600)
+    selector = f"{LABEL_MODEL_SERVICE}={SPREAD}"
+    servers = k.list("pods", ns, selector)
+    placement = {p["metadata"]["name"]: _node_of(p) for p in servers}
+    assert len(set(placement.values())) == 2, f"both replicas on one node: {placement}"
+    phase.note(f"replicas on {sorted(set(placement.values()))}")
+    phase("2 replicas on 2 nodes")
+
+    # Drain the replica's node that does not hold the toolbox (the load's source and the
+    # RWO data claim live there); the Service's cluster IP spares the load DNS lookups while
+    # CoreDNS may move too.
+    toolbox_node = _node_of(k.get("pod", TOOLBOX, ns))
+    victim_node = next(n for n in placement.values() if n != toolbox_node)
+    cluster_ip = k.get("service", SPREAD, ns)["spec"]["clusterIP"]
+    try:
+        with LoadGen(e2e, cluster_ip, SPREAD, tag="drain") as load:
+            time.sleep(8)  # traffic on both replicas before the drain
+            k.run(
+                "drain",
+                victim_node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=300s",
+                timeout=360,
+            )
+            phase("node drained under load")
+
+            def both_ready_elsewhere():
+                pods = k.list("pods", ns, selector)
+                ready = [p for p in pods if condition(p, "Ready").get("status") == "True"]
+                return len(ready) >= 2 and all(_node_of(p) != victim_node for p in ready)
+
+            wait_for(
+                "two Ready replicas off the drained node",
+                both_ready_elsewhere,
+                interval=2,
+                timeout=300,
+                diagnose=e2e.service_diagnose(SPREAD),
+            )
+            result = load.stop()
+    finally:
+        k.run("uncordon", victim_node, check=False)
+    shown = json.dumps(result, indent=1)
+    phase.note(
+        f"load: {result['total']} requests in {result['seconds']}s, {result['failed']} failed"
+    )
+    assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
+    assert result["failed"] == 0, shown
+
+
+def test_e2d_kubelet_restart_under_load_loses_no_request(
+    shared_data: E2E, toolbox: str, phase
+) -> None:
+    e2e = shared_data
+    k, ns = e2e.kubectl, e2e.namespace
+    e2e.wait_service_ready(SPREAD, replicas=2, timeout=600)
+    selector = f"{LABEL_MODEL_SERVICE}={SPREAD}"
+    placement = {p["metadata"]["name"]: _node_of(p) for p in k.list("pods", ns, selector)}
+    if len(set(placement.values())) < 2:
+        # After e2c's drain both replicas share the node that was left; a restart of the
+        # Deployment spreads them again (the operator's topology spread).
+        k.run("rollout", "restart", f"deployment/{SPREAD}", "-n", ns)
+        k.run("rollout", "status", f"deployment/{SPREAD}", "-n", ns, "--timeout=300s", timeout=360)
+        placement = {p["metadata"]["name"]: _node_of(p) for p in k.list("pods", ns, selector)}
+    assert len(set(placement.values())) == 2, f"both replicas on one node: {placement}"
+    node = next(iter(placement.values()))
+    restarts = 0
+    with LoadGen(
+        e2e, k.get("service", SPREAD, ns)["spec"]["clusterIP"], SPREAD, tag="kubelet"
+    ) as load:
+        time.sleep(8)
+        # kind's node is a container of the same name: its kubelet is a systemd unit in it.
+        for _ in range(2):
+            subprocess.run(
+                ["docker", "exec", node, "systemctl", "restart", "kubelet"], check=True, timeout=60
+            )
+            restarts += 1
+            time.sleep(15)
+        wait_for(
+            "both replicas Ready again",
+            lambda: (
+                len(
+                    [
+                        p
+                        for p in k.list("pods", ns, selector)
+                        if condition(p, "Ready").get("status") == "True"
+                    ]
+                )
+                >= 2
+            ),
+            interval=2,
+            timeout=300,
+            diagnose=e2e.service_diagnose(SPREAD),
+        )
+        result = load.stop()
+    shown = json.dumps(result, indent=1)
+    phase.note(
+        f"{restarts} kubelet restarts on {node}: {result['total']} requests, {result['failed']} failed"
+    )
+    assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
+    assert result["failed"] == 0, shown
+    k.delete("kerasmodelservice", SPREAD, ns)
