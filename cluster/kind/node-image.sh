@@ -107,8 +107,7 @@ docker exec "$cid" sh -c 'nohup containerd >/tmp/containerd.log 2>&1 &
 for t in "${tars[@]}"; do
   log "importing $(basename "$t")"
   # No unpacking here: the node's /var is a volume at run time, where containerd unpacks on use.
-  docker exec -i "$cid" ctr -n k8s.io images import --all-platforms --no-unpack --digests \
-    --label=io.cri-containerd.pinned=pinned - <"$t" >/dev/null
+  docker exec -i "$cid" ctr -n k8s.io images import --all-platforms --no-unpack --digests - <"$t" >/dev/null
 done
 for pair in "${retag[@]}"; do
   docker exec "$cid" ctr -n k8s.io images tag --force "${pair%%=*}" "${pair#*=}" >/dev/null
