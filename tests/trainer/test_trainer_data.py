@@ -44,7 +44,7 @@ def test_csv_binary_with_split(data_root):
         seed=7,
     )
     assert np.array_equal(d.validation.x, again.validation.x)  # the split is seeded
-    meta = d.input_metadata()
+    meta = d.input_metadata().to_json_dict()
     assert meta["kind"] == "tabular" and meta["shape"] == [784] and len(meta["featureNames"]) == 784
 
 
@@ -144,7 +144,7 @@ def test_npz_tabular_and_images(tmp_path, data_root):
     np.savez(tmp_path / "img.npz", x=np.zeros((6, 8, 8), np.uint8), y=np.array(["a", "b"] * 3))
     d = load_data(spec(format="npz", path="img.npz"), tmp_path, "binary_crossentropy")
     assert d.input_kind == "image" and d.input_shape == (8, 8, 1)
-    assert d.input_metadata()["image"] == {"height": 8, "width": 8, "channels": 1}
+    assert d.input_metadata().to_json_dict()["image"] == {"height": 8, "width": 8, "channels": 1}
 
 
 def test_image_csv_streams_paths(data_root):
@@ -168,7 +168,7 @@ def test_image_csv_streams_paths(data_root):
 def test_image_folder(data_root):
     d = load_data(spec(format="imageFolder", path="folder"), data_root, "categorical_crossentropy")
     assert d.labels.class_names == ["circle", "square", "triangle"] and len(d.train) == 30
-    assert d.output_metadata() == {
+    assert d.output_metadata().to_json_dict() == {
         "kind": "multiclass",
         "shape": [3],
         "classNames": ["circle", "square", "triangle"],

@@ -166,7 +166,7 @@ def test_column_kinds_follow_the_stated_rule(tables, tmp_path):
         ["berlin", "lisbon", "oslo", "rome", "vienna"],
         ["basic", "pro", "team"],
     ]
-    assert data.input_metadata()["categorical"][0] == {
+    assert data.input_metadata().to_json_dict()["categorical"][0] == {
         "column": "city",
         "input": "city",
         "values": 5,

@@ -78,8 +78,8 @@ def test_fitted_sequence_length_follows_the_training_split(reviews):
     )
     assert data.sequence_length_fitted
     assert 7 <= data.sequence_length <= 9  # 6 to 9 words a text, the 95th percentile
-    assert data.input_metadata()["text"]["sequenceLength"] == data.sequence_length
-    assert data.input_metadata()["text"]["sequenceLengthFitted"] is True
+    assert data.input_metadata().to_json_dict()["text"]["sequenceLength"] == data.sequence_length
+    assert data.input_metadata().to_json_dict()["text"]["sequenceLengthFitted"] is True
 
     explicit = DataSpec.model_validate(
         {"format": "text", "path": "reviews.csv", "text": {"sequenceLength": 128}}

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from kerasop.spec import ImageSpec
+from kerasop.store import InputKind, TensorMetadata
 from kerasop_trainer.data import metadata, pipeline
 from kerasop_trainer.data.labels import Labels
-from kerasop_trainer.data.splits import ArraySplit, InputKind, Split, StreamedSplit, TextSplit
+from kerasop_trainer.data.splits import ArraySplit, Split, StreamedSplit, TextSplit
 
 NUMERIC_INPUT = "features"  # input of the numeric columns of a table with categorical ones
 
@@ -75,8 +76,8 @@ class LoadedData:
             self, split, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder
         )
 
-    def input_metadata(self) -> dict[str, Any]:
+    def input_metadata(self) -> TensorMetadata:
         return metadata.input_metadata(self)
 
-    def output_metadata(self) -> dict[str, Any]:
+    def output_metadata(self) -> TensorMetadata:
         return metadata.output_metadata(self)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data.readers.common import column, labels_of, read_table
 from kerasop_trainer.data.splits import Raw, TextSplit
 
@@ -31,7 +32,7 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
     table = np.array(rows, dtype=str)
     labels = labels_of(table, label_idx, spec.label_column, lines, path)
     return Raw(
-        kind="text",
+        kind=InputKind.TEXT,
         shape=(1,),
         examples=TextSplit(y=labels, text=table[:, text_idx]),
         where=str(path),
