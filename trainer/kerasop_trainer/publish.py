@@ -51,9 +51,9 @@ def publish(
     """Write ``model`` as the next version (worker 0), delete the checkpoints, print the
     ``done`` event and return it. ``tensors``: what the model takes and outputs."""
     source = lineage(run.job, run.job_id, run.data_root)
-    metadata = version_metadata(run.job, keras, tensors, metrics, epochs_run)
+    metadata = _version_metadata(run.job, keras, tensors, metrics, epochs_run)
     metadata.lineage = source
-    version, version_path = write_next_version(run, model, metadata, keras.backend.backend())
+    version, version_path = _write_next_version(run, model, metadata, keras.backend.backend())
     run.checkpoints.clear()
     done: dict[str, Any] = {
         "modelName": run.model_name,
@@ -71,7 +71,7 @@ def publish(
     return {"kerasop": "done", **done}
 
 
-def version_metadata(
+def _version_metadata(
     job: KerasTrainingJob,
     keras: Any,
     tensors: tuple[TensorMetadata, TensorMetadata],
@@ -90,11 +90,11 @@ def version_metadata(
         spec=job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         versions=_versions(keras),
         saved_model_signature=SAVED_MODEL_SIGNATURE if "savedmodel" in formats else None,
-        user_code=user_code_metadata(job),
+        user_code=_user_code_metadata(job),
     )
 
 
-def user_code_metadata(job: KerasTrainingJob) -> UserCodeMetadata | None:
+def _user_code_metadata(job: KerasTrainingJob) -> UserCodeMetadata | None:
     """The user's modules that ``model.keras`` may need to load (its registered classes).
 
     The server's Keras engine imports exactly these, and only because this says so.
@@ -109,7 +109,7 @@ def user_code_metadata(job: KerasTrainingJob) -> UserCodeMetadata | None:
     return UserCodeMetadata(modules=modules, code_path=model.code_path)
 
 
-def write_next_version(
+def _write_next_version(
     run: TrainingRun, model: Any, metadata: ModelMetadata, backend: str
 ) -> tuple[int | None, str | None]:
     """Write the next version atomically (chief only); ``(version, path)`` or ``(None, None)``."""
@@ -118,7 +118,7 @@ def write_next_version(
     version_path: str | None = None
     if workers.is_chief:
         with run.store.new_version(run.model_name) as pending:
-            write_version(model, pending.path, metadata, backend, run.job.spec.output.formats)
+            _write_version(model, pending.path, metadata, backend, run.job.spec.output.formats)
         version = pending.version
         assert version is not None
         version_path = str(run.store.version_dir(run.model_name, version))
@@ -139,7 +139,7 @@ def _versions(keras: Any) -> dict[str, str]:
     }
 
 
-def write_version(
+def _write_version(
     model: Any, directory: Path, metadata: ModelMetadata, backend: str, formats: Sequence[str]
 ) -> None:
     """``model.keras``, the ``formats`` asked for (``savedmodel``: ``saved_model.pb`` and
@@ -147,7 +147,7 @@ def write_version(
 
     ``model.keras`` is written first: under a multi-process distribution saving reads
     the variables collectively, and the other workers join exactly that step
-    (:func:`join_collective_save`). Each export traces the model once, which is why
+    (:func:`.distributed.join_collective_save`). Each export traces the model once, which is why
     only the ones asked for are written.
     """
     keras_file = directory / KERAS_FILE
@@ -162,11 +162,11 @@ def write_version(
             note(f"native SavedModel export failed on {backend} ({exc}); exporting with tensorflow")
             _export_with_tensorflow(keras_file, directory)
     if "onnx" in formats and backend == "tensorflow":
-        write_onnx(model, directory)
+        _write_onnx(model, directory)
     write_json_atomic(directory / METADATA_FILE, metadata.to_json_dict())
 
 
-def write_onnx(model: Any, directory: Path) -> None:
+def _write_onnx(model: Any, directory: Path) -> None:
     """Also write ``model.onnx``: the server then starts in seconds without TensorFlow.
 
     Optional: when the conversion fails the server converts ``model.keras`` at load.

@@ -36,6 +36,7 @@ from kerasop.metric_direction import lower_is_better
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop_trainer import callbacks as optional_callbacks
 from kerasop_trainer import termination
+from kerasop_trainer.data import pipeline
 from kerasop_trainer.distributed import (
     WorkerConfig,
     prepare_environment,
@@ -44,7 +45,7 @@ from kerasop_trainer.distributed import (
 )
 from kerasop_trainer.errors import TrainerError, note
 from kerasop_trainer.publish import publish
-from kerasop_trainer.training_run import TrainingRun, check_job_id, print_event
+from kerasop_trainer.training_run import TrainingRun, print_event
 
 if TYPE_CHECKING:
     from kerasop_trainer.data import LoadedData
@@ -87,20 +88,13 @@ def run(
     :class:`TrainerError` (with an exit code) for failures a user can fix.
     ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
     """
-    check_job_id(job_id)
+    workers = workers or WorkerConfig.from_env()
+    current = TrainingRun(job, job_id, Path(data_root), Path(store_root).absolute(), workers, emit)
     if job.spec.model is None:
         raise TrainerError(
             "spec.script is set: the job runs the user's script (kerasop_trainer.script)",
             EXIT_BAD_SPEC,
         )
-    current = TrainingRun(
-        job,
-        job_id,
-        Path(data_root),
-        Path(store_root).absolute(),
-        workers or WorkerConfig.from_env(),
-        emit,
-    )
     backend = resolve_backend(job, current.workers)
     prepare_environment(job, current.store_root, backend)
     add_code_path(job, current.data_root)
@@ -111,7 +105,9 @@ def run(
     start = build_or_resume(current, keras, prepared.data, mixed)
     has_validation = prepared.data.validation is not None
     monitor = _early_stopping_monitor(current.training, start.metric_names, has_validation)
-    extra_callbacks = announce_start(current, keras, prepared, start, backend, on_batch)
+    tensorboard_dir = _tensorboard_dir(current)
+    current.emit(start_event(current, prepared, start, backend, tensorboard_dir))
+    extra_callbacks = _extra_callbacks(keras, current.training, tensorboard_dir, on_batch)
     epochs_run, last_validation = fit(current, keras, prepared, start, monitor, extra_callbacks)
     metrics = last_validation if last_validation is not None else evaluate(start.model, prepared)
     data = prepared.data
@@ -119,23 +115,12 @@ def run(
     return publish(current, keras, start.model, tensors, metrics, epochs_run)
 
 
-def announce_start(
-    current: TrainingRun,
-    keras: Any,
-    prepared: Prepared,
-    start: Start,
-    backend: str,
-    on_batch: optional_callbacks.BatchHook | None,
-) -> list[Any]:
-    """Print the ``start`` event; return the optional callbacks (TensorBoard, progress bar)."""
-    training, workers, data = current.training, current.workers, prepared.data
-    tensorboard_dir = None
-    if training.tensorboard and workers.is_chief:
-        tensorboard_dir = optional_callbacks.tensorboard_dir(
-            current.store, current.model_name, current.job_id
-        )
+def start_event(
+    current: TrainingRun, prepared: Prepared, start: Start, backend: str, tensorboard: Path | None
+) -> str:
+    workers, data = current.workers, prepared.data
     fields: dict[str, Any] = {
-        "epochs": training.epochs,
+        "epochs": current.training.epochs,
         "resumedFromEpoch": start.initial_epoch,
         "workers": workers.count,
         "workerIndex": workers.index,
@@ -146,15 +131,31 @@ def announce_start(
         "modelName": current.model_name,
         "jobId": current.job_id,
     }
-    if tensorboard_dir is not None:
-        fields["tensorboardPath"] = str(tensorboard_dir.relative_to(current.store_root))
-    current.emit(events.encode("start", **fields))
-    extra_callbacks: list[Any] = []
-    if tensorboard_dir is not None:
-        extra_callbacks.append(optional_callbacks.tensorboard(keras, tensorboard_dir))
+    if tensorboard is not None:
+        fields["tensorboardPath"] = str(tensorboard.relative_to(current.store_root))
+    return events.encode("start", **fields)
+
+
+def _tensorboard_dir(current: TrainingRun) -> Path | None:
+    """Where TensorBoard logs go when ``training.tensorboard`` asks for them (worker 0)."""
+    if not (current.training.tensorboard and current.workers.is_chief):
+        return None
+    return optional_callbacks.tensorboard_dir(current.store, current.model_name, current.job_id)
+
+
+def _extra_callbacks(
+    keras: Any,
+    training: TrainingSpec,
+    tensorboard: Path | None,
+    on_batch: optional_callbacks.BatchHook | None,
+) -> list[Any]:
+    """The callbacks asked for besides progress: TensorBoard, a caller's progress bar."""
+    extra = []
+    if tensorboard is not None:
+        extra.append(optional_callbacks.tensorboard(keras, tensorboard))
     if on_batch is not None:
-        extra_callbacks.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
-    return extra_callbacks
+        extra.append(optional_callbacks.batch_progress(keras, on_batch, training.epochs))
+    return extra
 
 
 def add_code_path(job: KerasTrainingJob, data_root: Path) -> None:
@@ -185,7 +186,7 @@ def prepare_data(current: TrainingRun) -> Prepared:
     loss = label_loss(job.spec.model, training, current.data_root)
     data = load_data(job.spec.data, current.data_root, loss, seed=data_seed)
     train_rows = len(data.train)
-    data = data.shard(workers.index, workers.count, seed=data_seed)
+    data = pipeline.shard(data, workers.index, workers.count, seed=data_seed)
     local_batch = max(1, training.batch_size // workers.count)
     if workers.count > 1:
         if training.batch_size % workers.count:
@@ -254,7 +255,8 @@ def fit(
     bar) run after the progress reporter."""
     training, workers, checkpoints = current.training, current.workers, current.checkpoints
     data = prepared.data
-    train_ds = data.dataset(
+    train_ds = pipeline.dataset(
+        data,
         data.train,
         prepared.local_batch,
         shuffle=True,
@@ -262,20 +264,7 @@ def fit(
         drop_remainder=workers.count > 1,
     )
     progress = progress_callback(keras, current, start.initial_epoch)
-    callbacks: list[Any] = []
-    if training.early_stopping is not None and monitor is not None:
-        stopping = training.early_stopping
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=monitor,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-                restore_best_weights=stopping.restore_best_weights,
-                mode="min" if lower_is_better(monitor) else "max",
-            )
-        )
-    callbacks.append(progress)
-    callbacks.extend(extra_callbacks)
+    callbacks = [*_early_stopping(keras, training, monitor), progress, *extra_callbacks]
 
     last_validation = None
     if start.initial_epoch < training.epochs and not start.finished:
@@ -313,7 +302,7 @@ def _validation_dataset(prepared: Prepared) -> Any:
     data = prepared.data
     if data.validation is None:
         return None
-    return data.dataset(data.validation, prepared.local_batch)
+    return pipeline.dataset(data, data.validation, prepared.local_batch)
 
 
 def evaluate(model: Any, prepared: Prepared) -> dict[str, float]:
@@ -324,7 +313,8 @@ def evaluate(model: Any, prepared: Prepared) -> dict[str, float]:
             "no validation data (set data.validationPath or validationSplit): the reported "
             "metrics are measured on the training data"
         )
-        eval_ds = prepared.data.dataset(prepared.data.train, prepared.local_batch)
+        data = prepared.data
+        eval_ds = pipeline.dataset(data, data.train, prepared.local_batch)
     return float_metrics(_evaluate(model, eval_ds))
 
 
@@ -379,6 +369,22 @@ def _early_stopping_monitor(
         note(f"earlyStopping watches {base} (no validation data for {es.monitor})")
         return base
     return es.monitor
+
+
+def _early_stopping(keras: Any, training: TrainingSpec, monitor: str | None) -> list[Any]:
+    """Keras' ``EarlyStopping`` as ``training.earlyStopping`` asks (none when unset)."""
+    stopping = training.early_stopping
+    if stopping is None or monitor is None:
+        return []
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            patience=stopping.patience,
+            min_delta=stopping.min_delta,
+            restore_best_weights=stopping.restore_best_weights,
+            mode="min" if lower_is_better(monitor) else "max",
+        )
+    ]
 
 
 def _fit(keras: Any, model: Any, train_ds: Any, callbacks: list[Any], **kwargs: Any) -> None:

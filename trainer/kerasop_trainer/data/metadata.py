@@ -4,36 +4,43 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kerasop.store import CategoricalMetadata, InputKind, TensorMetadata, TextMetadata
+from kerasop.store import CategoricalMetadata, TensorMetadata, TextMetadata
 
 if TYPE_CHECKING:
-    from kerasop_trainer.data.loaded import LoadedData
+    from kerasop_trainer.data.loaded import LoadedData, TableInput, TextInput
 
 
 def input_metadata(data: LoadedData) -> TensorMetadata:
-    kind = data.input_kind
-    meta = TensorMetadata.model_input(kind, data.input_shape)
-    if kind is InputKind.TEXT:
-        meta.text = TextMetadata(
-            column=data.text_column,
-            sequence_length=data.sequence_length,
-            sequence_length_fitted=data.sequence_length_fitted,
-            vocabulary_size=len(data.text_vocabulary or []),
-        )
-    if kind is InputKind.TABULAR:
-        meta.feature_names = data.feature_names
-        meta.standardized = data.standardize
-    if data.categorical_columns:
+    meta = TensorMetadata.model_input(data.input_kind, data.input_shape)
+    if data.table is not None:
+        _describe_table(meta, data.table)
+    if data.text is not None:
+        meta.text = _text(data.text)
+    return meta
+
+
+def _describe_table(meta: TensorMetadata, table: TableInput) -> None:
+    meta.feature_names = table.feature_names
+    meta.standardized = table.standardize
+    if table.categorical_columns:
         # Several named inputs: the numeric columns as one float vector, each
         # categorical column as one raw string.
-        names = data.feature_names or []
-        meta.feature_names = [n for n in names if n not in data.categorical_columns]
+        names = table.feature_names or []
+        meta.feature_names = [n for n in names if n not in table.categorical_columns]
         meta.columns = list(names)
         meta.categorical = [
-            CategoricalMetadata(column=c, input=data.input_name(c), values=len(v))
-            for c, v in zip(data.categorical_columns, data.vocabularies, strict=True)
+            CategoricalMetadata(column=c, input=table.input_name(c), values=len(v))
+            for c, v in zip(table.categorical_columns, table.vocabularies, strict=True)
         ]
-    return meta
+
+
+def _text(text: TextInput) -> TextMetadata:
+    return TextMetadata(
+        column=text.column,
+        sequence_length=text.sequence_length,
+        sequence_length_fitted=text.sequence_length_fitted,
+        vocabulary_size=len(text.vocabulary),
+    )
 
 
 def output_metadata(data: LoadedData) -> TensorMetadata:
