@@ -21,7 +21,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ class _Camel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON object as written to disk."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
 
 class ImageSize(_Camel):
     height: int
@@ -86,15 +91,61 @@ class ImageSize(_Camel):
     channels: int
 
 
-class TensorMetadata(_Camel):
-    """The model's input or output, per row (no batch dimension)."""
+class InputKind(StrEnum):
+    """What a model takes; the server picks how to read a request's rows from it."""
 
-    kind: str | None = None  # input: tabular | image; output: binary | multiclass | regression
+    TABULAR = "tabular"
+    IMAGE = "image"
+    TEXT = "text"
+
+
+class TextMetadata(_Camel):
+    """The ``TextVectorization`` inside a text model (optional fields: older versions)."""
+
+    column: str | None = None
+    sequence_length: int | None = None
+    sequence_length_fitted: bool | None = None  # data.text.sequenceLength unset: fitted
+    vocabulary_size: int | None = None
+
+
+class CategoricalMetadata(_Camel):
+    """One categorical column of a table: a string input of its own."""
+
+    column: str
+    input: str | None = None  # the model input it feeds (older versions: the column's name)
+    values: int | None = None  # vocabulary size
+
+
+class TensorMetadata(_Camel):
+    """The model's input or output, per row (no batch dimension).
+
+    Fields in the order they are written: a version's ``metadata.json`` keeps its bytes.
+    """
+
+    kind: str | None = None  # input: an InputKind; output: binary | multiclass | regression
     shape: list[int | None] | None = None
     dtype: str | None = None
-    feature_names: list[str] | None = None
+    feature_names: list[str] | None = None  # tables with categorical columns: the numeric ones
     image: ImageSize | None = None
     class_names: list[str] | None = None
+    text: TextMetadata | None = None
+    standardized: bool | None = None  # tables: a Normalization layer standardizes the numbers
+    columns: list[str] | None = None  # tables with categorical columns: all, in the CSV's order
+    categorical: list[CategoricalMetadata] | None = None
+
+    @classmethod
+    def model_input(
+        cls, kind: InputKind, shape: Sequence[int | None], **fields: Any
+    ) -> TensorMetadata:
+        """A model's input: text models take raw strings, others numbers; an image's size
+        is its shape."""
+        image = None
+        if kind is InputKind.IMAGE:
+            height, width, channels = shape
+            assert height is not None and width is not None and channels is not None
+            image = ImageSize(height=height, width=width, channels=channels)
+        dtype = "string" if kind is InputKind.TEXT else "float32"
+        return cls(kind=kind, shape=list(shape), dtype=dtype, image=image, **fields)
 
 
 class UserCodeMetadata(_Camel):
@@ -118,10 +169,7 @@ class ModelMetadata(_Camel):
     versions: dict[str, str] = Field(default_factory=dict)
     saved_model_signature: str | None = None
     user_code: UserCodeMetadata | None = None
-
-    def to_json_dict(self) -> dict[str, Any]:
-        """The JSON object as written to disk."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+    lineage: dict[str, Any] | None = None  # the job, spec and data that made the version
 
 
 def read_metadata(version_dir: Path) -> ModelMetadata:

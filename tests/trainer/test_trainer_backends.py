@@ -58,7 +58,7 @@ def test_tensorflow_runs_do_not_load_jax_until_asked() -> None:
     trainer hides it during that import, and code that wants JAX later still gets it."""
     code = (
         "import sys\n"
-        "from kerasop_trainer.train import import_tensorflow_without_jax\n"
+        "from kerasop_trainer.distributed import import_tensorflow_without_jax\n"
         "import_tensorflow_without_jax()\n"
         "import keras\n"
         "print(keras.backend.backend(), 'jaxlib' in sys.modules)\n"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kerasop.spec import DataSpec
-from kerasop_trainer.data import load_data
+from kerasop_trainer.data import load_data, pipeline
 from kerasop_trainer.data.readers import csv_stream
 from kerasop_trainer.errors import TrainerError
 
@@ -42,7 +42,7 @@ def load(tmp_path, seed=3, **kw):
 def rows_of(data, split, **kw):
     """Every (features, label) the split's dataset yields, in order."""
     xs, ys = [], []
-    for x, y in data.dataset(split, 32, **kw):
+    for x, y in pipeline.dataset(data, split, 32, **kw):
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
@@ -72,7 +72,7 @@ def test_streamed_split_yields_exactly_its_rows(tmp_path):
     assert np.array_equal(load(tmp_path, validationSplit=0.2).validation.x, val_x)
     assert not np.array_equal(load(tmp_path, seed=4, validationSplit=0.2).validation.x, val_x)
     # Each epoch another order, the same rows.
-    ds = d.dataset(d.train, 32, shuffle=True, seed=5)
+    ds = pipeline.dataset(d, d.train, 32, shuffle=True, seed=5)
     epochs = [np.concatenate([x.numpy()[:, 0] for x, _ in ds]) for _ in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) and list(epochs[0]) != list(epochs[1])
     assert ds.cardinality().numpy() == 13  # 400 / 32, last batch partial
@@ -82,15 +82,15 @@ def test_statistics_are_numpys_over_the_training_rows(tmp_path):
     table = write_table(tmp_path / "t.csv")
     d = load(tmp_path, validationSplit=0.3)
     x = table[d.train.rows, :FEATURES].astype(np.float64)
-    assert d.standardize and d.feature_mean.dtype == np.float64
-    assert np.allclose(d.feature_mean, x.mean(axis=0), rtol=1e-12, atol=1e-9)
-    assert np.allclose(d.feature_variance, x.var(axis=0), rtol=1e-10, atol=1e-9)
+    assert d.table.standardize and d.table.feature_mean.dtype == np.float64
+    assert np.allclose(d.table.feature_mean, x.mean(axis=0), rtol=1e-12, atol=1e-9)
+    assert np.allclose(d.table.feature_variance, x.var(axis=0), rtol=1e-10, atol=1e-9)
 
 
 def test_shards_partition_the_training_rows(tmp_path):
     table = write_table(tmp_path / "t.csv")
     d = load(tmp_path, validationSplit=0.2)
-    parts = [d.shard(i, 3, seed=1) for i in range(3)]
+    parts = [pipeline.shard(d, i, 3, seed=1) for i in range(3)]
     got = []
     for part in parts:
         x, y = rows_of(part, part.train, shuffle=True, seed=2, drop_remainder=True)

@@ -8,7 +8,7 @@ import pytest
 from kerasop.events import EXIT_BAD_DATA, EXIT_MODEL_MISMATCH
 from kerasop.spec import DataSpec
 from kerasop_trainer import sample_data
-from kerasop_trainer.data import ImageFileSplit, load_data
+from kerasop_trainer.data import ImageFileSplit, load_data, pipeline
 from kerasop_trainer.errors import TrainerError
 
 
@@ -36,7 +36,7 @@ def test_csv_binary_with_split(data_root):
     assert d.input_shape == (784,) and d.input_kind == "tabular"
     assert d.train.x.dtype == np.float32 and d.train.y.shape == (1600, 1)
     assert d.labels.class_names == ["0", "1"] and d.labels.units == 1
-    assert d.feature_names[:2] == ["f0", "f1"] and "label" not in d.feature_names
+    assert d.table.feature_names[:2] == ["f0", "f1"] and "label" not in d.table.feature_names
     again = load_data(
         spec(format="csv", path="dense.csv", validationSplit=0.2),
         data_root,
@@ -44,7 +44,7 @@ def test_csv_binary_with_split(data_root):
         seed=7,
     )
     assert np.array_equal(d.validation.x, again.validation.x)  # the split is seeded
-    meta = d.input_metadata()
+    meta = d.input_metadata().to_json_dict()
     assert meta["kind"] == "tabular" and meta["shape"] == [784] and len(meta["featureNames"]) == 784
 
 
@@ -125,9 +125,9 @@ def test_numeric_csv_fast_reader_matches_the_python_reader(tmp_path, monkeypatch
             a, b = getattr(fast, split), getattr(slow, split)
             assert a.x.dtype == b.x.dtype == np.float32 and np.array_equal(a.x, b.x)
             assert a.y.dtype == b.y.dtype and np.array_equal(a.y, b.y)
-        assert fast.labels == slow.labels and fast.feature_names == slow.feature_names
-        assert np.allclose(fast.feature_mean, slow.feature_mean)
-        assert np.allclose(fast.feature_variance, slow.feature_variance)
+        assert fast.labels == slow.labels and fast.table.feature_names == slow.table.feature_names
+        assert np.allclose(fast.table.feature_mean, slow.table.feature_mean)
+        assert np.allclose(fast.table.feature_variance, slow.table.feature_variance)
     # A row with an extra field is not silently accepted by the fast reader.
     write(tmp_path / "x.csv", "a,b,label\n1,2,0\n3,4,1,9\n")
     assert "line 3 has 4 fields" in _bad(tmp_path, {"format": "csv", "path": "x.csv"})
@@ -144,7 +144,7 @@ def test_npz_tabular_and_images(tmp_path, data_root):
     np.savez(tmp_path / "img.npz", x=np.zeros((6, 8, 8), np.uint8), y=np.array(["a", "b"] * 3))
     d = load_data(spec(format="npz", path="img.npz"), tmp_path, "binary_crossentropy")
     assert d.input_kind == "image" and d.input_shape == (8, 8, 1)
-    assert d.input_metadata()["image"] == {"height": 8, "width": 8, "channels": 1}
+    assert d.input_metadata().to_json_dict()["image"] == {"height": 8, "width": 8, "channels": 1}
 
 
 def test_image_csv_streams_paths(data_root):
@@ -160,7 +160,7 @@ def test_image_csv_streams_paths(data_root):
     )
     assert isinstance(d.train, ImageFileSplit)  # paths: nothing decoded up front
     assert d.input_shape == (16, 20, 3) and d.labels.class_names == ["circle", "square"]
-    batch_x, _ = next(iter(d.dataset(d.train, 4)))
+    batch_x, _ = next(iter(pipeline.dataset(d, d.train, 4)))
     assert tuple(batch_x.shape) == (4, 16, 20, 3) and batch_x.dtype.name == "float32"
     assert float(batch_x.numpy().max()) > 100  # raw 0..255 pixels; preprocessing is in the model
 
@@ -168,7 +168,7 @@ def test_image_csv_streams_paths(data_root):
 def test_image_folder(data_root):
     d = load_data(spec(format="imageFolder", path="folder"), data_root, "categorical_crossentropy")
     assert d.labels.class_names == ["circle", "square", "triangle"] and len(d.train) == 30
-    assert d.output_metadata() == {
+    assert d.output_metadata().to_json_dict() == {
         "kind": "multiclass",
         "shape": [3],
         "classNames": ["circle", "square", "triangle"],
@@ -177,7 +177,7 @@ def test_image_folder(data_root):
 
 def test_shard_gives_equal_disjoint_parts(data_root):
     d = load_data(spec(format="csv", path="small.csv"), data_root, "binary_crossentropy")
-    parts = [d.shard(i, 3, seed=1).train for i in range(3)]
+    parts = [pipeline.shard(d, i, 3, seed=1).train for i in range(3)]
     assert {len(p) for p in parts} == {133}
     rows = np.concatenate([p.x for p in parts])
     assert len(np.unique(rows, axis=0)) == 399

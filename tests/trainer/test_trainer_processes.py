@@ -201,10 +201,10 @@ def test_cli_chooses_the_backend_before_keras_is_imported(tmp_path):
     spec = _write_spec(tmp_path / "job.json", job)
     code = (
         "import os, sys\n"
-        "from kerasop_trainer import main, train, data, model, sample_data\n"
+        "from kerasop_trainer import main, distributed, data, model, sample_data\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'imported early'\n"
         "job = main.load_job(sys.argv[1])\n"
-        "train.prepare_environment(job, sys.argv[2], train.resolve_backend(job, train.WorkerConfig()))\n"
+        "distributed.prepare_environment(job, sys.argv[2], distributed.resolve_backend(job, distributed.WorkerConfig()))\n"
         "print(os.environ['KERAS_BACKEND'], os.environ['KERAS_HOME'])\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}

@@ -161,12 +161,12 @@ def test_column_kinds_follow_the_stated_rule(tables, tmp_path):
         "binary_crossentropy",
     )
     assert data.categorical_columns == ["city", "plan"]
-    assert data.input_shape == (2,) and data.feature_names == MIXED_FEATURES
-    assert data.vocabularies == [
+    assert data.input_shape == (2,) and data.table.feature_names == MIXED_FEATURES
+    assert data.table.vocabularies == [
         ["berlin", "lisbon", "oslo", "rome", "vienna"],
         ["basic", "pro", "team"],
     ]
-    assert data.input_metadata()["categorical"][0] == {
+    assert data.input_metadata().to_json_dict()["categorical"][0] == {
         "column": "city",
         "input": "city",
         "values": 5,

@@ -76,16 +76,18 @@ def test_fitted_sequence_length_follows_the_training_split(reviews):
         reviews,
         "binary_crossentropy",
     )
-    assert data.sequence_length_fitted
-    assert 7 <= data.sequence_length <= 9  # 6 to 9 words a text, the 95th percentile
-    assert data.input_metadata()["text"]["sequenceLength"] == data.sequence_length
-    assert data.input_metadata()["text"]["sequenceLengthFitted"] is True
+    assert data.text.sequence_length_fitted
+    assert 7 <= data.text.sequence_length <= 9  # 6 to 9 words a text, the 95th percentile
+    assert (
+        data.input_metadata().to_json_dict()["text"]["sequenceLength"] == data.text.sequence_length
+    )
+    assert data.input_metadata().to_json_dict()["text"]["sequenceLengthFitted"] is True
 
     explicit = DataSpec.model_validate(
         {"format": "text", "path": "reviews.csv", "text": {"sequenceLength": 128}}
     )
     data = load_data(explicit, reviews, "binary_crossentropy")
-    assert (data.sequence_length, data.sequence_length_fitted) == (128, False)
+    assert (data.text.sequence_length, data.text.sequence_length_fitted) == (128, False)
 
 
 def test_fitted_sequence_length_is_capped(tmp_path):
@@ -96,7 +98,7 @@ def test_fitted_sequence_length_is_capped(tmp_path):
             writer.writerow([" ".join(["word"] * 2000), i % 2])
     spec = DataSpec.model_validate({"format": "text", "path": "long.csv"})
     data = load_data(spec, tmp_path, "binary_crossentropy")
-    assert data.sequence_length == FITTED_SEQUENCE_CAP
+    assert data.text.sequence_length == FITTED_SEQUENCE_CAP
 
 
 def test_text_defaults_learn_short_texts_and_serve(reviews, tmp_path):

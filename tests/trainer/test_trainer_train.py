@@ -433,7 +433,7 @@ def test_finished_marks_the_last_epochs_checkpoint_without_saving_it_again(tmp_p
     """After fit the last epoch's checkpoint is marked finished, not written a second time."""
     import keras
 
-    from kerasop_trainer.train import Checkpoints
+    from kerasop_trainer.checkpoints import Checkpoints
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoints = Checkpoints(tmp_path / "ckpt")

@@ -37,10 +37,12 @@ from typing import Any
 from kerasop import contracts, events
 from kerasop.events import EXIT_BAD_SPEC
 from kerasop.spec import KerasTrainingJob
-from kerasop.store import ModelStore, model_formats
-from kerasop_trainer import train
-from kerasop_trainer.errors import TrainerError
-from kerasop_trainer.lineage import lineage
+from kerasop.store import InputKind, TensorMetadata
+from kerasop_trainer import distributed, train
+from kerasop_trainer.checkpoints import Checkpoints
+from kerasop_trainer.errors import TrainerError, note
+from kerasop_trainer.publish import publish as publish_version
+from kerasop_trainer.training_run import TrainingRun, check_job_id
 
 __all__ = [
     "callback",
@@ -66,7 +68,7 @@ def job() -> KerasTrainingJob:
 def job_id() -> str:
     """The job's identity (``KERASOP_JOB_ID``): the same across restarts of the job."""
     value = os.environ.get(contracts.ENV_JOB_ID, "")
-    train.check_job_id(value)
+    check_job_id(value)
     return value
 
 
@@ -80,12 +82,12 @@ def store_root() -> Path:
     return Path(os.environ.get(contracts.ENV_STORE_ROOT, contracts.STORE_ROOT)).absolute()
 
 
-def workers() -> train.WorkerConfig:
+def workers() -> distributed.WorkerConfig:
     """This process's place among the job's workers."""
-    return train.WorkerConfig.from_env()
+    return distributed.WorkerConfig.from_env()
 
 
-def join_workers() -> train.WorkerConfig:
+def join_workers() -> distributed.WorkerConfig:
     """Join the job's other workers as the built-in trainer does; return this worker's place.
 
     With several workers (``spec.workers``; the pods get ``KERAS_BACKEND=jax``) this
@@ -97,7 +99,7 @@ def join_workers() -> train.WorkerConfig:
 
     place = workers()
     if place.count > 1:
-        train._init_distribution(keras, place)
+        distributed.init_distribution(keras, place)
     return place
 
 
@@ -106,21 +108,13 @@ def epochs() -> int:
     return job().spec.training.epochs
 
 
-def checkpoints() -> train.Checkpoints:
+def checkpoints() -> Checkpoints:
     """This job's checkpoints (``<store>/<model>/.checkpoints/<job id>/``)."""
-    current = job()
-    directory = ModelStore(store_root()).checkpoint_dir(current.model_name, job_id())
-    place = workers()
-    return train.Checkpoints(
-        directory,
-        chief=place.is_chief,
-        interval_s=current.spec.training.checkpoint_interval_seconds,
-        workers=place.count,
-    )
+    return _run().checkpoints
 
 
-def _emit(line: str) -> None:
-    print(line, flush=True)
+def _run() -> TrainingRun:
+    return TrainingRun(job(), job_id(), data_root(), store_root(), workers())
 
 
 def resume(build: Callable[[], Any]) -> tuple[Any, int]:
@@ -131,28 +125,28 @@ def resume(build: Callable[[], Any]) -> tuple[Any, int]:
     """
     import keras
 
-    current = job()
-    state = checkpoints().latest()
+    current = _run()
+    epochs = current.training.epochs
+    state = current.checkpoints.latest()
     model, initial_epoch = None, 0
     if state is not None:
         try:
             model = keras.saving.load_model(state["path"])
-            initial_epoch = min(state["epoch"], current.spec.training.epochs)
+            initial_epoch = min(state["epoch"], epochs)
         except Exception as exc:
-            train.note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
+            note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
     if model is None:
         model = build()
-    place = workers()
-    _emit(
+    current.emit(
         events.encode(
             "start",
-            epochs=current.spec.training.epochs,
+            epochs=epochs,
             resumedFromEpoch=initial_epoch,
-            workers=place.count,
-            workerIndex=place.index,
+            workers=current.workers.count,
+            workerIndex=current.workers.index,
             backend=keras.backend.backend(),
             modelName=current.model_name,
-            jobId=job_id(),
+            jobId=current.job_id,
             script=True,
         )
     )
@@ -165,9 +159,7 @@ def callback(initial_epoch: int = 0) -> Any:
     event."""
     import keras
 
-    return train.progress_callback(
-        keras, _emit, job().spec.training.epochs, checkpoints(), initial_epoch
-    )
+    return train.progress_callback(keras, _run(), initial_epoch)
 
 
 def publish(
@@ -187,36 +179,10 @@ def publish(
     """
     import keras
 
-    current = job()
-    place = workers()
-    input_meta, output_meta = _describe(model, output_kind, class_names, feature_names)
-    floats = train.float_metrics(metrics or {})
-    ran = epochs_run if epochs_run is not None else current.spec.training.epochs
-    metadata = train.version_metadata(keras, current, input_meta, output_meta, floats, ran)
-    metadata["lineage"] = lineage(current, job_id(), data_root())
-    store = ModelStore(store_root())
-    version, path = train.publish(
-        model,
-        store,
-        current.model_name,
-        metadata,
-        keras.backend.backend(),
-        place,
-        current.spec.output.formats,
-    )
-    checkpoints().clear()
-    done = {
-        "modelName": current.model_name,
-        "modelVersion": version,
-        "modelPath": path,
-        "metrics": floats,
-        "epochsRun": ran,
-        "dataFingerprint": metadata["lineage"]["dataFingerprint"],
-    }
-    if path is not None:
-        done["modelFormats"] = model_formats(Path(path))
-    _emit(events.encode("done", **done))
-    return {"kerasop": "done", **done}
+    current = _run()
+    tensors = _describe(model, output_kind, class_names, feature_names)
+    ran = epochs_run if epochs_run is not None else current.training.epochs
+    return publish_version(current, keras, model, tensors, train.float_metrics(metrics or {}), ran)
 
 
 def _describe(
@@ -224,7 +190,7 @@ def _describe(
     output_kind: str | None,
     class_names: list[str] | None,
     feature_names: list[str] | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[TensorMetadata, TensorMetadata]:
     """metadata.json's ``input`` and ``output`` from the model's own shapes."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise TrainerError(
@@ -234,18 +200,13 @@ def _describe(
         )
     shape = [None if d is None else int(d) for d in tuple(model.inputs[0].shape)[1:]]
     units = int(tuple(model.outputs[0].shape)[-1])
-    input_meta: dict[str, Any] = {"kind": "tabular", "shape": shape, "dtype": "float32"}
-    if len(shape) == 3 and shape[-1] in (1, 3) and None not in shape:
-        input_meta["kind"] = "image"
-        input_meta["image"] = {"height": shape[0], "width": shape[1], "channels": shape[2]}
-    if feature_names is not None:
-        input_meta["featureNames"] = list(feature_names)
+    looks_like_image = len(shape) == 3 and shape[-1] in (1, 3) and None not in shape
+    kind = InputKind.IMAGE if looks_like_image else InputKind.TABULAR
+    model_input = TensorMetadata.model_input(kind, shape, feature_names=feature_names)
     if output_kind is None:
         activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
         output_kind = (
             "multiclass" if units > 1 else ("binary" if activation == "sigmoid" else "regression")
         )
-    output_meta: dict[str, Any] = {"kind": output_kind, "shape": [units]}
-    if class_names is not None:
-        output_meta["classNames"] = list(class_names)
-    return input_meta, output_meta
+    output = TensorMetadata(kind=output_kind, shape=[units], class_names=class_names)
+    return model_input, output

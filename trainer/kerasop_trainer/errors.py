@@ -1,6 +1,9 @@
-"""The one exception type the trainer raises for failures a user can act on."""
+"""What the trainer tells its user: the one exception type for failures a user can act on,
+and notes on what it works around."""
 
 from __future__ import annotations
+
+import sys
 
 from kerasop.events import EXIT_BAD_DATA, FAILURE_REASONS
 
@@ -24,3 +27,8 @@ class TrainerError(Exception):
 
     def __repr__(self) -> str:
         return f"TrainerError({self.message!r}, exit_code={self.exit_code}, reason={self.reason!r})"
+
+
+def note(message: str) -> None:
+    """A human-readable line on stderr (event readers ignore it)."""
+    print(f"kerasop-train: note: {message}", file=sys.stderr, flush=True)

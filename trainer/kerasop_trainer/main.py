@@ -32,6 +32,7 @@ from kerasop.events import (
 from kerasop.spec import KerasTrainingJob, SpecError, load_documents
 from kerasop_trainer.errors import TrainerError
 from kerasop_trainer.termination import Terminated, on_sigterm
+from kerasop_trainer.training_run import print_event
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # the shell's code for "killed by SIGTERM"
 
@@ -134,10 +135,6 @@ def _termination_log_path(arg: str | None) -> str | None:
     return None
 
 
-def _emit(line: str) -> None:
-    print(line, flush=True)
-
-
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the command; return the exit code (``main`` exits with it)."""
     args = _parser().parse_args(argv)
@@ -163,13 +160,13 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
             from kerasop_trainer.script import run_script
 
             done = run_script(
-                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit
+                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=print_event
             )
         else:
             from kerasop_trainer import train
 
             done = train.run(
-                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=_emit
+                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=print_event
             )
         write_termination_log(termination_log, done)
         return EXIT_OK
@@ -196,7 +193,7 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
 
 def _fail(termination_log: str | None, code: int, reason: str, message: str) -> int:
     event = {"kerasop": "failed", "reason": reason, "message": message, "exitCode": code}
-    _emit(termination_message(event, limit=64 * 1024))
+    print_event(termination_message(event, limit=64 * 1024))
     write_termination_log(termination_log, event)
     print(f"kerasop-train: {reason}: {message}", file=sys.stderr, flush=True)
     return code

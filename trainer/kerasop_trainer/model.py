@@ -15,7 +15,7 @@ reloads with ``safe_mode=True``. Nothing from the spec is ever evaluated as code
 layer types map to classes through a fixed table.
 
 Keras must already be imported with the right backend when these functions run
-(``kerasop_trainer.train`` takes care of that).
+(``kerasop_trainer.distributed.start_keras`` takes care of that).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from kerasop.events import (
     EXIT_MODEL_MISMATCH,
 )
 from kerasop.spec import LayerSpec, ModelSpec, TrainingSpec, TransferSpec
-from kerasop_trainer.data import NUMERIC_INPUT, LoadedData
+from kerasop.store import InputKind
+from kerasop_trainer.data import NUMERIC_INPUT, LoadedData, TableInput
 from kerasop_trainer.errors import TrainerError
 
 # Input and StringLookup describe the model's raw input rather than transform a tensor:
@@ -72,32 +73,34 @@ def make_layer(spec: LayerSpec, where: str, data: LoadedData | None = None, **ex
 
     kwargs = spec.keras_kwargs()  # checked against kerasop.spec.LAYER_ARGS when parsed
     if spec.type == "Normalization":
-        if data is None or data.feature_mean is None:
+        table = data.table if data is not None else None
+        if table is None or table.feature_mean is None:
             raise TrainerError(
                 f"{where} (Normalization) needs numeric table data to take its statistics from",
                 EXIT_MODEL_MISMATCH,
             )
-        return standardize_layer(data, name=None)
+        return standardize_layer(table, name=None)
+    text = data.text if data is not None else None
     if spec.type == "Embedding" and "input_dim" not in kwargs:
-        if data is None or data.text_vocabulary is None:
+        if text is None:
             raise TrainerError(
                 f"{where} (Embedding) needs inputDim (the vocabulary size) unless the data "
                 "format is text",
                 EXIT_BAD_SPEC,
             )
-        kwargs["input_dim"] = len(data.text_vocabulary) + 2  # padding and unknown words
-    if spec.type == "Embedding" and data is not None and data.input_kind == "text":
+        kwargs["input_dim"] = len(text.vocabulary) + 2  # padding and unknown words
+    if spec.type == "Embedding" and text is not None:
         # TextVectorization pads with id 0: masked, the pooling and recurrent layers skip it
         # instead of averaging or reading padding. An explicit maskZero is kept.
         kwargs.setdefault("mask_zero", True)
     if spec.type == "CategoryEncoding":
         if "num_tokens" not in kwargs:
-            if data is None or data.text_vocabulary is None:
+            if text is None:
                 raise TrainerError(
                     f"{where} (CategoryEncoding) needs numTokens unless the data format is text",
                     EXIT_BAD_SPEC,
                 )
-            kwargs["num_tokens"] = len(data.text_vocabulary) + 2  # padding and unknown words
+            kwargs["num_tokens"] = len(text.vocabulary) + 2  # padding and unknown words
         kwargs.setdefault("output_mode", "multi_hot")
     if spec.type == "Bidirectional":
         recurrent = getattr(keras.layers, kwargs.pop("cell"))(**kwargs)
@@ -140,21 +143,24 @@ def standardized_front(model: Any, data: LoadedData, name: str = "model") -> Any
 
     So a model file or builder model gets standardized features like ``model.layers``
     does, and the saved model still takes raw rows. Left as it is (and
-    ``data.standardize`` cleared, so the metadata tells the truth) when ``normalize`` is
+    the table's ``standardize`` cleared, so the metadata tells the truth) when ``normalize`` is
     off, the table has categorical columns (the model gets the raw dict), or the data is
     not a table. A model that already has the trainer's ``standardize`` layer (a version
     this trainer published, fine-tuned) is not standardized twice.
     """
     import keras
 
-    if not data.standardize or data.categorical_columns:
-        data.standardize = False
+    table = data.table
+    if table is None:
+        return model
+    if not table.standardize or table.categorical_columns:
+        table.standardize = False
         return model
     if any(layer.name == STANDARDIZE_LAYER for layer in model.layers):
         _note("the model already standardizes its input (a published version): kept as it is")
         return model
     inputs = keras.Input(shape=data.input_shape, name="inputs")
-    outputs = model(standardize_layer(data)(inputs))
+    outputs = model(standardize_layer(table)(inputs))
     front = keras.Model(inputs, outputs, name=_keras_name(name))
     compile_config = model.get_compile_config() if getattr(model, "compiled", False) else None
     if compile_config:
@@ -201,12 +207,13 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     import keras
 
     first, lookup = input_layers(layers, data)  # the spec checked their places
-    if data.categorical_columns or data.input_kind == "text":
+    if data.categorical_columns or data.input_kind is InputKind.TEXT:
         return _build_functional_stack(layers, first, lookup, data, mixed, name)
     model = keras.Sequential(name=_keras_name(name))
     model.add(keras.Input(shape=data.input_shape, name="inputs"))
-    if data.standardize and not any(layer.type == "Normalization" for layer in layers):
-        model.add(standardize_layer(data))
+    table = data.table
+    if table is not None and table.standardize and not _has_normalization(layers):
+        model.add(standardize_layer(table))
     before: tuple[int | None, ...] = (None, *data.input_shape)
     for i, layer_spec in enumerate(layers[first:], start=first):
         where = f"model.layers[{i}]"
@@ -221,7 +228,11 @@ def _build_stack(layers: list[LayerSpec], data: LoadedData, mixed: bool, name: s
     return model
 
 
-def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER) -> Any:
+def _has_normalization(layers: list[LayerSpec]) -> bool:
+    return any(layer.type == "Normalization" for layer in layers)
+
+
+def standardize_layer(table: TableInput, name: str | None = STANDARDIZE_LAYER) -> Any:
     """Per-feature standardization ``(x - mean) / std`` with the training data's statistics.
 
     The statistics come from the whole training split (computed before sharding), so
@@ -233,9 +244,9 @@ def standardize_layer(data: LoadedData, name: str | None = STANDARDIZE_LAYER) ->
     import keras
     import numpy as np
 
-    assert data.feature_mean is not None and data.feature_variance is not None
-    std = np.sqrt(np.maximum(np.asarray(data.feature_variance, dtype="float64"), 1e-7))
-    mean = np.asarray(data.feature_mean, dtype="float64")
+    assert table.feature_mean is not None and table.feature_variance is not None
+    std = np.sqrt(np.maximum(np.asarray(table.feature_variance, dtype="float64"), 1e-7))
+    mean = np.asarray(table.feature_mean, dtype="float64")
     return keras.layers.Rescaling(
         scale=(1 / std).tolist(), offset=(-mean / std).tolist(), name=name
     )
@@ -251,14 +262,16 @@ def table_inputs(data: LoadedData, num_oov_indices: int = 1) -> tuple[dict[str, 
     """
     import keras
 
+    table = data.table
+    assert table is not None  # categorical columns: a table
     inputs: dict[str, Any] = {}
     parts = []
     if data.input_shape[0] > 0:
         numeric = keras.Input(shape=data.input_shape, name=NUMERIC_INPUT)
         inputs[NUMERIC_INPUT] = numeric
-        parts.append(standardize_layer(data)(numeric) if data.standardize else numeric)
-    for column, vocabulary in zip(data.categorical_columns, data.vocabularies, strict=True):
-        name = data.input_name(column)
+        parts.append(standardize_layer(table)(numeric) if table.standardize else numeric)
+    for column, vocabulary in zip(table.categorical_columns, table.vocabularies, strict=True):
+        name = table.input_name(column)
         raw = keras.Input(shape=(1,), dtype="string", name=name)
         inputs[name] = raw
         lookup = keras.layers.StringLookup(
@@ -276,11 +289,13 @@ def text_inputs(data: LoadedData) -> tuple[Any, Any]:
     """The raw string input and ``TextVectorization`` with the training vocabulary."""
     import keras
 
+    text = data.text
+    assert text is not None
     inputs = keras.Input(shape=(1,), dtype="string", name="text")
     vectorize = keras.layers.TextVectorization(
-        vocabulary=data.text_vocabulary,
+        vocabulary=text.vocabulary,
         output_mode="int",
-        output_sequence_length=data.sequence_length,
+        output_sequence_length=text.sequence_length,
         name="vectorize",
     )
     return inputs, vectorize(inputs)
@@ -297,7 +312,7 @@ def _build_functional_stack(
     """Layers after a preprocessing head with named or string inputs (tables, text)."""
     import keras
 
-    if data.input_kind == "text":
+    if data.input_kind is InputKind.TEXT:
         inputs, x = text_inputs(data)
     else:
         oov = lookup.num_oov_indices if lookup is not None else None
@@ -374,7 +389,7 @@ def _build_transfer(
 ) -> Any:
     import keras
 
-    if data.input_kind != "image" or len(data.input_shape) != 3:
+    if data.input_kind is not InputKind.IMAGE or len(data.input_shape) != 3:
         raise TrainerError(
             f"transfer learning from {spec.application} needs image data; "
             f"the data is {data.input_kind} with shape {_shape(data.input_shape)}",

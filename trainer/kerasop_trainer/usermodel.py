@@ -30,7 +30,7 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_MODEL, EXIT_MODEL_MISMATCH, EXIT_USER_CODE
 from kerasop.spec import BuilderSpec, ModelFileSpec
-from kerasop_trainer.data import ImageFileSplit, LoadedData
+from kerasop_trainer.data import ImageFileSplit, LoadedData, pipeline
 from kerasop_trainer.errors import TrainerError
 
 TRACEBACK_FRAMES = 6  # of the user's traceback kept in the failure message
@@ -188,7 +188,7 @@ def check_fits(model: Any, data: LoadedData, what: str) -> None:
     """Run two training rows through ``model`` and check the output against the labels."""
     sample = data.train.take(np.arange(min(2, len(data.train))))
     if isinstance(sample, ImageFileSplit):  # images: decode the two files like the dataset does
-        batch = next(iter(data.dataset(sample, len(sample))))[0]
+        batch = next(iter(pipeline.dataset(data, sample, len(sample))))[0]
     else:
         batch = data.features(sample)
     try:

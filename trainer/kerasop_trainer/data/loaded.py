@@ -1,48 +1,92 @@
-"""What :func:`~kerasop_trainer.data.load_data` returns: the splits and what the model and
-``metadata.json`` need of the data."""
+"""What :func:`~kerasop_trainer.data.load_data` returns: the splits, their labels, and one
+input type per kind of data with what the model and ``metadata.json`` need of it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from kerasop.spec import ImageSpec
-from kerasop_trainer.data import metadata, pipeline
+from kerasop.store import InputKind, TensorMetadata
+from kerasop_trainer.data import metadata
 from kerasop_trainer.data.labels import Labels
-from kerasop_trainer.data.splits import ArraySplit, InputKind, Split, StreamedSplit, TextSplit
+from kerasop_trainer.data.splits import ArraySplit, Split, StreamedSplit, TextSplit
 
 NUMERIC_INPUT = "features"  # input of the numeric columns of a table with categorical ones
 
 
 @dataclass
-class LoadedData:
-    """Training (and validation) examples plus what the model and metadata need."""
+class TableInput:
+    """A table's columns and the preprocessing the model does with them, from the
+    statistics of the whole training split."""
 
-    input_kind: InputKind
+    kind: ClassVar[InputKind] = InputKind.TABULAR
+    feature_names: list[str] | None  # every feature column, in the file's order (npz: None)
+    categorical_columns: list[str] = field(default_factory=list)
+    vocabularies: list[list[str]] = field(default_factory=list)  # one per categorical column
+    standardize: bool = False  # the numeric columns are standardized inside the model
+    feature_mean: np.ndarray | None = None
+    feature_variance: np.ndarray | None = None
+
+    @staticmethod
+    def input_name(column: str) -> str:
+        """The model input of a categorical column (its name, made a valid identifier)."""
+        safe = "".join(c if c.isalnum() or c == "_" else "_" for c in column)
+        return safe if safe and not safe[0].isdigit() else f"c_{safe}"
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    kind: ClassVar[InputKind] = InputKind.IMAGE
+    image: ImageSpec | None  # image files: the size they are decoded at (npz: as stored)
+
+
+@dataclass(frozen=True)
+class TextInput:
+    """The model's ``TextVectorization`` settings, fitted to the training split."""
+
+    kind: ClassVar[InputKind] = InputKind.TEXT
+    column: str
+    vocabulary: list[str]
+    sequence_length: int
+    sequence_length_fitted: bool  # data.text.sequenceLength unset: fitted to the data
+
+
+ModelInput = TableInput | ImageInput | TextInput
+
+
+@dataclass
+class LoadedData:
+    """Training (and validation) examples, their labels and what the model takes."""
+
+    input: ModelInput
     input_shape: tuple[int, ...]
     labels: Labels
     train: Split
     validation: Split | None
-    feature_names: list[str] | None = None
-    image: ImageSpec | None = None
-    # Tables: preprocessing the model does (statistics of the whole training split).
-    standardize: bool = False
-    feature_mean: np.ndarray | None = None
-    feature_variance: np.ndarray | None = None
-    categorical_columns: list[str] = field(default_factory=list)
-    vocabularies: list[list[str]] = field(default_factory=list)
-    # Text: the TextVectorization settings.
-    text_vocabulary: list[str] | None = None
-    sequence_length: int = 0
-    sequence_length_fitted: bool = False  # data.text.sequenceLength unset: fitted to the data
-    text_column: str | None = None
 
-    def input_name(self, column: str) -> str:
-        """The model input of a categorical column (its name, made a valid identifier)."""
-        safe = "".join(c if c.isalnum() or c == "_" else "_" for c in column)
-        return safe if safe and not safe[0].isdigit() else f"c_{safe}"
+    @property
+    def input_kind(self) -> InputKind:
+        return self.input.kind
+
+    @property
+    def table(self) -> TableInput | None:
+        return self.input if isinstance(self.input, TableInput) else None
+
+    @property
+    def text(self) -> TextInput | None:
+        return self.input if isinstance(self.input, TextInput) else None
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        """A table's categorical columns (none for other data)."""
+        return self.table.categorical_columns if self.table is not None else []
+
+    @property
+    def image(self) -> ImageSpec | None:
+        return self.input.image if isinstance(self.input, ImageInput) else None
 
     def features(self, split: ArraySplit | StreamedSplit | TextSplit) -> Any:
         """What the model takes for ``split``: an array, or a dict for mixed tables."""
@@ -50,33 +94,16 @@ class LoadedData:
             return split.text[:, None]
         if isinstance(split, StreamedSplit) or split.cat is None:
             return split.x
+        assert self.table is not None  # categorical columns: a table
         out: dict[str, np.ndarray] = {}
         if split.x.shape[1] > 0:
             out[NUMERIC_INPUT] = split.x
-        for j, column in enumerate(self.categorical_columns):
-            out[self.input_name(column)] = split.cat[:, j : j + 1]
+        for j, column in enumerate(self.table.categorical_columns):
+            out[self.table.input_name(column)] = split.cat[:, j : j + 1]
         return out
 
-    def shard(self, index: int, count: int, seed: int) -> LoadedData:
-        """This worker's share of the training rows (:func:`.pipeline.shard`)."""
-        return pipeline.shard(self, index, count, seed)
-
-    def dataset(
-        self,
-        split: Split,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_remainder: bool = False,
-    ) -> Any:
-        """A batched ``tf.data.Dataset`` of ``(features, label)`` (:func:`.pipeline.dataset`)."""
-        return pipeline.dataset(
-            self, split, batch_size, shuffle=shuffle, seed=seed, drop_remainder=drop_remainder
-        )
-
-    def input_metadata(self) -> dict[str, Any]:
+    def input_metadata(self) -> TensorMetadata:
         return metadata.input_metadata(self)
 
-    def output_metadata(self) -> dict[str, Any]:
+    def output_metadata(self) -> TensorMetadata:
         return metadata.output_metadata(self)

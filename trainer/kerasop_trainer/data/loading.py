@@ -10,12 +10,13 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data import statistics
 from kerasop_trainer.data.labels import encode_labels
-from kerasop_trainer.data.loaded import LoadedData
+from kerasop_trainer.data.loaded import ImageInput, LoadedData, ModelInput
 from kerasop_trainer.data.readers import read
 from kerasop_trainer.data.readers import text as text_reader
-from kerasop_trainer.data.splits import Raw
+from kerasop_trainer.data.splits import Raw, Split, TextSplit
 from kerasop_trainer.errors import TrainerError
 
 
@@ -47,22 +48,23 @@ def load_data(
         validation = train.take(np.sort(order[:n_val]))
         train = train.take(np.sort(order[n_val:]))
 
-    data = LoadedData(
-        input_kind=train_raw.kind,
+    return LoadedData(
+        input=_model_input(spec, train_raw, train),
         input_shape=train_raw.shape,
         labels=labels,
         train=train,
         validation=validation,
-        feature_names=train_raw.feature_names,
-        image=train_raw.image,
-        categorical_columns=list(train_raw.categorical),
     )
 
-    if data.input_kind == "tabular":
-        statistics.fit_table(data, spec.normalize)
-    if data.input_kind == "text":
-        text_reader.fit(data, spec)
-    return data
+
+def _model_input(spec: DataSpec, raw: Raw, train: Split) -> ModelInput:
+    """What the model learns from the training split besides the labels."""
+    if raw.kind is InputKind.TABULAR:
+        return statistics.fit_table(raw, train, spec.normalize)
+    if raw.kind is InputKind.TEXT:
+        assert isinstance(train, TextSplit)
+        return text_reader.fit(train, spec)
+    return ImageInput(raw.image)
 
 
 def _split_size(n: int, fraction: float) -> int:

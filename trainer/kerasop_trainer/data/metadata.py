@@ -2,47 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kerasop.store import CategoricalMetadata, TensorMetadata, TextMetadata
 
 if TYPE_CHECKING:
-    from kerasop_trainer.data.loaded import LoadedData
+    from kerasop_trainer.data.loaded import LoadedData, TableInput, TextInput
 
 
-def input_metadata(data: LoadedData) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "kind": data.input_kind,
-        "shape": list(data.input_shape),
-        "dtype": "string" if data.input_kind == "text" else "float32",
-    }
-    if data.input_kind == "text":
-        out["text"] = {
-            "column": data.text_column,
-            "sequenceLength": data.sequence_length,
-            "sequenceLengthFitted": data.sequence_length_fitted,
-            "vocabularySize": len(data.text_vocabulary or []),
-        }
-    if data.input_kind == "tabular" and data.feature_names is not None:
-        out["featureNames"] = list(data.feature_names)
-    if data.input_kind == "tabular":
-        out["standardized"] = data.standardize
-    if data.categorical_columns:
+def input_metadata(data: LoadedData) -> TensorMetadata:
+    meta = TensorMetadata.model_input(data.input_kind, data.input_shape)
+    if data.table is not None:
+        _describe_table(meta, data.table)
+    if data.text is not None:
+        meta.text = _text(data.text)
+    return meta
+
+
+def _describe_table(meta: TensorMetadata, table: TableInput) -> None:
+    meta.feature_names = table.feature_names
+    meta.standardized = table.standardize
+    if table.categorical_columns:
         # Several named inputs: the numeric columns as one float vector, each
         # categorical column as one raw string.
-        numeric = [n for n in data.feature_names or [] if n not in data.categorical_columns]
-        out["featureNames"] = numeric
-        out["columns"] = list(data.feature_names or [])  # all, in the CSV's order
-        out["categorical"] = [
-            {"column": c, "input": data.input_name(c), "values": len(v)}
-            for c, v in zip(data.categorical_columns, data.vocabularies, strict=True)
+        names = table.feature_names or []
+        meta.feature_names = [n for n in names if n not in table.categorical_columns]
+        meta.columns = list(names)
+        meta.categorical = [
+            CategoricalMetadata(column=c, input=table.input_name(c), values=len(v))
+            for c, v in zip(table.categorical_columns, table.vocabularies, strict=True)
         ]
-    if data.input_kind == "image":
-        h, w, c = data.input_shape
-        out["image"] = {"height": h, "width": w, "channels": c}
-    return out
 
 
-def output_metadata(data: LoadedData) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": data.labels.kind, "shape": [data.labels.units]}
-    if data.labels.class_names is not None:
-        out["classNames"] = list(data.labels.class_names)
-    return out
+def _text(text: TextInput) -> TextMetadata:
+    return TextMetadata(
+        column=text.column,
+        sequence_length=text.sequence_length,
+        sequence_length_fitted=text.sequence_length_fitted,
+        vocabulary_size=len(text.vocabulary),
+    )
+
+
+def output_metadata(data: LoadedData) -> TensorMetadata:
+    labels = data.labels
+    return TensorMetadata(kind=labels.kind, shape=[labels.units], class_names=labels.class_names)

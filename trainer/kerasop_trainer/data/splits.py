@@ -8,16 +8,15 @@ order. ``take`` selects rows (a validation split, a worker's shard).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
 from kerasop.spec import ImageSpec
+from kerasop.store import InputKind
 
 if TYPE_CHECKING:
     from kerasop_trainer.data.readers.csv_stream import CsvStream
-
-InputKind = Literal["tabular", "image", "text"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,32 +4,29 @@ vocabularies (``StringLookup``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from kerasop_trainer.data.splits import ArraySplit, StreamedSplit
-
-if TYPE_CHECKING:
-    from kerasop_trainer.data.loaded import LoadedData
+from kerasop_trainer.data.loaded import TableInput
+from kerasop_trainer.data.splits import ArraySplit, Raw, Split, StreamedSplit
 
 
-def fit_table(data: LoadedData, normalize: bool) -> None:
+def fit_table(raw: Raw, train: Split, normalize: bool) -> TableInput:
     """Mean/variance of the numeric columns and the categorical vocabularies (training split)."""
-    train = data.train
+    table = TableInput(raw.feature_names, categorical_columns=list(raw.categorical))
     if isinstance(train, StreamedSplit):  # streamed: read back a block at a time
-        data.standardize = normalize
-        data.feature_mean, data.feature_variance = train.stream.mean_variance(train.rows)
-        return
+        table.standardize = normalize
+        table.feature_mean, table.feature_variance = train.stream.mean_variance(train.rows)
+        return table
     assert isinstance(train, ArraySplit)
     x = train.x
     if x.shape[1] > 0:
-        data.standardize = normalize
-        data.feature_mean, data.feature_variance = _mean_variance(x)
+        table.standardize = normalize
+        table.feature_mean, table.feature_variance = _mean_variance(x)
     if train.cat is not None:
-        data.vocabularies = [
+        table.vocabularies = [
             sorted(set(train.cat[:, j].tolist())) for j in range(train.cat.shape[1])
         ]
+    return table
 
 
 def _mean_variance(x: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:

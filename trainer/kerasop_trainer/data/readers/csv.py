@@ -15,6 +15,7 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data.readers import csv_stream
 from kerasop_trainer.data.readers.common import column, labels_of, read_table
 from kerasop_trainer.data.splits import ArraySplit, Raw
@@ -48,7 +49,7 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
     cat = np.char.strip(table[:, cat_idx]) if cat_idx else None
     labels = labels_of(table, label_idx, spec.label_column, lines, path)
     return Raw(
-        kind="tabular",
+        kind=InputKind.TABULAR,
         shape=(len(numeric),),
         examples=ArraySplit(y=labels, x=x, cat=cat),
         where=str(path),

@@ -23,6 +23,7 @@ import numpy as np
 
 from kerasop.events import EXIT_INTERNAL
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data.splits import Raw, StreamedSplit
 from kerasop_trainer.errors import TrainerError
 
@@ -250,7 +251,7 @@ def read_numeric_csv(spec: DataSpec, path: Path) -> Raw | None:
     names = [header[i] for i in feature_idx]
     rows = np.arange(stream.rows, dtype=np.int64)
     return Raw(
-        kind="tabular",
+        kind=InputKind.TABULAR,
         shape=(len(names),),
         examples=StreamedSplit(y=labels, stream=stream, rows=rows),
         where=str(path),

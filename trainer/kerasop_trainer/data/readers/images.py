@@ -18,6 +18,7 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data.readers.common import column, read_table
 from kerasop_trainer.data.splits import ImageFileSplit, Raw
 from kerasop_trainer.errors import TrainerError
@@ -87,7 +88,7 @@ def _image_files(
     _check_images(files)
     image = spec.image_or_default()
     return Raw(
-        kind="image",
+        kind=InputKind.IMAGE,
         shape=(image.height, image.width, image.channels),
         examples=ImageFileSplit(
             y=np.array(labels, dtype=str), paths=np.array([str(f) for f in files], dtype=str)

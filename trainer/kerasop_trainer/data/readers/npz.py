@@ -10,6 +10,7 @@ import numpy as np
 
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.spec import DataSpec, ImageSpec
+from kerasop.store import InputKind
 from kerasop_trainer.data.splits import ArraySplit, Raw
 from kerasop_trainer.errors import TrainerError
 
@@ -21,7 +22,10 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
         x = x[:, None]
     if x.ndim == 2:
         return Raw(
-            kind="tabular", shape=(x.shape[1],), examples=ArraySplit(y=y, x=x), where=str(path)
+            kind=InputKind.TABULAR,
+            shape=(x.shape[1],),
+            examples=ArraySplit(y=y, x=x),
+            where=str(path),
         )
     return _images(spec, x, y, path)
 
@@ -106,7 +110,7 @@ def _images(spec: DataSpec, x: np.ndarray, y: np.ndarray, path: Path) -> Raw:
             EXIT_BAD_DATA,
         )
     return Raw(
-        kind="image",
+        kind=InputKind.IMAGE,
         shape=(h, w, c),
         examples=ArraySplit(y=y, x=x),
         where=str(path),

@@ -12,16 +12,14 @@ from __future__ import annotations
 import collections
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kerasop.spec import DataSpec
+from kerasop.store import InputKind
+from kerasop_trainer.data.loaded import TextInput
 from kerasop_trainer.data.readers.common import column, labels_of, read_table
 from kerasop_trainer.data.splits import Raw, TextSplit
-
-if TYPE_CHECKING:
-    from kerasop_trainer.data.loaded import LoadedData
 
 
 def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> Raw:
@@ -31,7 +29,7 @@ def read(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> 
     table = np.array(rows, dtype=str)
     labels = labels_of(table, label_idx, spec.label_column, lines, path)
     return Raw(
-        kind="text",
+        kind=InputKind.TEXT,
         shape=(1,),
         examples=TextSplit(y=labels, text=table[:, text_idx]),
         where=str(path),
@@ -69,14 +67,13 @@ def fitted_sequence_length(texts: np.ndarray) -> int:
     return min(max(length, 1), FITTED_SEQUENCE_CAP)
 
 
-def fit(data: LoadedData, spec: DataSpec) -> None:
+def fit(train: TextSplit, spec: DataSpec) -> TextInput:
     """The model's ``TextVectorization`` settings, from the training split."""
     settings = spec.text_or_default()
-    assert isinstance(data.train, TextSplit)
-    data.text_vocabulary = text_vocabulary(data.train.text, settings.max_tokens)
-    if settings.sequence_length is None:
-        data.sequence_length = fitted_sequence_length(data.train.text)
-        data.sequence_length_fitted = True
-    else:
-        data.sequence_length = settings.sequence_length
-    data.text_column = spec.text_column
+    length = settings.sequence_length
+    return TextInput(
+        column=spec.text_column,
+        vocabulary=text_vocabulary(train.text, settings.max_tokens),
+        sequence_length=fitted_sequence_length(train.text) if length is None else length,
+        sequence_length_fitted=length is None,
+    )

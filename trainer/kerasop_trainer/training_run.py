@@ -1,0 +1,62 @@
+"""One job's training on this worker, as the built-in trainer (:mod:`.train`) and the
+script API (:mod:`.api`) both run it: the job, its volumes, this worker's place, its
+checkpoints, and where its events go."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from kerasop.events import EXIT_BAD_SPEC
+from kerasop.spec import KerasTrainingJob, TrainingSpec
+from kerasop.store import ModelStore
+from kerasop_trainer.checkpoints import Checkpoints
+from kerasop_trainer.distributed import WorkerConfig
+from kerasop_trainer.errors import TrainerError
+
+
+def print_event(line: str) -> None:
+    print(line, flush=True)
+
+
+def check_job_id(job_id: str) -> None:
+    """The job id names a checkpoint folder: one plain path component."""
+    if not job_id or "/" in job_id or job_id in (".", ".."):
+        raise TrainerError(f"bad job id {job_id!r}", EXIT_BAD_SPEC)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    job: KerasTrainingJob
+    job_id: str  # the same across restarts: it finds the checkpoints to resume from
+    data_root: Path
+    store_root: Path  # absolute: event paths are relative to it
+    workers: WorkerConfig
+    emit: Callable[[str], None] = print_event  # every event line
+
+    def __post_init__(self) -> None:
+        check_job_id(self.job_id)
+
+    @property
+    def training(self) -> TrainingSpec:
+        return self.job.spec.training
+
+    @property
+    def model_name(self) -> str:
+        return self.job.model_name
+
+    @property
+    def store(self) -> ModelStore:
+        return ModelStore(self.store_root)
+
+    @cached_property
+    def checkpoints(self) -> Checkpoints:
+        """This job's checkpoints; only worker 0 writes them."""
+        return Checkpoints(
+            self.store.checkpoint_dir(self.model_name, self.job_id),
+            chief=self.workers.is_chief,
+            interval_s=self.training.checkpoint_interval_seconds,
+            workers=self.workers.count,
+        )
