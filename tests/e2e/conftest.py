@@ -370,13 +370,10 @@ def _image_on_node(node: dict[str, Any], image: str) -> bool | None:
     return None if len((node.get("status") or {}).get("images") or []) >= 50 else False
 
 
-def _pick_node(nodes: list[dict[str, Any]]) -> str:
-    """A node ordinary pods land on (kind's control-plane node may carry a NoSchedule taint)."""
-    for node in nodes:
-        taints = (node.get("spec") or {}).get("taints") or []
-        if not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints):
-            return node["metadata"]["name"]
-    return nodes[0]["metadata"]["name"]
+def untainted(node: dict[str, Any]) -> bool:
+    """True when ordinary pods may land on the node (no NoSchedule/NoExecute taint)."""
+    taints = (node.get("spec") or {}).get("taints") or []
+    return not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)
 
 
 def _serving_image_values(image: str) -> list[str]:
@@ -423,11 +420,13 @@ def e2e() -> Iterator[E2E]:
     import json
 
     nodes = json.loads(res.stdout).get("items") or []
+    # The nodes the suite's pods can land on (kind's control plane carries a NoSchedule taint).
     ready = [
         n
         for n in nodes
         if condition(n, "Ready").get("status") == "True"
         and not (n.get("spec") or {}).get("unschedulable")
+        and untainted(n)
     ]
     if not ready:
         pytest.fail(
@@ -473,7 +472,7 @@ def e2e() -> Iterator[E2E]:
         operator_image=operator_image,
         runtime_image=runtime_image,
         serving_image=serving_image,
-        node=_pick_node(ready),
+        node=ready[0]["metadata"]["name"],
         keep=os.environ.get("KERASOP_E2E_KEEP") == "1",
         preexisting_crds={c for c in CRDS if c in existing},
     )

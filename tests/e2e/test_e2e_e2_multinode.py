@@ -31,6 +31,7 @@ from conftest import (
     check_workers_trained_one_model,
     claim_node,
     new_job,
+    untainted,
 )
 from e2ekit import (
     LABEL_MODEL_SERVICE,
@@ -52,16 +53,13 @@ HOSTNAME = "kubernetes.io/hostname"
 
 def _workers(e2e: E2E) -> list[str]:
     """The nodes ordinary pods may run on (Ready, schedulable, no NoSchedule taint)."""
-    names = []
-    for node in e2e.kubectl.list("nodes"):
-        taints = (node.get("spec") or {}).get("taints") or []
-        if (
-            condition(node, "Ready").get("status") == "True"
-            and not node["spec"].get("unschedulable")
-            and not any(t.get("effect") in ("NoSchedule", "NoExecute") for t in taints)
-        ):
-            names.append(node["metadata"]["name"])
-    return names
+    return [
+        node["metadata"]["name"]
+        for node in e2e.kubectl.list("nodes")
+        if condition(node, "Ready").get("status") == "True"
+        and not node["spec"].get("unschedulable")
+        and untainted(node)
+    ]
 
 
 @pytest.fixture(scope="module")
