@@ -3,9 +3,8 @@
 #
 #   etcd-server                          component tier (real kube-apiserver + etcd)
 #   docker.io docker-compose debootstrap docker tier (images from a local Debian root)
-#   containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
-#   iproute2 curl gcc libc6-dev ipset    e2e tier (the local single-node cluster, cluster/up.sh;
-#                                        ipset: kube-router's NetworkPolicy enforcement)
+#   iptables iproute2 gcc libc6-dev      e2e tier (kind's nodes run in Docker: the host's routes into
+#                                        the cluster; the static pause binary of the node image)
 #   python3-venv make openssl lua5.1     set-up, certificates, Argo CD health check test
 #
 # Idempotent: packages already installed are skipped, and with all of them present
@@ -17,8 +16,7 @@ PACKAGES=(
   python3-venv make openssl lua5.1
   etcd-server
   docker.io docker-compose debootstrap
-  containerd runc containernetworking-plugins conntrack socat ebtables ethtool iptables
-  iproute2 curl gcc libc6-dev ipset
+  iptables iproute2 gcc libc6-dev
 )
 
 missing=()

@@ -7,7 +7,7 @@
 #      ipset from an image); also the local-path provisioner's helper (it needs a shell).
 #   3. The node: kubeadm, kubelet and kubectl in /usr/bin, every image kubeadm and the add-ons run
 #      (control plane from cluster/build-k8s.sh, etcd, CoreDNS, pause, metrics-server and the
-#      local-path provisioner from cluster/node/build-node.sh) imported into the node's containerd
+#      local-path provisioner from cluster/addons/build.sh) imported into the node's containerd
 #      under the names kubeadm asks for, the CNI (kube-router) and storage manifests kind applies.
 #      Committed as kerasop/kind-node:<k8s version>-<hash of every input>: an unchanged input set
 #      is not rebuilt.
@@ -48,7 +48,7 @@ flock 9
 
 K8S_BIN=$(bash "$ROOT/cluster/build-k8s.sh" kube-apiserver kube-controller-manager kube-scheduler \
   kubelet kube-proxy kubectl kubeadm | tail -n1)
-NODE_IMAGES=$(bash "$ROOT/cluster/node/build-node.sh" pause coredns metrics-server kube-router etcd \
+NODE_IMAGES=$(bash "$ROOT/cluster/addons/build.sh" pause coredns metrics-server kube-router etcd \
   local-path-provisioner | tail -n1)
 NODE_BIN="$CACHE/node/bin"
 bash "$ROOT/scripts/images.sh" base
@@ -71,7 +71,7 @@ images="$CACHE/kind/images"
 mkdir -p "$images"
 for c in kube-apiserver kube-controller-manager kube-scheduler; do
   if [[ ! -s "$images/$c.tar" || "$K8S_BIN/$c" -nt "$images/$c.tar" ]]; then
-    python3 "$ROOT/cluster/node/mkimage.py" "$images/$c.tar" "registry.k8s.io/$c:$K8S_VERSION" \
+    python3 "$ROOT/cluster/addons/mkimage.py" "$images/$c.tar" "registry.k8s.io/$c:$K8S_VERSION" \
       --add "$K8S_BIN/$c:/usr/local/bin/$c:755" --env PATH=/usr/local/bin >&2
   fi
 done

@@ -1,7 +1,7 @@
 """The chart's NetworkPolicy set: rendered objects select the pods the operator really
 creates and allow only the documented traffic; the API server accepts them.
 
-Traffic under the policies (enforced by kube-router on the local cluster) is e2e
+Traffic under the policies (enforced by kube-router on the kind cluster) is e2e
 scenario b2's (tests/e2e/test_e2e_b2_network_policy.py).
 """
 

@@ -9,7 +9,7 @@ fail the tests with a message that says what to do.
 Session set-up, in order (each step is timed and shown in the summary table):
 
 1. check the cluster: reachable, a Ready node, a default StorageClass, both images on
-   the node (``cluster/load-images.sh`` or ``kind load docker-image`` put them there);
+   the nodes (``cluster/kind/load-images.sh`` or ``kind load docker-image`` put them there);
 2. ``helm install`` charts/keras-operator into ``kerasop-system`` (pull policy
    IfNotPresent, no registry) and wait for the operator;
 3. a test namespace ``kerasop-e2e-<random>`` with a ConfigMap of the in-cluster scripts
@@ -401,9 +401,8 @@ def e2e() -> Iterator[E2E]:
     if not kubeconfig:
         pytest.fail(
             "KUBECONFIG is not set: the e2e tier needs a Kubernetes cluster.\n"
-            "  local cluster: export KUBECONFIG=$(sudo cluster/up.sh | tail -1); "
-            "sudo cluster/load-images.sh; make e2e\n"
-            "  kind:          make e2e CLUSTER=kind   (see docs/e2e.md)",
+            "  make e2e starts the project's kind cluster and loads the images;"
+            " on another cluster, see docs/e2e.md",
             pytrace=False,
         )
     if not Path(kubeconfig.split(os.pathsep)[0]).exists():
@@ -449,7 +448,7 @@ def e2e() -> Iterator[E2E]:
         pytest.fail(
             "\n".join(problems)
             + "\nthe chart uses pull policy IfNotPresent and there is no registry: build the"
-            " images (scripts/images.sh save) and load them (sudo cluster/load-images.sh, or"
+            " images (scripts/images.sh save) and load them (cluster/kind/load-images.sh, or"
             " kind load docker-image <image>)",
             pytrace=False,
         )

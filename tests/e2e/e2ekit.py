@@ -2,7 +2,7 @@
 
 Everything talks to the cluster named by ``KUBECONFIG`` through ``kubectl`` and ``helm``
 subprocesses (the same tools a user types), so the suite runs unchanged against this
-project's local cluster (``cluster/up.sh``) and against kind.
+project's kind cluster (``cluster/kind/up.sh``) and against any other.
 
 Every wait is bounded and, when it runs out, fails with the object's status, the
 namespace's recent events and the logs of the pods involved (see :class:`Diagnostics`).

@@ -10,10 +10,9 @@ API server's endpoint from its EndpointSlice) and applied for the length of the 
 - two trainer workers, which may reach only each other and the cluster DNS, still train one
   model together (the coordinator's address comes from DNS, the collectives go pod to pod).
 
-Needs a CNI or agent that enforces NetworkPolicy: the local cluster runs kube-router's firewall
-(built from its Go module) when started with
-``KERASOP_NETWORK_POLICY=1 cluster/up.sh`` (``make e2e`` does). Without enforcement the denied
-connection gets through and the scenario fails saying so.
+Needs a CNI or agent that enforces NetworkPolicy: the kind cluster of ``make e2e`` runs
+kube-router (built from its Go module) as its CNI, firewall on (cluster/kind/README.md). Without
+enforcement the denied connection gets through and the scenario fails saying so.
 """
 
 from __future__ import annotations
@@ -118,7 +117,7 @@ def test_b2_network_policies_allow_only_the_documented_traffic(
         until(
             e2e,
             f"a connection from namespace {denied} to the model server to be refused"
-            " (is NetworkPolicy enforced? the local cluster needs KERASOP_NETWORK_POLICY=1)",
+            " (is NetworkPolicy enforced? make e2e's kind cluster runs kube-router's firewall)",
             CLIENT,
             denied,
             {server: "BLOCKED"},

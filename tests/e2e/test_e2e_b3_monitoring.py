@@ -5,8 +5,8 @@ Prometheus (built from the Go module github.com/prometheus/prometheus by
 cluster/build-prometheus.sh, the same build as the chart tier's promtool) runs as a process on
 the test host, not as a pod: no image to build and load, and Kubernetes service discovery
 (``kubernetes_sd_configs``) talks to the cluster's API server with the suite's kubeconfig. It
-scrapes pod IPs, so the host must reach the pod network: true on the local cluster (the node's
-bridge is on the host, cluster/up.sh), not on kind (docs/monitoring.md).
+scrapes pod IPs, so the host must reach the pod network: cluster/kind/up.sh routes the pod and
+Service ranges from the host through the kind nodes (docs/monitoring.md).
 
 No Prometheus Operator runs: its ServiceMonitor/PodMonitor translation is done by
 tests/support/prometheus.py on the objects ``helm template`` renders for the installed release,

@@ -1,10 +1,9 @@
 """Scenario f2: a KerasModelService with ``autoscaling`` scales up under in-cluster load and
 back down after it, with zero failed requests.
 
-Needs the metrics API (metrics.k8s.io): the local cluster serves it when started with
-``KERASOP_METRICS_SERVER=1 cluster/up.sh`` (``make e2e`` does; metrics-server is built from its
-Go module, see docs/e2e.md); on kind, install metrics-server. Without it the scenario fails
-and says so, like every other missing prerequisite of the suite.
+Needs the metrics API (metrics.k8s.io): the kind cluster of ``make e2e`` runs metrics-server
+(built from its Go module, cluster/kind/README.md); elsewhere, install metrics-server. Without
+it the scenario fails and says so, like every other missing prerequisite of the suite.
 """
 
 from __future__ import annotations
@@ -34,9 +33,8 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
     k, ns = e2e.kubectl, e2e.namespace
     if not metrics_api_available(e2e):
         pytest.fail(
-            "no metrics.k8s.io in this cluster: start the local one with "
-            "KERASOP_METRICS_SERVER=1 cluster/up.sh (make e2e does), or install "
-            "metrics-server",
+            "no metrics.k8s.io in this cluster: make e2e's kind cluster runs metrics-server"
+            " (cluster/kind/up.sh); elsewhere, install metrics-server",
             pytrace=False,
         )
     svc = load_example("dense-classifier.yaml")["KerasModelService"]

@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
-# Build what the local cluster's node needs besides Kubernetes itself, with no registry and no
-# Docker. Images (one-layer docker-archive tars made by mkimage.py, in ${KERASOP_CACHE}/node/images):
-#   pause        kerasop/pause:local     the pod sandbox: pause.c, gcc -static
-#   probe        kerasop/probe:local     static Go test tool (probe/main.go): HTTP, DNS, files
-#   coredns      kerasop/coredns:<ver>   CoreDNS from its Go module (coredns/main.go: needed plugins)
-# Host binaries (in ${KERASOP_CACHE}/node/bin):
-#   provisioner  kerasop-hostpath-provisioner (provisioner/main.go)
-#   crictl       crictl from the Go module sigs.k8s.io/cri-tools (down.sh uses it to stop pods)
-# Optional (built only when named, or by up.sh with KERASOP_METRICS_SERVER=1 or
-# KERASOP_NETWORK_POLICY=1):
-#   metrics-server  kerasop/metrics-server:<ver>  image, from the Go module sigs.k8s.io/metrics-server
-#   kube-router     host binary (NetworkPolicy enforcement only), from
-#                   github.com/cloudnativelabs/kube-router/v2
+# Build the kind node's add-on images with no registry and no Docker: one-layer docker-archive tars
+# made by mkimage.py, in ${KERASOP_CACHE}/node/images, imported into the node image by
+# cluster/kind/node-image.sh:
+#   pause                   kerasop/pause:local              the pod sandbox: pause.c, gcc -static
+#   coredns                 kerasop/coredns:<ver>            CoreDNS from its Go module (coredns/main.go)
+#   metrics-server          kerasop/metrics-server:<ver>     Go module sigs.k8s.io/metrics-server
+#   etcd                    registry.k8s.io/etcd:<ver>-0     Go module go.etcd.io/etcd/server/v3
+#   local-path-provisioner  kerasop/local-path-provisioner   Go module github.com/rancher/local-path-provisioner
+# and one binary (in ${KERASOP_CACHE}/node/bin), which goes into an image with iptables and ipset:
+#   kube-router             Go module github.com/cloudnativelabs/kube-router/v2
 #
-# Usage: cluster/node/build-node.sh [pause|probe|coredns|provisioner|crictl|metrics-server|kube-router ...]
-#        (default: all but the optional ones)
-# Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_CRICTL_VERSION,
-#              KERASOP_METRICS_SERVER_VERSION, KERASOP_KUBE_ROUTER_VERSION, GO,
+# Usage: cluster/addons/build.sh [pause|coredns|metrics-server|etcd|local-path-provisioner|kube-router ...]
+#        (default: all)
+# Environment: KERASOP_CACHE, KERASOP_COREDNS_VERSION, KERASOP_METRICS_SERVER_VERSION,
+#              KERASOP_KUBE_ROUTER_VERSION, KERASOP_ETCD_VERSION, KERASOP_LOCAL_PATH_VERSION, GO,
 #              KERASOP_NODE_FORCE=1 (rebuild everything).
 # Idempotent: an output is rebuilt only when missing, forced, or older than its sources.
 # Prints the images directory on the last line of stdout.
@@ -25,7 +22,6 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
 COREDNS_VERSION="${KERASOP_COREDNS_VERSION:-v1.14.7}"
-CRICTL_VERSION="${KERASOP_CRICTL_VERSION:-v1.34.0}"
 METRICS_SERVER_VERSION="${KERASOP_METRICS_SERVER_VERSION:-v0.8.0}"
 KUBE_ROUTER_VERSION="${KERASOP_KUBE_ROUTER_VERSION:-v2.1.0}"
 ETCD_VERSION="${KERASOP_ETCD_VERSION:-v3.6.5}"
@@ -37,7 +33,7 @@ GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false" GOTOOLCHAIN=local
 export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 
-log() { echo "[build-node $(date +%H:%M:%S)] $*" >&2; }
+log() { echo "[addons $(date +%H:%M:%S)] $*" >&2; }
 mkdir -p "$BIN" "$IMAGES"
 exec 9>"$OUT/.lock"
 flock 9
@@ -57,15 +53,6 @@ build_pause() {
   python3 "$HERE/mkimage.py" "$IMAGES/pause.tar" kerasop/pause:local \
     --add "$BIN/pause:/pause:755" --entrypoint /pause >&2
   log "pause: built in $((SECONDS - t0))s"
-}
-
-build_probe() {
-  if fresh "$IMAGES/probe.tar" "$HERE/probe/main.go" "$HERE/mkimage.py"; then log "probe: up to date"; return; fi
-  local t0=$SECONDS
-  (cd "$HERE/probe" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' -o "$BIN/probe" main.go)
-  python3 "$HERE/mkimage.py" "$IMAGES/probe.tar" kerasop/probe:local \
-    --add "$BIN/probe:/probe:755" --entrypoint /probe --cmd sleep >&2
-  log "probe: built in $((SECONDS - t0))s"
 }
 
 build_coredns() {
@@ -90,28 +77,6 @@ build_coredns() {
   python3 "$HERE/mkimage.py" "$tar" "kerasop/coredns:${COREDNS_VERSION#v}" \
     --add "$BIN/coredns:/coredns:755" --entrypoint /coredns --port 53/udp --port 53/tcp >&2
   log "coredns: built in $((SECONDS - t0))s"
-}
-
-build_provisioner() {
-  if fresh "$BIN/kerasop-hostpath-provisioner" "$HERE/provisioner/main.go"; then log "provisioner: up to date"; return; fi
-  local t0=$SECONDS
-  (cd "$HERE/provisioner" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags='-s -w' \
-     -o "$BIN/.kerasop-hostpath-provisioner.tmp" main.go)
-  mv "$BIN/.kerasop-hostpath-provisioner.tmp" "$BIN/kerasop-hostpath-provisioner"
-  log "provisioner: built in $((SECONDS - t0))s"
-}
-
-build_crictl() {
-  local dst="$BIN/crictl-$CRICTL_VERSION"
-  if [[ -x "$dst" && "${KERASOP_NODE_FORCE:-0}" != 1 ]]; then log "crictl: up to date"; ln -sfn "${dst##*/}" "$BIN/crictl"; return; fi
-  local t0=$SECONDS
-  # go install of a module version: its go.mod has no replace directives, so this works as is.
-  GOBIN="$BIN/.crictl-build" CGO_ENABLED=0 "$GO" install -trimpath \
-    -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
-    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
-  mv "$BIN/.crictl-build/crictl" "$dst"; rmdir "$BIN/.crictl-build"
-  ln -sfn "${dst##*/}" "$BIN/crictl"
-  log "crictl: built in $((SECONDS - t0))s"
 }
 
 build_metrics_server() {
@@ -167,11 +132,10 @@ build_local_path() {
   log "local-path-provisioner: built in $((SECONDS - t0))s"
 }
 
-targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause probe coredns provisioner crictl)
+targets=("$@"); [[ ${#targets[@]} -gt 0 ]] || targets=(pause coredns metrics-server etcd local-path-provisioner kube-router)
 for t in "${targets[@]}"; do
   case "$t" in
-    pause) build_pause ;; probe) build_probe ;; coredns) build_coredns ;;
-    provisioner) build_provisioner ;; crictl) build_crictl ;; metrics-server) build_metrics_server ;;
+    pause) build_pause ;; coredns) build_coredns ;; metrics-server) build_metrics_server ;;
     kube-router) build_kube_router ;; etcd) build_etcd ;; local-path-provisioner) build_local_path ;;
     *) echo "unknown image: $t" >&2; exit 2 ;;
   esac

@@ -1,9 +1,9 @@
-// A CoreDNS binary with only the plugins the local cluster's DNS needs.
+// A CoreDNS binary with only the plugins the cluster's DNS needs.
 //
 // CoreDNS's own main (github.com/coredns/coredns/coredns.go) imports every plugin through
 // core/plugin, which drags in cloud SDKs (AWS, Azure, GCP) and triples the build time. Plugins
 // register themselves in init(); the execution order comes from dnsserver.Directives, so
-// importing a subset is enough. Built by cluster/node/build-node.sh.
+// importing a subset is enough. Built by cluster/addons/build.sh.
 package main
 
 import (
