@@ -17,17 +17,23 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from kerasop import __version__
 
 from ..arrays import cast, check_rows, dump_json, numeric_array
 from ..errors import ClientError
 from ..images import b64decode, decode_image, image_batch
 from ..signature import Signature
 
+if TYPE_CHECKING:
+    from ..loader import ServedModel
+
 BINARY_HEADER = "Inference-Header-Content-Length"
+SERVER_NAME = "kerasop-server"
 
 # Open Inference Protocol tensor types and the numpy types they carry.
 V2_TYPES: dict[str, str] = {
@@ -321,6 +327,18 @@ def encode_v2_infer_response(
     if not request.binary_output:
         return header, None
     return header + out.astype(out.dtype.newbyteorder("<"), copy=False).tobytes(), len(header)
+
+
+def v2_server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def served_metadata(served: ServedModel) -> dict[str, Any]:
+    """The model metadata of a loaded version."""
+    platform = {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}.get(
+        served.engine.name, served.engine.name
+    )
+    return v2_model_metadata(served.name, served.version, served.signature, platform, served.info())
 
 
 def v2_model_metadata(
