@@ -11,13 +11,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any, Final
 
-from kerasop.spec import ServerSpec
+from kerasop.spec import GRPC_PORT, HTTP_PORT, ServerSpec
 
 # Mount points inside the pods, and the processes' defaults when run outside a pod.
 DATA_ROOT: Final = "/data"
 STORE_ROOT: Final = "/models"
 TERMINATION_LOG: Final = "/dev/termination-log"
-SERVER_PORT: Final = 8080
+SERVER_PORT: Final = HTTP_PORT
+SERVER_GRPC_PORT: Final = GRPC_PORT  # spec.server.grpcPort's default
 
 # The trainer's environment (also set for a script-mode job's own script).
 ENV_SPEC: Final = "KERASOP_SPEC"  # the whole KerasTrainingJob as compact JSON

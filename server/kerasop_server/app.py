@@ -1,4 +1,5 @@
-"""The HTTP layer: routes of both protocols, errors as JSON, metrics.
+"""The HTTP layer: routes of both protocols, errors as JSON, metrics (and, with
+``grpc_port``, the gRPC front end of grpc_app.py on the same event loop).
 
 Every answer to a client mistake is ``4xx {"error": "..."}``; a failure of the
 model itself is ``500 {"error": "..."}``; the server keeps serving either way.
@@ -10,7 +11,7 @@ import functools
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from aiohttp import web
 
@@ -30,9 +31,13 @@ from .protocol.v2 import (
     v2_server_metadata,
 )
 
+if TYPE_CHECKING:
+    from .grpc_app import GrpcFrontEnd
+
 CONFIG = web.AppKey("config", ServerConfig)
 MANAGER = web.AppKey("manager", ModelManager)
 METRICS = web.AppKey("metrics", Metrics)
+GRPC: web.AppKey[GrpcFrontEnd] = web.AppKey("grpc")
 
 # The metrics label of a request, set by handlers that route by hand.
 ENDPOINT: Any = web.RequestKey("endpoint", str) if hasattr(web, "RequestKey") else "endpoint"
@@ -56,6 +61,11 @@ def create_app(
     app[MANAGER] = manager
     app[METRICS] = metrics
     app.cleanup_ctx.append(_manager_lifecycle)
+    if config.grpc_port:
+        from .grpc_app import GrpcFrontEnd  # grpcio is imported only when gRPC is on
+
+        app[GRPC] = GrpcFrontEnd(config, manager, metrics)
+        app.cleanup_ctx.append(_grpc_lifecycle)  # stopped before the manager
     app.router.add_routes(
         [
             web.get("/healthz", healthz, name="healthz"),
@@ -92,6 +102,13 @@ async def _manager_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await manager.start()
     yield
     await manager.stop()
+
+
+async def _grpc_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    front_end = app[GRPC]
+    await front_end.start()
+    yield
+    await front_end.stop()
 
 
 # --------------------------------------------------------------------------
