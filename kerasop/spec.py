@@ -943,7 +943,9 @@ class ServerSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    f"self.grpcPort == 0 || (self.grpcPort >= 1024 && self.grpcPort != {HTTP_PORT})",
+                    # has(): the parent's default object is checked before its own defaults
+                    "!has(self.grpcPort) || self.grpcPort == 0"
+                    f" || (self.grpcPort >= 1024 && self.grpcPort != {HTTP_PORT})",
                     f"grpcPort must be 0 (off) or an unprivileged port other than {HTTP_PORT} (HTTP)",
                     ".grpcPort",
                 ),
