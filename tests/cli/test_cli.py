@@ -43,6 +43,7 @@ def test_server_argv_carries_the_server_settings(tmp_path):
     assert argv[argv.index("--model") + 1] == "dense-classifier"
     assert argv[argv.index("--port") + 1] == "9999"
     assert argv[argv.index("--store-root") + 1] == str(tmp_path)
+    assert argv[argv.index("--grpc-port") + 1] == "8081"  # spec.server.grpcPort's default
     assert "--version" not in argv
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 from serverkit import DENSE, free_port, rows
 
 from kerasop.spec import ServerSpec
@@ -38,6 +39,7 @@ def test_defaults_follow_the_server_spec(monkeypatch) -> None:
     assert config.max_batch_size == spec.max_batch_size
     assert config.batch_timeout_ms == spec.batch_timeout_ms
     assert config.max_request_bytes == spec.max_request_bytes
+    assert config.grpc_port == spec.grpc_port == 8081  # gRPC on unless --grpc-port 0
     assert config.poll_seconds == 2.0
     assert config.engine == "auto"
 
@@ -107,16 +109,18 @@ def test_bad_arguments_exit_2(monkeypatch, argv) -> None:
 
 @contextlib.contextmanager
 def server_process(store: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``kerasop-serve`` as a subprocess on a free port, ready; killed if still running."""
-    port = free_port()
+    """``kerasop-serve`` as a subprocess on free ports (HTTP's in the url, gRPC's in
+    ``proc.grpc_port``), ready; killed if still running."""
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "KERASOP_MODEL": DENSE, "KERASOP_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kerasop_server.main", "--store-root", str(store),
-         "--host", "127.0.0.1", *args],
+         "--host", "127.0.0.1", "--grpc-port", str(grpc_port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
+    proc.grpc_port = grpc_port  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -144,6 +148,12 @@ def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense
         np.testing.assert_allclose(
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
         )
+        # OIP v2 over gRPC on its own port, in the same process
+        tensor = tgrpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        grpc_client = tgrpc.InferenceServerClient(f"127.0.0.1:{proc.grpc_port}")
+        answer = grpc_client.infer(DENSE, [tensor]).as_numpy("output")
+        np.testing.assert_array_equal(answer, np.float32(r.json()["predictions"]))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         output = proc.stdout.read().decode()
