@@ -968,8 +968,9 @@ class ServerSpec(SpecModel):
         ge=0,
         le=65535,
         description=(
-            "Open Inference Protocol v2 over gRPC on this port of the server pod (the"
-            " Service's port 'grpc'); 0 turns gRPC off."
+            "Open Inference Protocol v2 over gRPC (tritonclient.grpc, KServe's"
+            " InferenceGRPCClient; docs/serving.md) on this port of the server pod, behind the"
+            f" Service's port 'grpc' ({GRPC_PORT}); 0 turns gRPC off."
         ),
     )
 
