@@ -163,6 +163,10 @@ def test_typed_contents_give_typed_contents(dense_server) -> None:
 
 
 def test_images_as_pixels_and_encoded_equal_rest(image_server, image_local) -> None:
+    meta = client(image_server).get_model_metadata(IMAGES, as_json=True)
+    assert meta["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": ["-1", str(IMAGE_H), str(IMAGE_W), "3"]}
+    ]  # REST's "parameters" (also_accepts BYTES) has no field in the message
     pixels = np.stack([random_pixels(IMAGE_H, IMAGE_W, IMAGE_C, seed=s) for s in (1, 2)])
     got = grpc_infer(image_server, pixels, "UINT8", model=IMAGES).as_numpy("output")
     np.testing.assert_array_equal(got.ravel(), rest_infer(image_server, pixels, "UINT8", IMAGES))

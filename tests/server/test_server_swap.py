@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import keras
 import pytest
+import tritonclient.grpc
 import tritonclient.grpc.aio as grpc_aio
 from serverkit import (
     DENSE,
@@ -207,7 +208,12 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
     from kerasop_server.runner import BackgroundServer
 
     config = ServerConfig(
-        store_root=tmp_path, model=DENSE, host="127.0.0.1", port=0, poll_seconds=0.1
+        store_root=tmp_path,
+        model=DENSE,
+        host="127.0.0.1",
+        port=0,
+        poll_seconds=0.1,
+        grpc_port=free_port(),
     )
     server = BackgroundServer(config).start(wait_ready=False)
     try:
@@ -219,9 +225,20 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
         r = httpx.post(f"{url}/v1/models/{DENSE}:predict", json={"instances": X.tolist()})
         assert r.status_code == 503 and "not ready" in r.json()["error"]
         assert httpx.get(f"{url}/v1/models/{DENSE}").status_code == 503
+        # gRPC: live, not ready, and an inference is UNAVAILABLE with REST's reason
+        grpc_client = tritonclient.grpc.InferenceServerClient(server.grpc_target)
+        assert grpc_client.is_server_live() and not grpc_client.is_server_ready()
+        assert not grpc_client.is_model_ready(DENSE)
+        tensor = tritonclient.grpc.InferInput("input", [1, FEATURES], "FP32")
+        tensor.set_data_from_numpy(X)
+        with pytest.raises(InferenceServerException) as refused:
+            grpc_client.infer(DENSE, [tensor])
+        assert refused.value.status() == "StatusCode.UNAVAILABLE"
+        assert refused.value.message() == r.json()["error"]
         write_version(tmp_path, DENSE, dense_model(), dense_metadata())
         server.wait_ready(60)
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+        assert grpc_client.is_server_ready() and grpc_client.is_model_ready(DENSE)
     finally:
         server.stop()
 
