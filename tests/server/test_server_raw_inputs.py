@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 from serverkit import free_port, running_server
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from kerasop.spec import KerasTrainingJob
 from kerasop_trainer import sample_data
@@ -159,6 +161,20 @@ def test_mixed_table_served_with_raw_rows_in_both_protocols(store):
         got = tgrpc.InferenceServerClient(server.grpc_target).infer("churn", grpc_columns)
         rest_out = np.asarray(out["data"], dtype=np.float32).reshape(-1, 1)
         np.testing.assert_array_equal(got.as_numpy("output"), rest_out)
+        # ... and in typed contents (Triton's generated messages)
+        request = service_pb2.ModelInferRequest(model_name="churn")
+        for c in TABLE_COLUMNS:
+            tensor = request.inputs.add(name=c, shape=[len(ROWS)])
+            if c in ("city", "plan"):
+                tensor.datatype = "BYTES"
+                tensor.contents.bytes_contents.extend(v.encode() for v in columns[c])
+            else:
+                tensor.datatype = "FP64"
+                tensor.contents.fp64_contents.extend(columns[c])
+        channel = grpc.insecure_channel(server.grpc_target)
+        typed = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        typed_out = np.float32(typed.outputs[0].contents.fp32_contents).reshape(-1, 1)
+        np.testing.assert_array_equal(typed_out, rest_out)
 
         # wrong types and shapes: 4xx with a reason, and the server stays up
         bad = [

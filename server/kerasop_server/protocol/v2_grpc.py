@@ -61,16 +61,6 @@ CONTENTS: dict[str, str] = {
     "BYTES": "bytes_contents",
     "BOOL": "bool_contents",
 }
-# What each field holds: the array is cast (range-checked) to the datatype later, as JSON's.
-_FIELD_DTYPES: dict[str, Any] = {
-    "int_contents": np.int32,
-    "int64_contents": np.int64,
-    "uint_contents": np.uint32,
-    "uint64_contents": np.uint64,
-    "fp32_contents": np.float32,
-    "fp64_contents": np.float64,
-    "bool_contents": np.bool_,
-}
 _CONTENT_FIELDS = sorted(set(CONTENTS.values()))
 
 
@@ -87,8 +77,9 @@ def _parameters(params: Any) -> dict[str, Any]:
 
 
 def _typed_data(tensor: Any, what: str) -> tuple[Any, bytes | None]:
-    """The data of an input given in typed ``contents``: numbers as an array (its
-    ``data``), BYTES elements as a binary chunk (length-prefixed, as REST's)."""
+    """The data of an input given in typed ``contents``: numbers as the list JSON's
+    ``data`` would be (cast and range-checked to the datatype by REST's parser), BYTES
+    elements as a binary chunk (length-prefixed, as REST's binary extension)."""
     given = [f for f in _CONTENT_FIELDS if len(getattr(tensor.contents, f))]
     field = CONTENTS.get(tensor.datatype)
     if given and given != [field]:
@@ -103,7 +94,7 @@ def _typed_data(tensor: Any, what: str) -> tuple[Any, bytes | None]:
     values = getattr(tensor.contents, given[0])
     if tensor.datatype == "BYTES":
         return None, b"".join(struct.pack("<I", len(b)) + b for b in values)
-    return np.array(values, dtype=_FIELD_DTYPES[given[0]]), None
+    return list(values), None
 
 
 def parse_grpc_infer(message: Any, sig: Signature) -> V2Request:
