@@ -7,7 +7,8 @@
 
 Without ``--version`` it serves the latest version and picks up new ones by
 polling the store. Env fallbacks: KERASOP_STORE_ROOT, KERASOP_MODEL,
-KERASOP_MODEL_VERSION, KERASOP_PORT (and KERASOP_ENGINE). See docs/serving.md.
+KERASOP_MODEL_VERSION, KERASOP_PORT, KERASOP_GRPC_PORT (and KERASOP_ENGINE). See
+docs/serving.md.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"env {contracts.ENV_PORT}, default {contracts.SERVER_PORT}",
     )
     contracts.add_server_flags(p)  # --max-batch-size, ..., --max-request-bytes, --grpc-port
+    if os.environ.get(contracts.ENV_GRPC_PORT, "").strip():
+        # The env fallback, as for --port; a server that predates the flag ignores it.
+        p.set_defaults(grpc_port=os.environ[contracts.ENV_GRPC_PORT].strip())
     p.add_argument(
         "--poll-seconds",
         type=float,

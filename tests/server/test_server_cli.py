@@ -49,6 +49,7 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
     monkeypatch.setenv("KERASOP_MODEL", "envmodel")
     monkeypatch.setenv("KERASOP_MODEL_VERSION", "4")
     monkeypatch.setenv("KERASOP_PORT", "9000")
+    monkeypatch.setenv("KERASOP_GRPC_PORT", "0")
     config, _ = parse_args([])
     assert (str(config.store_root), config.model, config.version, config.port) == (
         "/store",
@@ -56,6 +57,8 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
         4,
         9000,
     )
+    assert config.grpc_port == 0
+    assert parse_args(["--grpc-port", "9001"])[0].grpc_port == 9001  # the flag wins
     argv = [
         "--store-root",
         "/s",
