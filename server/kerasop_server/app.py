@@ -66,6 +66,7 @@ def create_app(
 
         app[GRPC] = GrpcFrontEnd(config, manager, metrics)
         app.cleanup_ctx.append(_grpc_lifecycle)  # stopped before the manager
+        app.on_shutdown.append(_grpc_shutdown)
     app.router.add_routes(
         [
             web.get("/healthz", healthz, name="healthz"),
@@ -102,6 +103,10 @@ async def _manager_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await manager.start()
     yield
     await manager.stop()
+
+
+async def _grpc_shutdown(app: web.Application) -> None:
+    app[GRPC].begin_stop()  # as the HTTP listener closes; awaited in _grpc_lifecycle
 
 
 async def _grpc_lifecycle(app: web.Application) -> AsyncIterator[None]:

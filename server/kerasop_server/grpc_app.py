@@ -11,6 +11,7 @@ alerts on ``code`` cover both protocols.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -60,6 +61,7 @@ class GrpcFrontEnd:
         self.metrics = metrics
         self.port: int | None = None  # the bound port, once started
         self._server: Any = None
+        self._stopping: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -91,9 +93,16 @@ class GrpcFrontEnd:
         await server.start()
         self._server = server
 
+    def begin_stop(self) -> None:
+        """Refuse new calls; those in flight get ``shutdown_timeout`` (drained while the
+        REST side drains its own, not after it)."""
+        if self._stopping is None and self._server is not None:
+            self._stopping = asyncio.ensure_future(self._server.stop(self.config.shutdown_timeout))
+
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.stop(self.config.shutdown_timeout)
+        self.begin_stop()
+        if self._stopping is not None:
+            await self._stopping
 
     def _rpc(self, endpoint: str, request_type: str, handler: Handler) -> Any:
         """A unary handler around ``handler``: bytes in (decoded here, so that a malformed

@@ -193,12 +193,19 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
             timeout=60,
         )
 
+    def grpc_infer(port: int) -> np.ndarray:
+        tensor = tgrpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{port}")
+        return client.infer(DENSE, [tensor], client_timeout=60).as_numpy("output")
+
     with server_process(dense_store, "--batch-timeout-ms", str(hold * 1000)) as (proc, url):
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
             arriving = pool.submit(post, slow_body())
             time.sleep(0.5)
             started = time.monotonic()
             answer = pool.submit(post, body)
+            grpc_answer = pool.submit(grpc_infer, proc.grpc_port)  # in the same batch window
             time.sleep(1.0)  # held by the batch window (checked below: it took > 1 s)
             proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
@@ -206,11 +213,13 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
                 assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
                 time.sleep(0.05)
             assert not answer.done(), "the request was answered before the shutdown began"
-            r = answer.result()  # ... and still answers the request it holds
+            r = answer.result()  # ... and still answers the requests it holds
+            grpc_out = grpc_answer.result()
             with contextlib.suppress(httpx.HTTPError):  # the half-sent one may be cut off
                 arriving.result()
         assert time.monotonic() - started >= 1.0
         assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(grpc_out, np.float32(r.json()["predictions"]))
         np.testing.assert_allclose(
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
         )
