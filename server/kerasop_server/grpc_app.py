@@ -12,6 +12,7 @@ alerts on ``code`` cover both protocols.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,18 +75,15 @@ class GrpcFrontEnd:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        handlers = {
-            "ServerLive": self._rpc("grpc_server_live", "ServerLiveRequest", self.server_live),
-            "ServerReady": self._rpc("grpc_server_ready", "ServerReadyRequest", self.server_ready),
-            "ModelReady": self._rpc("grpc_model_ready", "ModelReadyRequest", self.model_ready),
-            "ServerMetadata": self._rpc(
-                "grpc_server_metadata", "ServerMetadataRequest", self.server_metadata
-            ),
-            "ModelMetadata": self._rpc(
-                "grpc_model_metadata", "ModelMetadataRequest", self.model_metadata
-            ),
-            "ModelInfer": self._rpc("grpc_model_infer", "ModelInferRequest", self.model_infer),
+        rpcs: dict[str, Handler] = {
+            "ServerLive": self.server_live,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ServerMetadata": self.server_metadata,
+            "ModelMetadata": self.model_metadata,
+            "ModelInfer": self.model_infer,
         }
+        handlers = {name: self._rpc(name, handler) for name, handler in rpcs.items()}
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         self.port = server.add_insecure_port(
             listen_address(self.config.host, self.config.grpc_port)
@@ -104,10 +102,13 @@ class GrpcFrontEnd:
         if self._stopping is not None:
             await self._stopping
 
-    def _rpc(self, endpoint: str, request_type: str, handler: Handler) -> Any:
-        """A unary handler around ``handler``: bytes in (decoded here, so that a malformed
-        message is a client error like malformed JSON), bytes out, errors and metrics."""
+    def _rpc(self, method: str, handler: Handler) -> Any:
+        """The unary handler of ``method`` around ``handler``: bytes in (decoded here, so
+        that a malformed message is a client error like malformed JSON), bytes out, errors
+        and metrics (endpoint ``grpc_model_infer`` for ``ModelInfer``, ...)."""
+        request_type = f"{method}Request"
         decode = MESSAGES[request_type].FromString
+        endpoint = "grpc" + re.sub(r"([A-Z])", r"_\1", method).lower()
 
         async def call(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             started = time.perf_counter()
