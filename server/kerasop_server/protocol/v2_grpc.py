@@ -34,7 +34,7 @@ def _messages() -> dict[str, Any]:
         resources.files(__package__).joinpath("grpc_predict_v2.pb").read_bytes()
     )
     for proto in files.file:
-        pool.Add(proto)
+        pool.AddSerializedFile(proto.SerializeToString())
     package = pool.FindFileByName(files.file[0].name)
     return {
         name: message_factory.GetMessageClass(descriptor)
