@@ -11,7 +11,7 @@ EXTRAS := operator,runtime,test,lint
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds clean images cluster-up cluster-down e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds protos clean images cluster-up cluster-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,11 @@ test-docker: setup
 
 crds: setup
 	$(PY) -m tools.crdgen
+
+# The model server's OIP gRPC descriptor from its .proto (tools/protogen.py says why a
+# descriptor and not generated modules); tests/server checks it is current.
+protos: setup
+	$(PY) -m tools.protogen
 
 clean:
 	rm -rf $(VENV) .kerasop .pytest_cache

@@ -114,7 +114,10 @@ def start_server(
         "WARNING",
         *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "server"), str(repo)])}
+    # No gRPC port (8081 by default): several servers run side by side; older checkouts
+    # (before gRPC) ignore the variable.
+    path = os.pathsep.join([str(repo / "server"), str(repo)])
+    env = {**os.environ, "PYTHONPATH": path, "KERASOP_GRPC_PORT": "0"}
     proc = subprocess.Popen(argv, env=env)
     return proc, f"http://{HOST}:{port}"
 

@@ -322,7 +322,9 @@ def make_server(
             *kerasop_args,
         ]  # fmt: skip
         path = os.pathsep.join([str(REPO / "server"), str(REPO)])
-        return Server(name, argv, port, case.name, env={"PYTHONPATH": path})
+        # REST cells only: no gRPC port (KServe's default is 8081 too, and peers stay up)
+        env = {"PYTHONPATH": path, "KERASOP_GRPC_PORT": "0"}
+        return Server(name, argv, port, case.name, env=env)
     if name == "naive":
         argv = [sys.executable, str(PEERS / "naive_keras.py"), case.name, str(vdir / "model.keras")]
         return Server(name, [*argv, str(port)], port, case.name)

@@ -11,13 +11,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any, Final
 
-from kerasop.spec import ServerSpec
+from kerasop.spec import GRPC_PORT, HTTP_PORT, ServerSpec
 
 # Mount points inside the pods, and the processes' defaults when run outside a pod.
 DATA_ROOT: Final = "/data"
 STORE_ROOT: Final = "/models"
 TERMINATION_LOG: Final = "/dev/termination-log"
-SERVER_PORT: Final = 8080
+SERVER_PORT: Final = HTTP_PORT
+SERVER_GRPC_PORT: Final = GRPC_PORT  # spec.server.grpcPort's default
 
 # The trainer's environment (also set for a script-mode job's own script).
 ENV_SPEC: Final = "KERASOP_SPEC"  # the whole KerasTrainingJob as compact JSON
@@ -33,6 +34,7 @@ ENV_COORDINATOR: Final = "KERASOP_COORDINATOR"  # host:port of worker 0
 ENV_MODEL: Final = "KERASOP_MODEL"
 ENV_MODEL_VERSION: Final = "KERASOP_MODEL_VERSION"
 ENV_PORT: Final = "KERASOP_PORT"
+ENV_GRPC_PORT: Final = "KERASOP_GRPC_PORT"  # --grpc-port's (0: off)
 ENV_ENGINE: Final = "KERASOP_ENGINE"
 ENV_ROLLOUT_FILE: Final = "KERASOP_ROLLOUT_FILE"
 

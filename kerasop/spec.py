@@ -933,14 +933,54 @@ class AutoscalingSpec(SpecModel):
         return self.target_cpu_utilization
 
 
+# The model server's ports in its pod (kerasop.contracts names the HTTP one SERVER_PORT).
+HTTP_PORT: Final = 8080
+GRPC_PORT: Final = 8081
+
+
 class ServerSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    # has(): the parent's default object is checked before its own defaults
+                    "!has(self.grpcPort) || self.grpcPort == 0"
+                    f" || (self.grpcPort >= 1024 && self.grpcPort != {HTTP_PORT})",
+                    f"grpcPort must be 0 (off) or an unprivileged port other than {HTTP_PORT} (HTTP)",
+                    ".grpcPort",
+                ),
+            ]
+        }
+    )
+
     max_batch_size: int = Field(32, ge=1, le=4096, description="Dynamic batching: rows per batch.")
     batch_timeout_ms: float = Field(
         2.0, ge=0, le=1000, description="Dynamic batching: longest wait to fill a batch."
     )
     max_request_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, le=1024**3, description="Larger request bodies get 413."
+        10 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="Larger request bodies get 413 (gRPC: larger messages get RESOURCE_EXHAUSTED).",
     )
+    grpc_port: int = Field(
+        GRPC_PORT,
+        ge=0,
+        le=65535,
+        description=(
+            "Open Inference Protocol v2 over gRPC (tritonclient.grpc, KServe's"
+            " InferenceGRPCClient; docs/serving.md) on this port of the server pod, behind the"
+            f" Service's port 'grpc' ({GRPC_PORT}); 0 turns gRPC off."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _grpc_port(self) -> ServerSpec:
+        if self.grpc_port and (self.grpc_port < 1024 or self.grpc_port == HTTP_PORT):
+            raise ValueError(
+                f"grpcPort must be 0 (off) or an unprivileged port other than {HTTP_PORT} (HTTP)"
+            )
+        return self
 
 
 class GateSpec(SpecModel):

@@ -246,6 +246,8 @@ def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
     ]  # fmt: skip
     if version is not None and service.spec.rollout is None:  # with a rollout, the plan pins
         argv += ["--version", str(version)]
+    if args.grpc_port is not None:  # after server_flags' --grpc-port: the last one wins
+        argv += ["--grpc-port", str(args.grpc_port)]
     return argv
 
 
@@ -397,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=SERVER_PORT)
+    serving.add_argument("--grpc-port", type=int, default=None,
+                         help="OIP v2 over gRPC here (0: off); default: the spec's "
+                              "server.grpcPort")  # fmt: skip
 
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", parents=[with_file], help="check a file against the spec")

@@ -1,5 +1,6 @@
 """The kerasop model server: TF Serving REST (v1) and Open Inference Protocol (v2)
-over aiohttp, with dynamic batching and hot swapping of model versions.
+over aiohttp, and OIP v2 over gRPC (grpc_app.py) on the same event loop, with dynamic
+batching and hot swapping of model versions.
 
 Entry point: ``kerasop-serve`` (:func:`kerasop_server.main.main`). To embed it,
 ``create_app(ServerConfig(...))`` returns the aiohttp application and

@@ -1,4 +1,5 @@
-"""The HTTP layer: routes of both protocols, errors as JSON, metrics.
+"""The HTTP layer: routes of both protocols, errors as JSON, metrics (and, with
+``grpc_port``, the gRPC front end of grpc_app.py on the same event loop).
 
 Every answer to a client mistake is ``4xx {"error": "..."}``; a failure of the
 model itself is ``500 {"error": "..."}``; the server keeps serving either way.
@@ -7,20 +8,17 @@ model itself is ``500 {"error": "..."}``; the server keeps serving either way.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 from aiohttp import web
 
-from . import __version__
 from .arrays import dump_json, parse_json
-from .batching import BatcherClosed, ModelError
 from .config import ServerConfig
 from .engines import load_engine
-from .errors import ClientError
+from .errors import ClientError, failure
 from .loader import EngineFactory
 from .manager import ModelManager, NotReady
 from .metrics import CONTENT_TYPE, Metrics
@@ -29,19 +27,20 @@ from .protocol.v2 import (
     BINARY_HEADER,
     encode_v2_infer_response,
     parse_v2_infer,
-    v2_model_metadata,
+    served_metadata,
+    v2_server_metadata,
 )
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .grpc_app import GrpcFrontEnd
 
 CONFIG = web.AppKey("config", ServerConfig)
 MANAGER = web.AppKey("manager", ModelManager)
 METRICS = web.AppKey("metrics", Metrics)
+GRPC: web.AppKey[GrpcFrontEnd] = web.AppKey("grpc")
 
 # The metrics label of a request, set by handlers that route by hand.
 ENDPOINT: Any = web.RequestKey("endpoint", str) if hasattr(web, "RequestKey") else "endpoint"
-
-SERVER_NAME = "kerasop-server"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 P = ParamSpec("P")
@@ -62,13 +61,19 @@ def create_app(
     app[MANAGER] = manager
     app[METRICS] = metrics
     app.cleanup_ctx.append(_manager_lifecycle)
+    if config.grpc_port:
+        from .grpc_app import GrpcFrontEnd  # grpcio is imported only when gRPC is on
+
+        app[GRPC] = GrpcFrontEnd(config, manager, metrics)
+        app.cleanup_ctx.append(_grpc_lifecycle)  # stopped before the manager
+        app.on_shutdown.append(_grpc_shutdown)
     app.router.add_routes(
         [
             web.get("/healthz", healthz, name="healthz"),
             web.get("/metrics", metrics_handler, name="metrics"),
             web.get("/v2/health/live", v2_live, name="v2_live"),
             web.get("/v2/health/ready", v2_ready, name="v2_ready"),
-            web.get("/v2", v2_server_metadata, name="v2_server_metadata"),
+            web.get("/v2", v2_server_metadata_handler, name="v2_server_metadata"),
             web.get("/v2/models/{model}", v2_model_metadata_handler, name="v2_model_metadata"),
             web.get(
                 "/v2/models/{model}/versions/{version}",
@@ -98,6 +103,17 @@ async def _manager_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await manager.start()
     yield
     await manager.stop()
+
+
+async def _grpc_shutdown(app: web.Application) -> None:
+    app[GRPC].begin_stop()  # as the HTTP listener closes; awaited in _grpc_lifecycle
+
+
+async def _grpc_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    front_end = app[GRPC]
+    await front_end.start()
+    yield
+    await front_end.stop()
 
 
 # --------------------------------------------------------------------------
@@ -146,20 +162,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = error_response(exc.status, _http_error_text(request, exc), headers)
-    except ClientError as exc:
-        response = error_response(exc.status, exc.message)
-    except ModelError as exc:
-        log.error("model failure on %s %s: %s", request.method, request.path, exc)
-        response = error_response(500, f"the model failed: {exc}")
-    except BatcherClosed as exc:
-        response = error_response(503, str(exc))
     except Exception as exc:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        response = error_response(*failure(exc, f"{request.method} {request.path}"))
     endpoint = request.get(ENDPOINT) or _route_name(request)
-    metrics = request.app[METRICS]
-    metrics.requests.labels(endpoint, str(response.status)).inc()
-    metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    request.app[METRICS].observe_request(endpoint, response.status, started)
     return response
 
 
@@ -208,34 +214,8 @@ async def v2_ready(request: web.Request) -> web.Response:
     return json_response({"ready": False, "error": manager.not_ready_reason()}, status=503)
 
 
-async def v2_server_metadata(request: web.Request) -> web.Response:
-    return json_response(
-        {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
-    )
-
-
-# --------------------------------------------------------------------------
-# Model lookup helpers
-# --------------------------------------------------------------------------
-
-
-def _check_model(request: web.Request, name: str) -> ModelManager:
-    manager = request.app[MANAGER]
-    if name != manager.name:
-        raise ClientError(f"model '{name}' not found (this server serves '{manager.name}')", 404)
-    return manager
-
-
-def _version(manager: ModelManager, text: str | None) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or not text.isascii():
-        raise ClientError(f"version '{text}' of model '{manager.name}' not found", 404)
-    return int(text)
-
-
-def _platform(engine: str) -> str:
-    return {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}.get(engine, engine)
+async def v2_server_metadata_handler(request: web.Request) -> web.Response:
+    return json_response(v2_server_metadata())
 
 
 # --------------------------------------------------------------------------
@@ -243,23 +223,19 @@ def _platform(engine: str) -> str:
 # --------------------------------------------------------------------------
 
 
+def _resolve(request: web.Request) -> tuple[ModelManager, int | None]:
+    manager = request.app[MANAGER]
+    info = request.match_info
+    return manager, manager.resolve(info["model"], info.get("version"))
+
+
 async def v2_model_metadata_handler(request: web.Request) -> web.Response:
-    manager = _check_model(request, request.match_info["model"])
-    served = manager.get(_version(manager, request.match_info.get("version")))
-    return json_response(
-        v2_model_metadata(
-            manager.name,
-            served.version,
-            served.signature,
-            _platform(served.engine.name),
-            served.info(),
-        )
-    )
+    manager, version = _resolve(request)
+    return json_response(served_metadata(manager.get(version)))
 
 
 async def v2_model_ready(request: web.Request) -> web.Response:
-    manager = _check_model(request, request.match_info["model"])
-    version = _version(manager, request.match_info.get("version"))
+    manager, version = _resolve(request)
     try:
         served = manager.get(version)
     except NotReady:
@@ -269,20 +245,19 @@ async def v2_model_ready(request: web.Request) -> web.Response:
 
 @counted_in_flight
 async def v2_infer(request: web.Request) -> web.Response:
-    manager = _check_model(request, request.match_info["model"])
-    version = _version(manager, request.match_info.get("version"))
-    served = manager.route(version)  # 404/503 before reading a body that cannot be served
-    with served.batcher.arriving():
+    manager, version = _resolve(request)
+
+    async def read() -> tuple[Any, bytes | None]:
         body = await request.read()
-        binary: bytes | None = None
         header = request.headers.get(BINARY_HEADER)
-        if header is not None:
-            if not header.isdigit() or not 0 < int(header) <= len(body):
-                raise ClientError(f"{BINARY_HEADER} must be a length between 1 and the body size")
-            body, binary = body[: int(header)], body[int(header) :]
-        payload = parse_json(body)
-    served, parsed, out = await manager.predict(
-        served, version, lambda sig: parse_v2_infer(payload, sig, binary), lambda r: r.batch
+        if header is None:
+            return parse_json(body), None
+        if not header.isdigit() or not 0 < int(header) <= len(body):
+            raise ClientError(f"{BINARY_HEADER} must be a length between 1 and the body size")
+        return parse_json(body[: int(header)]), body[int(header) :]
+
+    served, parsed, out = await manager.infer(
+        version, read, lambda body, sig: parse_v2_infer(body[0], sig, body[1]), lambda r: r.batch
     )
     answer, header_length = encode_v2_infer_response(
         manager.name, served.version, served.signature, out, parsed
@@ -323,9 +298,8 @@ async def v1_dispatch(request: web.Request) -> web.Response:
         allowed = "GET"
     if request.method != allowed and not (allowed == "GET" and request.method == "HEAD"):
         raise web.HTTPMethodNotAllowed(request.method, [allowed])
-    manager = _check_model(request, match["model"])
-    version_text = match["version"]
-    version = _version(manager, version_text)
+    manager = request.app[MANAGER]
+    version = manager.resolve(match["model"], match["version"])
     if verb is not None:
         if verb != ":predict":
             raise ClientError(
@@ -359,10 +333,8 @@ def _v1_status(manager: ModelManager, version: int | None) -> web.Response:
 async def _v1_predict(
     request: web.Request, manager: ModelManager, version: int | None
 ) -> web.Response:
-    served = manager.route(version)
-    with served.batcher.arriving():
-        payload = parse_json(await request.read())
-    _, parsed, out = await manager.predict(
-        served, version, lambda sig: parse_v1_predict(payload, sig), lambda r: r.batch
-    )
+    async def read() -> Any:
+        return parse_json(await request.read())
+
+    _, parsed, out = await manager.infer(version, read, parse_v1_predict, lambda r: r.batch)
     return json_response(v1_predict_response(out, parsed.columnar))

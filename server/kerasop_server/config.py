@@ -22,11 +22,14 @@ class ServerConfig:
     version: int | None = None  # pinned version; None follows the latest
     host: str = "0.0.0.0"
     port: int = SERVER_PORT
-    # The three ServerSpec fields: their bounds are the spec's, checked by the CRD and by
+    # The ServerSpec fields: their bounds are the spec's, checked by the CRD and by
     # the server's flags (kerasop.contracts.add_server_flags), not again here.
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # OIP v2 over gRPC (grpc_app.py); 0 = off. kerasop-serve's flag defaults to the spec's
+    # port; an embedded server (tests, notebooks) opens no second port unless asked.
+    grpc_port: int = 0
     poll_seconds: float = 2.0
     engine: str = "auto"  # auto | keras | onnx
     threads: int = 0  # intra-op threads of the engine; 0 = the engine's default

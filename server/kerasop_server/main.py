@@ -1,12 +1,14 @@
-"""``kerasop-serve``: serve one model of the model store over HTTP.
+"""``kerasop-serve``: serve one model of the model store over HTTP (and gRPC).
 
     kerasop-serve --store-root DIR --model NAME [--version N] [--host 0.0.0.0] [--port 8080]
                   [--max-batch-size 32] [--batch-timeout-ms 2] [--max-request-bytes N]
+                  [--grpc-port 8081 (0: off)]
                   [--poll-seconds 2] [--engine auto|keras|onnx] [--threads N]
 
 Without ``--version`` it serves the latest version and picks up new ones by
 polling the store. Env fallbacks: KERASOP_STORE_ROOT, KERASOP_MODEL,
-KERASOP_MODEL_VERSION, KERASOP_PORT (and KERASOP_ENGINE). See docs/serving.md.
+KERASOP_MODEL_VERSION, KERASOP_PORT, KERASOP_GRPC_PORT (and KERASOP_ENGINE). See
+docs/serving.md.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"env {contracts.ENV_PORT}, default {contracts.SERVER_PORT}",
     )
-    contracts.add_server_flags(p)  # --max-batch-size, --batch-timeout-ms, --max-request-bytes
+    contracts.add_server_flags(p)  # --max-batch-size, ..., --max-request-bytes, --grpc-port
+    if os.environ.get(contracts.ENV_GRPC_PORT, "").strip():
+        # The env fallback, as for --port; a server that predates the flag ignores it.
+        p.set_defaults(grpc_port=os.environ[contracts.ENV_GRPC_PORT].strip())
     p.add_argument(
         "--poll-seconds",
         type=float,
@@ -143,12 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import create_app
 
     log.info(
-        "serving model %r from %s (%s) on %s:%d, engine %s, batches of <= %d rows / %.1f ms",
+        "serving model %r from %s (%s) on %s:%d (gRPC: %s), engine %s, batches of <= %d rows"
+        " / %.1f ms",
         config.model,
         config.store_root,
         f"version {config.version}" if config.version else "latest version",
         config.host,
         config.port,
+        f"port {config.grpc_port}" if config.grpc_port else "off",
         config.engine,
         config.max_batch_size,
         config.batch_timeout_ms,

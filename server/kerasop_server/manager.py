@@ -19,8 +19,8 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from .shadow import Shadow
 from .signature import Signature
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_BACKOFF_SECONDS = 300.0
 RETIRE_TIMEOUT_SECONDS = 300.0
@@ -289,6 +292,17 @@ class ModelManager:
     def loaded_versions(self) -> list[int]:
         return [s.version for s in (self.current, self.candidate) if s is not None]
 
+    def resolve(self, model: str, version: str | None) -> int | None:
+        """The version a request names (``None``: none), once its model is this server's:
+        404 for another model or a version that is no version number."""
+        if model != self.name:
+            raise ClientError(f"model '{model}' not found (this server serves '{self.name}')", 404)
+        if version is None:
+            return None
+        if not version.isdigit() or not version.isascii():
+            raise ClientError(f"version '{version}' of model '{self.name}' not found", 404)
+        return int(version)
+
     def get(self, version: int | None = None) -> ServedModel:
         """The stable version, or ``version`` when it is loaded (stable or candidate)."""
         current, candidate = self.current, self.candidate
@@ -318,6 +332,21 @@ class ModelManager:
         ):
             return candidate
         return self.get(version)
+
+    async def infer(
+        self,
+        version: int | None,
+        read: Callable[[], Awaitable[T]],
+        parse: Callable[[T, Signature], R],
+        rows: Callable[[R], np.ndarray],
+    ) -> tuple[ServedModel, R, np.ndarray]:
+        """One prediction, whatever the protocol: route it (404/503 before its body is
+        read), ``read`` its body while its batcher knows it is coming, then :meth:`predict`.
+        Every front end (REST v1, REST v2, gRPC) comes through here."""
+        served = self.route(version)
+        with served.batcher.arriving():
+            body = await read()
+        return await self.predict(served, version, lambda sig: parse(body, sig), rows)
 
     async def predict(
         self,

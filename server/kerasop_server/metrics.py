@@ -3,6 +3,7 @@ live in one process, as they do in the tests)."""
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 
 from prometheus_client import (
@@ -47,7 +48,7 @@ class Metrics:
         PlatformCollector(registry=registry)
         self.requests = Counter(
             "kerasop_server_requests",
-            "HTTP requests answered, by endpoint and status code.",
+            "Requests answered (REST and gRPC), by endpoint and HTTP status code.",
             ["endpoint", "code"],
             registry=registry,
         )
@@ -164,6 +165,12 @@ class Metrics:
     def in_flight_request(self) -> AbstractContextManager[None]:
         """Counts one prediction request while the ``with`` block runs."""
         return self._in_flight_now.track_inprogress()
+
+    def observe_request(self, endpoint: str, status: int, started: float) -> None:
+        """One answered request (REST or gRPC) by endpoint and HTTP status; ``started``
+        is its ``time.perf_counter()`` on arrival."""
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - started)
 
     def observe_batch(self, rows: int, seconds: float, wait: float) -> None:
         self.batch_size.labels(self.model).observe(rows)

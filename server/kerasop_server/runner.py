@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import MANAGER, create_app
+from .app import GRPC, MANAGER, create_app
 from .config import ServerConfig
 from .engines import load_engine
 from .loader import EngineFactory
@@ -41,6 +41,12 @@ class BackgroundServer:
     def url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the gRPC front end (a server with ``grpc_port``)."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"{host}:{self.app[GRPC].port}"
 
     @property
     def manager(self) -> ModelManager:

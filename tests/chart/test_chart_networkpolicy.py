@@ -95,7 +95,8 @@ def test_servers_take_calls_on_their_port_from_allowed_namespaces_only(helm):
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         (rule,) = policy["spec"]["ingress"]
         ports = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
-        assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in ports
+        assert [p["port"] for p in rule["ports"]] == ["http", "grpc"]
+        assert ports == ["http", "grpc"]  # the container's named ports: OIP gRPC on by default
         operator = {"namespaceSelector": {"matchLabels": {
                         "kubernetes.io/metadata.name": "kerasop-system"}},
                     "podSelector": {"matchLabels": operator_labels}}  # fmt: skip

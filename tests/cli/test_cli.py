@@ -6,6 +6,7 @@ import pytest
 
 from kerasop import events
 from kerasop_cli import main as cli
+from kerasop_server import main as kerasop_server_main
 
 EXAMPLE = cli.demo_example()
 
@@ -43,7 +44,11 @@ def test_server_argv_carries_the_server_settings(tmp_path):
     assert argv[argv.index("--model") + 1] == "dense-classifier"
     assert argv[argv.index("--port") + 1] == "9999"
     assert argv[argv.index("--store-root") + 1] == str(tmp_path)
+    assert argv[argv.index("--grpc-port") + 1] == "8081"  # spec.server.grpcPort's default
     assert "--version" not in argv
+    args.grpc_port = 0  # kerasop serve --grpc-port 0: the last flag wins
+    argv = cli.server_argv(args, cli.read_resources(EXAMPLE))
+    assert kerasop_server_main.parse_args(argv)[0].grpc_port == 0
 
 
 def test_progress_lines_are_readable():

@@ -110,7 +110,8 @@ def test_train_serve_predict_as_in_the_quick_start(demo, tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [str(KERASOP), "serve", "-f", str(EXAMPLE), "--store", str(store), "--port", str(port)],
+        [str(KERASOP), "serve", "-f", str(EXAMPLE), "--store", str(store), "--port", str(port),
+         "--grpc-port", str(free_port())],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -395,6 +395,16 @@ INVALID = [
         ["spec.model.version", "greater than or equal to 1"],
     ),
     (
+        "grpc-port-is-http",
+        edit(service, _set("server", {"grpcPort": 8080})),
+        ["spec.server.grpcPort", "grpcPort must be 0 (off)"],
+    ),
+    (
+        "grpc-port-privileged",
+        edit(service, _set("server", {"grpcPort": 443})),
+        ["spec.server.grpcPort", "grpcPort must be 0 (off)"],
+    ),
+    (
         "canary-steps-decrease",
         edit(service, _set("rollout", {"canary": {"steps": [50, 10, 100]}})),
         ["spec.rollout.canary.steps", "canary steps must increase"],

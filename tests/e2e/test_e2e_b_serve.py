@@ -46,7 +46,8 @@ def test_b_service_ready_and_both_protocols_match_local_keras(
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
     assert annotations.get("kerasop.io/model-version") == str(version), annotations
     svc = e2e.kubectl.get("service", DENSE, e2e.namespace)
-    assert svc is not None and [p["port"] for p in svc["spec"]["ports"]] == [80], svc
+    assert svc is not None, svc
+    assert [p["port"] for p in svc["spec"]["ports"]] == [80, 8081], svc  # http, grpc
 
     out = exec_json(
         e2e,

@@ -138,7 +138,11 @@ def test_deployment_and_service():
         arg(args, "--port"),
     ) == ("mnist", "3", "/models", "8080")
     assert arg(args, "--max-batch-size") == "32"
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert arg(args, "--grpc-port") == "8081"
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
@@ -162,11 +166,37 @@ def test_deployment_and_service():
     svc = out.service
     assert svc["metadata"]["name"] == "mnist"
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {
+            "name": "grpc",
+            "port": 8081,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
     ]
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
     assert out.hpa is None and out.pdb is None
     assert out.service_account["metadata"]["name"] == "kerasop-server"
+
+
+def test_grpc_port_moves_or_turns_off():
+    """spec.server.grpcPort: another pod port keeps the Service's 8081; 0 opens none."""
+    moved = desired_children(model_service(server={"grpcPort": 9000}), REF, default_image="img")
+    c = server_container(moved.deployment)
+    assert arg(c["args"], "--grpc-port") == "9000"
+    assert {"name": "grpc", "containerPort": 9000, "protocol": "TCP"} in c["ports"]
+    grpc_port = next(p for p in moved.service["spec"]["ports"] if p["name"] == "grpc")
+    assert (grpc_port["port"], grpc_port["targetPort"]) == (8081, "grpc")
+
+    off = desired_children(model_service(server={"grpcPort": 0}), REF, default_image="img")
+    c = server_container(off.deployment)
+    assert arg(c["args"], "--grpc-port") == "0"
+    assert [p["name"] for p in c["ports"]] == ["http"]
+    assert [p["name"] for p in off.service["spec"]["ports"]] == ["http"]
+    for bad in (8080, 443):
+        with pytest.raises(SpecError, match="grpcPort must be 0"):
+            desired_children(model_service(server={"grpcPort": bad}), REF, default_image="img")
 
 
 def test_new_version_changes_only_the_version():

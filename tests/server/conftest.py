@@ -17,6 +17,7 @@ from serverkit import (
     IMAGES,
     dense_metadata,
     dense_model,
+    free_port,
     image_metadata,
     image_model,
     running_server,
@@ -45,8 +46,10 @@ def dense_local(dense_store: Path) -> keras.Model:
 
 @pytest.fixture(scope="session")
 def dense_server(dense_store: Path) -> Iterator[BackgroundServer]:
-    """Default engine (auto), default batching."""
-    with running_server(dense_store, DENSE, max_request_bytes=256 * 1024) as server:
+    """Default engine (auto), default batching; gRPC on."""
+    with running_server(
+        dense_store, DENSE, max_request_bytes=256 * 1024, grpc_port=free_port()
+    ) as server:
         yield server
 
 
@@ -70,5 +73,5 @@ def image_local(image_store: Path) -> keras.Model:
 
 @pytest.fixture(scope="session")
 def image_server(image_store: Path) -> Iterator[BackgroundServer]:
-    with running_server(image_store, IMAGES) as server:
+    with running_server(image_store, IMAGES, grpc_port=free_port()) as server:
         yield server

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 from serverkit import DENSE, free_port, rows
 
 from kerasop.spec import ServerSpec
@@ -38,6 +39,7 @@ def test_defaults_follow_the_server_spec(monkeypatch) -> None:
     assert config.max_batch_size == spec.max_batch_size
     assert config.batch_timeout_ms == spec.batch_timeout_ms
     assert config.max_request_bytes == spec.max_request_bytes
+    assert config.grpc_port == spec.grpc_port == 8081  # gRPC on unless --grpc-port 0
     assert config.poll_seconds == 2.0
     assert config.engine == "auto"
 
@@ -47,6 +49,7 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
     monkeypatch.setenv("KERASOP_MODEL", "envmodel")
     monkeypatch.setenv("KERASOP_MODEL_VERSION", "4")
     monkeypatch.setenv("KERASOP_PORT", "9000")
+    monkeypatch.setenv("KERASOP_GRPC_PORT", "0")
     config, _ = parse_args([])
     assert (str(config.store_root), config.model, config.version, config.port) == (
         "/store",
@@ -54,6 +57,8 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
         4,
         9000,
     )
+    assert config.grpc_port == 0
+    assert parse_args(["--grpc-port", "9001"])[0].grpc_port == 9001  # the flag wins
     argv = [
         "--store-root",
         "/s",
@@ -107,16 +112,18 @@ def test_bad_arguments_exit_2(monkeypatch, argv) -> None:
 
 @contextlib.contextmanager
 def server_process(store: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``kerasop-serve`` as a subprocess on a free port, ready; killed if still running."""
-    port = free_port()
+    """``kerasop-serve`` as a subprocess on free ports (HTTP's in the url, gRPC's in
+    ``proc.grpc_port``), ready; killed if still running."""
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "KERASOP_MODEL": DENSE, "KERASOP_PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "kerasop_server.main", "--store-root", str(store),
-         "--host", "127.0.0.1", *args],
+         "--host", "127.0.0.1", "--grpc-port", str(grpc_port), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
+    proc.grpc_port = grpc_port  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -144,6 +151,12 @@ def test_kerasop_serve_subprocess_serves_and_stops_on_sigterm(dense_store, dense
         np.testing.assert_allclose(
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
         )
+        # OIP v2 over gRPC on its own port, in the same process
+        tensor = tgrpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        grpc_client = tgrpc.InferenceServerClient(f"127.0.0.1:{proc.grpc_port}")
+        answer = grpc_client.infer(DENSE, [tensor]).as_numpy("output")
+        np.testing.assert_array_equal(answer, np.float32(r.json()["predictions"]))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         output = proc.stdout.read().decode()
@@ -180,12 +193,19 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
             timeout=60,
         )
 
+    def grpc_infer(port: int) -> np.ndarray:
+        tensor = tgrpc.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{port}")
+        return client.infer(DENSE, [tensor], client_timeout=60).as_numpy("output")
+
     with server_process(dense_store, "--batch-timeout-ms", str(hold * 1000)) as (proc, url):
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
             arriving = pool.submit(post, slow_body())
             time.sleep(0.5)
             started = time.monotonic()
             answer = pool.submit(post, body)
+            grpc_answer = pool.submit(grpc_infer, proc.grpc_port)  # in the same batch window
             time.sleep(1.0)  # held by the batch window (checked below: it took > 1 s)
             proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
@@ -193,11 +213,13 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
                 assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
                 time.sleep(0.05)
             assert not answer.done(), "the request was answered before the shutdown began"
-            r = answer.result()  # ... and still answers the request it holds
+            r = answer.result()  # ... and still answers the requests it holds
+            grpc_out = grpc_answer.result()
             with contextlib.suppress(httpx.HTTPError):  # the half-sent one may be cut off
                 arriving.result()
         assert time.monotonic() - started >= 1.0
         assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(grpc_out, np.float32(r.json()["predictions"]))
         np.testing.assert_allclose(
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
         )

@@ -10,10 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
-from serverkit import running_server
+import tritonclient.grpc as tgrpc
+from serverkit import free_port, running_server
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from kerasop.spec import KerasTrainingJob
 from kerasop_trainer import sample_data
@@ -102,7 +105,7 @@ def test_mixed_table_served_with_raw_rows_in_both_protocols(store):
             "plan": tf.constant([[r[3]] for r in ROWS]),
         },
     )
-    with running_server(store, "churn") as server:
+    with running_server(store, "churn", grpc_port=free_port()) as server:
         url = f"{server.url}/v1/models/churn"
         meta = httpx.get(f"{url}/metadata").json()
         assert meta["kerasop"]["engine"] == "keras"
@@ -147,6 +150,32 @@ def test_mixed_table_served_with_raw_rows_in_both_protocols(store):
         assert out["shape"] == [len(ROWS), 1]
         np.testing.assert_allclose(np.reshape(out["data"], (-1, 1)), expected, rtol=1e-5, atol=1e-6)
 
+        # gRPC (tritonclient: raw contents): the same columns, the same answer
+        grpc_columns = []
+        for c in TABLE_COLUMNS:
+            strings = c in ("city", "plan")
+            values = np.array(columns[c], dtype=np.object_ if strings else np.float32)
+            tensor = tgrpc.InferInput(c, [len(ROWS)], "BYTES" if strings else "FP32")
+            tensor.set_data_from_numpy(values)
+            grpc_columns.append(tensor)
+        got = tgrpc.InferenceServerClient(server.grpc_target).infer("churn", grpc_columns)
+        rest_out = np.asarray(out["data"], dtype=np.float32).reshape(-1, 1)
+        np.testing.assert_array_equal(got.as_numpy("output"), rest_out)
+        # ... and in typed contents (Triton's generated messages)
+        request = service_pb2.ModelInferRequest(model_name="churn")
+        for c in TABLE_COLUMNS:
+            tensor = request.inputs.add(name=c, shape=[len(ROWS)])
+            if c in ("city", "plan"):
+                tensor.datatype = "BYTES"
+                tensor.contents.bytes_contents.extend(v.encode() for v in columns[c])
+            else:
+                tensor.datatype = "FP64"
+                tensor.contents.fp64_contents.extend(columns[c])
+        channel = grpc.insecure_channel(server.grpc_target)
+        typed = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        typed_out = np.float32(typed.outputs[0].contents.fp32_contents).reshape(-1, 1)
+        np.testing.assert_array_equal(typed_out, rest_out)
+
         # wrong types and shapes: 4xx with a reason, and the server stays up
         bad = [
             (f"{url}:predict", {"instances": [[25, 3, 40.0, "basic"]]}, "takes strings"),
@@ -180,7 +209,7 @@ def test_text_classifier_served_with_raw_strings_in_both_protocols(store):
     vdir = store / "reviews" / "1"
     assert not (vdir / "model.onnx").exists()
     expected = _local_predict(vdir, tf.constant([[t] for t in TEXTS]))
-    with running_server(store, "reviews") as server:
+    with running_server(store, "reviews", grpc_port=free_port()) as server:
         url = f"{server.url}/v1/models/reviews"
         assert httpx.get(f"{url}/metadata").json()["kerasop"]["engine"] == "keras"
         r = httpx.post(f"{url}:predict", json={"instances": TEXTS})
@@ -223,6 +252,12 @@ def test_text_classifier_served_with_raw_strings_in_both_protocols(store):
         assert r.status_code == 200, r.text
         got = np.reshape(r.json()["outputs"][0]["data"], (-1, 1))
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+        # gRPC: one BYTES tensor of UTF-8 strings (raw contents, as tritonclient sends them)
+        tensor = tgrpc.InferInput("text", [len(TEXTS)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
+        answer = tgrpc.InferenceServerClient(server.grpc_target).infer("reviews", [tensor])
+        np.testing.assert_array_equal(answer.as_numpy("output"), np.float32(got))
 
         for body, reason in [
             (

@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tgrpc
 from serverkit import (
     DENSE,
     FEATURES,
     dense_metadata,
     dense_model,
+    free_port,
     metric_samples,
     rows,
     running_server,
@@ -86,7 +88,12 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory):
     plan_file = tmp_path_factory.mktemp("plan") / "rollout.json"
     plan_file.write_text(json.dumps({"stable": 1}))
     with running_server(
-        store, DENSE, poll_seconds=0.1, rollout_file=plan_file, engine_factory=failing_engine
+        store,
+        DENSE,
+        poll_seconds=0.1,
+        rollout_file=plan_file,
+        engine_factory=failing_engine,
+        grpc_port=free_port(),
     ) as srv:
         srv.plan_file = plan_file
         yield srv
@@ -223,6 +230,34 @@ def test_shadow_compares_off_the_live_path(server):
     # the shadow's model calls ran on the candidate's inference thread, never on the event loop
     shadow_threads = MODEL_THREADS["2"][calls_before:]
     assert shadow_threads and all(t.startswith("infer-v2") for t in shadow_threads)
+
+
+def test_grpc_requests_take_the_same_split_and_shadow(server):
+    """gRPC calls go through the same router: the exact split, per-version counters and
+    shadow copies as REST's."""
+    set_plan(server, stable=1, candidate=2, weight=10)
+    before = counters(server)
+    tensor = tgrpc.InferInput("input", [1, FEATURES], "FP32")
+    tensor.set_data_from_numpy(rows(1, seed=13))
+    client = tgrpc.InferenceServerClient(server.grpc_target)
+
+    def infer() -> str:
+        return client.infer(DENSE, [tensor]).get_response().model_version
+
+    answered = [infer() for _ in range(100)]
+    assert answered.count("2") == 10 and answered.count("1") == 90
+    after = counters(server)
+    assert after[2].requests - before[2].requests == 10
+    assert after[1].requests - before[1].requests == 90
+
+    set_plan(server, stable=1, candidate=2, shadow=True)
+    before_shadow = counters(server)[2].shadow_compared
+    assert {infer() for _ in range(30)} == {"1"}
+    deadline = time.monotonic() + 30
+    while counters(server)[2].shadow_compared - before_shadow < 30:
+        assert time.monotonic() < deadline, "the shadow did not compare the gRPC requests"
+        time.sleep(0.05)
+    set_plan(server, stable=1)
 
 
 def test_a_shadow_that_cannot_keep_up_drops_copies_and_never_delays_live_answers(server):

@@ -1,7 +1,7 @@
 """Hot swap: a new version written while clients keep sending requests.
 
-The swap must not fail a single request; answers switch from version 1's
-outputs to version 2's, and (per client) never go back.
+The swap must not fail a single request, over REST or gRPC; answers switch from
+version 1's outputs to version 2's, and (per client) never go back.
 """
 
 from __future__ import annotations
@@ -14,16 +14,21 @@ from pathlib import Path
 
 import httpx
 import keras
+import pytest
+import tritonclient.grpc
+import tritonclient.grpc.aio as grpc_aio
 from serverkit import (
     DENSE,
     FEATURES,
     dense_metadata,
     dense_model,
+    free_port,
     metric_samples,
     rows,
     running_server,
     write_version,
 )
+from tritonclient.utils import InferenceServerException
 
 X = rows(1, seed=51)
 
@@ -59,6 +64,24 @@ async def client_loop(url: str, worker: int, stop: asyncio.Event, log: list) -> 
                 log.append((worker, time.monotonic(), repr(exc), None, None))
 
 
+async def grpc_client_loop(target: str, worker: int, stop: asyncio.Event, log: list) -> None:
+    """OIP v2 over gRPC (tritonclient's asyncio client) until ``stop``; logs as client_loop."""
+    tensor = grpc_aio.InferInput("input", [1, FEATURES], "FP32")
+    tensor.set_data_from_numpy(X)
+    client = grpc_aio.InferenceServerClient(target)
+    try:
+        while not stop.is_set():
+            try:
+                result = await client.infer(DENSE, [tensor])
+                value = float(result.as_numpy("output")[0, 0])
+                version = int(result.get_response().model_version)
+                log.append((worker, time.monotonic(), 200, value, version))
+            except InferenceServerException as exc:
+                log.append((worker, time.monotonic(), exc.status(), None, None))
+    finally:
+        await client.close()
+
+
 def classify(value: float | None, out1: float, out2: float) -> int:
     if value is not None and abs(value - out1) < 1e-5:
         return 1
@@ -67,18 +90,28 @@ def classify(value: float | None, out1: float, out2: float) -> int:
     return 0
 
 
-def test_new_version_swapped_in_under_load_without_failures(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_new_version_swapped_in_under_load_without_failures(tmp_path: Path, protocol: str) -> None:
     m1, m2 = dense_model(seed=1), dense_model(seed=1, bias=3.0)
     out1, out2 = expected_output(m1), expected_output(m2)
     assert abs(out1 - out2) > 0.05
     write_version(tmp_path, DENSE, m1, dense_metadata())
 
-    with running_server(tmp_path, DENSE, poll_seconds=0.1, batch_timeout_ms=2) as server:
+    with running_server(
+        tmp_path, DENSE, poll_seconds=0.1, batch_timeout_ms=2, grpc_port=free_port()
+    ) as server:
         log: list = []
 
         async def scenario() -> None:
             stop = asyncio.Event()
-            workers = [asyncio.create_task(client_loop(server.url, w, stop, log)) for w in range(6)]
+            workers = [
+                asyncio.create_task(
+                    client_loop(server.url, w, stop, log)
+                    if protocol == "rest"
+                    else grpc_client_loop(server.grpc_target, w, stop, log)
+                )
+                for w in range(6)
+            ]
             await asyncio.sleep(0.5)
             # Publish version 2 (export + rename) while the clients run.
             await asyncio.to_thread(write_version, tmp_path, DENSE, m2, dense_metadata())
@@ -96,7 +129,7 @@ def test_new_version_swapped_in_under_load_without_failures(tmp_path: Path) -> N
         kinds = [classify(e[3], out1, out2) for e in log]
         assert 0 not in kinds, "an answer matched neither version"
         assert kinds.count(1) > 10 and kinds.count(2) > 10, (kinds.count(1), kinds.count(2))
-        for e, kind in zip(log, kinds, strict=True):  # v2 responses name the version that answered
+        for e, kind in zip(log, kinds, strict=True):  # OIP answers name the version that answered
             if e[4] is not None:
                 assert e[4] == kind
         for w in range(6):  # per client, once on version 2, never back on version 1
@@ -175,7 +208,12 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
     from kerasop_server.runner import BackgroundServer
 
     config = ServerConfig(
-        store_root=tmp_path, model=DENSE, host="127.0.0.1", port=0, poll_seconds=0.1
+        store_root=tmp_path,
+        model=DENSE,
+        host="127.0.0.1",
+        port=0,
+        poll_seconds=0.1,
+        grpc_port=free_port(),
     )
     server = BackgroundServer(config).start(wait_ready=False)
     try:
@@ -187,9 +225,20 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
         r = httpx.post(f"{url}/v1/models/{DENSE}:predict", json={"instances": X.tolist()})
         assert r.status_code == 503 and "not ready" in r.json()["error"]
         assert httpx.get(f"{url}/v1/models/{DENSE}").status_code == 503
+        # gRPC: live, not ready, and an inference is UNAVAILABLE with REST's reason
+        grpc_client = tritonclient.grpc.InferenceServerClient(server.grpc_target)
+        assert grpc_client.is_server_live() and not grpc_client.is_server_ready()
+        assert not grpc_client.is_model_ready(DENSE)
+        tensor = tritonclient.grpc.InferInput("input", [1, FEATURES], "FP32")
+        tensor.set_data_from_numpy(X)
+        with pytest.raises(InferenceServerException) as refused:
+            grpc_client.infer(DENSE, [tensor])
+        assert refused.value.status() == "StatusCode.UNAVAILABLE"
+        assert refused.value.message() == r.json()["error"]
         write_version(tmp_path, DENSE, dense_model(), dense_metadata())
         server.wait_ready(60)
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+        assert grpc_client.is_server_ready() and grpc_client.is_model_ready(DENSE)
     finally:
         server.stop()
 

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from serverkit import DENSE, FEATURES, dense_metadata, dense_model, rows
+from serverkit import DENSE, FEATURES, dense_metadata, dense_model, free_port, rows
 
 from kerasop.store import ModelStore
 
@@ -25,11 +25,15 @@ SERVER_SCRIPT = textwrap.dedent(
     for name in ("tensorflow", "keras", "jax", "tf2onnx"):
         sys.modules[name] = None  # `import name` now raises ImportError
     import httpx
+    import numpy as np
+    import tritonclient.grpc as tgrpc
     from kerasop_server.config import ServerConfig
     from kerasop_server.runner import BackgroundServer
 
-    root, rows = sys.argv[1], json.loads(sys.argv[2])
-    config = ServerConfig(store_root=root, model="{model}", host="127.0.0.1", port=0)
+    root, rows, grpc_port = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    config = ServerConfig(
+        store_root=root, model="{model}", host="127.0.0.1", port=0, grpc_port=grpc_port
+    )
     server = BackgroundServer(config)
     server.start(wait_ready=False)
     ready = False
@@ -44,7 +48,14 @@ SERVER_SCRIPT = textwrap.dedent(
                   "data": [x for row in rows for x in row]}}
         v2 = httpx.post(server.url + "/v2/models/{model}/infer", json={{"inputs": [tensor]}})
         v1 = httpx.post(server.url + "/v1/models/{model}:predict", json={{"instances": rows}})
-        out.update(v2=v2.json()["outputs"][0]["data"], v1=v1.json()["predictions"])
+        grpc_in = tgrpc.InferInput("input", [len(rows), {features}], "FP32")
+        grpc_in.set_data_from_numpy(np.array(rows, dtype=np.float32))
+        answer = tgrpc.InferenceServerClient(server.grpc_target).infer("{model}", [grpc_in])
+        out.update(
+            v2=v2.json()["outputs"][0]["data"],
+            v1=v1.json()["predictions"],
+            grpc=answer.as_numpy("output").tolist(),
+        )
     out["heavy"] = [m for m in ("tensorflow", "keras", "jax") if sys.modules.get(m) is not None]
     server.stop()
     print(json.dumps(out))
@@ -54,7 +65,8 @@ SERVER_SCRIPT = textwrap.dedent(
 
 def run_server(root: Path, x: np.ndarray) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", SERVER_SCRIPT, str(root), json.dumps(x.tolist())],
+        [sys.executable, "-c", SERVER_SCRIPT, str(root), json.dumps(x.tolist()),
+         str(free_port())],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -81,6 +93,7 @@ def test_serves_model_onnx_without_tensorflow(tmp_path, dense_local) -> None:
     expected = dense_local.predict(x, verbose=0)
     np.testing.assert_allclose(np.reshape(out["v2"], (2, 1)), expected, atol=1e-5)
     np.testing.assert_allclose(out["v1"], expected, atol=1e-5)
+    np.testing.assert_allclose(out["grpc"], expected, atol=1e-5)  # gRPC needs no TensorFlow
 
 
 def test_version_without_model_onnx_names_the_fix(tmp_path) -> None:

@@ -38,6 +38,7 @@ from .names import (
     COMPONENT,
     CONTAINER,
     DEFAULT_SERVICE_ACCOUNT,
+    GRPC_SERVICE_PORT,
     IN_FLIGHT_METRIC,
     LIVE_PATH,
     PORT,
@@ -181,7 +182,9 @@ def desired_children(
     owner = owner_reference(body)
     labels = service_labels(name)
 
-    out = ServingChildren(service=model_service(name, namespace, labels, owner))
+    out = ServingChildren(
+        service=model_service(name, namespace, labels, owner, grpc=bool(spec.server.grpc_port))
+    )
     if not spec.scheduling.service_account_name:
         out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
     if isinstance(model, Waiting):
@@ -233,19 +236,30 @@ def desired_children(
 
 
 def model_service(
-    name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any]
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    *,
+    grpc: bool,
 ) -> dict[str, Any]:
+    ports = [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if grpc:
+        # appProtocol: meshes and gateways speak HTTP/2 to it without TLS (h2c).
+        ports.append(
+            {
+                "name": "grpc",
+                "port": GRPC_SERVICE_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": child_metadata(name, namespace, labels, owner),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(name),
-            "ports": [
-                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
-            ],
-        },
+        "spec": {"type": "ClusterIP", "selector": selector_labels(name), "ports": ports},
     }
 
 
@@ -271,7 +285,14 @@ def server_container(
             # the job's codePath: the engine imports what metadata.json userCode names
             *([{"name": "PYTHONPATH", "value": USER_CODE_ROOT}] if model.code else []),
         ],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            *(
+                [{"name": "grpc", "containerPort": svc.spec.server.grpc_port, "protocol": "TCP"}]
+                if svc.spec.server.grpc_port
+                else []
+            ),
+        ],
         # Probed every second, so a pod is Ready about a second after its model is loaded
         # (the period adds to every start); 10 misses in a row before it is taken out of
         # the Service, so a busy server is not flapped out.

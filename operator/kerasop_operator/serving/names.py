@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kerasop.contracts import SERVER_PORT
+from kerasop.contracts import SERVER_GRPC_PORT, SERVER_PORT
 from kerasop.spec import KerasModelService
 
 from ..common import (
@@ -23,6 +23,8 @@ COMPONENT = "server"
 PRESTOP_SECONDS = 5  # endpoint removal reaches kube-proxy well within this
 PORT = SERVER_PORT
 SERVICE_PORT = 80
+# OIP v2 over gRPC (spec.server.grpcPort): the Service's port 'grpc', whatever the pod's.
+GRPC_SERVICE_PORT = SERVER_GRPC_PORT
 DEFAULT_SERVICE_ACCOUNT = "kerasop-server"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/healthz"

@@ -17,17 +17,23 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from kerasop import __version__
 
 from ..arrays import cast, check_rows, dump_json, numeric_array
 from ..errors import ClientError
 from ..images import b64decode, decode_image, image_batch
 from ..signature import Signature
 
+if TYPE_CHECKING:
+    from ..loader import ServedModel
+
 BINARY_HEADER = "Inference-Header-Content-Length"
+SERVER_NAME = "kerasop-server"
 
 # Open Inference Protocol tensor types and the numpy types they carry.
 V2_TYPES: dict[str, str] = {
@@ -97,11 +103,21 @@ def parse_v2_infer(body: Any, sig: Signature, binary: bytes | None = None) -> V2
     when the binary tensor data extension is used."""
     if not isinstance(body, dict):
         raise ClientError("the request body must be a JSON object with 'inputs'")
+    request = validate_request(body)
+    return v2_request(request, _binary_chunks(request.inputs, binary), sig)
+
+
+def validate_request(body: dict[str, Any]) -> InferenceRequest:
+    """The envelope of a request (REST's JSON, or gRPC's message as the same dict)."""
     try:
-        request = InferenceRequest.model_validate(body)
+        return InferenceRequest.model_validate(body)
     except ValidationError as exc:
         raise ClientError(_validation_text(exc)) from None
-    chunks = _binary_chunks(request.inputs, binary)
+
+
+def v2_request(request: InferenceRequest, chunks: list[bytes | None], sig: Signature) -> V2Request:
+    """The batch of a validated request against ``sig``; ``chunks[i]`` holds the binary
+    data of ``inputs[i]`` (``None``: its ``data``). REST and gRPC both end here."""
     if sig.raw is not None:
         batch = _v2_raw(request.inputs, chunks, sig)
     elif len(request.inputs) != 1:
@@ -160,12 +176,7 @@ def _v2_tensor(tensor: RequestInput, sig: Signature, chunk: bytes | None) -> np.
         )
     count = math.prod(shape)
     if chunk is not None:
-        dtype = np.dtype(V2_TYPES[datatype]).newbyteorder("<")
-        if len(chunk) != count * dtype.itemsize:
-            raise ClientError(
-                f"{what}: {len(chunk)} bytes of binary data do not hold shape {shape} of {datatype}"
-            )
-        arr = np.frombuffer(chunk, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
+        arr = _binary_numbers(chunk, datatype, shape, what)
     else:
         if "data" not in tensor.model_fields_set:
             raise ClientError(f"{what}: missing 'data'")
@@ -184,6 +195,16 @@ def _v2_tensor(tensor: RequestInput, sig: Signature, chunk: bytes | None) -> np.
             return arr
         return image_batch(list(arr), sig, what)
     return check_rows(arr, sig, what)
+
+
+def _binary_numbers(chunk: bytes, datatype: str, shape: list[int], what: str) -> np.ndarray:
+    """Numbers in binary form: flat, row-major, little-endian ``datatype``."""
+    dtype = np.dtype(V2_TYPES[datatype]).newbyteorder("<")
+    if len(chunk) != math.prod(shape) * dtype.itemsize:
+        raise ClientError(
+            f"{what}: {len(chunk)} bytes of binary data do not hold shape {shape} of {datatype}"
+        )
+    return np.frombuffer(chunk, dtype=dtype).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _v2_bytes(tensor: RequestInput, sig: Signature, chunk: bytes | None, what: str) -> np.ndarray:
@@ -237,7 +258,9 @@ def _v2_raw(inputs: list[RequestInput], chunks: list[bytes | None], sig: Signatu
         if strings[name]:
             values = _v2_strings(tensor, chunk, what)
         elif chunk is not None:
-            raise ClientError(f"{what}: send numeric columns of this model as JSON 'data'")
+            if tensor.datatype not in V2_TYPES:
+                raise ClientError(f"{what}: datatype {tensor.datatype!r} is not supported")
+            values = _binary_numbers(chunk, tensor.datatype, tensor.shape, what).tolist()
         else:
             values = _flatten(tensor.data if isinstance(tensor.data, list) else [None], what)
         if len(values) != math.prod(tensor.shape):
@@ -321,6 +344,18 @@ def encode_v2_infer_response(
     if not request.binary_output:
         return header, None
     return header + out.astype(out.dtype.newbyteorder("<"), copy=False).tobytes(), len(header)
+
+
+def v2_server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"]}
+
+
+def served_metadata(served: ServedModel) -> dict[str, Any]:
+    """The model metadata of a loaded version."""
+    platform = {"onnx": "onnxruntime_onnx", "keras": "tensorflow_keras"}.get(
+        served.engine.name, served.engine.name
+    )
+    return v2_model_metadata(served.name, served.version, served.signature, platform, served.info())
 
 
 def v2_model_metadata(
