@@ -90,7 +90,9 @@ def main() -> None:
             "WorkingDir": args.workdir,
             "User": args.user,
             "ExposedPorts": {p if "/" in p else p + "/tcp": {} for p in args.port} or None,
-            "Labels": {"org.opencontainers.image.source": "keras-operator cluster/addons/mkimage.py"},
+            "Labels": {
+                "org.opencontainers.image.source": "keras-operator cluster/addons/mkimage.py"
+            },
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_id}"]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cluster/addons/mkimage.py"}],
