@@ -5,7 +5,8 @@
 #      Debian): systemd, containerd, runc, CNI plugins, iptables, from Debian's packages.
 #   2. kerasop/node-tools:local: kind-base plus kube-proxy and kube-router (both need iptables and
 #      ipset from an image); also the local-path provisioner's helper (it needs a shell).
-#   3. The node: kubeadm, kubelet and kubectl in /usr/bin, every image kubeadm and the add-ons run
+#   3. The node: kubeadm, kubelet and kubectl (the static one of cluster/get-tools.sh) in /usr/bin,
+#      every image kubeadm and the add-ons run
 #      (control plane from cluster/build-k8s.sh, etcd, CoreDNS, pause, metrics-server and the
 #      local-path provisioner from cluster/addons/build.sh) imported into the node's containerd
 #      under the names kubeadm asks for, the CNI (kube-router) and storage manifests kind applies.
@@ -47,7 +48,8 @@ exec 9>"$CACHE/kind/.node-image.lock"
 flock 9
 
 K8S_BIN=$(bash "$ROOT/cluster/build-k8s.sh" kube-apiserver kube-controller-manager kube-scheduler \
-  kubelet kube-proxy kubectl kubeadm | tail -n1)
+  kubelet kube-proxy kubeadm | tail -n1)
+KUBECTL=$(bash "$ROOT/cluster/get-tools.sh" | tail -n1)/kubectl
 NODE_IMAGES=$(bash "$ROOT/cluster/addons/build.sh" pause coredns metrics-server kube-router etcd \
   local-path-provisioner | tail -n1)
 NODE_BIN="$CACHE/node/bin"
@@ -89,7 +91,7 @@ retag=("docker.io/kerasop/pause:local=$(want pause)"
 [[ "$(want etcd)" == "$(tar -xOf "$NODE_IMAGES"/etcd-*.tar manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')" ]] \
   || { log "kubeadm wants $(want etcd): set KERASOP_ETCD_VERSION to match"; exit 1; }
 
-inputs=$( { sha256sum "${tars[@]}" "$K8S_BIN"/{kubeadm,kubelet,kubectl} "$HERE"/manifests/{cni,storage}.yaml \
+inputs=$( { sha256sum "${tars[@]}" "$K8S_BIN"/{kubeadm,kubelet} "$KUBECTL" "$HERE"/manifests/{cni,storage}.yaml \
   | cut -d' ' -f1; docker image inspect -f '{{.Id}}' "$KIND_BASE"; printf '%s\n' "${retag[@]}"; } \
   | sha256sum | cut -c1-12)
 NODE="kerasop/kind-node:$K8S_VERSION-$inputs"
@@ -98,7 +100,7 @@ if docker image inspect "$NODE" >/dev/null 2>&1; then log "$NODE is up to date";
 t0=$SECONDS
 cid=$(docker run -d --privileged --entrypoint sleep "$KIND_BASE" infinity)
 trap 'docker rm -f -v "$cid" >/dev/null 2>&1 || true' EXIT
-for b in kubeadm kubelet kubectl; do docker cp "$K8S_BIN/$b" "$cid:/usr/bin/$b"; done
+for b in "$K8S_BIN/kubeadm" "$K8S_BIN/kubelet" "$KUBECTL"; do docker cp "$b" "$cid:/usr/bin/"; done
 docker exec -i "$cid" sh -c "echo $K8S_VERSION >/kind/version"
 docker cp "$HERE/manifests/cni.yaml" "$cid:/kind/manifests/default-cni.yaml"
 docker cp "$HERE/manifests/storage.yaml" "$cid:/kind/manifests/default-storage.yaml"

@@ -264,11 +264,14 @@ def test_e2d_kubelet_restart_under_load_loses_no_request(
     if len(set(placement.values())) < 2:
         # After e2c's drain both replicas share the node that was left; a restart of the
         # Deployment spreads them again (the operator's topology spread).
-        k.run("rollout", "restart", f"deployment/{SPREAD}", "-n", ns)
-        k.run("rollout", "status", f"deployment/{SPREAD}", "-n", ns, "--timeout=300s", timeout=360)
+        deployment = f"deployment/{SPREAD}-server"
+        k.run("rollout", "restart", deployment, "-n", ns)
+        k.run("rollout", "status", deployment, "-n", ns, "--timeout=300s", timeout=360)
         placement = {p["metadata"]["name"]: _node_of(p) for p in k.list("pods", ns, selector)}
     assert len(set(placement.values())) == 2, f"both replicas on one node: {placement}"
-    node = next(iter(placement.values()))
+    # Not the toolbox's node: the load runs through `kubectl exec`, which the kubelet serves.
+    toolbox_node = _node_of(k.get("pod", TOOLBOX, ns))
+    node = next(n for n in placement.values() if n != toolbox_node)
     restarts = 0
     with LoadGen(
         e2e, k.get("service", SPREAD, ns)["spec"]["clusterIP"], SPREAD, tag="kubelet"
