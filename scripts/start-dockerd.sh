@@ -28,7 +28,7 @@ bounded_runtime_args() {
     mask=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
     if (( mask != (1 << (last + 1)) - 1 )); then
         # A copy outside the checkout: the engine outlives it.
-        install -m 0755 "$(dirname "$0")/../cluster/kind/runc-within-bounds" /usr/local/libexec/kerasop-runc
+        install -D -m 0755 "$(dirname "$0")/../cluster/kind/runc-within-bounds" /usr/local/libexec/kerasop-runc
         echo "--add-runtime kerasop-runc=/usr/local/libexec/kerasop-runc --default-runtime kerasop-runc"
     fi
 }
