@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load the project's images (docker-archive tars from scripts/images.sh, in $KERASOP_CACHE/images)
 # into the kind cluster's worker nodes, where the chart's pods run (the control plane is tainted).
-# A tar already loaded into the running cluster and unchanged since is skipped.
+# A tar already loaded into the running cluster and unchanged since is skipped. Then waits (up to
+# KERASOP_LOAD_WAIT seconds, default 120) until each worker's kubelet lists the images in its Node's
+# status.images, which is where the e2e suite looks for them.
 #
 # Usage: cluster/kind/load-images.sh [TAR ...]
 # Environment: KERASOP_CACHE, KERASOP_KIND_NAME (default kerasop).
@@ -11,6 +13,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${KERASOP_CACHE:-$HOME/.cache/kerasop}"
 NAME="${KERASOP_KIND_NAME:-kerasop}"
 KIND=$(bash "$HERE/build-kind.sh" | tail -n1)
+KUBECTL=$(bash "$HERE/../get-tools.sh" | tail -n1)/kubectl
+export KUBECONFIG="${KERASOP_CLUSTER_DIR:-/var/tmp/kerasop-cluster}/kubeconfig"
 log() { echo "[kind-load $(date +%H:%M:%S)] $*" >&2; }
 
 tars=("$@")
@@ -32,3 +36,20 @@ for tar in "${tars[@]}"; do
   echo "$key" >"$stamp"
   log "$(basename "$tar"): loaded into $workers in $((SECONDS - t0))s"
 done
+
+# The images' names, as the kubelet reports them (docker.io/library/ for a bare name).
+names=$(for tar in "${tars[@]}"; do tar -xOf "$tar" manifest.json; echo; done | python3 -c '
+import json, sys
+for line in sys.stdin:
+    for entry in json.loads(line) if line.strip() else []:
+        for tag in entry.get("RepoTags") or []:
+            print(tag if "/" in tag.split(":")[0] else "docker.io/library/" + tag)')
+deadline=$((SECONDS + ${KERASOP_LOAD_WAIT:-120}))
+for node in ${workers//,/ }; do
+  until listed=$("$KUBECTL" get node "$node" -o jsonpath='{range .status.images[*]}{range .names[*]}{@}{"\n"}{end}{end}') \
+      && ! grep -vxFf <(echo "$listed") <<<"$names" | grep -q .; do
+    ((SECONDS < deadline)) || { log "$node does not list: $(grep -vxFf <(echo "$listed") <<<"$names" | paste -sd' ')"; exit 1; }
+    sleep 2
+  done
+done
+log "every worker lists the images"
