@@ -21,12 +21,12 @@ errors in that window (``kerasop_reconcile_errors_total`` of the operator's /met
 and error lines in its log).
 
 ``--operator local`` (default): the script runs ``python -m kerasop_operator.main``
-itself (watching only the bench namespace, default settings), so its RSS is sampled
-with psutil (peak and last). Do not use it where an operator is installed in the
-cluster: both would reconcile the same objects. ``--operator cluster``: the installed
-operator (``--operator-namespace``, pods labelled app.kubernetes.io/component=operator);
-its metrics are read through the API server's pod proxy, its log with ``kubectl logs``,
-its memory with ``kubectl top`` (n/a without metrics-server).
+itself (watching only the bench namespace, default settings). Do not use it where an
+operator is installed in the cluster: both would reconcile the same objects.
+``--operator cluster``: the installed operator (``--operator-namespace``, pods labelled
+app.kubernetes.io/component=operator); its metrics are read through the API server's pod
+proxy, its log with ``kubectl logs``. Either way the memory is one metric, the operator's
+own ``process_resident_memory_bytes`` (its RSS, from its /metrics), sampled (peak and last).
 
 Results: a table on stdout, bench/results/operator_scale.json and .png
 (``--quick``: 20 jobs, 5 services, operator_scale_quick.*).
@@ -128,7 +128,33 @@ def count_error_lines(text: str) -> int:
     return sum(1 for line in text.splitlines() if ERROR_LINE.search(line))
 
 
-class LocalOperator:
+RSS = "process_resident_memory_bytes"
+
+
+class OperatorUnderTest:
+    """What both kinds of operator share: the memory, read from the operator's /metrics."""
+
+    rss_peak = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def rss_mb(self) -> float | None:
+        """The operator's RSS now (its ``process_resident_memory_bytes``, MB); the peak is kept."""
+        try:
+            rss = self.metrics().get(RSS)
+        except (OSError, RuntimeError):
+            return None
+        if rss is None:
+            return None
+        self.rss_peak = max(self.rss_peak, rss / 2**20)
+        return rss / 2**20
+
+    def rss_peak_mb(self) -> float | None:
+        return self.rss_peak or None
+
+
+class LocalOperator(OperatorUnderTest):
     """``python -m kerasop_operator.main`` started by the script, watching one namespace."""
 
     where = "local process"
@@ -140,7 +166,6 @@ class LocalOperator:
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.rss_peak = 0
 
     def start(self) -> None:
         env = {
@@ -198,23 +223,8 @@ class LocalOperator:
         with urllib.request.urlopen(url, timeout=10) as r:
             return parse_metrics(r.read().decode())
 
-    def rss_mb(self) -> float | None:
-        """Resident memory of the operator process now (MB); the peak is kept."""
-        import psutil
 
-        assert self.proc is not None
-        try:
-            rss = int(psutil.Process(self.proc.pid).memory_info().rss)
-        except psutil.Error:
-            return None
-        self.rss_peak = max(self.rss_peak, rss)
-        return rss / 2**20
-
-    def rss_peak_mb(self) -> float | None:
-        return self.rss_peak / 2**20 if self.rss_peak else None
-
-
-class ClusterOperator:
+class ClusterOperator(OperatorUnderTest):
     """The operator installed in the cluster (its pods found by label)."""
 
     where = "in-cluster"
@@ -223,7 +233,6 @@ class ClusterOperator:
         self.kubectl = kubectl
         self.namespace = namespace
         self.metrics_port = metrics_port
-        self.rss_peak: float | None = None
 
     def start(self) -> None:
         if not self.pods():
@@ -262,33 +271,6 @@ class ClusterOperator:
             for name, value in parse_metrics(self.kubectl("get", "--raw", path)).items():
                 total[name] = total.get(name, 0.0) + value
         return total
-
-    def rss_mb(self) -> float | None:
-        """Working set from metrics-server (``kubectl top``), None where it is not installed."""
-        try:
-            out = self.kubectl(
-                "-n", self.namespace, "top", "pod", "-l", "app.kubernetes.io/component=operator",
-                "--no-headers",
-            )  # fmt: skip
-        except RuntimeError:
-            return None
-        values = [_mebibytes(line.split()[2]) for line in out.splitlines() if line.strip()]
-        if not values:
-            return None
-        now = sum(values)
-        self.rss_peak = max(self.rss_peak or 0.0, now)
-        return now
-
-    def rss_peak_mb(self) -> float | None:
-        return self.rss_peak
-
-
-def _mebibytes(quantity: str) -> float:
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
-    for unit, factor in units.items():
-        if quantity.endswith(unit):
-            return float(quantity[: -len(unit)]) * factor
-    return float(quantity) / 2**20
 
 
 def kubectl_runner(kubeconfig: str | None) -> Callable[..., str]:
@@ -436,7 +418,7 @@ def measure_restart(operator: LocalOperator, objects: int, timeout: float) -> di
     again, none in flight), with its reconciles, errors and memory meanwhile."""
     operator.stop()
     mark = operator.log_mark()
-    operator.rss_peak = 0
+    operator.rss_peak = 0.0
     print(f"restart: resuming {objects} objects ...", flush=True)
     t0 = time.monotonic()
     operator.start()

@@ -15,11 +15,12 @@ Runners, each run a separate process (peak RSS is that process's ru_maxrss):
   kerasop  ``kerasop train -f job.yaml`` (local mode, as the README shows), publishing
            the version as a user's job does by default (model.keras, model.onnx,
            metadata.json; checkpoints every 60 s and after the last epoch).
-  script   what a user writes instead: ``np.loadtxt`` (csv) or
+  script   what a user writes instead: ``np.loadtxt`` as float32 (csv) or
            ``keras.utils.image_dataset_from_directory`` (images), a ``Normalization``
            layer adapted on the features (csv; the trainer standardizes too), the same
            model, optimizer, batch size and validation split, ``model.fit``, then
-           ``model.save`` of model.keras. No export.
+           ``model.save`` of model.keras. No export. TensorFlow is imported with JAX
+           hidden, as the trainer does, so both pay for one XLA runtime.
 Runs are interleaved (kerasop, script, kerasop, ...) ``--repeats`` times; the table shows
 medians. Fit samples/s: training rows x (epochs - 1) / time between the first and last
 epoch line on the child's stdout (the first epoch also traces the graph), read the same
@@ -93,6 +94,11 @@ SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
+    # Equal terms with the trainer (distributed.import_tensorflow_without_jax): TensorFlow
+    # imported with JAX hidden, so neither process carries JAX's ~100 MB.
+    sys.modules["jax"] = None
+    import tensorflow
+    del sys.modules["jax"]
     import keras
 
     case, path, epochs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -103,7 +109,7 @@ SCRIPT = textwrap.dedent(
             print(f"epoch {epoch + 1}/{epochs}", flush=True)
 
     if case == "csv":
-        table = np.loadtxt(path, delimiter=",", skiprows=1)
+        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32)
         x, y = table[:, :-1], table[:, -1]
         norm = keras.layers.Normalization()
         norm.adapt(x)

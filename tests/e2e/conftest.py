@@ -31,8 +31,10 @@ the chart's ``runtime.servingImage`` when it is on every node, empty: off),
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -416,7 +418,6 @@ def e2e() -> Iterator[E2E]:
             f"the cluster of KUBECONFIG={kubeconfig} does not answer:\n{res.describe()}",
             pytrace=False,
         )
-    import json
 
     nodes = json.loads(res.stdout).get("items") or []
     # The nodes the suite's pods can land on (kind's control plane carries a NoSchedule taint).
@@ -828,7 +829,6 @@ def check_workers_trained_one_model(e2e: E2E, name: str, epochs: int) -> tuple[l
 
 def exec_json(e2e: E2E, *command: str, timeout: float = 300) -> dict[str, Any]:
     """Run a script in the toolbox pod; return its ``RESULT {json}`` line."""
-    import json
 
     res = e2e.kubectl.exec(TOOLBOX, e2e.namespace, *command, timeout=timeout, check=False)
     for line in reversed(res.stdout.splitlines()):
@@ -838,9 +838,11 @@ def exec_json(e2e: E2E, *command: str, timeout: float = 300) -> dict[str, Any]:
 
 
 class LoadGen:
-    """The in-cluster load generator (incluster/loadgen.py) run in the toolbox pod.
+    """The in-cluster load generator (incluster/loadgen.py), detached in the toolbox pod.
 
-    Bounded twice: it stops when :meth:`stop` creates its stop file, and by itself after
+    It runs there on its own (``nohup``, output to files in the pod), so nothing it measures
+    passes through the API server: a scenario may restart the API server or a kubelet under
+    load. Bounded twice: it stops when :meth:`stop` creates its stop file, and by itself after
     ``max_seconds``.
     """
 
@@ -857,14 +859,9 @@ class LoadGen:
     ) -> None:
         self.e2e = e2e
         self.stop_file = f"/tmp/loadgen-stop-{tag}"
+        self.out = f"/tmp/loadgen-{tag}"
         self.max_seconds = max_seconds
-        e2e.kubectl.exec(TOOLBOX, e2e.namespace, "rm", "-f", self.stop_file)
-        self.proc = e2e.kubectl.popen(
-            "exec",
-            TOOLBOX,
-            "-n",
-            e2e.namespace,
-            "--",
+        argv = [
             "python",
             "/scripts/loadgen.py",
             "--host",
@@ -881,35 +878,52 @@ class LoadGen:
             str(max_seconds),
             "--stop-file",
             self.stop_file,
+        ]
+        script = (
+            f"rm -f {self.stop_file} {self.out}.out {self.out}.err;"
+            f" nohup {shlex.join(argv)} > {self.out}.out 2> {self.out}.err < /dev/null &"
         )
+        e2e.kubectl.exec(TOOLBOX, e2e.namespace, "sh", "-c", script)
         self.t0 = time.monotonic()
 
-    def stop(self) -> dict[str, Any]:
-        import json
-
+    def _touch_stop(self) -> None:
         self.e2e.kubectl.exec(TOOLBOX, self.e2e.namespace, "touch", self.stop_file, check=False)
-        try:
-            out, err = self.proc.communicate(timeout=60)
-        except Exception:
-            self.proc.kill()
-            out, err = self.proc.communicate(timeout=10)
-        for line in reversed(out.splitlines()):
-            if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT ") :])
-                result["progress"] = err.strip().splitlines()[-12:]
-                return result
-        raise E2EError(
-            f"the load generator gave no RESULT (exit {self.proc.returncode}):\n"
-            f"{out[-2000:]}\n{err[-3000:]}"
-        )
+
+    def stop(self) -> dict[str, Any]:
+
+        self._touch_stop()
+        deadline = time.monotonic() + 90
+        out = err = ""
+        while time.monotonic() < deadline:
+            out = self.e2e.kubectl.exec(
+                TOOLBOX, self.e2e.namespace, "cat", f"{self.out}.out", check=False
+            ).stdout
+            for line in reversed(out.splitlines()):
+                if line.startswith("RESULT "):
+                    err = self.e2e.kubectl.exec(
+                        TOOLBOX, self.e2e.namespace, "tail", "-n", "12", f"{self.out}.err"
+                    ).stdout
+                    result = json.loads(line[len("RESULT ") :])
+                    result["progress"] = err.strip().splitlines()
+                    return result
+            time.sleep(1)
+        err = self.e2e.kubectl.exec(
+            TOOLBOX, self.e2e.namespace, "tail", "-n", "40", f"{self.out}.err", check=False
+        ).stdout
+        raise E2EError(f"the load generator gave no RESULT in 90 s:\n{out[-2000:]}\n{err}")
 
     def __enter__(self) -> LoadGen:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.e2e.kubectl.exec(TOOLBOX, self.e2e.namespace, "touch", self.stop_file, check=False)
-            try:
-                self.proc.communicate(timeout=60)
-            except Exception:
-                self.proc.kill()
+        self._touch_stop()
+
+
+def no_request_lost(result: dict[str, Any], phase: Any, what: str, minimum: int = 100) -> None:
+    """Note a load window in the phase log and check it had enough traffic and no failure."""
+    phase.note(
+        f"{what}: {result['total']} requests in {result['seconds']}s, {result['failed']} failed"
+    )
+    shown = json.dumps({k: v for k, v in result.items() if k != "latencies"}, indent=1)
+    assert result["total"] >= minimum, f"too little traffic to judge:\n{shown}"
+    assert result["failed"] == 0, shown
