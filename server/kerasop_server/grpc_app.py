@@ -7,6 +7,11 @@ batching, shadow copies), encode the answer. Errors get the REST answer's messag
 (``errors.failure``) under the matching gRPC status code, and every call is counted in
 the same request metrics, labelled with its HTTP status equivalent so that dashboards and
 alerts on ``code`` cover both protocols.
+
+The standard health service (``grpc.health.v1.Health``, from grpcio-health-checking) answers
+for the server ("") and for ``inference.GRPCInferenceService``: SERVING once a model is loaded,
+NOT_SERVING before and from the start of a shutdown, what Kubernetes' gRPC probes and gRPC
+load balancers read.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 
 from .config import ServerConfig
 from .errors import ClientError, failure
@@ -44,6 +51,9 @@ GRPC_CODES: dict[int, grpc.StatusCode] = {
 
 Handler = Callable[[Any], Awaitable[Any]]
 
+# How often the health service follows the manager's readiness (a flag read, no I/O).
+HEALTH_INTERVAL_S = 0.25
+
 
 def grpc_code(status: int) -> grpc.StatusCode:
     return GRPC_CODES.get(status, grpc.StatusCode.INTERNAL)
@@ -63,6 +73,8 @@ class GrpcFrontEnd:
         self.port: int | None = None  # the bound port, once started
         self._server: Any = None
         self._stopping: asyncio.Future[None] | None = None
+        self.health = health_aio.HealthServicer()
+        self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -85,17 +97,45 @@ class GrpcFrontEnd:
         }
         handlers = {name: self._rpc(name, handler) for name, handler in rpcs.items()}
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_health(self.manager.ready)
         self.port = server.add_insecure_port(
             listen_address(self.config.host, self.config.grpc_port)
         )
         await server.start()
         self._server = server
+        self._health_task = asyncio.get_running_loop().create_task(
+            self._follow_readiness(), name="grpc-health"
+        )
+
+    async def _set_health(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE):
+            await self.health.set(service, status)
+
+    async def _follow_readiness(self) -> None:
+        ready = self.manager.ready
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            if self.manager.ready != ready:
+                ready = self.manager.ready
+                await self._set_health(ready)
 
     def begin_stop(self) -> None:
         """Refuse new calls; those in flight get ``shutdown_timeout`` (drained while the
         REST side drains its own, not after it)."""
         if self._stopping is None and self._server is not None:
-            self._stopping = asyncio.ensure_future(self._server.stop(self.config.shutdown_timeout))
+            self._stopping = asyncio.ensure_future(self._shut_down(self._server))
+
+    async def _shut_down(self, server: Any) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING: balancers move away
+        await server.stop(self.config.shutdown_timeout)
 
     async def stop(self) -> None:
         self.begin_stop()

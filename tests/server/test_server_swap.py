@@ -12,11 +12,13 @@ import shutil
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import keras
 import pytest
 import tritonclient.grpc
 import tritonclient.grpc.aio as grpc_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverkit import (
     DENSE,
     FEATURES,
@@ -235,10 +237,24 @@ def test_not_ready_until_a_version_exists(tmp_path: Path) -> None:
             grpc_client.infer(DENSE, [tensor])
         assert refused.value.status() == "StatusCode.UNAVAILABLE"
         assert refused.value.message() == r.json()["error"]
+        # The standard gRPC health service (Kubernetes' grpc probe) says the same
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.grpc_target))
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ("", "inference.GRPCInferenceService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING, service
         write_version(tmp_path, DENSE, dense_model(), dense_metadata())
         server.wait_ready(60)
         assert httpx.get(f"{url}/v2/health/ready").status_code == 200
         assert grpc_client.is_server_ready() and grpc_client.is_model_ready(DENSE)
+        deadline = time.monotonic() + 5  # the health service follows readiness every 0.25 s
+        while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != serving:
+            assert time.monotonic() < deadline, "gRPC health still NOT_SERVING"
+            time.sleep(0.1)
+        answer = health.Check(
+            health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=5
+        )
+        assert answer.status == serving
     finally:
         server.stop()
 
