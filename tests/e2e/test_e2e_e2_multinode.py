@@ -104,6 +104,19 @@ def _spread_replicas(e2e: E2E) -> dict[str, str]:
     return placement
 
 
+def _replica_away_from_toolbox(e2e: E2E) -> tuple[str, str]:
+    """(pod, node) of the SPREAD replica not on the toolbox's node: faults go there, so the
+    load's source (the toolbox) stays out of them."""
+    placement = _spread_replicas(e2e)
+    toolbox_node = _node_of(e2e.kubectl.get("pod", TOOLBOX, e2e.namespace))
+    return next((p, n) for p, n in placement.items() if n != toolbox_node)
+
+
+def _cluster_ip(e2e: E2E, service: str) -> str:
+    """The Service's cluster IP: the load needs no DNS lookup while CoreDNS pods move."""
+    return e2e.kubectl.get("service", service, e2e.namespace)["spec"]["clusterIP"]
+
+
 def _node_ready(e2e: E2E, node: str) -> bool:
     return condition(e2e.kubectl.get("node", node), "Ready").get("status") == "True"
 
@@ -255,13 +268,10 @@ def test_e2c_replicas_spread_and_a_drain_loses_no_request(
     phase("2 replicas on 2 nodes")
 
     # Drain the replica's node that does not hold the toolbox (the load's source and the
-    # RWO data claim live there); the Service's cluster IP spares the load DNS lookups while
-    # CoreDNS may move too.
-    toolbox_node = _node_of(k.get("pod", TOOLBOX, ns))
-    victim_node = next(n for n in placement.values() if n != toolbox_node)
-    cluster_ip = k.get("service", SPREAD, ns)["spec"]["clusterIP"]
+    # RWO data claim live there).
+    _, victim_node = _replica_away_from_toolbox(e2e)
     try:
-        with LoadGen(e2e, cluster_ip, SPREAD, tag="drain") as load:
+        with LoadGen(e2e, _cluster_ip(e2e, SPREAD), SPREAD, tag="drain") as load:
             time.sleep(8)  # traffic on both replicas before the drain
             k.run(
                 "drain",
@@ -297,14 +307,9 @@ def test_e2d_kubelet_restart_under_load_loses_no_request(
     e2e = shared_data
     k, ns = e2e.kubectl, e2e.namespace
     selector = f"{LABEL_MODEL_SERVICE}={SPREAD}"
-    placement = _spread_replicas(e2e)
-    # Not the toolbox's node: the load's source stays out of the fault.
-    toolbox_node = _node_of(k.get("pod", TOOLBOX, ns))
-    node = next(n for n in placement.values() if n != toolbox_node)
+    _, node = _replica_away_from_toolbox(e2e)
     restarts = 0
-    with LoadGen(
-        e2e, k.get("service", SPREAD, ns)["spec"]["clusterIP"], SPREAD, tag="kubelet"
-    ) as load:
+    with LoadGen(e2e, _cluster_ip(e2e, SPREAD), SPREAD, tag="kubelet") as load:
         time.sleep(8)
         # kind's node is a container of the same name: its kubelet is a systemd unit in it.
         for _ in range(2):
@@ -337,12 +342,8 @@ def test_e2f_worker_paused_goes_notready_and_the_other_node_serves(
     shared_data: E2E, toolbox: str, phase
 ) -> None:
     e2e = shared_data
-    k, ns = e2e.kubectl, e2e.namespace
-    placement = _spread_replicas(e2e)
-    toolbox_node = _node_of(k.get("pod", TOOLBOX, ns))
-    victim = next(n for n in placement.values() if n != toolbox_node)
-    victim_pod = next(p for p, n in placement.items() if n == victim)
-    cluster_ip = k.get("service", SPREAD, ns)["spec"]["clusterIP"]
+    victim_pod, victim = _replica_away_from_toolbox(e2e)
+    cluster_ip = _cluster_ip(e2e, SPREAD)
     # docker pause freezes the kind node and every container in it: the node stops answering
     # as a crashed machine would, without a clean shutdown.
     subprocess.run(["docker", "pause", victim], check=True, timeout=60)
@@ -400,8 +401,7 @@ def test_e2g_api_server_restart_under_load_loses_no_request(
         )
 
     before = restarts()
-    cluster_ip = k.get("service", SPREAD, ns)["spec"]["clusterIP"]
-    with LoadGen(e2e, cluster_ip, SPREAD, tag="apiserver") as load:
+    with LoadGen(e2e, _cluster_ip(e2e, SPREAD), SPREAD, tag="apiserver") as load:
         time.sleep(5)
         # Kill the API server in the control-plane container (host PIDs from docker top);
         # the kubelet there restarts its static pod.
