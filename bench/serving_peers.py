@@ -112,11 +112,11 @@ CONFIGS = {
     "kserve": "no batching (KServe's batcher is the agent sidecar's, v1 HTTP only); 1 worker; "
     "uvicorn access log and latency logging off",
     "mlserver": "adaptive batching on (32 rows / 2 ms); parallel_workers 1 (inference in a "
-    "worker process); debug off: no access log",
+    "worker process); debug off: no access log (REST or gRPC)",
     "mlserver-nobatch": "adaptive batching off (MLServer's default); parallel_workers 1; "
-    "debug off: no access log",
+    "debug off: no access log (REST or gRPC)",
     "mlserver-w0": "adaptive batching off; parallel_workers 0 (inference in the main process); "
-    "debug off: no access log",
+    "debug off: no access log (REST or gRPC)",
     "naive": "no batching; model.predict on the event loop; aiohttp access log off",
 }
 PROTOCOLS = ("v2-json", "v2-binary", "v1", "grpc")
@@ -1043,7 +1043,7 @@ VERSIONED = {
     "kerasop": ("onnxruntime", "aiohttp", "grpcio", "numpy"),
     "kserve": ("kserve", "onnxruntime", "uvicorn", "grpcio", "numpy"),
     "mlserver": ("mlserver", "onnxruntime", "uvicorn", "grpcio", "numpy"),
-    "naive": ("tensorflow", "keras", "aiohttp"),
+    "naive": ("tensorflow-cpu", "keras", "aiohttp"),
 }
 
 

@@ -50,10 +50,14 @@ class OnnxModel(Model):
     async def predict(self, payload, headers=None, response_headers=None):
         if isinstance(payload, InferRequest):
             out = self._run(payload.inputs[0].as_numpy())
+            # set_data_from_numpy, as KServe's docs write it: an array passed as ``data``
+            # breaks KServe 0.21's gRPC answer for more than one element (a truth test of it)
+            output = InferOutput("output", list(out.shape), "FP32")
+            output.set_data_from_numpy(out, binary_data=payload.use_binary_outputs)
             return InferResponse(
                 response_id=payload.id or "",
                 model_name=self.name,
-                infer_outputs=[InferOutput("output", list(out.shape), "FP32", out)],
+                infer_outputs=[output],
                 use_binary_outputs=payload.use_binary_outputs,
             )
         out = self._run(np.asarray(payload["instances"], dtype=np.float32))

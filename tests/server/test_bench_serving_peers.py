@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.bench import load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +99,36 @@ def test_serving_peers_quick_run(tmp_path) -> None:
     servers = result["meta"]["servers"]
     assert servers["kerasop"]["versions"]["onnxruntime"] not in ("", "-")
     assert "no per-request log" in servers["kerasop"]["config"]
+
+
+@pytest.mark.ghz
+def test_serving_peers_quick_grpc(tmp_path) -> None:
+    """The grpc cells: ghz (bench/build_ghz.sh, cached by version) against this server's
+    OIP v2 gRPC, the answer checked against ONNX Runtime by the script first."""
+    build = subprocess.run(
+        ["bash", str(REPO / "bench" / "build_ghz.sh")],
+        capture_output=True, text=True, timeout=1500, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    ghz_dir = str(Path(build.stdout.strip().splitlines()[-1]).parent)
+    out = tmp_path / "results"
+    env = {
+        **os.environ,
+        "KERASOP_CACHE": str(tmp_path / "cache"),  # the model here; ghz from PATH
+        "PATH": ghz_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    argv = [
+        sys.executable, str(REPO / "bench" / "serving_peers.py"), "--quick", "--models", "dense",
+        "--servers", "kerasop", "--protocols", "grpc", "--concurrency", "1,4", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "serving_peers_quick.json").read_text())
+    (model,) = result["models"]
+    assert model["support"]["kerasop"]["grpc"] == "ok"
+    cells = {(c["server"], c["protocol"], c["concurrency"]): c for c in model["cells"]}
+    for concurrency in (1, 4):
+        cell = cells[("kerasop", "grpc", concurrency)]
+        assert cell["requests"] > 0 and cell["errors"] == 0, cell
+        assert cell["p50_ms"] <= cell["p99_ms"]
+    assert result["meta"]["grpc_loadgen"].startswith("ghz ")
