@@ -110,7 +110,7 @@ CONFIGS = {
     "kerasop": "batching on (<= 32 rows, greedy: what is queued, no wait for a lone request); "
     "inference on one thread beside the event loop; no per-request log",
     "kserve": "no batching (KServe's batcher is the agent sidecar's, v1 HTTP only); 1 worker; "
-    "uvicorn access log and latency logging off",
+    "uvicorn access log, latency logging and the gRPC 'grpc method' line off",
     "mlserver": "adaptive batching on (32 rows / 2 ms); parallel_workers 1 (inference in a "
     "worker process); debug off: no access log (REST or gRPC)",
     "mlserver-nobatch": "adaptive batching off (MLServer's default); parallel_workers 1; "
