@@ -27,11 +27,13 @@ demo: setup
 
 # Tools the component tiers need: kube-apiserver (+ the other control-plane
 # binaries) built from Go modules, etcd from Debian, static helm/kubectl; promtool and
-# prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules.
+# prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules; ghz
+# (the gRPC load generator of bench/serving_peers.py and its smoke test) from its Go module.
 tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
 	bash cluster/build-prometheus.sh
 	bash cluster/get-tools.sh
+	bash bench/build_ghz.sh
 
 # Debian packages the component, docker and e2e tiers need (etcd, Docker,
 # containerd, ...): installed when missing (as root), else the command is printed.
@@ -53,7 +55,7 @@ test: system-deps setup tools
 # helm (fetched and cached by cluster/get-tools.sh on first use) for the chart tests and
 # a Lua 5.1 interpreter (Debian: lua5.1) for the Argo CD health-check tests.
 test-unit: setup
-	$(PY) -m pytest -q -ra -m "not component and not prometheus and not docker and not e2e"
+	$(PY) -m pytest -q -ra -m "not component and not prometheus and not ghz and not docker and not e2e"
 
 # Static checks: ruff, the layer contracts (import-linter), mypy strict on the core and
 # the operator (configuration in pyproject.toml).

@@ -1,42 +1,55 @@
 """This project's server against the servers users would pick instead, in one run.
 
     python bench/serving_peers.py [--quick] [--models dense,cnn] [--concurrency 1,8,32,64]
-                                  [--protocols v2-json,v2-binary,v1]
-                                  [--servers kerasop,kserve,mlserver,naive]
-                                  [--duration 2] [--rounds 3] [--out bench/results]
+                                  [--protocols v2-json,v2-binary,v1,grpc]
+                                  [--servers kerasop,kserve,mlserver,mlserver-nobatch,...]
+                                  [--duration 10] [--rounds 3] [--out bench/results]
                                   [--kerasop-args "--max-batch-size 8"]
 
-Servers, all on 127.0.0.1, all running the same model with one inference thread:
-  kerasop   this project's server (``kerasop-serve --engine onnx --threads 1``, defaults
-            otherwise: batches of <= 32 rows; ``--kerasop-args`` adds server options)
-  kserve    KServe's ModelServer with a custom ``kserve.Model`` running the same
-            ``model.onnx`` with ONNX Runtime (bench/peers/kserve_onnx.py)
-  mlserver  MLServer with a custom runtime running ``model.onnx`` with ONNX Runtime,
-            adaptive batching on (max_batch_size 32, max_batch_time 2 ms; its default
-            parallel_workers=1 runs inference in one worker process) (bench/peers/mlserver_onnx.py)
-  naive     aiohttp around ``model.predict`` of ``model.keras``, one call per request
-            (bench/peers/naive_keras.py)
-  ceiling   no server: ONNX Runtime in this process on batches of min(concurrency, 32)
-            rows; the most rows/s the engine gives on this machine
+Servers, all on 127.0.0.1, all running the same model with one inference thread, none
+writing a line per request (access logs off: the table's header says so per server):
+  kerasop           this project's server (``kerasop-serve --engine onnx --threads 1``,
+                    defaults otherwise: batches of <= 32 rows; ``--kerasop-args`` adds
+                    server options)
+  kserve            KServe's ModelServer with a custom ``kserve.Model`` running the same
+                    ``model.onnx`` with ONNX Runtime (bench/peers/kserve_onnx.py); no
+                    batching: KServe's batcher is the agent sidecar's, v1 HTTP only
+  mlserver          MLServer with a custom runtime running ``model.onnx`` with ONNX Runtime
+                    (bench/peers/mlserver_onnx.py), adaptive batching on (max_batch_size
+                    32, max_batch_time 2 ms), parallel_workers 1 (inference in one worker
+                    process)
+  mlserver-nobatch  the same, adaptive batching off (MLServer's defaults)
+  mlserver-w0       the same, adaptive batching off, parallel_workers 0 (inference in the
+                    main process, beside the HTTP and gRPC servers)
+  naive             aiohttp around ``model.predict`` of ``model.keras``, one call per
+                    request (bench/peers/naive_keras.py)
+  ceiling           no server: ONNX Runtime in this process on batches of
+                    min(concurrency, 32) rows; the most rows/s the engine gives here
 
 KServe and MLServer run from their own venvs (bench/setup_peers.sh; their pins
-conflict with each other and with this project). A peer whose venv is missing
-is left out with a note.
+conflict with each other and with this project; ONNX Runtime pinned to this
+project's version in both). A peer whose venv is missing is left out with a note.
+Each server's ONNX Runtime and package versions are in the results' ``meta.servers``
+and in the table's header.
 
 Models (random weights: speed does not depend on training):
   dense  784 -> Dense(10, relu) -> Dense(1, sigmoid)
   cnn    MobileNetV2 at 96x96x3 (weights=None, 1000 classes)
 Requests carry one row each: v2 JSON (``data`` as a flat list), v2 with the
 binary tensor data extension (tensor bytes after the JSON header, binary
-output asked for), v1 ``{"instances": [row]}``. Every server's answer is first
-checked against ONNX Runtime in this process; a server that cannot answer a
-protocol (MLServer has no v1) is shown as n/a.
+output asked for), v1 ``{"instances": [row]}``, and ``grpc``: OIP v2's
+``inference.GRPCInferenceService/ModelInfer`` with the row in ``raw_input_contents``.
+Every server's answer is first checked against ONNX Runtime in this process; a
+server that cannot answer a protocol (MLServer has no v1) is shown as n/a.
 
 Load: wrk (closed loop, one connection per concurrent client, Lua script
 bench/peers/post.lua) when installed, else a Python aiohttp client (slower: it
-takes CPU from the servers; the output says which). Cells run in interleaved
-rounds (every server at one protocol and concurrency, then the next), so noise
-from the machine hits every server alike; the table shows the median round.
+takes CPU from the servers; the output says which). gRPC: ghz (bench/build_ghz.sh;
+closed loop, ``-c`` concurrent calls on one HTTP/2 connection, as a gRPC client's
+channel does, GOMAXPROCS=1 like wrk's one thread); without it the grpc cells are left
+out with a note. Cells run in interleaved rounds (every server at one protocol and
+concurrency, then the next), so noise from the machine hits every server alike; the
+table shows the median round, the JSON every round (``rounds``).
 While one server is measured the others are paused (SIGSTOP to their process
 groups), so their idle wake-ups take no CPU from it.
 CPU seconds per 1000 requests count the server's whole process tree (the ceiling: its
@@ -78,8 +91,38 @@ PEERS = Path(__file__).resolve().parent / "peers"
 HOST = "127.0.0.1"
 CACHE = Path(os.environ.get("KERASOP_CACHE", Path.home() / ".cache" / "kerasop"))
 VENVS = Path(os.environ.get("BENCH_VENV_ROOT", CACHE / "bench-venv"))
-SERVERS = ("kerasop", "kserve", "mlserver", "naive")
-PROTOCOLS = ("v2-json", "v2-binary", "v1")
+SERVERS = ("kerasop", "kserve", "mlserver", "mlserver-nobatch", "mlserver-w0", "naive")
+# The venv (bench/setup_peers.sh) each peer runs from.
+PEER_VENVS = {
+    "kserve": "kserve",
+    "mlserver": "mlserver",
+    "mlserver-nobatch": "mlserver",
+    "mlserver-w0": "mlserver",
+}
+# MLServer's configurations: adaptive batching on?, parallel_workers.
+MLSERVER_CONFIGS = {
+    "mlserver": (True, 1),
+    "mlserver-nobatch": (False, 1),
+    "mlserver-w0": (False, 0),
+}
+# Each server's configuration in words (the table's header and the results' meta).
+CONFIGS = {
+    "kerasop": "batching on (<= 32 rows, greedy: what is queued, no wait for a lone request); "
+    "inference on one thread beside the event loop; no per-request log",
+    "kserve": "no batching (KServe's batcher is the agent sidecar's, v1 HTTP only); 1 worker; "
+    "uvicorn access log, latency logging and the gRPC 'grpc method' line off",
+    "mlserver": "adaptive batching on (32 rows / 2 ms); parallel_workers 1 (inference in a "
+    "worker process); debug off: no access log (REST or gRPC)",
+    "mlserver-nobatch": "adaptive batching off (MLServer's default); parallel_workers 1; "
+    "debug off: no access log (REST or gRPC)",
+    "mlserver-w0": "adaptive batching off; parallel_workers 0 (inference in the main process); "
+    "debug off: no access log (REST or gRPC)",
+    "naive": "no batching; model.predict on the event loop; aiohttp access log off",
+}
+PROTOCOLS = ("v2-json", "v2-binary", "v1", "grpc")
+GRPC = "grpc"
+GRPC_CALL = "inference.GRPCInferenceService/ModelInfer"
+PROTO = REPO / "server" / "kerasop_server" / "protocol" / "grpc_predict_v2.proto"
 BINARY_HEADER = "Inference-Header-Content-Length"
 MAX_BATCH = 32
 ATOL = 1e-3
@@ -187,7 +230,15 @@ FLOOR = "floor"
 FLOOR_BODY = Body("/v2/health/ready", b"", "", method="GET")
 
 
-def request_bodies(row: np.ndarray) -> dict[str, Body]:
+def grpc_messages() -> dict[str, Any]:
+    """OIP v2's gRPC message classes, as this project's server builds them."""
+    sys.path.insert(0, str(REPO / "server"))
+    from kerasop_server.protocol.v2_grpc import MESSAGES
+
+    return MESSAGES
+
+
+def request_bodies(row: np.ndarray, model: str) -> dict[str, Body]:
     flat = row.ravel().tolist()
     shape = [1, *row.shape]
     tensor = {"name": "input", "shape": shape, "datatype": "FP32"}
@@ -200,15 +251,29 @@ def request_bodies(row: np.ndarray) -> dict[str, Body]:
         }
     ).encode()
     v1 = json.dumps({"instances": [row.tolist()]}).encode()
+    grpc_request = grpc_messages()["ModelInferRequest"](
+        model_name=model, inputs=[tensor], raw_input_contents=[raw]
+    ).SerializeToString()
     infer = "/v2/models/{model}/infer"
     return {
         "v2-json": Body(infer, v2_json),
         "v2-binary": Body(infer, header + raw, "application/octet-stream", len(header)),
         "v1": Body("/v1/models/{model}:predict", v1),
+        GRPC: Body(GRPC_CALL, grpc_request, "application/grpc"),
     }
 
 
 def decode_answer(protocol: str, headers: Any, content: bytes) -> np.ndarray:
+    if protocol == GRPC:
+        response = grpc_messages()["ModelInferResponse"].FromString(content)
+        tensor = response.outputs[0]
+        if tensor.datatype != "FP32":
+            raise ValueError(f"datatype {tensor.datatype}")
+        if response.raw_output_contents:
+            data = np.frombuffer(response.raw_output_contents[0], dtype="<f4")
+        else:
+            data = np.asarray(tensor.contents.fp32_contents, dtype=np.float32)
+        return data.reshape(list(tensor.shape))
     if protocol == "v1":
         return np.asarray(json.loads(content)["predictions"], dtype=np.float32)
     length = headers.get(BINARY_HEADER)
@@ -229,6 +294,14 @@ def post(url: str, body: Body, timeout: float = 60) -> tuple[int, Any, bytes]:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
+
+
+def grpc_infer(target: str, request: bytes, timeout: float = 60) -> bytes:
+    """One ModelInfer call with a serialized request: the serialized answer."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        return bytes(channel.unary_unary("/" + GRPC_CALL)(request, timeout=timeout))
 
 
 # --------------------------------------------------------------------------
@@ -253,10 +326,15 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     protocols: dict[str, str] = field(default_factory=dict)  # protocol -> "ok" or why not
+    grpc_port: int | None = None  # OIP v2 over gRPC, when asked for
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
 
     def start(self, logdir: Path) -> None:
         self.log = logdir / f"{self.name}.log"
@@ -305,26 +383,26 @@ class Server:
 
 
 def peer_python(peer: str) -> Path | None:
-    python = VENVS / peer / "bin" / "python"
+    python = VENVS / PEER_VENVS[peer] / "bin" / "python"
     return python if python.is_file() else None
 
 
 def make_server(
-    name: str, store: Path, case: ModelCase, workdir: Path, kerasop_args: list[str]
+    name: str, store: Path, case: ModelCase, workdir: Path, kerasop_args: list[str], grpc: bool
 ) -> Server:
+    """``grpc``: open each server's OIP gRPC port (MLServer always has one)."""
     vdir = store / case.name / "1"
     port = free_port()
+    grpc_port = free_port() if grpc or name in MLSERVER_CONFIGS else None
     if name == "kerasop":
         argv = [
             sys.executable, "-m", "kerasop_server.main", "--store-root", str(store),
             "--model", case.name, "--host", HOST, "--port", str(port), "--engine", "onnx",
             "--threads", "1", "--poll-seconds", "3600", "--log-level", "WARNING",
-            *kerasop_args,
+            "--grpc-port", str(grpc_port or 0), *kerasop_args,
         ]  # fmt: skip
-        path = os.pathsep.join([str(REPO / "server"), str(REPO)])
-        # REST cells only: no gRPC port (KServe's default is 8081 too, and peers stay up)
-        env = {"PYTHONPATH": path, "KERASOP_GRPC_PORT": "0"}
-        return Server(name, argv, port, case.name, env=env)
+        env = {"PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)])}
+        return Server(name, argv, port, case.name, env=env, grpc_port=grpc_port)
     if name == "naive":
         argv = [sys.executable, str(PEERS / "naive_keras.py"), case.name, str(vdir / "model.keras")]
         return Server(name, [*argv, str(port)], port, case.name)
@@ -332,29 +410,34 @@ def make_server(
     assert python is not None
     if name == "kserve":
         argv = [str(python), str(PEERS / "kserve_onnx.py"), case.name, str(vdir / "model.onnx")]
-        return Server(name, [*argv, str(port)], port, case.name)
-    # mlserver: a folder with its settings and the runtime module
-    folder = workdir / f"mlserver-{case.name}"
+        argv += [str(port), str(grpc_port or 0)]
+        env = {"KSERVE_LOGLEVEL": "WARNING"}  # no "grpc method" line per gRPC call
+        return Server(name, argv, port, case.name, env=env, grpc_port=grpc_port)
+    # MLServer: a folder with its settings and the runtime module
+    batching, workers = MLSERVER_CONFIGS[name]
+    folder = workdir / f"{name}-{case.name}"
     folder.mkdir()
     shutil.copy(PEERS / "mlserver_onnx.py", folder)
     settings = {
-        "debug": False,
+        "debug": False,  # MLServer's uvicorn access log follows it
         "host": HOST,
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
+        "parallel_workers": workers,
     }
     (folder / "settings.json").write_text(json.dumps(settings))
-    model_settings = {
+    model_settings: dict[str, Any] = {
         "name": case.name,
         "implementation": "mlserver_onnx.OnnxRuntime",
         "parameters": {"uri": str(vdir / "model.onnx")},
-        "max_batch_size": MAX_BATCH,
-        "max_batch_time": 0.002,
     }
+    if batching:
+        model_settings.update(max_batch_size=MAX_BATCH, max_batch_time=0.002)
     (folder / "model-settings.json").write_text(json.dumps(model_settings))
     argv = [str(python.parent / "mlserver"), "start", str(folder)]
-    return Server(name, argv, port, case.name, cwd=folder, env={"PYTHONPATH": str(folder)})
+    env = {"PYTHONPATH": str(folder)}
+    return Server(name, argv, port, case.name, cwd=folder, env=env, grpc_port=grpc_port)
 
 
 @contextlib.contextmanager
@@ -451,6 +534,43 @@ def run_wrk(url: str, body: Body, concurrency: int, seconds: int, tmp: Path) -> 
     raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
 
 
+def ghz_path() -> str | None:
+    """ghz as bench/build_ghz.sh leaves it, else on PATH."""
+    built = CACHE / "tools" / "bin" / "ghz"
+    return str(built) if os.access(built, os.X_OK) else shutil.which("ghz")
+
+
+def run_ghz(target: str, body: Body, concurrency: int, seconds: int, tmp: Path) -> Sample:
+    """Closed-loop gRPC load: ``concurrency`` calls in flight on one HTTP/2 connection
+    (as one gRPC channel carries them), on one OS thread like wrk."""
+    ghz = ghz_path()
+    assert ghz is not None
+    body_file = tmp / "grpc-request.bin"
+    body_file.write_bytes(body.data)
+    argv = [
+        ghz, "--insecure", "--proto", str(PROTO), "--call", body.path,
+        "--binary-file", str(body_file), "--concurrency", str(concurrency), "--connections", "1",
+        "--duration", f"{seconds}s", "--duration-stop", "ignore", "--timeout", "30s",
+        "--format", "json", target,
+    ]  # fmt: skip
+    env = {**os.environ, "GOMAXPROCS": "1"}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    try:
+        r = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"ghz failed: {done.stdout[-2000:]}\n{done.stderr[-2000:]}") from None
+    ok = int((r.get("statusCodeDistribution") or {}).get("OK", 0))
+    latency = {d["percentage"]: d["latency"] / 1e6 for d in r.get("latencyDistribution") or []}
+    nan = float("nan")
+    return Sample(
+        requests=ok,
+        seconds=r["total"] / 1e9,
+        p50_ms=latency.get(50, nan) if ok else nan,
+        p99_ms=latency.get(99, nan) if ok else nan,
+        errors=int(r["count"]) - ok,
+    )
+
+
 def run_python_client(url: str, body: Body, concurrency: int, seconds: int) -> Sample:
     import aiohttp
 
@@ -525,17 +645,30 @@ def ceiling(session: Any, shape: tuple[int, ...], concurrency: int, seconds: flo
 
 def check_answers(servers: list[Server], bodies: dict[str, Body], expected: np.ndarray) -> None:
     """Which protocols each server answers, and answers right (vs ONNX Runtime here)."""
+    import grpc
+
     for server in servers:
         for protocol, body in bodies.items():
-            url = server.url + body.path.format(model=server.model)
-            try:
-                status, headers, content = post(url, body)
-            except OSError as exc:
-                server.protocols[protocol] = f"no answer ({exc})"
-                continue
-            if status != 200:
-                server.protocols[protocol] = f"HTTP {status}"
-                continue
+            headers: Any = {}
+            if protocol == GRPC:
+                if server.grpc_port is None:
+                    server.protocols[protocol] = "no gRPC"
+                    continue
+                try:
+                    content = grpc_infer(server.grpc_target, body.data)
+                except grpc.RpcError as exc:
+                    server.protocols[protocol] = f"gRPC {exc.code().name}: {exc.details()}"
+                    continue
+            else:
+                url = server.url + body.path.format(model=server.model)
+                try:
+                    status, headers, content = post(url, body)
+                except OSError as exc:
+                    server.protocols[protocol] = f"no answer ({exc})"
+                    continue
+                if status != 200:
+                    server.protocols[protocol] = f"HTTP {status}"
+                    continue
             try:
                 got = decode_answer(protocol, headers, content)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
@@ -553,11 +686,14 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
     session = ort_session(onnx_file)
     row = np.random.default_rng(0).uniform(0, 1, size=case.shape).round(3).astype(np.float32)
     expected = session.run(None, {session.get_inputs()[0].name: row[None]})[0]
-    bodies = {p: b for p, b in request_bodies(row).items() if p in args.protocols}
+    bodies = {p: b for p, b in request_bodies(row, case.name).items() if p in args.protocols}
     result: dict[str, Any] = {"model": case.name, "shape": list(case.shape), "cells": []}
     with tempfile.TemporaryDirectory(prefix="kerasop-peers-") as tmp_text:
         tmp = Path(tmp_text)
-        servers = [make_server(name, store, case, tmp, args.kerasop_args) for name in args.servers]
+        servers = [
+            make_server(name, store, case, tmp, args.kerasop_args, GRPC in bodies)
+            for name in args.servers
+        ]
         try:
             for server in servers:
                 server.start(tmp)
@@ -577,6 +713,8 @@ def bench_model(case: ModelCase, args: argparse.Namespace, use_wrk: bool) -> dic
 
             def cell(server: Server, protocol: str, concurrency: int, seconds: int) -> Sample:
                 body = FLOOR_BODY if protocol == FLOOR else bodies[protocol]
+                if protocol == GRPC:
+                    return run_ghz(server.grpc_target, body, concurrency, seconds, tmp)
                 url = server.url + body.path.format(model=server.model)
                 if use_wrk:
                     return run_wrk(url, body, concurrency, seconds, tmp)
@@ -633,6 +771,18 @@ def summarise(
 ) -> dict:
     requests = sum(s.requests for s, _ in parts)
     cpu = sum(c for _, c in parts)
+    rounds = [
+        {
+            "rps": round(s.requests / s.seconds, 1),
+            "p50_ms": round(s.p50_ms, 3),
+            "p99_ms": round(s.p99_ms, 3),
+            "requests": s.requests,
+            "errors": s.errors,
+            "seconds": round(s.seconds, 3),
+            "cpu_s": round(c, 3),
+        }
+        for s, c in parts
+    ]
 
     def median(values: list[float]) -> float:
         values = [v for v in values if v == v]  # drop NaN (a round with no answer)
@@ -643,7 +793,7 @@ def summarise(
         "protocol": protocol,
         "concurrency": concurrency,
         "rps": median([s.requests / s.seconds for s, _ in parts]),
-        "rps_rounds": [round(s.requests / s.seconds, 1) for s, _ in parts],
+        "rounds": rounds,  # every round, in the order run; the figures above: their medians
         "p50_ms": median([s.p50_ms for s, _ in parts]),
         "p99_ms": median([s.p99_ms for s, _ in parts]),
         "errors": sum(s.errors for s, _ in parts),
@@ -659,6 +809,18 @@ def summarise(
 
 def fmt(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:,.{digits}f}"
+
+
+def print_configs(meta: dict[str, Any]) -> None:
+    """Each server's configuration in words, and the versions it ran with."""
+    print(f"\n{meta.get('date', '')}: {meta.get('machine', '')}; HTTP load: {meta.get('loadgen')}")
+    print(f"gRPC load: {meta.get('grpc_loadgen', '-')}")
+    print(f"{meta.get('duration_s')} s per cell, {meta.get('rounds')} interleaved rounds\n")
+    print("| server | configuration | versions |")
+    print("|---|---|---|")
+    for name, server in meta.get("servers", {}).items():
+        versions = ", ".join(f"{k} {v}" for k, v in server["versions"].items())
+        print(f"| {name} | {server['config']} | {versions} |")
 
 
 def print_tables(results: list[dict[str, Any]]) -> None:
@@ -779,7 +941,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default=None, help="default 1,8,32,64 (quick: 1,8)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS))
     p.add_argument("--servers", default=",".join(SERVERS))
-    p.add_argument("--duration", type=int, default=None, help="s per cell per round (max 30)")
+    p.add_argument(
+        "--duration", type=int, default=None, help="s per cell per round (default 10, max 30)"
+    )
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
     p.add_argument("--warmup", type=int, default=None, help="s per server and protocol")
     p.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
@@ -802,7 +966,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.concurrency = [
         int(c) for c in (args.concurrency or ("1,8" if quick else "1,8,32,64")).split(",")
     ]
-    args.duration = max(1, min(30, args.duration or (1 if quick else 2)))
+    args.duration = max(1, min(30, args.duration or (1 if quick else 10)))
     args.rounds = max(1, min(10, args.rounds or (1 if quick else 3)))
     args.warmup = args.warmup if args.warmup is not None else 1
     args.protocols = [x for x in args.protocols.split(",") if x]
@@ -823,48 +987,93 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.tables_from is not None:  # print and plot an earlier run again
-        results = json.loads(args.tables_from.read_text())["models"]
+        earlier = json.loads(args.tables_from.read_text())
+        results = earlier["models"]
+        print_configs(earlier["meta"])
         print_tables(results)
         print_side_by_side(results)
         plot(results, args.protocols, args.tables_from.with_suffix(".png"))
         return 0
-    missing = [s for s in args.servers if s in ("kserve", "mlserver") and not peer_python(s)]
+    missing = [s for s in args.servers if s in PEER_VENVS and not peer_python(s)]
     if missing:
         print(f"left out {missing}: no venv under {VENVS} (run bench/setup_peers.sh)")
         args.servers = [s for s in args.servers if s not in missing]
+    ghz = ghz_path()
+    if GRPC in args.protocols and ghz is None:
+        print("left out the grpc cells: no ghz (run bench/build_ghz.sh)")
+        args.protocols = [p for p in args.protocols if p != GRPC]
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     loadgen = "wrk 1 thread (Lua: bench/peers/post.lua)" if use_wrk else "python aiohttp client"
-    print(f"servers {args.servers}; load generator: {loadgen}", flush=True)
     started = time.time()
+    meta = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
+        "loadgen": loadgen,
+        "grpc_loadgen": f"{ghz_version(ghz)}, 1 connection, GOMAXPROCS=1"
+        if GRPC in args.protocols
+        else "-",
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "servers": {
+            s: {"config": CONFIGS[s], "versions": server_versions(s)} for s in args.servers
+        },
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+    }
+    print_configs(meta)
+    print(flush=True)
     results = [bench_model(case, args, bool(use_wrk)) for case in args.models]
+    meta["seconds"] = round(time.time() - started)
+    print_configs(meta)
     print_tables(results)
     print_side_by_side(results)
     stem = "serving_peers_quick" if args.quick else "serving_peers"
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}",
-        "loadgen": loadgen,
-        "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "peer_versions": {s: peer_version(s) for s in args.servers if s in ("kserve", "mlserver")},
-        "duration_s": args.duration,
-        "rounds": args.rounds,
-    }
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "models": results}, indent=1))
     plotted = plot(results, args.protocols, args.out / f"{stem}.png")
     print(f"\nwrote {args.out / (stem + '.json')}" + (f" and {stem}.png" if plotted else ""))
     return 0
 
 
-def peer_version(peer: str) -> str:
-    python = peer_python(peer)
-    code = f"import importlib.metadata as m; print(m.version({peer!r}))"
-    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "?"
+# What each server's versions line names: the engine, the server package, its HTTP and
+# gRPC stacks.
+VERSIONED = {
+    "kerasop": ("onnxruntime", "aiohttp", "grpcio", "numpy"),
+    "kserve": ("kserve", "onnxruntime", "uvicorn", "grpcio", "numpy"),
+    "mlserver": ("mlserver", "onnxruntime", "uvicorn", "grpcio", "numpy"),
+    "naive": ("tensorflow-cpu", "keras", "aiohttp"),
+}
+
+
+def server_versions(name: str) -> dict[str, str]:
+    """The versions of the packages ``name`` runs with, read in its own Python."""
+    python = sys.executable if name in ("kerasop", "naive") else str(peer_python(name))
+    packages = VERSIONED[PEER_VENVS.get(name, name)]
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(p):\n"
+        "    try:\n        return m.version(p)\n"
+        "    except m.PackageNotFoundError:\n        return '-'\n"
+        "print(json.dumps({p: v(p) for p in sys.argv[1:]}))"
+    )
+    done = subprocess.run(
+        [python, "-c", code, *packages], capture_output=True, text=True, check=True
+    )
+    versions: dict[str, str] = json.loads(done.stdout)
+    return versions
+
+
+def ghz_version(ghz: str | None) -> str:
+    """bench/build_ghz.sh's binary is named by version (``go install`` builds report "dev")."""
+    if ghz is None:
+        return "-"
+    name = Path(ghz).resolve().name
+    if name.startswith("ghz-"):
+        return f"ghz {name[len('ghz-') :]}"
+    done = subprocess.run([ghz, "--version"], capture_output=True, text=True, check=False)
+    return f"ghz {(done.stdout or done.stderr).strip()}"
 
 
 if __name__ == "__main__":

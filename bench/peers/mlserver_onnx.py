@@ -1,9 +1,11 @@
 """An MLServer custom runtime running an ONNX file with ONNX Runtime (one thread).
 
-bench/serving_peers.py writes ``settings.json`` and ``model-settings.json``
-(adaptive batching on: ``max_batch_size``/``max_batch_time``) beside a copy of
-this file and starts ``mlserver start DIR`` in the MLServer venv
-(bench/setup_peers.sh). MLServer speaks v2 only (JSON; no v1).
+bench/serving_peers.py writes ``settings.json`` (``debug: false``: no access log
+over REST or gRPC; ``parallel_workers`` 1 or 0) and ``model-settings.json``
+(adaptive batching on with ``max_batch_size``/``max_batch_time``, or off) beside a
+copy of this file and starts ``mlserver start DIR`` in the MLServer venv
+(bench/setup_peers.sh), once per configuration (mlserver, mlserver-nobatch,
+mlserver-w0). MLServer speaks v2 only (REST JSON and gRPC; no v1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Smoke run of bench/serving_peers.py: tiny sizes, no thresholds.
 
 This project's server and the naive Keras server (the peers need their own
-venvs, see bench/setup_peers.sh) on the dense model, every protocol, two
+venvs, see bench/setup_peers.sh) on the dense model, every HTTP protocol (the
+grpc cells need ghz, built by bench/build_ghz.sh from its Go module), two
 concurrencies: every answer is checked against ONNX Runtime by the script,
 and every cell must have been measured without errors.
 """
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.support.bench import load
 
@@ -70,7 +73,8 @@ def test_serving_peers_quick_run(tmp_path) -> None:
     env = {**os.environ, "KERASOP_CACHE": str(tmp_path / "cache")}
     argv = [
         sys.executable, str(REPO / "bench" / "serving_peers.py"), "--quick", "--models", "dense",
-        "--servers", "kerasop,naive", "--concurrency", "1,4", "--out", str(out),
+        "--servers", "kerasop,naive", "--protocols", "v2-json,v2-binary,v1",
+        "--concurrency", "1,4", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -90,4 +94,41 @@ def test_serving_peers_quick_run(tmp_path) -> None:
             assert cell["cpu_s_per_1000"] > 0
     assert cells[("naive", "v1", 1)]["requests"] > 0
     assert cells[("ceiling", "-", 4)]["rps"] > 0
+    assert len(cells[("kerasop", "v1", 4)]["rounds"]) == 1  # per-round figures kept
     assert result["meta"]["loadgen"]
+    servers = result["meta"]["servers"]
+    assert servers["kerasop"]["versions"]["onnxruntime"] not in ("", "-")
+    assert "no per-request log" in servers["kerasop"]["config"]
+
+
+@pytest.mark.ghz
+def test_serving_peers_quick_grpc(tmp_path) -> None:
+    """The grpc cells: ghz (bench/build_ghz.sh, cached by version) against this server's
+    OIP v2 gRPC, the answer checked against ONNX Runtime by the script first."""
+    build = subprocess.run(
+        ["bash", str(REPO / "bench" / "build_ghz.sh")],
+        capture_output=True, text=True, timeout=1500, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    ghz_dir = str(Path(build.stdout.strip().splitlines()[-1]).parent)
+    out = tmp_path / "results"
+    env = {
+        **os.environ,
+        "KERASOP_CACHE": str(tmp_path / "cache"),  # the model here; ghz from PATH
+        "PATH": ghz_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+    argv = [
+        sys.executable, str(REPO / "bench" / "serving_peers.py"), "--quick", "--models", "dense",
+        "--servers", "kerasop", "--protocols", "grpc", "--concurrency", "1,4", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "serving_peers_quick.json").read_text())
+    (model,) = result["models"]
+    assert model["support"]["kerasop"]["grpc"] == "ok"
+    cells = {(c["server"], c["protocol"], c["concurrency"]): c for c in model["cells"]}
+    for concurrency in (1, 4):
+        cell = cells[("kerasop", "grpc", concurrency)]
+        assert cell["requests"] > 0 and cell["errors"] == 0, cell
+        assert cell["p50_ms"] <= cell["p99_ms"]
+    assert result["meta"]["grpc_loadgen"].startswith("ghz ")
