@@ -357,17 +357,17 @@ INVALID = [
     (
         "service-neither-source",
         edit(service, _set("model", {"version": 2})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
     ),
     (
         "service-name-without-claim",
         edit(service, _set("model", {"name": "m"})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
     ),
     (
         "service-both-sources",
         edit(service, _set("model", {"trainingJob": "a", "name": "m", "claimName": "c"})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
     ),
     (
         "autoscaling-min-over-max",
