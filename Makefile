@@ -27,10 +27,12 @@ demo: setup
 
 # Tools the component tiers need: kube-apiserver (+ the other control-plane
 # binaries) built from Go modules, etcd from Debian, static helm/kubectl; promtool and
-# prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules.
+# prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules;
+# SeaweedFS's weed, the S3 server of the object-storage tests (docs/model-store.md).
 tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
 	bash cluster/build-prometheus.sh
+	bash cluster/build-seaweedfs.sh
 	bash cluster/get-tools.sh
 
 # Debian packages the component, docker and e2e tiers need (etcd, Docker,
