@@ -212,7 +212,7 @@ class ObjectStore:
 
     def delete_prefix(self, uri: str) -> None:
         with contextlib.suppress(DataNotFound):
-            self.call(uri, lambda: self.fs.rm(uri.rstrip("/") + "/", recursive=True))
+            self.call(uri, lambda: self.fs.rm(uri.rstrip("/"), recursive=True))
 
     def stage(self, uri: str, cache: Path) -> Path:
         """A local copy of the object or prefix ``uri`` under ``cache`` (kept: a second
