@@ -104,6 +104,7 @@ class S3Server:
             f"-master.port={p['master']}",
             f"-master.port.grpc={g['master']}",
             "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={g['volume']}",
             "-volume.max=0",
