@@ -135,5 +135,5 @@ def test_a_publish_with_refused_credentials_leaves_no_version(
     monkeypatch.setenv("KERASOP_MODELS_AWS_SECRET_ACCESS_KEY", "not-the-key")
     code, failed, output = _cli(_job(s3, bucket, "nopub"), tmp_path, capsys)
     assert failed["reason"] == "StorageAccessDenied" and code == EXIT_BAD_DATA
-    assert _models(s3, bucket).versions("nopub") == []
+    assert not s3.filesystem().exists(f"{bucket}/models/nopub")
     assert s3.secret_key not in output and "not-the-key" not in output
