@@ -844,9 +844,18 @@ class OutputSpec(SpecModel):
             raise ValueError("set at most one of storage (a volume) and uri (a bucket)")
         if self.uri is None and self.store is not None:
             raise ValueError("store applies only with uri")
-        if self.uri is None and self.storage is None:
-            self.storage = StorageSpec(size="1Gi")
         return self
+
+    @property
+    def volume(self) -> StorageSpec | None:
+        """The model store volume: ``storage``, else a new 1Gi PVC; None with a ``uri``.
+
+        The default is filled in here, not in the schema (a schema default would make every
+        job name a volume, uri or not), so the stored object stays as the user wrote it.
+        """
+        if self.uri is not None:
+            return None
+        return self.storage or StorageSpec(size="1Gi")
 
     @field_validator("formats")
     @classmethod

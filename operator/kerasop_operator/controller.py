@@ -129,7 +129,7 @@ class Controller:
         try:
             parsed = training.parse(body)
             modes = None
-            storage = parsed.spec.output.storage
+            storage = parsed.spec.output.volume
             if storage is not None and storage.claim_name:
                 modes = self._claim_modes(namespace, storage.claim_name)
             children = training.desired_children(
@@ -317,7 +317,7 @@ class Controller:
             modes = self._claim_modes(namespace, model.claim_name)
             if modes is None and job_body is not None:
                 try:
-                    storage = training.parse(job_body).spec.output.storage
+                    storage = training.parse(job_body).spec.output.volume
                     if storage is not None and storage.size:
                         modes = [storage.access_mode]
                 except SpecError:

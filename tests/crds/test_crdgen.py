@@ -254,11 +254,11 @@ def test_defaults_match_pydantic():
     """Defaults the API server fills in are the ones pydantic fills in."""
     props = schema_of(crdschema.training_job_crd())["properties"]["spec"]["properties"]
     assert props["training"]["default"] == {}
-    assert props["output"]["default"] == {"storage": {"size": "1Gi"}}
+    assert props["output"]["default"] == {}
     # no storage default in the schema (a default would clash with uri): the spec models give
     # a job without uri the 1Gi PVC, as before
     assert "default" not in props["output"]["properties"]["storage"]
-    assert spec.OutputSpec.model_validate({}).storage == spec.StorageSpec(size="1Gi")
+    assert spec.OutputSpec.model_validate({}).volume == spec.StorageSpec(size="1Gi")
     assert props["training"]["properties"]["epochs"]["default"] == 5
     assert props["training"]["properties"]["metrics"]["default"] == ["accuracy"]
     assert props["data"]["properties"]["labelColumn"]["default"] == "label"

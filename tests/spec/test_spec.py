@@ -164,18 +164,18 @@ def test_invalid_services_are_rejected(spec, message):
 
 def test_object_store_uris_mix_with_volumes():
     """Data from a bucket, models on the default PVC; volume data, models in a bucket."""
-    from kerasop.spec import KerasModelService, KerasTrainingJob
+    from kerasop.spec import KerasModelService, KerasTrainingJob, StorageSpec
 
     store = {"secretName": "s3", "endpoint": "http://seaweedfs:8333", "pathStyle": True}
     s3_data = KerasTrainingJob.model_validate(
         job(data={"format": "csv", "path": "s3://b/train.csv", "store": store})
     )
-    assert s3_data.spec.output.uri is None and s3_data.spec.output.storage is not None
-    assert s3_data.spec.output.storage.size == "1Gi"  # the default volume, as before
+    assert s3_data.spec.output.uri is None and s3_data.spec.output.storage is None
+    assert s3_data.spec.output.volume == StorageSpec(size="1Gi")  # the default volume, as before
     s3_models = KerasTrainingJob.model_validate(
         job(output={"uri": "s3://bkt/models", "store": store})
     )
-    assert s3_models.spec.output.storage is None and s3_models.spec.data.store is None
+    assert s3_models.spec.output.volume is None and s3_models.spec.data.store is None
     assert s3_models.spec.output.store is not None and s3_models.spec.output.store.path_style
     https = KerasTrainingJob.model_validate(
         job(data={"format": "csv", "path": "https://example.org/d.csv"})

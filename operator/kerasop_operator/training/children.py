@@ -113,7 +113,7 @@ def desired_children(
     if not image:
         raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
 
-    storage = spec.output.storage
+    storage = spec.output.volume
     access_modes: list[str] = []
     if storage is not None:
         access_modes = [storage.access_mode] if storage.size else (claim_access_modes or [])

@@ -55,7 +55,7 @@ def parse(body: dict[str, Any]) -> KerasTrainingJob:
 def claim_name_of(job: KerasTrainingJob) -> str | None:
     """The PVC holding the job's model store (existing claim, or the one the operator makes);
     None for a model store in a bucket (``output.uri``)."""
-    storage = job.spec.output.storage
+    storage = job.spec.output.volume
     if storage is None:
         return None
     return storage.claim_name or models_claim_name(job.metadata.name)
