@@ -89,6 +89,7 @@ def test_loads_hot_swaps_refuses_corruption_and_outlives_the_store(s3, bucket, t
             )
         finally:
             s3.start()
+    assert s3.secret_key not in caplog.text  # logged errors name the store, never a key
     # nothing partial was left in the mirror
     assert sorted(p.name for p in (mirror_root(cache, uri) / DENSE).iterdir()) == ["1", "2"]
 
