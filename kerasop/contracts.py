@@ -37,6 +37,11 @@ ENV_PORT: Final = "KERASOP_PORT"
 ENV_GRPC_PORT: Final = "KERASOP_GRPC_PORT"  # --grpc-port's (0: off)
 ENV_ENGINE: Final = "KERASOP_ENGINE"
 ENV_ROLLOUT_FILE: Final = "KERASOP_ROLLOUT_FILE"
+# A model store in a bucket (docs/model-store.md): its URI, the ObjectStoreSpec as JSON
+# (endpoint, region, pathStyle, secretName) and an optional node-local cache folder.
+ENV_STORE_URI: Final = "KERASOP_STORE_URI"
+ENV_STORE_OPTIONS: Final = "KERASOP_STORE_OPTIONS"
+ENV_STORE_CACHE: Final = "KERASOP_STORE_CACHE"
 
 
 # ``kerasop-serve``'s flags for ``spec.server``: the operator's Deployment, ``kerasop serve``

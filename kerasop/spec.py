@@ -86,6 +86,76 @@ class VolumeSource(SpecModel):
     read_only: bool = Field(True, description="Mount the claim read-only.")
 
 
+# Object storage (docs/model-store.md, "Object storage"): data and model stores may be URIs.
+DATA_URI_SCHEMES: Final = ("s3", "http", "https")  # data.path, data.validationPath
+STORE_URI_SCHEMES: Final = ("s3",)  # a model store: versions are written with conditional puts
+_DATA_URI_CEL = "^(s3://[^/]+/.+|https?://[^/]+/.*)$"
+_STORE_URI_CEL = "^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^/]+)*/?$"
+
+
+def uri_scheme(path: str) -> str | None:
+    """``s3`` for ``s3://bucket/key``; None for a path on a volume (no ``://``)."""
+    scheme, sep, _ = path.partition("://")
+    return scheme.lower() if sep else None
+
+
+def _check_store_uri(uri: str | None) -> None:
+    import re
+
+    if uri is not None and not re.match(_STORE_URI_CEL, uri):
+        raise ValueError(f"uri {uri!r}: a model store is s3://bucket or s3://bucket/prefix")
+
+
+_STORE_URI_RULE = cel(
+    f"!has(self.uri) || self.uri.matches('{_STORE_URI_CEL}')",
+    "uri: a model store is s3://bucket or s3://bucket/prefix",
+    ".uri",
+)
+
+
+def _check_data_uri(field: str, path: str | None) -> None:
+    import re
+
+    scheme = uri_scheme(path or "")
+    if scheme is None:
+        return
+    if scheme not in DATA_URI_SCHEMES or not re.match(_DATA_URI_CEL, path or ""):
+        raise ValueError(
+            f"{field} {path!r}: not a supported URI (use s3://bucket/key, https://host/path,"
+            " or a path on the data volume)"
+        )
+
+
+class ObjectStoreSpec(SpecModel):
+    """How to reach an S3 or S3-compatible store: a Secret with the keys, endpoint, region."""
+
+    secret_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description=(
+            "Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional"
+            " AWS_SESSION_TOKEN), given as env (secretKeyRef) only to the pods that read or"
+            " write the store. Unset: the pod's own identity (IRSA, workload identity) or the"
+            " default credential chain."
+        ),
+    )
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://[^/]+/?$",
+        max_length=2048,
+        description="Endpoint of an S3-compatible store, e.g. http://seaweedfs:8333 (default: AWS).",
+    )
+    region: str | None = Field(None, max_length=64, description="Region of the bucket.")
+    path_style: bool = Field(
+        False,
+        description=(
+            "Path-style addressing (endpoint/bucket/key) instead of virtual hosts; most"
+            " S3-compatible stores need it."
+        ),
+    )
+
+
 class DataSpec(SpecModel):
     """Where the training data is and how to read it.
 
@@ -115,6 +185,19 @@ class DataSpec(SpecModel):
                     "categoricalColumns applies only to the csv format",
                     ".categoricalColumns",
                 ),
+                cel(
+                    f"!self.path.contains('://') || self.path.matches('{_DATA_URI_CEL}')",
+                    "path: not a supported URI (use s3://bucket/key, https://host/path, or a"
+                    " path on the data volume)",
+                    ".path",
+                ),
+                cel(
+                    "!has(self.validationPath) || !self.validationPath.contains('://')"
+                    f" || self.validationPath.matches('{_DATA_URI_CEL}')",
+                    "validationPath: not a supported URI (use s3://bucket/key,"
+                    " https://host/path, or a path on the data volume)",
+                    ".validationPath",
+                ),
             ]
         }
     )
@@ -135,13 +218,17 @@ class DataSpec(SpecModel):
         ...,
         min_length=1,
         max_length=4096,
-        description="Training file or folder, relative to the data volume.",
+        description=(
+            "Training file or folder, relative to the data volume; or a URI: s3://bucket/key"
+            " (a file, or a prefix ending in /) or https://host/file, downloaded to the"
+            " trainer's local disk first (store: credentials)."
+        ),
     )
     validation_path: str | None = Field(
         None,
         min_length=1,
         max_length=4096,
-        description="Separate validation file or folder (same format).",
+        description="Separate validation file or folder (same format), or a URI as path.",
     )
     validation_split: float | None = Field(
         None, gt=0, lt=1, description="Fraction of the training data held out for validation."
@@ -183,9 +270,14 @@ class DataSpec(SpecModel):
     volume: VolumeSource | None = Field(
         None, description="PVC holding the data, mounted at /data (cluster only)."
     )
+    store: ObjectStoreSpec | None = Field(
+        None, description="Credentials and endpoint for s3:// data paths."
+    )
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> DataSpec:
+        _check_data_uri("path", self.path)
+        _check_data_uri("validationPath", self.validation_path)
         if self.validation_path is not None and self.validation_split is not None:
             raise ValueError("set at most one of validationPath and validationSplit")
         if self.format == "csv" and self.image is not None:
@@ -696,6 +788,19 @@ ExportFormat = Literal["savedmodel", "onnx"]
 
 
 class OutputSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.uri) && has(self.storage))",
+                    "set at most one of storage (a volume) and uri (a bucket)",
+                ),
+                cel("has(self.uri) || !has(self.store)", "store applies only with uri", ".store"),
+                _STORE_URI_RULE,
+            ]
+        }
+    )
+
     model_name: str | None = Field(
         None,
         pattern=NAME_PATTERN,
@@ -714,10 +819,43 @@ class OutputSpec(SpecModel):
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    storage: StorageSpec = Field(
-        default_factory=lambda: StorageSpec(size="1Gi"),
-        description="The volume holding <modelName>/<version>/.",
+    storage: StorageSpec | None = Field(
+        None,
+        description=(
+            "The volume holding <modelName>/<version>/ (default without uri: a new 1Gi PVC)."
+        ),
     )
+    uri: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "A model store in a bucket instead of a volume: s3://bucket/prefix holds"
+            " <modelName>/<version>/ (docs/model-store.md); no PVC, pods on any node."
+        ),
+    )
+    store: ObjectStoreSpec | None = Field(
+        None, description="Credentials and endpoint of the uri's store."
+    )
+
+    @model_validator(mode="after")
+    def _volume_or_uri(self) -> OutputSpec:
+        _check_store_uri(self.uri)
+        if self.uri is not None and self.storage is not None:
+            raise ValueError("set at most one of storage (a volume) and uri (a bucket)")
+        if self.uri is None and self.store is not None:
+            raise ValueError("store applies only with uri")
+        return self
+
+    @property
+    def volume(self) -> StorageSpec | None:
+        """The model store volume: ``storage``, else a new 1Gi PVC; None with a ``uri``.
+
+        The default is filled in here, not in the schema (a schema default would make every
+        job name a volume, uri or not), so the stored object stays as the user wrote it.
+        """
+        if self.uri is not None:
+            return None
+        return self.storage or StorageSpec(size="1Gi")
 
     @field_validator("formats")
     @classmethod
@@ -853,9 +991,12 @@ class ServedModelSpec(SpecModel):
             "x-kubernetes-validations": [
                 cel(
                     "has(self.trainingJob) ? !has(self.name) && !has(self.claimName)"
-                    " : has(self.name) && has(self.claimName)",
-                    "set either trainingJob, or name and claimName",
-                )
+                    " && !has(self.uri) && !has(self.store)"
+                    " : has(self.name) && has(self.claimName) != has(self.uri)",
+                    "set either trainingJob, or name and one of claimName and uri",
+                ),
+                cel("has(self.uri) || !has(self.store)", "store applies only with uri", ".store"),
+                _STORE_URI_RULE,
             ]
         }
     )
@@ -872,17 +1013,29 @@ class ServedModelSpec(SpecModel):
     claim_name: str | None = Field(
         None, pattern=NAME_PATTERN, max_length=253, description="PVC holding the store."
     )
+    uri: str | None = Field(
+        None,
+        max_length=1024,
+        description="Model store in a bucket (s3://bucket/prefix) instead of claimName.",
+    )
+    store: ObjectStoreSpec | None = Field(
+        None, description="Credentials and endpoint of the uri's store."
+    )
     version: int | None = Field(
         None, ge=1, description="Pin this version (rollback = pin an older one)."
     )
 
     @model_validator(mode="after")
     def _one_source(self) -> ServedModelSpec:
-        by_name = (self.name, self.claim_name)
-        if (self.training_job is not None and by_name != (None, None)) or (
-            self.training_job is None and None in by_name
+        by_name = (self.name, self.claim_name, self.uri, self.store)
+        if (self.training_job is not None and by_name != (None, None, None, None)) or (
+            self.training_job is None
+            and (self.name is None or (self.claim_name is None) == (self.uri is None))
         ):
-            raise ValueError("set either trainingJob, or name and claimName")
+            raise ValueError("set either trainingJob, or name and one of claimName and uri")
+        _check_store_uri(self.uri)
+        if self.uri is None and self.store is not None:
+            raise ValueError("store applies only with uri")
         return self
 
 

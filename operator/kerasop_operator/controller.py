@@ -129,8 +129,9 @@ class Controller:
         try:
             parsed = training.parse(body)
             modes = None
-            if parsed.spec.output.storage.claim_name:
-                modes = self._claim_modes(namespace, parsed.spec.output.storage.claim_name)
+            storage = parsed.spec.output.volume
+            if storage is not None and storage.claim_name:
+                modes = self._claim_modes(namespace, storage.claim_name)
             children = training.desired_children(
                 body,
                 default_image=self.config.runtime_image,
@@ -312,12 +313,12 @@ class Controller:
             job_body = self.kube.get(kube.TRAINING_JOB, namespace, svc.spec.model.training_job)
         model = serving.resolve_model(body, job_body)
         modes = None
-        if isinstance(model, serving.ModelRef):
+        if isinstance(model, serving.ModelRef) and model.claim_name is not None:
             modes = self._claim_modes(namespace, model.claim_name)
             if modes is None and job_body is not None:
                 try:
-                    storage = training.parse(job_body).spec.output.storage
-                    if storage.size:
+                    storage = training.parse(job_body).spec.output.volume
+                    if storage is not None and storage.size:
                         modes = [storage.access_mode]
                 except SpecError:
                     pass

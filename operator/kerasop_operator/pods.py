@@ -6,7 +6,8 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from kerasop.spec import PodSpecOverrides, ResourcesSpec
+from kerasop.objstore import credential_env
+from kerasop.spec import ObjectStoreSpec, PodSpecOverrides, ResourcesSpec
 
 from .common import (
     GPU_RESOURCE,
@@ -53,6 +54,31 @@ def tmp_volume() -> dict[str, Any]:
 
 def tmp_mount() -> dict[str, Any]:
     return {"name": TMP_VOLUME, "mountPath": "/tmp"}
+
+
+def scratch_volume(name: str) -> dict[str, Any]:
+    """An emptyDir standing in for a claim: a model store in a bucket is staged here."""
+    return {"name": name, "emptyDir": {}}
+
+
+def store_credentials_env(role: str, store: ObjectStoreSpec | None) -> list[dict[str, Any]]:
+    """The keys of ``store.secretName`` as the pod's env for ``role`` (``DATA``, ``MODELS``):
+    secretKeyRefs, so the values never pass through the operator, its status or events."""
+    if store is None or store.secret_name is None:
+        return []
+    return [
+        {
+            "name": env,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": store.secret_name,
+                    "key": key,
+                    **({"optional": True} if key == "AWS_SESSION_TOKEN" else {}),
+                }
+            },
+        }
+        for key, env in credential_env(role).items()
+    ]
 
 
 def container_resources(res: ResourcesSpec) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasop.contracts import SERVER_PORT
-from kerasop.spec import ServerSpec
+from kerasop.spec import ObjectStoreSpec, ServerSpec
 
 _SPEC = ServerSpec()
 
@@ -35,6 +35,9 @@ class ServerConfig:
     threads: int = 0  # intra-op threads of the engine; 0 = the engine's default
     shutdown_timeout: float = 30.0  # seconds in-flight requests get on SIGTERM
     rollout_file: Path | None = None  # stable/candidate/weight/shadow, polled (routing.py)
+    # A model store in a bucket (mirror.py): store_root is then its local mirror.
+    store_uri: str | None = None
+    store_options: ObjectStoreSpec | None = None
 
     def __post_init__(self) -> None:
         self.store_root = Path(self.store_root)

@@ -18,12 +18,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from kerasop import contracts
+from kerasop.spec import ObjectStoreSpec, OutputSpec
 
 from .config import (
     ServerConfig,
 )
+from .mirror import mirror_root
 
 log = logging.getLogger("kerasop_server")
 
@@ -98,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(contracts.ENV_ROLLOUT_FILE) or None,
         help=f"JSON file with stable/candidate/weight/shadow, polled (env {contracts.ENV_ROLLOUT_FILE})",
     )
+    p.add_argument(
+        "--store-uri",
+        default=os.environ.get(contracts.ENV_STORE_URI) or None,
+        help="model store in a bucket (s3://bucket/prefix), mirrored into --store-root"
+        f" (env {contracts.ENV_STORE_URI})",
+    )
+    p.add_argument(
+        "--store-options",
+        default=os.environ.get(contracts.ENV_STORE_OPTIONS) or None,
+        help="its endpoint, region, pathStyle, secretName as JSON, e.g. '{\"pathStyle\": true}'"
+        f" (env {contracts.ENV_STORE_OPTIONS}); keys: KERASOP_MODELS_AWS_* env",
+    )
+    p.add_argument(
+        "--store-cache",
+        default=os.environ.get(contracts.ENV_STORE_CACHE) or None,
+        help="node-local cache folder: the mirror lives there instead of --store-root, so a"
+        f" restarted server does not download again (env {contracts.ENV_STORE_CACHE})",
+    )
     p.add_argument("--log-level", default=os.environ.get("KERASOP_LOG_LEVEL", "INFO"))
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -117,8 +138,16 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             if args.port is not None
             else (_env_int(contracts.ENV_PORT) or contracts.SERVER_PORT)
         )
+        store_root, store_options = args.store_root, None
+        if args.store_uri is not None:
+            store_options = ObjectStoreSpec.model_validate_json(args.store_options or "{}")
+            OutputSpec(uri=args.store_uri)  # the same URI check as the spec's
+            if args.store_cache:
+                store_root = mirror_root(Path(args.store_cache), args.store_uri)
         config = ServerConfig(
-            store_root=args.store_root,
+            store_root=store_root,
+            store_uri=args.store_uri,
+            store_options=store_options,
             model=args.model,
             version=version,
             host=args.host,

@@ -80,6 +80,7 @@ class ModelManager:
         self._failures: dict[int, tuple[int, float]] = {}  # version -> (count, retry at)
         self._loader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model-loader")
         self._watch_task: asyncio.Task[None] | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -96,10 +97,22 @@ class ModelManager:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._watch_task = loop.create_task(self._watch(), name="store-watch")
+        if self.config.store_uri is not None:
+            from .mirror import BucketMirror, mirror_forever
+
+            mirror = BucketMirror(
+                self.config.store_uri, self.config.store_options, self.config.store_root, self.name
+            )
+            self._mirror_task = loop.create_task(
+                mirror_forever(
+                    mirror, self.config.version, self.config.rollout_file, self.config.poll_seconds
+                ),
+                name="bucket-mirror",
+            )
         self._shadow_task = loop.create_task(self.shadow.run(), name="shadow")
 
     async def stop(self) -> None:
-        for background in (self._watch_task, self._shadow_task):
+        for background in (self._watch_task, self._shadow_task, self._mirror_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -227,7 +227,8 @@ def test_cel_rules_are_copied_to_the_right_nodes():
     ]
     # Input and StringLookup only at the start of model.layers, an output layer after them
     assert len(rules(props["model"])) == 5
-    assert len(rules(props["data"])) == 4
+    assert len(rules(props["data"])) == 6  # + the URI schemes of path and validationPath
+    assert len(rules(props["output"])) == 3
     assert "self.type != 'Dense' || has(self.units)" in rules(
         props["model"]["properties"]["layers"]["items"]
     )
@@ -254,13 +255,15 @@ def test_defaults_match_pydantic():
     props = schema_of(crdschema.training_job_crd())["properties"]["spec"]["properties"]
     assert props["training"]["default"] == {}
     assert props["output"]["default"] == {}
-    assert props["output"]["properties"]["storage"]["default"] == {"size": "1Gi"}
+    # no storage default in the schema (a default would clash with uri): the spec models give
+    # a job without uri the 1Gi PVC, as before
+    assert "default" not in props["output"]["properties"]["storage"]
+    assert spec.OutputSpec.model_validate({}).volume == spec.StorageSpec(size="1Gi")
     assert props["training"]["properties"]["epochs"]["default"] == 5
     assert props["training"]["properties"]["metrics"]["default"] == ["accuracy"]
     assert props["data"]["properties"]["labelColumn"]["default"] == "label"
     # Every default is a valid value for its model.
     spec.OutputSpec.model_validate(props["output"]["default"])
-    spec.StorageSpec.model_validate(props["output"]["properties"]["storage"]["default"])
     spec.TrainingSpec.model_validate(props["training"]["default"])
 
 

@@ -357,17 +357,37 @@ INVALID = [
     (
         "service-neither-source",
         edit(service, _set("model", {"version": 2})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
     ),
     (
         "service-name-without-claim",
         edit(service, _set("model", {"name": "m"})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
     ),
     (
         "service-both-sources",
         edit(service, _set("model", {"trainingJob": "a", "name": "m", "claimName": "c"})),
-        ["spec.model", "set either trainingJob, or name and claimName"],
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
+    ),
+    (
+        "service-claim-and-uri",
+        edit(service, _set("model", {"name": "m", "claimName": "c", "uri": "s3://bkt/models"})),
+        ["spec.model", "set either trainingJob, or name and one of claimName and uri"],
+    ),
+    (
+        "data-unknown-uri-scheme",
+        edit(dense_job, _set("data.path", "ftp://host/train.csv")),
+        ["spec.data.path", "not a supported URI"],
+    ),
+    (
+        "output-uri-and-storage",
+        edit(dense_job, _set("output", {"uri": "s3://bkt/models", "storage": {"size": "1Gi"}})),
+        ["spec.output", "set at most one of storage (a volume) and uri (a bucket)"],
+    ),
+    (
+        "output-uri-not-s3",
+        edit(dense_job, _set("output", {"uri": "gs://bkt/models"})),
+        ["spec.output.uri", "a model store is s3://bucket"],
     ),
     (
         "autoscaling-min-over-max",
@@ -491,7 +511,11 @@ def test_defaults_filled_by_server(crd_cluster):
     s = stored["spec"]
     assert s["training"]["epochs"] == 5 and s["training"]["optimizer"] == "adam"
     assert s["training"]["metrics"] == ["accuracy"]
-    assert s["output"]["storage"] == {"size": "1Gi", "accessMode": "ReadWriteOnce", "retain": True}
+    # no server default for the volume (it would clash with output.uri): the spec models
+    # give a job without uri the 1Gi PVC, as before
+    assert "storage" not in s["output"]
+    volume = spec.KerasTrainingJob.model_validate(stored).spec.output.volume
+    assert volume == spec.StorageSpec(size="1Gi", accessMode="ReadWriteOnce", retain=True)
     assert s["output"]["formats"] == ["onnx"]  # the SavedModel is asked for, not default
     assert s["workers"] == 1 and s["backoffLimit"] == 3 and s["suspend"] is False
 
@@ -707,7 +731,7 @@ def test_category_and_short_names(crd_cluster):
 def test_kubectl_explain_shows_descriptions(crd_cluster):
     out = crd_cluster.kubectl("explain", "kerastrainingjob.spec.data").stdout
     assert "Where the training data is and how to read it." in out
-    assert "Training file or folder, relative to the data volume." in out
+    assert "Training file or folder, relative to the data volume; or a URI" in out
     assert "validationSplit" in out and "<number>" in out
     out = crd_cluster.kubectl("explain", "kms.spec.autoscaling").stdout
     assert "maxReplicas" in out and "-required-" in out

@@ -576,7 +576,9 @@ def test_status_scaled_to_zero():
 
 def test_status_invalid_spec():
     st = st_of(
-        model_service(), SpecError("model: set either trainingJob, or name and claimName"), None
+        model_service(),
+        SpecError("model: set either trainingJob, or name and one of claimName and uri"),
+        None,
     )
     assert st["phase"] == "Failed"
     assert c(st, "Degraded")["reason"] == "InvalidSpec"

@@ -224,3 +224,26 @@ def test_sigterm_lets_the_request_in_flight_finish(dense_store, dense_local) -> 
             r.json()["predictions"], dense_local.predict(x, verbose=0), atol=1e-5
         )
         assert proc.wait(timeout=60) == 0
+
+
+def test_server_cli_checks_the_store_uri(capsys):
+    from kerasop_server.main import parse_args
+    from kerasop_server.mirror import mirror_root
+
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "m", "--store-uri", "gs://bucket/models"])
+    assert "a model store is s3://bucket" in capsys.readouterr().err
+    config, _ = parse_args(
+        [
+            "--model",
+            "m",
+            "--store-uri",
+            "s3://bucket/models",
+            "--store-options",
+            '{"endpoint": "http://seaweedfs:8333", "pathStyle": true}',
+            "--store-cache",
+            "/var/cache/kerasop",
+        ]
+    )
+    assert config.store_options is not None and config.store_options.path_style
+    assert config.store_root == mirror_root(Path("/var/cache/kerasop"), "s3://bucket/models")

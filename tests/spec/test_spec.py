@@ -110,6 +110,22 @@ def test_layer_kwargs_are_snake_case_and_sparse():
         ({"output": {"storage": {"claimName": "a", "size": "1Gi"}}}, "exactly one of claimName"),
         ({"output": {"modelName": "Bad_Name"}}, "spec.output.modelName"),
         ({"trainig": {}}, "spec.trainig"),
+        ({"data": {"format": "csv", "path": "ftp://h/x.csv"}}, "path 'ftp://h/x.csv': not a"),
+        ({"data": {"format": "csv", "path": "s3://bucket-only"}}, "not a supported URI"),
+        (
+            {"data": {"format": "csv", "path": "x.csv", "validationPath": "gs://b/v.csv"}},
+            "validationPath 'gs://b/v.csv': not a supported URI",
+        ),
+        ({"output": {"uri": "gs://bkt/models"}}, "a model store is s3://bucket"),
+        (
+            {"output": {"uri": "s3://bkt/models", "storage": {"size": "1Gi"}}},
+            "at most one of storage (a volume) and uri (a bucket)",
+        ),
+        ({"output": {"store": {"secretName": "s"}}}, "store applies only with uri"),
+        (
+            {"data": {"format": "csv", "path": "x", "store": {"endpoint": "seaweed:8333"}}},
+            "endpoint",
+        ),
     ],
 )
 def test_invalid_jobs_are_rejected_with_the_field(overrides, message):
@@ -123,10 +139,13 @@ def test_invalid_jobs_are_rejected_with_the_field(overrides, message):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"model": {}}, "either trainingJob, or name and claimName"),
+        ({"model": {}}, "either trainingJob, or name and one of claimName and uri"),
         ({"model": {"trainingJob": "a", "name": "m", "claimName": "c"}}, "either trainingJob"),
         ({"model": {"trainingJob": "a", "name": "m"}}, "either trainingJob"),
         ({"model": {"name": "m"}}, "either trainingJob"),
+        ({"model": {"name": "m", "claimName": "c", "uri": "s3://bkt/p"}}, "either trainingJob"),
+        ({"model": {"trainingJob": "a", "uri": "s3://bkt/p"}}, "either trainingJob"),
+        ({"model": {"name": "m", "claimName": "c", "store": {}}}, "store applies only with uri"),
         (
             {"model": {"trainingJob": "a"}, "autoscaling": {"minReplicas": 3, "maxReplicas": 2}},
             "minReplicas must be <= maxReplicas",
@@ -141,3 +160,33 @@ def test_invalid_services_are_rejected(spec, message):
     with pytest.raises(SpecError) as err:
         load_documents(yaml.safe_dump(doc))
     assert message in str(err.value)
+
+
+def test_object_store_uris_mix_with_volumes():
+    """Data from a bucket, models on the default PVC; volume data, models in a bucket."""
+    from kerasop.spec import KerasModelService, KerasTrainingJob, StorageSpec
+
+    store = {"secretName": "s3", "endpoint": "http://seaweedfs:8333", "pathStyle": True}
+    s3_data = KerasTrainingJob.model_validate(
+        job(data={"format": "csv", "path": "s3://b/train.csv", "store": store})
+    )
+    assert s3_data.spec.output.uri is None and s3_data.spec.output.storage is None
+    assert s3_data.spec.output.volume == StorageSpec(size="1Gi")  # the default volume, as before
+    s3_models = KerasTrainingJob.model_validate(
+        job(output={"uri": "s3://bkt/models", "store": store})
+    )
+    assert s3_models.spec.output.volume is None and s3_models.spec.data.store is None
+    assert s3_models.spec.output.store is not None and s3_models.spec.output.store.path_style
+    https = KerasTrainingJob.model_validate(
+        job(data={"format": "csv", "path": "https://example.org/d.csv"})
+    )
+    assert https.spec.data.path == "https://example.org/d.csv"
+    svc = KerasModelService.model_validate(
+        {
+            "apiVersion": "kerasop.io/v1alpha1",
+            "kind": "KerasModelService",
+            "metadata": {"name": "s"},
+            "spec": {"model": {"name": "m", "uri": "s3://bkt/models", "store": store}},
+        }
+    )
+    assert svc.spec.model.uri == "s3://bkt/models" and svc.spec.model.claim_name is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trainerkit import Events, assert_store_clean, decoded, make_job
+from trainerkit import Events, Interrupted, assert_store_clean, make_job, stop_after
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_MODEL, EXIT_MODEL_MISMATCH, EXIT_USER_CODE
@@ -70,21 +70,6 @@ def build_wrong_input(input_shape, num_classes):
 '''
 
 
-class Interrupted(BaseException):
-    """Stands for a killed trainer: raised from the progress output after an epoch."""
-
-
-def _stop_after(epoch: int) -> Events:
-    class Stopping(Events):
-        def __call__(self, line: str) -> None:
-            super().__call__(line)
-            event = decoded(line)
-            if event and event["kerasop"] == "epoch" and event["epoch"] >= epoch:
-                raise Interrupted()
-
-    return Stopping()
-
-
 @pytest.fixture
 def code_root(tmp_path, data_root) -> Path:
     """A data volume with the blobs data and the user's code folder ``code/mycode.py``."""
@@ -103,7 +88,7 @@ def _trains_resumes_and_publishes(job, root: Path, store: Path, job_id: str) -> 
     """Interrupt after epoch 2, rerun with the same job id: resumes at 2 and publishes
     (the job checkpoints every epoch: training.checkpointIntervalSeconds 0)."""
     with pytest.raises(Interrupted):
-        run(job, root, store, job_id, emit=_stop_after(2))
+        run(job, root, store, job_id, emit=stop_after(2))
     assert ModelStore(store).versions(job.model_name) == []
     ev = Events()
     done = run(job, root, store, job_id, emit=ev)

@@ -73,6 +73,23 @@ class Events:
         return [e for e in map(decoded, self.lines) if e and e["kerasop"] == kind]
 
 
+class Interrupted(BaseException):
+    """Stands for a killed trainer: raised from the progress output after an epoch."""
+
+
+def stop_after(epoch: int) -> Events:
+    """Events that raise :class:`Interrupted` after ``epoch``."""
+
+    class Stopping(Events):
+        def __call__(self, line: str) -> None:
+            super().__call__(line)
+            event = decoded(line)
+            if event and event["kerasop"] == "epoch" and event["epoch"] >= epoch:
+                raise Interrupted()
+
+    return Stopping()
+
+
 def assert_store_clean(store: Path, model_name: str) -> None:
     """No version and no staging directory for ``model_name``."""
     base = store / model_name

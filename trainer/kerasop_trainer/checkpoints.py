@@ -1,5 +1,7 @@
 """Per-epoch checkpoints of one job (``<store>/<model>/.checkpoints/<job-id>/``): written
-atomically, and what a restarted job resumes from."""
+atomically, and what a restarted job resumes from. With a model store in a bucket the folder
+is local scratch and every save is copied to the bucket (``state.json`` last), where a job
+restarted on any node finds it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from kerasop.objstore import ObjectStore
 from kerasop.store import fsync_file, write_json_atomic
 from kerasop_trainer.distributed import allgather_ints, join_collective_save
 from kerasop_trainer.errors import note
@@ -32,17 +35,27 @@ class Checkpoints:
     ``interval_s``: :meth:`due` once that many seconds have passed since the last save
     (or since this object was made): a save (``model.save`` + fsync) per short epoch
     costs a few percent of the training time.
+
+    ``remote``: (store, uri) of the checkpoint folder in a bucket, mirrored by every save and
+    read back when this disk has no checkpoint.
     """
 
     def __init__(
-        self, directory: Path, chief: bool = True, interval_s: float = 0, workers: int = 1
+        self,
+        directory: Path,
+        chief: bool = True,
+        interval_s: float = 0,
+        workers: int = 1,
+        remote: tuple[ObjectStore, str] | None = None,
     ) -> None:
         self.dir = directory
         self.chief = chief
         self.interval_s = interval_s
         self.workers = workers
+        self.remote = remote
         self.saved_epoch: int | None = None  # saved (or marked) by this process
         self._saved_at = time.monotonic()
+        self._pulled = False
 
     def due(self) -> bool:
         """Whether to save the epoch that just ended. With several workers worker 0's
@@ -52,7 +65,39 @@ class Checkpoints:
             due = bool(allgather_ints([int(due)])[0][0])
         return due
 
+    def _pull(self) -> None:
+        """Copy the bucket's checkpoint here, once, when this disk has none."""
+        if self.remote is None or self._pulled or (self.dir / CHECKPOINT_STATE).exists():
+            return
+        self._pulled = True
+        store, uri = self.remote
+        if not store.exists(f"{uri}/{CHECKPOINT_STATE}"):
+            return
+        state = json.loads(store.read_bytes(f"{uri}/{CHECKPOINT_STATE}"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.keras"
+        try:
+            store.download(f"{uri}/{state['file']}", tmp)
+            os.replace(tmp, self.dir / state["file"])
+        finally:
+            tmp.unlink(missing_ok=True)
+        write_json_atomic(self.dir / CHECKPOINT_STATE, state)
+
+    def _push(self, name: str | None) -> None:
+        """Mirror the checkpoint file ``name`` (None: only the state) and then the state."""
+        if self.remote is None:
+            return
+        store, uri = self.remote
+        if name is not None:
+            store.upload(self.dir / name, f"{uri}/{name}")
+        store.upload(self.dir / CHECKPOINT_STATE, f"{uri}/{CHECKPOINT_STATE}")
+        if name is not None:
+            for old in store.names(uri):
+                if old.startswith("epoch-") and old != name:
+                    store.delete(f"{uri}/{old}")
+
     def latest(self) -> dict[str, Any] | None:
+        self._pull()
         state_file = self.dir / CHECKPOINT_STATE
         try:
             state = json.loads(state_file.read_text())
@@ -100,6 +145,7 @@ class Checkpoints:
         for old in self.dir.iterdir():
             if old.name != name and old.name.startswith(("epoch-", ".tmp-")):
                 old.unlink(missing_ok=True)
+        self._push(name)
         self._saved_at = time.monotonic()
 
     def mark_finished(self, epoch: int) -> None:
@@ -111,6 +157,7 @@ class Checkpoints:
             self.dir / CHECKPOINT_STATE,
             {"epoch": epoch, "file": latest["path"].name, "finished": True},
         )
+        self._push(None)
 
     def clear(self) -> None:
         if not self.chief:
@@ -118,3 +165,6 @@ class Checkpoints:
         shutil.rmtree(self.dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.dir.parent.rmdir()  # .checkpoints/, when no other job has one
+        if self.remote is not None:
+            store, uri = self.remote
+            store.delete_prefix(uri)

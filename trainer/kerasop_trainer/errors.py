@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from kerasop.events import EXIT_BAD_DATA, FAILURE_REASONS
+from kerasop.events import EXIT_BAD_DATA, EXIT_INTERNAL, FAILURE_REASONS
+from kerasop.objstore import ObjectStoreError, StoreUnreachable
 
 
 class TrainerError(Exception):
@@ -27,6 +28,14 @@ class TrainerError(Exception):
 
     def __repr__(self) -> str:
         return f"TrainerError({self.message!r}, exit_code={self.exit_code}, reason={self.reason!r})"
+
+
+def store_error(exc: ObjectStoreError) -> TrainerError:
+    """An object store failure as the job's failure: refused credentials, a missing or a
+    corrupted object are permanent; a store that did not answer is retried (a pod restart
+    resumes from the checkpoint)."""
+    code = EXIT_INTERNAL if isinstance(exc, StoreUnreachable) else EXIT_BAD_DATA
+    return TrainerError(str(exc), code, reason=exc.reason)
 
 
 def note(message: str) -> None:

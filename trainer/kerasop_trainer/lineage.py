@@ -13,19 +13,28 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from kerasop.spec import KerasTrainingJob, spec_hash
+from kerasop.spec import KerasTrainingJob, ObjectStoreSpec, spec_hash, uri_scheme
+from kerasop_trainer.data.sources import data_file
 
 CHUNK = 1 << 20
 
 
-def data_fingerprint(data_root: Path, paths: list[str]) -> str:
-    """sha256 over every file under ``paths`` (files or folders, relative to ``data_root``)."""
+def data_fingerprint(
+    data_root: Path, paths: list[str], store: ObjectStoreSpec | None = None
+) -> str:
+    """sha256 over every file under ``paths`` (files or folders, relative to ``data_root``;
+    a URI's files are named by the URI and their path under it)."""
     digest = hashlib.sha256()
     for rel in paths:
-        top = data_root / rel
+        top = data_file(data_root, rel, store)
         files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
         for file in files:
-            digest.update(str(file.relative_to(data_root)).encode() + b"\0")
+            name = (
+                str(file.relative_to(data_root))
+                if uri_scheme(rel) is None
+                else "/".join([rel.rstrip("/"), *file.relative_to(top).parts])
+            )
+            digest.update(name.encode() + b"\0")
             with file.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     digest.update(chunk)
@@ -40,5 +49,5 @@ def lineage(job: KerasTrainingJob, job_id: str, data_root: Path) -> dict[str, st
         "job": job.metadata.name,
         "jobId": job_id,
         "specHash": spec_hash(job.spec),
-        "dataFingerprint": data_fingerprint(data_root, paths),
+        "dataFingerprint": data_fingerprint(data_root, paths, data.store),
     }

@@ -29,8 +29,9 @@ from kerasop.events import (
     EXIT_OK,
     TERMINATION_MESSAGE_LIMIT,
 )
+from kerasop.objstore import ObjectStoreError
 from kerasop.spec import KerasTrainingJob, SpecError, load_documents
-from kerasop_trainer.errors import TrainerError
+from kerasop_trainer.errors import TrainerError, store_error
 from kerasop_trainer.termination import Terminated, on_sigterm
 from kerasop_trainer.training_run import print_event
 
@@ -172,6 +173,9 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
         return EXIT_OK
     except TrainerError as exc:
         return _fail(termination_log, exc.exit_code, exc.reason, exc.message)
+    except ObjectStoreError as exc:  # publishing or checkpointing to a bucket
+        err = store_error(exc)
+        return _fail(termination_log, err.exit_code, err.reason, err.message)
     except Terminated:
         return _fail(
             termination_log,

@@ -20,6 +20,7 @@ from typing import Any
 
 from kerasop import events
 from kerasop.export import ExportError, convert_to_onnx
+from kerasop.objstore import scratch
 from kerasop.spec import KerasTrainingJob
 from kerasop.status import now_rfc3339
 from kerasop.store import (
@@ -53,7 +54,9 @@ def publish(
     source = lineage(run.job, run.job_id, run.data_root)
     metadata = _version_metadata(run.job, keras, tensors, metrics, epochs_run)
     metadata.lineage = source
-    version, version_path = _write_next_version(run, model, metadata, keras.backend.backend())
+    version, version_path, formats = _write_next_version(
+        run, model, metadata, keras.backend.backend()
+    )
     run.checkpoints.clear()
     done: dict[str, Any] = {
         "modelName": run.model_name,
@@ -63,8 +66,8 @@ def publish(
         "epochsRun": epochs_run,
         "dataFingerprint": source["dataFingerprint"],
     }
-    if version_path is not None:
-        done["modelFormats"] = model_formats(Path(version_path))
+    if formats is not None:
+        done["modelFormats"] = formats
     if run.workers.count > 1:
         done["workerIndex"] = run.workers.index
     run.emit(events.encode("done", **done))
@@ -111,22 +114,29 @@ def _user_code_metadata(job: KerasTrainingJob) -> UserCodeMetadata | None:
 
 def _write_next_version(
     run: TrainingRun, model: Any, metadata: ModelMetadata, backend: str
-) -> tuple[int | None, str | None]:
-    """Write the next version atomically (chief only); ``(version, path)`` or ``(None, None)``."""
+) -> tuple[int | None, str | None, list[str] | None]:
+    """Write the next version atomically (chief only): ``(version, path, formats)``, or
+    Nones on the other workers. With a bucket (``output.uri``) the version is written to
+    local scratch, then uploaded (:meth:`kerasop.objstore.ObjectModelStore.publish`)."""
     workers = run.workers
-    version: int | None = None
-    version_path: str | None = None
-    if workers.is_chief:
+    found: tuple[int | None, str | None, list[str] | None] = (None, None, None)
+    formats = run.job.spec.output.formats
+    if workers.is_chief and run.bucket is not None:
+        with scratch(run.store_root) as local:
+            _write_version(model, local, metadata, backend, formats)
+            version = run.bucket.publish(run.model_name, local)
+            found = (version, run.bucket.version_uri(run.model_name, version), model_formats(local))
+    elif workers.is_chief:
         with run.store.new_version(run.model_name) as pending:
-            _write_version(model, pending.path, metadata, backend, run.job.spec.output.formats)
-        version = pending.version
-        assert version is not None
-        version_path = str(run.store.version_dir(run.model_name, version))
+            _write_version(model, pending.path, metadata, backend, formats)
+        assert pending.version is not None
+        path = run.store.version_dir(run.model_name, pending.version)
+        found = (pending.version, str(path), model_formats(path))
     else:
         join_collective_save(model)
     if workers.count > 1:
         barrier("kerasop-published")
-    return version, version_path
+    return found
 
 
 def _versions(keras: Any) -> dict[str, str]:

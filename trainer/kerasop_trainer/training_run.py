@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from kerasop.events import EXIT_BAD_SPEC
+from kerasop.objstore import ObjectModelStore, ObjectStore
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import ModelStore
 from kerasop_trainer.checkpoints import Checkpoints
@@ -32,7 +33,7 @@ class TrainingRun:
     job: KerasTrainingJob
     job_id: str  # the same across restarts: it finds the checkpoints to resume from
     data_root: Path
-    store_root: Path  # absolute: event paths are relative to it
+    store_root: Path  # absolute: event paths are relative to it; scratch when output.uri is set
     workers: WorkerConfig
     emit: Callable[[str], None] = print_event  # every event line
 
@@ -52,11 +53,24 @@ class TrainingRun:
         return ModelStore(self.store_root)
 
     @cached_property
+    def bucket(self) -> ObjectModelStore | None:
+        """The model store in a bucket (``spec.output.uri``); None: the volume at store_root."""
+        output = self.job.spec.output
+        if output.uri is None:
+            return None
+        return ObjectModelStore(output.uri, ObjectStore(output.store, "MODELS"))
+
+    @cached_property
     def checkpoints(self) -> Checkpoints:
         """This job's checkpoints; only worker 0 writes them."""
+        bucket = self.bucket
+        remote = None
+        if bucket is not None:
+            remote = (bucket.store, bucket.checkpoint_uri(self.model_name, self.job_id))
         return Checkpoints(
             self.store.checkpoint_dir(self.model_name, self.job_id),
             chief=self.workers.is_chief,
             interval_s=self.training.checkpoint_interval_seconds,
             workers=self.workers.count,
+            remote=remote,
         )

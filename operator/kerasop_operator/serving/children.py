@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kerasop.contracts import STORE_ROOT, server_flags
-from kerasop.spec import AutoscalingSpec, KerasModelService, SpecError
+from kerasop.spec import AutoscalingSpec, KerasModelService, ObjectStoreSpec, SpecError
 
 from ..common import (
     ANN_MODEL_NAME,
@@ -28,7 +28,9 @@ from ..pods import (
     container_security_context,
     needs_colocation,
     pod_security_context,
+    scratch_volume,
     spread_over_nodes,
+    store_credentials_env,
     tmp_mount,
     tmp_volume,
 )
@@ -73,6 +75,11 @@ USER_CODE_ROOT = "/user-code"
 
 def server_args(svc: KerasModelService, model: ModelRef, *, rollout: bool = False) -> list[str]:
     args = ["--store-root", STORE_ROOT, "--model", model.name]
+    if model.uri is not None:  # the server mirrors the bucket into STORE_ROOT (an emptyDir)
+        options = (model.store or ObjectStoreSpec()).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        args += ["--store-uri", model.uri, "--store-options", json.dumps(options, sort_keys=True)]
     if rollout:  # the plan names the versions; changing it restarts no pod
         args += ["--rollout-file", f"{ROLLOUT_DIR}/{ROLLOUT_KEY}"]
     elif model.version is not None:
@@ -284,6 +291,7 @@ def server_container(
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             # the job's codePath: the engine imports what metadata.json userCode names
             *([{"name": "PYTHONPATH", "value": USER_CODE_ROOT}] if model.code else []),
+            *(store_credentials_env("MODELS", model.store) if model.uri is not None else []),
         ],
         "ports": [
             {"name": "http", "containerPort": PORT, "protocol": "TCP"},
@@ -319,7 +327,7 @@ def server_container(
         # without this, a rollout or a deleted pod refuses connections for a moment.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "volumeMounts": [
-            {"name": MODELS_VOLUME, "mountPath": STORE_ROOT, "readOnly": True},
+            {"name": MODELS_VOLUME, "mountPath": STORE_ROOT, "readOnly": model.uri is None},
             tmp_mount(),
             *(
                 [{"name": ROLLOUT_VOLUME, "mountPath": ROLLOUT_DIR, "readOnly": True}]
@@ -364,10 +372,14 @@ def server_pod_template(
         "terminationGracePeriodSeconds": 30,
         "containers": [container],
         "volumes": [
-            {
-                "name": MODELS_VOLUME,
-                "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True},
-            },
+            (
+                {
+                    "name": MODELS_VOLUME,
+                    "persistentVolumeClaim": {"claimName": model.claim_name, "readOnly": True},
+                }
+                if model.claim_name is not None
+                else scratch_volume(MODELS_VOLUME)
+            ),
             tmp_volume(),
             *(
                 [{"name": ROLLOUT_VOLUME, "configMap": {"name": rollout_config_name(name)}}]
@@ -397,7 +409,11 @@ def server_pod_template(
         spec.scheduling,
         gpus=spec.resources.gpus,
         default_service_account=DEFAULT_SERVICE_ACCOUNT,
-        extra_affinity=colocation_affinity(model.claim_name) if colocate else None,
+        extra_affinity=(
+            colocation_affinity(model.claim_name)
+            if colocate and model.claim_name is not None
+            else None
+        ),
     )
     return apply_override(
         {
@@ -405,7 +421,11 @@ def server_pod_template(
                 "labels": {
                     **service_labels(name),
                     **selector_labels(name),
-                    LABEL_MODEL_CLAIM: label_value(model.claim_name),
+                    **(
+                        {LABEL_MODEL_CLAIM: label_value(model.claim_name)}
+                        if model.claim_name is not None
+                        else {}
+                    ),
                 },
                 "annotations": dict(model_annotations),
             },

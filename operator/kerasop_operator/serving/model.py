@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kerasop.spec import SpecError
+from kerasop.spec import ObjectStoreSpec, SpecError
 
 from ..training import claim_name_of
 from ..training import parse as parse_training_job
@@ -27,12 +27,19 @@ class ModelRef:
     """A resolved model: what the server pods will load."""
 
     name: str
-    claim_name: str
+    claim_name: str | None  # None: the store is in a bucket (uri)
     version: int | None  # None = the latest, picked up by the server itself
     source: str  # human-readable origin, for messages
     # Versions known (from the trainer's report) to hold model.onnx: the slim image serves them.
     onnx_versions: frozenset[int] = frozenset()
     code: UserCodeRef | None = None
+    uri: str | None = None  # a model store in a bucket, mirrored by each server pod
+    store: ObjectStoreSpec | None = None
+
+    @property
+    def where(self) -> str:
+        """The store, for messages."""
+        return f"claim {self.claim_name}" if self.claim_name is not None else str(self.uri)
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,11 @@ def resolve_model(
     svc = parse(body)
     model = svc.spec.model
     if model.training_job is None:
-        assert model.name is not None and model.claim_name is not None
-        return ModelRef(model.name, model.claim_name, model.version, f"claim {model.claim_name}")
+        assert model.name is not None
+        where = f"claim {model.claim_name}" if model.claim_name is not None else str(model.uri)
+        return ModelRef(
+            model.name, model.claim_name, model.version, where, uri=model.uri, store=model.store
+        )
     if training_job is None:
         return Waiting(
             "TrainingJobNotFound",
@@ -68,7 +78,8 @@ def resolve_model(
         return Waiting("TrainingJobInvalid", f"KerasTrainingJob {model.training_job}: {exc}")
     jstatus = training_job.get("status") or {}
     name = jstatus.get("modelName") or job.model_name
-    claim = jstatus.get("modelClaimName") or claim_name_of(job)
+    output = job.spec.output
+    claim = None if output.uri is not None else jstatus.get("modelClaimName") or claim_name_of(job)
     version = model.version or jstatus.get("modelVersion")
     if not version:
         phase = jstatus.get("phase") or "Pending"
@@ -88,6 +99,8 @@ def resolve_model(
         f"KerasTrainingJob {model.training_job}",
         onnx_versions(history, jstatus),
         code,
+        output.uri,
+        output.store,
     )
 
 

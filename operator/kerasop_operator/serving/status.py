@@ -90,7 +90,7 @@ def _model_available(model: ModelRef | Waiting) -> Cond:
         True,
         "VersionResolved",
         f"model {model.name} version {model.version if model.version is not None else 'latest'}"
-        f" on claim {model.claim_name} ({model.source})",
+        f" on {model.where} ({model.source})",
     )
 
 

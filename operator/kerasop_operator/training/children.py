@@ -10,7 +10,7 @@ from typing import Any
 from kerasop import contracts
 from kerasop import events as ev
 from kerasop.contracts import DATA_ROOT, STORE_ROOT, TERMINATION_LOG
-from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError
+from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError, StorageSpec, uri_scheme
 
 from ..common import (
     ANN_TEMPLATE_HASH,
@@ -33,6 +33,8 @@ from ..pods import (
     container_security_context,
     needs_colocation,
     pod_security_context,
+    scratch_volume,
+    store_credentials_env,
     tmp_mount,
     tmp_volume,
 )
@@ -60,7 +62,7 @@ class TrainingChildren:
     pvc: dict[str, Any] | None = None  # created when missing, never patched
     workers_service: dict[str, Any] | None = None
     service_account: dict[str, Any] | None = None  # shared: see apply.ensure_shared
-    claim_name: str = ""
+    claim_name: str = ""  # "" for a model store in a bucket
 
 
 def trainer_spec_document(body: dict[str, Any], job: KerasTrainingJob) -> str:
@@ -111,8 +113,10 @@ def desired_children(
     if not image:
         raise SpecError("spec.image is not set and the operator has no KERASOP_RUNTIME_IMAGE")
 
-    storage = spec.output.storage
-    access_modes = [storage.access_mode] if storage.size else (claim_access_modes or [])
+    storage = spec.output.volume
+    access_modes: list[str] = []
+    if storage is not None:
+        access_modes = [storage.access_mode] if storage.size else (claim_access_modes or [])
     container = trainer_container(body, job, image, image_pull_policy)
     template = trainer_pod_template(job, container, claim, colocate=needs_colocation(access_modes))
     job_spec = trainer_job_spec(job, template)
@@ -130,11 +134,12 @@ def desired_children(
         "spec": job_spec,
     }
 
-    out = TrainingChildren(job=k8s_job, claim_name=claim)
+    out = TrainingChildren(job=k8s_job, claim_name=claim or "")
     if spec.workers > 1:
         out.workers_service = workers_service(name, namespace, labels, owner)
-    if storage.size:
-        out.pvc = model_claim(job, claim, namespace, owner)
+    if storage is not None and storage.size:
+        assert claim is not None
+        out.pvc = model_claim(job, storage, claim, namespace, owner)
     if not spec.scheduling.service_account_name:
         out.service_account = service_account(DEFAULT_SERVICE_ACCOUNT, namespace, COMPONENT)
     return out
@@ -154,6 +159,11 @@ def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, A
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    data = spec.data
+    if any(uri_scheme(p or "") for p in (data.path, data.validation_path)):
+        env += store_credentials_env("DATA", data.store)
+    if spec.output.uri is not None:
+        env += store_credentials_env("MODELS", spec.output.store)
     if workers > 1:
         name, namespace = meta["name"], meta.get("namespace")
         host = f"{trainer_job_name(name)}-0.{workers_service_name(name)}.{namespace}.svc"
@@ -202,15 +212,19 @@ def trainer_container(
 
 
 def trainer_pod_template(
-    job: KerasTrainingJob, container: dict[str, Any], claim: str, *, colocate: bool
+    job: KerasTrainingJob, container: dict[str, Any], claim: str | None, *, colocate: bool
 ) -> dict[str, Any]:
-    """The pod template: the model store and data claims, security, scheduling, override."""
+    """The pod template: the model store and data claims, security, scheduling, override.
+    A model store in a bucket (``claim`` None) has scratch space instead of its claim, and
+    pins the pods to no node."""
     spec = job.spec
     name = job.metadata.name
-    volumes: list[dict[str, Any]] = [
-        {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
-        tmp_volume(),
-    ]
+    models = (
+        {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+        if claim is not None
+        else scratch_volume(MODELS_VOLUME)
+    )
+    volumes: list[dict[str, Any]] = [models, tmp_volume()]
     if spec.data.volume is not None:
         volumes.append(
             {
@@ -234,9 +248,11 @@ def trainer_pod_template(
         spec.scheduling,
         gpus=spec.resources.gpus,
         default_service_account=DEFAULT_SERVICE_ACCOUNT,
-        extra_affinity=colocation_affinity(claim) if colocate else None,
+        extra_affinity=colocation_affinity(claim) if colocate and claim is not None else None,
     )
-    pod_labels = {**job_labels(name), LABEL_MODEL_CLAIM: label_value(claim)}
+    pod_labels = job_labels(name)
+    if claim is not None:
+        pod_labels[LABEL_MODEL_CLAIM] = label_value(claim)
     return apply_override(
         {"metadata": {"labels": pod_labels}, "spec": pod_spec}, spec.scheduling.pod_template
     )
@@ -307,10 +323,13 @@ def workers_service(
 
 
 def model_claim(
-    job: KerasTrainingJob, claim: str, namespace: str | None, owner: dict[str, Any]
+    job: KerasTrainingJob,
+    storage: StorageSpec,
+    claim: str,
+    namespace: str | None,
+    owner: dict[str, Any],
 ) -> dict[str, Any]:
     """The model store PVC the operator creates (``storage.size``); owned unless retained."""
-    storage = job.spec.output.storage
     pvc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

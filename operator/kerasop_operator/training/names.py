@@ -52,9 +52,12 @@ def parse(body: dict[str, Any]) -> KerasTrainingJob:
     return parse_resource(KerasTrainingJob, KIND, body)
 
 
-def claim_name_of(job: KerasTrainingJob) -> str:
-    """The PVC holding the job's model store (existing claim, or the one the operator makes)."""
-    storage = job.spec.output.storage
+def claim_name_of(job: KerasTrainingJob) -> str | None:
+    """The PVC holding the job's model store (existing claim, or the one the operator makes);
+    None for a model store in a bucket (``output.uri``)."""
+    storage = job.spec.output.volume
+    if storage is None:
+        return None
     return storage.claim_name or models_claim_name(job.metadata.name)
 
 

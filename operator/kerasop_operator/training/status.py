@@ -107,8 +107,10 @@ def training_status(
         {k: old[k] for k in _CARRIED_OVER if old.get(k) is not None}
     )
     st.observed_generation = generation
-    storage = (spec.get("output") or {}).get("storage") or {}
-    st.model_claim_name = storage.get("claimName") or models_claim_name(name)
+    output = spec.get("output") or {}
+    if not output.get("uri"):  # a model store in a bucket has no claim
+        storage = output.get("storage") or {}
+        st.model_claim_name = storage.get("claimName") or models_claim_name(name)
     if observed.spec_error:
         return _invalid_spec_status(st, observed.spec_error, old, now, generation)
     if st.epochs is None:

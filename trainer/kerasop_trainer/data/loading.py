@@ -16,6 +16,7 @@ from kerasop_trainer.data.labels import encode_labels
 from kerasop_trainer.data.loaded import ImageInput, LoadedData, ModelInput
 from kerasop_trainer.data.readers import read
 from kerasop_trainer.data.readers import text as text_reader
+from kerasop_trainer.data.sources import data_file
 from kerasop_trainer.data.splits import Raw, Split, TextSplit
 from kerasop_trainer.errors import TrainerError
 
@@ -23,12 +24,14 @@ from kerasop_trainer.errors import TrainerError
 def load_data(
     spec: DataSpec, data_root: str | os.PathLike[str], loss: str, seed: int = 0
 ) -> LoadedData:
-    """Read and check ``spec``'s training and validation data (paths under ``data_root``)."""
+    """Read and check ``spec``'s training and validation data (paths under ``data_root``,
+    or URIs)."""
     root = Path(data_root)
-    train_raw = read(spec, root / spec.path, "training")
+    train_raw = read(spec, data_file(root, spec.path, spec.store), "training")
     val_raw = None
     if spec.validation_path is not None:
-        val_raw = read(spec, root / spec.validation_path, "validation", train_raw)
+        val_file = data_file(root, spec.validation_path, spec.store)
+        val_raw = read(spec, val_file, "validation", train_raw)
         _check_same_input(train_raw, val_raw)
     elif spec.validation_split is not None:
         _split_size(len(train_raw.labels), spec.validation_split)  # fail before label checks

@@ -1,0 +1,97 @@
+"""A model store in a bucket, mirrored onto local disk for the manager (docs/model-store.md,
+"Object storage").
+
+The manager loads versions from a folder (:class:`kerasop.store.ModelStore`). With
+``--store-uri`` that folder is a local mirror (an emptyDir, or a node-local cache that a pod
+restarted on the same node finds full): :class:`BucketMirror` polls the bucket and downloads
+the versions the server should serve. A version appears in the folder only after every file
+matched the manifest's size and SHA-256 (:meth:`kerasop.objstore.ObjectModelStore.download`),
+so the manager never sees a partial or corrupted one; a corrupted version is logged and
+skipped, and a store that does not answer leaves what is loaded serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+
+from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStore, ObjectStoreError
+from kerasop.spec import ObjectStoreSpec
+
+from .routing import read_plan
+
+log = logging.getLogger(__name__)
+
+# A mirror's calls give up on a silent store after this long (then the next poll tries again).
+RETRY_SECONDS = 10.0
+
+
+def mirror_root(cache: Path, uri: str) -> Path:
+    """The folder of ``uri``'s mirror inside a node-local cache shared by stores."""
+    return cache / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
+
+
+class BucketMirror:
+    """Keeps ``root/<name>/<version>/`` holding the versions to serve of ``name``."""
+
+    def __init__(self, uri: str, options: ObjectStoreSpec | None, root: Path, name: str) -> None:
+        self.bucket = ObjectModelStore(
+            uri, ObjectStore(options, "MODELS", retry_seconds=RETRY_SECONDS)
+        )
+        self.root = root
+        self.name = name
+        self.refused: set[int] = set()  # corrupted in the bucket: not downloaded again
+        self.last_error: str | None = None
+
+    def sync(self, wanted: list[int | None]) -> list[int]:
+        """Download each wanted version (None: the bucket's latest) not here yet; return the
+        versions now here. Never raises for the store: errors are logged and kept."""
+        here: list[int] = []
+        try:
+            versions = [self.bucket.latest(self.name) if v is None else v for v in wanted]
+            for version in versions:
+                if version is not None and self._fetch(version):
+                    here.append(version)
+            self.last_error = None
+        except ObjectStoreError as exc:
+            if str(exc) != self.last_error:
+                log.warning("model store %s: %s; serving what is loaded", self.bucket.uri, exc)
+            self.last_error = str(exc)
+        return here
+
+    def _fetch(self, version: int) -> bool:
+        dest = self.root / self.name / str(version)
+        if dest.is_dir():
+            return True
+        if version in self.refused:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.bucket.download(self.name, version, dest)
+        except ChecksumMismatch as exc:
+            self.refused.add(version)
+            log.error("refusing version %d of %s: %s", version, self.name, exc)
+            return False
+        log.info("downloaded version %d of %s from %s", version, self.name, self.bucket.uri)
+        return True
+
+
+async def mirror_forever(
+    mirror: BucketMirror, pinned: int | None, rollout_file: Path | None, poll_seconds: float
+) -> None:
+    """Sync the versions the server should serve, every ``poll_seconds``: a rollout plan's
+    stable and candidate, else the pinned version, else the latest."""
+    loop = asyncio.get_running_loop()
+    while True:
+        wanted: list[int | None] = [pinned]
+        if rollout_file is not None:
+            try:
+                plan = read_plan(rollout_file)
+            except (OSError, ValueError):
+                plan = None  # the manager logs it
+            if plan is not None:
+                wanted = [v for v in (plan.stable, plan.candidate) if v is not None]
+        await loop.run_in_executor(None, mirror.sync, wanted)
+        await asyncio.sleep(poll_seconds)

@@ -1,0 +1,17 @@
+"""Fixtures shared by several tiers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.s3 import S3Server, s3_server
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS) with bucket ``kerasop`` and one identity; tests that
+    mark themselves ``component`` use it (tests/support/s3.py)."""
+    with s3_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

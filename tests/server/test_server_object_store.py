@@ -1,0 +1,102 @@
+"""The server with its model store in a bucket of a real S3 server (SeaweedFS,
+tests/support/s3.py): it mirrors the latest version onto local disk, hot-swaps to a new one,
+refuses a corrupted one (logged, never served), keeps serving while the store is away, and a
+restarted server on the same node-local cache serves without downloading."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from serverkit import (
+    DENSE,
+    FEATURES,
+    dense_metadata,
+    dense_model,
+    rows,
+    running_server,
+    write_version,
+)
+
+from kerasop.objstore import ObjectModelStore, ObjectStore
+from kerasop.spec import ObjectStoreSpec
+from kerasop.store import ModelStore
+from kerasop_server.mirror import mirror_root
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.component
+
+X = rows(1, seed=7)
+
+
+@pytest.fixture
+def bucket(s3, monkeypatch) -> tuple[str, ObjectStoreSpec, ObjectModelStore]:
+    for k, v in s3.env("MODELS").items():
+        monkeypatch.setenv(k, v)
+    uri = s3.uri(f"srv-{uuid.uuid4().hex[:8]}/models")
+    options = ObjectStoreSpec.model_validate(s3.store_spec("models-creds"))
+    return uri, options, ObjectModelStore(uri, ObjectStore(options, "MODELS"))
+
+
+def _publish(models: ObjectModelStore, scratch: Path, bias: float) -> int:
+    """A dense model version written locally as the trainer does, then published."""
+    local = scratch / uuid.uuid4().hex
+    version = write_version(local, DENSE, dense_model(bias=bias), dense_metadata())
+    return models.publish(DENSE, ModelStore(local).version_dir(DENSE, version))
+
+
+def _served_version(url: str) -> int:
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [1, FEATURES], "datatype": "FP32", "data": X[0].tolist()}
+        ]
+    }
+    r = httpx.post(f"{url}/v2/models/{DENSE}/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return int(r.json()["model_version"])
+
+
+def test_loads_hot_swaps_refuses_corruption_and_outlives_the_store(s3, bucket, tmp_path, caplog):
+    uri, options, models = bucket
+    scratch = tmp_path / "trainer"
+    assert _publish(models, scratch, 0.0) == 1
+    cache = tmp_path / "node-cache"
+    settings = {"store_uri": uri, "store_options": options, "poll_seconds": 0.5}
+    caplog.set_level(logging.INFO, logger="kerasop_server")
+
+    with running_server(mirror_root(cache, uri), DENSE, **settings) as server:
+        assert _served_version(server.url) == 1
+        assert _publish(models, scratch, 3.0) == 2
+        wait_for("version 2 served", lambda: _served_version(server.url) == 2, timeout=120)
+
+        # version 3 is corrupted in the bucket: refused, logged, version 2 keeps serving
+        assert _publish(models, scratch, 5.0) == 3
+        s3.filesystem().pipe_file(f"{uri}/{DENSE}/3/model.keras", b"not the model")
+        wait_for("version 3 refused", lambda: "refusing version 3" in caplog.text, timeout=60)
+        assert not (mirror_root(cache, uri) / DENSE / "3").exists()
+        assert _served_version(server.url) == 2
+
+        # the store goes away: what is loaded keeps serving
+        s3.stop()
+        try:
+            for _ in range(5):
+                assert _served_version(server.url) == 2
+            wait_for(
+                "the outage logged", lambda: "serving what is loaded" in caplog.text, timeout=60
+            )
+        finally:
+            s3.start()
+    assert s3.secret_key not in caplog.text  # logged errors name the store, never a key
+    # nothing partial was left in the mirror
+    assert sorted(p.name for p in (mirror_root(cache, uri) / DENSE).iterdir()) == ["1", "2"]
+
+    # a server restarted on the same node-local cache serves at once, store down or not
+    s3.stop()
+    try:
+        with running_server(mirror_root(cache, uri), DENSE, version=2, **settings) as again:
+            assert _served_version(again.url) == 2
+    finally:
+        s3.start()
