@@ -122,6 +122,11 @@ def _both(*fns):
     return fn
 
 
+TUNING_SPACE = {
+    "training.learningRate": {"logUniform": [1e-4, 1e-1]},
+    "model.layers[0].units": {"choice": [8, 16, 32]},
+}
+
 # (id, resource factory, substrings every one of which must appear in the API server's error)
 INVALID = [
     ("missing-data", edit(dense_job, _del("data")), ["spec.data", "Required value"]),
@@ -423,6 +428,43 @@ INVALID = [
         "promote-and-abort-same",
         edit(service, _set("rollout", {"promote": 3, "abort": 3})),
         ["spec.rollout", "promote and abort cannot name the same version"],
+    ),
+    (
+        "tuning-unknown-path",
+        edit(
+            dense_job, _set("tuning", {"space": {"training.learningRat": {"uniform": [0.1, 0.2]}}})
+        ),
+        ["spec.tuning", "model or training field"],
+    ),
+    (
+        "tuning-data-path",
+        edit(dense_job, _set("tuning", {"space": {"data.path": {"choice": ["a", "b"]}}})),
+        ["spec.tuning", "model or training field"],
+    ),
+    (
+        "tuning-max-trials-0",
+        edit(dense_job, _set("tuning", {"space": TUNING_SPACE, "maxTrials": 0})),
+        ["spec.tuning.maxTrials", "greater than or equal to 1"],
+    ),
+    (
+        "tuning-negative-log-range",
+        edit(
+            dense_job, _set("tuning", {"space": {"training.learningRate": {"logUniform": [-1, 1]}}})
+        ),
+        ["spec.tuning", "logUniform is [low, high] with 0 < low < high"],
+    ),
+    (
+        "tuning-two-kinds",
+        edit(
+            dense_job,
+            _set("tuning", {"space": {"training.epochs": {"choice": [1, 2], "intRange": [1, 3]}}}),
+        ),
+        ["spec.tuning", "set exactly one of choice, uniform, logUniform and intRange"],
+    ),
+    (
+        "tuning-several-workers",
+        edit(dense_job, _both(_set("workers", 2), _set("tuning", {"space": TUNING_SPACE}))),
+        ["spec.tuning", "tuning needs the built-in trainer"],
     ),
 ]
 
@@ -804,3 +846,33 @@ def test_script_job_is_accepted_and_its_command_immutable(crd_cluster):
         json.dumps({"spec": {"suspend": True}}),
     )
     assert get(crd_cluster, "ktj", "scripted")["spec"]["suspend"] is True
+
+
+def test_tuning_job_is_accepted_and_its_search_immutable(crd_cluster):
+    """A search with every kind of dimension passes the CEL rules (their cost included), and
+    its tuning block cannot change afterwards."""
+    obj = edit(
+        dense_job,
+        _set(
+            "tuning",
+            {
+                "space": {
+                    **TUNING_SPACE,
+                    "training.batchSize": {"intRange": [8, 64, 8]},
+                    "training.optimizer": {"choice": ["adam", "sgd"]},
+                },
+                "algorithm": "bayesian",
+                "maxTrials": 6,
+                "parallelism": 2,
+            },
+        ),
+    )()
+    obj["metadata"]["name"] = "tuned"
+    proc = create(crd_cluster, obj)
+    assert proc.returncode == 0, proc.stderr
+    got = get(crd_cluster, "kerastrainingjob", "tuned")
+    assert got["spec"]["tuning"]["space"]["model.layers[0].units"] == {"choice": [8, 16, 32]}
+    got["spec"]["tuning"]["maxTrials"] = 7
+    proc = crd_cluster.kubectl("replace", "-f", "-", input=json.dumps(got), check=False)
+    assert proc.returncode != 0
+    assert "tuning is immutable" in proc.stderr
