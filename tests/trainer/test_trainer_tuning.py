@@ -1,0 +1,165 @@
+"""spec.tuning on this machine: real keras-tuner oracles, real Keras trials (tiny data, CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasop.store import ModelStore
+from kerasop_trainer import sample_data, tuning
+from tests.trainer.trainerkit import Events, make_job
+
+FEATURES = 16
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory) -> Path:
+    """The dense sample, 300 training rows and 100 validation rows in two files (so a
+    plain keras-tuner run reads exactly the same validation data)."""
+    root = tmp_path_factory.mktemp("tuning-data")
+    sample_data.write_dense_csv(root / "all.csv", rows=400, features=FEATURES, seed=5)
+    rows = list(csv.reader((root / "all.csv").open()))
+    for name, part in (("train.csv", rows[1:301]), ("val.csv", rows[301:])):
+        with (root / name).open("w", newline="") as fh:
+            csv.writer(fh).writerows([rows[0], *part])
+    return root
+
+
+def read_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = np.loadtxt(path, delimiter=",", skiprows=1, dtype="float32")
+    return table[:, :-1], table[:, -1:]
+
+
+LEARNING_RATES = [0.00001, 0.0003, 0.03]
+DATA = {"format": "csv", "path": "train.csv", "validationPath": "val.csv", "normalize": False}
+
+
+def tuned_job(name: str, space: dict, **tuning_fields):
+    return make_job(
+        name,
+        DATA,
+        {
+            "layers": [
+                {"type": "Dense", "units": 8, "activation": "relu"},
+                {"type": "Dense", "units": 1, "activation": "sigmoid"},
+            ]
+        },
+        {"epochs": 2, "batchSize": 32, "seed": 3},
+        tuning={"space": space, **tuning_fields},
+    )
+
+
+def test_search_finds_the_same_best_trial_as_keras_tuner_in_one_process(
+    split_data, tmp_path, monkeypatch
+):
+    import keras
+    import keras_tuner as kt
+
+    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    space = {"training.learningRate": {"choice": LEARNING_RATES}}
+    job = tuned_job("searched", space, objective={"metric": "val_loss"}, maxTrials=3, seed=11)
+    events = Events()
+    done = tuning.run(job, split_data, tmp_path / "store", "search-1", emit=events)
+
+    # keras-tuner on its own: the same space, seed and objective, the same network.
+    def build(hp):
+        model = keras.Sequential(
+            [
+                keras.Input((FEATURES,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
+        lr = hp.Choice("training.learningRate", LEARNING_RATES, ordered=False)
+        model.compile(keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"])
+        return model
+
+    x, y = read_xy(split_data / "train.csv")
+    xv, yv = read_xy(split_data / "val.csv")
+    plain = kt.RandomSearch(
+        build,
+        objective=kt.Objective("val_loss", "min"),
+        max_trials=3,
+        seed=11,
+        directory=str(tmp_path / "kt"),
+        project_name="plain",
+    )
+    plain.search(x, y, validation_data=(xv, yv), epochs=2, batch_size=32, verbose=0)
+    reference = plain.oracle.get_best_trials(1)[0]
+
+    trials = events.of("trial")
+    assert [t["status"] for t in trials] == ["completed"] * 3
+    # the same trials in the same order (the same oracle, the same seed) ...
+    ours = {t["trialId"]: t["values"]["training.learningRate"] for t in trials}
+    theirs = {t.trial_id: t.hyperparameters.values["training.learningRate"]
+              for t in plain.oracle.trials.values()}  # fmt: skip
+    assert ours == theirs
+    # ... and the same best one
+    assert trials[-1]["best"][0]["trialId"] == reference.trial_id
+    assert reference.hyperparameters.values["training.learningRate"] == 0.03
+
+    # the best trial is published as the job's version, its lineage naming search and trial
+    meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
+    assert meta["lineage"]["search"] == {
+        "job": "searched",
+        "jobId": "search-1",
+        "trial": reference.trial_id,
+        "hyperparameters": {"training.learningRate": 0.03},
+        "algorithm": "random",
+    }
+    assert meta["lineage"]["jobId"] == f"search-1-trial-{reference.trial_id}"
+    assert meta["spec"]["training"]["learningRate"] == 0.03
+    assert ModelStore(tmp_path / "store").versions("searched") == [1]
+    # trial events carry the trial's epoch progress, named by trial
+    assert {e["trialId"] for e in events.of("epoch")} == set(ours)
+
+
+def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(
+    split_data, tmp_path, monkeypatch
+):
+    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    job = make_job(
+        "diverging",
+        DATA,
+        {
+            "layers": [
+                {"type": "Dense", "units": 8, "activation": "relu"},
+                {"type": "Dense", "units": 1},
+            ]
+        },
+        {"epochs": 2, "optimizer": "sgd", "loss": "mean_squared_error", "metrics": ["mae"]},
+        tuning={
+            "space": {"training.learningRate": {"choice": [0.01, 10.0]}},
+            "objective": {"metric": "val_loss"},
+            "maxTrials": 2,
+        },
+    )
+    events = Events()
+    done = tuning.run(job, split_data, tmp_path / "store", "search-2", emit=events)
+    trials = {t["values"]["training.learningRate"]: t for t in events.of("trial")}
+    assert trials[10.0]["status"] == "failed"
+    assert "loss is nan" in trials[10.0]["message"] or "loss is inf" in trials[10.0]["message"]
+    assert trials[0.01]["status"] == "completed"
+    assert events.of("trial")[-1]["done"] == 2
+    meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
+    assert meta["lineage"]["search"]["hyperparameters"] == {"training.learningRate": 0.01}
+
+
+def test_a_restarted_search_reloads_the_oracle_and_goes_on(split_data, tmp_path, monkeypatch):
+    """The oracle's state is on the model volume: a second run of the same search id runs
+    no trial again, and publishes the same best trial."""
+    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    space = {"model.layers[0].units": {"intRange": [2, 8, 2]}}
+    job = tuned_job("restarted", space, maxTrials=2, seed=1)
+    first = Events()
+    tuning.run(job, split_data, tmp_path / "store", "search-3", emit=first)
+    again = Events()
+    done = tuning.run(job, split_data, tmp_path / "store", "search-3", emit=again)
+    assert len(first.of("trial")) == 2 and again.of("trial") == []
+    best = first.of("trial")[-1]["best"][0]
+    meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
+    assert meta["lineage"]["search"]["trial"] == best["trialId"]
