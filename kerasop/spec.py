@@ -820,12 +820,10 @@ class SearchDimensionSpec(SpecModel):
 
     model_config = ConfigDict(
         json_schema_extra={
+            # Exactly one kind: CEL cannot name choice (its items have no type), a count can.
+            "minProperties": 1,
+            "maxProperties": 1,
             "x-kubernetes-validations": [
-                cel(
-                    "[has(self.choice), has(self.uniform), has(self.logUniform),"
-                    " has(self.intRange)].filter(x, x).size() == 1",
-                    "set exactly one of choice, uniform, logUniform and intRange",
-                ),
                 cel(
                     "!has(self.uniform) || self.uniform[0] < self.uniform[1]",
                     "uniform is [low, high] with low < high",
@@ -843,7 +841,7 @@ class SearchDimensionSpec(SpecModel):
                     "intRange is [low, high] or [low, high, step] with low < high and step > 0",
                     ".intRange",
                 ),
-            ]
+            ],
         }
     )
 
@@ -952,6 +950,7 @@ def _tunable_regex() -> str:
     )
 
 
+HYPERBAND_STOPS = "hyperband stops bad trials by itself: earlyStopping is for random and bayesian"
 TUNABLE_PATH_REGEX: Final = f"^({_tunable_regex()})$"
 
 
@@ -970,6 +969,11 @@ class TuningSpec(SpecModel):
                     "tuning.space paths name a model or training field, e.g."
                     " training.learningRate or model.layers[0].units",
                     ".space",
+                ),
+                cel(
+                    "!(self.algorithm == 'hyperband' && has(self.earlyStopping))",
+                    HYPERBAND_STOPS,
+                    ".earlyStopping",
                 ),
             ]
         }
@@ -1014,6 +1018,12 @@ class TuningSpec(SpecModel):
     seed: int | None = Field(
         None, ge=0, le=2**31 - 1, description="Seed of the search (the same seed, the same trials)."
     )
+
+    @model_validator(mode="after")
+    def _hyperband_stops_by_itself(self) -> TuningSpec:
+        if self.algorithm == "hyperband" and self.early_stopping is not None:
+            raise ValueError(HYPERBAND_STOPS)
+        return self
 
     def objective_metric(self, training: TrainingSpec) -> str:
         """The objective's metric name without ``val_`` (the key of the trainer's metrics)."""

@@ -459,7 +459,15 @@ INVALID = [
             dense_job,
             _set("tuning", {"space": {"training.epochs": {"choice": [1, 2], "intRange": [1, 3]}}}),
         ),
-        ["spec.tuning", "set exactly one of choice, uniform, logUniform and intRange"],
+        ["spec.tuning", "must have at most 1 item"],
+    ),
+    (
+        "tuning-hyperband-with-early-stopping",
+        edit(
+            dense_job,
+            _set("tuning", {"space": TUNING_SPACE, "algorithm": "hyperband", "earlyStopping": {}}),
+        ),
+        ["spec.tuning.earlyStopping", "hyperband stops bad trials by itself"],
     ),
     (
         "tuning-several-workers",

@@ -97,6 +97,10 @@ def test_builder_args_are_tunable():
         ({"space": SPACE, "maxTrials": 0}, "maxTrials: Input should be greater than or equal to 1"),
         ({"space": SPACE, "objective": {"metric": "val_auc"}}, "metric auc is not reported"),
         ({"space": SPACE, "algorithm": "grid"}, "'random', 'bayesian' or 'hyperband'"),
+        (
+            {"space": SPACE, "algorithm": "hyperband", "earlyStopping": {}},
+            "hyperband stops bad trials by itself",
+        ),
     ],
 )
 def test_bad_searches_are_rejected_with_the_path(tuning, message):

@@ -163,3 +163,46 @@ def test_a_restarted_search_reloads_the_oracle_and_goes_on(split_data, tmp_path,
     best = first.of("trial")[-1]["best"][0]
     meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
     assert meta["lineage"]["search"]["trial"] == best["trialId"]
+
+
+def test_median_stopping_stops_trials_worse_than_the_finished_ones(
+    split_data, tmp_path, monkeypatch
+):
+    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    space = {"training.learningRate": {"choice": [0.05, 0.00001, 0.00002]}}
+    job = tuned_job(
+        "median",
+        space,
+        objective={"metric": "val_loss"},
+        maxTrials=3,
+        seed=4,
+        earlyStopping={"afterEpochs": 1, "minTrials": 1},
+    )
+    job.spec.training.epochs = 3
+    events = Events()
+    done = tuning.run(job, split_data, tmp_path / "store", "search-4", emit=events)
+    trials = events.of("trial")
+    order = [t["values"]["training.learningRate"] for t in trials]
+    fast = order.index(0.05)
+    assert fast < 2, f"seed 4 puts the fast trial last: {order}"  # the test needs one after it
+    assert "stopped early" not in trials[fast].get("message", "")
+    for later in trials[fast + 1 :]:
+        assert later["status"] == "completed"
+        assert later["message"].startswith("stopped early after epoch 1: loss"), later
+        epochs = [e for e in events.of("epoch") if e["trialId"] == later["trialId"]]
+        assert [e["epoch"] for e in epochs] == [1]
+    meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
+    assert meta["lineage"]["search"]["hyperparameters"] == {"training.learningRate": 0.05}
+
+
+@pytest.mark.parametrize(
+    "value, others, direction, expected",
+    [
+        (0.9, [[0.5, 0.4], [0.7]], "min", 0.6),  # worse than the median of 0.5 and 0.7
+        (0.5, [[0.5, 0.4], [0.7]], "min", None),  # not worse
+        (0.9, [[0.5]], "min", None),  # too few trials got that far (min 2)
+        (0.2, [[0.5], [0.7], [0.9]], "max", 0.7),
+    ],
+)
+def test_worse_than_median(value, others, direction, expected):
+    assert tuning.worse_than_median(value, 1, others, direction, 2) == expected

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from kerasop import events
 from kerasop.events import BEST_TRIALS, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TuningSpec
-from kerasop.store import ModelStore
+from kerasop.store import ModelStore, write_json_atomic
 from kerasop_trainer import train
 from kerasop_trainer.distributed import WorkerConfig
 from kerasop_trainer.errors import TrainerError, note
@@ -137,7 +139,10 @@ class Search:
         self.job_id = job_id
         self.emit = emit
         self.metric = self.tuning.objective_metric(job.spec.training)
+        self.direction = self.tuning.objective_direction(job.spec.training)
         self.done = 0
+        self.curves = Curves(project_dir(self.store, job.model_name, job_id) / "curves")
+        self.stopped: dict[str, str] = {}  # trial id -> why it stopped early
 
     @property
     def store(self) -> ModelStore:
@@ -151,7 +156,10 @@ class Search:
         trial_id_ = trial_job_id(self.job_id, trial_id)
         try:
             current = self.trial_run(trial_id, values, trial_id_)
-            trained = train.train(current)
+            import keras
+
+            stopping = median_stopping(keras, self, trial_id)
+            trained = train.train(current, extra_callbacks=[stopping])
         except TrainerError as exc:
             raise FailedTrialError(f"{exc.reason}: {exc.message}") from None
         except (ValueError, TypeError) as exc:  # Keras refusing a value (a bad layer size)
@@ -163,6 +171,7 @@ class Search:
             )
         if not math.isfinite(value):
             raise FailedTrialError(f"{self.metric} is {value} (the loss diverged)")
+        self.curves.write(trial_id, stopping.curve)
         return trained.metrics
 
     def trial_run(self, trial_id: str, values: dict[str, Any], job_id: str) -> TrainingRun:
@@ -205,10 +214,81 @@ class Search:
         }
         if completed:
             fields["objective"] = trial.score
+            if trial.trial_id in self.stopped:
+                fields["message"] = self.stopped[trial.trial_id]
         else:
             fields["reason"] = "TrialFailed"
             fields["message"] = _first_line(ended.message or trial.message or "")
         return events.encode("trial", **fields)
+
+
+class Curves:
+    """Each finished trial's objective per epoch, one JSON file per trial beside the
+    oracle's state (every trial pod sees them): what median stopping compares with."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def write(self, trial_id: str, curve: list[float]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.dir / f"{trial_id}.json", curve)
+
+    def others(self, trial_id: str) -> list[list[float]]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for file in sorted(self.dir.glob("*.json")):
+            if file.stem != trial_id:
+                with contextlib.suppress(OSError, ValueError):
+                    out.append([float(v) for v in json.loads(file.read_text())])
+        return out
+
+
+def worse_than_median(
+    value: float, epoch: int, others: list[list[float]], direction: str, min_trials: int
+) -> float | None:
+    """The median of the other trials at ``epoch`` (1-based) when ``value`` is worse than
+    it and at least ``min_trials`` trials got that far; else None."""
+    at_epoch = sorted(curve[epoch - 1] for curve in others if len(curve) >= epoch)
+    if len(at_epoch) < min_trials:
+        return None
+    median = statistics.median(at_epoch)
+    worse = value > median if direction == "min" else value < median
+    return median if worse else None
+
+
+def median_stopping(keras: Any, search: Search, trial_id: str) -> Any:
+    """Keras callback: records the trial's objective per epoch and, with
+    ``tuning.earlyStopping``, stops the trial when it is worse than the median of the
+    finished trials at the same epoch."""
+    rule = search.tuning.early_stopping
+    key = search.metric
+
+    class Median(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.curve: list[float] = []
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            value = logs.get(f"val_{key}", logs.get(key))
+            if value is None:
+                return
+            self.curve.append(float(value))
+            if rule is None or epoch + 1 < rule.after_epochs:
+                return
+            median = worse_than_median(
+                float(value), epoch + 1, search.curves.others(trial_id), search.direction,
+                rule.min_trials,
+            )  # fmt: skip
+            if median is not None:
+                self.model.stop_training = True
+                search.stopped[trial_id] = (
+                    f"stopped early after epoch {epoch + 1}: {key} {float(value):.4f} is worse"
+                    f" than the median {median:.4f} of the finished trials"
+                )
+
+    return Median()
 
 
 def _summary(trial: Any) -> dict[str, Any]:
