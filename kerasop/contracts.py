@@ -29,6 +29,8 @@ ENV_TERMINATION_LOG: Final = "KERASOP_TERMINATION_LOG"
 ENV_NUM_WORKERS: Final = "KERASOP_NUM_WORKERS"
 ENV_WORKER_INDEX: Final = "KERASOP_WORKER_INDEX"
 ENV_COORDINATOR: Final = "KERASOP_COORDINATOR"  # host:port of worker 0
+# A distributed search (spec.tuning.parallelism > 1): this pod's index, 0 = keras-tuner's chief.
+ENV_TUNER_INDEX: Final = "KERASOP_TUNER_INDEX"
 
 # The server's environment fallbacks for its flags.
 ENV_MODEL: Final = "KERASOP_MODEL"

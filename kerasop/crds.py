@@ -405,6 +405,18 @@ def training_job_crd() -> dict[str, Any]:
                 "description": "Model version written by this job.",
             },
             {
+                "name": "Trials",
+                "type": "string",
+                "jsonPath": ".status.tuning.trials",
+                "description": "A search (spec.tuning): trials ended / maxTrials.",
+            },
+            {
+                "name": "Best",
+                "type": "string",
+                "jsonPath": ".status.tuning.best",
+                "description": "A search: the best trial's objective.",
+            },
+            {
                 "name": "Model",
                 "type": "string",
                 "jsonPath": ".status.modelName",

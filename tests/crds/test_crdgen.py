@@ -211,6 +211,8 @@ def test_printer_columns_names():
         "Accuracy",
         "Loss",
         "Version",
+        "Trials",
+        "Best",
         "Age",
     ]
     assert cols(crdschema.model_service_crd()) == ["Ready", "Version", "Rollout", "URL", "Age"]

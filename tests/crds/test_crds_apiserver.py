@@ -655,7 +655,9 @@ def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
     assert stored["metadata"]["generation"] == 1  # status writes do not bump generation
     table = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense").stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "AGE"]
+    assert header.split() == [
+        "NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "TRIALS", "BEST", "AGE"
+    ]  # fmt: skip
     # Rounded, and the validation metrics rather than the training ones.
     assert row.split()[:6] == ["dense", "Running", "3/5", "0.8765", "0.3", "2"]
     wide = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense", "-o", "wide").stdout
@@ -884,3 +886,31 @@ def test_tuning_job_is_accepted_and_its_search_immutable(crd_cluster):
     proc = crd_cluster.kubectl("replace", "-f", "-", input=json.dumps(got), check=False)
     assert proc.returncode != 0
     assert "tuning is immutable" in proc.stderr
+
+    # the search's status keeps its typed fields and feeds the TRIALS and BEST columns
+    best = status.TrialStatus(
+        trial_id="2", values={"training.learningRate": "0.003"}, objective=0.97
+    )
+    st = status.KerasTrainingJobStatus(
+        phase="Running",
+        tuning=status.TuningStatus(
+            trials="3/6",
+            done=3,
+            total=6,
+            metric="accuracy",
+            best="accuracy 0.9700",
+            best_trial=best,
+            top=[best],
+            last_trial=best,
+            last_trial_status="completed",
+        ),
+    ).to_status()
+    crd_cluster.kubectl(
+        "-n", NAMESPACE, "patch", "ktj", "tuned", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": st}),
+    )  # fmt: skip
+    assert get(crd_cluster, "ktj", "tuned")["status"] == st
+    _header, row = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "tuned").stdout.splitlines()[
+        :2
+    ]
+    assert "3/6" in row.split() and "accuracy 0.9700" in row

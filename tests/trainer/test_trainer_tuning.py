@@ -206,3 +206,13 @@ def test_median_stopping_stops_trials_worse_than_the_finished_ones(
 )
 def test_worse_than_median(value, others, direction, expected):
     assert tuning.worse_than_median(value, 1, others, direction, 2) == expected
+
+
+def test_the_pod_index_names_the_tuner_and_the_chief_serves_on_all_addresses():
+    assert tuning.distributed_role({}) is None  # a local search
+    chief = {"KERASTUNER_ORACLE_IP": "j-trainer-0.j-workers.ns.svc", "KERASOP_TUNER_INDEX": "0"}
+    assert tuning.distributed_role(chief) == "chief"
+    assert chief["KERASTUNER_TUNER_ID"] == "chief" and chief["KERASTUNER_ORACLE_IP"] == "0.0.0.0"
+    worker = {"KERASTUNER_ORACLE_IP": "j-trainer-0.j-workers.ns.svc", "KERASOP_TUNER_INDEX": "2"}
+    assert tuning.distributed_role(worker) == "tuner2"
+    assert worker["KERASTUNER_ORACLE_IP"] == "j-trainer-0.j-workers.ns.svc"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import events
+from kerasop.contracts import ENV_TUNER_INDEX
 from kerasop.events import BEST_TRIALS, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TuningSpec
 from kerasop.store import ModelStore, write_json_atomic
@@ -76,8 +77,11 @@ def hyperparameters(tuning: TuningSpec) -> Any:
     return hp
 
 
-def oracle(job: KerasTrainingJob) -> Any:
-    """keras-tuner's oracle for ``spec.tuning`` (its algorithm, objective, trials and seed)."""
+def oracle(job: KerasTrainingJob, on_trial_end: Callable[[Any, Any], None] | None = None) -> Any:
+    """keras-tuner's oracle for ``spec.tuning`` (its algorithm, objective, trials and seed).
+
+    ``on_trial_end(trial, oracle)``: called in the process that holds the oracle (the chief
+    of a distributed search) each time it records a trial's end."""
     import keras_tuner as kt
 
     spec = job.spec
@@ -96,12 +100,27 @@ def oracle(job: KerasTrainingJob) -> Any:
         "max_consecutive_failed_trials": tuning.max_trials + 1,
     }
     if tuning.algorithm == "hyperband":
-        hyperband = kt.oracles.HyperbandOracle(max_epochs=spec.training.epochs, **common)
-        hyperband.max_trials = tuning.max_trials  # the base oracle stops there
-        return hyperband
-    if tuning.algorithm == "bayesian":
-        return kt.oracles.BayesianOptimizationOracle(max_trials=tuning.max_trials, **common)
-    return kt.oracles.RandomSearchOracle(max_trials=tuning.max_trials, **common)
+        common["max_epochs"] = spec.training.epochs
+    else:
+        common["max_trials"] = tuning.max_trials
+    base = {
+        "random": kt.oracles.RandomSearchOracle,
+        "bayesian": kt.oracles.BayesianOptimizationOracle,
+        "hyperband": kt.oracles.HyperbandOracle,
+    }[tuning.algorithm]
+    made = (_reporting(base, on_trial_end) if on_trial_end else base)(**common)
+    made.max_trials = tuning.max_trials  # hyperband takes none: the base oracle stops there
+    return made
+
+
+def _reporting(base: type, on_trial_end: Callable[[Any, Any], None]) -> type:
+    class Reporting(base):  # type: ignore[misc]
+        def end_trial(self, trial: Any) -> None:
+            super().end_trial(trial)
+            if trial.trial_id in self.end_order:  # ended for good (not sent for a retry)
+                on_trial_end(trial, self)
+
+    return Reporting
 
 
 def trial_job(job: KerasTrainingJob, values: dict[str, Any]) -> KerasTrainingJob:
@@ -140,7 +159,6 @@ class Search:
         self.emit = emit
         self.metric = self.tuning.objective_metric(job.spec.training)
         self.direction = self.tuning.objective_direction(job.spec.training)
-        self.done = 0
         self.curves = Curves(project_dir(self.store, job.model_name, job_id) / "curves")
         self.stopped: dict[str, str] = {}  # trial id -> why it stopped early
 
@@ -202,13 +220,12 @@ class Search:
         """The ``trial`` event of a trial that ended (as the oracle recorded it)."""
         trial = oracle.get_trial(ended.trial_id)
         completed = trial.status == "COMPLETED"
-        self.done += 1
         fields: dict[str, Any] = {
             "trialId": trial.trial_id,
             "status": "completed" if completed else "failed",
             "values": space_values(trial.hyperparameters.values),
             "metric": self.metric,
-            "done": self.done,
+            "done": len(oracle.end_order),
             "total": self.tuning.max_trials,
             "best": [_summary(t) for t in oracle.get_best_trials(BEST_TRIALS)],
         }
@@ -312,10 +329,6 @@ def _tuner(search: Search, kt_oracle: Any) -> Any:
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
             return search.run_trial(trial.trial_id, trial.hyperparameters.values)
 
-        def on_trial_end(self, trial: Any) -> None:
-            super().on_trial_end(trial)
-            search.emit(search.trial_event(trial, self.oracle))
-
         def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:
             """The trial's model is its checkpoint (written by the training run)."""
 
@@ -343,13 +356,30 @@ def run(
     distributed search returns once the oracle has no trial left for it, with no version.
     """
     search = Search(job, Path(data_root), Path(store_root), job_id, emit)
-    tuner = _tuner(search, oracle(job))
-    tuner_id = os.environ.get(ENV_TUNER_ID)
-    distributed = bool(os.environ.get(ENV_ORACLE_IP))
+    tuner_id = distributed_role(os.environ)
+    tuner = _tuner(search, oracle(job, lambda trial, o: emit(search.trial_event(trial, o))))
     tuner.search(verbose=0)  # the chief serves the oracle until the search ends
-    if distributed and tuner_id != CHIEF:
+    if tuner_id not in (None, CHIEF):
         return {"kerasop": "done", "metrics": {}}
     return publish_best(search, tuner.oracle)
+
+
+def distributed_role(environ: Any) -> str | None:
+    """This pod's keras-tuner tuner id in a distributed search (None: a local search).
+
+    The operator sets the pod's index (:data:`kerasop.contracts.ENV_TUNER_INDEX`) and the
+    chief's address; keras-tuner reads its tuner id from ``KERASTUNER_TUNER_ID``, and the
+    chief binds its oracle server to ``KERASTUNER_ORACLE_IP``: all addresses here.
+    """
+    if not environ.get(ENV_ORACLE_IP):
+        return None
+    index = environ.get(ENV_TUNER_INDEX)
+    if index is not None:
+        environ[ENV_TUNER_ID] = CHIEF if index == "0" else f"tuner{index}"
+    if environ.get(ENV_TUNER_ID) == CHIEF:
+        environ[ENV_ORACLE_IP] = "0.0.0.0"  # the oracle serves the other pods
+    tuner_id: str | None = environ.get(ENV_TUNER_ID)
+    return tuner_id
 
 
 def publish_best(search: Search, kt_oracle: Any) -> dict[str, Any]:
