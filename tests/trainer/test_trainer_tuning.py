@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 
 from kerasop.store import ModelStore
 from kerasop_trainer import sample_data, tuning
-from tests.trainer.trainerkit import Events, make_job
+from tests.trainer.trainerkit import Events, free_port, make_job
 
 FEATURES = 16
 
@@ -216,3 +220,42 @@ def test_the_pod_index_names_the_tuner_and_the_chief_serves_on_all_addresses():
     worker = {"KERASTUNER_ORACLE_IP": "j-trainer-0.j-workers.ns.svc", "KERASOP_TUNER_INDEX": "2"}
     assert tuning.distributed_role(worker) == "tuner2"
     assert worker["KERASTUNER_ORACLE_IP"] == "j-trainer-0.j-workers.ns.svc"
+
+
+def test_a_distributed_search_runs_trials_on_the_tuner_workers(split_data, tmp_path):
+    """keras-tuner's own distributed mode, as the operator's pods run it: three
+    kerasop-train processes, index 0 the chief (the oracle, then the publishing), 1 and 2
+    tuner workers that run the trials."""
+    job = tuned_job("spread", {"model.layers[0].units": {"choice": [2, 4, 8]}}, maxTrials=3)
+    job.spec.training.epochs = 1
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    port = str(free_port())
+
+    def start(index: int) -> subprocess.Popen:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=port, KERASOP_TUNER_INDEX=str(index))  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "kerasop_trainer.main", "--spec", str(spec), "--data-root",
+             str(split_data), "--store-root", str(tmp_path / "store"), "--job-id", "spread-1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )  # fmt: skip
+
+    pods = [start(0)]
+    time.sleep(3)  # the chief's server first, as the Job's pods usually start
+    pods += [start(1), start(2)]
+    outputs = []
+    for proc in pods:
+        out, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, out
+        outputs.append(Events())
+        for line in out.splitlines():
+            outputs[-1](line)
+    chief, *workers = outputs
+    assert [t["done"] for t in chief.of("trial")] == [1, 2, 3]
+    assert chief.of("epoch") == []  # the chief runs no trial
+    ran = {e["trialId"] for w in workers for e in w.of("epoch")}
+    assert ran == {t["trialId"] for t in chief.of("trial")}
+    (done,) = chief.of("done")
+    assert done["modelVersion"] == 1
+    assert all(w.of("done") == [] for w in workers)
