@@ -9,6 +9,11 @@ container termination-message file, so the result survives pod cleanup::
     {"kerasop": "done",   "modelName": "m", "modelVersion": 2, "modelPath": "...",
                           "metrics": {...}, "epochsRun": 5}
     {"kerasop": "failed", "reason": "BadData", "message": "...", "exitCode": 3}
+    {"kerasop": "trial",  "trialId": "3", "status": "completed", "values": {...},
+                          "objective": 0.91, "done": 4, "total": 6, "best": [...]}
+
+A search (``spec.tuning``, docs/tuning.md) prints a ``trial`` event per ended trial; the
+``start`` and ``epoch`` events of its trials carry a ``trialId``.
 
 Lines without the key (Keras' own output, warnings) are ignored by readers, and so
 is a line whose event does not validate as one of the models below.
