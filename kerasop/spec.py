@@ -1075,6 +1075,15 @@ class KerasTrainingJobSpec(SpecModel):
                     TUNING_NEEDS,
                     ".tuning",
                 ),
+                cel(
+                    "!has(self.tuning) || !has(self.tuning.objective) || !has(self.model)"
+                    " || has(self.model.file) || self.tuning.objective.metric in ['loss',"
+                    " 'val_loss'] + self.training.metrics"
+                    " + self.training.metrics.map(m, 'val_' + m)",
+                    "tuning.objective.metric is not reported: use loss or one of"
+                    " training.metrics, with or without val_",
+                    ".tuning.objective.metric",
+                ),
             ]
         }
     )

@@ -470,6 +470,13 @@ INVALID = [
         ["spec.tuning.earlyStopping", "hyperband stops bad trials by itself"],
     ),
     (
+        "tuning-objective-not-reported",
+        edit(
+            dense_job, _set("tuning", {"space": TUNING_SPACE, "objective": {"metric": "val_auc"}})
+        ),
+        ["spec.tuning", "is not reported"],
+    ),
+    (
         "tuning-several-workers",
         edit(dense_job, _both(_set("workers", 2), _set("tuning", {"space": TUNING_SPACE}))),
         ["spec.tuning", "tuning needs the built-in trainer"],

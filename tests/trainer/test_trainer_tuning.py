@@ -118,6 +118,7 @@ def test_search_finds_the_same_best_trial_as_keras_tuner_in_one_process(
     assert meta["lineage"]["jobId"] == f"search-1-trial-{reference.trial_id}"
     assert meta["spec"]["training"]["learningRate"] == 0.03
     assert ModelStore(tmp_path / "store").versions("searched") == [1]
+    assert not (tmp_path / "store" / "searched" / ".checkpoints").exists()  # no trial's left
     # trial events carry the trial's epoch progress, named by trial
     assert {e["trialId"] for e in events.of("epoch")} == set(ours)
 

@@ -396,7 +396,7 @@ def publish_best(search: Search, kt_oracle: Any) -> dict[str, Any]:
         trial.trial_id, trial.hyperparameters.values, trial_job_id(search.job_id, trial.trial_id)
     )
     note(f"publishing trial {trial.trial_id} ({search.metric} {trial.score})")
-    return train.run(
+    done = train.run(
         current.job,
         current.data_root,
         current.store_root,
@@ -404,4 +404,11 @@ def publish_best(search: Search, kt_oracle: Any) -> dict[str, Any]:
         emit=search.emit,
         workers=current.workers,
         search=current.search,
-    )
+    )  # its checkpoints go with it; the other trials' are of no more use
+    for other in kt_oracle.trials:
+        run = TrainingRun(
+            search.job, trial_job_id(search.job_id, other), search.data_root,
+            search.store_root, WorkerConfig(),
+        )  # fmt: skip
+        run.checkpoints.clear()
+    return done
