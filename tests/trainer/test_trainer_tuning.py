@@ -260,3 +260,55 @@ def test_a_distributed_search_runs_trials_on_the_tuner_workers(split_data, tmp_p
     (done,) = chief.of("done")
     assert done["modelVersion"] == 1
     assert all(w.of("done") == [] for w in workers)
+
+
+def test_a_killed_tuner_worker_restarted_with_its_index_resumes_its_trial(split_data, tmp_path):
+    """What the Job controller does to a deleted tuner pod: a new process with the same
+    index gets its ongoing trial back from the chief and resumes it from its checkpoint."""
+    job = tuned_job("resumed", {"model.layers[0].units": {"choice": [2, 4]}}, maxTrials=2)
+    job.spec.training.epochs = 12
+    job.spec.training.batch_size = 2
+    job.spec.training.checkpoint_interval_seconds = 0
+    spec = tmp_path / "job.json"
+    spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    port = str(free_port())
+
+    def start(index: int) -> subprocess.Popen:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_ORACLE_IP="127.0.0.1",
+                   KERASTUNER_ORACLE_PORT=port, KERASOP_TUNER_INDEX=str(index))  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "kerasop_trainer.main", "--spec", str(spec), "--data-root",
+             str(split_data), "--store-root", str(tmp_path / "store"), "--job-id", "resumed-1"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )  # fmt: skip
+
+    chief = start(0)
+    time.sleep(3)
+    worker = start(1)
+    killed = Events()
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        killed(line)
+        epochs = killed.of("epoch")
+        if epochs and epochs[-1]["epoch"] >= 2:
+            worker.kill()
+            break
+    worker.wait(timeout=60)
+    trial, last = epochs[-1]["trialId"], epochs[-1]["epoch"]
+    assert last < 12, "the trial ended before the kill"
+
+    again = start(1)
+    out, _ = again.communicate(timeout=600)
+    chief_out, _ = chief.communicate(timeout=120)
+    assert again.returncode == 0 and chief.returncode == 0
+    resumed = Events()
+    for line in out.splitlines():
+        resumed(line)
+    first_start = resumed.of("start")[0]
+    assert first_start["trialId"] == trial  # the same trial, not a new one
+    assert last <= first_start["resumedFromEpoch"] <= last + 1  # from its checkpoint
+    chief_events = Events()
+    for line in chief_out.splitlines():
+        chief_events(line)
+    assert [t["done"] for t in chief_events.of("trial")] == [1, 2]
+    assert chief_events.of("done")[0]["modelVersion"] == 1
