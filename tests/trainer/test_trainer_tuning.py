@@ -312,3 +312,26 @@ def test_a_killed_tuner_worker_restarted_with_its_index_resumes_its_trial(split_
         chief_events(line)
     assert [t["done"] for t in chief_events.of("trial")] == [1, 2]
     assert chief_events.of("done")[0]["modelVersion"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["bayesian", "hyperband"])
+def test_bayesian_and_hyperband_searches_publish_their_best_trial(
+    algorithm, split_data, tmp_path, monkeypatch
+):
+    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    space = {"training.learningRate": {"logUniform": [0.0001, 0.05]}}
+    job = tuned_job(f"by-{algorithm}", space, algorithm=algorithm, maxTrials=3, seed=2)
+    job.spec.training.epochs = 3
+    events = Events()
+    done = tuning.run(job, split_data, tmp_path / "store", "search-5", emit=events)
+    trials = events.of("trial")
+    assert 1 <= len(trials) <= 3 and trials[-1]["done"] == len(trials)
+    assert all(set(t["values"]) == {"training.learningRate"} for t in trials)  # no tuner/...
+    per_trial = {}
+    for e in events.of("epoch"):
+        per_trial.setdefault(e["trialId"], set()).add(e["epochs"])
+    if algorithm == "hyperband":  # each trial trains for the epochs Hyperband gives it
+        assert all(len(epochs) == 1 and epochs <= {1, 2, 3} for epochs in per_trial.values())
+    meta = json.loads((Path(done["modelPath"]) / "metadata.json").read_text())
+    assert meta["lineage"]["search"]["algorithm"] == algorithm
+    assert meta["lineage"]["search"]["trial"] == trials[-1]["best"][0]["trialId"]
