@@ -10,9 +10,10 @@ the learning rate and the width, random search, the same seed, ``--trials`` tria
   numpy (what a user writes without the operator);
 - ``kerasop``: ``kerasop train -f`` on the job with ``spec.tuning`` (one process, the trials
   one after the other, the best one published);
-- ``processes``: keras-tuner's distributed mode as the operator runs it, each pod a
-  ``kerasop-train`` process here (a chief and ``--parallelism`` tuner workers): what the
-  pods cost besides their start (scheduling, image, volume) on one machine;
+- ``processes``: ``kerasop train -f --processes N``, keras-tuner's distributed mode as the
+  operator runs it, each pod a ``kerasop-train`` process here (a chief and ``--parallelism``
+  tuner workers): what the pods cost besides their start (scheduling, image, volume) on
+  one machine;
 - ``cluster`` (``--cluster``): the job applied to the cluster of ``$KUBECONFIG`` (an operator
   installed, a ``training-data`` PVC holding ``dense/train.csv``, as in the e2e suite);
   wall time from the job's creation to its ``completionTime``.
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -141,39 +141,15 @@ def run_kerasop(work: Path, doc: dict[str, Any]) -> float:
 
 
 def run_processes(work: Path, doc: dict[str, Any], parallelism: int) -> float:
-    spec = work / "job.json"
-    spec.write_text(json.dumps(doc))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """``kerasop train -f --processes N``: a chief and N tuner-worker processes."""
+    spec = work / "job-spread.yaml"
+    spec.write_text(yaml.safe_dump(doc))
     t0 = time.perf_counter()
-    procs = []
-    for index in range(parallelism + 1):
-        env = dict(_env(), KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port),
-                   KERASOP_TUNER_INDEX=str(index))  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kerasop_trainer.main",
-                    "--spec",
-                    str(spec),
-                    "--data-root",
-                    str(work / "data"),
-                    "--store-root",
-                    str(work / "models-procs"),
-                    "--job-id",
-                    "bench",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-        )
-    for proc in procs:
-        if proc.wait(timeout=3600) != 0:
-            raise SystemExit(f"a search process exited with {proc.returncode}")
+    subprocess.run(
+        [str(BIN / "kerasop"), "train", "-f", str(spec), "--data-dir", str(work / "data"),
+         "--store", str(work / "models-procs"), "--processes", str(parallelism)],
+        check=True, capture_output=True, env=_env(),
+    )  # fmt: skip
     return time.perf_counter() - t0
 
 

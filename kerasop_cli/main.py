@@ -237,6 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             display.line(text)
 
     job_id = args.job_id or f"local-{job.metadata.name}"
+    if args.processes and job.spec.tuning is None:
+        raise CliError("--processes runs a search: the job has no spec.tuning")
     try:
         if job.spec.script is not None:  # the user's own script, as in a pod
             from kerasop_trainer.script import run_script
@@ -244,6 +246,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_script(
                 job, Path(args.data_dir), Path(args.store), job_id, emit=show, python_first=True
             )
+        elif job.spec.tuning is not None and args.processes:  # as the cluster's pods do
+            from kerasop_cli.local_search import run_search_processes
+
+            code = run_search_processes(
+                job, args.data_dir, args.store, job_id, args.processes, show
+            )
+            if code:
+                print(f"error: the search's chief exited with {code}", file=sys.stderr)
+                return code
         elif job.spec.tuning is not None:  # a search: its trials one after the other
             from kerasop_trainer import tuning
 
@@ -446,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train a KerasTrainingJob here (a search: its trials,"
                             " then the best one)")  # fmt: skip
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")
+    p.add_argument("--processes", type=int, default=0, metavar="N",
+                   help="a search: N tuner-worker processes and a chief, keras-tuner's"
+                        " distributed mode as on a cluster (default: the trials in this"
+                        " process, one after the other)")  # fmt: skip
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
     p.set_defaults(func=cmd_serve)
@@ -459,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common, serving, verbosity],
                        help="train, serve, predict example (a)")  # fmt: skip
     p.add_argument("--job-id", default=None)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, processes=0)  # cmd_train's arguments: example (a) trains
     p = sub.add_parser("tensorboard", parents=[with_file, verbosity],
                        help="TensorBoard on a job's logs")  # fmt: skip
     p.add_argument("--port", type=int, default=6006)

@@ -175,3 +175,9 @@ def test_train_runs_a_search_and_prints_one_line_per_trial(tmp_path):
     assert "[2/2]" in trials[-1] and "-> accuracy" in trials[-1] and "best: trial" in trials[-1]
     assert re.search(r"trial \d+: epoch 1/1", result.stdout)
     assert "saved dense-tuning version 1" in result.stdout
+
+
+def test_processes_are_for_a_search(job_file):
+    result = train(job_file, "--processes", "2")
+    assert result.returncode != 0
+    assert "--processes runs a search: the job has no spec.tuning" in result.stderr
