@@ -19,7 +19,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from kerasop.contracts import ENV_TUNER_INDEX
+from kerasop.contracts import (
+    ENV_KERASTUNER_ORACLE_IP,
+    ENV_KERASTUNER_ORACLE_PORT,
+    ENV_TUNER_INDEX,
+)
 from kerasop.spec import KerasTrainingJob
 
 ORACLE_HOST = "127.0.0.1"
@@ -54,11 +58,13 @@ def run_search_processes(
         spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
         procs, readers = [], []
         for index in range(processes + 1):
-            env = dict(
-                os.environ,
-                KERASTUNER_ORACLE_IP=ORACLE_HOST,
-                KERASTUNER_ORACLE_PORT=port,
-                **{ENV_TUNER_INDEX: str(index)},
+            env = dict(os.environ)
+            env.update(
+                {
+                    ENV_KERASTUNER_ORACLE_IP: ORACLE_HOST,
+                    ENV_KERASTUNER_ORACLE_PORT: port,
+                    ENV_TUNER_INDEX: str(index),
+                }
             )
             proc = subprocess.Popen(
                 [sys.executable, "-m", "kerasop_trainer.main", "--spec", str(spec),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kerasop.contracts import ENV_KERASTUNER_ORACLE_IP
 from kerasop.store import ModelStore
 from kerasop_trainer import sample_data, tuning
 from tests.trainer.trainerkit import Events, free_port, make_job
@@ -63,7 +64,7 @@ def test_search_finds_the_same_best_trial_as_keras_tuner_in_one_process(
     import keras
     import keras_tuner as kt
 
-    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    monkeypatch.delenv(ENV_KERASTUNER_ORACLE_IP, raising=False)
     space = {"training.learningRate": {"choice": LEARNING_RATES}}
     job = tuned_job("searched", space, objective={"metric": "val_loss"}, maxTrials=3, seed=11)
     events = Events()
@@ -126,7 +127,7 @@ def test_search_finds_the_same_best_trial_as_keras_tuner_in_one_process(
 def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(
     split_data, tmp_path, monkeypatch
 ):
-    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    monkeypatch.delenv(ENV_KERASTUNER_ORACLE_IP, raising=False)
     job = make_job(
         "diverging",
         DATA,
@@ -157,7 +158,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_search_goes_on(
 def test_a_restarted_search_reloads_the_oracle_and_goes_on(split_data, tmp_path, monkeypatch):
     """The oracle's state is on the model volume: a second run of the same search id runs
     no trial again, and publishes the same best trial."""
-    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    monkeypatch.delenv(ENV_KERASTUNER_ORACLE_IP, raising=False)
     space = {"model.layers[0].units": {"intRange": [2, 8, 2]}}
     job = tuned_job("restarted", space, maxTrials=2, seed=1)
     first = Events()
@@ -173,7 +174,7 @@ def test_a_restarted_search_reloads_the_oracle_and_goes_on(split_data, tmp_path,
 def test_median_stopping_stops_trials_worse_than_the_finished_ones(
     split_data, tmp_path, monkeypatch
 ):
-    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    monkeypatch.delenv(ENV_KERASTUNER_ORACLE_IP, raising=False)
     space = {"training.learningRate": {"choice": [0.05, 0.00001, 0.00002]}}
     job = tuned_job(
         "median",
@@ -318,7 +319,7 @@ def test_a_killed_tuner_worker_restarted_with_its_index_resumes_its_trial(split_
 def test_bayesian_and_hyperband_searches_publish_their_best_trial(
     algorithm, split_data, tmp_path, monkeypatch
 ):
-    monkeypatch.delenv(tuning.ENV_ORACLE_IP, raising=False)
+    monkeypatch.delenv(ENV_KERASTUNER_ORACLE_IP, raising=False)
     space = {"training.learningRate": {"logUniform": [0.0001, 0.05]}}
     job = tuned_job(f"by-{algorithm}", space, algorithm=algorithm, maxTrials=3, seed=2)
     job.spec.training.epochs = 3

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop import events
-from kerasop.contracts import ENV_TUNER_INDEX
+from kerasop.contracts import ENV_KERASTUNER_ORACLE_IP, ENV_KERASTUNER_TUNER_ID, ENV_TUNER_INDEX
 from kerasop.events import BEST_TRIALS, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TuningSpec
 from kerasop.store import ModelStore, write_json_atomic
@@ -41,11 +41,7 @@ from kerasop_trainer.distributed import WorkerConfig
 from kerasop_trainer.errors import TrainerError, note
 from kerasop_trainer.training_run import TrainingRun, check_job_id, print_event
 
-# keras-tuner's own environment for its distributed mode (set by the operator).
-ENV_TUNER_ID = "KERASTUNER_TUNER_ID"
-ENV_ORACLE_IP = "KERASTUNER_ORACLE_IP"
-ENV_ORACLE_PORT = "KERASTUNER_ORACLE_PORT"
-CHIEF = "chief"
+CHIEF = "chief"  # keras-tuner's tuner id of the oracle's process
 HYPERBAND_EPOCHS = "tuner/epochs"  # Hyperband's per-trial epoch budget
 
 
@@ -371,14 +367,14 @@ def distributed_role(environ: Any) -> str | None:
     chief's address; keras-tuner reads its tuner id from ``KERASTUNER_TUNER_ID``, and the
     chief binds its oracle server to ``KERASTUNER_ORACLE_IP``: all addresses here.
     """
-    if not environ.get(ENV_ORACLE_IP):
+    if not environ.get(ENV_KERASTUNER_ORACLE_IP):
         return None
     index = environ.get(ENV_TUNER_INDEX)
     if index is not None:
-        environ[ENV_TUNER_ID] = CHIEF if index == "0" else f"tuner{index}"
-    if environ.get(ENV_TUNER_ID) == CHIEF:
-        environ[ENV_ORACLE_IP] = "0.0.0.0"  # the oracle serves the other pods
-    tuner_id: str | None = environ.get(ENV_TUNER_ID)
+        environ[ENV_KERASTUNER_TUNER_ID] = CHIEF if index == "0" else f"tuner{index}"
+    if environ.get(ENV_KERASTUNER_TUNER_ID) == CHIEF:
+        environ[ENV_KERASTUNER_ORACLE_IP] = "0.0.0.0"  # the oracle serves the other pods
+    tuner_id: str | None = environ.get(ENV_KERASTUNER_TUNER_ID)
     return tuner_id
 
 

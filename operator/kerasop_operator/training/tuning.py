@@ -16,7 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from kerasop import events as ev
-from kerasop.contracts import ENV_TUNER_INDEX
+from kerasop.contracts import (
+    ENV_KERASTUNER_ORACLE_IP,
+    ENV_KERASTUNER_ORACLE_PORT,
+    ENV_TUNER_INDEX,
+)
 from kerasop.spec import KerasTrainingJob
 from kerasop.status import TrialStatus, TuningStatus
 
@@ -41,8 +45,8 @@ def tuning_env(chief_host: str) -> list[dict[str, Any]]:
     """keras-tuner's distributed environment; the trainer turns the index into the tuner id
     (0: ``chief``, i: ``tuner<i>``) and binds the chief to all addresses."""
     return [
-        {"name": "KERASTUNER_ORACLE_IP", "value": chief_host},
-        {"name": "KERASTUNER_ORACLE_PORT", "value": str(ORACLE_PORT)},
+        {"name": ENV_KERASTUNER_ORACLE_IP, "value": chief_host},
+        {"name": ENV_KERASTUNER_ORACLE_PORT, "value": str(ORACLE_PORT)},
         {
             "name": ENV_TUNER_INDEX,
             "valueFrom": {
