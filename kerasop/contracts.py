@@ -29,6 +29,12 @@ ENV_TERMINATION_LOG: Final = "KERASOP_TERMINATION_LOG"
 ENV_NUM_WORKERS: Final = "KERASOP_NUM_WORKERS"
 ENV_WORKER_INDEX: Final = "KERASOP_WORKER_INDEX"
 ENV_COORDINATOR: Final = "KERASOP_COORDINATOR"  # host:port of worker 0
+# A distributed search (spec.tuning.parallelism > 1): this pod's index, 0 = keras-tuner's chief,
+# and keras-tuner's own environment (the trainer sets the tuner id from the index).
+ENV_TUNER_INDEX: Final = "KERASOP_TUNER_INDEX"
+ENV_KERASTUNER_TUNER_ID: Final = "KERASTUNER_TUNER_ID"
+ENV_KERASTUNER_ORACLE_IP: Final = "KERASTUNER_ORACLE_IP"
+ENV_KERASTUNER_ORACLE_PORT: Final = "KERASTUNER_ORACLE_PORT"
 
 # The server's environment fallbacks for its flags.
 ENV_MODEL: Final = "KERASOP_MODEL"

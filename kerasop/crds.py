@@ -13,7 +13,8 @@ schemas as Kubernetes requires them:
   exclusiveMinimum: true``; ``const`` becomes a one-value ``enum``;
 - ``dict[str, X]`` becomes ``additionalProperties: X``; a field marked with
   ``x-kubernetes-preserve-unknown-fields`` becomes ``type: object`` with that
-  flag (or an array whose items carry it);
+  flag (or an array whose items carry it); on an ``Any`` (a list item) it becomes an
+  untyped node with the flag: any JSON value, e.g. the values of a search's ``choice``;
 - defaults are kept, including the defaults of ``default_factory`` fields
   (a nested model's default is its non-default fields, usually ``{}``), so the
   API server fills the same defaults pydantic does and CEL rules can rely on
@@ -191,6 +192,9 @@ def structural(
         raise SchemaError(f"{path}: a list of types is not structural")
 
     kind = out.get("type")
+    if preserve and kind is None and not node.keys() & {"properties", "additionalProperties"}:
+        out[PRESERVE] = True  # pydantic's Any: any JSON value (a number, a string, ...)
+        return _order(out)
     if kind == "object" or (preserve and kind is None):
         _object_children(node, out, defs, path, preserve)
     elif kind == "array":
@@ -399,6 +403,18 @@ def training_job_crd() -> dict[str, Any]:
                 "type": "integer",
                 "jsonPath": ".status.modelVersion",
                 "description": "Model version written by this job.",
+            },
+            {
+                "name": "Trials",
+                "type": "string",
+                "jsonPath": ".status.tuning.trials",
+                "description": "A search (spec.tuning): trials ended / maxTrials.",
+            },
+            {
+                "name": "Best",
+                "type": "string",
+                "jsonPath": ".status.tuning.best",
+                "description": "A search: the best trial's objective.",
             },
             {
                 "name": "Model",

@@ -9,6 +9,11 @@ container termination-message file, so the result survives pod cleanup::
     {"kerasop": "done",   "modelName": "m", "modelVersion": 2, "modelPath": "...",
                           "metrics": {...}, "epochsRun": 5}
     {"kerasop": "failed", "reason": "BadData", "message": "...", "exitCode": 3}
+    {"kerasop": "trial",  "trialId": "3", "status": "completed", "values": {...},
+                          "objective": 0.91, "done": 4, "total": 6, "best": [...]}
+
+A search (``spec.tuning``, docs/tuning.md) prints a ``trial`` event per ended trial; the
+``start`` and ``epoch`` events of its trials carry a ``trialId``.
 
 Lines without the key (Keras' own output, warnings) are ignored by readers, and so
 is a line whose event does not validate as one of the models below.
@@ -114,7 +119,38 @@ class FailedEvent(_Event):
     exit_code: int | None = None
 
 
-Event = Annotated[StartEvent | EpochEvent | DoneEvent | FailedEvent, Field(discriminator="kerasop")]
+class TrialSummary(_Event):
+    """One finished trial of a search (spec.tuning): its values and its objective."""
+
+    trial_id: str
+    values: dict[str, Any] = Field(default_factory=dict)  # space path -> value
+    objective: float | None = None
+
+
+class TrialEvent(_Event):
+    """A trial of a search ended (completed or failed); ``best``: the search's best
+    completed trials so far, best first (at most :data:`BEST_TRIALS`), ``done``: trials
+    ended so far in the whole search."""
+
+    kerasop: Literal["trial"] = "trial"
+    trial_id: str
+    status: Literal["completed", "failed"]
+    values: dict[str, Any] = Field(default_factory=dict)
+    objective: float | None = None
+    metric: str | None = None  # the objective's metric (as in metadata.json)
+    reason: str | None = None  # failed: why
+    message: str = ""
+    done: int = 0
+    total: int = 0
+    best: list[TrialSummary] = Field(default_factory=list)
+
+
+BEST_TRIALS = 5
+
+Event = Annotated[
+    StartEvent | EpochEvent | DoneEvent | FailedEvent | TrialEvent,
+    Field(discriminator="kerasop"),
+]
 _EVENT = TypeAdapter(Event)
 
 
@@ -150,6 +186,7 @@ class LastEvents:
     epoch: EpochEvent | None = None
     done: DoneEvent | None = None
     failed: FailedEvent | None = None
+    trial: TrialEvent | None = None
 
 
 def last_events(lines: Iterable[str]) -> LastEvents:

@@ -12,12 +12,16 @@ rule in ``x-kubernetes-validations`` (so the API server rejects it).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
+
+from kerasop.metric_direction import lower_is_better
+from kerasop.spec_paths import PathError, set_path
 
 GROUP = "kerasop.io"
 VERSION = "v1alpha1"
@@ -916,6 +920,267 @@ class ScriptSpec(SpecModel):
     )
 
 
+# --------------------------------------------------------------------------
+# Tuning (hyperparameter search over the job's own spec, docs/tuning.md)
+# --------------------------------------------------------------------------
+
+TUNABLE_SECTIONS: Final = ("model", "training")
+_SCALARS: Final = (int, float, str, bool)
+
+
+def _tunable_patterns(model: type[BaseModel], prefix: str) -> list[str]:
+    """Regular expressions of every scalar field under ``model``, as space paths name them."""
+    import types
+    import typing
+
+    out: list[str] = []
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        kind = field.annotation
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        origin = typing.get_origin(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out += _tunable_patterns(kind, rf"{prefix}{alias}\.")
+        elif origin is list:
+            item = typing.get_args(kind)[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                out += _tunable_patterns(item, rf"{prefix}{alias}\[[0-9]+\]\.")
+        elif origin is dict:  # builder args: free-form keyword arguments
+            out.append(rf"{prefix}{alias}\.[A-Za-z_][A-Za-z0-9_]*")
+        elif origin is Literal or kind in _SCALARS:
+            out.append(rf"{prefix}{alias}")
+    return out
+
+
+class SearchDimensionSpec(SpecModel):
+    """One hyperparameter: exactly one of choice, uniform, logUniform and intRange."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            # Exactly one kind: CEL cannot name choice (its items have no type), a count can.
+            "minProperties": 1,
+            "maxProperties": 1,
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.uniform) || self.uniform[0] < self.uniform[1]",
+                    "uniform is [low, high] with low < high",
+                    ".uniform",
+                ),
+                cel(
+                    "!has(self.logUniform) || (self.logUniform[0] > 0.0"
+                    " && self.logUniform[0] < self.logUniform[1])",
+                    "logUniform is [low, high] with 0 < low < high",
+                    ".logUniform",
+                ),
+                cel(
+                    "!has(self.intRange) || (self.intRange[0] < self.intRange[1]"
+                    " && (size(self.intRange) == 2 || self.intRange[2] > 0))",
+                    "intRange is [low, high] or [low, high, step] with low < high and step > 0",
+                    ".intRange",
+                ),
+            ],
+        }
+    )
+
+    choice: list[Any] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The values to try (numbers, strings or booleans, all of one kind).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    uniform: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[low, high]: a float drawn uniformly."
+    )
+    log_uniform: list[float] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[low, high], low > 0: a float drawn uniformly on a log scale (learning rates).",
+    )
+    int_range: list[int] | None = Field(
+        None,
+        min_length=2,
+        max_length=3,
+        description="[low, high] or [low, high, step]: an integer, both ends included.",
+    )
+
+    @field_validator("choice")
+    @classmethod
+    def _scalars_of_one_kind(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is None:
+            return values
+        if any(not isinstance(v, _SCALARS) for v in values):
+            raise ValueError("choice values are numbers, strings or booleans")
+        if len({type(v) for v in values}) > 1:  # keras-tuner's Choice takes one type
+            raise ValueError(
+                "choice values are all of one kind (integers, floats, strings or booleans)"
+            )
+        if len({repr(v) for v in values}) != len(values):
+            raise ValueError("choice values are listed once each")
+        return values
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDimensionSpec:
+        given = [k for k in ("choice", "uniform", "log_uniform", "int_range") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("set exactly one of choice, uniform, logUniform and intRange")
+        if self.uniform is not None and not self.uniform[0] < self.uniform[1]:
+            raise ValueError("uniform is [low, high] with low < high")
+        lu = self.log_uniform
+        if lu is not None and not 0 < lu[0] < lu[1]:
+            raise ValueError("logUniform is [low, high] with 0 < low < high")
+        ir = self.int_range
+        if ir is not None and not (ir[0] < ir[1] and (len(ir) == 2 or ir[2] > 0)):
+            raise ValueError(
+                "intRange is [low, high] or [low, high, step] with low < high and step > 0"
+            )
+        return self
+
+    def samples(self) -> list[Any]:
+        """Values that stand for the whole dimension when it is checked against its field:
+        every choice; the ends of a range (and a float between them for the float ranges,
+        so an integer field refuses them)."""
+        if self.choice is not None:
+            return list(self.choice)
+        if self.int_range is not None:
+            return self.int_range[:2]
+        low, high = self.uniform or self.log_uniform or [0.0, 0.0]
+        return [low, high, low + (high - low) * 0.37]
+
+
+class TuningObjectiveSpec(SpecModel):
+    metric: str = Field(
+        ...,
+        min_length=1,
+        max_length=256,
+        description=(
+            "A metric the trainer reports: loss or one of training.metrics, with or without"
+            " the val_ prefix (both mean the final validation value, as in metadata.json)."
+        ),
+    )
+    direction: Literal["min", "max"] | None = Field(
+        None,
+        description="min or max (default: min for losses and errors, max for the others).",
+    )
+
+
+class TrialStoppingSpec(SpecModel):
+    """Median stopping: a trial worse than the median of finished trials at the same epoch stops."""
+
+    after_epochs: int = Field(
+        1, ge=1, le=100000, description="Epochs a trial always runs before it can be stopped."
+    )
+    min_trials: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Finished trials needed before any trial is stopped.",
+    )
+
+
+def _tunable_regex() -> str:
+    return "|".join(
+        p
+        for section, model in (("model", ModelSpec), ("training", TrainingSpec))
+        for p in _tunable_patterns(model, rf"{section}\.")
+    )
+
+
+HYPERBAND_STOPS = "hyperband stops bad trials by itself: earlyStopping is for random and bayesian"
+TUNABLE_PATH_REGEX: Final = f"^({_tunable_regex()})$"
+
+
+class TuningSpec(SpecModel):
+    """A hyperparameter search over this job's own spec, on keras-tuner (docs/tuning.md).
+
+    Each trial is the job's spec with the trial's values at their paths; the best
+    trial's model is published as the job's next version.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.space.all(p, p.matches(r'{TUNABLE_PATH_REGEX}'))",
+                    "tuning.space paths name a model or training field, e.g."
+                    " training.learningRate or model.layers[0].units",
+                    ".space",
+                ),
+                cel(
+                    "!(self.algorithm == 'hyperband' && has(self.earlyStopping))",
+                    HYPERBAND_STOPS,
+                    ".earlyStopping",
+                ),
+            ]
+        }
+    )
+
+    space: dict[str, SearchDimensionSpec] = Field(
+        ...,
+        min_length=1,
+        max_length=32,
+        description=(
+            "Spec path -> values to search, e.g. training.learningRate: {logUniform: [1e-4,"
+            " 1e-1]}, model.layers[0].units: {choice: [16, 32, 64]}. Paths name model and"
+            " training fields (builder args too: model.builder.args.NAME)."
+        ),
+    )
+    objective: TuningObjectiveSpec | None = Field(
+        None,
+        description=(
+            "What the search optimizes (default: the first of training.metrics, else loss, on"
+            " the validation data)."
+        ),
+    )
+    algorithm: Literal["random", "bayesian", "hyperband"] = Field(
+        "random",
+        description=(
+            "keras-tuner's oracle: random search, Bayesian optimization (Gaussian process) or"
+            " Hyperband (trials of growing epochs up to training.epochs)."
+        ),
+    )
+    max_trials: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Trials in all (hyperband: an upper bound; it stops when its brackets end).",
+    )
+    parallelism: int = Field(
+        1, ge=1, le=64, description="Trials run at once (each in its own pod)."
+    )
+    early_stopping: TrialStoppingSpec | None = Field(
+        None, description="Stop trials worse than the median of finished ones (not hyperband)."
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Seed of the search (the same seed, the same trials)."
+    )
+
+    @model_validator(mode="after")
+    def _hyperband_stops_by_itself(self) -> TuningSpec:
+        if self.algorithm == "hyperband" and self.early_stopping is not None:
+            raise ValueError(HYPERBAND_STOPS)
+        return self
+
+    def objective_metric(self, training: TrainingSpec) -> str:
+        """The objective's metric name without ``val_`` (the key of the trainer's metrics)."""
+        if self.objective is not None:
+            return self.objective.metric.removeprefix("val_")
+        return training.metrics[0] if training.metrics else "loss"
+
+    def objective_direction(self, training: TrainingSpec) -> Literal["min", "max"]:
+        if self.objective is not None and self.objective.direction is not None:
+            return self.objective.direction
+        return "min" if lower_is_better(self.objective_metric(training)) else "max"
+
+
+TUNING_NEEDS = (
+    "tuning needs the built-in trainer (model, not script) and workers: 1 (parallelism"
+    " runs trials at once)"
+)
+
+
 class KerasTrainingJobSpec(SpecModel):
     """What to train, on what data, with which resources; the result is a model version."""
 
@@ -937,6 +1202,25 @@ class KerasTrainingJobSpec(SpecModel):
                     "has(self.model) != has(self.script)",
                     "set exactly one of model (the built-in trainer) and script (your own"
                     " training script)",
+                ),
+                cel(
+                    "has(self.tuning) == has(oldSelf.tuning)"
+                    " && (!has(self.tuning) || self.tuning == oldSelf.tuning)",
+                    "tuning is immutable; create a new job to search something else",
+                ),
+                cel(
+                    "!has(self.tuning) || (has(self.model) && self.workers == 1)",
+                    TUNING_NEEDS,
+                    ".tuning",
+                ),
+                cel(
+                    "!has(self.tuning) || !has(self.tuning.objective) || !has(self.model)"
+                    " || has(self.model.file) || self.tuning.objective.metric in ['loss',"
+                    " 'val_loss'] + self.training.metrics"
+                    " + self.training.metrics.map(m, 'val_' + m)",
+                    "tuning.objective.metric is not reported: use loss or one of"
+                    " training.metrics, with or without val_",
+                    ".tuning.objective.metric",
                 ),
             ]
         }
@@ -969,6 +1253,13 @@ class KerasTrainingJobSpec(SpecModel):
         None, ge=0, description="Delete the finished Job's pods after this long."
     )
     suspend: bool = Field(False, description="Pause: trainer pods are removed, resume later.")
+    tuning: TuningSpec | None = Field(
+        None,
+        description=(
+            "Search hyperparameters with keras-tuner: trials of this spec with other values,"
+            " the best one published as the next version (docs/tuning.md)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _model_or_script(self) -> KerasTrainingJobSpec:
@@ -977,7 +1268,50 @@ class KerasTrainingJobSpec(SpecModel):
                 "set exactly one of model (the built-in trainer) and script (your own"
                 " training script)"
             )
+        if self.tuning is not None:
+            if self.model is None or self.workers != 1:
+                raise ValueError(TUNING_NEEDS)
+            _check_space(self, self.tuning)
         return self
+
+    def trial_spec(self, values: dict[str, Any]) -> KerasTrainingJobSpec:
+        """This spec with ``values`` (space path -> value) applied, without ``tuning``."""
+        document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        document.pop("tuning", None)
+        for path, value in values.items():
+            document = set_path(document, path, value)
+        return KerasTrainingJobSpec.model_validate(document)
+
+
+def _check_space(spec: KerasTrainingJobSpec, tuning: TuningSpec) -> None:
+    """Every path names a field of this spec and every value of its range fits the field;
+    the objective is a metric the trainer reports."""
+    from pydantic import ValidationError
+
+    for path, dimension in tuning.space.items():
+        if not re.match(TUNABLE_PATH_REGEX, path):
+            raise ValueError(
+                f"tuning.space: {path} names no model or training field (e.g."
+                " training.learningRate, model.layers[0].units)"
+            )
+        for value in dimension.samples():
+            try:
+                spec.trial_spec({path: value})
+            except PathError as exc:
+                raise ValueError(f"tuning.space: {exc}") from None
+            except ValidationError as exc:
+                raise ValueError(
+                    f"tuning.space: {path} = {value!r} does not fit: {describe_errors(exc)}"
+                ) from None
+    model = spec.model
+    if model is not None and model.file is None:  # a model file keeps its own metrics
+        reported = ["loss", *spec.training.metrics]
+        metric = tuning.objective_metric(spec.training)
+        if metric not in reported:
+            choices = ", ".join(reported + [f"val_{m}" for m in reported])
+            raise ValueError(
+                f"tuning.objective.metric {metric} is not reported; choose one of {choices}"
+            )
 
 
 # --------------------------------------------------------------------------

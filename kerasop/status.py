@@ -121,6 +121,39 @@ class MetricsDisplay(StatusModel):
     )
 
 
+class TrialStatus(StatusModel):
+    """One finished trial of a search: its values and its objective."""
+
+    trial_id: str = Field(..., description="keras-tuner's trial id.")
+    values: dict[str, str] | None = Field(
+        None, description="Spec path -> the trial's value (as text)."
+    )
+    objective: float | None = Field(None, description="The objective's final value.")
+
+
+class TuningStatus(StatusModel):
+    """A search's progress (spec.tuning): trials so far and the best ones."""
+
+    trials: str | None = Field(None, description="Trials ended / maxTrials, e.g. 7/20.")
+    done: int | None = Field(None, ge=0, description="Trials ended (completed or failed).")
+    total: int | None = Field(None, ge=0, description="spec.tuning.maxTrials.")
+    metric: str | None = Field(None, description="The objective's metric (as in metadata.json).")
+    best: str | None = Field(
+        None, description="The best trial's objective for kubectl get, e.g. 'accuracy 0.9700'."
+    )
+    best_trial: TrialStatus | None = Field(None, description="The best completed trial.")
+    top: list[TrialStatus] | None = Field(
+        None, max_length=5, description="The best completed trials, best first."
+    )
+    last_trial: TrialStatus | None = Field(None, description="The trial that ended last.")
+    last_trial_status: Literal["completed", "failed"] | None = Field(
+        None, description="How the last trial ended."
+    )
+    last_trial_message: str | None = Field(
+        None, description="Why the last trial failed or stopped early."
+    )
+
+
 class KerasTrainingJobStatus(StatusModel):
     """Observed state of a KerasTrainingJob, written only by the operator."""
 
@@ -177,6 +210,7 @@ class KerasTrainingJobStatus(StatusModel):
         None, max_length=80, description="sha256 over the training data files (lineage)."
     )
     workers: WorkersStatus | None = Field(None, description="Trainer pods by state.")
+    tuning: TuningStatus | None = Field(None, description="The search's trials (spec.tuning).")
     failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
 
 

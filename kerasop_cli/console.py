@@ -112,10 +112,10 @@ class TrainingDisplay:
             self._progress.start()  # after the first update: never draws an empty bar
 
     def line(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text)
-        else:
-            self.console.print(text)
+        """``text`` as it is: not wrapped (a search's trial lines are long), and brackets
+        (``model.layers[0]``) are not markup."""
+        out = self._progress.console if self._progress is not None else self.console
+        out.print(text, soft_wrap=True, markup=False)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -114,6 +114,16 @@ def feature_columns(docs: list[Any], model: str) -> list[str] | None:
 
 def format_progress(event: events.Event) -> str | None:
     """One human line for a trainer event (None for events not worth a line)."""
+    trial = (event.model_extra or {}).get("trialId")
+    if trial is not None and isinstance(event, events.StartEvent | events.EpochEvent):
+        text = _format_event(event)
+        return f"trial {trial}: {text}" if text else None
+    return _format_event(event)
+
+
+def _format_event(event: events.Event) -> str | None:
+    if isinstance(event, events.TrialEvent):
+        return format_trial(event)
     if isinstance(event, events.StartEvent):
         resumed = event.resumed_from_epoch
         note = f", resuming after epoch {resumed}" if resumed else ""
@@ -128,6 +138,22 @@ def format_progress(event: events.Event) -> str | None:
             f"at {event.model_path}\nvalidation: {_metrics_text(event.metrics)}"
         )
     return f"failed ({event.reason}): {event.message}"
+
+
+def format_trial(event: events.TrialEvent) -> str:
+    """``trial 3 completed [4/6]: training.learningRate=0.01 -> loss 0.41; best: trial 2 (0.38)``."""
+    values = " ".join(f"{k}={v}" for k, v in event.values.items())
+    head = f"trial {event.trial_id} {event.status} [{event.done}/{event.total}]: {values}"
+    if event.status == "failed":
+        return f"{head} ({event.message})"
+    text = f"{head} -> {event.metric} {_score(event.objective)}"
+    if event.best:
+        text += f"; best: trial {event.best[0].trial_id} ({_score(event.best[0].objective)})"
+    return text
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
@@ -211,6 +237,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             display.line(text)
 
     job_id = args.job_id or f"local-{job.metadata.name}"
+    if args.processes and job.spec.tuning is None:
+        raise CliError("--processes runs a search: the job has no spec.tuning")
     try:
         if job.spec.script is not None:  # the user's own script, as in a pod
             from kerasop_trainer.script import run_script
@@ -218,6 +246,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_script(
                 job, Path(args.data_dir), Path(args.store), job_id, emit=show, python_first=True
             )
+        elif job.spec.tuning is not None and args.processes:  # as the cluster's pods do
+            from kerasop_cli.local_search import run_search_processes
+
+            code = run_search_processes(
+                job, args.data_dir, args.store, job_id, args.processes, show
+            )
+            if code:
+                print(f"error: the search's chief exited with {code}", file=sys.stderr)
+                return code
+        elif job.spec.tuning is not None:  # a search: its trials one after the other
+            from kerasop_trainer import tuning
+
+            tuning.run(job, args.data_dir, args.store, job_id, emit=show)
         else:
             run(
                 job,
@@ -413,8 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_sample_data)
     p = sub.add_parser("train", parents=[with_file, verbosity],
-                       help="train a KerasTrainingJob here")  # fmt: skip
+                       help="train a KerasTrainingJob here (a search: its trials,"
+                            " then the best one)")  # fmt: skip
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")
+    p.add_argument("--processes", type=int, default=0, metavar="N",
+                   help="a search: N tuner-worker processes and a chief, keras-tuner's"
+                        " distributed mode as on a cluster (default: the trials in this"
+                        " process, one after the other)")  # fmt: skip
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
     p.set_defaults(func=cmd_serve)
@@ -428,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common, serving, verbosity],
                        help="train, serve, predict example (a)")  # fmt: skip
     p.add_argument("--job-id", default=None)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, processes=0)  # cmd_train's arguments: example (a) trains
     p = sub.add_parser("tensorboard", parents=[with_file, verbosity],
                        help="TensorBoard on a job's logs")  # fmt: skip
     p.add_argument("--port", type=int, default=6006)

@@ -75,6 +75,8 @@ def render_crds() -> dict[str, str]:
 def _type_label(node: dict[str, Any]) -> str:
     kind = node.get("type")
     if node.get(PRESERVE):
+        if kind is None:
+            return "any value"
         return "object (free-form)" if kind != "array" else "[]object (free-form)"
     if kind == "array":
         return "[]" + _type_label(node["items"])

@@ -246,6 +246,9 @@ class Controller:
             if event is not None:
                 metrics.PHASE_TRANSITIONS.labels(kind="KerasTrainingJob", phase=new["phase"]).inc()
                 self.post_event(body, *event)
+            trial = training.trial_event(old, new)
+            if trial is not None:
+                self.post_event(body, *trial)
             return new
 
     def _write_status(self, kind: kube.Kind, body: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -153,3 +153,31 @@ def test_predictions_read_as_class_and_probability():
         "row 1: class 1 (probability 0.700)"
     ]
     assert console.describe_predictions([[3.25]], {"kind": "regression"}) == ["row 1: 3.25"]
+
+
+def test_train_runs_a_search_and_prints_one_line_per_trial(tmp_path):
+    """`kerasop train -f` on a job with spec.tuning: the trials one after the other, then
+    the best one published (examples/tuning.yaml, shrunk to 2 trials of 1 epoch)."""
+    import yaml
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "tuning.yaml"
+    job, service = yaml.safe_load_all(example.read_text())
+    job["spec"]["training"]["epochs"] = 1
+    job["spec"]["tuning"].update(maxTrials=2, algorithm="random")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump_all([job, service]))
+    sample_data.write_dense_csv(tmp_path / "data" / "dense" / "train.csv", rows=200, features=16)
+    result = train(tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = [
+        ln for ln in result.stdout.splitlines() if re.match(r"trial \d+ (completed|failed)", ln)
+    ]
+    assert len(trials) == 2, result.stdout
+    assert "[2/2]" in trials[-1] and "-> accuracy" in trials[-1] and "best: trial" in trials[-1]
+    assert re.search(r"trial \d+: epoch 1/1", result.stdout)
+    assert "saved dense-tuning version 1" in result.stdout
+
+
+def test_processes_are_for_a_search(job_file):
+    result = train(job_file, "--processes", "2")
+    assert result.returncode != 0
+    assert "--processes runs a search: the job has no spec.tuning" in result.stderr

@@ -453,6 +453,26 @@ def test_multi_worker_job(cluster, api, operator, namespace):
     assert cr(api, k.TRAINING_JOB, namespace, "dist")["status"]["workers"]["active"] == 2
 
 
+def test_parallel_search_is_a_chief_and_tuner_workers(cluster, api, operator, namespace):
+    """spec.tuning with parallelism 2: one Indexed Job of 3 pods in keras-tuner's
+    distributed mode, the chief reachable through the workers Service (docs/tuning.md)."""
+    space = {"training.learningRate": {"logUniform": [0.0001, 0.1]}}
+    apply_yaml(
+        cluster,
+        job_yaml("search", namespace, tuning={"space": space, "maxTrials": 4, "parallelism": 2}),
+    )
+    job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "search"))
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    svc = wait_for("workers Service", lambda: api.get(k.SERVICE, namespace, "search-workers"))
+    assert [p["port"] for p in svc["spec"]["ports"]] == [8000]
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KERASTUNER_ORACLE_IP"] == f"search-trainer-0.search-workers.{namespace}.svc"
+    assert json.loads(env["KERASOP_SPEC"])["spec"]["tuning"]["parallelism"] == 2
+
+
 def test_suspend_and_resume(cluster, api, operator, namespace):
     apply_yaml(cluster, job_yaml("pause", namespace))
     job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "pause"))

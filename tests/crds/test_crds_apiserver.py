@@ -122,6 +122,11 @@ def _both(*fns):
     return fn
 
 
+TUNING_SPACE = {
+    "training.learningRate": {"logUniform": [1e-4, 1e-1]},
+    "model.layers[0].units": {"choice": [8, 16, 32]},
+}
+
 # (id, resource factory, substrings every one of which must appear in the API server's error)
 INVALID = [
     ("missing-data", edit(dense_job, _del("data")), ["spec.data", "Required value"]),
@@ -444,6 +449,58 @@ INVALID = [
         edit(service, _set("rollout", {"promote": 3, "abort": 3})),
         ["spec.rollout", "promote and abort cannot name the same version"],
     ),
+    (
+        "tuning-unknown-path",
+        edit(
+            dense_job, _set("tuning", {"space": {"training.learningRat": {"uniform": [0.1, 0.2]}}})
+        ),
+        ["spec.tuning", "model or training field"],
+    ),
+    (
+        "tuning-data-path",
+        edit(dense_job, _set("tuning", {"space": {"data.path": {"choice": ["a", "b"]}}})),
+        ["spec.tuning", "model or training field"],
+    ),
+    (
+        "tuning-max-trials-0",
+        edit(dense_job, _set("tuning", {"space": TUNING_SPACE, "maxTrials": 0})),
+        ["spec.tuning.maxTrials", "greater than or equal to 1"],
+    ),
+    (
+        "tuning-negative-log-range",
+        edit(
+            dense_job, _set("tuning", {"space": {"training.learningRate": {"logUniform": [-1, 1]}}})
+        ),
+        ["spec.tuning", "logUniform is [low, high] with 0 < low < high"],
+    ),
+    (
+        "tuning-two-kinds",
+        edit(
+            dense_job,
+            _set("tuning", {"space": {"training.epochs": {"choice": [1, 2], "intRange": [1, 3]}}}),
+        ),
+        ["spec.tuning", "must have at most 1 item"],
+    ),
+    (
+        "tuning-hyperband-with-early-stopping",
+        edit(
+            dense_job,
+            _set("tuning", {"space": TUNING_SPACE, "algorithm": "hyperband", "earlyStopping": {}}),
+        ),
+        ["spec.tuning.earlyStopping", "hyperband stops bad trials by itself"],
+    ),
+    (
+        "tuning-objective-not-reported",
+        edit(
+            dense_job, _set("tuning", {"space": TUNING_SPACE, "objective": {"metric": "val_auc"}})
+        ),
+        ["spec.tuning", "is not reported"],
+    ),
+    (
+        "tuning-several-workers",
+        edit(dense_job, _both(_set("workers", 2), _set("tuning", {"space": TUNING_SPACE}))),
+        ["spec.tuning", "tuning needs the built-in trainer"],
+    ),
 ]
 
 
@@ -629,7 +686,9 @@ def test_status_subresource_keeps_typed_status_and_feeds_columns(crd_cluster):
     assert stored["metadata"]["generation"] == 1  # status writes do not bump generation
     table = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense").stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "AGE"]
+    assert header.split() == [
+        "NAME", "PHASE", "EPOCH", "ACCURACY", "LOSS", "VERSION", "TRIALS", "BEST", "AGE"
+    ]  # fmt: skip
     # Rounded, and the validation metrics rather than the training ones.
     assert row.split()[:6] == ["dense", "Running", "3/5", "0.8765", "0.3", "2"]
     wide = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "dense", "-o", "wide").stdout
@@ -828,3 +887,61 @@ def test_script_job_is_accepted_and_its_command_immutable(crd_cluster):
         json.dumps({"spec": {"suspend": True}}),
     )
     assert get(crd_cluster, "ktj", "scripted")["spec"]["suspend"] is True
+
+
+def test_tuning_job_is_accepted_and_its_search_immutable(crd_cluster):
+    """A search with every kind of dimension passes the CEL rules (their cost included), and
+    its tuning block cannot change afterwards."""
+    obj = edit(
+        dense_job,
+        _set(
+            "tuning",
+            {
+                "space": {
+                    **TUNING_SPACE,
+                    "training.batchSize": {"intRange": [8, 64, 8]},
+                    "training.optimizer": {"choice": ["adam", "sgd"]},
+                },
+                "algorithm": "bayesian",
+                "maxTrials": 6,
+                "parallelism": 2,
+            },
+        ),
+    )()
+    obj["metadata"]["name"] = "tuned"
+    proc = create(crd_cluster, obj)
+    assert proc.returncode == 0, proc.stderr
+    got = get(crd_cluster, "kerastrainingjob", "tuned")
+    assert got["spec"]["tuning"]["space"]["model.layers[0].units"] == {"choice": [8, 16, 32]}
+    got["spec"]["tuning"]["maxTrials"] = 7
+    proc = crd_cluster.kubectl("replace", "-f", "-", input=json.dumps(got), check=False)
+    assert proc.returncode != 0
+    assert "tuning is immutable" in proc.stderr
+
+    # the search's status keeps its typed fields and feeds the TRIALS and BEST columns
+    best = status.TrialStatus(
+        trial_id="2", values={"training.learningRate": "0.003"}, objective=0.97
+    )
+    st = status.KerasTrainingJobStatus(
+        phase="Running",
+        tuning=status.TuningStatus(
+            trials="3/6",
+            done=3,
+            total=6,
+            metric="accuracy",
+            best="accuracy 0.9700",
+            best_trial=best,
+            top=[best],
+            last_trial=best,
+            last_trial_status="completed",
+        ),
+    ).to_status()
+    crd_cluster.kubectl(
+        "-n", NAMESPACE, "patch", "ktj", "tuned", "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": st}),
+    )  # fmt: skip
+    assert get(crd_cluster, "ktj", "tuned")["status"] == st
+    _header, row = crd_cluster.kubectl("-n", NAMESPACE, "get", "ktj", "tuned").stdout.splitlines()[
+        :2
+    ]
+    assert "3/6" in row.split() and "accuracy 0.9700" in row

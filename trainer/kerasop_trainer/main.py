@@ -163,6 +163,12 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
             done = run_script(
                 job, Path(args.data_root), Path(args.store_root), args.job_id, emit=print_event
             )
+        elif job.spec.tuning is not None:
+            from kerasop_trainer import tuning
+
+            done = tuning.run(
+                job, Path(args.data_root), Path(args.store_root), args.job_id, emit=print_event
+            )
         else:
             from kerasop_trainer import train
 

@@ -51,7 +51,9 @@ def publish(
 ) -> dict[str, Any]:
     """Write ``model`` as the next version (worker 0), delete the checkpoints, print the
     ``done`` event and return it. ``tensors``: what the model takes and outputs."""
-    source = lineage(run.job, run.job_id, run.data_root)
+    source: dict[str, Any] = dict(lineage(run.job, run.job_id, run.data_root))
+    if run.search is not None:
+        source["search"] = run.search
     metadata = _version_metadata(run.job, keras, tensors, metrics, epochs_run)
     metadata.lineage = source
     version, version_path, formats = _write_next_version(

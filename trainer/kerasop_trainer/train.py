@@ -80,16 +80,45 @@ def run(
     emit: Callable[[str], None] = print_event,
     workers: WorkerConfig | None = None,
     on_batch: optional_callbacks.BatchHook | None = None,
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``job`` and publish a model version; return the ``done`` event.
 
     ``emit`` receives every event line (``start``, ``epoch``, ``done``);
     ``on_batch``, if given, every training step (for a progress bar). Raises
     :class:`TrainerError` (with an exit code) for failures a user can fix.
-    ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment.
+    ``workers`` defaults to the ``KERASOP_NUM_WORKERS`` environment. ``search``: the
+    search and trial this job is (:mod:`.tuning`), recorded in the version's lineage.
     """
-    workers = workers or WorkerConfig.from_env()
-    current = TrainingRun(job, job_id, Path(data_root), Path(store_root).absolute(), workers, emit)
+    current = TrainingRun(
+        job, job_id, Path(data_root), Path(store_root).absolute(),
+        workers or WorkerConfig.from_env(), emit, search,
+    )  # fmt: skip
+    trained = train(current, on_batch)
+    data = trained.prepared.data
+    tensors = (data.input_metadata(), data.output_metadata())
+    return publish(current, trained.keras, trained.model, tensors, trained.metrics, trained.epochs)
+
+
+@dataclass
+class Trained:
+    """A finished training (its last checkpoint marked finished), not yet published."""
+
+    keras: Any
+    model: Any
+    prepared: Prepared
+    metrics: dict[str, float]  # final validation metrics, without the val_ prefix
+    epochs: int  # epochs run in all
+
+
+def train(
+    current: TrainingRun,
+    on_batch: optional_callbacks.BatchHook | None = None,
+    extra_callbacks: list[Any] | None = None,
+) -> Trained:
+    """Steps 1 to 5 of :func:`run`: everything but publishing. ``extra_callbacks``: more
+    Keras callbacks for the fit (a search's trial stopping)."""
+    job = current.job
     if job.spec.model is None:
         raise TrainerError(
             "spec.script is set: the job runs the user's script (kerasop_trainer.script)",
@@ -107,12 +136,11 @@ def run(
     monitor = _early_stopping_monitor(current.training, start.metric_names, has_validation)
     tensorboard_dir = _tensorboard_dir(current)
     current.emit(start_event(current, prepared, start, backend, tensorboard_dir))
-    extra_callbacks = _extra_callbacks(keras, current.training, tensorboard_dir, on_batch)
-    epochs_run, last_validation = fit(current, keras, prepared, start, monitor, extra_callbacks)
+    extra = _extra_callbacks(keras, current.training, tensorboard_dir, on_batch)
+    extra += extra_callbacks or []
+    epochs_run, last_validation = fit(current, keras, prepared, start, monitor, extra)
     metrics = last_validation if last_validation is not None else evaluate(start.model, prepared)
-    data = prepared.data
-    tensors = (data.input_metadata(), data.output_metadata())
-    return publish(current, keras, start.model, tensors, metrics, epochs_run)
+    return Trained(keras, start.model, prepared, metrics, epochs_run)
 
 
 def start_event(

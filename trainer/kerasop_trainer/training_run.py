@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from kerasop.events import EXIT_BAD_SPEC
 from kerasop.objstore import ObjectModelStore, ObjectStore
@@ -36,6 +37,9 @@ class TrainingRun:
     store_root: Path  # absolute: event paths are relative to it; scratch when output.uri is set
     workers: WorkerConfig
     emit: Callable[[str], None] = print_event  # every event line
+    # A trial of a search (kerasop_trainer.tuning): the search, the trial and its values,
+    # recorded in the published version's lineage.
+    search: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_job_id(self.job_id)

@@ -4,14 +4,16 @@ Pure functions only (no API calls): the controller reads the cluster, calls
 these, and writes the results. Modules: ``names`` (names, labels, constants),
 ``children`` (desired children, Job drift), ``observed`` (the Job and its pods),
 ``logs`` (progress, results and failures from the trainer's events),
-``status`` (observed state -> status), ``events`` (phase-change Events).
+``status`` (observed state -> status), ``events`` (phase-change Events), ``tuning``
+(a search's pods, status and per-trial Events).
 
 Children of a job ``<job>`` in its namespace:
 
 - ``batch/v1 Job <job>-trainer``: one pod per worker; Indexed with a headless
   Service when ``spec.workers > 1``.
-- ``v1 Service <job>-workers`` (workers > 1): stable DNS names
-  ``<job>-trainer-<i>.<job>-workers`` for the JAX coordinator.
+- ``v1 Service <job>-workers`` (workers > 1, or tuning.parallelism > 1): stable DNS
+  names ``<job>-trainer-<i>.<job>-workers`` for the JAX coordinator or keras-tuner's
+  chief (a search's Job has parallelism + 1 Indexed pods).
 - ``v1 PersistentVolumeClaim <job>-models`` when ``spec.output.storage.size`` is
   set: owned by the job only when ``retain`` is false.
 - ``v1 ServiceAccount kerasop-trainer`` (shared: each user job is a non-controller owner) when the job does
@@ -40,6 +42,7 @@ from .names import (
 )
 from .observed import job_pods, worker0_pod
 from .status import ObservedTraining, pod_stuck_detail, training_status
+from .tuning import trial_event
 
 __all__ = [
     "CONTAINER",
@@ -63,5 +66,6 @@ __all__ = [
     "template_drift",
     "trainer_job_name",
     "training_status",
+    "trial_event",
     "worker0_pod",
 ]

@@ -51,6 +51,7 @@ from .names import (
     trainer_job_name,
     workers_service_name,
 )
+from .tuning import ORACLE_PORT, distributed, pod_count, tuning_env
 
 # --------------------------------------------------------------------------------------------
 # desired children
@@ -135,8 +136,8 @@ def desired_children(
     }
 
     out = TrainingChildren(job=k8s_job, claim_name=claim or "")
-    if spec.workers > 1:
-        out.workers_service = workers_service(name, namespace, labels, owner)
+    if pod_count(job) > 1:
+        out.workers_service = workers_service(name, namespace, labels, owner, job)
     if storage is not None and storage.size:
         assert claim is not None
         out.pvc = model_claim(job, storage, claim, namespace, owner)
@@ -180,6 +181,11 @@ def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, A
                 },
             },
         ]
+    if distributed(job):
+        name, namespace = meta["name"], meta.get("namespace")
+        env += tuning_env(
+            f"{trainer_job_name(name)}-0.{workers_service_name(name)}.{namespace}.svc"
+        )
     return env
 
 
@@ -205,6 +211,8 @@ def trainer_container(
     }
     if spec.workers > 1:
         container["ports"] = [{"name": "coordinator", "containerPort": COORDINATOR_PORT}]
+    if distributed(job):
+        container["ports"] = [{"name": "oracle", "containerPort": ORACLE_PORT}]
     resources = container_resources(spec.resources)
     if resources:
         container["resources"] = resources
@@ -241,7 +249,7 @@ def trainer_pod_template(
         "containers": [container],
         "volumes": volumes,
     }
-    if spec.workers > 1:
+    if pod_count(job) > 1:
         pod_spec["subdomain"] = workers_service_name(name)
     apply_scheduling(
         pod_spec,
@@ -264,8 +272,8 @@ def trainer_job_spec(job: KerasTrainingJob, template: dict[str, Any]) -> dict[st
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "suspend": spec.suspend,
-        "completions": spec.workers,
-        "parallelism": spec.workers,
+        "completions": pod_count(job),
+        "parallelism": pod_count(job),
         "podFailurePolicy": {
             "rules": [
                 {
@@ -286,7 +294,7 @@ def trainer_job_spec(job: KerasTrainingJob, template: dict[str, Any]) -> dict[st
         },
         "template": template,
     }
-    if spec.workers > 1:
+    if pod_count(job) > 1:
         job_spec["completionMode"] = "Indexed"
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
@@ -296,9 +304,17 @@ def trainer_job_spec(job: KerasTrainingJob, template: dict[str, Any]) -> dict[st
 
 
 def workers_service(
-    name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any]
+    name: str,
+    namespace: str | None,
+    labels: dict[str, str],
+    owner: dict[str, Any],
+    job: KerasTrainingJob,
 ) -> dict[str, Any]:
-    """The headless Service that gives worker 0 (the coordinator) a stable DNS name."""
+    """The headless Service that gives worker 0 (the JAX coordinator, or a search's
+    keras-tuner chief) a stable DNS name."""
+    port, port_name = (
+        (ORACLE_PORT, "oracle") if distributed(job) else (COORDINATOR_PORT, "coordinator")
+    )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -310,14 +326,7 @@ def workers_service(
                 LABEL_TRAINING_JOB: label_value(name),
                 "app.kubernetes.io/component": COMPONENT,
             },
-            "ports": [
-                {
-                    "name": "coordinator",
-                    "port": COORDINATOR_PORT,
-                    "targetPort": COORDINATOR_PORT,
-                    "protocol": "TCP",
-                }
-            ],
+            "ports": [{"name": port_name, "port": port, "targetPort": port, "protocol": "TCP"}],
         },
     }
 

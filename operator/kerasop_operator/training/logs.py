@@ -10,6 +10,7 @@ from kerasop.status import LOG_TAIL_LIMIT, FailureStatus
 
 from .names import LOG_TAIL_LINES
 from .observed import job_conditions, termination
+from .tuning import tuning_status
 
 
 def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def progress_from_log(lines: list[str] | None) -> dict[str, Any]:
         metrics = finite_metrics(last.epoch.metrics)
         if metrics:
             out["metrics"] = metrics
+    if last.trial is not None:
+        out["tuning"] = tuning_status(last.trial)
     return out
 
 

@@ -81,6 +81,7 @@ _CARRIED_OVER = (
     "modelPath",
     "modelClaimName",
     "modelFormats",
+    "tuning",
     "tensorboardPath",
     "failure",
 )
