@@ -75,6 +75,8 @@ TRAINING_JOB = Kind(
 MODEL_SERVICE = Kind(
     create_namespaced_resource(GROUP, VERSION, "KerasModelService", "kerasmodelservices")
 )
+# Kueue's Workload (read only with the operator's Kueue support on: settings.kueue).
+WORKLOAD = Kind(create_namespaced_resource("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"))
 
 KINDS = {
     (k.api_version, k.kind): k
