@@ -26,8 +26,8 @@ export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 
 log() { echo "[kueue $(date +%H:%M:%S)] $*" >&2; }
 mkdir -p "$OUT/images"
-exec 9>"$OUT/.lock"
-flock 9
+# Only the targets that write take the lock (crds reads the module cache).
+lock() { exec 9>"$OUT/.lock"; flock 9; }
 
 # The module's source (read-only, in Go's module cache): config/ and the CRDs come from there.
 module_dir() {
@@ -46,6 +46,7 @@ fresh() {
 }
 
 build_image() {
+  lock
   local tar="$OUT/images/kueue-$VERSION.tar"
   if fresh "$tar" "$HERE/mkimage.py" "$HERE/build-kueue.sh"; then log "image: up to date"; result=$tar; return; fi
   local t0=$SECONDS bin="$OUT/bin"
@@ -64,6 +65,7 @@ build_image() {
 # API) under an overlay that names our image and lets the node's containerd serve it (kustomize
 # takes the base by a relative path only).
 render_manifests() {
+  lock
   local file="$OUT/manifests.yaml"
   if fresh "$file" "$HERE/build-kueue.sh"; then log "manifests: up to date"; result=$file; return; fi
   local dir overlay kubectl="${KUBECTL:-}"

@@ -336,6 +336,8 @@ def test_status_of_an_admitted_then_preempted_job():
     assert training.queue_event(st, after) == ("Warning", "Preempted", PREEMPTED)
     assert training.phase_event(st, after) is None
     assert training.phase_event(after, st) == ("Normal", "Resumed", "training resumed")
+    readmitted = {**after, "phase": "Pending"}  # Kueue admitted it again, pods starting
+    assert training.phase_event(after, readmitted) is None, "queue_event's Admitted says it"
 
 
 def test_status_of_a_job_no_kueue_serves():

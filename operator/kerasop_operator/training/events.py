@@ -18,8 +18,13 @@ def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, s
     after = new.get("phase")
     if after == "Pending":
         # Only once the Job exists: a refused Job has its own event (ApplyFailed, NameConflict)
-        # and gets this one when a later attempt creates it.
-        if _job_missing(new) or (before == "Pending" and not _job_missing(old or {})):
+        # and gets this one when a later attempt creates it. Out of a queue, queue_event's
+        # Admitted says it.
+        if (
+            _job_missing(new)
+            or (before == "Pending" and not _job_missing(old or {}))
+            or before in ("Queued", "Preempted")
+        ):
             return None
         return ("Normal", "Created", "trainer Job created, waiting for pods")
     if before == after or after in (None, "Queued", "Preempted"):  # queue_event says why
