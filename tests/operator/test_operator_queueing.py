@@ -251,7 +251,8 @@ def test_deactivated_workload(reason):
 
 
 def test_no_workload_yet_then_queue_not_served():
-    assert state(None).stage == "WaitingForWorkload"
+    waiting = state(None)
+    assert waiting.stage == "WaitingForWorkload" and waiting.phase is None, "Pending: polled"
     late = state(None, now="2026-11-26T10:01:00Z")
     assert late.stage == "QueueNotServed" and "no Workload for Job mnist-trainer in 60s" in (
         late.message
@@ -440,7 +441,8 @@ def test_operator_does_not_fight_kueue_over_suspend(fake, events):
     ctl.reconcile_training("ml", "mnist")
     job = fake.find("Job", "ml", "mnist-trainer")
     assert job["spec"]["suspend"] is True and job["metadata"]["labels"][QUEUE_LABEL] == "team-a"
-    assert fake.find("KerasTrainingJob", "ml", "mnist")["status"]["phase"] == "Queued"
+    st = fake.find("KerasTrainingJob", "ml", "mnist")["status"]
+    assert st["phase"] == "Pending" and cond(st, "Running")["reason"] == "WaitingForWorkload"
     admit(fake)
     ctl.reconcile_training("ml", "mnist")
     assert fake.find("Job", "ml", "mnist-trainer")["spec"]["suspend"] is False

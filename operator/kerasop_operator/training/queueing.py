@@ -50,8 +50,12 @@ class QueueState:
 
     @property
     def phase(self) -> Literal["Queued", "Preempted"] | None:
-        """The job's phase while not admitted (None: the Job and its pods say)."""
-        if self.stage in ("WaitingForWorkload", "Queued", "Deactivated"):
+        """The job's phase while not admitted (None: the Job and its pods say).
+
+        Waiting for its Workload (or for a Kueue that never comes) a job stays Pending, the
+        phase the periodic refresh follows: it turns QueueNotServed after a while.
+        """
+        if self.stage in ("Queued", "Deactivated"):
             return "Queued"
         if self.stage == "Preempted":
             return "Preempted"
