@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opcomponent import (
     REPO,
     OperatorProcess,
     apply_yaml,
+    chart_rbac,
     cr,
     events_for,
+    install_identity,
     job_yaml,
     set_job_status,
     set_pod_state,
@@ -361,3 +364,53 @@ def test_queue_name_is_immutable(cluster, api, with_workloads, namespace):
     with pytest.raises(subprocess.CalledProcessError) as err:
         apply_yaml(cluster, job_yaml("fixed", namespace, queueName="team-b"))
     assert "queueName and priorityClassName are immutable" in err.value.stderr
+
+
+def test_kueue_support_works_with_the_chart_rbac(cluster, api, with_workloads, namespace, tmp_path):
+    """With kueue.enabled the chart grants exactly what the Kueue support uses (namespaced
+    release: read Workloads, patch one to pause its job); without it, no Workload access."""
+    sa, objects = chart_rbac(
+        "kop-kueue", "--set", f"watchNamespaces[0]={namespace}", "--set", "kueue.enabled=true"
+    )
+    kubeconfig = install_identity(cluster, sa, objects, tmp_path / "operator.kubeconfig")
+    plain_sa, plain = chart_rbac("kop-plain", "--set", f"watchNamespaces[0]={namespace}")
+    plain_config = install_identity(cluster, plain_sa, plain, tmp_path / "plain.kubeconfig")
+    denied = cluster.kubectl(
+        "--kubeconfig", str(plain_config), "-n", namespace, "get", "workloads", check=False
+    )
+    assert denied.returncode != 0 and "forbidden" in denied.stderr, denied.stderr
+    with_workloads.stop()
+    try:
+        with_workloads.start(
+            KUBECONFIG=str(kubeconfig), KERASOP_KUEUE="true", KERASOP_WATCH_NAMESPACES=namespace
+        )
+        apply_yaml(cluster, job_yaml("rbac-q", namespace, queueName="team-a"))
+        job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "rbac-q"))
+        wl = make_workload(api, job)
+        set_workload_status(
+            api, wl, {"conditions": [kcond("QuotaReserved", False, "Pending", PENDING)]}
+        )
+        wait_for(
+            "Queued with Kueue's reason",
+            lambda: (
+                PENDING
+                in cond(admitted_job(api, namespace, "rbac-q"), "Admitted").get("message", "")
+            ),
+        )
+        apply_yaml(cluster, job_yaml("rbac-q", namespace, queueName="team-a", suspend=True))
+        wait_for(
+            "Workload deactivated",
+            lambda: (
+                api.get(k.WORKLOAD, namespace, wl["metadata"]["name"])["spec"].get("active")
+                is False
+            ),
+        )
+        log = with_workloads.logs(100000)
+        assert "Forbidden" not in log and " 403" not in log, log[-4000:]
+    finally:
+        with_workloads.stop()
+        cluster.kubectl(
+            "delete", "-f", "-", "--ignore-not-found", "--wait=false",
+            input=yaml.safe_dump_all(objects + plain),
+        )  # fmt: skip
+        with_workloads.start(KERASOP_KUEUE="true")
