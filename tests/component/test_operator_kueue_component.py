@@ -10,6 +10,7 @@ from the module cluster/addons/build-kueue.sh builds Kueue from (Go's module cac
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from opcomponent import (
 
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
-from tests.support.kube import KubeCluster
+from tests.support.kube import KubeCluster, kubectl_binary
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.component
@@ -51,14 +52,20 @@ PREEMPTED = (
 )
 
 
-def workload_crd() -> Path:
-    bases = subprocess.run(
-        ["bash", str(REPO / "cluster/addons/build-kueue.sh"), "crds"],
+def build_kueue(target: str) -> Path:
+    """cluster/addons/build-kueue.sh's output for ``target`` (crds, manifests)."""
+    out = subprocess.run(
+        ["bash", str(REPO / "cluster/addons/build-kueue.sh"), target],
         check=True,
         capture_output=True,
         text=True,
-    ).stdout.splitlines()[-1]
-    return Path(bases) / "kueue.x-k8s.io_workloads.yaml"
+        env={**os.environ, "KUBECTL": str(kubectl_binary())},
+    ).stdout
+    return Path(out.splitlines()[-1])
+
+
+def workload_crd() -> Path:
+    return build_kueue("crds") / "kueue.x-k8s.io_workloads.yaml"
 
 
 def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -414,3 +421,28 @@ def test_kueue_support_works_with_the_chart_rbac(cluster, api, with_workloads, n
             input=yaml.safe_dump_all(objects + plain),
         )  # fmt: skip
         with_workloads.start(KERASOP_KUEUE="true")
+
+
+def test_kind_cluster_kueue_manifests_are_valid(cluster):
+    """What cluster/kind/up.sh applies: rendered from the module's config/default with our
+    image and internal certificates; the API server accepts every object (server-side dry
+    run: nothing is installed, so no webhook of it intercepts the other tests' Jobs)."""
+    manifests = build_kueue("manifests")
+    docs = [d for d in yaml.safe_load_all(manifests.read_text()) if d]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    manager = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert manager["image"].startswith("docker.io/kerasop/kueue:")
+    assert manager["imagePullPolicy"] == "IfNotPresent"
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert "internalCertManagement:\n  enable: false" not in next(iter(config.values()))
+    assert {d["kind"] for d in docs} >= {
+        "CustomResourceDefinition",
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "Secret",  # the webhook certificate Kueue's internal cert management fills
+    }
+    cluster.kubectl("create", "namespace", "kueue-system", check=False)
+    applied = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", str(manifests), timeout=180
+    )
+    assert applied.stdout.count("(server dry run)") == len(docs), applied.stdout[-2000:]
