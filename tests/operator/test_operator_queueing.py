@@ -250,6 +250,25 @@ def test_deactivated_workload(reason):
     assert state(workload(active=False)).stage == "Deactivated"
 
 
+def test_finished_workload_stays_admitted_without_an_event():
+    admitted = workload(
+        cnd("QuotaReserved", True, "QuotaReserved"), cnd("Admitted", True, "Admitted")
+    )
+    done = workload(
+        cnd("QuotaReserved", True, "QuotaReserved"),
+        cnd("Admitted", True, "Admitted"),
+        cnd("Finished", True, "Succeeded", "Job finished successfully"),
+    )
+    assert state(done, suspend=False).stage == "Admitted"
+    assert "finished: Job finished successfully" in state(done, suspend=False).message
+    never = workload(cnd("Finished", True, "FailedToStart", "bad pod template"))
+    st = state(never)
+    assert (st.stage, st.phase) == ("Finished", None), "the Job's conditions decide"
+    before = {"conditions": [cnd("Admitted", True, "Admitted", state(admitted).message)]}
+    after = {"conditions": [cnd("Admitted", True, "Admitted", state(done).message)]}
+    assert training.queue_event(before, after) is None
+
+
 def test_no_workload_yet_then_queue_not_served():
     waiting = state(None)
     assert waiting.stage == "WaitingForWorkload" and waiting.phase is None, "Pending: polled"

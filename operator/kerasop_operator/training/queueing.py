@@ -26,7 +26,13 @@ ANN_DEACTIVATED = "kerasop.io/deactivated-for-suspend"
 WORKLOAD_WAIT_SECONDS = 60
 
 Stage = Literal[
-    "WaitingForWorkload", "Queued", "Admitted", "Preempted", "Deactivated", "QueueNotServed"
+    "WaitingForWorkload",
+    "Queued",
+    "Admitted",
+    "Preempted",
+    "Deactivated",
+    "QueueNotServed",
+    "Finished",
 ]
 
 
@@ -131,6 +137,15 @@ def queue_state(observed: ObservedQueue, job: dict[str, Any], *, now: str) -> Qu
     name = (wl.get("metadata") or {}).get("name")
     cluster_queue, flavors = admission_flavors(wl)
     true = _true(wl)
+    finished = true.get("Finished")
+    if finished:  # the Job's own conditions say how it ended
+        return QueueState(
+            "Admitted" if "Admitted" in true else "Finished",
+            f"Workload {name} finished: {finished.get('message') or finished.get('reason')}",
+            cluster_queue,
+            flavors,
+            name,
+        )
     evicted = true.get("Evicted")
     if (wl.get("spec") or {}).get("active") is False or (
         evicted and evicted.get("reason") in ("Deactivated", "InactiveWorkload")
