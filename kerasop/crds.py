@@ -430,6 +430,14 @@ def training_job_crd() -> dict[str, Any]:
                 "priority": 1,
             },
             {
+                "name": "Queue",
+                "type": "string",
+                "jsonPath": ".status.queue.localQueue",
+                "description": "Kueue LocalQueue (spec.queueName); status.conditions Admitted"
+                " says what Kueue decided.",
+                "priority": 1,
+            },
+            {
                 "name": "Reason",
                 "type": "string",
                 "jsonPath": ".status.failure.reason",

@@ -29,6 +29,11 @@ API_VERSION: Final = "kerasop.io/v1alpha1"  # GROUP/VERSION, a literal for the a
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# Kueue (docs/queues.md): the labels it reads on a batch/v1 Job. The queue-name label on a
+# KerasTrainingJob itself means the same as its spec.queueName.
+KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
+KUEUE_PRIORITY_LABEL: Final = "kueue.x-k8s.io/priority-class"
+
 
 def cel(
     rule: str, message: str, field_path: str | None = None, message_expression: str | None = None
@@ -1199,6 +1204,15 @@ class KerasTrainingJobSpec(SpecModel):
                     " new job to train something else",
                 ),
                 cel(
+                    "has(self.queueName) == has(oldSelf.queueName)"
+                    " && (!has(self.queueName) || self.queueName == oldSelf.queueName)"
+                    " && has(self.priorityClassName) == has(oldSelf.priorityClassName)"
+                    " && (!has(self.priorityClassName)"
+                    " || self.priorityClassName == oldSelf.priorityClassName)",
+                    "queueName and priorityClassName are immutable; create a new job to queue"
+                    " it elsewhere",
+                ),
+                cel(
                     "has(self.model) != has(self.script)",
                     "set exactly one of model (the built-in trainer) and script (your own"
                     " training script)",
@@ -1258,6 +1272,27 @@ class KerasTrainingJobSpec(SpecModel):
         description=(
             "Search hyperparameters with keras-tuner: trials of this spec with other values,"
             " the best one published as the next version (docs/tuning.md)."
+        ),
+    )
+    queue_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=63,
+        description=(
+            "Kueue LocalQueue (in the job's namespace) that admits the trainer: the Job is"
+            " created suspended and labelled kueue.x-k8s.io/queue-name, and Kueue starts it"
+            " when the queue's quota allows, all workers at once (docs/queues.md). The label"
+            " kueue.x-k8s.io/queue-name on the KerasTrainingJob means the same. Immutable."
+        ),
+    )
+    priority_class_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description=(
+            "Kueue WorkloadPriorityClass of the job (label kueue.x-k8s.io/priority-class on"
+            " the Job): higher ones are admitted first and may preempt lower ones. Needs a"
+            " queue (queueName or the label). Immutable."
         ),
     )
 
@@ -1656,6 +1691,7 @@ class ObjectMeta(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(..., pattern=NAME_PATTERN, max_length=63)
     namespace: str | None = None
+    labels: dict[str, str] | None = None
 
 
 class KerasTrainingJob(BaseModel):
@@ -1665,9 +1701,29 @@ class KerasTrainingJob(BaseModel):
     metadata: ObjectMeta
     spec: KerasTrainingJobSpec
 
+    @model_validator(mode="after")
+    def _one_queue(self) -> KerasTrainingJob:
+        label = (self.metadata.labels or {}).get(KUEUE_QUEUE_LABEL)
+        if label is not None and self.spec.queue_name not in (None, label):
+            raise ValueError(
+                f"spec.queueName {self.spec.queue_name!r} and the label {KUEUE_QUEUE_LABEL}"
+                f" {label!r} differ: set one of them"
+            )
+        if self.spec.priority_class_name is not None and self.queue_name is None:
+            raise ValueError(
+                "priorityClassName needs a queue (spec.queueName or the label"
+                f" {KUEUE_QUEUE_LABEL}): it is Kueue's workload priority"
+            )
+        return self
+
     @property
     def model_name(self) -> str:
         return self.spec.output.model_name or self.metadata.name
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue: spec.queueName, or the resource's queue-name label."""
+        return self.spec.queue_name or (self.metadata.labels or {}).get(KUEUE_QUEUE_LABEL)
 
 
 def spec_hash(spec: KerasTrainingJobSpec) -> str:

@@ -24,7 +24,10 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 # Phases of a KerasTrainingJob, in the order a job normally goes through them.
-TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+# Queued and Preempted: waiting for Kueue to admit the job (spec.queueName, docs/queues.md).
+TrainingPhase = Literal[
+    "Pending", "Queued", "Running", "Preempted", "Succeeded", "Failed", "Suspended"
+]
 TRAINING_PHASES: tuple[str, ...] = TrainingPhase.__args__  # type: ignore[attr-defined]
 
 # Phases of a KerasModelService.
@@ -32,7 +35,7 @@ ServicePhase = Literal["Pending", "Progressing", "Ready", "Failed"]
 SERVICE_PHASES: tuple[str, ...] = ServicePhase.__args__  # type: ignore[attr-defined]
 
 # Condition types the operator sets (others are allowed, these are the contract).
-#   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended
+#   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended (+ Admitted when queued)
 #   KerasModelService: Ready, Progressing, Degraded, ModelAvailable
 
 LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.logTail
@@ -154,6 +157,17 @@ class TuningStatus(StatusModel):
     )
 
 
+class QueueStatus(StatusModel):
+    """Where a queued job stands in Kueue (spec.queueName)."""
+
+    local_queue: str | None = Field(None, description="The LocalQueue the job waits in.")
+    cluster_queue: str | None = Field(None, description="The ClusterQueue that admitted it.")
+    flavors: dict[str, str] | None = Field(
+        None, description="Resource -> ResourceFlavor Kueue assigned, e.g. nvidia.com/gpu: a100."
+    )
+    workload: str | None = Field(None, description="Kueue's Workload of the trainer Job.")
+
+
 class KerasTrainingJobStatus(StatusModel):
     """Observed state of a KerasTrainingJob, written only by the operator."""
 
@@ -161,7 +175,7 @@ class KerasTrainingJobStatus(StatusModel):
     conditions: list[Condition] | None = Field(
         None,
         max_length=32,
-        description="Created, Running, Succeeded, Failed, Suspended.",
+        description="Created, Running, Succeeded, Failed, Suspended; Admitted when queued.",
         json_schema_extra=_CONDITIONS_EXTRA,
     )
     observed_generation: int | None = Field(
@@ -211,6 +225,7 @@ class KerasTrainingJobStatus(StatusModel):
     )
     workers: WorkersStatus | None = Field(None, description="Trainer pods by state.")
     tuning: TuningStatus | None = Field(None, description="The search's trials (spec.tuning).")
+    queue: QueueStatus | None = Field(None, description="Kueue admission (spec.queueName).")
     failure: FailureStatus | None = Field(None, description="Set when phase is Failed.")
 
 

@@ -8,7 +8,8 @@
 #   3. The node: kubeadm, kubelet and kubectl (the static one of cluster/get-tools.sh) in /usr/bin,
 #      every image kubeadm and the add-ons run
 #      (control plane from cluster/build-k8s.sh, etcd, CoreDNS, pause, metrics-server and the
-#      local-path provisioner from cluster/addons/build.sh) imported into the node's containerd
+#      local-path provisioner from cluster/addons/build.sh, Kueue from cluster/addons/build-kueue.sh)
+#      imported into the node's containerd
 #      under the names kubeadm asks for, the CNI (kube-router) and storage manifests kind applies.
 #      Committed as kerasop/kind-node:<k8s version>-<hash of every input>: an unchanged input set
 #      is not rebuilt.
@@ -52,6 +53,7 @@ K8S_BIN=$(bash "$ROOT/cluster/build-k8s.sh" kube-apiserver kube-controller-manag
 KUBECTL=$(bash "$ROOT/cluster/get-tools.sh" | tail -n1)/kubectl
 NODE_IMAGES=$(bash "$ROOT/cluster/addons/build.sh" pause coredns metrics-server kube-router etcd \
   local-path-provisioner | tail -n1)
+KUEUE_TAR=$(bash "$ROOT/cluster/addons/build-kueue.sh" image | tail -n1)
 NODE_BIN="$CACHE/node/bin"
 bash "$ROOT/scripts/images.sh" base
 
@@ -84,7 +86,7 @@ kubeadm_images=$("$K8S_BIN/kubeadm" config images list --kubernetes-version "$K8
 want() { grep -m1 "/$1:" <<<"$kubeadm_images"; }
 tars=("$images"/kube-{apiserver,controller-manager,scheduler}.tar "$images/node-tools.tar"
   "$NODE_IMAGES/pause.tar" "$NODE_IMAGES"/coredns-*.tar "$NODE_IMAGES"/etcd-*.tar
-  "$NODE_IMAGES"/metrics-server-*.tar "$NODE_IMAGES"/local-path-provisioner-*.tar)
+  "$NODE_IMAGES"/metrics-server-*.tar "$NODE_IMAGES"/local-path-provisioner-*.tar "$KUEUE_TAR")
 retag=("docker.io/kerasop/pause:local=$(want pause)"
   "docker.io/$(tar -xOf "$NODE_IMAGES"/coredns-*.tar manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')=$(want coredns)"
   "docker.io/$TOOLS=$(want kube-proxy)")

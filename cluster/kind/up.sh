@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the e2e tier's cluster: kind, one control plane and two workers, on the node image built
-# here (cluster/kind/node-image.sh), with metrics-server; NetworkPolicy is enforced by kube-router,
+# here (cluster/kind/node-image.sh), with metrics-server and Kueue; NetworkPolicy is enforced by kube-router,
 # the cluster's CNI. Idempotent: a running cluster on the same node image is kept.
 #
 # The host gets a route to each node's pod range and to the Service range (through the control
@@ -52,5 +52,11 @@ ip route replace 10.96.0.0/16 via "$cp_ip"
 
 "$KUBECTL" apply -f "$HERE/manifests/metrics-server.yaml" >/dev/null
 "$KUBECTL" -n kube-system rollout status deploy/metrics-server --timeout=180s >&2
+# Kueue (docs/queues.md): its manifests rendered from the Go module its image (imported into the
+# node image by node-image.sh) was built from; server-side apply (its CRDs are too large for the
+# last-applied annotation). Its webhooks serve with certificates it makes itself.
+KUEUE_MANIFESTS=$(KUBECTL="$KUBECTL" bash "$ROOT/cluster/addons/build-kueue.sh" manifests | tail -n1)
+"$KUBECTL" apply --server-side --force-conflicts -f "$KUEUE_MANIFESTS" >/dev/null
+"$KUBECTL" -n kueue-system rollout status deploy/kueue-controller-manager --timeout=300s >&2
 "$KUBECTL" get nodes -o wide >&2
 echo "$KUBECONFIG"

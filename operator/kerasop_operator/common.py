@@ -111,7 +111,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_resource(model: type[M], kind: str, body: dict[str, Any]) -> M:
-    """``body`` validated as ``model`` (only apiVersion, kind, name/namespace and spec).
+    """``body`` validated as ``model`` (only apiVersion, kind, name/namespace/labels and spec).
 
     Raises ``SpecError`` when the spec does not validate.
     """
@@ -125,6 +125,7 @@ def parse_resource(model: type[M], kind: str, body: dict[str, Any]) -> M:
                 "metadata": {
                     "name": body["metadata"]["name"],
                     "namespace": body["metadata"].get("namespace"),
+                    "labels": body["metadata"].get("labels"),
                 },
                 "spec": body.get("spec") or {},
             }

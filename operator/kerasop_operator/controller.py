@@ -153,7 +153,8 @@ class Controller:
                     apply.ensure_created(self.kube, children.pvc, check_owner=False)
                 if children.workers_service is not None:
                     apply.ensure_applied(self.kube, children.workers_service)
-                self._ensure_trainer_job(body, children.job, result)
+                fields = training.job_patched_fields(parsed, kueue=self.config.kueue)
+                self._ensure_trainer_job(body, children.job, result, fields)
             except (ApiError, apply.ChildConflict) as exc:
                 failure = _apply_failure(exc)
                 if failure is None:
@@ -165,7 +166,11 @@ class Controller:
         return result
 
     def _ensure_trainer_job(
-        self, body: dict[str, Any], desired: dict[str, Any], result: TrainingResult
+        self,
+        body: dict[str, Any],
+        desired: dict[str, Any],
+        result: TrainingResult,
+        fields: tuple[str, ...],
     ) -> None:
         meta = desired["metadata"]
         live = self.kube.get(kube.JOB, meta["namespace"], meta["name"])
@@ -189,7 +194,33 @@ class Controller:
                 )
                 return
             result.template_drift = True
-        apply.ensure_patched_fields(self.kube, live, desired, training.JOB_MUTABLE_FIELDS)
+        apply.ensure_patched_fields(self.kube, live, desired, fields)
+
+    def _observe_queue(
+        self, job: dict[str, Any], queue: str, suspend: bool
+    ) -> training.ObservedQueue:
+        """The queued trainer Job's Kueue Workload; a pause by hand is passed on to it."""
+        if not self.config.kueue:
+            return training.ObservedQueue(queue, support=False)
+        meta = job["metadata"]
+        try:
+            found = self.kube.list(
+                kube.WORKLOAD,
+                meta["namespace"],
+                label_selector=f"{training.JOB_UID_LABEL}={meta['uid']}",
+            )
+        except ApiError as exc:
+            if exc.not_found:  # Kueue's CRDs are not installed
+                return training.ObservedQueue(queue, support=True, served=False)
+            raise
+        workload = next((w for w in found if controller_uid(w) == meta["uid"]), None)
+        if workload is not None:
+            patch = training.workload_active_patch(workload, suspend)
+            if patch is not None:
+                workload = self.kube.merge_patch(
+                    kube.WORKLOAD, meta["namespace"], workload["metadata"]["name"], patch
+                )
+        return training.ObservedQueue(queue, support=True, workload=workload)
 
     def sync_training_status(
         self,
@@ -205,9 +236,10 @@ class Controller:
             body = self.kube.get(kube.TRAINING_JOB, namespace, name)
             if body is None or _deleting(body):
                 return None
+            parsed = None
             if spec_error is None:
                 try:
-                    training.parse(body)
+                    parsed = training.parse(body)
                 except SpecError as exc:
                     spec_error = str(exc)
             job = (
@@ -222,8 +254,11 @@ class Controller:
                 pods = self.kube.list(
                     kube.POD, namespace, label_selector=f"{LABEL_TRAINING_JOB}={label_value(name)}"
                 )
+            queue = None
+            if job is not None and parsed is not None and parsed.queue_name:
+                queue = self._observe_queue(job, parsed.queue_name, parsed.spec.suspend)
             observed = training.ObservedTraining(
-                job=job, pods=pods, spec_error=spec_error, apply_error=apply_error
+                job=job, pods=pods, spec_error=spec_error, apply_error=apply_error, queue=queue
             )
             now = now_rfc3339()
             new = training.training_status(body, observed, now=now)
@@ -249,6 +284,9 @@ class Controller:
             trial = training.trial_event(old, new)
             if trial is not None:
                 self.post_event(body, *trial)
+            queue_event = training.queue_event(old, new)
+            if queue_event is not None:
+                self.post_event(body, *queue_event)
             return new
 
     def _write_status(self, kind: kube.Kind, body: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -6,6 +6,7 @@ Triggers:
 
 - KerasTrainingJob created/changed/found at start-up -> full reconcile;
 - its trainer Job changes (pods start, finish, fail) -> status refresh
+  (with Kueue support on, so does the Job's Kueue Workload: queued, admitted, preempted)
   (and a trainer pod that cannot start -- unschedulable, image pull -> status refresh);
   (a deleted Job -> full reconcile, which recreates it unless the job finished);
 - every ``progress_interval`` s (settings.py) while Pending/Running -> status refresh
@@ -256,6 +257,11 @@ def _trainer_pod_stuck(body: Any, **_: Any) -> bool:
 def trainer_pod_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
     """A trainer pod cannot start (unschedulable, image pull): say why in its job's status
     now, not at the next progress tick (a short job may hold the only GPU for less)."""
+    _refresh_job_of(type, body, memo, "pod-stuck")
+
+
+def _refresh_job_of(type: str | None, body: Any, memo: Any, trigger: str) -> None:
+    """Refresh the status of the KerasTrainingJob whose trainer Job owns ``body``."""
     meta = body.get("metadata") or {}
     namespace = meta.get("namespace")
     owner: dict[str, Any] = next(
@@ -268,10 +274,21 @@ def trainer_pod_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
         trainer = ctl.kube.get(kube_kinds.JOB, namespace, owner["name"])
         parent = trainer and _owner_name(trainer, JOB_KIND)
         if parent:
-            with metrics.reconcile(JOB_KIND, "pod-stuck"):
+            with metrics.reconcile(JOB_KIND, trigger):
                 ctl.sync_training_status(namespace, parent)
     except (ApiError, ReconcileError, OSError) as exc:
-        logger.warning("refresh after trainer pod %s failed: %s", meta.get("name"), exc)
+        logger.warning("refresh after %s %s failed: %s", trigger, meta.get("name"), exc)
+
+
+def workload_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
+    """Kueue queued, admitted, preempted or deactivated a trainer Job's Workload: say so in
+    its job's status now (registered by ``watch_workloads``, with Kueue support on)."""
+    _refresh_job_of(type, body, memo, "workload")
+
+
+def watch_workloads() -> None:
+    """Follow Kueue's Workloads (``Config.kueue``; the chart grants the reads only then)."""
+    kopf.on.event(training.WORKLOAD_GROUP, training.WORKLOAD_VERSION, "workloads")(workload_event)
 
 
 @kopf.on.event(GROUP, VERSION, JOBS)

@@ -35,6 +35,9 @@ FIELD_MANAGER = "kerasop-operator"
 # What lightkube's HTTP client raises when no answer came (timeout, connection refused or
 # dropped); the client is httpx2 from lightkube 1.0 on, httpx before.
 TransportError: type[Exception] = generic_client.httpx.TransportError  # type: ignore[attr-defined]
+# An error answer that is no Kubernetes Status (lightkube passes it on as it is): e.g. the
+# plain "404 page not found" for an API group nobody serves (Kueue's, when it is not installed).
+HTTPStatusError: type[Exception] = generic_client.httpx.HTTPStatusError  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ TRAINING_JOB = Kind(
 MODEL_SERVICE = Kind(
     create_namespaced_resource(GROUP, VERSION, "KerasModelService", "kerasmodelservices")
 )
+# Kueue's Workload (read only with the operator's Kueue support on: settings.kueue).
+WORKLOAD = Kind(create_namespaced_resource("kueue.x-k8s.io", "v1beta2", "Workload", "workloads"))
 
 KINDS = {
     (k.api_version, k.kind): k
@@ -147,6 +152,9 @@ def _api_errors() -> Iterator[None]:
         raise ApiError.from_lightkube(exc) from None
     except TransportError as exc:
         raise ApiError.from_transport(exc) from None
+    except HTTPStatusError as exc:
+        response = exc.response  # type: ignore[attr-defined]
+        raise ApiError(response.status_code, response.reason_phrase, response.text[:200]) from None
 
 
 def _dict(obj: Any, kind: Kind | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Configuration (flags win over environment variables; all of them: settings.py):
                                   KERASOP_RUNTIME_IMAGE          default trainer/server image
                                   KERASOP_PROGRESS_INTERVAL=10   seconds between progress reads
                                   KERASOP_CLUSTER_DOMAIN=cluster.local
+                                  KERASOP_KUEUE=true             read queued jobs' Workloads
                                   KUBECONFIG                     outside a cluster
 """
 
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import kopf
 
     from . import handlers  # registers the handlers
+    from . import kube as kube_kinds
     from .controller import Controller
     from .kube import Kube
 
@@ -95,6 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(f"{m}.kerasop.io" for m in missing),
         )
         return 1
+
+    if config.kueue:
+        namespace = config.watch_namespaces[0] if config.watch_namespaces else None
+        if kube.served(kube_kinds.WORKLOAD, namespace):
+            handlers.watch_workloads()
+        else:
+            log.warning(
+                "Kueue support is on but the API server does not serve"
+                " workloads.kueue.x-k8s.io: queued jobs report QueueNotServed"
+            )
 
     settings = kopf.OperatorSettings()
     handlers.configure_settings(settings, config)

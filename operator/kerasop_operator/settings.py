@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "max_workers": "KERASOP_MAX_WORKERS",
     "watch_timeout": "KERASOP_WATCH_TIMEOUT",
     "scan_crds": "KERASOP_SCAN_CRDS",
+    "kueue": "KERASOP_KUEUE",
 }
 
 
@@ -50,6 +51,7 @@ class Config(BaseModel):
     max_workers: int = 8  # threads running reconciles
     watch_timeout: int = 300  # seconds of one watch request
     scan_crds: bool = False  # let kopf watch CRDs (needs a cluster-wide grant)
+    kueue: bool = False  # read (and pause) queued jobs' Kueue Workloads (docs/queues.md)
 
     @field_validator("watch_namespaces", mode="before")
     @classmethod

@@ -119,6 +119,27 @@ def test_default_render_is_cluster_wide(helm):
     assert env["KERASOP_WATCH_NAMESPACES"] == ""
 
 
+@pytest.mark.parametrize("set_args", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
+def test_kueue_support_adds_the_workload_rule_only(helm, set_args):
+    """kueue.enabled: read Workloads for status, patch spec.active to pause by hand."""
+    objs = helm.objects("kueue.enabled=true", *set_args)
+    kind = "Role" if set_args else "ClusterRole"
+    roles = [r for r in by_kind(objs, kind) if r["metadata"]["name"] == "kerasop-keras-operator"]
+    assert len(roles) == (2 if set_args else 1)
+    for role in roles:
+        assert rules_as_set(role["rules"]) == {
+            **EXPECTED_OPERATOR_RULES,
+            ("kueue.x-k8s.io", "workloads"): {"get", "list", "watch", "patch"},
+        }
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KERASOP_KUEUE"] == "true"
+    default = one(helm.objects(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "KERASOP_KUEUE", "value": "false"} in default["env"]
+
+
 def test_namespaced_render_has_role_per_namespace(helm):
     objs = helm.objects(*NAMESPACED)
     roles = by_kind(objs, "Role")

@@ -28,12 +28,13 @@ import yaml
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
 from tests.support import sample
-from tests.support.kube import KubeCluster, free_port
+from tests.support.kube import CACHE, KubeCluster, _script_output_dir, free_port
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 RUNTIME_IMAGE = "kerasop-runtime:test"
+SYSTEM_NS = "kerasop-system"
 
 
 class OperatorProcess:
@@ -132,6 +133,83 @@ class OperatorProcess:
             for (n, lab), v in self.metrics().items()
             if n == name and all(dict(lab).get(a) == b for a, b in labels.items())
         )
+
+
+# --------------------------------------------------------------------------------------------
+# the chart's RBAC as the operator's identity
+
+
+def helm_binary() -> str:
+    path = CACHE / "tools" / "bin" / "helm"
+    if path.exists():
+        return str(path)
+    return str(_script_output_dir("get-tools.sh") / "helm")
+
+
+def chart_rbac(release: str, *helm_args: str) -> tuple[str, list[dict]]:
+    """The operator's service account name and the RBAC objects the chart renders for it."""
+    out = subprocess.run(
+        [
+            helm_binary(),
+            "template",
+            release,
+            str(REPO / "charts" / "keras-operator"),
+            "--namespace",
+            SYSTEM_NS,
+            *helm_args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    sa_name = bindings[0]["subjects"][0]["name"]
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs}
+    wanted = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == sa_name]
+    for b in bindings:
+        kind = b["roleRef"]["kind"]
+        ns = b["metadata"].get("namespace") if kind == "Role" else None
+        assert (kind, ns, b["roleRef"]["name"]) in roles
+        wanted += [
+            d
+            for d in docs
+            if (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+            == (kind, ns, b["roleRef"]["name"])
+        ]
+        wanted.append(b)
+    return sa_name, wanted
+
+
+def install_identity(cluster: KubeCluster, sa: str, objects: list[dict], path: Path) -> Path:
+    """Apply ``chart_rbac``'s objects and write a kubeconfig with the service account's token."""
+    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
+    for obj in objects:
+        if obj["kind"] == "ServiceAccount":
+            obj["metadata"].setdefault("namespace", SYSTEM_NS)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    token = cluster.kubectl("-n", SYSTEM_NS, "create", "token", sa, "--duration=1h").stdout.strip()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority": str(cluster.ca_file),
+                        },
+                    }
+                ],
+                "users": [{"name": "op", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "op"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,16 +11,15 @@ namespace must be denied.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 from opcomponent import (
-    REPO,
     apply_yaml,
+    chart_rbac,
     complete_job,
     cr,
     events_for,
+    install_identity,
     job_yaml,
     service_yaml,
     set_job_status,
@@ -31,53 +30,8 @@ from opcomponent import (
 )
 
 from kerasop_operator import kube as k
-from tests.support.kube import CACHE, _script_output_dir
 
 pytestmark = pytest.mark.component
-
-SYSTEM_NS = "kerasop-system"
-
-
-def helm_binary() -> str:
-    path = CACHE / "tools" / "bin" / "helm"
-    if path.exists():
-        return str(path)
-    return str(_script_output_dir("get-tools.sh") / "helm")
-
-
-def chart_rbac(release: str, *helm_args: str) -> tuple[str, list[dict]]:
-    """The operator's service account name and the RBAC objects the chart renders for it."""
-    out = subprocess.run(
-        [
-            helm_binary(),
-            "template",
-            release,
-            str(REPO / "charts" / "keras-operator"),
-            "--namespace",
-            SYSTEM_NS,
-            *helm_args,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    bindings = [d for d in docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
-    sa_name = bindings[0]["subjects"][0]["name"]
-    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs}
-    wanted = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == sa_name]
-    for b in bindings:
-        kind = b["roleRef"]["kind"]
-        ns = b["metadata"].get("namespace") if kind == "Role" else None
-        assert (kind, ns, b["roleRef"]["name"]) in roles
-        wanted += [
-            d
-            for d in docs
-            if (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
-            == (kind, ns, b["roleRef"]["name"])
-        ]
-        wanted.append(b)
-    return sa_name, wanted
 
 
 def can_write_jobs(cluster, kubeconfig, namespace: str) -> bool:
@@ -108,33 +62,7 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
             "ClusterRole",
             "ClusterRoleBinding",
         }
-    cluster.kubectl("create", "namespace", SYSTEM_NS, check=False)
-    for obj in objects:
-        if obj["kind"] == "ServiceAccount":
-            obj["metadata"].setdefault("namespace", SYSTEM_NS)
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
-    token = cluster.kubectl("-n", SYSTEM_NS, "create", "token", sa, "--duration=1h").stdout.strip()
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {
-                            "server": cluster.server,
-                            "certificate-authority": str(cluster.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": "op", "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "op"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = install_identity(cluster, sa, objects, tmp_path / "operator.kubeconfig")
     assert can_write_jobs(cluster, kubeconfig, namespace)
     assert can_write_jobs(cluster, kubeconfig, elsewhere) == (mode == "cluster-wide")
 

@@ -131,6 +131,29 @@ def svc(**kw) -> dict[str, Any]:
         ),
         (job(conditions=[cond("Failed", message="deadline")]), 1, "Degraded", "deadline"),
         (
+            job(
+                phase="Queued",
+                observed_generation=1,
+                conditions=[
+                    cond("Running", "False", "LocalQueue team-a: insufficient quota"),
+                    cond("Admitted", "False", "LocalQueue team-a: insufficient quota"),
+                ],
+            ),
+            1,
+            "Progressing",
+            "insufficient quota",
+        ),
+        (
+            job(
+                phase="Preempted",
+                observed_generation=1,
+                conditions=[cond("Running", "False", "Preempted to accommodate a workload")],
+            ),
+            1,
+            "Progressing",
+            "Preempted to accommodate",
+        ),
+        (
             job(phase="Suspended", conditions=[cond("Suspended", message="suspended by user")]),
             1,
             "Suspended",

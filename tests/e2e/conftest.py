@@ -518,6 +518,9 @@ def operator(e2e: E2E) -> Iterator[E2E]:
             "runtime.image.pullPolicy=IfNotPresent",
             *_serving_image_values(e2e.serving_image),
             "--set",
+            # Kueue support where Kueue runs (cluster/kind/up.sh installs it; scenario f3)
+            f"kueue.enabled={str(_served(k, 'workloads.kueue.x-k8s.io')).lower()}",
+            "--set",
             "operator.logFormat=text",
             "--wait",
             "--timeout",

@@ -124,4 +124,11 @@ Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.kueue.enabled }}
+# Kueue support: queued jobs' Workloads are read for status, and patched (spec.active) to
+# pause a queued job by hand (docs/queues.md).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
 {{- end -}}

@@ -4,6 +4,7 @@ Pure functions only (no API calls): the controller reads the cluster, calls
 these, and writes the results. Modules: ``names`` (names, labels, constants),
 ``children`` (desired children, Job drift), ``observed`` (the Job and its pods),
 ``logs`` (progress, results and failures from the trainer's events),
+``queueing`` (Kueue's Workload -> where a queued job stands),
 ``status`` (observed state -> status), ``events`` (phase-change Events), ``tuning``
 (a search's pods, status and per-trial Events).
 
@@ -24,10 +25,11 @@ from .children import (
     TrainingChildren,
     desired_children,
     job_is_idle_suspended,
+    job_patched_fields,
     service_account,
     template_drift,
 )
-from .events import phase_event
+from .events import phase_event, queue_event
 from .logs import failure_info, progress_from_log
 from .names import (
     CONTAINER,
@@ -41,6 +43,15 @@ from .names import (
     trainer_job_name,
 )
 from .observed import job_pods, worker0_pod
+from .queueing import (
+    JOB_UID_LABEL,
+    WORKLOAD_GROUP,
+    WORKLOAD_VERSION,
+    ObservedQueue,
+    QueueState,
+    queue_state,
+    workload_active_patch,
+)
 from .status import ObservedTraining, pod_stuck_detail, training_status
 from .tuning import trial_event
 
@@ -48,24 +59,33 @@ __all__ = [
     "CONTAINER",
     "DEFAULT_SERVICE_ACCOUNT",
     "JOB_MUTABLE_FIELDS",
+    "JOB_UID_LABEL",
     "KIND",
     "PLURAL",
     "TERMINAL_PHASES",
+    "WORKLOAD_GROUP",
+    "WORKLOAD_VERSION",
+    "ObservedQueue",
     "ObservedTraining",
+    "QueueState",
     "TrainingChildren",
     "claim_name_of",
     "desired_children",
     "failure_info",
     "job_is_idle_suspended",
+    "job_patched_fields",
     "job_pods",
     "parse",
     "phase_event",
     "pod_stuck_detail",
     "progress_from_log",
+    "queue_event",
+    "queue_state",
     "service_account",
     "template_drift",
     "trainer_job_name",
     "training_status",
     "trial_event",
     "worker0_pod",
+    "workload_active_patch",
 ]

@@ -10,7 +10,15 @@ from typing import Any
 from kerasop import contracts
 from kerasop import events as ev
 from kerasop.contracts import DATA_ROOT, STORE_ROOT, TERMINATION_LOG
-from kerasop.spec import API_VERSION, KerasTrainingJob, SpecError, StorageSpec, uri_scheme
+from kerasop.spec import (
+    API_VERSION,
+    KUEUE_PRIORITY_LABEL,
+    KUEUE_QUEUE_LABEL,
+    KerasTrainingJob,
+    SpecError,
+    StorageSpec,
+    uri_scheme,
+)
 
 from ..common import (
     ANN_TEMPLATE_HASH,
@@ -128,7 +136,7 @@ def desired_children(
         "metadata": child_metadata(
             trainer_job_name(name),
             namespace,
-            labels,
+            {**labels, **kueue_labels(job)},
             owner,
             {ANN_TEMPLATE_HASH: short_hash(immutable, 16)},
         ),
@@ -266,12 +274,41 @@ def trainer_pod_template(
     )
 
 
+def kueue_labels(job: KerasTrainingJob) -> dict[str, str]:
+    """The labels by which Kueue manages the trainer Job: its LocalQueue and priority.
+
+    One Job holds every worker, so Kueue admits the workers together or not at all.
+    """
+    queue = job.queue_name
+    if queue is None:
+        return {}
+    labels = {KUEUE_QUEUE_LABEL: queue}
+    if job.spec.priority_class_name:
+        labels[KUEUE_PRIORITY_LABEL] = job.spec.priority_class_name
+    return labels
+
+
+def job_patched_fields(job: KerasTrainingJob, *, kueue: bool) -> tuple[str, ...]:
+    """The Job spec fields the operator keeps in line with the resource once the Job exists.
+
+    A queued Job's ``suspend`` belongs to Kueue (it unsuspends on admission and suspends to
+    preempt), so the operator leaves it alone; with Kueue support on, a pause by hand goes
+    through the Workload (``queueing.workload_active_patch``), without it through the Job.
+    """
+    if job.queue_name is None or (job.spec.suspend and not kueue):
+        return JOB_MUTABLE_FIELDS
+    return tuple(f for f in JOB_MUTABLE_FIELDS if f != "suspend")
+
+
 def trainer_job_spec(job: KerasTrainingJob, template: dict[str, Any]) -> dict[str, Any]:
-    """The batch/v1 Job spec: one Indexed Job for all workers, permanent failures fail it."""
+    """The batch/v1 Job spec: one Indexed Job for all workers, permanent failures fail it.
+
+    A queued job's Job is created suspended: Kueue starts it when it admits it.
+    """
     spec = job.spec
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
-        "suspend": spec.suspend,
+        "suspend": spec.suspend or job.queue_name is not None,
         "completions": pod_count(job),
         "parallelism": pod_count(job),
         "podFailurePolicy": {

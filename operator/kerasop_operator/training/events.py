@@ -18,14 +18,19 @@ def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, s
     after = new.get("phase")
     if after == "Pending":
         # Only once the Job exists: a refused Job has its own event (ApplyFailed, NameConflict)
-        # and gets this one when a later attempt creates it.
-        if _job_missing(new) or (before == "Pending" and not _job_missing(old or {})):
+        # and gets this one when a later attempt creates it. Out of a queue, queue_event's
+        # Admitted says it.
+        if (
+            _job_missing(new)
+            or (before == "Pending" and not _job_missing(old or {}))
+            or before in ("Queued", "Preempted")
+        ):
             return None
         return ("Normal", "Created", "trainer Job created, waiting for pods")
-    if before == after or after is None:
+    if before == after or after in (None, "Queued", "Preempted"):  # queue_event says why
         return None
     if after == "Running":
-        if before == "Suspended":
+        if before in ("Suspended", "Preempted"):
             return ("Normal", "Resumed", "training resumed")
         return ("Normal", "Running", "training started")
     if after == "Suspended":
@@ -42,3 +47,29 @@ def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, s
         return ("Normal", "Succeeded", f"{msg}{' (' + shown + ')' if shown else ''}")
     fail = new.get("failure") or {}
     return ("Warning", "Failed", f"{fail.get('reason', 'TrainerError')}: {fail.get('message', '')}")
+
+
+# Admitted condition reason (queueing.Stage) -> Event type; WaitingForWorkload posts none.
+_QUEUE_EVENTS = {
+    "Queued": "Normal",
+    "Admitted": "Normal",
+    "Deactivated": "Normal",
+    "Preempted": "Warning",
+    "QueueNotServed": "Warning",
+}
+
+
+def _admitted(st: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    for c in (st or {}).get("conditions") or []:
+        if c.get("type") == "Admitted":
+            return c.get("status"), c.get("reason"), c.get("message")
+    return None, None, None
+
+
+def queue_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, str, str] | None:
+    """The Event (type, reason, message) when Kueue's decision on a queued job changes."""
+    before, after = _admitted(old), _admitted(new)
+    reason = after[1]
+    if after[:2] == before[:2] or reason not in _QUEUE_EVENTS:
+        return None
+    return (_QUEUE_EVENTS[reason], reason, after[2] or "")

@@ -12,6 +12,7 @@ from kerasop.status import (
     FailureStatus,
     KerasTrainingJobStatus,
     MetricsDisplay,
+    QueueStatus,
     TrainingPhase,
     WorkersStatus,
     metrics_display,
@@ -29,6 +30,7 @@ from .observed import (
     trainer_state,
     worker0_pod,
 )
+from .queueing import ObservedQueue, QueueState, queue_state
 
 # --------------------------------------------------------------------------------------------
 # observed state -> status
@@ -43,6 +45,7 @@ class ObservedTraining:
     log_lines: list[str] | None = None  # tail of worker 0's trainer log, if read
     spec_error: str | None = None
     apply_error: str | None = None  # the API server refused a child (e.g. a bad podTemplate)
+    queue: ObservedQueue | None = None  # the job is queued (Kueue): its Workload
 
 
 def pod_stuck_detail(pod: dict[str, Any]) -> tuple[str, str] | None:
@@ -84,6 +87,7 @@ _CARRIED_OVER = (
     "tuning",
     "tensorboardPath",
     "failure",
+    "queue",
 )
 
 
@@ -120,7 +124,14 @@ def training_status(
 
     job = observed.job
     pods = job_pods(job, observed.pods)
-    st.phase = _phase(spec, job, pods, old.get("phase"))
+    queued = (
+        queue_state(observed.queue, job, now=now)
+        if observed.queue is not None and job is not None
+        else None
+    )
+    st.phase = _phase(spec, job, pods, old.get("phase"), queued)
+    if observed.queue is not None:
+        st.queue = _queue_status(observed.queue.name, queued, st.queue)
     if job is not None:
         jstatus = job.get("status") or {}
         st.workers = WorkersStatus(
@@ -147,15 +158,35 @@ def training_status(
         old.get("conditions"),
         [
             _created(trainer_job_name(name), st.phase, job, observed.apply_error),
-            _running(st, job, pods),
+            _running(st, job, pods, queued),
             _succeeded(st),
             _failed(st),
             _suspended(st.phase),
+            *([queued.condition()] if queued is not None else []),
         ],
         now=now,
         generation=generation,
     )
     return st.to_status()
+
+
+def _queue_status(
+    local_queue: str, queued: QueueState | None, old: QueueStatus | None
+) -> QueueStatus:
+    """status.queue: the last admission is kept while the Job waits for a new one."""
+    if queued is None or not queued.cluster_queue:
+        return QueueStatus(
+            local_queue=local_queue,
+            cluster_queue=old.cluster_queue if old else None,
+            flavors=old.flavors if old else None,
+            workload=(queued.workload if queued else None) or (old.workload if old else None),
+        )
+    return QueueStatus(
+        local_queue=local_queue,
+        cluster_queue=queued.cluster_queue,
+        flavors=queued.flavors or None,
+        workload=queued.workload,
+    )
 
 
 def _invalid_spec_status(
@@ -184,6 +215,7 @@ def _phase(
     job: dict[str, Any] | None,
     pods: list[dict[str, Any]],
     old_phase: Any,
+    queued: QueueState | None = None,
 ) -> TrainingPhase:
     if job is None:
         # A finished job whose Job was cleaned up (ttlSecondsAfterFinished) keeps its result.
@@ -193,8 +225,13 @@ def _phase(
         return "Succeeded"
     if "Failed" in jconds or "FailureTarget" in jconds:
         return "Failed"
-    if spec.get("suspend") or (job.get("spec") or {}).get("suspend"):
+    if spec.get("suspend"):
         return "Suspended"
+    if queued is not None and queued.phase is not None:
+        return queued.phase
+    if (job.get("spec") or {}).get("suspend"):
+        # Queued: Kueue has yet to start it (or no Kueue serves the queue: Admitted says).
+        return "Pending" if queued is not None else "Suspended"
     ready = int((job.get("status") or {}).get("ready") or 0)
     if any(pod_running(p) for p in pods) or ready > 0:
         return "Running"
@@ -259,13 +296,20 @@ def _created(
 
 
 def _running(
-    st: KerasTrainingJobStatus, job: dict[str, Any] | None, pods: list[dict[str, Any]]
+    st: KerasTrainingJobStatus,
+    job: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    queued: QueueState | None,
 ) -> Cond:
     if st.phase == "Running":
         return Cond.of("Running", True, "TrainerRunning", _progress_message(st))
+    if st.phase == "Pending" and queued is not None and queued.stage != "Admitted":
+        return Cond.of("Running", False, queued.stage, queued.message)
     if st.phase == "Pending":
         reason, message = _pending_detail(pods) if job is not None else ("Creating", "")
         return Cond.of("Running", False, reason, message)
+    if queued is not None and st.phase in ("Queued", "Preempted"):
+        return Cond.of("Running", False, st.phase, queued.message)
     if st.phase == "Suspended":
         return Cond.of("Running", False, "Suspended", "the job is suspended")
     if st.phase == "Succeeded":
