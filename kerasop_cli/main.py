@@ -34,7 +34,13 @@ from typing import Any, TypeVar
 
 from kerasop import events
 from kerasop.contracts import SERVER_PORT, server_flags
-from kerasop.spec import KerasModelService, KerasTrainingJob, SpecError, load_documents
+from kerasop.spec import (
+    KerasModelService,
+    KerasTrainingJob,
+    ObjectStoreSpec,
+    SpecError,
+    load_documents,
+)
 from kerasop_cli import console
 
 DEFAULT_WORKDIR = Path(".kerasop")
@@ -98,6 +104,17 @@ def served_model(docs: list[Any], service: KerasModelService) -> tuple[str, int 
         return ref.name, ref.version
     job = pick(docs, KerasTrainingJob, ref.training_job)
     return job.model_name, ref.version
+
+
+def served_bucket(
+    docs: list[Any], service: KerasModelService
+) -> tuple[str | None, ObjectStoreSpec | None]:
+    """The bucket (uri, store) a service's model lives in; (None, None) for a volume."""
+    ref = service.spec.model
+    if ref.training_job is None:
+        return ref.uri, ref.store
+    output = pick(docs, KerasTrainingJob, ref.training_job).spec.output
+    return output.uri, output.store
 
 
 def label_column(docs: list[Any], model: str) -> str | None:
@@ -224,7 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     docs = read_resources(args.file)
     job = pick(docs, KerasTrainingJob, args.name)
     os.environ.setdefault("KERAS_BACKEND", job.spec.training.backend)
-    from kerasop_trainer.errors import TrainerError
+    from kerasop.objstore import ObjectStoreError
+    from kerasop_trainer.errors import TrainerError, store_error
     from kerasop_trainer.main import freeze_for_exit
     from kerasop_trainer.train import run
 
@@ -271,6 +289,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ObjectStoreError as exc:  # publishing or checkpointing to a bucket
+        err = store_error(exc)
+        print(f"error: {err.reason}: {err}", file=sys.stderr)
+        return err.exit_code
     finally:
         display.close()
     freeze_for_exit()  # the process ends now: skip collecting TensorFlow's objects
@@ -289,6 +311,13 @@ def server_argv(args: argparse.Namespace, docs: list[Any]) -> list[str]:
         argv += ["--version", str(version)]
     if args.grpc_port is not None:  # after server_flags' --grpc-port: the last one wins
         argv += ["--grpc-port", str(args.grpc_port)]
+    uri, store = served_bucket(docs, service)
+    if uri is not None:  # mirrored under the local store, apart from its own models
+        options = (store or ObjectStoreSpec()).model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        argv += ["--store-uri", uri, "--store-options", json.dumps(options)]
+        argv += ["--store-cache", str(Path(args.store) / ".buckets")]
     return argv
 
 

@@ -1,6 +1,7 @@
 """The local CLI's pure parts, and its error path for bad files."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,22 @@ def test_file_without_resources_is_rejected(tmp_path):
     empty.write_text("kind: ConfigMap\n")
     with pytest.raises(cli.CliError, match="no KerasTrainingJob"):
         cli.read_resources(empty)
+
+
+def test_server_argv_mirrors_a_bucket_under_the_local_store(tmp_path):
+    """A service whose model lives in a bucket (examples/object-store.yaml): the server gets
+    the URI and its options (never a key) and mirrors it under the local store."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "object-store.yaml"
+    docs = cli.read_resources(example)
+    args = cli.build_parser().parse_args(["serve", "-f", str(example), "--store", str(tmp_path)])
+    argv = cli.server_argv(args, docs)
+    assert argv[argv.index("--store-uri") + 1] == "s3://kerasop/models"
+    options = json.loads(argv[argv.index("--store-options") + 1])
+    assert options == {
+        "secretName": "s3-creds",
+        "endpoint": "http://seaweedfs.kerasop-system:8333",
+        "pathStyle": True,
+    }
+    config, _ = kerasop_server_main.parse_args(argv)
+    assert config.store_uri == "s3://kerasop/models"
+    assert config.store_root.parent == tmp_path / ".buckets"

@@ -48,6 +48,20 @@ def _publish(models: ObjectModelStore, scratch: Path, bias: float) -> int:
     return models.publish(DENSE, ModelStore(local).version_dir(DENSE, version))
 
 
+def _publish_corrupted(s3, options, uri: str, scratch: Path, version: int) -> None:
+    """Version ``version`` whose model.keras differs from its manifest. Published elsewhere,
+    then copied in with the manifest last, so that no server sees it before the damage."""
+    staging = ObjectModelStore(f"{uri}-staging", ObjectStore(options, "MODELS"))
+    first = _publish(staging, scratch, 5.0)
+    fs = s3.filesystem()
+    source, target = f"{uri}-staging/{DENSE}/{first}", f"{uri}/{DENSE}/{version}"
+    files = [f["path"] for f in staging.manifest(DENSE, first)["files"]]
+    for path in files:
+        fs.copy(f"{source}/{path}", f"{target}/{path}")
+    fs.pipe_file(f"{target}/model.keras", b"not the model")
+    fs.copy(f"{source}/manifest.json", f"{target}/manifest.json")
+
+
 def _served_version(url: str) -> int:
     body = {
         "inputs": [
@@ -73,8 +87,7 @@ def test_loads_hot_swaps_refuses_corruption_and_outlives_the_store(s3, bucket, t
         wait_for("version 2 served", lambda: _served_version(server.url) == 2, timeout=120)
 
         # version 3 is corrupted in the bucket: refused, logged, version 2 keeps serving
-        assert _publish(models, scratch, 5.0) == 3
-        s3.filesystem().pipe_file(f"{uri}/{DENSE}/3/model.keras", b"not the model")
+        _publish_corrupted(s3, options, uri, scratch, version=3)
         wait_for("version 3 refused", lambda: "refusing version 3" in caplog.text, timeout=60)
         assert not (mirror_root(cache, uri) / DENSE / "3").exists()
         assert _served_version(server.url) == 2
