@@ -118,9 +118,13 @@ def test_queue_not_served_without_the_workload_api(cluster, api, kueue_operator,
     )
     assert "workloads.kueue.x-k8s.io" in cond(body, "Admitted")["message"]
     assert body["status"]["phase"] == "Pending"
-    assert any(
-        e["reason"] == "QueueNotServed"
-        for e in events_for(api, namespace, "orphan", "KerasTrainingJob")
+    # The Event is posted after the status is written: wait for it too.
+    wait_for(
+        "a QueueNotServed Event",
+        lambda: any(
+            e["reason"] == "QueueNotServed"
+            for e in events_for(api, namespace, "orphan", "KerasTrainingJob")
+        ),
     )
 
 
