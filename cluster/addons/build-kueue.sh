@@ -85,11 +85,19 @@ images:
   newName: docker.io/${IMAGE%%:*}
   newTag: ${IMAGE#*:}
 patches:
+# On the control-plane node: Kueue's webhooks (failurePolicy Fail) see every Job and Deployment
+# write, so its one replica must not be on a worker that a drain or a fault takes away.
 - target: {kind: Deployment, name: kueue-controller-manager}
   patch: |-
     - op: replace
       path: /spec/template/spec/containers/0/imagePullPolicy
       value: IfNotPresent
+    - op: add
+      path: /spec/template/spec/nodeSelector
+      value: {node-role.kubernetes.io/control-plane: ""}
+    - op: add
+      path: /spec/template/spec/tolerations
+      value: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
 EOF
   "$kubectl" kustomize "$overlay" >"$file.tmp" || { rm -rf "$overlay"; exit 1; }
   rm -rf "$overlay"

@@ -37,13 +37,19 @@ for tar in "${tars[@]}"; do
   log "$(basename "$tar"): loaded into $workers in $((SECONDS - t0))s"
 done
 
-# The images' names, as the kubelet reports them (docker.io/library/ for a bare name).
+# The images' names, as the kubelet reports them: docker.io/library/ before a bare name,
+# docker.io/ before a name whose first part is not a registry host (kerasop/x -> docker.io/kerasop/x).
 names=$(for tar in "${tars[@]}"; do tar -xOf "$tar" manifest.json; echo; done | python3 -c '
 import json, sys
 for line in sys.stdin:
     for entry in json.loads(line) if line.strip() else []:
         for tag in entry.get("RepoTags") or []:
-            print(tag if "/" in tag.split(":")[0] else "docker.io/library/" + tag)')
+            first, _, rest = tag.partition("/")
+            if not rest:
+                tag = "docker.io/library/" + tag
+            elif "." not in first and ":" not in first and first != "localhost":
+                tag = "docker.io/" + tag
+            print(tag)')
 deadline=$((SECONDS + ${KERASOP_LOAD_WAIT:-120}))
 for node in ${workers//,/ }; do
   until listed=$("$KUBECTL" get node "$node" -o jsonpath='{range .status.images[*]}{range .names[*]}{@}{"\n"}{end}{end}') \

@@ -87,14 +87,24 @@ def queues(data: E2E) -> Iterator[E2E]:
         k.delete("resourceflavor", FLAVOR, wait=True)
 
 
-def queued_job(name: str, workers: int = 1) -> dict[str, Any]:
-    return new_job(name, epochs=1, queueName=QUEUE, workers=workers, resources={"cpu": CPU})
+def queued_job(
+    name: str, workers: int = 1, epochs: int = 1, batch_size: int = 32
+) -> dict[str, Any]:
+    return new_job(
+        name,
+        epochs=epochs,
+        batch_size=batch_size,
+        queueName=QUEUE,
+        workers=workers,
+        resources={"cpu": CPU},
+    )
 
 
 def test_f3_second_job_waits_for_the_quota(queues: E2E, phase) -> None:
     e2e = queues
     k, ns = e2e.kubectl, e2e.namespace
-    k.apply(queued_job("queued-1"), ns)
+    # Slow enough (small batches) to still hold the quota when the second job is created.
+    k.apply(queued_job("queued-1", epochs=10, batch_size=2), ns)
     first = wait_for(
         "queued-1 admitted",
         lambda: (
