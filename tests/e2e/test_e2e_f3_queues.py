@@ -14,6 +14,7 @@ LocalQueue in the test namespace points at it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,9 @@ FLAVOR = "kerasop-e2e-flavor"
 CLUSTER_QUEUE = "kerasop-e2e-queue"
 QUEUE = "e2e-queue"
 CPU = "500m"
+# Kueue says "insufficient quota" when a job asks for more than the queue has, and
+# "insufficient unused quota" while another job holds it.
+NO_QUOTA = re.compile(r"insufficient (unused )?quota")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_f3_second_job_waits_for_the_quota(queues: E2E, phase) -> None:
         lambda: (
             (j := e2e.job("queued-2"))
             and (j.get("status") or {}).get("phase") == "Queued"
-            and "insufficient quota" in condition(j, "Admitted").get("message", "")
+            and NO_QUOTA.search(condition(j, "Admitted").get("message", ""))
             and j
         ),
         timeout=180,
@@ -157,7 +161,7 @@ def test_f3_two_workers_are_never_started_half(queues: E2E, phase) -> None:
         lambda: (
             (j := e2e.job("gang"))
             and (j.get("status") or {}).get("phase") == "Queued"
-            and "insufficient quota" in condition(j, "Admitted").get("message", "")
+            and NO_QUOTA.search(condition(j, "Admitted").get("message", ""))
         ),
         timeout=180,
         interval=2,
