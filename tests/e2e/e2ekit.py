@@ -410,6 +410,17 @@ def load_example(name: str) -> dict[str, dict[str, Any]]:
     return {d["kind"]: d for d in docs}
 
 
+# What Pod Security "restricted" asks of the suite's own pods (the test namespace enforces it).
+RESTRICTED_POD = {
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def runtime_pod(
     name: str,
     image: str,
@@ -443,13 +454,7 @@ def runtime_pod(
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 2,
             "automountServiceAccountToken": False,
-            "securityContext": {
-                "runAsUser": 1000,
-                "runAsGroup": 1000,
-                "fsGroup": 1000,
-                "runAsNonRoot": True,
-                "seccompProfile": {"type": "RuntimeDefault"},  # Pod Security restricted
-            },
+            "securityContext": RESTRICTED_POD,
             "containers": [
                 {
                     "name": "main",
@@ -463,10 +468,7 @@ def runtime_pod(
                         {"name": "KERAS_BACKEND", "value": "tensorflow"},
                     ],
                     "volumeMounts": mounts,
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
+                    "securityContext": RESTRICTED_CONTAINER,
                 }
             ],
             "volumes": volumes,

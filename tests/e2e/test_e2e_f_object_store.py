@@ -25,7 +25,14 @@ from typing import Any
 
 import pytest
 from conftest import E2E, TOOLBOX, LoadGen, new_job
-from e2ekit import LABEL_MODEL_SERVICE, LABEL_PART_OF, LABEL_TRAINING_JOB, wait_for
+from e2ekit import (
+    LABEL_MODEL_SERVICE,
+    LABEL_PART_OF,
+    LABEL_TRAINING_JOB,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -105,7 +112,7 @@ def _s3_objects(image: str) -> list[dict[str, Any]]:
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+                        "securityContext": RESTRICTED_POD,
                         "containers": [
                             {
                                 "name": S3,
@@ -124,6 +131,7 @@ def _s3_objects(image: str) -> list[dict[str, Any]]:
                                     "-s3.config=/config/s3.json",
                                 ],
                                 "ports": [{"name": "s3", "containerPort": 8333}],
+                                "securityContext": RESTRICTED_CONTAINER,
                                 "readinessProbe": {
                                     "tcpSocket": {"port": 8333},
                                     "periodSeconds": 2,
