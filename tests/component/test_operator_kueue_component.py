@@ -102,8 +102,8 @@ def admitted_job(api: Kube, namespace: str, name: str) -> dict[str, Any]:
 
 def test_queue_not_served_without_the_workload_api(cluster, api, kueue_operator, namespace):
     """Kueue support on, Kueue not installed: a clear condition, not a silently stuck job."""
-    if api.served(k.WORKLOAD, namespace):
-        pytest.skip("the Workload CRD is already installed in this session")
+    # The first test of the file: the module's with_workloads fixture installs the CRD later.
+    assert not api.served(k.WORKLOAD, namespace), "the Workload CRD must not be installed yet"
     apply_yaml(cluster, job_yaml("orphan", namespace, queueName="team-a"))
     job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "orphan"))
     assert job["spec"]["suspend"] is True
