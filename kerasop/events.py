@@ -6,11 +6,17 @@ container termination-message file, so the result survives pod cleanup::
 
     {"kerasop": "start",  "epochs": 5, "resumedFromEpoch": 0, "workers": 1}
     {"kerasop": "epoch",  "epoch": 3, "epochs": 5, "metrics": {"loss": 0.4, ...}}
+    {"kerasop": "checkpoint", "epoch": 3, "step": 41, "stepsDone": 341}
     {"kerasop": "done",   "modelName": "m", "modelVersion": 2, "modelPath": "...",
                           "metrics": {...}, "epochsRun": 5}
     {"kerasop": "failed", "reason": "BadData", "message": "...", "exitCode": 3}
     {"kerasop": "trial",  "trialId": "3", "status": "completed", "values": {...},
                           "objective": 0.91, "done": 4, "total": 6, "best": [...]}
+
+A trainer stopped by SIGTERM between two batches prints ``checkpoint``: it saved the model
+after ``epoch`` epochs and ``step`` batches of the next (``stepsDone``: the optimizer's step
+count), and a rerun's ``start`` event names where it resumed (``resumedFromStep``,
+``stepsDone``): the two step counts differ by the batches trained twice.
 
 A search (``spec.tuning``, docs/tuning.md) prints a ``trial`` event per ended trial; the
 ``start`` and ``epoch`` events of its trials carry a ``trialId``.
@@ -88,6 +94,8 @@ class StartEvent(_Event):
     kerasop: Literal["start"] = "start"
     epochs: int
     resumed_from_epoch: int = 0
+    resumed_from_step: int = 0  # batches of epoch resumed_from_epoch + 1 already trained
+    steps_done: int | None = None  # the optimizer's step count when training (re)starts
     workers: int = 1
     tensorboard_path: str | None = None  # training.tensorboard: logs, relative to the store root
 
@@ -97,6 +105,15 @@ class EpochEvent(_Event):
     epoch: int
     epochs: int
     metrics: Metrics = Field(default_factory=dict)
+
+
+class CheckpointEvent(_Event):
+    """Stopped by SIGTERM: saved after ``epoch`` epochs and ``step`` batches of the next."""
+
+    kerasop: Literal["checkpoint"] = "checkpoint"
+    epoch: int
+    step: int
+    steps_done: int | None = None
 
 
 class DoneEvent(_Event):
@@ -148,7 +165,7 @@ class TrialEvent(_Event):
 BEST_TRIALS = 5
 
 Event = Annotated[
-    StartEvent | EpochEvent | DoneEvent | FailedEvent | TrialEvent,
+    StartEvent | EpochEvent | CheckpointEvent | DoneEvent | FailedEvent | TrialEvent,
     Field(discriminator="kerasop"),
 ]
 _EVENT = TypeAdapter(Event)
@@ -184,6 +201,7 @@ class LastEvents:
 
     start: StartEvent | None = None
     epoch: EpochEvent | None = None
+    checkpoint: CheckpointEvent | None = None
     done: DoneEvent | None = None
     failed: FailedEvent | None = None
     trial: TrialEvent | None = None

@@ -9,19 +9,26 @@ LocalQueue in the test namespace points at it.
   finished; both succeed, each admitted with the queue's flavor.
 - A two-worker job (2 x 500m) under the quota for one worker is never started half: its Job
   stays suspended and no trainer pod exists while it waits.
+- Preemption (the ClusterQueue preempts lower priorities): a high-priority job arrives while
+  a low-priority one trains; the low one is ``Preempted`` (the message names the Job that
+  preempted it), its trainer saves a checkpoint between two batches on SIGTERM, and on
+  readmission it resumes at that batch: its status epoch never goes back and the trainer's
+  step counts (``checkpoint`` event of the first pod, ``start`` event of the second) say how
+  many batches were trained twice (none).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import E2E, new_job
-from e2ekit import LABEL_TRAINING_JOB, condition, wait_for
+from e2ekit import LABEL_TRAINING_JOB, LogFollower, condition, events_in, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -29,6 +36,7 @@ FLAVOR = "kerasop-e2e-flavor"
 CLUSTER_QUEUE = "kerasop-e2e-queue"
 QUEUE = "e2e-queue"
 CPU = "500m"
+PRIORITIES = {"e2e-low": 100, "e2e-high": 1000}  # Kueue WorkloadPriorityClasses
 # Kueue says "insufficient quota" when a job asks for more than the queue has, and
 # "insufficient unused quota" while another job holds it.
 NO_QUOTA = re.compile(r"insufficient (unused )?quota")
@@ -46,12 +54,22 @@ def queues(data: E2E) -> Iterator[E2E]:
                 "kind": "ResourceFlavor",
                 "metadata": {"name": FLAVOR},
             },
+            *(
+                {
+                    "apiVersion": "kueue.x-k8s.io/v1beta2",
+                    "kind": "WorkloadPriorityClass",
+                    "metadata": {"name": name},
+                    "value": value,
+                }
+                for name, value in PRIORITIES.items()
+            ),
             {
                 "apiVersion": "kueue.x-k8s.io/v1beta2",
                 "kind": "ClusterQueue",
                 "metadata": {"name": CLUSTER_QUEUE},
                 "spec": {
                     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                    "preemption": {"withinClusterQueue": "LowerPriority"},
                     "resourceGroups": [
                         {
                             "coveredResources": ["cpu"],
@@ -84,15 +102,17 @@ def queues(data: E2E) -> Iterator[E2E]:
     )
     yield e2e
     if not e2e.keep:
-        for name in ("gang", "queued-1", "queued-2"):
+        for name in ("gang", "queued-1", "queued-2", "preempted", "urgent"):
             k.delete("kerastrainingjob", name, ns, wait=True, timeout=180)
         k.delete("localqueue", QUEUE, ns, wait=True)
         k.delete("clusterqueue", CLUSTER_QUEUE, wait=True)
         k.delete("resourceflavor", FLAVOR, wait=True)
+        for name in PRIORITIES:
+            k.delete("workloadpriorityclass", name, wait=True)
 
 
 def queued_job(
-    name: str, workers: int = 1, epochs: int = 1, batch_size: int = 32
+    name: str, workers: int = 1, epochs: int = 1, batch_size: int = 32, **spec: Any
 ) -> dict[str, Any]:
     return new_job(
         name,
@@ -101,6 +121,7 @@ def queued_job(
         queueName=QUEUE,
         workers=workers,
         resources={"cpu": CPU},
+        **spec,
     )
 
 
@@ -177,3 +198,96 @@ def test_f3_two_workers_are_never_started_half(queues: E2E, phase) -> None:
         time.sleep(5)
     assert e2e.job("gang")["status"]["phase"] == "Queued"
     phase("no worker started in 60 s")
+
+
+def test_f3_preempted_job_resumes_at_its_batch(queues: E2E, phase) -> None:
+    e2e = queues
+    k, ns = e2e.kubectl, e2e.namespace
+    selector = f"{LABEL_TRAINING_JOB}=preempted"
+    # ~1,000 batches an epoch: the preemption lands inside one.
+    k.apply(queued_job("preempted", epochs=6, batch_size=2, priorityClassName="e2e-low"), ns)
+    epochs_seen: list[int] = []
+    stop_watch = threading.Event()
+
+    def watch_epochs() -> None:  # status.epoch, as a user's `kubectl get -w` sees it
+        while not stop_watch.is_set():
+            epoch = ((e2e.job("preempted") or {}).get("status") or {}).get("epoch")
+            if epoch is not None and (not epochs_seen or epochs_seen[-1] != epoch):
+                epochs_seen.append(epoch)
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch_epochs, daemon=True)
+    watcher.start()
+    try:
+        first_pod = wait_for(
+            "the low-priority trainer running",
+            lambda: next(
+                (
+                    p["metadata"]["name"]
+                    for p in k.list("pods", ns, selector)
+                    if (p.get("status") or {}).get("phase") == "Running"
+                ),
+                None,
+            ),
+            timeout=300,
+            interval=2,
+            diagnose=e2e.job_diagnose("preempted"),
+        )
+        first_log = LogFollower(k, first_pod, ns)
+        wait_for(
+            "an epoch done",
+            lambda: ((e2e.job("preempted") or {}).get("status") or {}).get("epoch", 0) >= 1,
+            timeout=300,
+            interval=2,
+            diagnose=e2e.job_diagnose("preempted"),
+        )
+        phase("low-priority job training")
+
+        k.apply(queued_job("urgent", priorityClassName="e2e-high"), ns)
+        preempted = wait_for(
+            "preempted Preempted",
+            lambda: (
+                (j := e2e.job("preempted"))
+                and (j.get("status") or {}).get("phase") == "Preempted"
+                and j
+            ),
+            timeout=180,
+            interval=1,
+            diagnose=e2e.job_diagnose("preempted"),
+        )
+        urgent_job_uid = k.get("job.batch", "urgent-trainer", ns)["metadata"]["uid"]
+        admitted = condition(preempted, "Admitted")
+        assert admitted["reason"] == "Preempted", admitted
+        assert urgent_job_uid in admitted["message"], (urgent_job_uid, admitted)  # who preempted
+        first_text = first_log.finish(timeout=120)
+        saved = events_in(first_text, "checkpoint")
+        failed = events_in(first_text, "failed")
+        assert len(saved) == 1 and failed and failed[-1]["reason"] == "Terminated", first_text[
+            -3000:
+        ]
+        phase(f"preempted: checkpoint at epoch {saved[0]['epoch']}, step {saved[0]['step']}")
+
+        e2e.wait_job_phase("urgent", "Succeeded", timeout=600)
+        done = e2e.wait_job_phase("preempted", "Succeeded", timeout=900)
+        phase("urgent job done, the preempted one resumed and finished")
+    finally:
+        stop_watch.set()
+        watcher.join(timeout=10)
+
+    pods = [p["metadata"]["name"] for p in k.list("pods", ns, selector)]
+    resumed = [
+        start for pod in pods if pod != first_pod for start in events_in(k.logs(pod, ns), "start")
+    ]
+    assert len(resumed) == 1, (pods, resumed)
+    start = resumed[0]
+    point = (start["resumedFromEpoch"], start["resumedFromStep"])
+    assert point == (saved[0]["epoch"], saved[0]["step"]), (start, saved)
+    repeated = saved[0]["stepsDone"] - start["stepsDone"]
+    assert repeated == 0, (start, saved)  # the trainer's own step counts: no batch twice
+    assert epochs_seen == sorted(epochs_seen), epochs_seen  # never back
+    assert done["status"]["epoch"] == 6
+    reasons = [
+        e["reason"] for e in k.list("events", ns) if e["involvedObject"].get("name") == "preempted"
+    ]
+    assert "Preempted" in reasons, reasons
+    phase(f"{repeated} batches trained twice; status epochs seen {epochs_seen}")

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from trainerkit import DENSE_MODEL, Events, free_port, make_job
 
 from kerasop import events
@@ -88,7 +89,9 @@ def _run_until(proc: subprocess.Popen, sig: int, first_epoch: int) -> list[dict]
     return seen
 
 
-def test_killed_trainer_resumes_from_its_last_epoch(tmp_path, data_root, store):
+def test_killed_trainer_resumes_from_its_last_epoch_and_sigterm_from_its_last_batch(
+    tmp_path, data_root, store
+):
     job = make_job(
         "resume",
         {"format": "csv", "path": "small.csv", "validationSplit": 0.2},
@@ -114,7 +117,8 @@ def test_killed_trainer_resumes_from_its_last_epoch(tmp_path, data_root, store):
     steps_per_epoch = -(-320 // 16)  # 400 rows, 20% held out, batch 16
     assert int(saved.optimizer.iterations.numpy()) == state["epoch"] * steps_per_epoch
 
-    # 2. the rerun resumes; SIGTERM (pod deletion) stops it cleanly with a failed event
+    # 2. the rerun resumes; SIGTERM (pod deletion, preemption) stops it cleanly between two
+    # batches, where it saves a checkpoint, with a failed event
     log = tmp_path / "termination-log"
     second = _trainer(
         spec,
@@ -128,22 +132,72 @@ def test_killed_trainer_resumes_from_its_last_epoch(tmp_path, data_root, store):
     start = next(e for e in seen if e["kerasop"] == "start")
     assert start["resumedFromEpoch"] >= 3
     assert second.returncode == 143, (tmp_path / "second.log").read_text()[-3000:]
+    assert start["stepsDone"] == start["resumedFromEpoch"] * steps_per_epoch
+    saved_at = next(e for e in seen if e["kerasop"] == "checkpoint")
+    resumed_at, step = saved_at["epoch"], saved_at["step"]
+    assert resumed_at > start["resumedFromEpoch"] or step > 0, saved_at
+    assert saved_at["stepsDone"] == resumed_at * steps_per_epoch + step  # every finished batch
     failed = next(e for e in seen if e["kerasop"] == "failed")
     assert failed["reason"] == "Terminated" and failed["exitCode"] == 143
+    assert f"epoch {resumed_at}, step {step}" in failed["message"], failed
     assert json.loads(log.read_text()) == failed
     assert model_store.versions("resume") == []
     assert not [p for p in (store / "resume").iterdir() if p.name.startswith(".staging")]
-    resumed_at = json.loads((ckpt / "state.json").read_text())["epoch"]
-    assert resumed_at > start["resumedFromEpoch"]
+    state = json.loads((ckpt / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (resumed_at, step)
 
     # 3. the last run finishes from there and publishes
     ev = Events()
     done = run(job, data_root, store, "job-r", emit=ev)
     start = ev.of("start")[0]
-    assert start["resumedFromEpoch"] == resumed_at
+    assert (start["resumedFromEpoch"], start["resumedFromStep"]) == (resumed_at, step)
+    assert start["stepsDone"] == saved_at["stepsDone"]  # no batch trained twice
     assert [e["epoch"] for e in ev.of("epoch")] == list(range(resumed_at + 1, EPOCHS + 1))
     assert done["epochsRun"] == EPOCHS and done["modelVersion"] == 1
     assert set(done["metrics"]) == {"loss", "accuracy"}
+    assert not ckpt.exists()
+
+
+def test_sigterm_mid_epoch_resumes_at_the_next_batch(tmp_path, data_root, store):
+    """Stopped 6 batches into epoch 2, the rerun trains that epoch's other 14 batches, then
+    the rest: no batch is trained twice or skipped (the optimizer's step count says so)."""
+    from kerasop_trainer import termination
+
+    job = make_job(
+        "midway", {"format": "csv", "path": "small.csv", "validationSplit": 0.2}, DENSE_MODEL,
+        {"epochs": 4, "batchSize": 16},  # 20 batches an epoch; no epoch checkpoint but the last
+    )  # fmt: skip
+    ckpt = ModelStore(store).checkpoint_dir("midway", "job-m")
+
+    def kill_at(epoch: int, epochs: int, step: int, steps: int | None, loss: float | None) -> None:
+        if (epoch, step) == (2, 6):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, termination.on_sigterm)
+    first = Events()
+    try:
+        with pytest.raises(termination.Terminated, match="epoch 1, step 6"):
+            run(job, data_root, store, "job-m", emit=first, on_batch=kill_at)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert first.of("checkpoint") == [
+        {"kerasop": "checkpoint", "epoch": 1, "step": 6, "stepsDone": 26}
+    ]
+    state = json.loads((ckpt / "state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 6)
+
+    batches: list[tuple[int, int]] = []
+    second = Events()
+    done = run(
+        job, data_root, store, "job-m", emit=second,
+        on_batch=lambda epoch, epochs, step, steps, loss: batches.append((epoch, step)),
+    )  # fmt: skip
+    start = second.of("start")[0]
+    assert (start["resumedFromEpoch"], start["resumedFromStep"], start["stepsDone"]) == (1, 6, 26)
+    assert [e["epoch"] for e in second.of("epoch")] == [2, 3, 4]
+    per_epoch = [sum(1 for e, _ in batches if e == n) for n in (2, 3, 4)]
+    assert per_epoch == [14, 20, 20]  # 6 + 14: epoch 2 whole, once
+    assert done["epochsRun"] == 4 and done["modelVersion"] == 1
     assert not ckpt.exists()
 
 

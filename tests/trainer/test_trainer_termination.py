@@ -49,3 +49,53 @@ def test_sigterm_in_fit_stops_at_the_next_batch_and_raises_at_once_outside() -> 
             os.kill(os.getpid(), signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(("where", "stopped_at"), [("train", (1, 3)), ("validation", (2, 0))])
+def test_sigterm_hands_the_hook_where_training_stands(where, stopped_at) -> None:
+    """With a hook (a single-worker fit), SIGTERM in a training batch stops at the next one
+    with every finished batch counted; in validation, at the end of that epoch."""
+    import keras
+
+    previous = signal.signal(signal.SIGTERM, termination.on_sigterm)
+    calls: list[tuple[int, int, int]] = []
+
+    def on_stop(model, epochs_done: int, batches_done: int) -> str:
+        calls.append((epochs_done, batches_done, int(model.optimizer.iterations)))
+        return "saved here"
+
+    class KillInEpoch1(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if where == "train" and (self.epoch, batch) == (1, 2):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_test_batch_end(self, batch, logs=None):
+            if where == "validation" and (self.epoch, batch) == (1, 0):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    try:
+        with (
+            pytest.raises(termination.Terminated, match="saved here"),
+            termination.between_batches(keras, on_stop) as stop,
+        ):
+            model.fit(
+                x,
+                x[:, :1],
+                batch_size=8,
+                epochs=3,
+                verbose=0,
+                validation_data=(x[:16], x[:16, :1]),
+                callbacks=[KillInEpoch1(), stop],
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    epochs_done, batches_done = stopped_at
+    assert calls == [(epochs_done, batches_done, epochs_done * 8 + batches_done)]

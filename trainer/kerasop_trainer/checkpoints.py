@@ -1,5 +1,6 @@
-"""Per-epoch checkpoints of one job (``<store>/<model>/.checkpoints/<job-id>/``): written
-atomically, and what a restarted job resumes from. With a model store in a bucket the folder
+"""Checkpoints of one job (``<store>/<model>/.checkpoints/<job-id>/``): written atomically,
+and what a restarted job resumes from. Most are saved at an epoch's end; a trainer stopped by
+SIGTERM (a preemption, a suspend, a drained node) saves where it stands, between two batches. With a model store in a bucket the folder
 is local scratch and every save is copied to the bucket (``state.json`` last), where a job
 restarted on any node finds it."""
 
@@ -23,7 +24,8 @@ CHECKPOINT_STATE = "state.json"
 
 
 class Checkpoints:
-    """Epoch checkpoints of one job: ``epoch-NNNNN.keras`` + ``state.json``.
+    """Checkpoints of one job: ``epoch-NNNNN.keras`` (``epoch-NNNNN-step-NNNNNN.keras`` when
+    saved ``step`` batches into the next epoch) + ``state.json``.
 
     Each file is written under a temporary name and renamed into place, and
     ``state.json`` (which names the file to resume from) is replaced only after
@@ -111,27 +113,35 @@ class Checkpoints:
         if not path.is_file():
             note(f"checkpoint {path} named by {state_file} is missing; starting over")
             return None
-        return {"epoch": epoch, "path": path, "finished": bool(state.get("finished", False))}
+        return {
+            "epoch": epoch,
+            "step": int(state.get("step", 0)),
+            "path": path,
+            "finished": bool(state.get("finished", False)),
+        }
 
     def agreed_latest(self) -> dict[str, Any] | None:
         """:meth:`latest`, when every worker found the same one; else None (all start over)."""
         latest = self.latest()
         if self.workers > 1:
-            found = [latest["epoch"], int(latest["finished"])] if latest else [0, 0]
+            found = (
+                [latest["epoch"], latest["step"], int(latest["finished"])] if latest else [0] * 3
+            )
             everyone = allgather_ints(found)
             if any(row != everyone[0] for row in everyone):
                 note(f"workers found different checkpoints {everyone}; starting from epoch 0")
                 return None
         return latest
 
-    def save(self, model: Any, epoch: int, finished: bool = False) -> None:
-        self.saved_epoch = epoch
+    def save(self, model: Any, epoch: int, finished: bool = False, step: int = 0) -> None:
+        """Save ``model`` after ``epoch`` epochs and ``step`` batches of the next one."""
+        self.saved_epoch = epoch if not step else None
         if not self.chief:
             join_collective_save(model)
             self._saved_at = time.monotonic()
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch:05d}.keras"
+        name = f"epoch-{epoch:05d}-step-{step:06d}.keras" if step else f"epoch-{epoch:05d}.keras"
         tmp = self.dir / f".tmp-{uuid.uuid4().hex}.keras"
         try:
             model.save(tmp)
@@ -140,7 +150,8 @@ class Checkpoints:
         finally:
             tmp.unlink(missing_ok=True)
         write_json_atomic(
-            self.dir / CHECKPOINT_STATE, {"epoch": epoch, "file": name, "finished": finished}
+            self.dir / CHECKPOINT_STATE,
+            {"epoch": epoch, "step": step, "file": name, "finished": finished},
         )
         for old in self.dir.iterdir():
             if old.name != name and old.name.startswith(("epoch-", ".tmp-")):

@@ -182,12 +182,13 @@ def _run(args: argparse.Namespace, termination_log: str | None) -> int:
     except ObjectStoreError as exc:  # publishing or checkpointing to a bucket
         err = store_error(exc)
         return _fail(termination_log, err.exit_code, err.reason, err.message)
-    except Terminated:
+    except Terminated as stopped:
+        resumes = f"from {stopped}" if str(stopped) else "from the last checkpoint"
         return _fail(
             termination_log,
             EXIT_TERMINATED,
             "Terminated",
-            "stopped by SIGTERM; a rerun with the same job id resumes from the last checkpoint",
+            f"stopped by SIGTERM; a rerun with the same job id resumes {resumes}",
         )
     except KeyboardInterrupt:
         return _fail(termination_log, EXIT_INTERNAL, "Interrupted", "interrupted")

@@ -70,6 +70,7 @@ class Start:
     metric_names: list[str] | None  # None: a model file keeps its own compile settings
     initial_epoch: int
     finished: bool  # the checkpoint ends the training: only publishing is left
+    initial_step: int = 0  # batches of epoch initial_epoch + 1 trained before a SIGTERM
 
 
 def run(
@@ -150,6 +151,8 @@ def start_event(
     fields: dict[str, Any] = {
         "epochs": current.training.epochs,
         "resumedFromEpoch": start.initial_epoch,
+        "resumedFromStep": start.initial_step,
+        "stepsDone": steps_done(start.model),
         "workers": workers.count,
         "workerIndex": workers.index,
         "shardSize": len(data.train),
@@ -250,7 +253,7 @@ def build_or_resume(current: TrainingRun, keras: Any, data: LoadedData, mixed: b
     )
     metric_names = compile_model(model, current.training, data, job.spec.model)
     state = current.checkpoints.agreed_latest()
-    if state is None or state["epoch"] == 0:
+    if state is None or (state["epoch"], state["step"]) == (0, 0):
         return Start(model, metric_names, 0, False)
     try:
         model = keras.saving.load_model(state["path"])
@@ -261,9 +264,9 @@ def build_or_resume(current: TrainingRun, keras: Any, data: LoadedData, mixed: b
             ) from None
         note(f"cannot load checkpoint {state['path']} ({exc}); starting from epoch 0")
         return Start(model, metric_names, 0, False)
-    return Start(
-        model, metric_names, min(state["epoch"], current.training.epochs), state["finished"]
-    )
+    epoch = min(state["epoch"], current.training.epochs)
+    step = state["step"] if epoch == state["epoch"] < current.training.epochs else 0
+    return Start(model, metric_names, epoch, state["finished"], step)
 
 
 def fit(
@@ -293,18 +296,28 @@ def fit(
     )
     progress = progress_callback(keras, current, start.initial_epoch)
     callbacks = [*_early_stopping(keras, training, monitor), progress, *extra_callbacks]
+    on_stop = save_on_stop(current, start) if workers.count == 1 else None
 
     last_validation = None
     if start.initial_epoch < training.epochs and not start.finished:
-        _fit(
-            keras,
-            start.model,
-            train_ds,
-            validation_data=_validation_dataset(prepared),
-            epochs=training.epochs,
-            initial_epoch=start.initial_epoch,
-            callbacks=callbacks,
-        )
+        # Resumed inside an epoch: first the rest of it (its batches past the first
+        # initial_step of a new shuffle), then the other epochs.
+        first = start.initial_epoch + 1 if start.initial_step else training.epochs
+        for data_ds, initial, epochs in (
+            (train_ds.skip(start.initial_step), start.initial_epoch, first),
+            (train_ds, first, training.epochs),
+        ):
+            if initial < epochs and not getattr(start.model, "stop_training", False):
+                _fit(
+                    keras,
+                    start.model,
+                    data_ds,
+                    on_stop,
+                    validation_data=_validation_dataset(prepared),
+                    epochs=epochs,
+                    initial_epoch=initial,
+                    callbacks=callbacks,
+                )
         es = training.early_stopping
         restored = es is not None and es.restore_best_weights  # maybe an older epoch's weights
         if restored or checkpoints.saved_epoch != progress.last_epoch:
@@ -314,6 +327,39 @@ def fit(
         if not restored:
             last_validation = validation_metrics(progress.last_logs)
     return progress.last_epoch, last_validation
+
+
+def save_on_stop(current: TrainingRun, start: Start) -> termination.StopHook:
+    """The SIGTERM hook of a single-worker fit: checkpoint where training stands (unless the
+    epoch that just ended was saved), print the ``checkpoint`` event. (Several workers stop
+    at different batches: they resume from the last epoch checkpoint.)"""
+    checkpoints = current.checkpoints
+
+    def save(model: Any, epochs_done: int, batches_done: int) -> str:
+        if epochs_done == start.initial_epoch:  # the resumed epoch counts from initial_step
+            batches_done += start.initial_step
+        at = f"epoch {epochs_done}, step {batches_done}"
+        if (epochs_done, batches_done) == (0, 0):
+            return ""  # nothing trained yet
+        if batches_done or checkpoints.saved_epoch != epochs_done:  # else saved at epoch end
+            checkpoints.save(model, epochs_done, step=batches_done)
+        current.emit(
+            events.encode(
+                "checkpoint", epoch=epochs_done, step=batches_done, stepsDone=steps_done(model)
+            )
+        )
+        return f"the checkpoint at {at}"
+
+    return save
+
+
+def steps_done(model: Any) -> int | None:
+    """The optimizer's step count (restored with a checkpoint), when it has one."""
+    iterations = getattr(getattr(model, "optimizer", None), "iterations", None)
+    try:
+        return int(iterations) if iterations is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def validation_metrics(logs: dict[str, Any]) -> dict[str, float] | None:
@@ -415,9 +461,16 @@ def _early_stopping(keras: Any, training: TrainingSpec, monitor: str | None) -> 
     ]
 
 
-def _fit(keras: Any, model: Any, train_ds: Any, callbacks: list[Any], **kwargs: Any) -> None:
+def _fit(
+    keras: Any,
+    model: Any,
+    train_ds: Any,
+    on_stop: termination.StopHook | None,
+    callbacks: list[Any],
+    **kwargs: Any,
+) -> None:
     try:
-        with termination.between_batches(keras) as stop_on_sigterm:
+        with termination.between_batches(keras, on_stop) as stop_on_sigterm:
             model.fit(
                 train_ds,
                 verbose=0,
