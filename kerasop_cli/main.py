@@ -142,8 +142,9 @@ def _format_event(event: events.Event) -> str | None:
     if isinstance(event, events.TrialEvent):
         return format_trial(event)
     if isinstance(event, events.StartEvent):
-        resumed = event.resumed_from_epoch
-        note = f", resuming after epoch {resumed}" if resumed else ""
+        epoch, step = event.resumed_from_epoch, event.resumed_from_step
+        note = f", resuming after epoch {epoch}" if epoch or step else ""
+        note += f" and {step} batches of the next" if step else ""
         if event.tensorboard_path:
             note += f"; TensorBoard logs in the model store: {event.tensorboard_path}"
         return f"training: {event.epochs} epochs{note}"
@@ -154,6 +155,8 @@ def _format_event(event: events.Event) -> str | None:
             f"saved {event.model_name} version {event.model_version} "
             f"at {event.model_path}\nvalidation: {_metrics_text(event.metrics)}"
         )
+    if isinstance(event, events.CheckpointEvent):
+        return f"stopping: saved after epoch {event.epoch} and {event.step} batches of the next"
     return f"failed ({event.reason}): {event.message}"
 
 
