@@ -11,6 +11,10 @@ s1 A job whose data and model store are both in the bucket Succeeds; its trainer
 s2 A service of two replicas following that job: the replicas land on different nodes (nothing
    pins them to a volume), and a rerun of the job (version 2) rolls them forward under load with
    0 failed requests.
+s3 A two-worker job on the bucket, its workers kept apart by anti-affinity: they run on two
+   nodes, both read the bucket's CSV, the checkpoint appears in the bucket while they train
+   (checkpointIntervalSeconds 0), and they train one model (same final metrics), published as
+   version 1 by worker 0.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import E2E, TOOLBOX, LoadGen, new_job
+from conftest import E2E, TOOLBOX, LoadGen, check_workers_trained_one_model, new_job
 from e2ekit import (
     LABEL_MODEL_SERVICE,
     LABEL_PART_OF,
     LABEL_TRAINING_JOB,
     RESTRICTED_CONTAINER,
     RESTRICTED_POD,
+    Result,
     wait_for,
 )
 
@@ -175,34 +180,45 @@ def bucket(data: E2E, toolbox: str) -> E2E:
     k.apply(_s3_objects(_seaweedfs_image()), ns)
     k.run("rollout", "status", f"deployment/{S3}", "-n", ns, "--timeout=300s", timeout=360)
     upload = (
-        "import fsspec, sys\n"
-        "fs = fsspec.filesystem('s3', key=sys.argv[1], secret=sys.argv[2],"
-        " endpoint_url=sys.argv[3], config_kwargs={'s3': {'addressing_style': 'path'}})\n"
         f"fs.exists('{BUCKET}') or fs.mkdir('{BUCKET}')\n"
         f"fs.put_file('/data/dense/train.csv', '{BUCKET}/data/train.csv')\n"
         "print('uploaded')\n"
     )
 
     def uploaded() -> bool:
-        out = k.exec(
-            TOOLBOX,
-            ns,
-            "python",
-            "-c",
-            upload,
-            ACCESS_KEY,
-            SECRET_KEY,
-            _store(e2e)["endpoint"],
-            check=False,
-        )
-        return "uploaded" in out.stdout
+        return "uploaded" in _in_bucket(e2e, upload, check=False).stdout
 
     wait_for("the sample data uploaded to the bucket", uploaded, interval=3, timeout=180)
     return e2e
 
 
-def _job(e2e: E2E) -> dict[str, Any]:
-    job = new_job(NAME, epochs=2)
+def _in_bucket(e2e: E2E, code: str, *args: str, check: bool = True) -> Result:
+    """Run ``code`` in the toolbox with ``fs``, an fsspec S3 filesystem on the server;
+    ``args`` are ``sys.argv[4:]``."""
+    return e2e.kubectl.exec(
+        TOOLBOX,
+        e2e.namespace,
+        "python",
+        "-c",
+        "import fsspec, sys\n"
+        "fs = fsspec.filesystem('s3', key=sys.argv[1], secret=sys.argv[2], endpoint_url=sys.argv[3],"
+        " config_kwargs={'s3': {'addressing_style': 'path'}})\n" + code,
+        ACCESS_KEY,
+        SECRET_KEY,
+        _store(e2e)["endpoint"],
+        *args,
+        check=check,
+    )
+
+
+def _bucket_ls(e2e: E2E, prefix: str) -> list[str]:
+    """Object keys under ``prefix`` in the bucket."""
+    code = "print('\\n'.join(fs.find(sys.argv[4])))\n"
+    return _in_bucket(e2e, code, f"{BUCKET}/{prefix}").stdout.split()
+
+
+def _job(e2e: E2E, name: str = NAME, **spec: Any) -> dict[str, Any]:
+    job = new_job(name, epochs=2, **spec)
     job["spec"]["data"] = {
         **job["spec"]["data"],
         "path": f"s3://{BUCKET}/data/train.csv",
@@ -210,7 +226,7 @@ def _job(e2e: E2E) -> dict[str, Any]:
     }
     job["spec"]["data"].pop("volume", None)
     job["spec"]["output"] = {
-        "modelName": NAME,
+        "modelName": name,
         "uri": f"s3://{BUCKET}/models",
         "store": _store(e2e),
     }
@@ -232,18 +248,8 @@ def test_s1_a_job_trains_from_and_publishes_to_the_bucket(bucket: E2E, phase) ->
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     for name in ("KERASOP_DATA_AWS_SECRET_ACCESS_KEY", "KERASOP_MODELS_AWS_SECRET_ACCESS_KEY"):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == SECRET
-    listing = k.exec(
-        TOOLBOX,
-        ns,
-        "python",
-        "-c",
-        "import fsspec, sys\n"
-        "fs = fsspec.filesystem('s3', key=sys.argv[1], secret=sys.argv[2], endpoint_url=sys.argv[3],"
-        " config_kwargs={'s3': {'addressing_style': 'path'}})\n"
-        f"print(fs.cat_file('{BUCKET}/models/{NAME}/1/manifest.json').decode())\n",
-        ACCESS_KEY,
-        SECRET_KEY,
-        _store(e2e)["endpoint"],
+    listing = _in_bucket(
+        e2e, f"print(fs.cat_file('{BUCKET}/models/{NAME}/1/manifest.json').decode())\n"
     )
     assert '"model.keras"' in listing.stdout, listing.stdout
     log = k.run("logs", pod["metadata"]["name"], "-n", ns).stdout
@@ -291,3 +297,48 @@ def test_s2_spread_replicas_roll_to_version_2_without_failed_requests(bucket: E2
     phase.note(f"load: {result['total']} requests, {result['failed']} failed")
     assert result["total"] >= 100, f"too little traffic to judge:\n{shown}"
     assert result["failed"] == 0, shown
+
+
+PAIR = "dense-s3-pair"
+
+
+def test_s3_two_workers_on_two_nodes_read_and_checkpoint_the_bucket(bucket: E2E, phase) -> None:
+    e2e = bucket
+    k, ns = e2e.kubectl, e2e.namespace
+    job = _job(e2e, PAIR, workers=2)
+    job["spec"]["training"].update(epochs=4, batchSize=8, checkpointIntervalSeconds=0)
+    job["spec"]["scheduling"] = {
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {LABEL_TRAINING_JOB: PAIR}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
+    }
+    k.apply(job, ns)
+    checkpoints = f"models/{PAIR}/.checkpoints/"
+    seen = wait_for(
+        "a checkpoint in the bucket while the workers train",
+        lambda: [key for key in _bucket_ls(e2e, checkpoints) if key.endswith("state.json")],
+        timeout=900,
+        interval=2,
+        diagnose=e2e.job_diagnose(PAIR),
+    )
+    assert (e2e.job(PAIR) or {}).get("status", {}).get("phase") == "Running", seen
+    phase("checkpoint in the bucket during training")
+    done = e2e.wait_job_phase(PAIR, "Succeeded", timeout=1200)
+    assert done["status"].get("modelVersion") == 1, json.dumps(done["status"])
+    pods = k.list("pods", ns, f"{LABEL_TRAINING_JOB}={PAIR}")
+    nodes = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods}
+    assert len(set(nodes.values())) == 2, f"the workers shared a node: {nodes}"
+    for pod in pods:
+        assert not [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    shards, total = check_workers_trained_one_model(e2e, PAIR, 4)
+    assert f"{BUCKET}/models/{PAIR}/1/manifest.json" in _bucket_ls(e2e, f"models/{PAIR}/1")
+    assert not _bucket_ls(e2e, checkpoints)  # cleared once published
+    phase.note(f"workers on {sorted(set(nodes.values()))}, shards {shards} of {total} rows")
+    phase("two workers, two nodes, one model from the bucket")
