@@ -348,7 +348,7 @@ class Server:
                 start_new_session=True,
             )
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, interval: float = 0.3) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -362,7 +362,7 @@ class Server:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.3)
+            time.sleep(interval)
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s (log: {self.log})")
 
     def signal(self, sig: int) -> None:
