@@ -244,3 +244,9 @@ def test_the_store_check_runs_while_the_status_has_the_store_condition():
     assert store.tracked() == [("ml", "digits")]
     h.model_service_event(type="DELETED", body=svc, memo=memo)
     assert store.tracked() == []
+
+
+def test_an_image_csv_on_the_volume_gets_the_data_credentials_for_its_image_uris():
+    data = {"format": "imageCsv", "path": "shapes/data.csv", "store": STORE}
+    env = _env(_pod(training_children(training_job(data=data), default_image="runtime:1").job))
+    assert env["KERASOP_DATA_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
