@@ -116,7 +116,7 @@ def _cli(job, tmp_path: Path, capsys) -> tuple[int, dict, str]:
 def test_wrong_credentials_fail_storage_access_denied_without_the_key(
     s3, bucket, tmp_path, capsys, monkeypatch
 ):
-    wrong = "X" + s3.secret_key[1:]
+    wrong = "not-" + s3.secret_key  # always differs from the real key
     for k, v in s3.env("DATA", secret_key=wrong).items():
         monkeypatch.setenv(k, v)
     code, failed, output = _cli(_job(s3, bucket, "denied"), tmp_path, capsys)
