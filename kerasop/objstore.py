@@ -142,10 +142,6 @@ class ObjectStore:
                 options["token"] = env["AWS_SESSION_TOKEN"]
         self.fs = fsspec.filesystem("s3", **options)
 
-    @classmethod
-    def for_uri(cls, uri: str, spec: ObjectStoreSpec | None, role: str) -> ObjectStore:
-        return cls(spec, role, scheme=uri_scheme(uri) or "s3")
-
     def call(self, uri: str, fn: Callable[[], T]) -> T:
         """``fn()``, its errors turned into :class:`ObjectStoreError` (naming ``uri``'s
         bucket), retried with backoff while the store does not answer."""

@@ -1,10 +1,11 @@
-"""The server's per-version metrics: the names it exports, and the reader of its ``/metrics``.
+"""What the server's ``/metrics`` tells its readers: the names it exports, and their readers.
 
 The server (kerasop_server.metrics) registers its per-version counters under these names;
 the rollout's two drivers, the operator and ``kerasop serve``, read every server pod's
 ``/metrics`` text back into :class:`~kerasop.status.VersionCounters` with
-:func:`parse_server_metrics`. Keeping both here makes a renamed metric fail the tests on
-both sides at once.
+:func:`parse_server_metrics`. The operator also reads each pod's model store error
+(:func:`store_error`) into the service's ``ModelStoreReachable`` condition. Keeping both
+sides here makes a renamed metric fail the tests on both sides at once.
 
 The reader knows the Prometheus text format as prometheus_client writes it (one sample
 a line: ``name{label="value",...} value``), so the core needs no Prometheus library.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from kerasop.status import VersionCounters, bucket_key
 
@@ -23,6 +25,10 @@ VERSION_REQUESTS = "kerasop_server_version_requests"
 VERSION_LATENCY = "kerasop_server_version_request_duration_seconds"
 # Counter, labels version, result (agree | disagree | error | dropped).
 SHADOW_COMPARISONS = "kerasop_server_shadow_comparisons"
+# Gauge, labels model, reason, message: 1 while the server's last poll of the model store's
+# bucket failed (no sample once the store answers again). The message names the bucket and
+# the Secret, never a key (kerasop.objstore).
+STORE_ERROR = "kerasop_server_model_store_error_info"
 
 _SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -72,3 +78,20 @@ def parse_server_metrics(texts: Iterable[str]) -> dict[int, VersionCounters]:
                 elif result == "error":
                     c.shadow_errors += value
     return out
+
+
+@dataclass(frozen=True)
+class StoreError:
+    """Why a server's last poll of its model store failed (``reason``: CamelCase, e.g.
+    ``StorageAccessDenied``)."""
+
+    reason: str
+    message: str
+
+
+def store_error(text: str) -> StoreError | None:
+    """The model store error one server pod's ``/metrics`` text reports (None: none)."""
+    for name, labels, value in samples(text):
+        if name == STORE_ERROR and value:
+            return StoreError(labels.get("reason", ""), labels.get("message", ""))
+    return None

@@ -215,8 +215,8 @@ class DataSpec(SpecModel):
         ...,
         description=(
             "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
-            " CSV of image paths (relative to the CSV) and labels. imageFolder: one subfolder"
-            " per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
+            " CSV of image paths (relative to the CSV, or s3:// and https:// URIs) and labels."
+            " imageFolder: one subfolder per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
             " column. An all-numeric csv is streamed: the trainer keeps a float32 copy (about"
             " the file's size) in its /tmp, an emptyDir on the node's ephemeral storage, and"
             " only the labels in memory; other tables are loaded into memory; images are read"
@@ -280,7 +280,8 @@ class DataSpec(SpecModel):
         None, description="PVC holding the data, mounted at /data (cluster only)."
     )
     store: ObjectStoreSpec | None = Field(
-        None, description="Credentials and endpoint for s3:// data paths."
+        None,
+        description="Credentials and endpoint for s3:// data paths and imageCsv image URIs.",
     )
 
     @model_validator(mode="after")

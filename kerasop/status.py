@@ -36,7 +36,8 @@ SERVICE_PHASES: tuple[str, ...] = ServicePhase.__args__  # type: ignore[attr-def
 
 # Condition types the operator sets (others are allowed, these are the contract).
 #   KerasTrainingJob:  Created, Running, Succeeded, Failed, Suspended (+ Admitted when queued)
-#   KerasModelService: Ready, Progressing, Degraded, ModelAvailable
+#   KerasModelService: Ready, Progressing, Degraded, ModelAvailable (+ ModelStoreReachable
+#                      when the model store is a bucket)
 
 LOG_TAIL_LIMIT = 4096  # characters of the trainer's log kept in status.failure.logTail
 
@@ -338,7 +339,10 @@ class KerasModelServiceStatus(StatusModel):
     conditions: list[Condition] | None = Field(
         None,
         max_length=32,
-        description="Ready, Progressing, Degraded, ModelAvailable.",
+        description=(
+            "Ready, Progressing, Degraded, ModelAvailable; ModelStoreReachable when the model"
+            " store is a bucket."
+        ),
         json_schema_extra=_CONDITIONS_EXTRA,
     )
     observed_generation: int | None = Field(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kerasop import rollout
-from kerasop.server_metrics import parse_server_metrics
+from kerasop.server_metrics import parse_server_metrics, store_error
 from kerasop.spec import SpecError
 from kerasop.status import now_rfc3339
 
@@ -438,7 +438,11 @@ class Controller:
             if svc.spec.model.training_job:
                 job = self.kube.get(kube.TRAINING_JOB, namespace, svc.spec.model.training_job)
             latest = svc.spec.model.version or ((job or {}).get("status") or {}).get("modelVersion")
-            counters = self._server_counters(namespace, name) if state.candidate else {}
+            counters = (
+                parse_server_metrics(self._server_metrics(namespace, name))
+                if state.candidate
+                else {}
+            )
             decision = rollout.step(
                 svc.spec.rollout,
                 state,
@@ -473,8 +477,8 @@ class Controller:
             ) as exc:  # gone, or no `patch pods` right: the kubelet's resync still delivers it
                 logger.info("rollout plan nudge of pod %s/%s: %s", namespace, pod_name, exc)
 
-    def _server_counters(self, namespace: str, name: str) -> rollout.Counters:
-        """Per-version counters summed over the ready server pods' /metrics."""
+    def _server_metrics(self, namespace: str, name: str) -> list[str]:
+        """The ``/metrics`` text of each running server pod of the service that answers."""
         texts = []
         for pod in self.kube.list(
             kube.POD, namespace, label_selector=serving.selector_string(name)
@@ -489,7 +493,7 @@ class Controller:
                     texts.append(response.read().decode())
             except OSError as exc:  # a pod going away: the others still count
                 logger.info("metrics of server pod %s: %s", pod["metadata"]["name"], exc)
-        return parse_server_metrics(texts)
+        return texts
 
     def sync_service_status(
         self,
@@ -511,6 +515,9 @@ class Controller:
             dep = self.kube.get(kube.DEPLOYMENT, namespace, serving.deployment_name(name))
             if dep is not None and controller_uid(dep) != body["metadata"].get("uid"):
                 dep = None  # a foreign Deployment with our name: not ours to report
+            store_errors = None
+            if isinstance(model, serving.ModelRef) and model.uri is not None and dep is not None:
+                store_errors = [store_error(t) for t in self._server_metrics(namespace, name)]
             old = body.get("status") or {}
             new = serving.service_status(
                 body,
@@ -519,6 +526,7 @@ class Controller:
                 now=now_rfc3339(),
                 cluster_domain=self.config.cluster_domain,
                 apply_error=apply_error,
+                store_errors=store_errors,
             )
             self._write_status(kube.MODEL_SERVICE, body, new)
             event = serving.phase_event(old, new)

@@ -16,9 +16,11 @@ Triggers:
 - KerasModelService created/changed/found at start-up, or its Deployment or
   Service changes -> full reconcile (drift is corrected, rollout tracked);
 - every ``rollout_interval`` s (settings.py) while a shadow or canary runs -> full
-  reconcile (the rollout step reads the server pods' per-version metrics).
+  reconcile (the rollout step reads the server pods' per-version metrics);
+- every ``store_check_interval`` s while a service's model is in a bucket (its status has a
+  ModelStoreReachable condition) -> status refresh (reads the server pods' store errors).
 
-The two periodic triggers are not kopf timers (those need a finalizer, added in a round trip
+The periodic triggers are not kopf timers (those need a finalizer, added in a round trip
 of its own before the first reconcile): the watch events say which objects are active and
 periodic.py runs them (``periodic_work``, started with the operator).
 
@@ -45,6 +47,7 @@ from .kube import ApiError, Kube
 from .periodic import Periodic
 from .serving import KIND as SERVICE_KIND
 from .serving import PLURAL as SERVICES
+from .serving import STORE_CONDITION
 from .settings import Config
 from .training import KIND as JOB_KIND
 from .training import PLURAL as JOBS
@@ -344,12 +347,28 @@ def model_service_rollout(ctl: Controller, namespace: str, name: str) -> None:
         logger.warning("rollout step of %s/%s failed: %s", namespace, name, exc)
 
 
+def _store_checked(body: Any, **_: Any) -> bool:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == STORE_CONDITION for c in conditions)
+
+
+def model_service_store_check(ctl: Controller, namespace: str, name: str) -> None:
+    """Periodic, while the model is in a bucket: read what the server pods last saw of the
+    store into the ModelStoreReachable condition."""
+    try:
+        with metrics.reconcile(SERVICE_KIND, "store-check"):
+            ctl.sync_service_status(namespace, name)
+    except (ApiError, OSError) as exc:
+        logger.warning("store check of %s/%s failed: %s", namespace, name, exc)
+
+
 def periodic_work(ctl: Controller) -> dict[str, Periodic]:
     """The periodic work by name (``main`` puts it into kopf's memo as ``periodic``)."""
     config = ctl.config
     work = {
         "progress": (config.progress_interval, training_job_progress),
         "rollout": (config.rollout_interval, model_service_rollout),
+        "store": (config.store_check_interval, model_service_store_check),
     }
     return {
         name: Periodic(name, interval, partial(fn, ctl), config.max_workers)
@@ -368,6 +387,7 @@ def _track(memo: Any, work: str, type: str | None, body: Any, active: bool) -> N
 @kopf.on.event(GROUP, VERSION, SERVICES)
 def model_service_event(type: str | None, body: Any, memo: Any, **_: Any) -> None:
     _track(memo, "rollout", type, body, _rollout_active(body))
+    _track(memo, "store", type, body, _store_checked(body))
 
 
 def _service_child_event(kind: str, type: str | None, body: Any, memo: Any) -> None:

@@ -26,6 +26,7 @@ ENVIRONMENT = {
     "progress_interval": "KERASOP_PROGRESS_INTERVAL",
     "retry_delay": "KERASOP_RETRY_DELAY",
     "rollout_interval": "KERASOP_ROLLOUT_INTERVAL",
+    "store_check_interval": "KERASOP_STORE_CHECK_INTERVAL",
     "max_workers": "KERASOP_MAX_WORKERS",
     "watch_timeout": "KERASOP_WATCH_TIMEOUT",
     "scan_crds": "KERASOP_SCAN_CRDS",
@@ -48,6 +49,7 @@ class Config(BaseModel):
     progress_interval: float = 10.0  # seconds between progress reads of an active job
     retry_delay: float = 30.0  # seconds before a failed reconcile is retried
     rollout_interval: float = 10.0  # seconds between rollout steps of a shadow or canary
+    store_check_interval: float = 30.0  # seconds between model store reads of a bucket's servers
     max_workers: int = 8  # threads running reconciles
     watch_timeout: int = 300  # seconds of one watch request
     scan_crds: bool = False  # let kopf watch CRDs (needs a cluster-wide grant)

@@ -101,7 +101,11 @@ class ModelManager:
             from .mirror import BucketMirror, mirror_forever
 
             mirror = BucketMirror(
-                self.config.store_uri, self.config.store_options, self.config.store_root, self.name
+                self.config.store_uri,
+                self.config.store_options,
+                self.config.store_root,
+                self.name,
+                self.metrics,
             )
             self._mirror_task = loop.create_task(
                 mirror_forever(

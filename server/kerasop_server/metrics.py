@@ -17,7 +17,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from kerasop.server_metrics import SHADOW_COMPARISONS, VERSION_LATENCY, VERSION_REQUESTS
+from kerasop.objstore import ObjectStoreError
+from kerasop.server_metrics import (
+    SHADOW_COMPARISONS,
+    STORE_ERROR,
+    VERSION_LATENCY,
+    VERSION_REQUESTS,
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -156,6 +162,14 @@ class Metrics:
             ["model", "mode"],
             registry=registry,
         )
+        # Read by the operator into the service's ModelStoreReachable condition.
+        self.store_error = Gauge(
+            STORE_ERROR,
+            "1 while the last poll of the model store's bucket failed, by reason and message.",
+            ["model", "reason", "message"],
+            registry=registry,
+        )
+        self._store_error_labels: tuple[str, str, str] | None = None
         self.model_version.labels(model).set(0)
         self._in_flight_now = self.in_flight.labels(model)  # the one series, looked up once
         self._in_flight_now.set(0)
@@ -191,6 +205,19 @@ class Metrics:
             self.candidate_version.labels(self.model, "shadow" if shadow else "canary").set(
                 candidate
             )
+
+    def set_store_error(self, error: ObjectStoreError | None) -> None:
+        """The outcome of the last poll of the model store (None: it answered)."""
+        labels = None if error is None else (self.model, error.reason, str(error))
+        if labels == self._store_error_labels:
+            return
+        # The new series first, then the old one away: a scrape in between never sees
+        # a failing store as answering.
+        if labels is not None:
+            self.store_error.labels(*labels).set(1)
+        if self._store_error_labels is not None:
+            self.store_error.remove(*self._store_error_labels)
+        self._store_error_labels = labels
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,9 @@ restarted on the same node finds full): :class:`BucketMirror` polls the bucket a
 the versions the server should serve. A version appears in the folder only after every file
 matched the manifest's size and SHA-256 (:meth:`kerasop.objstore.ObjectModelStore.download`),
 so the manager never sees a partial or corrupted one; a corrupted version is logged and
-skipped, and a store that does not answer leaves what is loaded serving.
+skipped, and a store that does not answer (or refuses the credentials) leaves what is loaded
+serving. The last poll's store error is exported on ``/metrics`` (``Metrics.set_store_error``),
+where the operator reads it into the service's ``ModelStoreReachable`` condition.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStore, ObjectStoreError
 from kerasop.spec import ObjectStoreSpec
 
+from .metrics import Metrics
 from .routing import read_plan
 
 log = logging.getLogger(__name__)
@@ -36,29 +39,41 @@ def mirror_root(cache: Path, uri: str) -> Path:
 class BucketMirror:
     """Keeps ``root/<name>/<version>/`` holding the versions to serve of ``name``."""
 
-    def __init__(self, uri: str, options: ObjectStoreSpec | None, root: Path, name: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        options: ObjectStoreSpec | None,
+        root: Path,
+        name: str,
+        metrics: Metrics,
+    ) -> None:
         self.bucket = ObjectModelStore(
             uri, ObjectStore(options, "MODELS", retry_seconds=RETRY_SECONDS)
         )
         self.root = root
         self.name = name
+        self.metrics = metrics
         self.refused: set[int] = set()  # corrupted in the bucket: not downloaded again
-        self.last_error: str | None = None
+        self.last_error: ObjectStoreError | None = None
 
     def sync(self, wanted: list[int | None]) -> list[int]:
         """Download each wanted version (None: the bucket's latest) not here yet; return the
-        versions now here. Never raises for the store: errors are logged and kept."""
+        versions now here. Never raises for the store: errors are logged (once each) and
+        exported on ``/metrics`` until a poll succeeds."""
         here: list[int] = []
         try:
             versions = [self.bucket.latest(self.name) if v is None else v for v in wanted]
             for version in versions:
                 if version is not None and self._fetch(version):
                     here.append(version)
+            if self.last_error is not None:
+                log.info("model store %s answers again", self.bucket.uri)
             self.last_error = None
         except ObjectStoreError as exc:
-            if str(exc) != self.last_error:
+            if str(exc) != str(self.last_error):
                 log.warning("model store %s: %s; serving what is loaded", self.bucket.uri, exc)
-            self.last_error = str(exc)
+            self.last_error = exc
+        self.metrics.set_store_error(self.last_error)
         return here
 
     def _fetch(self, version: int) -> bool:

@@ -68,7 +68,8 @@ def test_operator_may_only_reach_the_api_server_and_the_servers_metrics(helm):
     api_server, servers = policy["spec"]["egress"]
     assert api_server["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     assert {p["port"] for p in api_server["ports"]} == {443, 6443}
-    # The rollout scrapes http://<server pod>:PORT/metrics (Controller._server_counters).
+    # The rollout and the ModelStoreReachable condition read http://<server pod>:PORT/metrics
+    # (Controller._server_metrics).
     (peer,) = servers["to"]
     assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
     assert (

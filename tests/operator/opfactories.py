@@ -97,6 +97,44 @@ def terminated(exit_code: int, message: str = "", reason: str = "Error") -> dict
     }
 
 
+def deployment(
+    version="3",
+    *,
+    replicas=2,
+    generation=1,
+    observed=1,
+    updated=2,
+    ready=2,
+    available=2,
+    total=2,
+    conditions=None,
+    uid="uid-svc-mnist",
+):
+    """A server Deployment of service mnist with this status (the rollout's observations)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "mnist-server",
+            "namespace": "ml",
+            "generation": generation,
+            "ownerReferences": [{"uid": uid, "controller": True}],
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {"metadata": {"annotations": {"kerasop.io/model-version": version}}},
+        },
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
+
+
 def event_line(event: str, **fields: Any) -> str:
     return json.dumps({"kerasop": event, **fields})
 

@@ -4,11 +4,18 @@ that use the store, and nothing of the Secret in the rendered objects but its na
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
-from opfactories import NOW, model_service, training_job
+import pytest
+from opfactories import LATER, NOW, deployment, model_service, training_job
 
+from kerasop.server_metrics import StoreError
+from kerasop_operator import serving
+from kerasop_operator.controller import Config, Controller
 from kerasop_operator.serving import ModelRef, desired_children, resolve_model, service_status
+from kerasop_operator.serving.status import model_store_condition
 from kerasop_operator.training import ObservedTraining, training_status
 from kerasop_operator.training import desired_children as training_children
 
@@ -106,3 +113,140 @@ def test_service_condition_names_the_bucket():
     st = service_status(svc, resolve_model(svc, None), None, now=NOW)
     cond = next(c for c in st["conditions"] if c["type"] == "ModelAvailable")
     assert BUCKET in cond["message"]
+
+
+# ModelStoreReachable: what the server pods last saw of the bucket (their /metrics)
+
+DENIED = StoreError(
+    "StorageAccessDenied",
+    "access to bucket 'models-bkt' denied with the credentials of Secret 's3-creds'",
+)
+
+
+def _store_condition(status):
+    return next((c for c in status["conditions"] if c["type"] == "ModelStoreReachable"), None)
+
+
+def test_store_condition_from_what_the_server_pods_report():
+    unknown = model_store_condition(BUCKET, [])
+    assert (unknown.status, unknown.reason) == ("Unknown", "NoServerAnswered")
+
+    answered = model_store_condition(BUCKET, [None, None])
+    assert (answered.status, answered.reason) == ("True", "StoreAnswered")
+    assert answered.message == f"2 of 2 server pods read {BUCKET}"
+
+    denied = model_store_condition(BUCKET, [None, DENIED])
+    assert (denied.status, denied.reason) == ("False", "StorageAccessDenied")
+    assert denied.message.startswith("1 of 2 server pods: access to bucket 'models-bkt'")
+    assert "Secret 's3-creds'" in denied.message
+    assert "keep serving" in denied.message
+
+
+def test_a_refused_store_leaves_the_service_ready_and_the_condition_stays_until_read_again():
+    svc = model_service(model={"name": "digits", "uri": BUCKET, "store": STORE})
+    model = resolve_model(svc, None)
+    dep = deployment()
+    svc["status"] = service_status(svc, model, dep, now=NOW, store_errors=[DENIED])
+    cond = _store_condition(svc["status"])
+    assert (cond["status"], cond["reason"]) == ("False", "StorageAccessDenied")
+    ready = next(c for c in svc["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"  # the pods keep serving what they loaded
+
+    # a status refresh that did not read the pods keeps what they said last
+    assert _store_condition(service_status(svc, model, dep, now=LATER)) == cond
+
+    svc["status"] = service_status(svc, model, dep, now=LATER, store_errors=[None])
+    cond = _store_condition(svc["status"])
+    assert (cond["status"], cond["reason"], cond["lastTransitionTime"]) == (
+        "True",
+        "StoreAnswered",
+        LATER,
+    )
+
+    # served from a claim again: no store to report on
+    on_claim = model_service(model={"name": "digits", "claimName": "models"})
+    on_claim["status"] = svc["status"]
+    st = service_status(on_claim, resolve_model(on_claim, None), dep, now=LATER)
+    assert _store_condition(st) is None
+
+
+class _ServerMetrics(http.server.BaseHTTPRequestHandler):
+    """A server pod's /metrics, as much of it as the store condition reads."""
+
+    text = ""
+
+    def do_GET(self) -> None:
+        body = self.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server_pod_metrics(fake, monkeypatch):
+    """A running server pod of service ``digits`` whose /metrics (on 127.0.0.1) says
+    ``_ServerMetrics.text``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ServerMetrics)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setattr(serving, "PORT", httpd.server_address[1])
+    labels = {"kerasop.io/model-service": "digits", "app.kubernetes.io/component": "server"}
+    fake.put(
+        {
+            "kind": "Pod",
+            "metadata": {"name": "digits-server-a", "namespace": "ml", "labels": labels},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        }
+    )
+    yield _ServerMetrics
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_operator_reads_the_store_error_from_the_server_pods(fake, server_pod_metrics):
+    fake.put(model_service("digits", model={"name": "digits", "uri": BUCKET, "store": STORE}))
+    ctl = Controller(fake, Config(runtime_image="runtime:1"), lambda body, *e: None)
+    server_pod_metrics.text = (
+        "# TYPE kerasop_server_model_store_error_info gauge\n"
+        "kerasop_server_model_store_error_info{message=\"access to bucket 'models-bkt' denied"
+        ' with the credentials of Secret \'s3-creds\'",model="digits",'
+        'reason="StorageAccessDenied"} 1.0\n'
+    )
+    ctl.reconcile_service("ml", "digits")
+    status = fake.find("KerasModelService", "ml", "digits")["status"]
+    cond = _store_condition(status)
+    assert (cond["status"], cond["reason"]) == ("False", "StorageAccessDenied")
+    assert "bucket 'models-bkt'" in cond["message"] and "Secret 's3-creds'" in cond["message"]
+
+    server_pod_metrics.text = 'kerasop_server_model_ready{model="digits"} 1.0\n'
+    ctl.sync_service_status("ml", "digits")  # what the periodic store check runs
+    cond = _store_condition(fake.find("KerasModelService", "ml", "digits")["status"])
+    assert (cond["status"], cond["reason"]) == ("True", "StoreAnswered")
+
+
+def test_the_store_check_runs_while_the_status_has_the_store_condition():
+    import kopf
+
+    import kerasop_operator.handlers as h
+    from kerasop_operator.periodic import Periodic
+
+    store = Periodic("store", 30, lambda ns, n: None, 1)
+    memo = kopf.Memo(periodic={"store": store})
+    svc = {"metadata": {"namespace": "ml", "name": "digits"}, "status": {}}
+    h.model_service_event(type="ADDED", body=svc, memo=memo)
+    assert store.tracked() == []
+    svc["status"]["conditions"] = [{"type": "ModelStoreReachable", "status": "Unknown"}]
+    h.model_service_event(type="MODIFIED", body=svc, memo=memo)
+    assert store.tracked() == [("ml", "digits")]
+    h.model_service_event(type="DELETED", body=svc, memo=memo)
+    assert store.tracked() == []
+
+
+def test_an_image_csv_on_the_volume_gets_the_data_credentials_for_its_image_uris():
+    data = {"format": "imageCsv", "path": "shapes/data.csv", "store": STORE}
+    env = _env(_pod(training_children(training_job(data=data), default_image="runtime:1").job))
+    assert env["KERASOP_DATA_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"

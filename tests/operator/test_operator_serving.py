@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from opfactories import LATER, NOW, model_service, training_job
+from opfactories import LATER, NOW, deployment, model_service, training_job
 
 from kerasop.spec import SpecError
 from kerasop.status import KerasModelServiceStatus
@@ -408,43 +408,6 @@ def test_pod_template_override():
 
 # ============================================================================================
 # status
-
-
-def deployment(
-    version="3",
-    *,
-    replicas=2,
-    generation=1,
-    observed=1,
-    updated=2,
-    ready=2,
-    available=2,
-    total=2,
-    conditions=None,
-    uid="uid-svc-mnist",
-):
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": "mnist-server",
-            "namespace": "ml",
-            "generation": generation,
-            "ownerReferences": [{"uid": uid, "controller": True}],
-        },
-        "spec": {
-            "replicas": replicas,
-            "template": {"metadata": {"annotations": {"kerasop.io/model-version": version}}},
-        },
-        "status": {
-            "observedGeneration": observed,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": available,
-            "conditions": conditions or [],
-        },
-    }
 
 
 def st_of(body, model, dep, **kw):

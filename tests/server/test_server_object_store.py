@@ -1,6 +1,7 @@
 """The server with its model store in a bucket of a real S3 server (SeaweedFS,
 tests/support/s3.py): it mirrors the latest version onto local disk, hot-swaps to a new one,
-refuses a corrupted one (logged, never served), keeps serving while the store is away, and a
+refuses a corrupted one (logged, never served), keeps serving while the store is away or
+refuses its credentials (and says so on /metrics, where the operator reads it), and a
 restarted server on the same node-local cache serves without downloading."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from serverkit import (
 )
 
 from kerasop.objstore import ObjectModelStore, ObjectStore
+from kerasop.server_metrics import StoreError, store_error
 from kerasop.spec import ObjectStoreSpec
 from kerasop.store import ModelStore
 from kerasop_server.mirror import mirror_root
@@ -113,3 +115,44 @@ def test_loads_hot_swaps_refuses_corruption_and_outlives_the_store(s3, bucket, t
             assert _served_version(again.url) == 2
     finally:
         s3.start()
+
+
+def _store_error(url: str) -> StoreError | None:
+    """What the operator reads of the server's model store (kerasop/server_metrics.py)."""
+    return store_error(httpx.get(f"{url}/metrics", timeout=30).text)
+
+
+def test_an_unreachable_store_and_refused_credentials_are_reported_while_serving(
+    s3, bucket, tmp_path, caplog, monkeypatch
+):
+    uri, options, models = bucket
+    assert _publish(models, tmp_path / "trainer", 0.0) == 1
+    cache = tmp_path / "node-cache"
+    settings = {"store_uri": uri, "store_options": options, "poll_seconds": 0.5}
+    caplog.set_level(logging.INFO, logger="kerasop_server")
+
+    with running_server(mirror_root(cache, uri), DENSE, **settings) as server:
+        assert _served_version(server.url) == 1 and _store_error(server.url) is None
+        s3.stop()
+        try:
+            outage = wait_for("the outage reported", lambda: _store_error(server.url), timeout=90)
+            assert outage.reason == "StoreUnreachable" and uri in outage.message
+            assert _served_version(server.url) == 1
+        finally:
+            s3.start()
+        wait_for("the store answers again", lambda: _store_error(server.url) is None, timeout=90)
+
+    # The Secret's key no longer matches the store's (rotated there, not in the pod): the
+    # version on the node-local cache serves, and the refusal is reported, never the key.
+    wrong = "not-" + s3.secret_key
+    for k, v in s3.env("MODELS", secret_key=wrong).items():
+        monkeypatch.setenv(k, v)
+    with running_server(mirror_root(cache, uri), DENSE, **settings) as denied:
+        refusal = wait_for("the refusal reported", lambda: _store_error(denied.url), timeout=90)
+        assert refusal.reason == "StorageAccessDenied"
+        assert "bucket 'kerasop'" in refusal.message and "Secret 'models-creds'" in refusal.message
+        for _ in range(3):
+            assert _served_version(denied.url) == 1
+        exported = httpx.get(f"{denied.url}/metrics", timeout=30).text
+    for output in (caplog.text, exported):
+        assert s3.secret_key not in output and wrong not in output

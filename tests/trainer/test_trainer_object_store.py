@@ -1,19 +1,23 @@
 """The trainer with data and model store in a bucket of a real S3 server (SeaweedFS,
 tests/support/s3.py): reads s3:// data, publishes versions with their manifest, resumes
-from a checkpoint in the bucket on another disk, mixes a bucket with a volume, and fails with
-a clear reason (never the secret key) on refused credentials or a missing object."""
+from a checkpoint in the bucket on another disk, mixes a bucket with a volume, trains on an
+image CSV whose images are s3:// URIs, and fails with a clear reason (never the secret key)
+on refused credentials or a missing object."""
 
 from __future__ import annotations
 
+import csv
+import os
 import uuid
 from pathlib import Path
 
 import pytest
-from trainerkit import Events, Interrupted, make_job, stop_after
+from trainerkit import Events, Interrupted, make_job, small_cnn, stop_after
 
 from kerasop import events
 from kerasop.events import EXIT_BAD_DATA
 from kerasop.objstore import CHECKPOINTS_DIR, ObjectModelStore, ObjectStore
+from kerasop.spec import KerasTrainingJob
 from kerasop.store import ModelStore
 from kerasop_trainer.main import run_cli
 from kerasop_trainer.train import run
@@ -112,7 +116,7 @@ def _cli(job, tmp_path: Path, capsys) -> tuple[int, dict, str]:
 def test_wrong_credentials_fail_storage_access_denied_without_the_key(
     s3, bucket, tmp_path, capsys, monkeypatch
 ):
-    wrong = "X" + s3.secret_key[1:]
+    wrong = "not-" + s3.secret_key  # always differs from the real key
     for k, v in s3.env("DATA", secret_key=wrong).items():
         monkeypatch.setenv(k, v)
     code, failed, output = _cli(_job(s3, bucket, "denied"), tmp_path, capsys)
@@ -137,3 +141,53 @@ def test_a_publish_with_refused_credentials_leaves_no_version(
     assert failed["reason"] == "StorageAccessDenied" and code == EXIT_BAD_DATA
     assert not s3.filesystem().exists(f"{bucket}/models/nopub")
     assert s3.secret_key not in output and "not-the-key" not in output
+
+
+def _image_csv_of_uris(s3, data_root: Path, bucket: str, folder: Path) -> list[str]:
+    """data_root's shapes CSV written to ``folder`` with each image uploaded to the bucket
+    and named by its URI; returns the URIs."""
+    with (data_root / "shapes" / "data.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    fs = s3.filesystem()
+    for row in rows:
+        uri = f"{bucket}/shapes/{row['path']}"
+        fs.put_file(str(data_root / "shapes" / row["path"]), uri)
+        row["path"] = uri
+    folder.mkdir(parents=True)
+    with (folder / "data.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["path", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return [row["path"] for row in rows]
+
+
+def _image_job(s3, name: str) -> KerasTrainingJob:
+    data = {
+        "format": "imageCsv",
+        "path": "shapes/data.csv",
+        "store": s3.store_spec("s3-creds"),
+        "validationSplit": 0.25,
+        "image": {"height": 24, "width": 24},
+    }
+    return make_job(name, data, small_cnn(), training={"epochs": 1, "batchSize": 8}, output={})
+
+
+def test_an_image_csv_naming_its_images_by_uri_trains(s3, bucket, data_root, tmp_path):
+    uris = _image_csv_of_uris(s3, data_root, bucket, tmp_path / "volume" / "shapes")
+    job = _image_job(s3, "shapes")
+    done = run(job, tmp_path / "volume", tmp_path / "store", "img", emit=Events())
+    assert done["modelVersion"] == 1
+    # every image was staged once into the data cache, and the CSV stayed on the volume
+    staged = sorted(p.name for p in Path(os.environ["KERASOP_DATA_CACHE"]).rglob("*.png"))
+    assert staged == sorted(uri.rsplit("/", 1)[1] for uri in uris)
+
+
+def test_a_missing_image_uri_fails_data_not_found_naming_it(
+    s3, bucket, data_root, tmp_path, capsys
+):
+    uris = _image_csv_of_uris(s3, data_root, bucket, tmp_path / "shapes")
+    s3.filesystem().rm_file(uris[5])
+    code, failed, output = _cli(_image_job(s3, "noimage"), tmp_path, capsys)
+    assert code == EXIT_BAD_DATA and failed["reason"] == "DataNotFound"
+    assert uris[5] in failed["message"]
+    assert s3.secret_key not in output

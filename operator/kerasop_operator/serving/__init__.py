@@ -34,7 +34,7 @@ from .names import (
     rollout_config_name,
     selector_string,
 )
-from .status import service_status
+from .status import STORE_CONDITION, service_status
 
 __all__ = [
     "CONTAINER",
@@ -42,6 +42,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "PORT",
+    "STORE_CONDITION",
     "ModelRef",
     "ServingChildren",
     "Waiting",

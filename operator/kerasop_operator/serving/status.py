@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kerasop.server_metrics import StoreError
 from kerasop.spec import SpecError
 from kerasop.status import (
     KerasModelServiceStatus,
@@ -19,6 +20,9 @@ from .model import ModelRef, Waiting
 from .names import selector_string, service_url
 from .observed import deployment_conditions, rollout_complete, template_version
 
+# Set for a model in a bucket only: what the server pods last saw of the store.
+STORE_CONDITION = "ModelStoreReachable"
+
 
 def service_status(
     body: dict[str, Any],
@@ -28,8 +32,12 @@ def service_status(
     now: str,
     cluster_domain: str = "cluster.local",
     apply_error: str | None = None,
+    store_errors: list[StoreError | None] | None = None,
 ) -> dict[str, Any]:
-    """The complete ``status`` of a KerasModelService (pure; old status = ``body['status']``)."""
+    """The complete ``status`` of a KerasModelService (pure; old status = ``body['status']``).
+
+    ``store_errors``: for a model in a bucket, what each server pod that answered reports of
+    its model store (None: not read this time, the old ``ModelStoreReachable`` stays)."""
     meta = body.get("metadata") or {}
     old = body.get("status") or {}
     name, namespace = meta.get("name", ""), meta.get("namespace") or "default"
@@ -76,10 +84,37 @@ def service_status(
             view.degraded_condition(apply_error),
             _model_available(model),
         ]
+    old_conds = old.get("conditions")
     if isinstance(model, ModelRef):
         st.model_name = model.name
-    st.conditions = status_conditions(old.get("conditions"), conds, now=now, generation=generation)
+        if model.uri is None:  # served from a claim (again): no store to report on
+            old_conds = [c for c in old_conds or [] if c.get("type") != STORE_CONDITION]
+        elif store_errors is not None:
+            conds.append(model_store_condition(model.uri, store_errors))
+    st.conditions = status_conditions(old_conds, conds, now=now, generation=generation)
     return st.to_status()
+
+
+def model_store_condition(uri: str, store_errors: list[StoreError | None]) -> Cond:
+    """``ModelStoreReachable`` of a service whose model store is the bucket ``uri``, from what
+    each server pod that answered reports of its last poll (None: the store answered). A pod
+    that cannot reach the store keeps serving the version it loaded, so this is no ``Ready``
+    or ``Degraded`` matter: it says why no new version will arrive."""
+    if not store_errors:
+        return Cond(
+            STORE_CONDITION, "Unknown", "NoServerAnswered", f"no server pod has reported on {uri}"
+        )
+    failing = [e for e in store_errors if e is not None]
+    pods = f"{len(failing) or len(store_errors)} of {len(store_errors)} server pods"
+    if not failing:
+        return Cond.of(STORE_CONDITION, True, "StoreAnswered", f"{pods} read {uri}")
+    first = failing[0]
+    return Cond.of(
+        STORE_CONDITION,
+        False,
+        first.reason or "ObjectStoreError",
+        f"{pods}: {first.message}; they keep serving the version they loaded",
+    )
 
 
 def _model_available(model: ModelRef | Waiting) -> Cond:

@@ -169,7 +169,10 @@ def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, A
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     data = spec.data
-    if any(uri_scheme(p or "") for p in (data.path, data.validation_path)):
+    # An image CSV on the volume may still name its images by URI.
+    if data.format == "imageCsv" or any(
+        uri_scheme(p or "") for p in (data.path, data.validation_path)
+    ):
         env += store_credentials_env("DATA", data.store)
     if spec.output.uri is not None:
         env += store_credentials_env("MODELS", spec.output.store)

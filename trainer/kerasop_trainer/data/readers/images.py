@@ -1,5 +1,9 @@
-"""``imageCsv`` (a CSV of image paths, relative to it, and labels) and ``imageFolder`` (one
-subfolder per class).
+"""``imageCsv`` (a CSV of image paths, relative to it or URIs, and labels) and ``imageFolder``
+(one subfolder per class).
+
+Image URIs (``s3://bucket/key``, ``https://host/file``) are staged onto local disk like a
+URI ``data.path`` (:func:`~kerasop_trainer.data.sources.data_files`, ``data.store``'s
+credentials), so the checks and the ``tf.data`` pipeline only ever see local files.
 
 Images are never loaded all at once: only their paths are kept, every file's header is
 checked with Pillow up front (so a corrupt file fails the job before training starts), and
@@ -17,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from kerasop.events import EXIT_BAD_DATA
-from kerasop.spec import DataSpec
+from kerasop.spec import DATA_URI_SCHEMES, DataSpec, uri_scheme
 from kerasop.store import InputKind
 from kerasop_trainer.data.readers.common import column, read_table
+from kerasop_trainer.data.sources import data_files
 from kerasop_trainer.data.splits import ImageFileSplit, Raw
 from kerasop_trainer.errors import TrainerError
 
@@ -32,19 +37,25 @@ def read_image_csv(spec: DataSpec, path: Path, role: str, training: Raw | None =
     header, rows, lines = read_table(path, role)
     path_idx = column(header, spec.image_column, path, "image")
     label_idx = column(header, spec.label_column, path, "label")
-    base = path.parent
-    files: list[Path] = []
+    images: list[str] = []
     labels: list[str] = []
     for row, line in zip(rows, lines, strict=True):
-        rel = row[path_idx].strip()
+        image = row[path_idx].strip()
         label = row[label_idx].strip()
-        if not rel:
+        if not image:
             raise TrainerError(f"{path}: empty image path at line {line}", EXIT_BAD_DATA)
         if not label:
             raise TrainerError(f"{path}: empty label at line {line}", EXIT_BAD_DATA)
-        files.append(base / rel)
+        scheme = uri_scheme(image)
+        if scheme is not None and scheme not in DATA_URI_SCHEMES:
+            raise TrainerError(
+                f"{path}: image {image} at line {line} is not a supported URI (use"
+                " s3://bucket/key, https://host/file, or a path relative to the CSV)",
+                EXIT_BAD_DATA,
+            )
+        images.append(image)
         labels.append(label)
-    return _image_files(spec, path, files, labels)
+    return _image_files(spec, path, data_files(path.parent, images, spec.store), labels)
 
 
 def read_image_folder(spec: DataSpec, path: Path, role: str, training: Raw | None = None) -> Raw:
