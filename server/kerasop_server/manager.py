@@ -83,6 +83,7 @@ class ModelManager:
         self._mirror_task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._store_changed = asyncio.Event()  # the bucket mirror downloaded a version
 
     @property
     def name(self) -> str:
@@ -109,7 +110,11 @@ class ModelManager:
             )
             self._mirror_task = loop.create_task(
                 mirror_forever(
-                    mirror, self.config.version, self.config.rollout_file, self.config.poll_seconds
+                    mirror,
+                    self.config.version,
+                    self.config.rollout_file,
+                    self.config.poll_seconds,
+                    self._store_changed.set,
                 ),
                 name="bucket-mirror",
             )
@@ -143,7 +148,9 @@ class ModelManager:
                 and self.config.rollout_file is None
             ):
                 return  # pinned and loaded: nothing will change
-            await asyncio.sleep(self.config.poll_seconds)
+            with contextlib.suppress(TimeoutError):  # the next poll, or a version downloaded
+                await asyncio.wait_for(self._store_changed.wait(), self.config.poll_seconds)
+            self._store_changed.clear()
 
     # -- loading -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStore, ObjectStoreError
@@ -94,11 +95,17 @@ class BucketMirror:
 
 
 async def mirror_forever(
-    mirror: BucketMirror, pinned: int | None, rollout_file: Path | None, poll_seconds: float
+    mirror: BucketMirror,
+    pinned: int | None,
+    rollout_file: Path | None,
+    poll_seconds: float,
+    arrived: Callable[[], None],
 ) -> None:
     """Sync the versions the server should serve, every ``poll_seconds``: a rollout plan's
-    stable and candidate, else the pinned version, else the latest."""
+    stable and candidate, else the pinned version, else the latest. ``arrived`` is called when
+    a version is new here, so the manager loads it now rather than at its next poll."""
     loop = asyncio.get_running_loop()
+    here: set[int] = set()
     while True:
         wanted: list[int | None] = [pinned]
         if rollout_file is not None:
@@ -108,5 +115,8 @@ async def mirror_forever(
                 plan = None  # the manager logs it
             if plan is not None:
                 wanted = [v for v in (plan.stable, plan.candidate) if v is not None]
-        await loop.run_in_executor(None, mirror.sync, wanted)
+        now_here = set(await loop.run_in_executor(None, mirror.sync, wanted))
+        if now_here - here:
+            arrived()
+        here = now_here
         await asyncio.sleep(poll_seconds)
