@@ -1442,6 +1442,15 @@ class AutoscalingSpec(SpecModel):
             "With both targets the HPA follows whichever wants more pods."
         ),
     )
+    scale_down_stabilization_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description=(
+            "How long the load must stay low before the HPA removes pods (its scaleDown "
+            "stabilization window; Kubernetes' default when unset: 300)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _range(self) -> AutoscalingSpec:

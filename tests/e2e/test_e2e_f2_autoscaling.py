@@ -47,6 +47,7 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
         "minReplicas": 1,
         "maxReplicas": MAX_REPLICAS,
         "targetCpuUtilization": 50,
+        "scaleDownStabilizationSeconds": 30,  # the default 300 s would only make it wait
     }
     k.apply(svc, ns)
     try:
@@ -85,7 +86,7 @@ def test_f2_hpa_scales_up_under_load_and_down_after_without_failed_requests(
         st = e2e.service(NAME)["status"]
         assert st["replicas"] >= 2, st  # the scale subresource follows the Deployment
 
-        # A light load while the HPA scales back in (after its 5 min stabilization window):
+        # A light load while the HPA scales back in (after its 30 s stabilization window):
         # server pods drain before they stop, so no request fails on the way down either.
         with LoadGen(
             e2e, NAME, DENSE, tag="hpa-down", concurrency=1, interval=1.0, max_seconds=900

@@ -283,6 +283,16 @@ def test_hpa_owns_replicas():
     )
     assert out.pdb is not None
     assert out.hpa["spec"]["metrics"] == [CPU_70]  # no target named: CPU at 70 %
+    assert "behavior" not in out.hpa["spec"]  # Kubernetes' defaults (scale down after 300 s)
+
+
+def test_hpa_scale_down_window():
+    auto = {"maxReplicas": 4, "scaleDownStabilizationSeconds": 30}
+    out = desired_children(model_service(autoscaling=auto), REF, default_image="img")
+    assert out.hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+    with pytest.raises(SpecError, match="scaleDownStabilizationSeconds"):
+        auto["scaleDownStabilizationSeconds"] = -1
+        desired_children(model_service(autoscaling=auto), REF, default_image="img")
 
 
 CPU_70 = {

@@ -488,5 +488,14 @@ def server_hpa(
             "minReplicas": auto.min_replicas,
             "maxReplicas": auto.max_replicas,
             "metrics": hpa_metrics(auto),
+            **hpa_behavior(auto),
         },
     }
+
+
+def hpa_behavior(auto: AutoscalingSpec) -> dict[str, Any]:
+    """``behavior`` when the spec sets the scale-down window (else the HPA's defaults)."""
+    window = auto.scale_down_stabilization_seconds
+    if window is None:
+        return {}
+    return {"behavior": {"scaleDown": {"stabilizationWindowSeconds": window}}}
