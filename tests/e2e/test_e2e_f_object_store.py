@@ -339,6 +339,7 @@ def test_s3_two_workers_on_two_nodes_read_and_checkpoint_the_bucket(bucket: E2E,
         assert not [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     shards, total = check_workers_trained_one_model(e2e, PAIR, 4)
     assert f"{BUCKET}/models/{PAIR}/1/manifest.json" in _bucket_ls(e2e, f"models/{PAIR}/1")
-    assert not _bucket_ls(e2e, checkpoints)  # cleared once published
+    left = [key for key in _bucket_ls(e2e, checkpoints) if key.endswith((".json", ".keras"))]
+    assert not left, left  # cleared once published (SeaweedFS may keep the empty folder)
     phase.note(f"workers on {sorted(set(nodes.values()))}, shards {shards} of {total} rows")
     phase("two workers, two nodes, one model from the bucket")
