@@ -793,6 +793,23 @@ def new_job(
     return base
 
 
+def workers_apart(name: str) -> dict[str, Any]:
+    """``spec.scheduling`` a user writes to insist on separate machines: the job's pods repel
+    each other (required anti-affinity on the hostname)."""
+    return {
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {LABEL_TRAINING_JOB: name}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
+    }
+
+
 def check_workers_trained_one_model(e2e: E2E, name: str, epochs: int) -> tuple[list[int], int]:
     """Both pods of a 2-worker job took part and trained one model together: each log has
     the start event with its own worker index and about half the rows, epochs up to

@@ -40,6 +40,7 @@ from conftest import (
     new_job,
     no_request_lost,
     untainted,
+    workers_apart,
 )
 from e2ekit import (
     LABEL_MODEL_SERVICE,
@@ -226,19 +227,7 @@ def test_e2b_two_workers_on_two_nodes_train_one_model(shared_data: E2E, phase) -
         "storageClassName": SHARED_CLASS,
         "accessMode": "ReadWriteMany",
     }
-    # What a user writes to insist on separate machines: the workers repel each other.
-    spec["scheduling"] = {
-        "affinity": {
-            "podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "labelSelector": {"matchLabels": {LABEL_TRAINING_JOB: SPREAD}},
-                        "topologyKey": HOSTNAME,
-                    }
-                ]
-            }
-        }
-    }
+    spec["scheduling"] = workers_apart(SPREAD)
     k.apply(job, ns)
     done = e2e.wait_job_phase(SPREAD, "Succeeded", timeout=1500)
     phase("2-worker job on shared storage Succeeded")

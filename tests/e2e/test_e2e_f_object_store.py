@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import E2E, TOOLBOX, LoadGen, check_workers_trained_one_model, new_job
+from conftest import (
+    E2E,
+    TOOLBOX,
+    LoadGen,
+    check_workers_trained_one_model,
+    new_job,
+    workers_apart,
+)
 from e2ekit import (
     LABEL_MODEL_SERVICE,
     LABEL_PART_OF,
@@ -307,18 +314,7 @@ def test_s3_two_workers_on_two_nodes_read_and_checkpoint_the_bucket(bucket: E2E,
     k, ns = e2e.kubectl, e2e.namespace
     job = _job(e2e, PAIR, workers=2)
     job["spec"]["training"].update(epochs=4, batchSize=8, checkpointIntervalSeconds=0)
-    job["spec"]["scheduling"] = {
-        "affinity": {
-            "podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "labelSelector": {"matchLabels": {LABEL_TRAINING_JOB: PAIR}},
-                        "topologyKey": "kubernetes.io/hostname",
-                    }
-                ]
-            }
-        }
-    }
+    job["spec"]["scheduling"] = workers_apart(PAIR)
     k.apply(job, ns)
     checkpoints = f"models/{PAIR}/.checkpoints/"
     seen = wait_for(

@@ -224,12 +224,9 @@ def test_the_pod_index_names_the_tuner_and_the_chief_serves_on_all_addresses():
     assert worker["KERASTUNER_ORACLE_IP"] == "j-trainer-0.j-workers.ns.svc"
 
 
-def test_a_distributed_search_runs_trials_on_the_tuner_workers(split_data, tmp_path):
-    """keras-tuner's own distributed mode, as the operator's pods run it: three
-    kerasop-train processes, index 0 the chief (the oracle, then the publishing), 1 and 2
-    tuner workers that run the trials."""
-    job = tuned_job("spread", {"model.layers[0].units": {"choice": [2, 4, 8]}}, maxTrials=3)
-    job.spec.training.epochs = 1
+def tuner_processes(job, data: Path, tmp_path: Path, job_id: str):
+    """``start(index)``: a kerasop-train process of ``job``'s distributed search (index 0 the
+    chief), all sharing one oracle port and the model store under ``tmp_path``."""
     spec = tmp_path / "job.json"
     spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
     port = str(free_port())
@@ -239,9 +236,20 @@ def test_a_distributed_search_runs_trials_on_the_tuner_workers(split_data, tmp_p
                    KERASTUNER_ORACLE_PORT=port, KERASOP_TUNER_INDEX=str(index))  # fmt: skip
         return subprocess.Popen(
             [sys.executable, "-m", "kerasop_trainer.main", "--spec", str(spec), "--data-root",
-             str(split_data), "--store-root", str(tmp_path / "store"), "--job-id", "spread-1"],
+             str(data), "--store-root", str(tmp_path / "store"), "--job-id", job_id],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
         )  # fmt: skip
+
+    return start
+
+
+def test_a_distributed_search_runs_trials_on_the_tuner_workers(split_data, tmp_path):
+    """keras-tuner's own distributed mode, as the operator's pods run it: three
+    kerasop-train processes, index 0 the chief (the oracle, then the publishing), 1 and 2
+    tuner workers that run the trials."""
+    job = tuned_job("spread", {"model.layers[0].units": {"choice": [2, 4, 8]}}, maxTrials=3)
+    job.spec.training.epochs = 1
+    start = tuner_processes(job, split_data, tmp_path, "spread-1")
 
     pods = [start(0)]
     time.sleep(3)  # the chief's server first, as the Job's pods usually start
@@ -270,18 +278,7 @@ def test_a_killed_tuner_worker_restarted_with_its_index_resumes_its_trial(split_
     job.spec.training.epochs = 12
     job.spec.training.batch_size = 2
     job.spec.training.checkpoint_interval_seconds = 0
-    spec = tmp_path / "job.json"
-    spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
-    port = str(free_port())
-
-    def start(index: int) -> subprocess.Popen:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERASTUNER_ORACLE_IP="127.0.0.1",
-                   KERASTUNER_ORACLE_PORT=port, KERASOP_TUNER_INDEX=str(index))  # fmt: skip
-        return subprocess.Popen(
-            [sys.executable, "-m", "kerasop_trainer.main", "--spec", str(spec), "--data-root",
-             str(split_data), "--store-root", str(tmp_path / "store"), "--job-id", "resumed-1"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )  # fmt: skip
+    start = tuner_processes(job, split_data, tmp_path, "resumed-1")
 
     chief = start(0)
     time.sleep(3)
