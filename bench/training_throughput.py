@@ -201,6 +201,7 @@ def run_child(argv: list[str], env: dict[str, str], timeout: float) -> dict[str,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "epoch_at_s": epoch_times,
         "after_last_epoch_s": wall - epoch_times[-1] if epoch_times else None,
+        "stderr_tail": err[-4000:],
     }
 
 
@@ -247,6 +248,7 @@ class Case:
     def run(self, runner: str, env: dict[str, str]) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="kerasop-bench-out-") as out:
             result = run_child(self.argv(runner, Path(out)), env, timeout=3600)
+        del result["stderr_tail"]  # for callers that read the trainer's notes (gpu_check.py)
         result["fit_samples_per_s"] = fit_rate(result, self.train_rows)
         return result
 

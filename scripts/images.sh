@@ -6,6 +6,7 @@
 #   scripts/images.sh wheelhouse [runtime|operator|serving]  only download the wheelhouse(s) on the host
 #   scripts/images.sh save [runtime|operator|serving ...]    build, then docker-archive tars in the cache
 #   scripts/images.sh sizes                          sizes of the built images
+#   scripts/images.sh tag [runtime|operator|serving ...]     the tags a build gives (KERASOP_VARIANT too)
 #   scripts/images.sh prune                          delete old and cached build stages (frees
 #                                                    disk; the next build reinstalls dependencies)
 #
@@ -18,7 +19,9 @@
 #                            --network none) | index (pip inside the build, --network host,
 #                            trusting KERASOP_CA_BUNDLE)
 #   KERASOP_CA_BUNDLE        CA bundle for the TLS-inspecting proxy (default: the system one)
-#   KERASOP_VARIANT          cpu (default) | gpu: tensorflow[and-cuda], tag suffix -gpu
+#   KERASOP_VARIANT          cpu (default) | gpu: the CUDA builds of TensorFlow, JAX and ONNX
+#                            Runtime in the runtime and serving images (images/requirements.py),
+#                            tag suffix -gpu
 #   KERASOP_RUNTIME_EXTRAS   extras of the runtime image (default: runtime)
 #   KERASOP_DEBIAN_MIRROR    Debian mirror (default: the host's apt source for bookworm)
 #   KERASOP_REFRESH=1        re-resolve the wheelhouse and rebuild without the layer cache
@@ -64,12 +67,12 @@ image_tag() { # runtime|operator|serving -> repository:tag
     case $1 in
         runtime) echo "kerasop-runtime:$VERSION$([ "$VARIANT" = gpu ] && echo -gpu)" ;;
         operator) echo "kerasop-operator:$VERSION" ;;
-        serving) echo "kerasop-serving:$VERSION" ;;
+        serving) echo "kerasop-serving:$VERSION$([ "$VARIANT" = gpu ] && echo -gpu)" ;;
         *) die "unknown image '$1' (runtime|operator|serving)" ;;
     esac
 }
 image_extras() { case $1 in runtime) echo "$RUNTIME_EXTRAS" ;; *) echo "$1" ;; esac; }
-image_variant() { case $1 in runtime) echo "$VARIANT" ;; *) echo cpu ;; esac; }
+image_variant() { case $1 in runtime | serving) echo "$VARIANT" ;; *) echo cpu ;; esac; }
 # Distributions an image must never contain (checked inside the build).
 image_forbid() {
     case $1 in
@@ -414,6 +417,7 @@ main() {
         save)
             ensure_docker; build_base
             for i in "${images[@]}"; do build_image "$i"; save_image "$(image_tag "$i")"; done ;;
+        tag) for i in "${images[@]}"; do image_tag "$i"; done ;;
         sizes)
             ensure_docker
             for t in "$BASE_IMAGE" $(for i in "${images[@]}"; do image_tag "$i"; done); do
@@ -426,7 +430,7 @@ main() {
             docker image prune -f --filter label=org.opencontainers.image.title=kerasop-operator
             docker image prune -f --filter label=org.opencontainers.image.title=kerasop-serving ;;
         -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//;$d' ;;
-        *) die "unknown command '$cmd' (build|base|wheelhouse|save|sizes|prune)" ;;
+        *) die "unknown command '$cmd' (build|base|wheelhouse|save|tag|sizes|prune)" ;;
     esac
 }
 

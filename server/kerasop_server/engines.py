@@ -3,8 +3,8 @@
 Two engines implement the same small interface (:class:`Engine`):
 
 ``onnx`` (the default, see docs/serving.md for the numbers behind the choice)
-    ONNX Runtime on the CPU. The graph comes from ``model.onnx`` in the version
-    directory when the trainer wrote one (then TensorFlow is not even
+    ONNX Runtime, on a GPU with the gpu image variant. The graph comes from
+    ``model.onnx`` in the version directory when the trainer wrote one (then TensorFlow is not even
     imported), otherwise it is converted from ``model.keras`` at load time with
     ``model.export(format="onnx")`` (needs ``tf2onnx``) and checked against the
     Keras model on a random batch before it is used.
@@ -321,8 +321,25 @@ _ORT_TYPES = {
 }
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def execution_providers(available: list[str]) -> list[str]:
+    """CUDA first where this ONNX Runtime has it (the gpu image variant), the CPU always."""
+    return ([CUDA_PROVIDER] if CUDA_PROVIDER in available else []) + ["CPUExecutionProvider"]
+
+
+def device_note(asked: list[str], used: list[str]) -> str:
+    """How the engine line ends: where the graph runs, and why not on a GPU when it could."""
+    if CUDA_PROVIDER in used:
+        return ", on the GPU"
+    if CUDA_PROVIDER in asked:
+        return ", on the CPU: this ONNX Runtime has CUDA but sees no GPU"
+    return ", on the CPU"
+
+
 class OnnxEngine(Engine):
-    """An ONNX graph run by ONNX Runtime's CPU execution provider."""
+    """An ONNX graph run by ONNX Runtime: on a GPU when it has one, else on the CPU."""
 
     name = "onnx"
 
@@ -354,12 +371,15 @@ class OnnxEngine(Engine):
             except ExportError as exc:
                 raise EngineError(f"{ONNX_FILE} is not in the version directory: {exc}") from exc
             self.detail = f"converted from {KERAS_FILE} at load time"
+        providers = execution_providers(ort.get_available_providers())
+        if CUDA_PROVIDER in providers and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu finds the CUDA/cuDNN of the nvidia-* wheels only when told to
+            ort.preload_dlls()
         try:
-            self.session = ort.InferenceSession(
-                graph, sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(graph, sess_options=options, providers=providers)
         except Exception as exc:
             raise EngineError(f"ONNX Runtime cannot load the graph: {exc}") from exc
+        self.detail += device_note(providers, self.session.get_providers())
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineError(

@@ -23,7 +23,7 @@ from serverkit import (
     write_version,
 )
 
-from kerasop_server.engines import EngineError, load_engine
+from kerasop_server.engines import EngineError, device_note, execution_providers, load_engine
 from kerasop_server.errors import ClientError
 from kerasop_server.images import MAX_IMAGE_PIXELS, b64decode, decode_image, fit_pixels
 from kerasop_server.protocol.v1 import parse_v1_predict
@@ -126,6 +126,20 @@ def test_scalar_rows_and_binary_numeric_tensors() -> None:
         parse_v2_infer(bytes_body, img, struct.pack("<I", 10) + b"ab")
 
 
+def test_onnx_runs_on_cuda_first_and_always_keeps_the_cpu() -> None:
+    cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers(cpu_only) == ["CPUExecutionProvider"]
+    assert execution_providers(gpu_build) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    # What the session really uses decides the line: a CUDA build on a machine without a GPU
+    # falls back to the CPU, and says why.
+    assert device_note(gpu_build[1:], gpu_build[1:]) == ", on the GPU"
+    assert device_note(gpu_build[1:], cpu_only[1:]) == (
+        ", on the CPU: this ONNX Runtime has CUDA but sees no GPU"
+    )
+    assert device_note(cpu_only[1:], cpu_only[1:]) == ", on the CPU"
+
+
 def test_engines_agree_and_onnx_file_is_used_when_present(tmp_path) -> None:
     model = dense_model(seed=5)
     model.predict(rows(1), verbose=0)
@@ -135,7 +149,10 @@ def test_engines_agree_and_onnx_file_is_used_when_present(tmp_path) -> None:
     expected = model.predict(x, verbose=0)
     keras_engine = load_engine("keras", vdir)
     onnx_engine = load_engine("onnx", vdir)
-    assert onnx_engine.detail.startswith("converted")
+    # The engine line says where it runs: this (CPU) ONNX Runtime has no CUDA provider.
+    assert onnx_engine.detail.startswith("converted") and onnx_engine.detail.endswith(
+        ", on the CPU"
+    )
     assert keras_engine.input_shape == onnx_engine.input_shape == (FEATURES,)
     np.testing.assert_allclose(keras_engine.predict(x), expected, atol=1e-5)
     np.testing.assert_allclose(onnx_engine.predict(x), expected, atol=1e-5)

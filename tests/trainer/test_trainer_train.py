@@ -160,7 +160,7 @@ def test_formats_train_and_publish(data_root, store, name, data, model, training
     assert meta["output"]["shape"] == [len(classes) if len(classes) > 2 else 1]
 
 
-def test_regression(tmp_path, store):
+def test_regression(tmp_path, store, capsys):
     rng = np.random.default_rng(0)
     x = rng.random((120, 3))
     y = x @ np.array([1.0, -2.0, 0.5])
@@ -181,6 +181,10 @@ def test_regression(tmp_path, store):
     assert done["metrics"]["loss"] < float(np.var(y)), (done["metrics"], np.var(y))
     meta = ModelStore(store).metadata("reg", 1).to_json_dict()
     assert meta["output"] == {"kind": "regression", "shape": [1]}
+    # No GPU here: one line says so, and mixedPrecision falls back to float32 with its reason.
+    err = capsys.readouterr().err
+    assert "kerasop-train: note: no GPU visible: training on the CPU" in err
+    assert "mixedPrecision is set but no GPU is visible: training in float32" in err
 
 
 def test_mixed_precision_keeps_the_output_layer_float32(data_root):

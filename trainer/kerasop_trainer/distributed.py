@@ -136,19 +136,20 @@ def import_tensorflow_without_jax() -> None:
         del sys.modules["jax"]
 
 
-def _has_gpu(backend: str) -> bool:
+def _gpu_count(backend: str) -> int:
+    """GPUs this process's backend sees (0 with a CPU build, or a CUDA build on a CPU node)."""
     try:
         if backend == "tensorflow":
             import tensorflow as tf
 
-            return bool(tf.config.list_physical_devices("GPU"))
+            return len(tf.config.list_physical_devices("GPU"))
         if backend == "jax":
             import jax
 
-            return any(d.platform == "gpu" for d in jax.devices())
+            return sum(d.platform == "gpu" for d in jax.devices())
     except Exception:
-        return False
-    return False
+        return 0
+    return 0
 
 
 def init_distribution(keras: Any, workers: WorkerConfig) -> None:
@@ -208,11 +209,13 @@ def start_keras(
         init_distribution(keras, workers)
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    mixed = False
-    if training.mixed_precision:
-        if _has_gpu(backend):
-            mixed = True
-        else:
-            note("mixedPrecision is set but no GPU is visible: training in float32")
+    gpus = _gpu_count(backend)
+    # One line either way, so a log shows at once whether the GPU image found its GPU.
+    note(
+        f"training on {gpus} GPU(s) ({backend})" if gpus else "no GPU visible: training on the CPU"
+    )
+    mixed = bool(training.mixed_precision and gpus)
+    if training.mixed_precision and not gpus:
+        note("mixedPrecision is set but no GPU is visible: training in float32")
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     return keras, backend, mixed
