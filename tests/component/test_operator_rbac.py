@@ -91,6 +91,7 @@ def test_operator_works_with_the_chart_rbac(cluster, api, operator, namespace, t
         dep = wait_for("Deployment", lambda: api.get(k.DEPLOYMENT, namespace, "rbac-server"))
         assert "--version" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
         wait_for("PDB", lambda: api.get(k.PDB, namespace, "rbac"))
+
         def reasons() -> set[str]:
             return {e["reason"] for e in events_for(api, namespace, "rbac", "KerasTrainingJob")}
 
