@@ -48,6 +48,7 @@ ENV_ROLLOUT_FILE: Final = "KERASOP_ROLLOUT_FILE"
 ENV_STORE_URI: Final = "KERASOP_STORE_URI"
 ENV_STORE_OPTIONS: Final = "KERASOP_STORE_OPTIONS"
 ENV_STORE_CACHE: Final = "KERASOP_STORE_CACHE"
+ENV_STORE_UNUSED_SECONDS: Final = "KERASOP_STORE_UNUSED_SECONDS"
 
 
 # ``kerasop-serve``'s flags for ``spec.server``: the operator's Deployment, ``kerasop serve``

@@ -38,6 +38,8 @@ class ServerConfig:
     # A model store in a bucket (mirror.py): store_root is then its local mirror.
     store_uri: str | None = None
     store_options: ObjectStoreSpec | None = None
+    # The mirror deletes versions that no server on the node wanted for this long (mirror.py).
+    store_unused_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         self.store_root = Path(self.store_root)

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="node-local cache folder: the mirror lives there instead of --store-root, so a"
         f" restarted server does not download again (env {contracts.ENV_STORE_CACHE})",
     )
+    p.add_argument(
+        "--store-unused-seconds",
+        type=float,
+        default=float(os.environ.get(contracts.ENV_STORE_UNUSED_SECONDS) or 3600),
+        help="the mirror deletes versions no server on the node wanted for this long"
+        f" (env {contracts.ENV_STORE_UNUSED_SECONDS}, default 3600)",
+    )
     p.add_argument("--log-level", default=os.environ.get("KERASOP_LOG_LEVEL", "INFO"))
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -148,6 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             store_root=store_root,
             store_uri=args.store_uri,
             store_options=store_options,
+            store_unused_seconds=args.store_unused_seconds,
             model=args.model,
             version=version,
             host=args.host,

@@ -107,6 +107,7 @@ class ModelManager:
                 self.config.store_root,
                 self.name,
                 self.metrics,
+                self.config.store_unused_seconds,
             )
             self._mirror_task = loop.create_task(
                 mirror_forever(

@@ -10,6 +10,12 @@ so the manager never sees a partial or corrupted one; a corrupted version is log
 skipped, and a store that does not answer (or refuses the credentials) leaves what is loaded
 serving. The last poll's store error is exported on ``/metrics`` (``Metrics.set_store_error``),
 where the operator reads it into the service's ``ModelStoreReachable`` condition.
+
+A node-local cache is shared by every server pod on the node that mirrors the same URI, and
+outlives them: each successful poll marks the versions its pod wants (their folder's mtime)
+and deletes the versions, and the downloads a killed pod left half done, that no pod has
+marked for ``unused_seconds``; so the cache holds what the node serves, not every version
+it ever served.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +56,7 @@ class BucketMirror:
         root: Path,
         name: str,
         metrics: Metrics,
+        unused_seconds: float = 3600.0,
     ) -> None:
         self.bucket = ObjectModelStore(
             uri, ObjectStore(options, "MODELS", retry_seconds=RETRY_SECONDS)
@@ -54,6 +64,7 @@ class BucketMirror:
         self.root = root
         self.name = name
         self.metrics = metrics
+        self.unused_seconds = unused_seconds
         self.refused: set[int] = set()  # corrupted in the bucket: not downloaded again
         self.last_error: ObjectStoreError | None = None
 
@@ -67,6 +78,9 @@ class BucketMirror:
             for version in versions:
                 if version is not None and self._fetch(version):
                     here.append(version)
+            # Only after a poll that answered: while the store is down nothing is marked, and
+            # the versions serving now must survive a restart.
+            self._evict_unused(here)
             if self.last_error is not None:
                 log.info("model store %s answers again", self.bucket.uri)
             self.last_error = None
@@ -76,6 +90,23 @@ class BucketMirror:
             self.last_error = exc
         self.metrics.set_store_error(self.last_error)
         return here
+
+    def _evict_unused(self, here: list[int]) -> None:
+        folder = self.root / self.name
+        now = time.time()
+        for version in here:
+            os.utime(folder / str(version), (now, now))
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            version_dir = entry.name.isdigit() and int(entry.name) not in here
+            if not (version_dir or entry.name.startswith(".partial-")):
+                continue
+            try:
+                unused = now - entry.stat().st_mtime
+            except FileNotFoundError:
+                continue  # another pod's eviction or download got there first
+            if unused > self.unused_seconds:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("deleted %s from the cache: no server wanted it for %.0f s", entry, unused)
 
     def _fetch(self, version: int) -> bool:
         dest = self.root / self.name / str(version)

@@ -156,3 +156,52 @@ def test_an_unreachable_store_and_refused_credentials_are_reported_while_serving
         exported = httpx.get(f"{denied.url}/metrics", timeout=30).text
     for output in (caplog.text, exported):
         assert s3.secret_key not in output and wrong not in output
+
+
+def test_a_shared_cache_deletes_only_what_no_server_wanted_for_a_while(bucket, tmp_path):
+    """Two servers on one node mirror the same bucket into the node-local cache: one pinned to
+    version 1, one following the latest. Each poll marks what its server wants; a version (or
+    a killed download's leftovers) goes once no server marked it for ``unused_seconds``, and
+    nothing goes while the store does not answer."""
+    import os
+    import time
+
+    from kerasop_server.metrics import Metrics
+    from kerasop_server.mirror import BucketMirror
+
+    uri, options, models = bucket
+    for bias in (0.0, 3.0):
+        _publish(models, tmp_path / "trainer", bias)
+    root = mirror_root(tmp_path / "node-cache", uri)
+    pinned, latest = (
+        BucketMirror(uri, options, root, DENSE, Metrics(DENSE), unused_seconds=60) for _ in range(2)
+    )
+    folder = root / DENSE
+
+    def age(*names: str) -> None:
+        old = time.time() - 120
+        for name in names:
+            os.utime(folder / name, (old, old))
+
+    def here() -> list[str]:
+        return sorted(p.name for p in folder.iterdir())
+
+    assert pinned.sync([1]) == [1] and latest.sync([None]) == [2]
+    stale, fresh = folder / ".partial-2-killed", folder / ".partial-3-downloading"
+    (stale / "variables").mkdir(parents=True)
+    fresh.mkdir()
+    age("1", stale.name)
+    pinned.sync([1])  # the pinned server still wants 1: marked again
+    assert latest.sync([None]) == [2]
+    assert here() == [".partial-3-downloading", "1", "2"]  # only the old download went
+
+    age("1", "2")  # the pinned server is gone for a while
+    # a server whose store does not answer (nothing listens there) deletes nothing
+    away = options.model_copy(update={"endpoint": "http://127.0.0.1:9"})
+    cut_off = BucketMirror(uri, away, root, DENSE, Metrics(DENSE), unused_seconds=60)
+    assert cut_off.sync([None]) == [] and cut_off.last_error is not None
+    assert here() == [".partial-3-downloading", "1", "2"]
+    assert latest.sync([None]) == [2]
+    assert here() == [".partial-3-downloading", "2"]
+    assert pinned.sync([1]) == [1]  # a server that wants 1 again downloads it again
+    assert here() == [".partial-3-downloading", "1", "2"]
