@@ -3,11 +3,13 @@
 with no Docker: a deterministic layer tar, an image config, and manifest.json.
 
     mkimage.py OUT.tar NAME:TAG --entrypoint /pause --add SRC:DEST[:MODE] ... [--env K=V ...]
-              [--user UID[:GID]] [--workdir DIR] [--port 53/udp ...]
+              [--user UID[:GID]] [--workdir DIR] [--port 53/udp ...] [--volume DIR ...]
 
 `ctr -n k8s.io images import OUT.tar` (and `docker load`) accept the result. Directories above
 each DEST are created in the layer. Every entry has mtime 0 and owner 0:0, so the same inputs
-give the same image digest.
+give the same image digest. A ``--volume`` directory is the exception: empty and owned by
+``--user``, so a fresh named volume mounted there (docker copies the owner) is writable by a
+non-root user.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import os
 import tarfile
 
 
-def build_layer(adds: list[tuple[str, str, int | None]]) -> bytes:
+def build_layer(
+    adds: list[tuple[str, str, int | None]],
+    volumes: tuple[str, ...] = (),
+    owner: tuple[int, int] = (0, 0),
+) -> bytes:
     buf = io.BytesIO()
     seen_dirs: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -43,6 +49,13 @@ def build_layer(adds: list[tuple[str, str, int | None]]) -> bytes:
         ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o1777, 0
         tar.addfile(ti)
         seen_dirs.add("tmp")
+        for volume in volumes:
+            add_dir(os.path.dirname(volume.strip("/")))
+            ti = tarfile.TarInfo(volume.strip("/"))
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 0
+            ti.uid, ti.gid = owner
+            tar.addfile(ti)
+            seen_dirs.add(volume.strip("/"))
         for src, dest, mode in sorted(adds, key=lambda a: a[1]):
             dest = dest.strip("/")
             add_dir(os.path.dirname(dest))
@@ -68,6 +81,7 @@ def main() -> None:
     ap.add_argument("--user", default="")
     ap.add_argument("--workdir", default="/")
     ap.add_argument("--port", action="append", default=[])
+    ap.add_argument("--volume", action="append", default=[], help="an empty dir owned by --user")
     args = ap.parse_args()
 
     adds = []
@@ -77,7 +91,9 @@ def main() -> None:
             ap.error(f"bad --add {spec!r}")
         adds.append((parts[0], parts[1], int(parts[2], 8) if len(parts) == 3 else None))
 
-    layer = build_layer(adds)
+    uid, _, gid = args.user.partition(":")
+    owner = (int(uid or 0), int(gid or uid or 0))
+    layer = build_layer(adds, tuple(args.volume), owner)
     layer_id = hashlib.sha256(layer).hexdigest()
     config = {
         "architecture": "amd64",

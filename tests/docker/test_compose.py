@@ -3,7 +3,9 @@
 Builds the images with scripts/images.sh (cached: seconds when nothing changed, about
 ten minutes on a bare machine), brings up `data -> train -> serve` under a throw-away
 compose project on a free loopback port, sends predictions with both protocols, and
-tears everything down with its volumes (`down -v`), also when a test fails.
+tears everything down with its volumes (`down -v`), also when a test fails. Then the same
+with the `s3` profile: `s3 -> bucket -> train-s3 -> serve-s3`, the versions in a bucket of
+a local SeaweedFS (cluster/seaweedfs-image.sh), the server serving its verified mirror.
 
 Needs root (or a docker group member), Debian's docker.io and a compose implementation
 (`docker compose` v2 or Debian's `docker-compose` v1); scripts/start-dockerd.sh starts
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -86,18 +89,22 @@ def images() -> dict[str, float]:
 
 
 class Stack:
-    """The running stack; ``compose(...)`` runs in the throw-away project's environment."""
+    """The running stack; ``compose(...)`` runs in the throw-away project's environment.
+    ``store`` is where its models live: ``volume`` (train, serve) or ``s3`` (the profile's
+    train-s3, serve-s3)."""
 
-    def __init__(self, compose: list[str], env: dict[str, str], url: str) -> None:
-        self._compose, self._env, self.url = compose, env, url
+    def __init__(self, compose: list[str], env: dict[str, str], url: str, store: str) -> None:
+        self._compose, self.env, self.url, self.store = compose, env, url, store
+        suffix = "-s3" if store == "s3" else ""
+        self.train, self.serve = f"train{suffix}", f"serve{suffix}"
         self.timings: dict[str, float] = {}
 
     def compose(self, *args: str, timeout: float = 900) -> str:
-        return check(*self._compose, *args, timeout=timeout, env=self._env, cwd=REPO)
+        return check(*self._compose, *args, timeout=timeout, env=self.env, cwd=REPO)
 
     def compose_quiet(self, *args: str, timeout: float = 300) -> str:
         """Like ``compose`` but never fails: for teardown."""
-        proc = run(*self._compose, *args, timeout=timeout, env=self._env, cwd=REPO)
+        proc = run(*self._compose, *args, timeout=timeout, env=self.env, cwd=REPO)
         return proc.stdout + proc.stderr
 
     def container(self, service: str) -> dict[str, Any]:
@@ -124,25 +131,32 @@ class Stack:
             except (OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                logs = self.compose_quiet("logs", "--no-color", "--tail=50", "serve")
+                logs = self.compose_quiet("logs", "--no-color", "--tail=50", self.serve)
                 pytest.fail(f"server not ready after {timeout} s:\n{logs}")
             time.sleep(1)
 
 
-@pytest.fixture(scope="module")
-def stack(images: dict[str, float]) -> Iterator[Stack]:
-    project = f"kerasoptest{os.getpid()}"
+@pytest.fixture(scope="module", params=["volume", "s3"])
+def stack(request: pytest.FixtureRequest, images: dict[str, float]) -> Iterator[Stack]:
+    store = request.param
+    project = f"kerasoptest{os.getpid()}{store}"
     port = free_port()
     env = dict(os.environ, KERASOP_VERSION=VERSION, KERASOP_HTTP_PORT=str(port),
-               KERASOP_HTTP_ADDR="127.0.0.1", COMPOSE_PROJECT_NAME=project)  # fmt: skip
+               KERASOP_S3_HTTP_PORT=str(port), KERASOP_HTTP_ADDR="127.0.0.1",
+               COMPOSE_PROJECT_NAME=project)  # fmt: skip
+    if store == "s3":
+        check("bash", str(REPO / "cluster" / "seaweedfs-image.sh"), "--docker", timeout=1200)
+        env.update(COMPOSE_PROFILES="s3", KERASOP_S3_ACCESS_KEY="AK" + secrets.token_hex(8),
+                   KERASOP_S3_SECRET_KEY=secrets.token_urlsafe(24))  # fmt: skip
     compose = [*compose_command(), "-f", str(REPO / "docker-compose.yml"), "-p", project]
-    s = Stack(compose, env, f"http://127.0.0.1:{port}")
+    s = Stack(compose, env, f"http://127.0.0.1:{port}", store)
     s.timings.update(images)
     try:
         t0 = time.monotonic()
         # `up serve` starts data, then train, then serve (each waits for the previous
-        # one to exit 0); compose v1 and v2 both return once serve has been started.
-        s.compose("up", "-d", "serve")
+        # one to exit 0; serve-s3 also waits for s3 and bucket); compose v1 and v2 both
+        # return once the server has been started.
+        s.compose("up", "-d", s.serve)
         s.timings["up_s"] = round(time.monotonic() - t0, 1)
         s.wait_ready(timeout=180)
         s.timings["up_to_ready_s"] = round(time.monotonic() - t0, 1)
@@ -152,15 +166,16 @@ def stack(images: dict[str, float]) -> Iterator[Stack]:
         t0 = time.monotonic()
         print(s.compose_quiet("down", "-v", "--remove-orphans"))
         s.timings["down_s"] = round(time.monotonic() - t0, 1)
-        print(f"docker compose timings (s): {s.timings}")
+        print(f"docker compose timings (s), {store}: {s.timings}")
 
 
 def test_data_and_training_steps_succeeded(stack: Stack) -> None:
-    for service in ("data", "train"):
+    steps = ("data", "bucket", stack.train) if stack.store == "s3" else ("data", stack.train)
+    for service in steps:
         state = stack.container(service)["State"]
         assert state["Status"] == "exited" and state["ExitCode"] == 0, (service, state)
     events = [json.loads(line.split("|", 1)[-1])
-              for line in stack.compose("logs", "--no-color", "train").splitlines()
+              for line in stack.compose("logs", "--no-color", stack.train).splitlines()
               if '"kerasop":' in line]  # fmt: skip
     done = [e for e in events if e["kerasop"] == "done"]
     assert done, events
@@ -168,17 +183,25 @@ def test_data_and_training_steps_succeeded(stack: Stack) -> None:
     assert (done[-1]["modelName"], done[-1]["modelVersion"]) == (MODEL, 1)
     assert done[-1]["epochsRun"] == 5
     assert done[-1]["metrics"]["accuracy"] >= 0.8
+    if stack.store == "s3":
+        assert done[-1]["modelPath"] == f"s3://kerasop/models/{MODEL}/1"
+        served = stack.compose("logs", "--no-color", stack.serve)
+        assert f"downloaded version 1 of {MODEL} from s3://kerasop/models" in served, served
+        # the keys reach the containers as env, never their logs
+        logs = stack.compose("logs", "--no-color")
+        assert stack.env["KERASOP_S3_SECRET_KEY"] not in logs
 
 
 def test_services_run_unprivileged_on_a_read_only_root(stack: Stack) -> None:
-    for service in ("train", "serve"):
+    services = [stack.train, stack.serve] + (["s3"] if stack.store == "s3" else [])
+    for service in services:
         info = stack.container(service)
-        assert info["Config"]["User"] == "1000:1000"
-        assert info["HostConfig"]["ReadonlyRootfs"] is True
-        assert info["HostConfig"]["CapDrop"] == ["ALL"]
+        assert info["Config"]["User"] == "1000:1000", service
+        assert info["HostConfig"]["ReadonlyRootfs"] is True, service
+        assert info["HostConfig"]["CapDrop"] == ["ALL"], service
     # the image's health check passes (it runs every 5 s once the server is up)
     deadline = time.monotonic() + 60
-    while (health := stack.container("serve")["State"]["Health"]["Status"]) != "healthy":
+    while (health := stack.container(stack.serve)["State"]["Health"]["Status"]) != "healthy":
         assert health == "starting" and time.monotonic() < deadline, health
         time.sleep(1)
 

@@ -2,7 +2,7 @@
 "Object storage").
 
 SeaweedFS runs in the test namespace from an image made here with no registry
-(cluster/build-seaweedfs.sh's weed in a one-layer image by cluster/addons/mkimage.py, loaded into
+(cluster/seaweedfs-image.sh: cluster/build-seaweedfs.sh's weed in a one-layer image, loaded into
 the workers by cluster/kind/load-images.sh), with one S3 identity whose keys are in a Secret.
 
 s1 A job whose data and model store are both in the bucket Succeeds; its trainer pod mounts no
@@ -20,7 +20,6 @@ s3 A two-worker job on the bucket, its workers kept apart by anti-affinity: they
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -49,7 +48,6 @@ from e2ekit import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("KERASOP_CACHE", Path.home() / ".cache" / "kerasop"))
 NAME = "dense-s3"
 S3 = "seaweedfs"
 SECRET = "s3-creds"
@@ -60,37 +58,14 @@ SECRET_KEY = secrets.token_urlsafe(30)
 
 def _seaweedfs_image() -> str:
     """Build (once) and load the SeaweedFS image into the workers; its name."""
-    bindir = subprocess.run(
-        ["bash", str(REPO / "cluster" / "build-seaweedfs.sh")],
+    out = subprocess.run(
+        ["bash", str(REPO / "cluster" / "seaweedfs-image.sh")],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
-    ).stdout.splitlines()[-1]
-    weed = Path(bindir) / "weed"
-    version = weed.resolve().name.removeprefix("weed-")
-    image = f"kerasop/seaweedfs:{version[-12:]}"
-    tar = CACHE / "images" / f"seaweedfs-{version}.tar"
-    if not tar.exists():
-        subprocess.run(
-            [
-                "python3",
-                str(REPO / "cluster" / "addons" / "mkimage.py"),
-                str(tar),
-                image,
-                "--add",
-                f"{weed.resolve()}:/usr/bin/weed:755",
-                "--entrypoint",
-                "/usr/bin/weed",
-                "--user",
-                "1000:1000",
-                "--port",
-                "8333/tcp",
-            ],
-            check=True,
-        )
-    subprocess.run(
-        ["bash", str(REPO / "cluster" / "kind" / "load-images.sh"), str(tar)], check=True
-    )
+    ).stdout.split()
+    tar, image = out[-2], out[-1]
+    subprocess.run(["bash", str(REPO / "cluster" / "kind" / "load-images.sh"), tar], check=True)
     return image
 
 
