@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStore, ObjectStoreError
+from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStoreError
 from kerasop.spec import ObjectStoreSpec
 
 from .metrics import Metrics
@@ -48,9 +48,7 @@ class BucketMirror:
         name: str,
         metrics: Metrics,
     ) -> None:
-        self.bucket = ObjectModelStore(
-            uri, ObjectStore(options, "MODELS", retry_seconds=RETRY_SECONDS)
-        )
+        self.bucket = ObjectModelStore.open(uri, options, retry_seconds=RETRY_SECONDS)
         self.root = root
         self.name = name
         self.metrics = metrics
