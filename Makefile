@@ -28,12 +28,14 @@ demo: setup
 # Tools the component tiers need: kube-apiserver (+ the other control-plane
 # binaries) built from Go modules, etcd from Debian, static helm/kubectl; promtool and
 # prometheus (the chart's alert rules and dashboard, docs/monitoring.md) from Go modules;
-# SeaweedFS's weed, the S3 server of the object-storage tests (docs/model-store.md); ghz
-# (the gRPC load generator of bench/serving_peers.py and its smoke test) from its Go module.
+# SeaweedFS's weed and fake-gcs-server, the S3 and GCS servers of the object-storage tests
+# (docs/model-store.md); ghz (the gRPC load generator of bench/serving_peers.py and its smoke
+# test) from its Go module.
 tools:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
 	bash cluster/build-prometheus.sh
 	bash cluster/build-seaweedfs.sh
+	bash cluster/build-fake-gcs.sh
 	bash cluster/get-tools.sh
 	bash bench/build_ghz.sh
 

@@ -1,12 +1,14 @@
 """Object storage: data read from, and model stores kept in, a bucket (docs/model-store.md,
 "Object storage").
 
-The I/O goes through fsspec with s3fs (botocore's signing, retries and endpoint handling; the
-same API for ``https://``), so nothing here signs a request by hand. What this module adds is
-the model-store contract on top of a bucket, where no rename exists:
+The I/O goes through fsspec: s3fs (botocore's signing, retries and endpoint handling) for
+``s3://``, gcsfs (GCS's JSON API with google-auth's credentials) for ``gs://``, the same API for
+``https://``; nothing here signs a request by hand. What this module adds is the model-store
+contract on top of a bucket, where no rename exists:
 
     <prefix>/<model>/.claims/<N>          an empty object; whoever creates it (a conditional
-                                          put, If-None-Match: *) owns version number N
+                                          put: If-None-Match: * on S3, ifGenerationMatch=0 on
+                                          GCS) owns version number N
     <prefix>/<model>/<N>/<files>          the version's files, uploaded after the claim
     <prefix>/<model>/<N>/manifest.json    written LAST: every file with its size and SHA-256.
                                           A version without its manifest does not exist.
@@ -18,12 +20,16 @@ against the manifest, and only then rename it into place (:meth:`ObjectModelStor
 Credentials: ``store.secretName`` names a Secret whose keys the operator hands to the pods as
 env (``KERASOP_<ROLE>_AWS_ACCESS_KEY_ID`` ..., role ``DATA`` or ``MODELS``, so data and models
 may live in different accounts); without them botocore's default chain applies (plain
-``AWS_*`` env, IRSA, instance roles). Errors name the bucket and the Secret, never a key.
+``AWS_*`` env, IRSA, instance roles). For ``gs://``, ``store.gcsSecretName``'s ``key.json`` is
+mounted as a file that ``KERASOP_<ROLE>_GCS_KEY_FILE`` names; without it google-auth's default
+chain applies (``GOOGLE_APPLICATION_CREDENTIALS``, workload identity). Errors name the bucket
+and the Secret, never a key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +47,7 @@ CLAIMS_DIR = ".claims"
 CHECKPOINTS_DIR = ".checkpoints"
 ROLES = ("DATA", "MODELS")
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+GCS_KEY = "key.json"  # the key of store.gcsSecretName holding the credentials file
 # How long a call keeps retrying a store that does not answer (env: seconds).
 RETRY_ENV = "KERASOP_STORE_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0
@@ -83,6 +90,12 @@ def credential_env(role: str) -> dict[str, str]:
     return {key: f"KERASOP_{role}_{key}" for key in CREDENTIAL_KEYS}
 
 
+def gcs_key_env(role: str) -> str:
+    """Env variable naming the GCS credentials file for ``role`` (``DATA`` or ``MODELS``)."""
+    assert role in ROLES, role
+    return f"KERASOP_{role}_GCS_KEY_FILE"
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
     rest = uri.split("://", 1)[1]
@@ -109,19 +122,27 @@ class ObjectStore:
         scheme: str = "s3",
         retry_seconds: float | None = None,
     ) -> None:
-        import fsspec
-
         self.spec = spec or ObjectStoreSpec()
-        self.secret = self.spec.secret_name
+        self.role = role
+        self.scheme = scheme
+        self.secret = self.spec.gcs_secret_name if scheme == "gs" else self.spec.secret_name
         self.retry_seconds = (
             float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_SECONDS))
             if retry_seconds is None
             else retry_seconds
         )
-        if scheme in ("http", "https"):
-            self.fs: Any = fsspec.filesystem(scheme)
-            return
-        env = {k: os.environ.get(name) for k, name in credential_env(role).items()}
+
+    @functools.cached_property
+    def fs(self) -> Any:
+        """The filesystem, built on first use: inside :meth:`call`, so credentials that do not
+        load fail as :class:`StorageAccessDenied` naming the bucket."""
+        import fsspec
+
+        if self.scheme in ("http", "https"):
+            return fsspec.filesystem(self.scheme)
+        if self.scheme == "gs":
+            return self._gcs_filesystem()
+        env = {k: os.environ.get(name) for k, name in credential_env(self.role).items()}
         options: dict[str, Any] = {
             "skip_instance_cache": True,
             "use_listings_cache": False,
@@ -140,7 +161,31 @@ class ObjectStore:
             options["secret"] = env["AWS_SECRET_ACCESS_KEY"]
             if env["AWS_SESSION_TOKEN"]:
                 options["token"] = env["AWS_SESSION_TOKEN"]
-        self.fs = fsspec.filesystem("s3", **options)
+        return fsspec.filesystem("s3", **options)
+
+    def _gcs_filesystem(self) -> Any:
+        # gcsfs' core filesystem, not the ExtendedGcsFileSystem that newer gcsfs registers for
+        # gs://: that one first asks the Storage Control gRPC API for each bucket's layout (for
+        # zonal buckets), which GCS emulators lack, and each call then waits 60 s for it.
+        from gcsfs.core import GCSFileSystem
+
+        token: Any = None  # google-auth's default chain, then anonymous (emulators)
+        key_file = os.environ.get(gcs_key_env(self.role))
+        if key_file:
+            import google.auth
+
+            try:
+                token, _ = google.auth.load_credentials_from_file(
+                    key_file, scopes=["https://www.googleapis.com/auth/devstorage.read_write"]
+                )
+            except Exception:  # google-auth's message may quote the file: never shown
+                raise PermissionError from None
+        return GCSFileSystem(
+            token=token,
+            endpoint_url=self.spec.endpoint.rstrip("/") if self.spec.endpoint else None,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
 
     def call(self, uri: str, fn: Callable[[], T]) -> T:
         """``fn()``, its errors turned into :class:`ObjectStoreError` (naming ``uri``'s
@@ -218,7 +263,7 @@ class ObjectStore:
         if dest.exists():
             return dest
         scheme = uri_scheme(uri)
-        is_dir = scheme == "s3" and (
+        is_dir = scheme in ("s3", "gs") and (
             uri.endswith("/") or self.call(uri, lambda: self.fs.isdir(uri))
         )
         if not is_dir and not self.exists(uri):
@@ -234,7 +279,7 @@ class ObjectStore:
                 for key in files:
                     rel = str(key).split("/", 1)[1].removeprefix(base)
                     (partial / rel).parent.mkdir(parents=True, exist_ok=True)
-                    self.download(f"s3://{key}", partial / rel)
+                    self.download(f"{scheme}://{key}", partial / rel)
             else:
                 self.download(uri, partial)
             os.replace(partial, dest)
@@ -245,17 +290,22 @@ class ObjectStore:
         return dest
 
 
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "401", "403"}
 _TRANSIENT = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling"}
 
 
 def _error_code(exc: BaseException) -> str:
     """The S3 error code of botocore's ClientError, raised as is or as the cause of the
-    error s3fs raises (s3fs maps only some codes to Python's exceptions)."""
+    error s3fs raises (s3fs maps only some codes to Python's exceptions); the HTTP status of
+    gcsfs' HttpError, and 403 for the bare OSError("Forbidden: ...") gcsfs raises for it."""
     for err in (exc, exc.__cause__):
         response = getattr(err, "response", None)
         if isinstance(response, dict):
             return str(response.get("Error", {}).get("Code", ""))
+        if type(err).__module__.startswith("gcsfs"):
+            return str(getattr(err, "code", None) or "")
+    if type(exc) is OSError and str(exc).startswith("Forbidden"):
+        return "403"
     return ""
 
 
@@ -265,6 +315,14 @@ class ObjectModelStore:
     def __init__(self, uri: str, store: ObjectStore) -> None:
         self.uri = uri.rstrip("/")
         self.store = store
+
+    @classmethod
+    def open(
+        cls, uri: str, spec: ObjectStoreSpec | None, retry_seconds: float | None = None
+    ) -> ObjectModelStore:
+        """The model store at ``uri``, through a client of its scheme (``s3``, ``gs``)."""
+        scheme = uri.split("://", 1)[0]
+        return cls(uri, ObjectStore(spec, "MODELS", scheme=scheme, retry_seconds=retry_seconds))
 
     def model_uri(self, name: str) -> str:
         return f"{self.uri}/{name}"

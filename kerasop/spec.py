@@ -96,10 +96,13 @@ class VolumeSource(SpecModel):
 
 
 # Object storage (docs/model-store.md, "Object storage"): data and model stores may be URIs.
-DATA_URI_SCHEMES: Final = ("s3", "http", "https")  # data.path, data.validationPath
-STORE_URI_SCHEMES: Final = ("s3",)  # a model store: versions are written with conditional puts
-_DATA_URI_CEL = "^(s3://[^/]+/.+|https?://[^/]+/.*)$"
-_STORE_URI_CEL = "^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^/]+)*/?$"
+DATA_URI_SCHEMES: Final = ("s3", "gs", "http", "https")  # data.path, data.validationPath
+STORE_URI_SCHEMES: Final = ("s3", "gs")  # a model store: versions are written with conditional puts
+_DATA_URI_CEL = "^((s3|gs)://[^/]+/.+|https?://[^/]+/.*)$"
+# Bucket names: S3's rules; GCS also allows "_" (and up to 222 characters with dots).
+_STORE_URI_CEL = (
+    "^(s3://[a-z0-9][-a-z0-9.]{1,61}|gs://[a-z0-9][-a-z0-9_.]{1,220})[a-z0-9](/[^/]+)*/?$"
+)
 
 
 def uri_scheme(path: str) -> str | None:
@@ -108,16 +111,19 @@ def uri_scheme(path: str) -> str | None:
     return scheme.lower() if sep else None
 
 
+_STORE_URI_MESSAGE = "a model store is s3://bucket[/prefix] or gs://bucket[/prefix]"
+
+
 def _check_store_uri(uri: str | None) -> None:
     import re
 
     if uri is not None and not re.match(_STORE_URI_CEL, uri):
-        raise ValueError(f"uri {uri!r}: a model store is s3://bucket or s3://bucket/prefix")
+        raise ValueError(f"uri {uri!r}: {_STORE_URI_MESSAGE}")
 
 
 _STORE_URI_RULE = cel(
     f"!has(self.uri) || self.uri.matches('{_STORE_URI_CEL}')",
-    "uri: a model store is s3://bucket or s3://bucket/prefix",
+    f"uri: {_STORE_URI_MESSAGE}",
     ".uri",
 )
 
@@ -130,30 +136,44 @@ def _check_data_uri(field: str, path: str | None) -> None:
         return
     if scheme not in DATA_URI_SCHEMES or not re.match(_DATA_URI_CEL, path or ""):
         raise ValueError(
-            f"{field} {path!r}: not a supported URI (use s3://bucket/key, https://host/path,"
-            " or a path on the data volume)"
+            f"{field} {path!r}: not a supported URI (use s3://bucket/key, gs://bucket/key,"
+            " https://host/path, or a path on the data volume)"
         )
 
 
 class ObjectStoreSpec(SpecModel):
-    """How to reach an S3 or S3-compatible store: a Secret with the keys, endpoint, region."""
+    """How to reach an S3 (or S3-compatible) or GCS store: the Secret with its credentials,
+    endpoint, region."""
 
     secret_name: str | None = Field(
         None,
         pattern=NAME_PATTERN,
         max_length=253,
         description=(
-            "Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional"
+            "s3://: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional"
             " AWS_SESSION_TOKEN), given as env (secretKeyRef) only to the pods that read or"
-            " write the store. Unset: the pod's own identity (IRSA, workload identity) or the"
-            " default credential chain."
+            " write the store. Unset: the pod's own identity (IRSA) or the default credential"
+            " chain."
+        ),
+    )
+    gcs_secret_name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description=(
+            "gs://: Secret with key.json, a Google credentials file (a service-account key),"
+            " mounted read-only only into the pods that read or write the store. Unset: the"
+            " pod's own identity (GKE workload identity) or the default credential chain."
         ),
     )
     endpoint: str | None = Field(
         None,
         pattern=r"^https?://[^/]+/?$",
         max_length=2048,
-        description="Endpoint of an S3-compatible store, e.g. http://seaweedfs:8333 (default: AWS).",
+        description=(
+            "Endpoint of an S3-compatible store, e.g. http://seaweedfs:8333 (default: AWS), or"
+            " of a GCS-compatible one (default: storage.googleapis.com)."
+        ),
     )
     region: str | None = Field(None, max_length=64, description="Region of the bucket.")
     path_style: bool = Field(
@@ -196,15 +216,15 @@ class DataSpec(SpecModel):
                 ),
                 cel(
                     f"!self.path.contains('://') || self.path.matches('{_DATA_URI_CEL}')",
-                    "path: not a supported URI (use s3://bucket/key, https://host/path, or a"
-                    " path on the data volume)",
+                    "path: not a supported URI (use s3://bucket/key, gs://bucket/key,"
+                    " https://host/path, or a path on the data volume)",
                     ".path",
                 ),
                 cel(
                     "!has(self.validationPath) || !self.validationPath.contains('://')"
                     f" || self.validationPath.matches('{_DATA_URI_CEL}')",
                     "validationPath: not a supported URI (use s3://bucket/key,"
-                    " https://host/path, or a path on the data volume)",
+                    " gs://bucket/key, https://host/path, or a path on the data volume)",
                     ".validationPath",
                 ),
             ]
@@ -215,7 +235,8 @@ class DataSpec(SpecModel):
         ...,
         description=(
             "csv: feature columns (numeric or categorical) and a label column. imageCsv: a"
-            " CSV of image paths (relative to the CSV, or s3:// and https:// URIs) and labels."
+            " CSV of image paths (relative to the CSV, or s3://, gs:// and https:// URIs) and"
+            " labels."
             " imageFolder: one subfolder per class. npz: arrays 'x' and 'y'. text: a CSV with a text column and a label"
             " column. An all-numeric csv is streamed: the trainer keeps a float32 copy (about"
             " the file's size) in its /tmp, an emptyDir on the node's ephemeral storage, and"
@@ -228,9 +249,9 @@ class DataSpec(SpecModel):
         min_length=1,
         max_length=4096,
         description=(
-            "Training file or folder, relative to the data volume; or a URI: s3://bucket/key"
-            " (a file, or a prefix ending in /) or https://host/file, downloaded to the"
-            " trainer's local disk first (store: credentials)."
+            "Training file or folder, relative to the data volume; or a URI: s3://bucket/key or"
+            " gs://bucket/key (a file, or a prefix ending in /) or https://host/file, downloaded"
+            " to the trainer's local disk first (store: credentials)."
         ),
     )
     validation_path: str | None = Field(
@@ -281,7 +302,7 @@ class DataSpec(SpecModel):
     )
     store: ObjectStoreSpec | None = Field(
         None,
-        description="Credentials and endpoint for s3:// data paths and imageCsv image URIs.",
+        description="Credentials and endpoint for s3:// and gs:// data paths and imageCsv image URIs.",
     )
 
     @model_validator(mode="after")
@@ -839,8 +860,9 @@ class OutputSpec(SpecModel):
         None,
         max_length=1024,
         description=(
-            "A model store in a bucket instead of a volume: s3://bucket/prefix holds"
-            " <modelName>/<version>/ (docs/model-store.md); no PVC, pods on any node."
+            "A model store in a bucket instead of a volume: s3://bucket/prefix or"
+            " gs://bucket/prefix holds <modelName>/<version>/ (docs/model-store.md); no PVC,"
+            " pods on any node."
         ),
     )
     store: ObjectStoreSpec | None = Field(
@@ -1386,7 +1408,10 @@ class ServedModelSpec(SpecModel):
     uri: str | None = Field(
         None,
         max_length=1024,
-        description="Model store in a bucket (s3://bucket/prefix) instead of claimName.",
+        description=(
+            "Model store in a bucket (s3://bucket/prefix or gs://bucket/prefix) instead of"
+            " claimName."
+        ),
     )
     store: ObjectStoreSpec | None = Field(
         None, description="Credentials and endpoint of the uri's store."

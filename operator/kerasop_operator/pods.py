@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from kerasop.objstore import credential_env
+from kerasop.objstore import GCS_KEY, credential_env, gcs_key_env
 from kerasop.spec import ObjectStoreSpec, PodSpecOverrides, ResourcesSpec
 
 from .common import (
@@ -23,6 +23,9 @@ MODELS_VOLUME = "models"
 DATA_VOLUME = "data"
 
 RWO_MODES = ("ReadWriteOnce", "ReadWriteOncePod")
+# Where store.gcsSecretName is mounted, one folder per role (data and models may be different
+# accounts).
+GCS_KEY_ROOT = "/var/run/secrets/kerasop"
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -63,22 +66,56 @@ def scratch_volume(name: str) -> dict[str, Any]:
 
 def store_credentials_env(role: str, store: ObjectStoreSpec | None) -> list[dict[str, Any]]:
     """The keys of ``store.secretName`` as the pod's env for ``role`` (``DATA``, ``MODELS``):
-    secretKeyRefs, so the values never pass through the operator, its status or events."""
-    if store is None or store.secret_name is None:
+    secretKeyRefs, so the values never pass through the operator, its status or events; and
+    where ``store.gcsSecretName``'s key file is mounted (:func:`store_key_volumes`)."""
+    if store is None:
         return []
-    return [
-        {
-            "name": env,
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": store.secret_name,
-                    "key": key,
-                    **({"optional": True} if key == "AWS_SESSION_TOKEN" else {}),
-                }
-            },
-        }
-        for key, env in credential_env(role).items()
-    ]
+    env: list[dict[str, Any]] = []
+    if store.secret_name is not None:
+        env += [
+            {
+                "name": name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": store.secret_name,
+                        "key": key,
+                        **({"optional": True} if key == "AWS_SESSION_TOKEN" else {}),
+                    }
+                },
+            }
+            for key, name in credential_env(role).items()
+        ]
+    if store.gcs_secret_name is not None:
+        env.append({"name": gcs_key_env(role), "value": f"{_gcs_key_dir(role)}/{GCS_KEY}"})
+    return env
+
+
+def _gcs_key_dir(role: str) -> str:
+    return f"{GCS_KEY_ROOT}/{role.lower()}"
+
+
+def _gcs_key_volume(role: str) -> str:
+    return f"{role.lower()}-gcs-key"
+
+
+def store_key_volumes(role: str, store: ObjectStoreSpec | None) -> list[dict[str, Any]]:
+    """``store.gcsSecretName``'s key file as a volume (google-auth reads credentials from a
+    file), readable by owner and group only: the group is the pod's fsGroup, its user's."""
+    if store is None or store.gcs_secret_name is None:
+        return []
+    secret = {
+        "secretName": store.gcs_secret_name,
+        "items": [{"key": GCS_KEY, "path": GCS_KEY}],
+        "defaultMode": 0o440,
+    }
+    return [{"name": _gcs_key_volume(role), "secret": secret}]
+
+
+def store_key_mounts(role: str, store: ObjectStoreSpec | None) -> list[dict[str, Any]]:
+    """The read-only mount of :func:`store_key_volumes`."""
+    if store is None or store.gcs_secret_name is None:
+        return []
+    return [{"name": _gcs_key_volume(role), "mountPath": _gcs_key_dir(role), "readOnly": True}]
 
 
 def container_resources(res: ResourcesSpec) -> dict[str, Any]:

@@ -104,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store-uri",
         default=os.environ.get(contracts.ENV_STORE_URI) or None,
-        help="model store in a bucket (s3://bucket/prefix), mirrored into --store-root"
+        help="model store in a bucket (s3:// or gs://bucket/prefix), mirrored into --store-root"
         f" (env {contracts.ENV_STORE_URI})",
     )
     p.add_argument(
         "--store-options",
         default=os.environ.get(contracts.ENV_STORE_OPTIONS) or None,
-        help="its endpoint, region, pathStyle, secretName as JSON, e.g. '{\"pathStyle\": true}'"
-        f" (env {contracts.ENV_STORE_OPTIONS}); keys: KERASOP_MODELS_AWS_* env",
+        help="its endpoint, region, pathStyle, secretName, gcsSecretName as JSON, e.g."
+        f" '{{\"pathStyle\": true}}' (env {contracts.ENV_STORE_OPTIONS}); keys:"
+        " KERASOP_MODELS_AWS_* env, or the file KERASOP_MODELS_GCS_KEY_FILE names",
     )
     p.add_argument(
         "--store-cache",

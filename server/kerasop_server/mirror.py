@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStore, ObjectStoreError
+from kerasop.objstore import ChecksumMismatch, ObjectModelStore, ObjectStoreError
 from kerasop.spec import ObjectStoreSpec
 
 from .metrics import Metrics
@@ -58,9 +58,7 @@ class BucketMirror:
         metrics: Metrics,
         unused_seconds: float = 3600.0,
     ) -> None:
-        self.bucket = ObjectModelStore(
-            uri, ObjectStore(options, "MODELS", retry_seconds=RETRY_SECONDS)
-        )
+        self.bucket = ObjectModelStore.open(uri, options, retry_seconds=RETRY_SECONDS)
         self.root = root
         self.name = name
         self.metrics = metrics

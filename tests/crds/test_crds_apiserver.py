@@ -74,6 +74,15 @@ def transfer_job(name: str = "vgg") -> dict[str, Any]:
     }
 
 
+def gcs_job(name: str = "gcs") -> dict[str, Any]:
+    """Data and models in GCS buckets (one name with "_", which GCS allows)."""
+    obj = dense_job(name)
+    store = {"gcsSecretName": "gcs-key", "endpoint": "http://fake-gcs:4443"}
+    obj["spec"]["data"] = {"format": "csv", "path": "gs://data/dense.csv", "store": store}
+    obj["spec"]["output"] = {"uri": "gs://team_models/dense", "store": store}
+    return obj
+
+
 def service(name: str = "dense") -> dict[str, Any]:
     return {
         "apiVersion": "kerasop.io/v1alpha1",
@@ -390,9 +399,19 @@ INVALID = [
         ["spec.output", "set at most one of storage (a volume) and uri (a bucket)"],
     ),
     (
-        "output-uri-not-s3",
-        edit(dense_job, _set("output", {"uri": "gs://bkt/models"})),
+        "output-uri-not-s3-or-gs",
+        edit(dense_job, _set("output", {"uri": "az://bkt/models"})),
         ["spec.output.uri", "a model store is s3://bucket"],
+    ),
+    (
+        "output-gs-uri-bad-bucket",
+        edit(dense_job, _set("output", {"uri": "gs://Bkt/models"})),
+        ["spec.output.uri", "or gs://bucket[/prefix]"],
+    ),
+    (
+        "data-gs-uri-without-key",
+        edit(dense_job, _set("data.path", "gs://bucket-only")),
+        ["spec.data.path", "not a supported URI"],
     ),
     (
         "autoscaling-min-over-max",
@@ -547,7 +566,7 @@ def test_invalid_resource_rejected_by_pydantic_too(case_id, factory, expected):
     assert any(names_the_field(e) for e in errors), (field, errors)
 
 
-@pytest.mark.parametrize("factory", [dense_job, transfer_job, service])
+@pytest.mark.parametrize("factory", [dense_job, transfer_job, gcs_job, service])
 def test_valid_resources_accepted_and_defaulted_like_pydantic(crd_cluster, factory):
     obj = factory()
     proc = create(crd_cluster, obj)

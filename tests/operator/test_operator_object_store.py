@@ -21,6 +21,8 @@ from kerasop_operator.training import desired_children as training_children
 
 STORE = {"secretName": "s3-creds", "endpoint": "http://seaweedfs:8333", "pathStyle": True}
 BUCKET = "s3://models-bkt/team"
+GCS_STORE = {"gcsSecretName": "gcs-key"}
+GCS_BUCKET = "gs://models-bkt/team"
 
 
 def _pod(job_or_deployment):
@@ -33,6 +35,14 @@ def _env(pod):
 
 def _volume(pod, name):
     return next(v for v in pod["spec"]["volumes"] if v["name"] == name)
+
+
+def _secret_volumes(pod):
+    return {v["name"]: v["secret"] for v in pod["spec"]["volumes"] if "secret" in v}
+
+
+def _mounts(pod):
+    return {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
 
 
 def test_a_job_with_its_model_store_in_a_bucket_has_no_claim_and_no_pinning():
@@ -250,3 +260,93 @@ def test_an_image_csv_on_the_volume_gets_the_data_credentials_for_its_image_uris
     data = {"format": "imageCsv", "path": "shapes/data.csv", "store": STORE}
     env = _env(_pod(training_children(training_job(data=data), default_image="runtime:1").job))
     assert env["KERASOP_DATA_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+
+
+# gs://: store.gcsSecretName's key.json is mounted read-only, and only where the store is used
+
+
+def _gcs_key(role):
+    secret = {
+        "secretName": "gcs-key",
+        "items": [{"key": "key.json", "path": "key.json"}],
+        "defaultMode": 0o440,
+    }
+    mount = {"name": f"{role}-gcs-key", "mountPath": f"/var/run/secrets/kerasop/{role}"}
+    return secret, {**mount, "readOnly": True}
+
+
+def test_a_job_with_its_model_store_in_gcs_mounts_the_key_for_models_only():
+    body = training_job(output={"uri": GCS_BUCKET, "store": GCS_STORE})
+    out = training_children(body, default_image="runtime:1")
+    assert out.pvc is None
+    pod = _pod(out.job)
+    secret, mount = _gcs_key("models")
+    assert _secret_volumes(pod) == {"models-gcs-key": secret}
+    assert _mounts(pod)["models-gcs-key"] == mount
+    env = _env(pod)
+    assert env["KERASOP_MODELS_GCS_KEY_FILE"] == {
+        "name": "KERASOP_MODELS_GCS_KEY_FILE",
+        "value": "/var/run/secrets/kerasop/models/key.json",
+    }
+    assert not any(
+        name.startswith(("KERASOP_DATA_AWS", "KERASOP_DATA_GCS", "KERASOP_MODELS_AWS"))
+        for name in env
+    )
+    assert json.loads(env["KERASOP_SPEC"]["value"])["spec"]["output"]["store"] == GCS_STORE
+
+
+def test_gcs_data_and_s3_models_each_get_their_own_credentials():
+    body = training_job(
+        data={"format": "csv", "path": "gs://data-bkt/train.csv", "store": GCS_STORE},
+        output={"uri": BUCKET, "store": STORE},
+    )
+    pod = _pod(training_children(body, default_image="runtime:1").job)
+    secret, mount = _gcs_key("data")
+    assert _secret_volumes(pod) == {"data-gcs-key": secret}
+    assert _mounts(pod)["data-gcs-key"] == mount
+    env = _env(pod)
+    assert env["KERASOP_DATA_GCS_KEY_FILE"]["value"] == "/var/run/secrets/kerasop/data/key.json"
+    assert (
+        env["KERASOP_MODELS_AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    )
+    assert "KERASOP_MODELS_GCS_KEY_FILE" not in env and "KERASOP_DATA_AWS_ACCESS_KEY_ID" not in env
+
+
+def test_the_gcs_key_reaches_no_pod_that_does_not_use_the_store():
+    """A data store whose data is on the volume: no key mounted, no env."""
+    data = {"format": "csv", "path": "dense/train.csv", "store": GCS_STORE}
+    pod = _pod(training_children(training_job(data=data), default_image="runtime:1").job)
+    assert _secret_volumes(pod) == {}
+    assert not any("gcs-key" in name for name in _mounts(pod))
+    assert not any(name.endswith("_GCS_KEY_FILE") for name in _env(pod))
+
+
+def test_an_image_csv_on_the_volume_gets_the_gcs_key_for_its_image_uris():
+    data = {"format": "imageCsv", "path": "shapes/data.csv", "store": GCS_STORE}
+    pod = _pod(training_children(training_job(data=data), default_image="runtime:1").job)
+    assert _secret_volumes(pod) == {"data-gcs-key": _gcs_key("data")[0]}
+    assert _env(pod)["KERASOP_DATA_GCS_KEY_FILE"]["value"].endswith("/data/key.json")
+
+
+def test_a_service_of_a_gcs_bucket_mounts_the_key_in_its_server_pods():
+    svc = model_service(model={"name": "digits", "uri": GCS_BUCKET, "store": GCS_STORE})
+    dep = desired_children(svc, resolve_model(svc, None), default_image="runtime:1").deployment
+    pod = _pod(dep)
+    secret, mount = _gcs_key("models")
+    assert _secret_volumes(pod) == {"models-gcs-key": secret}
+    assert _mounts(pod)["models-gcs-key"] == mount
+    env = _env(pod)
+    assert env["KERASOP_MODELS_GCS_KEY_FILE"]["value"] == "/var/run/secrets/kerasop/models/key.json"
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--store-uri") + 1] == GCS_BUCKET
+    options = json.loads(args[args.index("--store-options") + 1])
+    assert options == {**GCS_STORE, "pathStyle": False}  # names the Secret, never a key
+
+
+def test_a_service_on_a_claim_gets_no_gcs_key():
+    svc = model_service(model={"name": "digits", "claimName": "models"})
+    pod = _pod(
+        desired_children(svc, resolve_model(svc, None), default_image="runtime:1").deployment
+    )
+    assert _secret_volumes(pod) == {}
+    assert not any(name.endswith("_GCS_KEY_FILE") for name in _env(pod))

@@ -231,8 +231,10 @@ def test_server_cli_checks_the_store_uri(capsys):
     from kerasop_server.mirror import mirror_root
 
     with pytest.raises(SystemExit):
-        parse_args(["--model", "m", "--store-uri", "gs://bucket/models"])
+        parse_args(["--model", "m", "--store-uri", "az://bucket/models"])
     assert "a model store is s3://bucket" in capsys.readouterr().err
+    gcs, _ = parse_args(["--model", "m", "--store-uri", "gs://bucket/models"])
+    assert gcs.store_uri == "gs://bucket/models"
     config, _ = parse_args(
         [
             "--model",

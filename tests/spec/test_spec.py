@@ -113,10 +113,12 @@ def test_layer_kwargs_are_snake_case_and_sparse():
         ({"data": {"format": "csv", "path": "ftp://h/x.csv"}}, "path 'ftp://h/x.csv': not a"),
         ({"data": {"format": "csv", "path": "s3://bucket-only"}}, "not a supported URI"),
         (
-            {"data": {"format": "csv", "path": "x.csv", "validationPath": "gs://b/v.csv"}},
-            "validationPath 'gs://b/v.csv': not a supported URI",
+            {"data": {"format": "csv", "path": "x.csv", "validationPath": "az://b/v.csv"}},
+            "validationPath 'az://b/v.csv': not a supported URI",
         ),
-        ({"output": {"uri": "gs://bkt/models"}}, "a model store is s3://bucket"),
+        ({"data": {"format": "csv", "path": "gs://bucket-only"}}, "not a supported URI"),
+        ({"output": {"uri": "az://bkt/models"}}, "a model store is s3://bucket"),
+        ({"output": {"uri": "gs://Bkt/models"}}, "or gs://bucket[/prefix]"),
         (
             {"output": {"uri": "s3://bkt/models", "storage": {"size": "1Gi"}}},
             "at most one of storage (a volume) and uri (a bucket)",
@@ -190,3 +192,32 @@ def test_object_store_uris_mix_with_volumes():
         }
     )
     assert svc.spec.model.uri == "s3://bkt/models" and svc.spec.model.claim_name is None
+
+
+def test_gs_uris_are_accepted_wherever_s3_ones_are():
+    from kerasop.spec import KerasModelService, KerasTrainingJob
+
+    store = {"gcsSecretName": "gcs-key", "endpoint": "http://fake-gcs:4443"}
+    trained = KerasTrainingJob.model_validate(
+        job(
+            data={"format": "csv", "path": "gs://data/train.csv", "store": store},
+            output={"uri": "gs://my_models.example/team", "store": store},
+        )
+    )
+    assert trained.spec.data.path == "gs://data/train.csv"
+    assert trained.spec.output.uri == "gs://my_models.example/team"  # GCS allows "_"
+    assert trained.spec.output.store is not None
+    assert trained.spec.output.store.gcs_secret_name == "gcs-key"
+    folder = KerasTrainingJob.model_validate(
+        job(data={"format": "imageFolder", "path": "gs://data/images/"})
+    )
+    assert folder.spec.data.path == "gs://data/images/"
+    svc = KerasModelService.model_validate(
+        {
+            "apiVersion": "kerasop.io/v1alpha1",
+            "kind": "KerasModelService",
+            "metadata": {"name": "s"},
+            "spec": {"model": {"name": "m", "uri": "gs://bkt/models", "store": store}},
+        }
+    )
+    assert svc.spec.model.uri == "gs://bkt/models"

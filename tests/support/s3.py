@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -20,26 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.gotools import ServerProcess, built_binary
 from tests.support.kube import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO / "cluster" / "build-seaweedfs.sh"
 
 
 def weed_binary() -> Path:
     """``weed``, built now if not cached yet."""
-    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/local/go/bin"}
-    proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, env=env, check=False
-    )
-    assert proc.returncode == 0, "cluster/build-seaweedfs.sh failed (its log is above)"
-    weed = Path(proc.stdout.strip().splitlines()[-1]) / "weed"
-    assert weed.is_file(), weed
-    return weed
+    return built_binary("build-seaweedfs.sh", "weed")
 
 
 @dataclass
-class S3Server:
+class S3Server(ServerProcess):
     workdir: Path
     bucket: str = "kerasop"
     access_key: str = field(default_factory=lambda: "AK" + secrets.token_hex(8).upper())
@@ -136,23 +126,6 @@ class S3Server:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"weed did not answer S3 within {timeout}s: {self.tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @contextlib.contextmanager

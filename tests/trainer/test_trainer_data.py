@@ -234,9 +234,9 @@ def test_corrupt_and_missing_images_are_named(tmp_path):
 
 
 def test_an_image_uri_of_an_unsupported_scheme_is_named_with_its_line(tmp_path):
-    write(tmp_path / "uris.csv", "path,label\ngs://bkt/a.png,circle\n")
+    write(tmp_path / "uris.csv", "path,label\naz://bkt/a.png,circle\n")
     msg = _bad(tmp_path, {"format": "imageCsv", "path": "uris.csv"})
-    assert "gs://bkt/a.png" in msg and "line 2" in msg and "not a supported URI" in msg
+    assert "az://bkt/a.png" in msg and "line 2" in msg and "not a supported URI" in msg
 
 
 def test_validation_classes_must_match(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasop.events import EXIT_BAD_SPEC
-from kerasop.objstore import ObjectModelStore, ObjectStore
+from kerasop.objstore import ObjectModelStore
 from kerasop.spec import KerasTrainingJob, TrainingSpec
 from kerasop.store import ModelStore
 from kerasop_trainer.checkpoints import Checkpoints
@@ -62,7 +62,7 @@ class TrainingRun:
         output = self.job.spec.output
         if output.uri is None:
             return None
-        return ObjectModelStore(output.uri, ObjectStore(output.store, "MODELS"))
+        return ObjectModelStore.open(output.uri, output.store)
 
     @cached_property
     def checkpoints(self) -> Checkpoints:

@@ -31,6 +31,8 @@ from ..pods import (
     scratch_volume,
     spread_over_nodes,
     store_credentials_env,
+    store_key_mounts,
+    store_key_volumes,
     tmp_mount,
     tmp_volume,
 )
@@ -346,6 +348,7 @@ def server_container(
                 if model.code
                 else []
             ),
+            *(store_key_mounts("MODELS", model.store) if model.uri is not None else []),
         ],
         "securityContext": container_security_context(),
     }
@@ -399,6 +402,7 @@ def server_pod_template(
                 if model.code
                 else []
             ),
+            *(store_key_volumes("MODELS", model.store) if model.uri is not None else []),
         ],
     }
     most = spec.autoscaling.max_replicas if spec.autoscaling is not None else spec.replicas

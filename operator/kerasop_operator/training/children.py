@@ -15,6 +15,7 @@ from kerasop.spec import (
     KUEUE_PRIORITY_LABEL,
     KUEUE_QUEUE_LABEL,
     KerasTrainingJob,
+    ObjectStoreSpec,
     SpecError,
     StorageSpec,
     uri_scheme,
@@ -43,6 +44,8 @@ from ..pods import (
     pod_security_context,
     scratch_volume,
     store_credentials_env,
+    store_key_mounts,
+    store_key_volumes,
     tmp_mount,
     tmp_volume,
 )
@@ -154,6 +157,22 @@ def desired_children(
     return out
 
 
+def bucket_stores(job: KerasTrainingJob) -> list[tuple[str, ObjectStoreSpec | None]]:
+    """The stores in a bucket the trainer reads or writes, by role (``DATA``, ``MODELS``):
+    only these get their credentials."""
+    spec = job.spec
+    data = spec.data
+    out: list[tuple[str, ObjectStoreSpec | None]] = []
+    # An image CSV on the volume may still name its images by URI.
+    if data.format == "imageCsv" or any(
+        uri_scheme(p or "") for p in (data.path, data.validation_path)
+    ):
+        out.append(("DATA", data.store))
+    if spec.output.uri is not None:
+        out.append(("MODELS", spec.output.store))
+    return out
+
+
 def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, Any]]:
     """The trainer's environment: its spec and roots, and with workers, where it stands."""
     spec, meta = job.spec, body["metadata"]
@@ -168,14 +187,8 @@ def trainer_env(body: dict[str, Any], job: KerasTrainingJob) -> list[dict[str, A
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    data = spec.data
-    # An image CSV on the volume may still name its images by URI.
-    if data.format == "imageCsv" or any(
-        uri_scheme(p or "") for p in (data.path, data.validation_path)
-    ):
-        env += store_credentials_env("DATA", data.store)
-    if spec.output.uri is not None:
-        env += store_credentials_env("MODELS", spec.output.store)
+    for role, store in bucket_stores(job):
+        env += store_credentials_env(role, store)
     if workers > 1:
         name, namespace = meta["name"], meta.get("namespace")
         host = f"{trainer_job_name(name)}-0.{workers_service_name(name)}.{namespace}.svc"
@@ -209,6 +222,8 @@ def trainer_container(
         mounts.append(
             {"name": DATA_VOLUME, "mountPath": DATA_ROOT, "readOnly": spec.data.volume.read_only}
         )
+    for role, store in bucket_stores(job):
+        mounts += store_key_mounts(role, store)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
@@ -254,6 +269,8 @@ def trainer_pod_template(
                 },
             }
         )
+    for role, store in bucket_stores(job):
+        volumes += store_key_volumes(role, store)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(),

@@ -1,4 +1,4 @@
-"""Where a data path's bytes are: under the data volume, or, for a URI (``s3://``,
+"""Where a data path's bytes are: under the data volume, or, for a URI (``s3://``, ``gs://``,
 ``https://``), a copy staged on local disk first so that every reader works unchanged."""
 
 from __future__ import annotations

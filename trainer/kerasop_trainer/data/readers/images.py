@@ -1,9 +1,10 @@
 """``imageCsv`` (a CSV of image paths, relative to it or URIs, and labels) and ``imageFolder``
 (one subfolder per class).
 
-Image URIs (``s3://bucket/key``, ``https://host/file``) are staged onto local disk like a
-URI ``data.path`` (:func:`~kerasop_trainer.data.sources.data_files`, ``data.store``'s
-credentials), so the checks and the ``tf.data`` pipeline only ever see local files.
+Image URIs (``s3://bucket/key``, ``gs://bucket/key``, ``https://host/file``) are staged onto
+local disk like a URI ``data.path`` (:func:`~kerasop_trainer.data.sources.data_files`,
+``data.store``'s credentials), so the checks and the ``tf.data`` pipeline only ever see local
+files.
 
 Images are never loaded all at once: only their paths are kept, every file's header is
 checked with Pillow up front (so a corrupt file fails the job before training starts), and
@@ -50,7 +51,8 @@ def read_image_csv(spec: DataSpec, path: Path, role: str, training: Raw | None =
         if scheme is not None and scheme not in DATA_URI_SCHEMES:
             raise TrainerError(
                 f"{path}: image {image} at line {line} is not a supported URI (use"
-                " s3://bucket/key, https://host/file, or a path relative to the CSV)",
+                " s3://bucket/key, gs://bucket/key, https://host/file, or a path relative to the"
+                " CSV)",
                 EXIT_BAD_DATA,
             )
         images.append(image)
