@@ -12,6 +12,7 @@ Checks, on any machine (one failed check fails the run):
   onnxruntime-cuda   ONNX Runtime offers the CUDA execution provider
   trainer-device     ``kerasop train`` says where it trains: "training on N GPU(s)", or
                      "no GPU visible: training on the CPU" (and float32 for mixedPrecision)
+  trainer-device-jax the same on Keras' JAX backend (multi-worker jobs run there)
   engine-device      the server's ONNX engine line ends ", on the GPU", or says that this
                      ONNX Runtime has CUDA but sees no GPU
 Timings, only where a GPU is visible and without ``--quick``: fit samples/s of
@@ -102,10 +103,12 @@ def visible_gpus() -> int:
     return len(tf.config.list_physical_devices("GPU"))
 
 
-def train(case: Case, out: Path, env: dict[str, str], mixed: bool) -> dict[str, Any]:
+def train(
+    case: Case, out: Path, env: dict[str, str], mixed: bool, backend: str = "tensorflow"
+) -> dict[str, Any]:
     """One ``kerasop train`` of the case; its device line and fit rate."""
     job = yaml.safe_load(case.job.read_text())
-    job["spec"]["training"]["mixedPrecision"] = mixed
+    job["spec"]["training"].update(mixedPrecision=mixed, backend=backend)
     case.job.write_text(yaml.safe_dump(job))
     result = run_child(case.argv("kerasop", out), env, timeout=3600)
     notes = [
@@ -185,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(tmp) / "store"
         expect = f"training on {gpus} GPU(s)" if gpus else "no GPU visible: training on the CPU"
 
-        def trainer_line() -> str:
-            run = train(small, out, env, mixed=True)
+        def trainer_line(backend: str) -> str:
+            run = train(small, out, env, mixed=True, backend=backend)
             if not run["device"] or not run["device"].startswith(expect):
                 raise RuntimeError(f"expected {expect!r}, the trainer said {run['notes']}")
             return "; ".join(run["notes"])
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"expected {want!r} in {line!r}")
             return str(line)
 
-        check("trainer-device", trainer_line)
+        check("trainer-device", lambda: trainer_line("tensorflow"))
+        check("trainer-device-jax", lambda: trainer_line("jax"))
         check("engine-device", engine_line)
         if gpus and not args.quick:
             timings = time_cases(args, Path(tmp), env)
