@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,25 +65,13 @@ class GCSServer(ServerProcess):
             "-backend=memory",
             "-log-level=warn",
         ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        self._wait_ready()
+        self.spawn(cmd, cwd=self.workdir)
+        self.wait_ready("fake-gcs-server", self._answers, timeout=30, interval=0.2)
 
-    def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fake-gcs-server exited {self.proc.returncode}: {self.tail()}")
-            with contextlib.suppress(Exception):
-                fs = self.filesystem()
-                fs.mkdir(self.bucket)
-                fs.pipe_file(f"{self.bucket}/.ready", b"ok")
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"fake-gcs-server did not answer within {timeout}s: {self.tail()}")
+    def _answers(self) -> None:
+        fs = self.filesystem()
+        fs.mkdir(self.bucket)
+        fs.pipe_file(f"{self.bucket}/.ready", b"ok")
 
 
 @contextlib.contextmanager

@@ -4,8 +4,11 @@ the tests' servers of them share."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
@@ -29,6 +32,25 @@ class ServerProcess:
 
     proc: subprocess.Popen[bytes] | None
     log: Path
+
+    def spawn(self, cmd: list[str], cwd: Path) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def wait_ready(
+        self, name: str, ready: Callable[[], None], timeout: float, interval: float
+    ) -> None:
+        """Until ``ready()`` returns without raising; fails at once if the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {self.proc.returncode}: {self.tail()}")
+            with contextlib.suppress(Exception):
+                ready()
+                return
+            time.sleep(interval)
+        raise RuntimeError(f"{name} did not answer within {timeout}s: {self.tail()}")
 
     def stop(self) -> None:
         if self.proc is None:

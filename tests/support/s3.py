@@ -13,7 +13,6 @@ import contextlib
 import json
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,27 +104,15 @@ class S3Server(ServerProcess):
             f"-s3.port.grpc={g['s3']}",
             f"-s3.config={config}",
         ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        self._wait_ready()
+        self.spawn(cmd, cwd=self.workdir)
+        self.wait_ready("weed (S3)", self._answers, timeout=90, interval=0.5)
 
-    def _wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited {self.proc.returncode}: {self.tail()}")
-            with contextlib.suppress(Exception):
-                fs = self.filesystem()
-                if not fs.exists(self.uri()):
-                    fs.mkdir(self.uri())
-                # A write proves the volume server has registered with the master.
-                fs.pipe_file(self.uri(".ready"), b"ok")
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"weed did not answer S3 within {timeout}s: {self.tail()}")
+    def _answers(self) -> None:
+        fs = self.filesystem()
+        if not fs.exists(self.uri()):
+            fs.mkdir(self.uri())
+        # A write proves the volume server has registered with the master.
+        fs.pipe_file(self.uri(".ready"), b"ok")
 
 
 @contextlib.contextmanager
