@@ -11,7 +11,7 @@ EXTRAS := operator,runtime,test,lint
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps tools crds protos clean images cluster-up cluster-down e2e
+.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps docker-engine prebuild tools crds protos clean images node-image cluster-up cluster-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,12 +48,19 @@ system-deps:
 # trains and serves), then e2e on a three-node kind cluster. Needs root (the
 # Docker engine and the cluster's node). Static checks first (they take seconds), and the
 # operator's tests once more on the lowest supported dependency versions.
-test: system-deps setup tools
+test: system-deps
+	$(MAKE) prebuild
 	$(MAKE) lint
-	bash scripts/start-dockerd.sh
 	$(PY) -m pytest -q -ra -m "not e2e"
 	$(MAKE) test-lowest
 	$(MAKE) e2e
+
+# Everything the tiers build, in three parallel lanes: the venv then the project's images, the
+# component tiers' tools, the e2e tier's kind and node image. On a cold 2-core machine the Go
+# builds fill the minutes that pip, debootstrap and the image builds spend on the network
+# (docs/e2e.md, "Cold and warm"); every step is cached, so a warm run passes through in seconds.
+prebuild:
+	$(MAKE) -j3 setup tools images node-image
 
 # The tiers that need no cluster, no Go and no Docker (a few minutes): Python, plus
 # helm (fetched and cached by cluster/get-tools.sh on first use) for the chart tests and
@@ -71,8 +78,17 @@ lint: setup
 
 # Container images, built with no registry (docs/docker.md), saved as tars
 # for loading into the cluster's node (serving: the slim model-server image).
-images:
+images: setup docker-engine
 	bash scripts/images.sh save runtime operator serving
+
+# The Docker engine the image builds, the docker tier and kind run on (started once if not running).
+docker-engine: system-deps
+	bash scripts/start-dockerd.sh
+
+# kind's binary and the node image its three nodes run (cluster/kind/README.md).
+node-image: docker-engine
+	bash cluster/kind/build-kind.sh >/dev/null
+	bash cluster/kind/node-image.sh >/dev/null
 
 # The e2e tier's kind cluster (3 nodes), and its removal.
 cluster-up:
@@ -82,14 +98,13 @@ cluster-down:
 
 # The end-to-end suite on kind: one control plane and two workers, node image built here with no
 # registry (cluster/kind/README.md), the project's images loaded into the workers.
-e2e: setup images
+e2e: setup images node-image
 	bash cluster/kind/up.sh
 	bash cluster/kind/load-images.sh
 	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
 
 # Images built from a local Debian root; docker compose trains and serves.
-test-docker: setup
-	bash scripts/start-dockerd.sh
+test-docker: setup docker-engine
 	$(PY) -m pytest -q -ra -m docker
 
 crds: setup

@@ -48,12 +48,13 @@ mkdir -p "$CACHE/kind"
 exec 9>"$CACHE/kind/.node-image.lock"
 flock 9
 
-K8S_BIN=$(bash "$ROOT/cluster/build-k8s.sh" kube-apiserver kube-controller-manager kube-scheduler \
-  kubelet kube-proxy kubeadm | tail -n1)
 KUBECTL=$(bash "$ROOT/cluster/get-tools.sh" | tail -n1)/kubectl
 NODE_IMAGES=$(bash "$ROOT/cluster/addons/build.sh" pause coredns metrics-server kube-router etcd \
   local-path-provisioner | tail -n1)
 KUEUE_TAR=$(bash "$ROOT/cluster/addons/build-kueue.sh" image | tail -n1)
+# Kubernetes last: under `make prebuild` the tools lane holds build-k8s.sh's lock at first.
+K8S_BIN=$(bash "$ROOT/cluster/build-k8s.sh" kube-apiserver kube-controller-manager kube-scheduler \
+  kubelet kube-proxy kubeadm | tail -n1)
 NODE_BIN="$CACHE/node/bin"
 bash "$ROOT/scripts/images.sh" base
 

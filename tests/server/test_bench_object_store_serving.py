@@ -35,7 +35,8 @@ def test_object_store_serving_quick_run(tmp_path) -> None:
         assert 0 < run["load_started_s"] < run["ready_s"] <= run["serving_s"], run
         assert run["engine"]
     (bucket_run,) = model["serving"]["object-store"]["runs"]
-    assert bucket_run["downloaded_s"] < bucket_run["load_started_s"]
+    # log-line times in ms: the download ends before the load starts, possibly in the same ms
+    assert bucket_run["downloaded_s"] <= bucket_run["load_started_s"]
     download = model["download"]
     assert download["bytes"] == model["bytes"]
     for how in ("plain", "verified"):
