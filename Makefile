@@ -11,7 +11,7 @@ EXTRAS := operator,runtime,test,lint
 CLUSTER_DIR ?= /var/tmp/kerasop-cluster
 export KERASOP_CLUSTER_DIR := $(CLUSTER_DIR)
 
-.PHONY: demo test test-unit test-docker test-lowest lint setup system-deps docker-engine prebuild tools crds protos clean images node-image cluster-up cluster-down e2e
+.PHONY: $(TOOLS) demo test test-unit test-docker test-lowest lint setup system-deps docker-engine prebuild tools crds protos clean images node-image cluster-up cluster-down e2e
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,20 @@ demo: setup
 # SeaweedFS's weed and fake-gcs-server, the S3 and GCS servers of the object-storage tests
 # (docs/model-store.md); ghz (the gRPC load generator of bench/serving_peers.py and its smoke
 # test) from its Go module.
-tools:
+# One target each, so that `make -j` builds them side by side.
+TOOLS := tool-k8s tool-prometheus tool-seaweedfs tool-fake-gcs tool-helm-kubectl tool-ghz
+tools: $(TOOLS)
+tool-k8s:
 	bash cluster/build-k8s.sh kube-apiserver kube-controller-manager
+tool-prometheus:
 	bash cluster/build-prometheus.sh
+tool-seaweedfs:
 	bash cluster/build-seaweedfs.sh
+tool-fake-gcs:
 	bash cluster/build-fake-gcs.sh
+tool-helm-kubectl:
 	bash cluster/get-tools.sh
+tool-ghz:
 	bash bench/build_ghz.sh
 
 # Debian packages the component, docker and e2e tiers need (etcd, Docker,
@@ -55,12 +63,12 @@ test: system-deps
 	$(MAKE) test-lowest
 	$(MAKE) e2e
 
-# Everything the tiers build, in three parallel lanes: the venv then the project's images, the
-# component tiers' tools, the e2e tier's kind and node image. On a cold 2-core machine the Go
+# Everything the tiers build, three at a time: kind's node image (the longest), the venv then
+# the project's images, and each of the component tiers' tools. On a cold 2-core machine the Go
 # builds fill the minutes that pip, debootstrap and the image builds spend on the network
 # (docs/e2e.md, "Cold and warm"); every step is cached, so a warm run passes through in seconds.
 prebuild:
-	$(MAKE) -j3 setup tools images node-image
+	$(MAKE) -j3 node-image setup images tools
 
 # The tiers that need no cluster, no Go and no Docker (a few minutes): Python, plus
 # helm (fetched and cached by cluster/get-tools.sh on first use) for the chart tests and
@@ -101,7 +109,7 @@ cluster-down:
 e2e: setup images node-image
 	bash cluster/kind/up.sh
 	bash cluster/kind/load-images.sh
-	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra
+	KUBECONFIG=$(CLUSTER_DIR)/kubeconfig $(PY) -m pytest -m e2e tests/e2e -ra --durations=15
 
 # Images built from a local Debian root; docker compose trains and serves.
 test-docker: setup docker-engine
