@@ -277,9 +277,10 @@ class Controller:
                         observed.log_lines = text.splitlines()
                         new = training.training_status(body, observed, now=now)
             self._write_status(kube.TRAINING_JOB, body, new)
-            event = training.phase_event(old, new)
-            if event is not None:
+            posted = training.phase_events(old, new)
+            if posted:
                 metrics.PHASE_TRANSITIONS.labels(kind="KerasTrainingJob", phase=new["phase"]).inc()
+            for event in posted:
                 self.post_event(body, *event)
             trial = training.trial_event(old, new)
             if trial is not None:

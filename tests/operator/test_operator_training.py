@@ -738,6 +738,23 @@ def test_phase_events():
     assert training.phase_event({"phase": "Running"}, {"phase": "Running"}) is None
 
 
+def test_a_job_first_seen_running_still_gets_its_created_event():
+    """On a loaded operator the pods may run before the first status is written: the job
+    still says once that its Job was created, then what happened."""
+    created = {"type": "Created", "status": "True"}
+    reasons = [
+        e[1] for e in training.phase_events({}, {"phase": "Running", "conditions": [created]})
+    ]
+    assert reasons == ["Created", "Running"]
+    done = {"phase": "Succeeded", "modelVersion": 1, "conditions": [created]}
+    assert [e[1] for e in training.phase_events(None, done)] == ["Created", "Succeeded"]
+    assert [e[1] for e in training.phase_events({"phase": "Pending"}, done)] == ["Succeeded"]
+    assert [e[1] for e in training.phase_events({}, {"phase": "Pending"})] == ["Created"]
+    refused = {"phase": "Failed", "conditions": [{"type": "Created", "status": "False"}]}
+    assert [e[1] for e in training.phase_events({}, refused)] == ["Failed"]  # no Job, no Created
+    assert training.phase_events({"phase": "Running"}, {"phase": "Running"}) == []
+
+
 def test_progress_from_log_ignores_garbage():
     assert training.progress_from_log(None) == {}
     assert training.progress_from_log(["", "{", "[1,2]", '{"other": 1}']) == {}

@@ -14,7 +14,7 @@ Children of a job ``<job>`` in its namespace:
   Service when ``spec.workers > 1``.
 - ``v1 Service <job>-workers`` (workers > 1, or tuning.parallelism > 1): stable DNS
   names ``<job>-trainer-<i>.<job>-workers`` for the JAX coordinator or keras-tuner's
-  chief (a search's Job has parallelism + 1 Indexed pods).
+  chief (a search's Job has one Indexed pod per trial in flight, the chief among them).
 - ``v1 PersistentVolumeClaim <job>-models`` when ``spec.output.storage.size`` is
   set: owned by the job only when ``retain`` is false.
 - ``v1 ServiceAccount kerasop-trainer`` (shared: each user job is a non-controller owner) when the job does
@@ -29,7 +29,7 @@ from .children import (
     service_account,
     template_drift,
 )
-from .events import phase_event, queue_event
+from .events import phase_event, phase_events, queue_event
 from .logs import failure_info, progress_from_log
 from .names import (
     CONTAINER,
@@ -77,6 +77,7 @@ __all__ = [
     "job_pods",
     "parse",
     "phase_event",
+    "phase_events",
     "pod_stuck_detail",
     "progress_from_log",
     "queue_event",

@@ -49,6 +49,19 @@ def phase_event(old: dict[str, Any] | None, new: dict[str, Any]) -> tuple[str, s
     return ("Warning", "Failed", f"{fail.get('reason', 'TrainerError')}: {fail.get('message', '')}")
 
 
+def phase_events(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events of a phase transition: :func:`phase_event`'s, after a ``Created`` when the
+    job's first status is already past ``Pending`` (its pods ran before the operator first
+    looked, as on a loaded operator), so that every job that got a Job says so once."""
+    event = phase_event(old, new)
+    first_seen = not (old or {}).get("phase")
+    past_pending = new.get("phase") in ("Running", "Succeeded", "Failed", "Suspended")
+    if first_seen and past_pending and not _job_missing(new):
+        created = phase_event(old, {**new, "phase": "Pending"})
+        return [e for e in (created, event) if e is not None]
+    return [event] if event is not None else []
+
+
 # Admitted condition reason (queueing.Stage) -> Event type; WaitingForWorkload posts none.
 _QUEUE_EVENTS = {
     "Queued": "Normal",
