@@ -11,9 +11,9 @@ the learning rate and the width, random search, the same seed, ``--trials`` tria
 - ``kerasop``: ``kerasop train -f`` on the job with ``spec.tuning`` (one process, the trials
   one after the other, the best one published);
 - ``processes``: ``kerasop train -f --processes N``, keras-tuner's distributed mode as the
-  operator runs it, each pod a ``kerasop-train`` process here (a chief and ``--parallelism``
-  tuner workers): what the pods cost besides their start (scheduling, image, volume) on
-  one machine;
+  operator runs it, each pod a ``kerasop-train`` process here (``--parallelism`` of them, the
+  first the chief, which runs trials too): what the pods cost besides their start
+  (scheduling, image, volume) on one machine;
 - ``cluster`` (``--cluster``): the job applied to the cluster of ``$KUBECONFIG`` (an operator
   installed, a ``training-data`` PVC holding ``dense/train.csv``, as in the e2e suite);
   wall time from the job's creation to its ``completionTime``.
@@ -141,7 +141,7 @@ def run_kerasop(work: Path, doc: dict[str, Any]) -> float:
 
 
 def run_processes(work: Path, doc: dict[str, Any], parallelism: int) -> float:
-    """``kerasop train -f --processes N``: a chief and N tuner-worker processes."""
+    """``kerasop train -f --processes N``: N processes, the first the chief."""
     spec = work / "job-spread.yaml"
     spec.write_text(yaml.safe_dump(doc))
     t0 = time.perf_counter()
@@ -205,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         walls = {
             "keras-tuner": run_plain(work, args.trials, args.epochs),
             "kerasop": run_kerasop(work, local),
-            f"processes (1 + {args.parallelism})": run_processes(work, spread, args.parallelism),
+            f"{args.parallelism} processes": run_processes(work, spread, args.parallelism),
         }
         if args.cluster:
             on_cluster = job_document(args.trials, args.epochs, args.parallelism, claim=True)
-            walls[f"cluster (1 + {args.parallelism} pods)"] = run_cluster(
+            walls[f"{args.parallelism} pods on the cluster"] = run_cluster(
                 on_cluster, args.namespace
             )
 

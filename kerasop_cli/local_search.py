@@ -2,8 +2,8 @@
 mode on this machine, as the operator runs it in pods (docs/tuning.md).
 
 One ``kerasop-train`` process per pod of the cluster's search: index 0 the chief (the
-oracle, then the publishing of the best trial), 1..N tuner workers that run the trials,
-with the same environment the operator gives the pods. Every process's event lines go to
+oracle and trials of its own, then the publishing of the best trial), 1..N-1 tuner workers
+that run trials, with the same environment the operator gives the pods. Every process's event lines go to
 ``show``; the chief's exit code is the command's.
 """
 
@@ -44,7 +44,7 @@ def run_search_processes(
     processes: int,
     show: Callable[[str], None],
 ) -> int:
-    """Run the search with ``processes`` tuner workers and a chief; the chief's exit code."""
+    """Run the search as ``processes`` processes (the chief first); the chief's exit code."""
     port = str(free_port())
     lock = threading.Lock()
 
@@ -57,7 +57,7 @@ def run_search_processes(
         spec = Path(tmp) / "job.json"
         spec.write_text(json.dumps(job.model_dump(mode="json", by_alias=True, exclude_none=True)))
         procs, readers = [], []
-        for index in range(processes + 1):
+        for index in range(processes):
             env = dict(os.environ)
             env.update(
                 {
@@ -75,7 +75,11 @@ def run_search_processes(
             reader.start()
             procs.append(proc)
             readers.append(reader)
-        codes = [proc.wait() for proc in procs]
+        chief, *tuners = procs
+        if chief.wait():  # no oracle any more: the tuners would wait for it forever
+            for proc in tuners:
+                proc.terminate()
+        codes = [chief.returncode] + [proc.wait() for proc in tuners]
         for reader in readers:
             reader.join(timeout=10)
     return codes[0] or next((c for c in codes if c), 0)

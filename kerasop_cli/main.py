@@ -490,9 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
                             " then the best one)")  # fmt: skip
     p.add_argument("--job-id", help="resume identity (default: local-<name>)")
     p.add_argument("--processes", type=int, default=0, metavar="N",
-                   help="a search: N tuner-worker processes and a chief, keras-tuner's"
-                        " distributed mode as on a cluster (default: the trials in this"
-                        " process, one after the other)")  # fmt: skip
+                   help="a search: N processes, the first also serving the oracle,"
+                        " keras-tuner's distributed mode as on a cluster (default: the"
+                        " trials in this process, one after the other)")  # fmt: skip
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("serve", parents=[with_file, serving], help="serve a KerasModelService")
     p.set_defaults(func=cmd_serve)

@@ -454,7 +454,7 @@ def test_multi_worker_job(cluster, api, operator, namespace):
 
 
 def test_parallel_search_is_a_chief_and_tuner_workers(cluster, api, operator, namespace):
-    """spec.tuning with parallelism 2: one Indexed Job of 3 pods in keras-tuner's
+    """spec.tuning with parallelism 2: one Indexed Job of 2 pods in keras-tuner's
     distributed mode, the chief reachable through the workers Service (docs/tuning.md)."""
     space = {"training.learningRate": {"logUniform": [0.0001, 0.1]}}
     apply_yaml(
@@ -463,7 +463,7 @@ def test_parallel_search_is_a_chief_and_tuner_workers(cluster, api, operator, na
     )
     job = wait_for("trainer Job", lambda: trainer_job(api, namespace, "search"))
     assert job["spec"]["completionMode"] == "Indexed"
-    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     svc = wait_for("workers Service", lambda: api.get(k.SERVICE, namespace, "search-workers"))
     assert [p["port"] for p in svc["spec"]["ports"]] == [8000]
     env = {

@@ -35,7 +35,7 @@ def test_a_parallel_search_is_a_chief_and_tuner_workers_in_one_indexed_job():
     children = desired_children(tuned(parallelism=2), default_image="img")
     spec = children.job["spec"]
     assert spec["completionMode"] == "Indexed"
-    assert spec["completions"] == spec["parallelism"] == 3  # the chief + 2 tuners
+    assert spec["completions"] == spec["parallelism"] == 2  # the chief (it tunes too) + 1
     env = env_of(children.job)
     assert env["KERASTUNER_ORACLE_IP"] == "mnist-trainer-0.mnist-workers.ml.svc"
     assert env["KERASTUNER_ORACLE_PORT"] == "8000"

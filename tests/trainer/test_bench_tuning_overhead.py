@@ -1,7 +1,7 @@
 """Smoke run of bench/tuning_overhead.py: tiny sizes, no thresholds.
 
-keras-tuner in one process, `kerasop train -f` on the search, and the search as a chief
-and tuner-worker processes: each must finish and report a wall time.
+keras-tuner in one process, `kerasop train -f` on the search, and the search as 2 processes
+(the chief runs trials too): each must finish and report a wall time.
 """
 
 from __future__ import annotations
@@ -27,5 +27,5 @@ def test_tuning_overhead_quick_run(tmp_path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "x keras-tuner" in done.stdout
     result = json.loads((out / "tuning_overhead_quick.json").read_text())
-    assert set(result["wall_s"]) == {"keras-tuner", "kerasop", "processes (1 + 2)"}
+    assert set(result["wall_s"]) == {"keras-tuner", "kerasop", "2 processes"}
     assert all(wall > 0 for wall in result["wall_s"].values()), result

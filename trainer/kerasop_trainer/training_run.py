@@ -4,6 +4,7 @@ checkpoints, and where its events go."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +21,9 @@ from kerasop_trainer.errors import TrainerError
 
 
 def print_event(line: str) -> None:
-    print(line, flush=True)
+    # One write per line: a search's chief prints from two threads (trials, the oracle).
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def check_job_id(job_id: str) -> None:

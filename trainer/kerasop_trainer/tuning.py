@@ -11,8 +11,9 @@ a NaN loss) is recorded as failed with its reason and the search goes on.
 The oracle keeps its state in ``<store>/<model>/.tuning/<job-id>/`` on the model volume, so
 a restarted search reloads it and goes on where it was. On a cluster the search runs in
 keras-tuner's distributed mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
-``KERASTUNER_ORACLE_PORT``): the ``chief`` serves the oracle, the workers (``tuner1``,
-``tuner2``, ...) run trials; a worker restarted with its tuner id gets its ongoing trial back.
+``KERASTUNER_ORACLE_PORT``): the ``chief`` serves the oracle and runs trials itself as
+``tuner0``, the other workers (``tuner1``, ``tuner2``, ...) run trials; a worker restarted
+with its tuner id gets its ongoing trial back.
 
 When the search ends, the chief (or the one local process) publishes the best trial as the
 job's next version: its finished checkpoint is published, with the search and the trial in
@@ -26,13 +27,21 @@ import io
 import json
 import math
 import os
+import socket
 import statistics
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kerasop import events
-from kerasop.contracts import ENV_KERASTUNER_ORACLE_IP, ENV_KERASTUNER_TUNER_ID, ENV_TUNER_INDEX
+from kerasop.contracts import (
+    ENV_KERASTUNER_ORACLE_IP,
+    ENV_KERASTUNER_ORACLE_PORT,
+    ENV_KERASTUNER_TUNER_ID,
+    ENV_TUNER_INDEX,
+)
 from kerasop.events import BEST_TRIALS, EXIT_BAD_SPEC, EXIT_INTERNAL
 from kerasop.spec import KerasTrainingJob, TuningSpec
 from kerasop.store import ModelStore, write_json_atomic
@@ -42,6 +51,8 @@ from kerasop_trainer.errors import TrainerError, note
 from kerasop_trainer.training_run import TrainingRun, check_job_id, print_event
 
 CHIEF = "chief"  # keras-tuner's tuner id of the oracle's process
+LOCAL_TUNER = "tuner0"  # the chief's own trials run under this tuner id
+LOCALHOST = "127.0.0.1"
 HYPERBAND_EPOCHS = "tuner/epochs"  # Hyperband's per-trial epoch budget
 
 
@@ -353,11 +364,50 @@ def run(
     """
     search = Search(job, Path(data_root), Path(store_root), job_id, emit)
     tuner_id = distributed_role(os.environ)
-    tuner = _tuner(search, oracle(job, lambda trial, o: emit(search.trial_event(trial, o))))
-    tuner.search(verbose=0)  # the chief serves the oracle until the search ends
-    if tuner_id not in (None, CHIEF):
+    reporting = oracle(job, lambda trial, o: emit(search.trial_event(trial, o)))
+    if tuner_id == CHIEF:
+        return _run_chief(search, reporting)
+    tuner = _tuner(search, reporting)
+    tuner.search(verbose=0)
+    if tuner_id is not None:
         return {"kerasop": "done", "metrics": {}}
     return publish_best(search, tuner.oracle)
+
+
+def _run_chief(search: Search, reporting: Any) -> dict[str, Any]:
+    """The chief serves the oracle and runs trials itself as ``tuner0``: a search with
+    ``parallelism`` N is N processes (pods), not N + 1, and the chief's TensorFlow is not
+    imported only to wait. keras-tuner's own server runs in a thread; this process's trials go
+    to it through a client like every other worker's. Then the chief publishes the best."""
+    chief = _tuner(search, reporting)  # holds the oracle (KERASTUNER_TUNER_ID=chief)
+    # keras-tuner's chief search serves the oracle until the search is over and every tuner
+    # has left. It reads the environment when it starts serving: the port open means it has.
+    server = threading.Thread(target=chief.search, kwargs={"verbose": 0}, daemon=True)
+    server.start()
+    port = int(os.environ[ENV_KERASTUNER_ORACLE_PORT])
+    if not wait_for_port(LOCALHOST, port, alive=server.is_alive):
+        raise TrainerError(
+            f"keras-tuner's oracle server did not start on port {port}",
+            EXIT_INTERNAL,
+            reason="OracleNotServing",
+        )
+    os.environ[ENV_KERASTUNER_TUNER_ID] = LOCAL_TUNER  # keras-tuner reads both when a tuner
+    os.environ[ENV_KERASTUNER_ORACLE_IP] = LOCALHOST  # is made: this one is a client
+    _tuner(search, oracle(search.job)).search(verbose=0)
+    # The server's loop looks for the end only every 20 s (keras-tuner 1.4): look here.
+    kt_oracle = chief.oracle
+    while server.is_alive() and (kt_oracle.ongoing_trials or kt_oracle.tuner_ids):
+        time.sleep(0.1)
+    return publish_best(search, kt_oracle)
+
+
+def wait_for_port(host: str, port: int, alive: Callable[[], bool], every: float = 0.05) -> bool:
+    """Whether ``host:port`` accepts connections before ``alive()`` turns false."""
+    while alive():
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return True
+        time.sleep(every)
+    return False
 
 
 def distributed_role(environ: Any) -> str | None:

@@ -1,9 +1,10 @@
 """A search (``spec.tuning``): its pods, its status, its Events (pure).
 
-With ``tuning.parallelism`` > 1 the trainer Job is Indexed with ``parallelism + 1`` pods in
+With ``tuning.parallelism`` > 1 the trainer Job is Indexed with ``parallelism`` pods in
 keras-tuner's distributed mode: index 0 is the ``chief`` (it serves keras-tuner's oracle on
-:data:`ORACLE_PORT` behind the headless workers Service, then publishes the best trial),
-indexes 1..parallelism are tuner workers ``tuner1``, ``tuner2``, ... that run trials. A pod
+:data:`ORACLE_PORT` behind the headless workers Service, runs trials as ``tuner0``, then
+publishes the best trial), indexes 1..parallelism-1 are tuner workers ``tuner1``, ... that
+run trials. A pod
 restarted with its index keeps its tuner id, and keras-tuner gives it its ongoing trial back
 (which resumes from its checkpoints). With ``parallelism: 1`` one pod runs the whole search.
 
@@ -34,10 +35,11 @@ def distributed(job: KerasTrainingJob) -> bool:
 
 
 def pod_count(job: KerasTrainingJob) -> int:
-    """Pods of the trainer Job: the workers, or a search's chief and its tuners."""
+    """Pods of the trainer Job: the workers, or a search's trials in flight (the chief runs
+    trials too)."""
     if distributed(job):
         assert job.spec.tuning is not None
-        return job.spec.tuning.parallelism + 1
+        return job.spec.tuning.parallelism
     return job.spec.workers
 
 
