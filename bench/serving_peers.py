@@ -108,7 +108,7 @@ MLSERVER_CONFIGS = {
 # Each server's configuration in words (the table's header and the results' meta).
 CONFIGS = {
     "kerasop": "batching on (<= 32 rows, greedy: what is queued, no wait for a lone request); "
-    "inference on one thread beside the event loop; no per-request log",
+    "inference on one thread beside the event loop (uvloop); no per-request log",
     "kserve": "no batching (KServe's batcher is the agent sidecar's, v1 HTTP only); 1 worker; "
     "uvicorn access log, latency logging and the gRPC 'grpc method' line off",
     "mlserver": "adaptive batching on (32 rows / 2 ms); parallel_workers 1 (inference in a "
@@ -1040,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
 # What each server's versions line names: the engine, the server package, its HTTP and
 # gRPC stacks.
 VERSIONED = {
-    "kerasop": ("onnxruntime", "aiohttp", "grpcio", "numpy"),
+    "kerasop": ("onnxruntime", "aiohttp", "uvloop", "grpcio", "numpy"),
     "kserve": ("kserve", "onnxruntime", "uvicorn", "grpcio", "numpy"),
     "mlserver": ("mlserver", "onnxruntime", "uvicorn", "grpcio", "numpy"),
     "naive": ("tensorflow-cpu", "keras", "aiohttp"),

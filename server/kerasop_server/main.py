@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    import uvloop
     from aiohttp import web
 
     from .app import create_app
@@ -198,8 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.max_batch_size,
         config.batch_timeout_ms,
     )
+    # uvloop: the event loop REST and gRPC share; grpcio's asyncio server answers about a
+    # quarter more calls per second on it than on asyncio's own (docs/performance.md).
     web.run_app(
         create_app(config),
+        loop=uvloop.new_event_loop(),
         host=config.host,
         port=config.port,
         shutdown_timeout=config.shutdown_timeout,
