@@ -71,9 +71,10 @@ test: system-deps
 # debootstrap and the wheelhouse downloads wait on the network (docs/e2e.md, "Cold and warm");
 # every step is cached, so a warm run passes through in seconds. The engine is started first
 # (-o: the lanes do not start it again).
-LANE := $(MAKE) -j1 -o system-deps -o docker-engine
+ENGINE_UP := -o system-deps -o docker-engine
+LANE := $(MAKE) -j1 $(ENGINE_UP)
 prebuild: docker-engine
-	$(MAKE) -j3 -o system-deps -o docker-engine node-image prebuild-python prebuild-go
+	$(MAKE) -j3 $(ENGINE_UP) node-image prebuild-python prebuild-go
 prebuild-python:
 	+$(LANE) setup images tool-ghz tool-fake-gcs tool-helm-kubectl
 prebuild-go:
