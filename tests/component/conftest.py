@@ -15,17 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opcomponent import REPO, OperatorProcess
+from opcomponent import OperatorProcess, cluster_with_crds
 
 from kerasop_operator.kube import Kube
-from tests.support.kube import KubeCluster, kube_cluster
+from tests.support.kube import KubeCluster
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[KubeCluster]:
-    with kube_cluster() as c:
-        c.kubectl("apply", "-f", str(REPO / "crds"))
-        c.wait_for_crds(("kerastrainingjobs.kerasop.io", "kerasmodelservices.kerasop.io"))
+    with cluster_with_crds() as c:
         yield c
 
 

@@ -28,10 +28,19 @@ import yaml
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
 from tests.support import sample
-from tests.support.kube import CACHE, KubeCluster, _script_output_dir, free_port
+from tests.support.kube import CACHE, KubeCluster, _script_output_dir, free_port, kube_cluster
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def cluster_with_crds() -> Iterator[KubeCluster]:
+    """A fresh etcd + kube-apiserver with the project's CRDs established."""
+    with kube_cluster() as c:
+        c.kubectl("apply", "-f", str(REPO / "crds"))
+        c.wait_for_crds(("kerastrainingjobs.kerasop.io", "kerasmodelservices.kerasop.io"))
+        yield c
 
 RUNTIME_IMAGE = "kerasop-runtime:test"
 SYSTEM_NS = "kerasop-system"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
-from opcomponent import REPO
+from opcomponent import REPO, cluster_with_crds
 
 from kerasop_operator import kube as k
 from kerasop_operator.kube import Kube
@@ -21,7 +22,16 @@ from tests.support.kube import KubeCluster
 pytestmark = pytest.mark.component
 
 
-def test_operator_scale_small_run(cluster: KubeCluster, api: Kube, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[KubeCluster]:
+    """An apiserver of its own: on the tier's shared one the session's operator may already be
+    running (test order, or pytest-xdist's), and two operators on the same objects fight."""
+    with cluster_with_crds() as c:
+        yield c
+
+
+def test_operator_scale_small_run(own_cluster: KubeCluster, tmp_path) -> None:
+    cluster, api = own_cluster, Kube.from_environment(str(own_cluster.kubeconfig))
     out = tmp_path / "results"
     argv = [
         sys.executable, str(REPO / "bench" / "operator_scale.py"), "--quick",

@@ -191,8 +191,8 @@ def test_rollout_gate_rollback_shadow_promote(data: E2E, toolbox: str, phase) ->
     phase(f"r2: version {v3} rolled back: {rolled['reason']}")
 
     # r3: a good retrain, shadow then canary, promoted with zero failures
-    shadow = {"durationSeconds": 40, "minRequests": 50, "minAgreement": 0.8}
-    canary = {"steps": [25, 100], "dwellSeconds": 40, "maxErrorRate": 0.0}
+    shadow = {"durationSeconds": 20, "minRequests": 50, "minAgreement": 0.8}
+    canary = {"steps": [25, 100], "dwellSeconds": 20, "maxErrorRate": 0.0}
     agreement = ""
     with LoadGen(e2e, MODEL, MODEL, tag="promote") as load:
         v4 = train(e2e, job("rollout-v4", epochs=4))
