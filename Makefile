@@ -52,14 +52,15 @@ tool-ghz:
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# Every tier: unit, component (real kube-apiserver + etcd), docker (compose
-# trains and serves), then e2e on a three-node kind cluster. Needs root (the
-# Docker engine and the cluster's node). Static checks first (they take seconds), and the
-# operator's tests once more on the lowest supported dependency versions.
 # The tiers below the cluster run on two pytest-xdist workers, a test file each at a time
 # (--dist loadfile: a file's module fixtures, such as its servers, start once): much of their time
 # is waiting on subprocesses: on 2 cores 22 minutes in series, 12.6 on two workers.
 PYTEST_PARALLEL := -n 2 --dist loadfile
+
+# Every tier: unit, component (real kube-apiserver + etcd), docker (compose
+# trains and serves), then e2e on a three-node kind cluster. Needs root (the
+# Docker engine and the cluster's node). Static checks first (they take seconds), and the
+# operator's tests once more on the lowest supported dependency versions.
 test: system-deps
 	$(MAKE) prebuild
 	$(MAKE) lint

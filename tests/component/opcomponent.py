@@ -42,6 +42,7 @@ def cluster_with_crds() -> Iterator[KubeCluster]:
         c.wait_for_crds(("kerastrainingjobs.kerasop.io", "kerasmodelservices.kerasop.io"))
         yield c
 
+
 RUNTIME_IMAGE = "kerasop-runtime:test"
 SYSTEM_NS = "kerasop-system"
 
