@@ -26,7 +26,7 @@ if [[ ! -x "$TARGET" ]]; then
     echo "[build-ghz] go install github.com/bojand/ghz/cmd/ghz@$VERSION" >&2
     gobin=$(mktemp -d "$BIN/.ghz-build.XXXXXX")
     trap 'rm -rf "$gobin"' EXIT
-    GOBIN="$gobin" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false" \
+    GOBIN="$gobin" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false" \
       GOPROXY="${GOPROXY:-https://proxy.golang.org}" \
       "$GO" install -ldflags "-s -w" "github.com/bojand/ghz/cmd/ghz@$VERSION"
     mv "$gobin/ghz" "$TARGET"

@@ -31,7 +31,7 @@ flock 9
 if [[ -x "$TARGET" ]]; then link; exit 0; fi
 
 t0=$(date +%s)
-GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org}" GOFLAGS="-modcacherw -buildvcs=false" \
+GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org}" GOFLAGS="${GOFLAGS:-} -modcacherw -buildvcs=false" \
   GOPATH="$WORK/gopath" GOMODCACHE="$WORK/gopath/pkg/mod" GOBIN="$WORK/bin" CGO_ENABLED=0 \
   "$GO" install -trimpath -ldflags "-s -w" "github.com/fsouza/fake-gcs-server@$VERSION"
 mv "$WORK/bin/fake-gcs-server" "$TARGET"

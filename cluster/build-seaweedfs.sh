@@ -40,7 +40,7 @@ if done_; then link; exit 0; fi
 
 export GOTOOLCHAIN=local
 export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
-export GOFLAGS="-mod=mod -buildvcs=false"
+export GOFLAGS="${GOFLAGS:-} -mod=mod -buildvcs=false"
 export GOMODCACHE="$WORK/gomodcache"
 export CGO_ENABLED=0
 

@@ -16,7 +16,7 @@ exec 9>"$BIN/.lock"
 flock 9
 if [[ ! -x "$BIN/kind" ]]; then
   echo "[build-kind $(date +%H:%M:%S)] go install sigs.k8s.io/kind@$VERSION" >&2
-  GOBIN="$BIN" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+  GOBIN="$BIN" GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -buildvcs=false" CGO_ENABLED=0 \
     GOPROXY="${GOPROXY:-https://proxy.golang.org}" "$GO" install -trimpath -ldflags "-s -w" "sigs.k8s.io/kind@$VERSION"
 fi
 echo "$BIN/kind"
