@@ -99,10 +99,11 @@ test-no-cluster: prebuild-tiers
 # `make test` runs the node image's lane at low priority instead (above).
 ENGINE_UP := -o system-deps -o docker-engine
 LANE := $(MAKE) -j1 $(ENGINE_UP)
+TIER_LANES := prebuild-python prebuild-go
 prebuild: docker-engine
-	$(MAKE) -j3 $(ENGINE_UP) node-image prebuild-python prebuild-go
+	$(MAKE) -j3 $(ENGINE_UP) node-image $(TIER_LANES)
 prebuild-tiers: docker-engine
-	$(MAKE) -j2 $(ENGINE_UP) prebuild-python prebuild-go
+	$(MAKE) -j2 $(ENGINE_UP) $(TIER_LANES)
 prebuild-python:
 	+$(LANE) setup images tool-ghz tool-fake-gcs tool-helm-kubectl
 prebuild-go:
