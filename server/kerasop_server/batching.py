@@ -15,6 +15,9 @@ a fast model is not held back by a window it does not need.
 A model that answers in well under a millisecond (the last call's time per
 row times the rows, below ``INLINE_SECONDS``) runs on the event loop itself:
 the hand-off to the inference thread and back costs more than such a call.
+A lone request (nothing else queued or arriving) runs there too when the model
+answers it within ``LONE_INLINE_SECONDS``: no other request waits on the loop
+meanwhile, so the thread would only add its two wake-ups to that client's latency.
 Work submitted as ``background`` (shadow copies) always runs on the inference
 thread: it must never hold up the event loop that answers live requests.
 
@@ -39,6 +42,8 @@ import numpy as np
 
 # Model calls expected to take less than this run on the event loop (see Batcher._inline).
 INLINE_SECONDS = 0.0003
+# ... and so does a lone request's call up to this (nothing else waits on the loop meanwhile).
+LONE_INLINE_SECONDS = 0.005
 
 
 class ModelError(RuntimeError):
@@ -166,11 +171,16 @@ class Batcher:
         self._row_seconds = (time.perf_counter() - started) / max(1, len(batch))
         return out
 
-    def _inline(self, rows: int) -> bool:
+    def _inline(self, items: list[_Item], rows: int) -> bool:
         """Run on the event loop when the model is known to answer this batch in
-        well under a millisecond: handing it to the inference thread and back
-        (two wake-ups, each late on a busy CPU) would cost more than the call."""
-        return self._row_seconds is not None and self._row_seconds * rows < INLINE_SECONDS
+        well under a millisecond, or a lone request within a few milliseconds while
+        no other request is queued or arriving: handing it to the inference thread
+        and back (two wake-ups, each late on a busy CPU) would cost more than it saves."""
+        if self._row_seconds is None or any(i.background for i in items):
+            return False
+        expected = self._row_seconds * rows
+        lone = len(items) == 1 and self._queue.empty() and self._arriving == 0
+        return expected < (LONE_INLINE_SECONDS if lone else INLINE_SECONDS)
 
     async def _execute(self, items: list[_Item], rows: int) -> None:
         loop = asyncio.get_running_loop()
@@ -178,7 +188,7 @@ class Batcher:
         started = time.perf_counter()
         wait = started - min(i.queued_at for i in items)
         try:
-            if self._inline(rows) and not any(i.background for i in items):
+            if self._inline(items, rows):
                 out = self._timed_predict(batch)
             else:
                 out = await loop.run_in_executor(self._executor, self._timed_predict, batch)

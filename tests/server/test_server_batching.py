@@ -147,6 +147,35 @@ def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread(
     assert all(n.startswith("infer") for n in threads_of(0.1))
 
 
+def test_lone_request_runs_on_the_loop_queued_ones_on_the_inference_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request with nothing else queued runs inline up to LONE_INLINE_SECONDS; one with
+    others waiting behind it goes to the inference thread, so the loop keeps taking them in."""
+    monkeypatch.setattr(batching, "INLINE_SECONDS", 0.0)  # only the lone rule can inline
+    monkeypatch.setattr(batching, "LONE_INLINE_SECONDS", 1.0)  # "fast", even on a busy machine
+    names: list[str] = []
+
+    def predict(x):
+        names.append(threading.current_thread().name)
+        return x
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
+            b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
+            b.start()
+            await b.submit(np.ones((1, 1)))  # measured on the thread
+            await b.submit(np.ones((1, 1)))  # lone: inline
+            # Two at once: the first has the second queued behind it, the second is lone.
+            await asyncio.gather(b.submit(np.ones((1, 1))), b.submit(np.ones((1, 1))))
+            await b.close()
+
+    asyncio.run(main())
+    loop_thread = threading.current_thread().name
+    assert names[0].startswith("infer") and names[1] == loop_thread
+    assert names[2].startswith("infer") and names[3] == loop_thread and len(names) == 4
+
+
 def test_background_work_never_runs_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shadow copies (background) go to the inference thread even when the model is fast
     enough to run inline, and so does a batch that merges them with a live request."""
