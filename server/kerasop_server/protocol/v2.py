@@ -180,10 +180,11 @@ def _v2_tensor(tensor: RequestInput, sig: Signature, chunk: bytes | None) -> np.
     else:
         if "data" not in tensor.model_fields_set:
             raise ClientError(f"{what}: missing 'data'")
-        arr = numeric_array(tensor.data, what)
+        declared = np.dtype(V2_TYPES[datatype])
+        arr = numeric_array(tensor.data, what, floats=declared.kind == "f")
         if arr.size != count:
             raise ClientError(f"{what}: shape {shape} needs {count} values, 'data' has {arr.size}")
-        arr = cast(arr, np.dtype(V2_TYPES[datatype]), what)
+        arr = cast(arr, declared, what)
     arr = arr.reshape(shape)
     if sig.image is not None:
         if arr.ndim >= 1 and arr.shape[1:] == sig.image.shape:
