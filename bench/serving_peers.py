@@ -108,7 +108,8 @@ MLSERVER_CONFIGS = {
 # Each server's configuration in words (the table's header and the results' meta).
 CONFIGS = {
     "kerasop": "batching on (<= 32 rows, greedy: what is queued, no wait for a lone request); "
-    "inference on one thread beside the event loop (uvloop); no per-request log",
+    "inference on one thread beside the event loop (uvloop), a lone request's call on the "
+    "loop itself; no per-request log",
     "kserve": "no batching (KServe's batcher is the agent sidecar's, v1 HTTP only); 1 worker; "
     "uvicorn access log, latency logging and the gRPC 'grpc method' line off",
     "mlserver": "adaptive batching on (32 rows / 2 ms); parallel_workers 1 (inference in a "
