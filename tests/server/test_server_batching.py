@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
@@ -116,35 +117,44 @@ def test_window_waits_for_a_request_on_its_way_in() -> None:
     np.testing.assert_array_equal(first, np.zeros((1, 1)))
 
 
+def threads_of_calls(
+    scenario: Callable[[Batcher], Awaitable[None]], *, max_batch_size: int = 1, delay: float = 0.0
+) -> list[str]:
+    """The thread each model call ran on, in order, while ``scenario`` submitted requests to a
+    batcher with one inference thread ("infer...") and a model taking ``delay`` seconds."""
+    names: list[str] = []
+
+    def predict(x):
+        time.sleep(delay)
+        names.append(threading.current_thread().name)
+        return x
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
+            b = Batcher(predict, max_batch_size=max_batch_size, timeout=0, executor=pool)
+            b.start()
+            await scenario(b)
+            await b.close()
+
+    asyncio.run(main())
+    return names
+
+
+async def three_in_turn(b: Batcher) -> None:
+    for _ in range(3):
+        await b.submit(np.ones((1, 1)))
+
+
 def test_fast_model_runs_on_the_loop_slow_one_on_the_inference_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A wide threshold, so that a busy machine cannot make the instant model look slow.
     monkeypatch.setattr(batching, "INLINE_SECONDS", 0.05)
-
-    def threads_of(delay: float) -> list[str]:
-        names: list[str] = []
-
-        def predict(x):
-            time.sleep(delay)
-            names.append(threading.current_thread().name)
-            return x
-
-        async def main():
-            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
-                b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
-                b.start()
-                for _ in range(3):
-                    await b.submit(np.ones((1, 1)))
-                await b.close()
-
-        asyncio.run(main())
-        return names
-
+    monkeypatch.setattr(batching, "LONE_INLINE_SECONDS", 0.05)  # 0.1 s is slow for both rules
     # The first call measures the model on the inference thread; fast calls then stay inline.
-    fast = threads_of(0.0)
+    fast = threads_of_calls(three_in_turn)
     assert fast[0].startswith("infer") and fast[1:] == [threading.current_thread().name] * 2
-    assert all(n.startswith("infer") for n in threads_of(0.1))
+    assert all(n.startswith("infer") for n in threads_of_calls(three_in_turn, delay=0.1))
 
 
 def test_lone_request_runs_on_the_loop_queued_ones_on_the_inference_thread(
@@ -154,23 +164,14 @@ def test_lone_request_runs_on_the_loop_queued_ones_on_the_inference_thread(
     others waiting behind it goes to the inference thread, so the loop keeps taking them in."""
     monkeypatch.setattr(batching, "INLINE_SECONDS", 0.0)  # only the lone rule can inline
     monkeypatch.setattr(batching, "LONE_INLINE_SECONDS", 1.0)  # "fast", even on a busy machine
-    names: list[str] = []
 
-    def predict(x):
-        names.append(threading.current_thread().name)
-        return x
+    async def scenario(b: Batcher) -> None:
+        await b.submit(np.ones((1, 1)))  # measured on the thread
+        await b.submit(np.ones((1, 1)))  # lone: inline
+        # Two at once: the first has the second queued behind it, the second is lone.
+        await asyncio.gather(b.submit(np.ones((1, 1))), b.submit(np.ones((1, 1))))
 
-    async def main():
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
-            b = Batcher(predict, max_batch_size=1, timeout=0, executor=pool)
-            b.start()
-            await b.submit(np.ones((1, 1)))  # measured on the thread
-            await b.submit(np.ones((1, 1)))  # lone: inline
-            # Two at once: the first has the second queued behind it, the second is lone.
-            await asyncio.gather(b.submit(np.ones((1, 1))), b.submit(np.ones((1, 1))))
-            await b.close()
-
-    asyncio.run(main())
+    names = threads_of_calls(scenario)
     loop_thread = threading.current_thread().name
     assert names[0].startswith("infer") and names[1] == loop_thread
     assert names[2].startswith("infer") and names[3] == loop_thread and len(names) == 4
@@ -180,25 +181,14 @@ def test_background_work_never_runs_on_the_loop(monkeypatch: pytest.MonkeyPatch)
     """Shadow copies (background) go to the inference thread even when the model is fast
     enough to run inline, and so does a batch that merges them with a live request."""
     monkeypatch.setattr(batching, "INLINE_SECONDS", 1.0)  # "fast", even on a busy machine
-    names: list[str] = []
 
-    def predict(x):
-        names.append(threading.current_thread().name)
-        return x
+    async def scenario(b: Batcher) -> None:
+        await b.submit(np.ones((1, 1)))  # measured: fast, later live calls run inline
+        await b.submit(np.ones((1, 1)))
+        await b.submit(np.ones((1, 1)), background=True)
+        await asyncio.gather(b.submit(np.ones((1, 1)), background=True), b.submit(np.ones((1, 1))))
 
-    async def main():
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="infer") as pool:
-            b = Batcher(predict, max_batch_size=4, timeout=0, executor=pool)
-            b.start()
-            await b.submit(np.ones((1, 1)))  # measured: fast, later live calls run inline
-            await b.submit(np.ones((1, 1)))
-            await b.submit(np.ones((1, 1)), background=True)
-            await asyncio.gather(
-                b.submit(np.ones((1, 1)), background=True), b.submit(np.ones((1, 1)))
-            )
-            await b.close()
-
-    asyncio.run(main())
+    names = threads_of_calls(scenario, max_batch_size=4)
     loop_thread = threading.current_thread().name
     assert names[1] == loop_thread  # the fast path is on
     assert names[2].startswith("infer") and names[3].startswith("infer") and len(names) == 4
